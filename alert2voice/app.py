@@ -1,0 +1,467 @@
+"""create_app(): wiring, HTTP routes and the cleanup contexts that own sessions, store and dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from . import callbacks
+from .alertmanager import Payload, PayloadError, parse_payload
+from .config import Config, ConfigError, load_config, secrets_of
+from .dispatcher import Clock, Dispatcher
+from .keys import RUNTIME
+from .logs import SCRUBBER, mask_number
+from .metrics import Metrics
+from .pages import PageState, new_page, resolve
+from .provider import Provider
+from .provider.webex import WebexProvider
+from .routing import Plan, explain_route, first_callable, plan
+from .speech import Speech, SpeechContext
+from .store import Store, StoreUnavailable, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share; one object under one AppKey so a reload swaps config and speech together."""
+
+    config: Config
+    config_path: Path | None
+    metrics: Metrics
+    clock: Clock
+    store: Store
+    provider: Provider | None = None
+    dispatcher: Dispatcher | None = None
+    speech: Speech = field(init=False)
+    shutting_down: bool = False
+    store_ok: bool = True
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.speech = make_speech(self.config)
+
+    def apply(self, config: Config) -> None:
+        """Swap in a validated config (pending pages keep going on the new one)."""
+        self.config = config
+        self.speech = make_speech(config)
+        SCRUBBER.set_secrets(secrets_of(config))
+        self.metrics.precreate([r.name for r in config.routes])
+
+    async def reload(self) -> None:
+        """Re-read the config file and its secret files; on error the last good config stays."""
+        if self.config_path is None:
+            raise ConfigError([])
+        async with self.reload_lock:
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+            except ConfigError as exc:
+                self.metrics.reload_ok.set(0)
+                log.error("config reload rejected; the last good config stays",
+                          extra={"problems": [str(p) for p in exc.problems]})
+                raise
+            self.apply(config)
+            self.metrics.reload_ok.set(1)
+            self.metrics.reload_time.set(time.time())
+            log.info("config reloaded", extra={"routes": len(config.routes)})
+
+
+def make_speech(config: Config) -> Speech:
+    """The SSML renderer the config describes."""
+    return Speech(config.templates.directory, max_alerts_spoken=config.speech.max_alerts_spoken,
+                  max_chars=config.speech.max_chars)
+
+
+# -------------------------------------------------------------------------------------------- webhook
+
+
+def _authorized(config: Config, header: str) -> bool:
+    auth = config.webhook_auth
+    if auth is None:
+        return True
+    ok = False
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        for token in auth.bearer_tokens:
+            # Compare against every token (no early exit) so timing does not reveal which one matched.
+            ok |= hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
+    elif scheme.lower() == "basic" and auth.basic_auth is not None and auth.basic_auth.password is not None:
+        try:
+            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        ok = hmac.compare_digest(user.encode(), auth.basic_auth.username.encode()) & hmac.compare_digest(
+            password.encode(), auth.basic_auth.password.get_secret_value().encode())
+    return ok
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"status": "error", "error": message}, status=status, headers=headers or None)
+
+
+async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) -> Payload | web.Response:
+    """Authenticate, check type and size, parse; a Response is the error to send."""
+    config = rt.config
+    if not _authorized(config, request.headers.get("Authorization", "")):
+        result.append("unauthorized")
+        schemes = 'Bearer realm="alert2voice"' if config.webhook_auth and config.webhook_auth.bearer_tokens \
+            else 'Basic realm="alert2voice"'
+        return _error(401, "missing or wrong credentials", **{"WWW-Authenticate": schemes})
+    if request.content_type != "application/json":
+        result.append("unsupported_media_type")
+        return _error(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
+    limit = config.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        result.append("too_large")
+        return _error(413, f"body of {request.content_length} bytes is over server.max_body_bytes ({limit})")
+    try:
+        body = await _read_limited(request, limit)
+    except web.HTTPRequestEntityTooLarge:
+        result.append("too_large")
+        return _error(413, f"body is over server.max_body_bytes ({limit})")
+    try:
+        return parse_payload(body)
+    except PayloadError as exc:
+        result.append("bad_request")
+        return _error(400, str(exc))
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _group(payload: Payload) -> dict[str, Any]:
+    return {"receiver": payload.receiver, "groupLabels": payload.groupLabels, "commonLabels": payload.commonLabels,
+            "commonAnnotations": payload.commonAnnotations, "externalURL": payload.externalURL,
+            "truncatedAlerts": payload.truncatedAlerts}
+
+
+async def accept(rt: Runtime, payload: Payload, now: datetime) -> dict[str, Any]:
+    """Plan the payload and durably queue, dedup or resolve every page; returns the summary sent back."""
+    config, metrics = rt.config, rt.metrics
+    the_plan: Plan = plan(config, payload)
+    summary: dict[str, Any] = {"status": "ok", "pages": []}
+    firing_ids = {i for p in the_plan.pages for i in p.identities}
+    for planned in the_plan.pages:
+        route = planned.route
+        # Pages of this group whose alerts all stopped firing are resolved (unless the group was truncated,
+        # when absence proves nothing).
+        if payload.truncatedAlerts == 0:
+            for page in await rt.store.by_group(route.name, payload.groupKey):
+                if page.state is PageState.ACTIVE and not set(page.identities) & firing_ids:
+                    await _resolve(rt, page, route.send_resolved, now)
+        if not planned.firing:
+            continue
+        entry = {"route": route.name, "page_key": planned.key, "alerts": len(planned.firing)}
+        if not route.escalation:
+            entry["result"] = "no_contacts"
+            metrics.pages.labels(route.name, "no_contacts").inc()
+            summary["pages"].append(entry)
+            continue
+        page = new_page(planned, _group(payload), now)
+        if not await rt.store.admit(page, planned.claims, config.dedup.window, now):
+            entry["result"] = "duplicate"
+        elif first_callable(config, route, now, planned.severities) is None and any(
+                t.quiet for t in explain_route(config, route, now, sorted(planned.severities))):
+            entry["result"] = "quiet_hours"
+        else:
+            entry["result"] = "called"
+        metrics.pages.labels(route.name, entry["result"]).inc()
+        log.info("page " + entry["result"], extra={"page_key": planned.key, "route": route.name,
+                                                    "alerts": len(planned.firing), "group_key": payload.groupKey})
+        summary["pages"].append(entry)
+    if the_plan.unrouted:
+        metrics.pages.labels("", "no_route").inc()
+        labels = [dict(a.labels) for a in the_plan.unrouted[:3]]
+        log.warning("no route matched", extra={"labels_tried": labels, "routes": [r.name for r in config.routes],
+                                               "group_key": payload.groupKey})
+        summary["unrouted"] = len(the_plan.unrouted)
+    return summary
+
+
+async def _resolve(rt: Runtime, page, send_resolved: bool, now: datetime) -> None:
+    disp = rt.dispatcher
+    lock = disp.locks[page.key] if disp else contextlib.nullcontext()
+    async with lock:
+        fresh = await rt.store.get(page.key)
+        if fresh is None or fresh.state is not PageState.ACTIVE:
+            return
+        for call in fresh.calls:
+            if call.state.value == "queued":
+                rt.metrics.calls.labels(fresh.route, "cancelled").inc()
+        resolve(fresh, now, send_resolved=send_resolved)
+        await rt.store.put(fresh)
+        await rt.store.release(fresh.claims)
+    log.info("page resolved", extra={"page_key": page.key, "route": page.route})
+
+
+async def handle_alerts(request: web.Request) -> web.Response:
+    """POST /alerts: the Alertmanager webhook; 200 only once every implied call is durably queued."""
+    rt = request.app[RUNTIME]
+    result: list[str] = []
+    if rt.shutting_down:
+        rt.metrics.webhooks.labels("unavailable").inc()
+        return _error(503, "shutting down")
+    parsed = await _read_payload(request, rt, result)
+    if isinstance(parsed, web.Response):
+        rt.metrics.webhooks.labels(result[0]).inc()
+        log.warning("webhook refused", extra={"status": parsed.status, "result": result[0],
+                                              "remote": request.remote})
+        return parsed
+    for alert in parsed.alerts:
+        rt.metrics.alerts_received.labels(alert.status).inc()
+    try:
+        summary = await accept(rt, parsed, rt.clock.now())
+    except StoreUnavailable as exc:
+        rt.store_ok = False
+        rt.metrics.webhooks.labels("unavailable").inc()
+        log.error("store unavailable; answering 503 so Alertmanager retries", extra={"error": str(exc)})
+        return _error(503, "store unavailable, retry later")
+    rt.store_ok = True
+    rt.metrics.webhooks.labels("accepted").inc()
+    if rt.dispatcher is not None:
+        rt.dispatcher.poke()
+    return web.json_response(summary)
+
+
+# ------------------------------------------------------------------------------------------ callbacks
+
+
+async def handle_callback(request: web.Request) -> web.Response:
+    """POST /callbacks/webex: delivery receipts and call events from the provider."""
+    rt = request.app[RUNTIME]
+    body = await request.read()
+    cb = rt.config.provider.callback
+    if not callbacks.verify(cb, request.headers, body):
+        rt.metrics.callbacks.labels("unknown", "unauthorized").inc()
+        log.warning("callback refused: wrong or missing credentials", extra={"remote": request.remote})
+        return _error(401, "missing or wrong callback credentials", **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
+    try:
+        event = callbacks.parse(body)
+    except callbacks.CallbackError as exc:
+        rt.metrics.callbacks.labels("unknown", "bad_request").inc()
+        return _error(400, str(exc))
+    key = await rt.store.find_call(correlation_id=event.correlation_id, message_id=event.message_id)
+    result = "unknown"
+    if key is not None and rt.dispatcher is not None:
+        result = await rt.dispatcher.apply_outcome(key, correlation=event.correlation_id, message_id=event.message_id,
+                                                   outcome=event.outcome, grace=event.grace)
+    rt.metrics.callbacks.labels(event.event, result).inc()
+    if result == "unknown":
+        log.warning("callback for an unknown call", extra={"event": event.event,
+                                                          "correlation_id": event.correlation_id})
+    # Receipts need only a 200; call events (interactive mode) read the next action from the body.
+    return web.json_response({"action": "HANGUP"} if event.call_event else {"status": "ok"})
+
+
+# ---------------------------------------------------------------------------------------- operations
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    with contextlib.suppress(StoreUnavailable):
+        rt.metrics.queue_depth.set(await rt.store.depth())
+    resp = web.Response(body=generate_latest(rt.metrics.registry))
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+async def handle_healthy(request: web.Request) -> web.Response:
+    return web.Response(text="alert2voice is healthy.\n")
+
+
+async def readiness(rt: Runtime) -> list[str]:
+    """What keeps the service from being ready (empty when ready)."""
+    problems = []
+    if rt.shutting_down:
+        problems.append("shutting down")
+    try:
+        await rt.store.ping()
+    except StoreUnavailable as exc:
+        problems.append(f"store unavailable: {exc}")
+    if rt.dispatcher is None or not rt.dispatcher.running:
+        problems.append("dispatcher not running")
+    elif not rt.dispatcher.provider_healthy:
+        problems.append("provider refuses our credentials (401/403): check provider.service_key")
+    return problems
+
+
+async def handle_ready(request: web.Request) -> web.Response:
+    problems = await readiness(request.app[RUNTIME])
+    if problems:
+        return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n")
+    return web.Response(text="alert2voice is ready.\n")
+
+
+async def handle_reload(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        await rt.reload()
+    except ConfigError as exc:
+        return _error(400 if exc.problems else 409, str(exc) or "started without a config file: nothing to reload")
+    return web.json_response({"status": "ok"})
+
+
+def render_calls(rt: Runtime, payload: Payload, now: datetime) -> list[dict[str, Any]]:
+    """For each call the payload would cause now: route, contact, correlationId and SSML (render and /-/render)."""
+    config = rt.config
+    out = []
+    for planned in plan(config, payload).pages:
+        if not planned.firing:
+            continue
+        target = first_callable(config, planned.route, now, planned.severities)
+        entry: dict[str, Any] = {"route": planned.route.name, "page_key": planned.key,
+                                 "correlation_id": planned.key and f"a2v-{planned.key[:32]}-1"}
+        if target is None:
+            entry.update(contact=None, reason="nobody callable now (no escalation, quiet hours or nobody on call)")
+            out.append(entry)
+            continue
+        name = planned.route.template or config.templates.firing
+        ssml = rt.speech.render(name, SpeechContext(payload=payload, alerts=list(planned.firing),
+                                                    route=planned.route.name, contact=target.contact or "", now=now))
+        entry.update(contact=target.contact, number=mask_number(target.number), reason=target.reason,
+                     text_format=planned.route.text_format or rt.speech.text_format(name), ssml=ssml)
+        out.append(entry)
+    return out
+
+
+async def handle_render(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    result: list[str] = []
+    parsed = await _read_payload(request, rt, result)
+    if isinstance(parsed, web.Response):
+        return parsed
+    return web.json_response({"calls": render_calls(rt, parsed, rt.clock.now())})
+
+
+def page_json(page) -> dict[str, Any]:
+    """A page for /api/v1/pages: no secrets, numbers masked."""
+    return {
+        "key": page.key, "route": page.route, "group_key": page.group_key, "state": page.state.value,
+        "received_at": page.received_at.isoformat(), "updated_at": page.updated_at.isoformat() if page.updated_at
+        else None, "due_at": page.due_at.isoformat() if page.due_at else None,
+        "alerts": [{"labels": a["labels"], "status": a["status"]} for a in page.alerts],
+        "calls": [{"attempt": c.attempt, "kind": c.kind, "contact": c.contact, "number": mask_number(c.number),
+                   "correlation_id": c.correlation_id, "state": c.state.value, "tries": c.tries,
+                   "created_at": c.created_at.isoformat(),
+                   "accepted_at": c.accepted_at.isoformat() if c.accepted_at else None,
+                   "ended_at": c.ended_at.isoformat() if c.ended_at else None, "error": c.error}
+                  for c in page.calls],
+    }
+
+
+async def handle_pages(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        limit = max(1, min(500, int(request.query.get("limit", "50"))))
+    except ValueError:
+        return _error(400, "limit must be an integer")
+    try:
+        pages = await rt.store.recent(limit)
+    except StoreUnavailable as exc:
+        return _error(503, f"store unavailable: {exc}")
+    return web.json_response({"pages": [page_json(p) for p in pages]})
+
+
+# -------------------------------------------------------------------------------------------- factory
+
+
+def create_app(config: Config, *, config_path: Path | None = None, provider: Provider | None = None,
+               store: Store | None = None, clock: Clock | None = None,
+               registry: CollectorRegistry | None = None, run_dispatcher: bool = True) -> web.Application:
+    """The whole service as an aiohttp app; the CLI and the tests call this same factory."""
+    # Bodies are bounded by our own streaming reader (for a JSON 413); this is the hard cap for everything else.
+    app = web.Application(client_max_size=config.server.max_body_bytes + 1)
+    metrics = Metrics(registry)
+    rt = Runtime(config=config, config_path=config_path, metrics=metrics, clock=clock or Clock(),
+                 store=store or open_store(config), provider=provider)
+    rt.apply(config)
+    metrics.reload_ok.set(1)
+    metrics.reload_time.set(time.time())
+    app[RUNTIME] = rt
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_provider_ctx)
+    if run_dispatcher:
+        app.cleanup_ctx.append(_dispatcher_ctx)
+    else:
+        app.on_startup.append(_make_dispatcher)
+    app.router.add_post("/alerts", handle_alerts)
+    app.router.add_post("/callbacks/webex", handle_callback)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/-/healthy", handle_healthy)
+    app.router.add_get("/-/ready", handle_ready)
+    app.router.add_post("/-/reload", handle_reload)
+    app.router.add_post("/-/render", handle_render)
+    app.router.add_get("/api/v1/pages", handle_pages)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    await rt.store.open()
+    try:
+        yield
+    finally:
+        await rt.store.close()
+
+
+async def _provider_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    if rt.provider is not None:
+        yield
+        return
+    cfg = rt.config.provider
+    timeout = aiohttp.ClientTimeout(total=cfg.timeout.total_seconds())
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        assert cfg.service_key is not None  # resolved by config validation
+        rt.provider = WebexProvider(session, base_url=cfg.url, service_key=cfg.service_key.get_secret_value(),
+                                    timeout=cfg.timeout.total_seconds(), observe=rt.metrics.observe_provider)
+        yield
+
+
+async def _make_dispatcher(app: web.Application) -> None:
+    rt = app[RUNTIME]
+    assert rt.provider is not None
+    rt.dispatcher = Dispatcher(config=lambda: rt.config, store=rt.store, provider=rt.provider,
+                               speech=lambda: rt.speech, metrics=rt.metrics, clock=rt.clock)
+
+
+async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    await _make_dispatcher(app)
+    assert rt.dispatcher is not None
+    task = asyncio.create_task(rt.dispatcher.run(), name="dispatcher")
+    # Let the loop start so /-/ready is true as soon as the server listens.
+    await asyncio.sleep(0)
+    try:
+        yield
+    finally:
+        rt.shutting_down = True
+        rt.dispatcher.stopping = True
+        rt.dispatcher.poke()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=rt.config.server.shutdown_grace.total_seconds())
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+

@@ -1,0 +1,136 @@
+"""Provider callbacks: authenticate them, and turn delivery receipts and call events into outcomes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from .config import CallbackConfig
+from .pages import CallState
+
+
+@dataclass(frozen=True)
+class Event:
+    """One callback, reduced to what moves a call: which call, what happened, and the final outcome if any."""
+
+    event: str                      # metric label: the delivery status or call event, lower-case
+    correlation_id: str | None
+    message_id: str | None
+    outcome: CallState | None       # None: not final (offered, ringing, dropped pending its receipt...)
+    grace: timedelta | None = None  # for a drop without its final receipt: poll after this long
+    digits: str | None = None
+    call_event: bool = False        # interactive mode: the response body carries the next action
+
+
+class CallbackError(ValueError):
+    """A callback body that is not a receipt or event we understand; answered 400."""
+
+
+def verify(config: CallbackConfig, headers: Any, body: bytes) -> bool:
+    """Whether a callback carries the credentials configured in `provider.callback` (constant time)."""
+    checks = []
+    if config.bearer_token is not None:
+        expected = "Bearer " + config.bearer_token.get_secret_value()
+        checks.append(hmac.compare_digest(headers.get("Authorization", "").encode(), expected.encode()))
+    if config.header is not None and config.header.value is not None:
+        checks.append(hmac.compare_digest(headers.get(config.header.name, "").encode(),
+                                          config.header.value.get_secret_value().encode()))
+    if config.hub_secret is not None:
+        checks.append(_hub_signature_ok(config.hub_secret.get_secret_value(), headers.get("x-hub-signature", ""),
+                                        body))
+    return all(checks)
+
+
+def _hub_signature_ok(secret: str, header: str, body: bytes) -> bool:
+    # The tenant's outbound webhook signs the raw body: hex HMAC-SHA256 or SHA512, possibly "sha256=" prefixed.
+    algo, _, sig = header.partition("=") if "=" in header else ("", "", header)
+    algos = [algo.lower()] if algo.lower() in ("sha256", "sha512") else ["sha256", "sha512"]
+    for name in algos:
+        digest = hmac.new(secret.encode(), body, getattr(hashlib, name)).hexdigest()
+        if hmac.compare_digest(digest.encode(), sig.strip().lower().encode()):
+            return True
+    return False
+
+
+# Delivery receipts of /v1/voice/messages (reference §4): deliveryStatus (case varies) -> outcome.
+_RECEIPT_OUTCOMES: dict[str, CallState | None] = {
+    "OFFERED": None,
+    "ACCEPTED": None,
+    "ANSWERED": CallState.ANSWERED,
+    "TROMBONE_CONNECTED": None,
+    "TROMBONE_RELEASED": None,
+    "FAILED": CallState.FAILED,
+}
+# REJECTED carries 7402 for busy and 7401 for no answer.
+_REJECTED = {"7402": CallState.BUSY, "7401": CallState.NO_ANSWER}
+# A drop without a prior answer is followed (same timestamp) by REJECTED; if that never comes, poll soon.
+_DROP_GRACE = timedelta(seconds=10)
+
+
+def parse(body: bytes) -> Event:
+    """Parse a delivery receipt (message mode) or a call event (interactive mode)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CallbackError(f"callback body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CallbackError("callback body must be a JSON object")
+    if "deliveryInfoNotification" in data:
+        return _receipt(data["deliveryInfoNotification"])
+    if "event" in data:
+        return _call_event(data)
+    raise CallbackError("callback has neither deliveryInfoNotification (receipt) nor event (call event)")
+
+
+def _str(d: dict[str, Any], *keys: str) -> str | None:
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, str) and v:
+            return v
+    return None
+
+
+def _receipt(note: Any) -> Event:
+    if not isinstance(note, dict) or not isinstance(note.get("deliveryInfo"), dict):
+        raise CallbackError("deliveryInfoNotification.deliveryInfo is missing or not an object")
+    info = note["deliveryInfo"]
+    status = _str(info, "deliveryStatus")
+    if status is None:
+        raise CallbackError("deliveryInfoNotification.deliveryInfo.deliveryStatus is missing")
+    key = status.upper().replace(" ", "_")
+    # Lower-case `correlationid` as documented; Trombone and Disconnected receipts may lack it (a known
+    # platform bug), so `transid` (= our messageId) identifies the call too.
+    correlation = _str(note, "correlationid", "correlationId")
+    message_id = _str(note, "transid")
+    if correlation is None and message_id is None:
+        raise CallbackError("receipt has neither correlationid nor transid")
+    if key == "REJECTED":
+        return Event("rejected", correlation, message_id, _REJECTED.get(str(info.get("code")), CallState.NO_ANSWER))
+    if key in ("DROPPED", "RELEASED", "DISCONNECTED"):
+        return Event(key.lower(), correlation, message_id, None, grace=_DROP_GRACE)
+    if key not in _RECEIPT_OUTCOMES:
+        return Event("unknown", correlation, message_id, None)
+    return Event(key.lower(), correlation, message_id, _RECEIPT_OUTCOMES[key])
+
+
+_CALL_EVENTS = {"ANSWERED", "COLLECTED_DIGITS", "PLAYED", "VMDETECTED", "DROPPED", "OFFERED", "RINGING"}
+
+
+def _call_event(data: dict[str, Any]) -> Event:
+    name = str(data.get("event", "")).upper()
+    session = _str(data, "sessionId")
+    correlation = _str(data, "correlationId", "correlationid")
+    if session is None and correlation is None:
+        raise CallbackError("call event has neither sessionId nor correlationId")
+    label = name.lower() if name in _CALL_EVENTS else "unknown"
+    if name == "VMDETECTED":
+        return Event(label, correlation, session, CallState.VOICEMAIL, call_event=True)
+    if name == "COLLECTED_DIGITS":
+        return Event(label, correlation, session, None, digits=_str(data, "digitsReceived") or "", call_event=True)
+    if name == "DROPPED":
+        return Event(label, correlation, session, None, grace=_DROP_GRACE, call_event=True)
+    return Event(label, correlation, session, None, call_event=True)

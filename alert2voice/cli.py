@@ -1,0 +1,408 @@
+"""The `alert2voice` command line: serve, check-config, render, routes test, oncall, fire, test-call, simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+
+log = logging.getLogger("alert2voice")
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit 1."""
+
+
+def _parse_at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"--at {text!r}: expected an ISO 8601 time such as 2026-12-24T03:00:00+00:00") from None
+    return at if at.tzinfo else at.astimezone()
+
+
+def _labels(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UserError(f"{pair!r}: expected label=value")
+        out[name] = value.strip('"') if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    return out
+
+
+def _config(path: str):
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise UserError(f"invalid config:\n{exc}") from None
+
+
+# -------------------------------------------------------------------------------------------- commands
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    templates = {config.templates.firing, config.templates.resolved} | {
+        t for r in config.routes for t in (r.template, r.resolved_template) if t}
+    print(f"{args.file}: OK — {len(config.routes)} routes, {len(config.contacts)} contacts, "
+          f"{len(config.rotations)} rotations, {len(templates)} templates rendered, "
+          f"provider {config.provider.url} ({config.provider.mode} mode), store {config.store.backend}")
+    if config.webhook_auth is None:
+        print("warning: webhook_auth is not set: anyone who can reach /alerts can make phones ring", file=sys.stderr)
+    return 0
+
+
+def _load_payload(path: str):
+    from .alertmanager import PayloadError, parse_payload
+
+    try:
+        body = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return parse_payload(body)
+    except PayloadError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .app import Runtime, render_calls
+    from .dispatcher import Clock
+    from .metrics import Metrics
+    from .store.memory import MemoryStore
+
+    config = _config(args.config)
+    payload = _load_payload(args.payload)
+    rt = Runtime(config=config, config_path=None, metrics=Metrics(), clock=Clock(), store=MemoryStore())
+    calls = render_calls(rt, payload, _parse_at(args.at))
+    if args.json:
+        print(json.dumps(calls, indent=2, ensure_ascii=False))
+    elif not calls:
+        print("no call: no route with firing alerts matched this payload")
+    for i, call in enumerate(calls):
+        if args.json:
+            break
+        print(f"# call {i + 1}: route {call['route']}")
+        print(f"contact:        {call['contact'] or '-'} {call.get('number', '')}")
+        print(f"why:            {call.get('reason', '')}")
+        print(f"correlationId:  {call['correlation_id']}")
+        if call.get("ssml"):
+            print(f"{call['text_format']}:")
+            print(call["ssml"])
+        print()
+    if args.wav:
+        ssml = next((c["ssml"] for c in calls if c.get("ssml")), None)
+        if ssml is None:
+            raise UserError("--wav: no call to speak")
+        _speak(ssml, args.wav)
+        print(f"wrote {args.wav}")
+    return 0
+
+
+def _speak(ssml: str, out: str) -> None:
+    espeak = shutil.which("espeak-ng") or shutil.which("espeak")
+    if espeak is None:
+        raise UserError("--wav needs espeak-ng (Debian: apt-get install espeak-ng)")
+    with tempfile.NamedTemporaryFile("w", suffix=".ssml", delete=False, encoding="utf-8") as f:
+        f.write(ssml)
+    try:
+        subprocess.run([espeak, "-m", "-f", f.name, "-w", out], check=True, capture_output=True)  # noqa: S603
+    except subprocess.CalledProcessError as exc:
+        raise UserError(f"espeak-ng failed: {exc.stderr.decode(errors='replace').strip()}") from None
+    finally:
+        os.unlink(f.name)
+
+
+def cmd_routes_test(args: argparse.Namespace) -> int:
+    from .routing import explain_route, match_routes
+
+    config = _config(args.config)
+    labels = _labels(args.labels)
+    at = _parse_at(args.at)
+    routes = match_routes(config, labels)
+    if not routes:
+        print(f"no route matches {labels}; routes: {', '.join(r.name for r in config.routes) or 'none'}")
+        return 0 if not args.expect else 1
+    for route in routes:
+        print(f"route {route.name}" + (" (continue: true)" if route.continue_ else ""))
+        targets = explain_route(config, route, at, [labels.get("severity", "")])
+        if not targets:
+            print("  nobody is called (empty escalation)")
+        for t, step in zip(targets, route.escalation, strict=True):
+            who = t.contact or "nobody"
+            state = "SKIPPED, quiet hours" if t.quiet else ("SKIPPED" if t.contact is None else "calls")
+            print(f"  step {t.step + 1}: {step.call} -> {who} ({state}; {step.attempts} attempt(s), "
+                  f"{int(step.interval.total_seconds() // 60)}m apart) — {t.reason}")
+    names = ",".join(r.name for r in routes)
+    if args.expect and args.expect != names:
+        print(f"expected {args.expect}, got {names}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_oncall(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    at = _parse_at(args.at)
+    if not config.rotations:
+        print("no rotations configured")
+    for name in sorted(config.rotations):
+        rot = config.rotation(name)
+        now = rot.on_call(at)
+        print(f"{name}: {now.contact or 'nobody'} — {now.reason}")
+        if args.next:
+            for shift in rot.shifts(at, args.next + 1)[1:]:
+                print(f"  then {shift.contact or 'nobody'} from {shift.since:%Y-%m-%d %H:%M %Z} "
+                      f"until {shift.until:%Y-%m-%d %H:%M %Z}")
+    return 0
+
+
+def cmd_fire(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    labels = _labels(args.labels)
+    labels.setdefault("alertname", "TestAlert")
+    annotations = _labels(args.annotation or [])
+    now = datetime.now(UTC)
+    status = "resolved" if args.resolve else "firing"
+    alert = {"status": status, "labels": labels, "annotations": annotations,
+             "startsAt": (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
+             "endsAt": now.isoformat().replace("+00:00", "Z") if args.resolve else "0001-01-01T00:00:00Z",
+             "generatorURL": "", "fingerprint": uuid.uuid5(uuid.NAMESPACE_OID, json.dumps(labels, sort_keys=True)).hex[:16]}
+    group = {"alertname": labels["alertname"]}
+    payload = {"receiver": "alert2voice", "status": status, "alerts": [alert], "groupLabels": group,
+               "commonLabels": labels, "commonAnnotations": annotations, "externalURL": "http://alert2voice-fire",
+               "version": "4", "groupKey": '{}:{alertname="%s"}' % labels["alertname"].replace('"', '\\"'),
+               "truncatedAlerts": 0}
+    headers = {"Content-Type": "application/json", "User-Agent": f"alert2voice-fire/{__version__}"}
+    token = args.token or os.environ.get("ALERT2VOICE_TOKEN")
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+
+    async def send() -> tuple[int, str]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s, \
+                s.post(args.url, data=json.dumps(payload), headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    try:
+        status_code, text = asyncio.run(send())
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise UserError(f"cannot reach {args.url}: {exc}") from None
+    print(f"{status_code} {text.strip()}")
+    return 0 if 200 <= status_code < 300 else 1
+
+
+def cmd_test_call(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from .provider import CallRequest, ProviderError, TtsAudio
+    from .provider.webex import WebexProvider
+
+    config = _config(args.config)
+    contact = config.contacts.get(args.contact)
+    if contact is None:
+        raise UserError(f"unknown contact {args.contact!r}; contacts: {', '.join(sorted(config.contacts))}")
+    voice = config.speech.for_contact(contact.speech)
+    text = ('<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">'
+            "This is a test call from alert2voice. No action is needed. Goodbye.</speak>")
+    request = CallRequest(caller_id=config.provider.caller_id, dialed_number=contact.number,
+                          audio=TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender),
+                          correlation_id=f"a2v-test-{uuid.uuid4().hex[:24]}",
+                          callback_url=config.server.public_url + "/callbacks/webex",
+                          callback_auth_id=config.provider.callback.auth_id, idempotency_key=str(uuid.uuid4()))
+
+    async def place():
+        async with aiohttp.ClientSession() as session:
+            key = config.provider.service_key
+            assert key is not None
+            provider = WebexProvider(session, base_url=config.provider.url, service_key=key.get_secret_value(),
+                                     timeout=config.provider.timeout.total_seconds())
+            return await provider.place_call(request)
+
+    try:
+        accepted = asyncio.run(place())
+    except ProviderError as exc:
+        raise UserError(f"test call refused: {exc}") from None
+    from .logs import mask_number
+
+    print(f"accepted: messageId {accepted.message_id}, correlationId {request.correlation_id}, "
+          f"calling {args.contact} at {mask_number(contact.number)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import RUNTIME, create_app
+
+    config = _config(args.config)
+    app = create_app(config, config_path=Path(args.config))
+    host, port = config.server.host_port
+    if args.listen:
+        host, _, p = args.listen.rpartition(":")
+        host, port = host.strip("[]") or "0.0.0.0", int(p)  # noqa: S104 - listen on all by default, like exporters
+
+    async def main() -> None:
+        runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                               shutdown_timeout=config.server.shutdown_grace.total_seconds())
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        rt = app[RUNTIME]
+        if config.webhook_auth is None:
+            log.warning("webhook_auth is not set: anyone who can reach /alerts can make phones ring")
+        log.info("alert2voice listening", extra={"listen": f"{host}:{port}", "version": __version__,
+                                                 "provider": config.provider.url, "store": config.store.backend})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_term() -> None:
+            log.info("SIGTERM: stopping; new webhooks get 503, queued calls stay queued")
+            rt.shutting_down = True
+            stop.set()
+
+        def on_hup() -> None:
+            task = asyncio.ensure_future(rt.reload())
+            task.add_done_callback(lambda t: t.exception())  # the failure is logged by reload()
+
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+        loop.add_signal_handler(signal.SIGINT, on_term)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from .provider.simulator import run_simulator
+
+    host, _, port = args.listen.rpartition(":")
+    callback_auth = {}
+    for spec in args.callback_auth or []:
+        auth_id, sep, header = spec.partition("=")
+        name, sep2, value = header.partition(":")
+        if not sep or not sep2:
+            raise UserError(f"--callback-auth {spec!r}: expected AUTH_ID=Header-Name:value")
+        callback_auth.setdefault(auth_id, {})[name.strip()] = value.strip()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_simulator(host.strip("[]") or "127.0.0.1", int(port), service_key=args.service_key,
+                                  callback_auth=callback_auth, callback_delay=args.callback_delay))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    p = argparse.ArgumentParser(prog="alert2voice", description=(
+        "Prometheus Alertmanager notifications as phone calls through Webex Connect."))
+    p.add_argument("--version", action="version", version=f"alert2voice {__version__}")
+    p.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("ALERT2VOICE_LOG_FORMAT", "json"),
+                   help="log lines on stderr as JSON (default) or text for humans")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the service")
+    s.add_argument("--config", required=True, help="the YAML config file")
+    s.add_argument("--listen", help="override server.listen (host:port)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("check-config", help="validate the config and every template; exit 1 on problems")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("render", help="print the calls a webhook payload would cause now, with their SSML")
+    s.add_argument("--config", required=True)
+    s.add_argument("payload", help="Alertmanager webhook JSON file (- for stdin)")
+    s.add_argument("--at", help="pretend it is this time (ISO 8601)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("--wav", metavar="OUT.wav", help="also speak the first call's SSML locally with espeak-ng")
+    s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("routes", help="route tools")
+    rsub = s.add_subparsers(dest="routes_command", required=True, metavar="SUBCOMMAND")
+    t = rsub.add_parser("test", help="which route matches these labels, and who would be called now and why")
+    t.add_argument("--config", required=True)
+    t.add_argument("--at", help="pretend it is this time (ISO 8601)")
+    t.add_argument("--expect", help="exit 1 unless exactly these routes (comma-separated) match")
+    t.add_argument("labels", nargs="*", metavar="label=value")
+    t.set_defaults(func=cmd_routes_test)
+
+    s = sub.add_parser("oncall", help="who is on call for every rotation")
+    s.add_argument("--config", required=True)
+    s.add_argument("--at", help="at this time instead of now (ISO 8601)")
+    s.add_argument("--next", type=int, default=0, metavar="N", help="also list the next N shifts")
+    s.set_defaults(func=cmd_oncall)
+
+    s = sub.add_parser("fire", help="send a test alert group in Alertmanager's webhook format")
+    s.add_argument("--url", default="http://127.0.0.1:9095/alerts")
+    s.add_argument("labels", nargs="*", metavar="label=value")
+    s.add_argument("--annotation", action="append", metavar="name=value")
+    s.add_argument("--resolve", action="store_true", help="send the group as resolved")
+    s.add_argument("--token", help="bearer token (or env ALERT2VOICE_TOKEN)")
+    s.add_argument("--token-file", help="read the bearer token from this file")
+    s.set_defaults(func=cmd_fire)
+
+    s = sub.add_parser("test-call", help="place one real test call to a contact")
+    s.add_argument("--config", required=True)
+    s.add_argument("contact")
+    s.set_defaults(func=cmd_test_call)
+
+    s = sub.add_parser("simulator", help="run the Webex Connect Voice API v1 simulator")
+    s.add_argument("--listen", default="127.0.0.1:9096")
+    s.add_argument("--service-key", default="simulator-service-key")
+    s.add_argument("--callback-auth", action="append", metavar="AUTH_ID=Header:value",
+                   help="headers the simulated platform adds to callbacks for a callbackUrlAuthId")
+    s.add_argument("--callback-delay", type=float, default=1.0, help="seconds before the first receipt")
+    s.set_defaults(func=cmd_simulator)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: exit 0 on success, 1 on a user error (one clear line), 2 on bad usage."""
+    from .logs import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
+    try:
+        code = args.func(args)
+    except UserError as exc:
+        print(f"alert2voice: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

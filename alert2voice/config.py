@@ -1,0 +1,734 @@
+"""The YAML configuration as pydantic models: loading, `${ENV}` expansion, `*_file` secrets, validation."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from . import oncall
+from .matchers import Matcher, MatcherError, parse_matchers
+from .units import Rate, format_duration, parse_duration, parse_rate, parse_size
+
+# ---------------------------------------------------------------------------------------------- types
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value)
+
+
+def _e164(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML reads an unquoted +14155550101 as the integer 14155550101: the "+" is already gone.
+        raise ValueError(f'phone numbers must be quoted strings in E.164 form, e.g. "+{value}"')
+    if not isinstance(value, str):
+        raise ValueError(f"expected a phone number in E.164 form such as +14155550101, got {value!r}")
+    text = value.strip()
+    if not re.fullmatch(r"\+[1-9]\d{6,14}", text):
+        raise ValueError(f"{value!r} is not an E.164 number: expected + then country code and number, digits only")
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"{value!r} is not an E.164 number: {exc}") from None
+    # IS_POSSIBLE_LOCAL_ONLY is not enough: the provider dials the number as given, without an area code.
+    if phonenumbers.is_possible_number_with_reason(parsed) != phonenumbers.ValidationResult.IS_POSSIBLE:
+        region = phonenumbers.region_code_for_country_code(parsed.country_code)
+        raise ValueError(f"{value!r} has the wrong length for a number of +{parsed.country_code} ({region})")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _timezone(value: Any) -> ZoneInfo:
+    if isinstance(value, ZoneInfo):
+        return value
+    try:
+        return ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r}: expected an IANA name such as Europe/London") from None
+
+
+def _clock(value: Any) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        # YAML 1.1 reads an unquoted 22:00 as the base-60 integer 1320.
+        return time(value // 60, value % 60)
+    return oncall.parse_clock(str(value))
+
+
+def _local_datetime(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"invalid date-time {value!r}: expected e.g. 2026-01-05T09:00:00") from None
+    if not isinstance(value, datetime):
+        raise ValueError(f"expected a date-time such as 2026-01-05T09:00:00, got {value!r}")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+RateLimit = Annotated[Rate, BeforeValidator(lambda v: v if isinstance(v, Rate) else parse_rate(v)),
+                      PlainSerializer(str, return_type=str)]
+E164 = Annotated[str, BeforeValidator(_e164)]
+TimeZone = Annotated[ZoneInfo, BeforeValidator(_timezone), PlainSerializer(str, return_type=str)]
+Clock = Annotated[time, BeforeValidator(_clock)]
+LocalDateTime = Annotated[datetime, BeforeValidator(_local_datetime)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True)
+
+
+def _read_secret_file(path: Path, info: ValidationInfo) -> SecretStr:
+    base = (info.context or {}).get("base_dir")
+    full = path if path.is_absolute() or base is None else Path(base) / path
+    try:
+        text = full.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {str(full)!r}: {exc.strerror}") from None
+    return SecretStr(text.removesuffix("\n").removesuffix("\r"))
+
+
+def _secret(model: BaseModel, name: str, info: ValidationInfo, *, required: bool = False) -> None:
+    """Resolve `name` / `name_file` into `name` (a SecretStr), refusing both at once."""
+    inline, file = getattr(model, name), getattr(model, f"{name}_file")
+    if inline is not None and file is not None:
+        raise ValueError(f"give either {name} or {name}_file, not both")
+    if file is not None:
+        object.__setattr__(model, name, _read_secret_file(file, info))
+    elif inline is None and required:
+        raise ValueError(f"{name} or {name}_file is required")
+
+
+# --------------------------------------------------------------------------------------------- server
+
+
+class ServerConfig(_Model):
+    listen: str = "0.0.0.0:9095"
+    public_url: str = "http://127.0.0.1:9095"
+    max_body_bytes: ByteSize = 4 * 1024 * 1024
+    read_timeout: Duration = timedelta(seconds=10)
+    shutdown_grace: Duration = timedelta(seconds=10)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port such as 0.0.0.0:9095, got {v!r}")
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"expected an http(s) URL such as http://alert2voice:9095, got {v!r}")
+        return v.rstrip("/")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class BasicAuth(_Model):
+    username: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> BasicAuth:
+        _secret(self, "password", info, required=True)
+        return self
+
+
+class WebhookAuth(_Model):
+    bearer_tokens: list[SecretStr] = Field(default_factory=list)
+    bearer_tokens_file: Path | None = None
+    basic_auth: BasicAuth | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> WebhookAuth:
+        if self.bearer_tokens_file is not None:
+            text = _read_secret_file(self.bearer_tokens_file, info).get_secret_value()
+            tokens = [SecretStr(t.strip()) for t in text.splitlines() if t.strip() and not t.startswith("#")]
+            if not tokens:
+                raise ValueError(f"bearer_tokens_file {str(self.bearer_tokens_file)!r} holds no token")
+            object.__setattr__(self, "bearer_tokens", [*self.bearer_tokens, *tokens])
+        if not self.bearer_tokens and self.basic_auth is None:
+            raise ValueError("webhook_auth needs bearer_tokens, bearer_tokens_file or basic_auth (omit it for no auth)")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- provider
+
+REGIONS = ("us", "us1", "eu", "uk", "ca", "in", "au")
+
+
+class HeaderAuth(_Model):
+    name: str
+    value: SecretStr | None = None
+    value_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> HeaderAuth:
+        _secret(self, "value", info, required=True)
+        return self
+
+
+class CallbackConfig(_Model):
+    auth_id: str | None = None
+    bearer_token: SecretStr | None = None
+    bearer_token_file: Path | None = None
+    header: HeaderAuth | None = None
+    hub_secret: SecretStr | None = None
+    hub_secret_file: Path | None = None
+    deadline: Duration = timedelta(minutes=2)
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> CallbackConfig:
+        _secret(self, "bearer_token", info)
+        _secret(self, "hub_secret", info)
+        return self
+
+    @property
+    def authenticated(self) -> bool:
+        return self.bearer_token is not None or self.header is not None or self.hub_secret is not None
+
+
+class RetryConfig(_Model):
+    initial: Duration = timedelta(seconds=1)
+    max: Duration = timedelta(minutes=1)
+    give_up_after: Duration = timedelta(minutes=15)
+
+    @model_validator(mode="after")
+    def _order(self) -> RetryConfig:
+        if self.initial <= timedelta(0) or self.max < self.initial:
+            raise ValueError("retry needs 0 < initial <= max")
+        return self
+
+
+class ProviderConfig(_Model):
+    type: Literal["webex"] = "webex"
+    region: Literal["us", "us1", "eu", "uk", "ca", "in", "au"] = "us"
+    base_url: str | None = None
+    service_key: SecretStr | None = None
+    service_key_file: Path | None = None
+    caller_id: E164
+    mode: Literal["message", "interactive"] = "message"
+    callback: CallbackConfig = Field(default_factory=CallbackConfig)
+    timeout: Duration = timedelta(seconds=10)
+    max_in_flight: int = Field(default=8, ge=1, le=1000)
+    rate_limit: RateLimit = Rate(10, timedelta(seconds=1))
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> ProviderConfig:
+        _secret(self, "service_key", info, required=True)
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.base_url or f"https://api.{self.region}.webexconnect.io"
+
+
+# --------------------------------------------------------------------------------------------- speech
+
+
+class VoiceSettings(_Model):
+    """TTS audio settings a contact may override."""
+
+    language: str | None = None
+    voice: str | None = None
+    gender: Literal["MALE", "FEMALE"] | None = None
+
+
+class SpeechConfig(_Model):
+    language: str = "en-US"
+    voice: str = "AriaNeural"
+    gender: Literal["MALE", "FEMALE"] = "FEMALE"
+    max_alerts_spoken: int = Field(default=3, ge=1, le=50)
+    max_chars: int = Field(default=2000, ge=200, le=6000)
+
+    def for_contact(self, override: VoiceSettings | None) -> SpeechConfig:
+        """These settings with a contact's language, voice and gender applied."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+
+class TemplatesConfig(_Model):
+    directory: Path | None = None
+    firing: str = "firing.ssml.j2"
+    resolved: str = "resolved.ssml.j2"
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> TemplatesConfig:
+        base = (info.context or {}).get("base_dir")
+        if self.directory is not None and base is not None and not self.directory.is_absolute():
+            object.__setattr__(self, "directory", Path(base) / self.directory)
+        return self
+
+
+class AudioConfig(_Model):
+    type: Literal["URL", "MEDIA"]
+    location: str | None = None
+    mediaId: str | None = None
+
+    @model_validator(mode="after")
+    def _fields(self) -> AudioConfig:
+        if self.type == "URL" and not (self.location and re.match(r"^https?://", self.location)):
+            raise ValueError("audio of type URL needs location: an http(s) URL of a .wav or .mp3 file")
+        if self.type == "MEDIA" and not self.mediaId:
+            raise ValueError("audio of type MEDIA needs mediaId")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- store
+
+
+class StoreConfig(_Model):
+    backend: Literal["sqlite", "redis", "memory"] = "sqlite"
+    path: Path = Path("./alert2voice.db")
+    url: SecretStr | None = None
+    url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> StoreConfig:
+        _secret(self, "url", info, required=self.backend == "redis")
+        base = (info.context or {}).get("base_dir")
+        if base is not None and not self.path.is_absolute():
+            object.__setattr__(self, "path", Path(base) / self.path)
+        return self
+
+
+class DedupConfig(_Model):
+    window: Duration = timedelta(hours=4)
+    ignore_labels: list[str] = Field(default_factory=lambda: ["replica", "prometheus_replica"])
+
+
+# ------------------------------------------------------------------------------ contacts and rotations
+
+
+class QuietHoursConfig(_Model):
+    from_: Clock = Field(alias="from")
+    to: Clock
+    unless_severity: list[str] = Field(default_factory=list)
+
+
+class ContactConfig(_Model):
+    number: E164
+    timezone: TimeZone = ZoneInfo("UTC")
+    quiet_hours: QuietHoursConfig | None = None
+    speech: VoiceSettings | None = None
+
+    def quiet(self) -> oncall.QuietHours | None:
+        """The contact's quiet hours in their own timezone, if any."""
+        q = self.quiet_hours
+        if q is None:
+            return None
+        return oncall.QuietHours(q.from_, q.to, self.timezone, frozenset(q.unless_severity))
+
+
+class OverrideConfig(_Model):
+    contact: str
+    from_: LocalDateTime = Field(alias="from")
+    to: LocalDateTime
+
+    @model_validator(mode="after")
+    def _order(self) -> OverrideConfig:
+        if self.to <= self.from_:
+            raise ValueError("override 'to' must be after 'from'")
+        return self
+
+
+class RotationConfig(_Model):
+    members: list[str] = Field(min_length=1)
+    shift: Duration
+    start: LocalDateTime
+    timezone: TimeZone = ZoneInfo("UTC")
+    overrides: list[OverrideConfig] = Field(default_factory=list)
+
+    @field_validator("shift")
+    @classmethod
+    def _shift(cls, v: timedelta) -> timedelta:
+        if v < timedelta(minutes=1):
+            raise ValueError("shift must be at least 1m")
+        return v
+
+    def rotation(self, name: str) -> oncall.Rotation:
+        """This rotation as the on-call calculator's value object."""
+
+        def local(dt: datetime) -> datetime:
+            # An explicit offset in the YAML is honoured, then expressed in the rotation's wall clock.
+            return dt.astimezone(self.timezone).replace(tzinfo=None) if dt.tzinfo else dt
+
+        return oncall.Rotation(
+            name=name,
+            members=tuple(self.members),
+            shift=self.shift,
+            start=local(self.start),
+            tz=self.timezone,
+            overrides=tuple(oncall.Override(o.contact, local(o.from_), local(o.to)) for o in self.overrides),
+        )
+
+
+# --------------------------------------------------------------------------------------------- routes
+
+
+def _matcher_list(value: Any) -> list[Matcher]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("matchers must be a list of strings such as 'team=\"payments\"'")
+    out: list[Matcher] = []
+    for item in value:
+        if isinstance(item, Matcher):
+            out.append(item)
+            continue
+        if not isinstance(item, str):
+            raise ValueError(f"matcher {item!r} must be a string such as 'severity=\"critical\"'")
+        try:
+            out.extend(parse_matchers(item))
+        except MatcherError as exc:
+            raise ValueError(str(exc)) from None
+    return out
+
+
+Matchers = Annotated[list[Matcher], BeforeValidator(_matcher_list),
+                     PlainSerializer(lambda ms: [str(m) for m in ms], return_type=list)]
+
+
+class EscalationStep(_Model):
+    call: str
+    attempts: int = Field(default=1, ge=1, le=20)
+    interval: Duration = timedelta(minutes=5)
+
+    @property
+    def rotation(self) -> str | None:
+        return self.call.removeprefix("rotation:") if self.call.startswith("rotation:") else None
+
+
+class RouteConfig(_Model):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    matchers: Matchers = Field(default_factory=list)
+    continue_: bool = Field(default=False, alias="continue")
+    escalation: list[EscalationStep] = Field(default_factory=list)
+    repeat: int = Field(default=0, ge=0, le=20)
+    send_resolved: bool = False
+    template: str | None = None
+    resolved_template: str | None = None
+    audio: AudioConfig | None = None
+    text_format: Literal["SSML", "TEXT"] | None = None
+
+
+# ------------------------------------------------------------------------ throttle and acknowledgement
+
+
+class ThrottleRule(_Model):
+    calls: int = Field(ge=1)
+    per: Duration
+
+
+class StormRule(_Model):
+    pages: int = Field(ge=1)
+    per: Duration
+
+
+class ThrottleConfig(_Model):
+    per_number: list[ThrottleRule] = Field(
+        default_factory=lambda: [ThrottleRule(calls=3, per=timedelta(minutes=15)),
+                                 ThrottleRule(calls=7, per=timedelta(hours=1))])
+    global_: ThrottleRule | None = Field(default=None, alias="global")
+    storm: StormRule | None = None
+
+
+class SilenceConfig(_Model):
+    alertmanager_url: str
+    duration: Duration = timedelta(hours=2)
+
+
+class AcknowledgementConfig(_Model):
+    digit: str = Field(default="1", pattern=r"^[0-9*#]$")
+    silence: SilenceConfig | None = None
+
+
+# ----------------------------------------------------------------------------------------------- root
+
+
+class Config(_Model):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    webhook_auth: WebhookAuth | None = None
+    provider: ProviderConfig
+    speech: SpeechConfig = Field(default_factory=SpeechConfig)
+    templates: TemplatesConfig = Field(default_factory=TemplatesConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    contacts: dict[str, ContactConfig] = Field(default_factory=dict)
+    rotations: dict[str, RotationConfig] = Field(default_factory=dict)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
+    acknowledgement: AcknowledgementConfig = Field(default_factory=AcknowledgementConfig)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        for name, rot in self.rotations.items():
+            for i, member in enumerate(rot.members):
+                if member not in self.contacts:
+                    problems.append((("rotations", name, "members", i), f"unknown contact {member!r}"))
+            for i, o in enumerate(rot.overrides):
+                if o.contact not in self.contacts:
+                    problems.append((("rotations", name, "overrides", i, "contact"),
+                                     f"unknown contact {o.contact!r}"))
+        seen: set[str] = set()
+        for r, route in enumerate(self.routes):
+            if route.name in seen:
+                problems.append((("routes", r, "name"), f"duplicate route name {route.name!r}"))
+            seen.add(route.name)
+            for s, step in enumerate(route.escalation):
+                rot = step.rotation
+                if rot is not None and rot not in self.rotations:
+                    problems.append((("routes", r, "escalation", s, "call"),
+                                     f"unknown rotation {rot!r} (rotations: {_names(self.rotations)})"))
+                elif rot is None and step.call not in self.contacts:
+                    problems.append((("routes", r, "escalation", s, "call"),
+                                     f"unknown contact {step.call!r} (contacts: {_names(self.contacts)};"
+                                     " write rotation:NAME for a rotation)"))
+        if problems:
+            raise ConfigReferenceError(problems)
+        return self
+
+    def rotation(self, name: str) -> oncall.Rotation:
+        """The named rotation as the on-call calculator's value object."""
+        return self.rotations[name].rotation(name)
+
+
+def _names(d: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(d)) or "none defined"
+
+
+class ConfigReferenceError(ValueError):
+    """Cross-references that do not resolve, each with its key path."""
+
+    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
+
+
+# -------------------------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem: where it is and what was expected."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path or '(top level)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, path: tuple[Any, ...], env: Mapping[str, str], missing: list[tuple]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name = m.group(1)
+            if name not in env:
+                missing.append((path, f"environment variable {name} is not set"))
+                return ""
+            return env[name]
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, (*path, k), env, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, (*path, i), env, missing) for i, v in enumerate(value)]
+    return value
+
+
+def _line_map(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int],
+              problems: list[tuple[tuple[Any, ...], str, int]]) -> None:
+    """Record the line of every key path, and flag duplicate keys (PyYAML silently keeps the last)."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                problems.append(((*path, key), "duplicate key", key_node.start_mark.line + 1))
+            seen.add(key)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _line_map(value_node, (*path, key), lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, (*path, i), lines, problems)
+
+
+def _line_for(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | None:
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic puts union/validator names into loc (e.g. 'function-after[...]'); the YAML path has only keys.
+    return tuple(p for p in loc if isinstance(p, int) or not re.search(r"[\[\]]", str(p)))
+
+
+_FIELD_ALIASES = {"from_": "from", "continue_": "continue", "global_": "global"}
+
+
+def _problem_from_error(err: Mapping[str, Any], file: str, lines: dict) -> list[Problem]:
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, ConfigReferenceError):
+        return [Problem(file, _line_for(lines, p), ".".join(map(str, p)), m) for p, m in ctx_error.problems]
+    path = tuple(_FIELD_ALIASES.get(p, p) if isinstance(p, str) else p for p in _loc_to_path(err["loc"]))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling against config.example.yaml)"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    elif err["type"] == "literal_error":
+        msg = f"{msg}, got {err.get('input')!r}"
+    return [Problem(file, _line_for(lines, path), ".".join(map(str, path)), msg)]
+
+
+def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = None,
+                 env: Mapping[str, str] | None = None) -> Config:
+    """Validate YAML text into a Config; raises ConfigError listing every problem with file, line and key."""
+    env = os.environ if env is None else env
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ConfigError([Problem(file, line, "", f"invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([Problem(file, 1, "", "expected a mapping of sections (server, provider, routes, ...)")])
+    lines: dict[tuple[Any, ...], int] = {}
+    dupes: list[tuple[tuple[Any, ...], str, int]] = []
+    if node is not None:
+        _line_map(node, (), lines, dupes)
+    problems = [Problem(file, line, ".".join(map(str, p)), m) for p, m, line in dupes]
+    missing: list[tuple] = []
+    raw = _expand_env(raw, (), env, missing)
+    problems += [Problem(file, _line_for(lines, p), ".".join(map(str, p)), m) for p, m in missing]
+    try:
+        config = Config.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            problems += _problem_from_error(err, file, lines)
+        raise ConfigError(problems) from None
+    problems += _template_problems(config, file, lines)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _template_problems(config: Config, file: str, lines: dict[tuple[Any, ...], int]) -> list[Problem]:
+    """Every template the config names must exist and render against sample alerts (undefined = error)."""
+    from .speech import Speech  # speech has no config dependency; imported here to keep startup order obvious
+
+    speech = Speech(config.templates.directory, max_alerts_spoken=config.speech.max_alerts_spoken,
+                    max_chars=config.speech.max_chars)
+    named: list[tuple[tuple[Any, ...], str]] = [(("templates", "firing"), config.templates.firing),
+                                                (("templates", "resolved"), config.templates.resolved)]
+    for i, route in enumerate(config.routes):
+        named += [(("routes", i, key), name) for key in ("template", "resolved_template")
+                  if (name := getattr(route, key)) is not None]
+    problems, checked = [], {}
+    now = datetime.now().astimezone()
+    for path, name in named:
+        if name not in checked:
+            if not speech.has_template(name):
+                where = f" in {config.templates.directory}" if config.templates.directory else ""
+                checked[name] = [f"template {name!r} not found{where} (nor among the built-in templates)"]
+            else:
+                checked[name] = speech.check(name, now)
+        problems += [Problem(file, _line_for(lines, path), ".".join(map(str, path)), m) for m in checked[name]]
+    return problems
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; relative paths inside it resolve against its directory."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), None, "", f"cannot read config file: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem(str(path), None, "", "config file is not valid UTF-8")]) from None
+    return parse_config(text, file=str(path), base_dir=path.resolve().parent, env=env)
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Every secret value the config holds, for tests and log scrubbing."""
+    out: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, SecretStr):
+            if obj.get_secret_value():
+                out.append(obj.get_secret_value())
+        elif isinstance(obj, BaseModel):
+            for name in type(obj).model_fields:
+                walk(getattr(obj, name))
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, list | tuple):
+            for v in obj:
+                walk(v)
+
+    walk(config)
+    return out

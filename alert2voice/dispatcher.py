@@ -1,0 +1,383 @@
+"""The queue consumer: takes due pages, throttles, renders, places calls with retries, and escalates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time as _time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from .alertmanager import Alert, Payload
+from .config import Config, RetryConfig
+from .logs import mask_number
+from .metrics import Metrics
+from .pages import Call, CallState, Page, PageState, next_call, record_outcome, route_of
+from .provider import (
+    Accepted,
+    AuthFailed,
+    CallRequest,
+    MediaAudio,
+    Provider,
+    ProviderError,
+    TtsAudio,
+    UrlAudio,
+)
+from .speech import Speech, SpeechContext
+from .store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Clock:
+    """Wall-clock time; tests pass a FakeClock with the same two methods."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return _time.monotonic()
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, honouring Retry-After, capped at `max`."""
+
+    policy: RetryConfig
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, tries: int, retry_after: float | None = None) -> timedelta:
+        """The wait before try number `tries + 1`."""
+        cap = self.policy.max.total_seconds()
+        base = min(cap, self.policy.initial.total_seconds() * 2 ** max(0, tries - 1))
+        wait = base / 2 + self.rng.uniform(0, base / 2)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, cap))
+        return timedelta(seconds=wait)
+
+
+class Throttle:
+    """Sliding-window call counters per number and overall (SPEC §3 throttle)."""
+
+    def __init__(self) -> None:
+        self._placed: dict[str, deque[datetime]] = defaultdict(deque)
+        self._all: deque[datetime] = deque()
+
+    def allowed_at(self, config: Config, number: str, now: datetime) -> datetime:
+        """The earliest instant a call to `number` fits every tier (now when it fits already)."""
+        at = now
+        rules = [(self._placed[number], r) for r in config.throttle.per_number]
+        if config.throttle.global_ is not None:
+            rules.append((self._all, config.throttle.global_))
+        for placed, rule in rules:
+            recent = [t for t in placed if t > now - rule.per]
+            if len(recent) >= rule.calls:
+                at = max(at, recent[-rule.calls] + rule.per)
+        return at
+
+    def record(self, number: str, now: datetime, horizon: timedelta) -> None:
+        """Count a placed call; forget what is older than the longest window."""
+        for q in (self._placed[number], self._all):
+            q.append(now)
+            while q and q[0] <= now - horizon:
+                q.popleft()
+
+
+class RateLimiter:
+    """A token bucket for provider requests (`provider.rate_limit`)."""
+
+    def __init__(self, per_second: float, burst: float | None = None,
+                 monotonic: Callable[[], float] = _time.monotonic) -> None:
+        self.rate = per_second
+        self.capacity = burst or max(1.0, per_second)
+        self.tokens = self.capacity
+        self.monotonic = monotonic
+        self.last = monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until a request may be sent."""
+        async with self._lock:
+            while True:
+                now = self.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+                self.last = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+def _payload_of(page: Page) -> Payload:
+    g = page.group
+    return Payload(version="4", receiver=g.get("receiver", ""), status="firing",
+                   alerts=[Alert.model_validate(a) for a in page.alerts], groupLabels=g.get("groupLabels", {}),
+                   commonLabels=g.get("commonLabels", {}), commonAnnotations=g.get("commonAnnotations", {}),
+                   externalURL=g.get("externalURL", ""), groupKey=page.group_key,
+                   truncatedAlerts=g.get("truncatedAlerts", 0))
+
+
+class Dispatcher:
+    """Places the calls pages need, one page at a time per key, within the provider limits."""
+
+    def __init__(self, *, config: Callable[[], Config], store: Store, provider: Provider, speech: Callable[[], Speech],
+                 metrics: Metrics, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+        self._config = config
+        self.store = store
+        self.provider = provider
+        self._speech = speech
+        self.metrics = metrics
+        self.clock = clock or Clock()
+        self.rng = rng or random.Random()
+        self.throttle = Throttle()
+        cfg = config()
+        self.limiter = RateLimiter(cfg.provider.rate_limit.per_second, monotonic=self.clock.monotonic)
+        self.in_flight = asyncio.Semaphore(cfg.provider.max_in_flight)
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.wakeup = asyncio.Event()
+        self.provider_healthy = True
+        self.running = False
+        self.stopping = False
+
+    @property
+    def config(self) -> Config:
+        return self._config()
+
+    # ---------------------------------------------------------------------------------------- loop
+
+    def poke(self) -> None:
+        """New work was queued: look at the queue now rather than at the next due time."""
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        """Process due pages until cancelled, sleeping until the next due time or a poke."""
+        self.running = True
+        try:
+            while not self.stopping:
+                self.wakeup.clear()
+                try:
+                    await self.run_due()
+                    nxt = await self.store.next_due()
+                except StoreUnavailable as exc:
+                    log.warning("store unavailable; dispatcher retries in 1s", extra={"error": str(exc)})
+                    nxt = self.clock.now() + timedelta(seconds=1)
+                wait = 60.0 if nxt is None else max(0.0, (nxt - self.clock.now()).total_seconds())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=min(wait, 60.0) or 0.001)
+        finally:
+            self.running = False
+
+    async def run_due(self) -> int:
+        """Process every page due now; returns how many were processed. Tests call this directly."""
+        cfg = self.config
+        total = 0
+        while not self.stopping:
+            now = self.clock.now()
+            lease = cfg.provider.timeout * 3 + timedelta(seconds=30)
+            pages = await self.store.take_due(now, limit=cfg.provider.max_in_flight * 4, lease=lease)
+            if not pages:
+                break
+            await asyncio.gather(*(self._guarded(p.key) for p in pages))
+            total += len(pages)
+        self.metrics.queue_depth.set(await self.store.depth())
+        return total
+
+    async def _guarded(self, key: str) -> None:
+        async with self.in_flight:
+            try:
+                await self.process(key)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                log.exception("processing page failed; it stays queued", extra={"page_key": key})
+
+    # ------------------------------------------------------------------------------------ one page
+
+    async def process(self, key: str) -> None:
+        """Move one page on: start its next call, place a queued call, or poll an overdue one."""
+        async with self.locks[key]:
+            page = await self.store.get(key)
+            now = self.clock.now()
+            if page is None or page.due_at is None or page.due_at > now:
+                if page is not None:
+                    await self.store.put(page)  # releases the lease
+                return
+            cfg = self.config
+            call = page.open_call
+            if call is None and page.state is PageState.ACTIVE:
+                had_calls = any(c.kind == "page" for c in page.calls)
+                call = next_call(page, cfg, now)
+                if call is not None and had_calls:
+                    self.metrics.escalations.labels(page.route).inc()
+            if call is None:
+                if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:
+                    page.due_at = None
+            elif call.state is CallState.QUEUED:
+                await self._place(page, call, cfg, now)
+            elif call.state is CallState.ACCEPTED:
+                await self._poll(page, call, cfg, now)
+            page.updated_at = now
+            await self.store.put(page)
+        self.locks.pop(key, None)
+
+    def _log(self, page: Page, call: Call, msg: str, level: int = logging.INFO, **fields) -> None:
+        log.log(level, msg, extra={"page_key": page.key, "route": page.route, "correlation_id": call.correlation_id,
+                                   "contact": call.contact, "number": mask_number(call.number),
+                                   "attempt": call.attempt, **fields})
+
+    def build_request(self, page: Page, call: Call, cfg: Config, now: datetime) -> CallRequest:
+        """The provider request for a call: rendered speech (or the route's recording) and our callback."""
+        route = route_of(cfg, page)
+        contact = cfg.contacts.get(call.contact)
+        voice = cfg.speech.for_contact(contact.speech if contact else None)
+        speech = self._speech()
+        if call.kind == "resolved":
+            name = (route.resolved_template if route else None) or cfg.templates.resolved
+            status = "resolved"
+        else:
+            name = (route.template if route else None) or cfg.templates.firing
+            status = "firing"
+        payload = _payload_of(page)
+        audio: TtsAudio | UrlAudio | MediaAudio
+        if route is not None and route.audio is not None and call.kind == "page" and cfg.provider.mode == "message":
+            a = route.audio
+            audio = UrlAudio(a.location or "") if a.type == "URL" else MediaAudio(a.mediaId or "")
+        else:
+            text = speech.render(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
+                                                     contact=call.contact, now=now, status=status))
+            fmt = (route.text_format if route and route.text_format else speech.text_format(name))
+            audio = TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender,
+                             text_format=fmt)
+        return CallRequest(
+            caller_id=cfg.provider.caller_id,
+            dialed_number=call.number,
+            audio=audio,
+            correlation_id=call.correlation_id,
+            callback_url=cfg.server.public_url + "/callbacks/webex",
+            callback_auth_id=cfg.provider.callback.auth_id,
+            idempotency_key=call.idempotency_key,
+        )
+
+    async def _place(self, page: Page, call: Call, cfg: Config, now: datetime) -> None:
+        allowed = self.throttle.allowed_at(cfg, call.number, now)
+        if allowed > now:
+            if call.error != "throttled":
+                call.error = "throttled"
+                self.metrics.pages.labels(page.route, "throttled").inc()
+                self._log(page, call, "call deferred by throttle", logging.WARNING, until=allowed.isoformat())
+            page.due_at = allowed
+            return
+        request = self.build_request(page, call, cfg, now)
+        call.tries += 1
+        await self.limiter.acquire()
+        try:
+            accepted = await self.provider.place_call(request)
+        except ProviderError as exc:
+            self._failed_try(page, call, cfg, exc, self.clock.now())
+            return
+        self._accepted(page, call, cfg, accepted, self.clock.now())
+
+    def _accepted(self, page: Page, call: Call, cfg: Config, accepted: Accepted, now: datetime) -> None:
+        horizon = max((r.per for r in cfg.throttle.per_number), default=timedelta(hours=1))
+        if cfg.throttle.global_ is not None:
+            horizon = max(horizon, cfg.throttle.global_.per)
+        self.throttle.record(call.number, now, horizon)
+        call.state, call.message_id, call.accepted_at, call.error = CallState.ACCEPTED, accepted.message_id, now, None
+        page.due_at = now + cfg.provider.callback.deadline
+        if not self.provider_healthy:
+            self.provider_healthy = True
+            self.metrics.provider_up.set(1)
+        if call.kind == "page" and call.attempt == 1:
+            self.metrics.time_to_call.observe(max(0.0, (now - page.received_at).total_seconds()))
+        self._log(page, call, "call accepted by provider", message_id=accepted.message_id, tries=call.tries,
+                  seconds_since_webhook=round((now - page.received_at).total_seconds(), 3))
+
+    def _failed_try(self, page: Page, call: Call, cfg: Config, exc: ProviderError, now: datetime) -> None:
+        self.metrics.provider_errors.labels(exc.reason).inc()
+        changed = call.error != str(exc)
+        call.error = str(exc)
+        if isinstance(exc, AuthFailed):
+            # A credentials problem is not this call's fault: keep it queued, report not ready, retry slowly.
+            if self.provider_healthy:
+                self.provider_healthy = False
+                self.metrics.provider_up.set(0)
+            page.due_at = now + cfg.provider.retry.max
+            self._log(page, call, "provider refused our credentials; call kept queued", logging.ERROR,
+                      code=exc.code, reason=exc.reason)
+            return
+        gave_up = now - call.created_at >= cfg.provider.retry.give_up_after
+        if not exc.retryable or gave_up:
+            self._log(page, call, "call failed" if not exc.retryable else "call failed: retries gave up",
+                      logging.ERROR, code=exc.code, status=exc.status, reason=exc.reason, tries=call.tries)
+            self._ended(page, call, CallState.FAILED, cfg, now)
+            return
+        wait = Backoff(cfg.provider.retry, self.rng).delay(call.tries, getattr(exc, "retry_after", None))
+        page.due_at = now + wait
+        if changed:
+            self._log(page, call, "provider error; retrying", logging.WARNING, code=exc.code, status=exc.status,
+                      reason=exc.reason, retry_in=round(wait.total_seconds(), 3))
+
+    async def _poll(self, page: Page, call: Call, cfg: Config, now: datetime) -> None:
+        # No final callback within the deadline: ask the provider (GET /v1/voice/calls/{id}).
+        call.polls += 1
+        status = None
+        if call.message_id:
+            try:
+                status = await self.provider.call_status(call.message_id)
+            except ProviderError as exc:
+                self.metrics.provider_errors.labels(exc.reason).inc()
+        outcome = outcome_of_status(status.status if status else None, bool(status and status.answered_time))
+        if outcome is None and call.polls < 3:
+            page.due_at = now + cfg.provider.callback.deadline / 2
+            return
+        self._log(page, call, "no callback; outcome from status poll", status=status.status if status else None)
+        self._ended(page, call, outcome or CallState.NO_ANSWER, cfg, now)
+
+    def _ended(self, page: Page, call: Call, outcome: CallState, cfg: Config, now: datetime) -> None:
+        if record_outcome(page, call, outcome, cfg, now):
+            self.metrics.calls.labels(page.route, outcome.value).inc()
+
+    async def apply_outcome(self, key: str, *, correlation: str | None, message_id: str | None,
+                            outcome: CallState | None, grace: timedelta | None = None) -> str:
+        """Apply a callback's outcome to its call; returns 'ok', 'unknown' or 'stale'."""
+        async with self.locks[key]:
+            page = await self.store.get(key)
+            call = page.call(correlation, message_id) if page else None
+            if page is None or call is None:
+                return "unknown"
+            now = self.clock.now()
+            if not call.open:
+                return "stale"
+            if outcome is None:
+                if grace is not None:
+                    # A drop without its final receipt: give the receipt a moment, then poll.
+                    page.due_at = min(page.due_at or now + grace, now + grace)
+                    await self.store.put(page)
+                return "ok"
+            self._ended(page, call, outcome, self.config, now)
+            self._log(page, call, f"call {outcome.value}")
+            await self.store.put(page)
+        self.poke()
+        return "ok"
+
+
+_STATUS_OUTCOMES = {
+    "ANSWERED": CallState.ANSWERED,
+    "REJECTED": CallState.NO_ANSWER,
+    "MESSAGE_EXPIRED": CallState.FAILED,
+    "FAILED": CallState.FAILED,
+}
+
+
+def outcome_of_status(status: str | None, answered: bool) -> CallState | None:
+    """Map a GET /v1/voice/calls status to a final outcome; None while the call may still be going on."""
+    if status is None:
+        return None
+    s = status.upper().replace(" ", "_")
+    if s in ("DROPPED", "RELEASED", "DISCONNECTED", "TROMBONE_RELEASED"):
+        return CallState.ANSWERED if answered else CallState.NO_ANSWER
+    return _STATUS_OUTCOMES.get(s)

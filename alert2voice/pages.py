@@ -1,0 +1,231 @@
+"""Pages and calls: the records the store keeps, and the escalation state machine that moves them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from .config import Config, RouteConfig
+from .routing import PlannedPage, Target, correlation_id, resolve_step
+
+
+class PageState(StrEnum):
+    ACTIVE = "active"              # escalating: a call is queued, in progress, or the next one is due
+    ANSWERED = "answered"          # someone heard it
+    ACKNOWLEDGED = "acknowledged"  # someone pressed the acknowledgement digit
+    EXHAUSTED = "exhausted"        # the whole chain (and its repeats) ran without reaching anyone
+    RESOLVED = "resolved"          # every alert resolved before anyone was reached
+    CANCELLED = "cancelled"        # its route disappeared in a reload
+
+
+FINAL_PAGE_STATES = frozenset(s for s in PageState if s is not PageState.ACTIVE)
+
+
+class CallState(StrEnum):
+    QUEUED = "queued"              # to be sent to the provider (also while retrying provider errors)
+    ACCEPTED = "accepted"          # provider answered 202; waiting for the outcome
+    ANSWERED = "answered"
+    ACKNOWLEDGED = "acknowledged"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    VOICEMAIL = "voicemail"
+    FAILED = "failed"              # provider rejected it, or retries gave up
+    CANCELLED = "cancelled"
+
+
+OPEN_CALL_STATES = frozenset({CallState.QUEUED, CallState.ACCEPTED})
+REACHED = frozenset({CallState.ANSWERED, CallState.ACKNOWLEDGED})
+CALL_OUTCOMES = tuple(s.value for s in CallState if s not in OPEN_CALL_STATES)
+
+
+@dataclass
+class Call:
+    """One attempt to reach one contact; retries of the attempt reuse its correlationId and idempotency key."""
+
+    attempt: int
+    correlation_id: str
+    idempotency_key: str
+    contact: str
+    number: str
+    step: int
+    round: int
+    created_at: datetime
+    kind: str = "page"             # page | resolved | test
+    state: CallState = CallState.QUEUED
+    message_id: str | None = None
+    tries: int = 0
+    accepted_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    polls: int = 0
+
+    @property
+    def open(self) -> bool:
+        return self.state in OPEN_CALL_STATES
+
+
+@dataclass
+class Page:
+    """A route's page for a set of firing alerts, and every call made for it."""
+
+    key: str
+    route: str
+    group_key: str
+    received_at: datetime
+    alerts: list[dict[str, Any]]
+    group: dict[str, Any]
+    identities: list[str]
+    claims: list[str]
+    severities: list[str]
+    state: PageState = PageState.ACTIVE
+    step: int = 0
+    round: int = 0
+    attempts_in_step: int = 0
+    calls: list[Call] = field(default_factory=list)
+    due_at: datetime | None = None
+    resolved_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def open_call(self) -> Call | None:
+        return next((c for c in reversed(self.calls) if c.open), None)
+
+    def call(self, correlation: str | None = None, message_id: str | None = None) -> Call | None:
+        """The call with this correlationId or messageId."""
+        for c in self.calls:
+            if (correlation and c.correlation_id == correlation) or (message_id and c.message_id == message_id):
+                return c
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Page:
+        d = dict(d)
+        d["calls"] = [Call(**c) for c in d.get("calls", [])]
+        return cls(**d)
+
+
+def new_page(planned: PlannedPage, group: dict[str, Any], now: datetime) -> Page:
+    """A fresh page for a planned page, due at once."""
+    return Page(
+        key=planned.key,
+        route=planned.route.name,
+        group_key=planned.group_key,
+        received_at=now,
+        alerts=[a.model_dump(mode="json") for a in planned.firing],
+        group=group,
+        identities=list(planned.identities),
+        claims=planned.claims,
+        severities=sorted(planned.severities),
+        due_at=now,
+        updated_at=now,
+    )
+
+
+def _queue_call(page: Page, target: Target, now: datetime, kind: str = "page") -> Call:
+    attempt = len(page.calls) + 1
+    call = Call(
+        attempt=attempt,
+        correlation_id=correlation_id(page.key, attempt, kind="r" if kind == "resolved" else ""),
+        idempotency_key=str(uuid.uuid4()),
+        contact=target.contact or "",
+        number=target.number or "",
+        step=target.step,
+        round=page.round,
+        created_at=now,
+        kind=kind,
+    )
+    page.calls.append(call)
+    page.due_at = now
+    return call
+
+
+def next_call(page: Page, config: Config, now: datetime) -> Call | None:
+    """Queue the page's next attempt, walking the chain past quiet or empty steps; None when it is exhausted."""
+    route = route_of(config, page)
+    if route is None:
+        page.state, page.due_at = PageState.CANCELLED, None
+        return None
+    quiet_until: list[datetime] = []
+    while page.round <= route.repeat:
+        while page.step < len(route.escalation):
+            step = route.escalation[page.step]
+            if page.attempts_in_step < step.attempts:
+                target = resolve_step(config, page.step, step, now, page.severities)
+                page.attempts_in_step += 1
+                if target.contact is not None and not target.quiet:
+                    return _queue_call(page, target, now)
+                if target.quiet and target.contact in config.contacts:
+                    hours = config.contacts[target.contact].quiet()
+                    end = hours.ends_after(now) if hours else None
+                    if end is not None:
+                        quiet_until.append(end)
+                # Quiet or nobody on call: this step is skipped, as if nobody answered.
+                page.attempts_in_step = step.attempts
+            page.step += 1
+            page.attempts_in_step = 0
+        page.round += 1
+        page.step = 0
+    if quiet_until and not any(c.kind == "page" for c in page.calls):
+        # Nobody was callable only because of quiet hours: wait for the first window to end, then start over.
+        page.round = page.step = page.attempts_in_step = 0
+        page.due_at = min(quiet_until)
+        return None
+    page.state, page.due_at = PageState.EXHAUSTED, None
+    return None
+
+
+def route_of(config: Config, page: Page) -> RouteConfig | None:
+    """The page's route in the current config, or None when a reload removed it."""
+    return next((r for r in config.routes if r.name == page.route), None)
+
+
+def interval_after(config: Config, page: Page, call: Call) -> timedelta:
+    """How long to wait after `call` went unanswered before the next attempt (its step's interval)."""
+    route = route_of(config, page)
+    if route is None or call.step >= len(route.escalation):
+        return timedelta(0)
+    return route.escalation[call.step].interval
+
+
+def record_outcome(page: Page, call: Call, outcome: CallState, config: Config, now: datetime) -> bool:
+    """Record a call's final outcome and move the page on; False when the call had already ended."""
+    if not call.open:
+        return False
+    call.state, call.ended_at = outcome, now
+    page.updated_at = now
+    if call.kind != "page":
+        return True
+    if outcome in REACHED:
+        page.state = PageState.ACKNOWLEDGED if outcome is CallState.ACKNOWLEDGED else PageState.ANSWERED
+        page.due_at = None
+    elif page.state is PageState.ACTIVE:
+        wait = timedelta(0) if outcome is CallState.FAILED else interval_after(config, page, call)
+        page.due_at = now + wait
+    return True
+
+
+def resolve(page: Page, now: datetime, *, send_resolved: bool) -> Call | None:
+    """Every alert of the page resolved: cancel what is pending; queue the resolved call when one is due."""
+    page.resolved_at = now
+    page.updated_at = now
+    was_active = page.state is PageState.ACTIVE
+    for c in page.calls:
+        if c.state is CallState.QUEUED:
+            c.state, c.ended_at = CallState.CANCELLED, now
+    if was_active:
+        page.state = PageState.RESOLVED
+        page.due_at = None
+    if not send_resolved:
+        return None
+    page_calls = [c for c in page.calls if c.kind == "page" and c.message_id]
+    if not page_calls:
+        return None
+    answered = [c for c in page_calls if c.state in REACHED]
+    who = (answered or page_calls)[-1]
+    return _queue_call(page, Target(who.step, who.contact, who.number, "resolved notice"), now, kind="resolved")

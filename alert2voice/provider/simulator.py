@@ -1,0 +1,817 @@
+"""A Webex Connect Voice API v1 simulator: the provider's contract on loopback, scriptable per number."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from . import simulator_rules as rules
+from .simulator_rules import ApiError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVICE_KEY = "simulator-service-key"
+MAX_BODY_BYTES = 64 * 1024
+# The SDKs say a key reused within an hour is refused as a duplicate (reference §1).
+IDEMPOTENCY_WINDOW = 3600.0
+CALLBACK_TIMEOUT = 10.0
+# Reference §4: three retries; the docs disagree between "every 60 s" and "30, 60, 120 s".
+CALLBACK_RETRY_DELAYS = (30.0, 60.0, 120.0)
+MAX_INTERACTIVE_STEPS = 10
+NO_INPUT_EVENTS = ("COLLECTED_DIGITS", "PLAYED")
+
+Sleep = Callable[[float], Awaitable[Any]]
+Endpoint = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
+
+
+@dataclass
+class Failure:
+    """Scripted provider failures: the next `count` requests (None: until cleared) answer `status`."""
+
+    status: int
+    count: int | None = None
+    retry_after: float | None = None
+    code: str | None = None
+
+    def error(self) -> ApiError:
+        """Return the error response, with the provider's code for the status."""
+        if self.status == 429:
+            code, retry_after = self.code or "7020", 1.0 if self.retry_after is None else self.retry_after
+        else:
+            code, retry_after = self.code or _default_code(self.status), self.retry_after
+        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+        return ApiError(self.status, code, headers=headers)
+
+
+@dataclass
+class NumberScript:
+    """How the simulated callee and platform behave for one dialed number."""
+
+    outcome: str = "answer"
+    digit: str = "1"
+    fail: Failure | None = None
+    delay: float = 0.0
+    callbacks: bool = True
+    no_input_event: str = "COLLECTED_DIGITS"
+
+
+@dataclass
+class SimCall:
+    """An accepted call and how far it got."""
+
+    message_id: str
+    mode: str
+    caller_id: str
+    dialed_number: str
+    correlation_id: str
+    callback_url: str | None
+    callback_auth_id: str | None
+    outcome: str
+    digit: str
+    callbacks: bool
+    no_input_event: str
+    detect_voicemail: bool
+    audio: dict[str, Any] | None
+    fallbacks: list[str]
+    accepted_time: str
+    status: str = "QUEUED"
+    status_time: str | None = None
+    offered_time: str | None = None
+    answered_time: str | None = None
+    duration_seconds: int | None = None
+    done: bool = False
+    events: list[str] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    answered_at: float | None = None
+
+    def status_json(self) -> dict[str, Any]:
+        """Return the body of GET /v1/voice/calls/{id} (reference §6)."""
+        return {
+            "durationSeconds": self.duration_seconds,
+            "statusTime": self.status_time,
+            "offeredTime": self.offered_time,
+            "answeredTime": self.answered_time,
+            "status": self.status,
+        }
+
+
+@dataclass
+class _Replay:
+    fingerprint: str
+    at: float
+    body: dict[str, Any]
+    message_id: str
+
+
+class Simulator:
+    """The simulator's state and behaviour; the aiohttp handlers are thin wrappers around it."""
+
+    def __init__(
+        self,
+        *,
+        service_key: str,
+        callback_auth: Mapping[str, Mapping[str, str]],
+        hub_secret: str | None,
+        callback_delay: float,
+        step_delay: float,
+        sleep: Sleep,
+        clock: Callable[[], float],
+        callback_retry_delays: Sequence[float],
+    ) -> None:
+        self.service_key = service_key
+        self.callback_auth = {k: dict(v) for k, v in callback_auth.items()}
+        self.hub_secret = hub_secret
+        self.callback_delay = callback_delay
+        self.step_delay = step_delay
+        self.sleep = sleep
+        self.clock = clock
+        self.callback_retry_delays = tuple(callback_retry_delays)
+        self.session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._clear()
+
+    def _clear(self) -> None:
+        self.scripts: dict[str, NumberScript] = {}
+        self.outage: Failure | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.calls: dict[str, SimCall] = {}
+        self.callbacks: list[dict[str, Any]] = []
+        self._replays: dict[str, _Replay] = {}
+
+    async def reset(self) -> None:
+        """Cancel pending callbacks and forget every script, request, call and callback."""
+        await self.cancel_tasks()
+        self._clear()
+
+    async def cancel_tasks(self) -> None:
+        """Cancel the background call flows and wait for them to end."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def idle(self) -> None:
+        """Wait until every background call flow and callback retry has ended (for in-process tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a call flow in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- the provider API -------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, inner: Endpoint) -> web.Response:
+        """Log the request, apply outage and authentication, run the endpoint, log the answer."""
+        entry: dict[str, Any] = {
+            "id": len(self.requests) + 1,
+            "time": rules.stamp_offset(self.clock()),
+            "method": request.method,
+            "path": request.path,
+            "headers": self._mask_request_headers(request.headers),
+            "body": None,
+            "status": None,
+            "code": None,
+            "messageId": None,
+        }
+        self.requests.append(entry)
+        try:
+            self._check_outage()
+            self._authenticate(request)
+            response = await inner(request, entry)
+        except ApiError as err:
+            entry["code"] = err.code
+            response = err.response()
+        entry["status"] = response.status
+        if entry.get("delay"):
+            await self.sleep(entry["delay"])
+        return response
+
+    async def post_messages(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        """POST /v1/voice/messages: validate, accept, then send the delivery receipts."""
+        body = await self._read_json(request, entry)
+        script = self._script_for_request(body, entry)
+        audio, fallbacks = rules.validate_message(body)
+        return self._accept(request, entry, body, "message", script, audio, fallbacks)
+
+    async def post_calls(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        """POST /v1/voice/calls: validate, accept, then drive the call through callback responses."""
+        body = await self._read_json(request, entry)
+        script = self._script_for_request(body, entry)
+        rules.validate_call(body)
+        return self._accept(request, entry, body, "interactive", script, None, [])
+
+    async def get_call(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        """GET /v1/voice/calls/{id}: the status shape of reference §6, or 404 with an empty body."""
+        call = self.calls.get(request.match_info["id"])
+        if call is None:
+            return web.Response(status=404)
+        entry["messageId"] = call.message_id
+        entry["delay"] = self._script(call.dialed_number).delay
+        return web.json_response(call.status_json())
+
+    def _check_outage(self) -> None:
+        if self.outage is not None:
+            failure = self.outage
+            if failure.count is not None:
+                failure.count -= 1
+                if failure.count <= 0:
+                    self.outage = None
+            raise failure.error()
+
+    def _authenticate(self, request: web.Request) -> None:
+        key = request.headers.get("Authorization")
+        if not key:
+            raise ApiError(403, "7002")
+        if not hmac.compare_digest(key.encode(), self.service_key.encode()):
+            raise ApiError(403, "7001")
+
+    async def _read_json(self, request: web.Request, entry: dict[str, Any]) -> dict[str, Any]:
+        if request.content_type != "application/json":
+            raise ApiError(400, "7126")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(400, "7022") from None
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            entry["raw"] = raw[:200].decode("utf-8", "replace")
+            raise ApiError(400, "7000") from None
+        entry["body"] = body
+        if not isinstance(body, dict):
+            raise ApiError(400, "7000")
+        return body
+
+    def _script_for_request(self, body: dict[str, Any], entry: dict[str, Any]) -> NumberScript:
+        number = body.get("dialedNumber")
+        script = self._script(number if isinstance(number, str) else "")
+        entry["delay"] = script.delay
+        if script.fail is not None:
+            failure = script.fail
+            failure.count = (failure.count or 1) - 1
+            if failure.count <= 0:
+                script.fail = None
+            raise failure.error()
+        return script
+
+    def _script(self, number: str) -> NumberScript:
+        return self.scripts.get(number) or NumberScript()
+
+    def _accept(
+        self,
+        request: web.Request,
+        entry: dict[str, Any],
+        body: dict[str, Any],
+        mode: str,
+        script: NumberScript,
+        audio: dict[str, Any] | None,
+        fallbacks: list[str],
+    ) -> web.Response:
+        headers = {"Request-Id": str(uuid.uuid4())}
+        replay = self._replay(request, body)
+        if replay is not None:
+            entry["messageId"], entry["replayed"] = replay.message_id, True
+            return web.json_response(replay.body, status=202, headers=headers)
+        now = self.clock()
+        call = SimCall(
+            message_id=str(uuid.uuid4()),
+            mode=mode,
+            caller_id=body["callerId"],
+            dialed_number=body["dialedNumber"],
+            correlation_id=body.get("correlationId") or "",
+            callback_url=body.get("callbackUrl") or None,
+            callback_auth_id=body.get("callbackUrlAuthId"),
+            outcome=script.outcome,
+            digit=script.digit,
+            callbacks=script.callbacks,
+            no_input_event=script.no_input_event,
+            detect_voicemail=body.get("detectVoiceMail") is True,
+            audio=audio,
+            fallbacks=fallbacks,
+            accepted_time=rules.stamp_offset(now),
+            status_time=rules.stamp_offset(now),
+        )
+        self.calls[call.message_id] = call
+        entry["messageId"] = call.message_id
+        if mode == "message":
+            answer = {
+                "acceptedTime": call.accepted_time,
+                "messageId": call.message_id,
+                "correlationId": call.correlation_id,
+            }
+            self.spawn(self._run_message_call(call))
+        else:
+            # The 2021 SDKs saw this shape from /calls (reference §3).
+            answer = {"sessionId": call.message_id, "status": "QUEUED"}
+            self.spawn(self._run_interactive_call(call))
+        key = request.headers.get("Idempotency-Key")
+        if key:
+            self._replays[key] = _Replay(self._fingerprint(request, body), now, answer, call.message_id)
+        return web.json_response(answer, status=202, headers=headers)
+
+    def _replay(self, request: web.Request, body: dict[str, Any]) -> _Replay | None:
+        # Simulator choice (enforcement is unconfirmed): the same key with the same body within the
+        # window replays the original 202 without a second call; with another body it is a 7004.
+        key = request.headers.get("Idempotency-Key")
+        if not key:
+            return None
+        replay = self._replays.get(key)
+        if replay is None or self.clock() - replay.at >= IDEMPOTENCY_WINDOW:
+            return None
+        if replay.fingerprint != self._fingerprint(request, body):
+            raise rules.invalid("Idempotency-Key")
+        return replay
+
+    @staticmethod
+    def _fingerprint(request: web.Request, body: dict[str, Any]) -> str:
+        canonical = json.dumps([request.path, body], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def _mask_request_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        masked = dict(headers)
+        for name in list(masked):
+            if name.lower() == "authorization":
+                value = masked[name]
+                if hmac.compare_digest(value.encode(), self.service_key.encode()):
+                    masked[name] = "<service-key>"
+                else:
+                    scheme, sep, _ = value.partition(" ")
+                    masked[name] = f"{scheme} ***" if sep else "***"
+        return masked
+
+    # --- call flows ---------------------------------------------------------------------------------
+
+    def _advance(self, call: SimCall, event: str, at: float) -> None:
+        call.events.append(event)
+        status = rules.STATUS_AFTER.get(event)
+        stamp = rules.stamp_offset(at)
+        if event == "OFFERED":
+            call.offered_time = stamp
+        elif event == "ANSWERED":
+            call.answered_time, call.answered_at = stamp, at
+        elif event in ("DROPPED", "Released", "DISCONNECTED") and call.answered_at is not None:
+            call.duration_seconds = max(0, round(at - call.answered_at))
+        if status is not None and status != call.status:
+            call.status, call.status_time = status, stamp
+
+    def _sends_callbacks(self, call: SimCall) -> bool:
+        return call.callbacks and call.callback_url is not None
+
+    async def _run_message_call(self, call: SimCall) -> None:
+        await self.sleep(self.callback_delay)
+        for i, group in enumerate(rules.SEQUENCES[call.outcome]):
+            if i:
+                await self.sleep(self.step_delay)
+            at = self.clock()
+            for event in group:
+                self._advance(call, event[0], at)
+                if self._sends_callbacks(call):
+                    payload = rules.receipt(
+                        call.message_id, call.dialed_number, call.correlation_id, event, rules.stamp_z(at)
+                    )
+                    await self._deliver(call, event[0], payload, retry=True)
+        call.done = True
+
+    async def _run_interactive_call(self, call: SimCall) -> None:
+        await self.sleep(self.callback_delay)
+        self._advance(call, "OFFERED", self.clock())
+        await self.sleep(self.step_delay)
+        if call.outcome in rules.NOT_ANSWERED:
+            dropped_by, code, text = rules.NOT_ANSWERED[call.outcome]
+            self._advance(call, "REJECTED", self.clock())
+            if call.outcome == "failed":
+                # The network never reached the callee: nothing was rejected, the call just dropped.
+                call.status = "DROPPED"
+            await self._end(call, dropped_by, {"code": code, "message": text}, status="FAILURE")
+            return
+        self._advance(call, "ANSWERED", self.clock())
+        if not self._sends_callbacks(call):
+            await self._end(call, "CALLEE", None)
+            return
+        action = await self._event(
+            call,
+            {
+                "event": "ANSWERED",
+                "callerId": call.caller_id,
+                "dialedNumber": call.dialed_number,
+                "offeredTime": call.offered_time,
+                "answeredTime": call.answered_time,
+            },
+        )
+        if action is not None and call.outcome == "voicemail" and call.detect_voicemail:
+            await self.sleep(self.step_delay)
+            vm_action = await self._event(
+                call,
+                {
+                    "event": "VMDETECTED",
+                    "callerId": call.caller_id,
+                    "dialedNumber": call.dialed_number,
+                    "correlationId": call.correlation_id,
+                    "transactionId": str(uuid.uuid4()),
+                },
+                optional=True,
+            )
+            action = vm_action or action
+        pressed = False
+        for _ in range(MAX_INTERACTIVE_STEPS):
+            if action is None:
+                await self._end(call, "APPLICATION", {"code": "3000", "message": "Invalid action"}, "FAILURE")
+                return
+            if action["action"] in ("HANGUP", "REJECT"):
+                await self._end(call, "APPLICATION", None)
+                return
+            if action["action"] != "PLAY":
+                call.actions[-1]["error"] = f"action {action['action']} is not simulated"
+                await self._end(
+                    call, "APPLICATION", {"code": "3000", "message": "Unsupported action"}, "FAILURE"
+                )
+                return
+            await self.sleep(self.step_delay)
+            if call.outcome == "hangup_playing":
+                await self._end(
+                    call, "CALLEE", {"code": "2008", "message": "Call Dropped by Network/End user"}
+                )
+                return
+            event = self._after_play(call, action, pressed)
+            pressed = pressed or event.get("numOfDigits", 0) > 0
+            action = await self._event(call, event)
+        await self._end(call, "APPLICATION", {"code": "3000", "message": "Too many steps"}, "FAILURE")
+
+    def _after_play(self, call: SimCall, action: dict[str, Any], pressed: bool) -> dict[str, Any]:
+        transaction = {"transactionId": str(uuid.uuid4())}
+        collect = rules.collect_spec(action)
+        if collect is None:
+            return {"event": "PLAYED", "status": "SUCCESS", "playedDuration": 1, **transaction}
+        if call.outcome == "press" and not pressed:
+            return {
+                "event": "COLLECTED_DIGITS",
+                "status": "SUCCESS",
+                "numOfDigits": len(call.digit),
+                "digitsReceived": call.digit,
+                "terminationDigit": collect.get("terminationDigit", "#"),
+                "playedDuration": 1,
+                **transaction,
+            }
+        # What fires when nobody presses before digitTimeout is unconfirmed; scriptable per number.
+        if call.no_input_event == "PLAYED":
+            return {"event": "PLAYED", "status": "SUCCESS", "playedDuration": 1, **transaction}
+        return {
+            "event": "COLLECTED_DIGITS",
+            "status": "SUCCESS",
+            "numOfDigits": 0,
+            "digitsReceived": "",
+            "terminationDigit": collect.get("terminationDigit", "#"),
+            "playedDuration": 1,
+            **transaction,
+        }
+
+    async def _end(
+        self, call: SimCall, dropped_by: str, error: dict[str, str] | None, status: str = "SUCCESS"
+    ) -> None:
+        self._advance(call, "DROPPED", self.clock())
+        if self._sends_callbacks(call):
+            event: dict[str, Any] = {"event": "DROPPED", "status": status, "droppedBy": dropped_by}
+            if error is not None:
+                event["error"] = error
+            await self._send_event(call, event)
+        call.done = True
+
+    async def _event(
+        self, call: SimCall, event: dict[str, Any], *, optional: bool = False
+    ) -> dict[str, Any] | None:
+        """Send a programmable-call event; return the app's action, None when it is missing or invalid."""
+        status, raw = await self._send_event(call, event)
+        record: dict[str, Any] = {"event": event["event"], "action": None, "error": None}
+        call.actions.append(record)
+        if status is None:
+            record["error"] = "callback not delivered"
+            return None
+        if optional and status == 200 and raw.strip() in (b"", b"{}"):
+            # An empty answer to VMDETECTED lets the current action go on.
+            return None
+        try:
+            record["action"] = rules.validate_action(status, raw)
+        except ValueError as exc:
+            record["error"] = str(exc)
+            return None
+        return record["action"]
+
+    async def _send_event(self, call: SimCall, event: dict[str, Any]) -> tuple[int | None, bytes]:
+        payload = {**event, "eventTime": rules.stamp_z(self.clock()), "sessionId": call.message_id}
+        return await self._deliver(call, event["event"], payload, retry=False)
+
+    # --- callbacks ----------------------------------------------------------------------------------
+
+    async def _deliver(
+        self, call: SimCall, event: str, payload: dict[str, Any], *, retry: bool
+    ) -> tuple[int | None, bytes]:
+        """POST one callback as the platform does (auth header, signature); retry receipts that fail."""
+        body = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        auth = self.callback_auth.get(call.callback_auth_id or "", {})
+        headers.update(auth)
+        if self.hub_secret is not None:
+            digest = hmac.new(self.hub_secret.encode(), body, hashlib.sha256).hexdigest()
+            headers["x-hub-signature"] = f"sha256={digest}"
+        status, raw = await self._post_callback(call, event, payload, body, headers, attempt=1)
+        # Reference §4: retried three times after a failure, never after a 4xx.
+        if retry and (status is None or status >= 500):
+            self.spawn(self._redeliver(call, event, payload, body, headers))
+        return status, raw
+
+    async def _redeliver(
+        self, call: SimCall, event: str, payload: dict[str, Any], body: bytes, headers: dict[str, str]
+    ) -> None:
+        for attempt, delay in enumerate(self.callback_retry_delays, start=2):
+            await self.sleep(delay)
+            status, _ = await self._post_callback(call, event, payload, body, headers, attempt=attempt)
+            if status is not None and status < 500:
+                return
+
+    async def _post_callback(
+        self,
+        call: SimCall,
+        event: str,
+        payload: dict[str, Any],
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        attempt: int,
+    ) -> tuple[int | None, bytes]:
+        assert self.session is not None and call.callback_url is not None
+        secret_headers = {name.lower() for name in self.callback_auth.get(call.callback_auth_id or "", {})}
+        record: dict[str, Any] = {
+            "id": len(self.callbacks) + 1,
+            "time": rules.stamp_offset(self.clock()),
+            "messageId": call.message_id,
+            "url": call.callback_url,
+            "event": event,
+            "attempt": attempt,
+            "headers": {k: "***" if k.lower() in secret_headers else v for k, v in headers.items()},
+            "body": payload,
+            "status": None,
+            "error": None,
+        }
+        self.callbacks.append(record)
+        try:
+            async with self.session.post(
+                call.callback_url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT),
+                allow_redirects=False,
+            ) as resp:
+                raw = await resp.read()
+                record["status"] = resp.status
+                return resp.status, raw
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.info("simulator callback %s to %s failed: %s", event, call.callback_url, record["error"])
+            return None, b""
+
+
+def _default_code(status: int) -> str:
+    if status in (401, 403):
+        return "7001"
+    if status >= 500:
+        return "7006"
+    if status == 400:
+        return "7004"
+    return "7016"
+
+
+# --- the admin API ------------------------------------------------------------------------------------
+
+SIMULATOR = web.AppKey("simulator", Simulator)
+
+
+def _admin_error(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+async def _admin_json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text='{"error": "body is not JSON"}', content_type="application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text='{"error": "body is not a JSON object"}', content_type="application/json"
+        )
+    return body
+
+
+def parse_failure(data: object, *, with_count_default: int | None) -> Failure:
+    """Parse a {"status", "count", "retry_after", "code"} failure script; raise ValueError when invalid."""
+    if not isinstance(data, dict):
+        raise ValueError("fail must be an object")
+    unknown = set(data) - {"status", "count", "retry_after", "code"}
+    if unknown:
+        raise ValueError(f"unknown fail keys: {', '.join(sorted(unknown))}")
+    status = data.get("status")
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+        raise ValueError("fail.status must be an HTTP error status (400-599)")
+    count = data.get("count", with_count_default)
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise ValueError("fail.count must be a positive integer")
+    retry_after = data.get("retry_after")
+    if retry_after is not None and (not _is_number(retry_after) or retry_after < 0):
+        raise ValueError("fail.retry_after must be a non-negative number of seconds")
+    code = data.get("code")
+    if code is not None and not isinstance(code, str):
+        raise ValueError("fail.code must be a string")
+    return Failure(status, count, None if retry_after is None else float(retry_after), code)
+
+
+def parse_script(data: dict[str, Any]) -> NumberScript:
+    """Parse a PUT /_sim/numbers/{number} body; raise ValueError when invalid."""
+    unknown = set(data) - {"outcome", "digit", "fail", "delay", "callbacks", "no_input_event"}
+    if unknown:
+        raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
+    script = NumberScript()
+    outcome = data.get("outcome", script.outcome)
+    if outcome not in rules.OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(rules.OUTCOMES)}")
+    digit = data.get("digit", script.digit)
+    if not isinstance(digit, str) or not digit or any(c not in "0123456789*#" for c in digit):
+        raise ValueError("digit must be a string of 0-9, * or #")
+    delay = data.get("delay", 0.0)
+    if not _is_number(delay) or delay < 0:
+        raise ValueError("delay must be a non-negative number of seconds")
+    callbacks = data.get("callbacks", True)
+    if not isinstance(callbacks, bool):
+        raise ValueError("callbacks must be true or false")
+    no_input = data.get("no_input_event", script.no_input_event)
+    if no_input not in NO_INPUT_EVENTS:
+        raise ValueError(f"no_input_event must be one of {', '.join(NO_INPUT_EVENTS)}")
+    fail = parse_failure(data["fail"], with_count_default=1) if data.get("fail") is not None else None
+    return NumberScript(outcome, digit, fail, float(delay), callbacks, no_input)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+async def _put_number(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    try:
+        script = parse_script(await _admin_json(request))
+    except ValueError as exc:
+        return _admin_error(str(exc))
+    sim.scripts[request.match_info["number"]] = script
+    return web.json_response(asdict(script))
+
+
+async def _delete_number(request: web.Request) -> web.Response:
+    request.app[SIMULATOR].scripts.pop(request.match_info["number"], None)
+    return web.Response(status=204)
+
+
+async def _get_numbers(request: web.Request) -> web.Response:
+    return web.json_response({n: asdict(s) for n, s in request.app[SIMULATOR].scripts.items()})
+
+
+async def _put_fail(request: web.Request) -> web.Response:
+    try:
+        failure = parse_failure(await _admin_json(request), with_count_default=None)
+    except ValueError as exc:
+        return _admin_error(str(exc))
+    request.app[SIMULATOR].outage = failure
+    return web.json_response(asdict(failure))
+
+
+async def _get_fail(request: web.Request) -> web.Response:
+    outage = request.app[SIMULATOR].outage
+    return web.json_response(asdict(outage) if outage is not None else None)
+
+
+async def _delete_fail(request: web.Request) -> web.Response:
+    request.app[SIMULATOR].outage = None
+    return web.Response(status=204)
+
+
+async def _get_requests(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIMULATOR].requests)
+
+
+async def _get_calls(request: web.Request) -> web.Response:
+    calls = request.app[SIMULATOR].calls.values()
+    return web.json_response([{k: v for k, v in asdict(c).items() if k != "answered_at"} for c in calls])
+
+
+async def _get_callbacks(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIMULATOR].callbacks)
+
+
+async def _reset(request: web.Request) -> web.Response:
+    await request.app[SIMULATOR].reset()
+    return web.Response(status=204)
+
+
+# --- assembly -------------------------------------------------------------------------------------------
+
+
+def create_simulator_app(
+    *,
+    service_key: str = DEFAULT_SERVICE_KEY,
+    callback_auth: Mapping[str, Mapping[str, str]] | None = None,
+    hub_secret: str | None = None,
+    callback_delay: float = 0.05,
+    step_delay: float = 0.0,
+    sleep: Sleep = asyncio.sleep,
+    clock: Callable[[], float] = time.time,
+    callback_retry_delays: Sequence[float] = CALLBACK_RETRY_DELAYS,
+) -> web.Application:
+    """Return the simulator as an aiohttp application."""
+    sim = Simulator(
+        service_key=service_key,
+        callback_auth=callback_auth or {},
+        hub_secret=hub_secret,
+        callback_delay=callback_delay,
+        step_delay=step_delay,
+        sleep=sleep,
+        clock=clock,
+        callback_retry_delays=callback_retry_delays,
+    )
+    # Bodies over the limit must get the provider's 7022, so aiohttp's own limit sits exactly there.
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[SIMULATOR] = sim
+
+    async def callbacks_session(app: web.Application) -> Any:
+        async with aiohttp.ClientSession() as session:
+            sim.session = session
+            yield
+            await sim.cancel_tasks()
+            sim.session = None
+
+    app.cleanup_ctx.append(callbacks_session)
+
+    def provider(inner: Endpoint) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            return await sim.handle(request, inner)
+
+        return handler
+
+    app.router.add_post("/v1/voice/messages", provider(sim.post_messages))
+    app.router.add_post("/v1/voice/calls", provider(sim.post_calls))
+    app.router.add_get("/v1/voice/calls/{id}", provider(sim.get_call))
+    app.router.add_get("/_sim/numbers", _get_numbers)
+    app.router.add_put("/_sim/numbers/{number}", _put_number)
+    app.router.add_delete("/_sim/numbers/{number}", _delete_number)
+    app.router.add_get("/_sim/fail", _get_fail)
+    app.router.add_put("/_sim/fail", _put_fail)
+    app.router.add_delete("/_sim/fail", _delete_fail)
+    app.router.add_get("/_sim/requests", _get_requests)
+    app.router.add_get("/_sim/calls", _get_calls)
+    app.router.add_get("/_sim/callbacks", _get_callbacks)
+    app.router.add_post("/_sim/reset", _reset)
+    return app
+
+
+async def run_simulator(
+    host: str, port: int, *, on_listening: Callable[[str], None] | None = None, **kwargs: Any
+) -> None:
+    """Serve the simulator on host:port until cancelled; log (and pass to on_listening) its base URL."""
+    app = create_simulator_app(**kwargs)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        url = (
+            f"http://{bound_host}:{bound_port}"
+            if ":" not in bound_host
+            else f"http://[{bound_host}]:{bound_port}"
+        )
+        log.info(
+            "Webex Connect simulator listening on %s (service key %s)",
+            url,
+            _mask_key(app[SIMULATOR].service_key),
+        )
+        if on_listening is not None:
+            on_listening(url)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _mask_key(key: str) -> str:
+    # The default key is public test data and worth showing; a configured one is a secret.
+    return key if key == DEFAULT_SERVICE_KEY else "<configured>"

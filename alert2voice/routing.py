@@ -1,0 +1,166 @@
+"""Routes, page keys and escalation targets: which alerts go to which route, and who to call now."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .alertmanager import Alert, Payload
+from .config import Config, EscalationStep, RouteConfig
+from .matchers import matches_all
+
+# Webex Connect accepts at most 50 characters of [A-Za-z0-9-] as correlationId.
+CORRELATION_PREFIX = "a2v"
+_KEY_CHARS = 32
+
+
+def match_routes(config: Config, labels: Mapping[str, str]) -> list[RouteConfig]:
+    """The routes an alert with these labels goes to: the first match, plus later ones after `continue: true`."""
+    out: list[RouteConfig] = []
+    for route in config.routes:
+        if matches_all(route.matchers, labels):
+            out.append(route)
+            if not route.continue_:
+                break
+    return out
+
+
+def alert_identity(labels: Mapping[str, str], ignore: Iterable[str]) -> str:
+    """An alert's identity: its label set minus the ignored labels, as canonical JSON."""
+    skip = set(ignore)
+    return json.dumps({k: v for k, v in sorted(labels.items()) if k not in skip}, separators=(",", ":"),
+                      ensure_ascii=False)
+
+
+def page_key(route: str, group_key: str, identities: Iterable[str]) -> str:
+    """sha256(route name, group key, sorted identities of the firing alerts), hex (SPEC §1)."""
+    h = hashlib.sha256()
+    for part in (route, group_key, *sorted(set(identities))):
+        data = part.encode("utf-8")
+        # Length-prefixed so that no two different tuples hash alike.
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def claim_key(route: str, group_key: str, identity: str) -> str:
+    """The dedup claim for one alert identity within one route and group."""
+    return page_key(route, group_key, [identity])
+
+
+def correlation_id(key: str, attempt: int, *, kind: str = "") -> str:
+    """The correlationId of one attempt of a page: `a2v-<32 hex of the page key>-<attempt>` (≤ 50 chars)."""
+    suffix = f"{kind}{attempt}"
+    return f"{CORRELATION_PREFIX}-{key[:_KEY_CHARS]}-{suffix}"
+
+
+@dataclass(frozen=True)
+class PlannedPage:
+    """A route's share of one alert group: the firing alerts it pages for, and the resolved ones it saw."""
+
+    route: RouteConfig
+    group_key: str
+    key: str
+    firing: tuple[Alert, ...]
+    resolved: tuple[Alert, ...]
+    identities: tuple[str, ...]
+    resolved_identities: tuple[str, ...]
+
+    @property
+    def claims(self) -> list[str]:
+        return [claim_key(self.route.name, self.group_key, i) for i in self.identities]
+
+    @property
+    def severities(self) -> set[str]:
+        return {a.labels.get("severity", "") for a in self.firing}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one webhook implies: a planned page per route, and the alerts no route matched."""
+
+    pages: list[PlannedPage] = field(default_factory=list)
+    unrouted: list[Alert] = field(default_factory=list)
+
+
+def plan(config: Config, payload: Payload) -> Plan:
+    """Route every alert of the group; each route that matched at least one alert gets a planned page."""
+    by_route: dict[str, tuple[RouteConfig, list[Alert], list[Alert]]] = {}
+    unrouted: list[Alert] = []
+    for alert in payload.alerts:
+        routes = match_routes(config, alert.labels)
+        if not routes:
+            unrouted.append(alert)
+        for route in routes:
+            _, firing, resolved = by_route.setdefault(route.name, (route, [], []))
+            (firing if alert.firing else resolved).append(alert)
+    pages = []
+    ignore = config.dedup.ignore_labels
+    for route, firing, resolved in by_route.values():
+        identities = tuple(sorted({alert_identity(a.labels, ignore) for a in firing}))
+        pages.append(PlannedPage(
+            route=route,
+            group_key=payload.groupKey,
+            key=page_key(route.name, payload.groupKey, identities),
+            firing=tuple(firing),
+            resolved=tuple(resolved),
+            identities=identities,
+            resolved_identities=tuple(sorted({alert_identity(a.labels, ignore) for a in resolved})),
+        ))
+    return Plan(pages, unrouted)
+
+
+# ------------------------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who an escalation step calls at an instant, and why; `contact` is None when nobody can be called."""
+
+    step: int
+    contact: str | None
+    number: str | None
+    reason: str
+    quiet: bool = False
+
+
+def resolve_step(config: Config, index: int, step: EscalationStep, at: datetime,
+                 severities: Iterable[str] = ()) -> Target:
+    """Who step `index` calls at `at`: the contact, or the rotation's on-call contact; quiet hours applied."""
+    rotation = step.rotation
+    if rotation is not None:
+        who = config.rotation(rotation).on_call(at)
+        if who.contact is None:
+            return Target(index, None, None, who.reason)
+        contact, reason = who.contact, who.reason
+    else:
+        contact, reason = step.call, f"named in step {index + 1}"
+    cfg = config.contacts[contact]
+    quiet = cfg.quiet()
+    sev = set(severities)
+    if quiet is not None and quiet.applies(at, sev):
+        local = at.astimezone(cfg.timezone).strftime("%H:%M %Z")
+        return Target(index, contact, cfg.number,
+                      f"{reason}; in quiet hours ({local}, severity {', '.join(sorted(sev)) or 'none'})",
+                      quiet=True)
+    return Target(index, contact, cfg.number, reason)
+
+
+def explain_route(config: Config, route: RouteConfig, at: datetime,
+                  severities: Sequence[str] = ()) -> list[Target]:
+    """Every escalation step of a route resolved at `at`, for `routes test` and `render`."""
+    return [resolve_step(config, i, step, at, severities) for i, step in enumerate(route.escalation)]
+
+
+def first_callable(config: Config, route: RouteConfig, at: datetime, severities: Iterable[str] = (),
+                   start: int = 0) -> Target | None:
+    """The first step from `start` on that names someone callable now (not quiet, someone on call)."""
+    sev = list(severities)
+    for i in range(start, len(route.escalation)):
+        target = resolve_step(config, i, route.escalation[i], at, sev)
+        if target.contact is not None and not target.quiet:
+            return target
+    return None

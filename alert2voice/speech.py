@@ -1,0 +1,619 @@
+"""What a call says: Jinja templates rendered to SSML (or plain text), speakable filters, a length budget.
+
+Templates live in ``templates.directory``; a name found there overrides the built-in template of the
+same name (``firing.ssml.j2``, ``resolved.ssml.j2``). A name ending in ``.ssml.j2`` renders one SSML
+document in which every interpolated value is XML-escaped; any other name renders plain text (sent
+with textFormat TEXT). Undefined variables are errors: write ``alert.labels.get("cluster")`` or
+``{% if "cluster" in alert.labels %}`` for labels that not every alert carries.
+
+Template variables:
+
+- ``alerts``: the alerts this call is about (the firing ones, or the resolved ones for a resolved
+  call). Each has ``labels``, ``annotations``, ``status``, ``startsAt``, ``endsAt`` (None while
+  firing), ``generatorURL``, ``fingerprint``, and the conveniences ``alertname``, ``severity`` (the
+  label, or ""), ``summary`` (annotation ``summary``, else ``description``, else the alertname),
+  ``description`` (or "") and ``firing``.
+- ``alerts_spoken``: the first ``speech.max_alerts_spoken`` of ``alerts`` (fewer when the length
+  budget needs it); ``more``: how many are not spoken, counting Alertmanager's ``truncatedAlerts``;
+  ``total``: ``alerts`` plus ``truncatedAlerts``.
+- ``alertnames``: the distinct alertnames of ``alerts``, in order; ``severity``: the most severe
+  severity label among ``alerts`` (critical, page, high, error, major, warning, ... info), or "".
+- ``started_at``: the earliest ``startsAt``; ``ended_at``: the latest ``endsAt``, or ``now`` while
+  any alert fires.
+- ``group_labels``, ``common_labels``, ``common_annotations``, ``receiver``, ``external_url``: from
+  the webhook; ``route``, ``contact``: the route and the contact being called; ``status``:
+  "firing" or "resolved"; ``now``: the time of the call (aware datetime); ``language``: the
+  call's language, for ``xml:lang``.
+
+Filters (plain strings in and out; escaping happens on output):
+
+- ``since``: ``alert.startsAt | since`` -> "for 12 minutes" (until ``now``), or
+  ``alert.startsAt | since(alert.endsAt)``; ``duration``: a timedelta or seconds -> "for 1 hour and
+  5 minutes".
+- ``words``: "HighCPUUsage" -> "High CPU Usage", "disk_full_root" -> "disk full root".
+- ``number``: "95.3%" -> "95.3 percent", "1234567" -> "1,234,567", "1.5e+06" -> "1.5 million".
+- ``instance``: "node1:9100" -> "node1 port 9100"; ``ip``: "10.0.0.1" -> "10 dot 0 dot 0 dot 1".
+- ``nourls``: leaves out http(s) URLs; ``speakable``: all of the above that suits free text
+  (annotations): URLs left out, ``host:port``, IP addresses, percentages, numbers, Prometheus
+  durations ("5m" -> "5 minutes") and spaced comparisons ("> 90" -> "above 90") spoken.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
+
+from alert2voice.alertmanager import Alert, Payload
+
+SSML_NAMESPACE = "http://www.w3.org/2001/10/synthesis"
+# The Azure SSML elements Webex Connect documents for TTS (reference/webex-connect-voice-v1.md §2).
+ALLOWED_ELEMENTS = frozenset(
+    {"speak", "voice", "prosody", "break", "say-as", "sub", "emphasis", "lang", "p", "s"}
+)
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+# Characters XML 1.0 forbids even when escaped; a label holding one would make the document unparseable.
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+_SEVERITY_ORDER = ("critical", "page", "high", "error", "major", "warning", "medium", "minor", "low", "info")
+
+# Length budget, tried in order once a single alert spoken is still too long: (annotation cut, label cut).
+# Labels are cut last and never below 16 characters, so a severity like "critical" stays whole.
+_CUTS: tuple[tuple[int, int | None], ...] = ((200, None), (80, None), (30, None), (10, 40), (10, 16))
+
+
+class TemplateError(Exception):
+    """A template that cannot be rendered; the message names the file, the line and the problem."""
+
+
+@dataclass(frozen=True)
+class SpeechContext:
+    """What one call is about: the group, the alerts to speak, who is called, and when."""
+
+    payload: Payload
+    alerts: Sequence[Alert]
+    route: str
+    contact: str
+    now: datetime
+    status: Literal["firing", "resolved"] = "firing"
+    language: str = "en-US"
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise ValueError("SpeechContext.now must be timezone-aware")
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """One alert as templates see it."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    status: str
+    startsAt: datetime
+    endsAt: datetime | None
+    generatorURL: str
+    fingerprint: str
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def severity(self) -> str:
+        return self.labels.get("severity", "")
+
+    @property
+    def summary(self) -> str:
+        return self.annotations.get("summary") or self.annotations.get("description") or self.alertname
+
+    @property
+    def description(self) -> str:
+        return self.annotations.get("description", "")
+
+    @property
+    def firing(self) -> bool:
+        return self.status == "firing"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Filters: small pure functions, plain str in and out (never Markup, so label text is always escaped).
+
+
+def _text(value: object) -> str:
+    # str() of a Markup is a plain str; None prints as nothing rather than "None".
+    return "" if value is None else str(value)
+
+
+def _amount(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+def _pair(big: int, big_unit: str, small: int, small_unit: str) -> str:
+    text = _amount(big, big_unit)
+    return f"{text} and {_amount(small, small_unit)}" if small else text
+
+
+def duration(value: timedelta | float | str) -> str:
+    """A duration spoken: 720 -> "for 12 minutes", 3900 -> "for 1 hour and 5 minutes"."""
+    try:
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    except (TypeError, ValueError):
+        return _text(value)
+    if not math.isfinite(seconds):
+        return _text(value)
+    # A start slightly in the future is clock skew between Prometheus and us, not a negative duration.
+    whole = max(0, int(seconds))
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if minutes == 0:
+        return "for less than a minute"
+    if hours == 0:
+        return f"for {_amount(minutes, 'minute')}"
+    if days == 0:
+        return f"for {_pair(hours, 'hour', minutes % 60, 'minute')}"
+    return f"for {_pair(days, 'day', hours % 24, 'hour')}"
+
+
+def _datetime(value: datetime | str) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def since(start: datetime | str, until: datetime | str) -> str:
+    """How long from start until a later time, spoken: "for 12 minutes"."""
+    try:
+        return duration(_datetime(until) - _datetime(start))
+    except ValueError:
+        return _text(start)
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def words(value: object) -> str:
+    """Identifiers as words: "HighCPUUsage" -> "High CPU Usage", "disk_full_root" -> "disk full root"."""
+    text = re.sub(r"[_-]+", " ", _text(value))
+    return " ".join(_CAMEL.sub(" ", text).split())
+
+
+_URL = re.compile(r"\s*https?://\S+", re.IGNORECASE)
+_TRAILING_PUNCTUATION = ".,;:!?)]}'\""
+
+
+def _drop_url(match: re.Match[str]) -> str:
+    # Keep the punctuation that closed the sentence around the URL.
+    url = match.group(0)
+    return url[len(url.rstrip(_TRAILING_PUNCTUATION)) :]
+
+
+def nourls(value: object) -> str:
+    """The text without its http(s) URLs, which nobody can follow on a phone call."""
+    return " ".join(_URL.sub(_drop_url, _text(value)).split())
+
+
+_LARGE = ((1e12, "trillion"), (1e9, "billion"), (1e6, "million"))
+_NUMBER = re.compile(
+    r"(?<![\w.:/-])([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?:\s?(%))?(?![\w%]|\.[0-9]|:[0-9])"
+)
+
+
+def _speak_number(written: str) -> str:
+    if written.isdigit():
+        # Integers are counts or identifiers: keep every digit, group thousands so they are read as a number.
+        return f"{int(written):,}" if 5 <= len(written) <= 15 else written
+    value = float(written)
+    if not math.isfinite(value):
+        return written
+    for scale, unit in _LARGE:
+        if value >= scale:
+            return f"{round(value / scale, 1):g} {unit}"
+    if value >= 10_000:
+        return f"{round(value):,}"
+    if value >= 100:
+        return str(round(value))
+    if value >= 0.01:
+        return f"{round(value, 2):g}"
+    return f"{value:.12f}".rstrip("0").rstrip(".")
+
+
+def _number_match(match: re.Match[str]) -> str:
+    spoken = _speak_number(match.group(1))
+    return f"{spoken} percent" if match.group(2) else spoken
+
+
+def number(value: object) -> str:
+    """Numbers spoken: "95.3%" -> "95.3 percent", "1234567" -> "1,234,567", "1.5e+06" -> "1.5 million"."""
+    return _NUMBER.sub(_number_match, _text(value))
+
+
+_IPV4 = re.compile(r"(?<![\w.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?!\w|\.[0-9])")
+
+
+def _speak_ipv4(match: re.Match[str]) -> str:
+    address = match.group(0)
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        return address
+    return address.replace(".", " dot ")
+
+
+def ip(value: object) -> str:
+    """IP addresses spoken: "10.0.0.1" -> "10 dot 0 dot 0 dot 1", "::1" -> "double colon 1"."""
+    text = _text(value)
+    try:
+        ipaddress.IPv6Address(text.strip())
+    except ValueError:
+        return _IPV4.sub(_speak_ipv4, text)
+    spoken = text.strip().replace("::", " double colon ").replace(":", " colon ")
+    return " ".join(spoken.split())
+
+
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):([0-9]{1,5})")
+
+
+def _speak_host_port(host: str, port: str) -> str:
+    return f"{ip(host.strip('[]'))} port {port}"
+
+
+def instance(value: object) -> str:
+    """An instance label spoken: "node1:9100" -> "node1 port 9100", "[::1]:9100" -> "double colon 1 port 9100"."""
+    text = _text(value).strip()
+    if "://" in text:
+        # Blackbox exporter targets are URLs: the host is what matters on the phone.
+        try:
+            text = urlsplit(text).netloc or text
+        except ValueError:
+            return text
+    match = _HOST_PORT.fullmatch(text)
+    if match:
+        return _speak_host_port(*match.groups())
+    return ip(text[1:-1] if text.startswith("[") and text.endswith("]") else text)
+
+
+_HOST_PORT_IN_TEXT = re.compile(r"(?<![\w.:\[\]-])(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][\w.-]*):([0-9]{1,5})(?![\w:])")
+
+
+def _host_port_match(match: re.Match[str]) -> str:
+    host, port = match.groups()
+    # "ratio 3:1" or a clock time is not an address: a host has a letter, brackets, or is an IPv4 address.
+    if host.startswith("[") or _IPV4.fullmatch(host) or re.search(r"[A-Za-z]", host):
+        return _speak_host_port(host, port)
+    return match.group(0)
+
+
+_UNITS = {"ms": "millisecond", "s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "y": "year"}
+_PROMETHEUS_DURATION = re.compile(r"(?<![\w.])((?:[0-9]+(?:ms|[smhdwy]))+)(?!\w)")
+_OPERATORS = {">=": "at least", "<=": "at most", ">": "above", "<": "below", "==": "equals", "!=": "not equal to"}
+_SPACED_OPERATOR = re.compile(r"(?<=\s)(>=|<=|==|!=|>|<)(?=\s)")
+
+
+def _duration_match(match: re.Match[str]) -> str:
+    parts = re.findall(r"([0-9]+)(ms|[smhdwy])", match.group(1))
+    return " ".join(_amount(int(count), _UNITS[unit]) for count, unit in parts)
+
+
+def speakable(value: object) -> str:
+    """Free text (an annotation) made speakable: URLs left out; addresses, numbers, durations spoken."""
+    text = nourls(value)
+    text = _PROMETHEUS_DURATION.sub(_duration_match, text)
+    text = _SPACED_OPERATOR.sub(lambda m: _OPERATORS[m.group(1)], text)
+    text = number(text)
+    text = _HOST_PORT_IN_TEXT.sub(_host_port_match, text)
+    text = _IPV4.sub(_speak_ipv4, text)
+    # The template ends the sentence itself.
+    return " ".join(text.split()).rstrip(".,;: ")
+
+
+@jinja2.pass_context
+def _since_filter(context: jinja2.runtime.Context, start: datetime | str | None, until: Any = None) -> str:
+    if start is None:
+        return ""
+    return since(start, context["now"] if until is None else until)
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "since": _since_filter,
+    "duration": duration,
+    "words": words,
+    "number": number,
+    "instance": instance,
+    "ip": ip,
+    "nourls": nourls,
+    "speakable": speakable,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _finalize(value: object) -> str:
+    text = _XML_INVALID.sub("", _text(value))
+    return Markup(text) if isinstance(value, Markup) else text
+
+
+def _cut(text: str, limit: int | None) -> str:
+    return text if limit is None or len(text) <= limit else text[:limit].rstrip() + "…"
+
+
+def _cut_all(values: Mapping[str, str], limit: int | None) -> dict[str, str]:
+    return {key: _cut(value, limit) for key, value in values.items()}
+
+
+def _view(alert: Alert, annotation_cut: int | None, label_cut: int | None) -> AlertView:
+    return AlertView(
+        labels=_cut_all(alert.labels, label_cut),
+        annotations=_cut_all(alert.annotations, annotation_cut),
+        status=alert.status,
+        startsAt=alert.startsAt,
+        endsAt=alert.ended_at,
+        generatorURL=_cut(alert.generatorURL, label_cut),
+        fingerprint=alert.fingerprint,
+    )
+
+
+def _most_severe(severities: Sequence[str]) -> str:
+    present = [s for s in severities if s]
+    known = [s for s in present if s.lower() in _SEVERITY_ORDER]
+    if known:
+        return min(known, key=lambda s: _SEVERITY_ORDER.index(s.lower()))
+    return present[0] if present else ""
+
+
+def _variables(
+    ctx: SpeechContext, spoken: int, annotation_cut: int | None, label_cut: int | None
+) -> dict[str, Any]:
+    payload = ctx.payload
+    alerts = [_view(alert, annotation_cut, label_cut) for alert in ctx.alerts]
+    ends = [alert.endsAt for alert in alerts]
+    still_firing = not alerts or any(end is None for end in ends)
+    return {
+        "alerts": alerts,
+        "alerts_spoken": alerts[:spoken],
+        "more": len(alerts) - len(alerts[:spoken]) + payload.truncatedAlerts,
+        "total": len(alerts) + payload.truncatedAlerts,
+        "alertnames": list(dict.fromkeys(alert.alertname for alert in alerts if alert.alertname)),
+        "severity": _most_severe([alert.severity for alert in alerts]),
+        "started_at": min((alert.startsAt for alert in alerts), default=ctx.now),
+        "ended_at": ctx.now if still_firing else max(end for end in ends if end is not None),
+        "group_labels": _cut_all(payload.groupLabels, label_cut),
+        "common_labels": _cut_all(payload.commonLabels, label_cut),
+        "common_annotations": _cut_all(payload.commonAnnotations, annotation_cut),
+        "receiver": _cut(payload.receiver, label_cut),
+        "external_url": _cut(payload.externalURL, label_cut),
+        "route": _cut(ctx.route, label_cut),
+        "contact": _cut(ctx.contact, label_cut),
+        "status": ctx.status,
+        "now": ctx.now,
+        "language": _cut(ctx.language, label_cut),
+    }
+
+
+def _normalise(text: str) -> str:
+    lines = (" ".join(line.split()) for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def _ssml_problem(document: str) -> str | None:
+    # Only our own output is parsed, and a DOCTYPE (the way to declare entities) is refused first.
+    if "<!DOCTYPE" in document or "<!ENTITY" in document:
+        return "DOCTYPE and entity declarations are not allowed"
+    try:
+        root = ET.fromstring(document)  # noqa: S314
+    except ET.ParseError as exc:
+        return f"output is not well-formed SSML ({exc})"
+    if root.tag != f"{{{SSML_NAMESPACE}}}speak":
+        return f'the document must be one <speak version="1.0" xmlns="{SSML_NAMESPACE}" xml:lang="...">'
+    if root.get("version") != "1.0" or not root.get(_XML_LANG):
+        return '<speak> needs version="1.0" and xml:lang'
+    for element in root.iter():
+        namespace, _, local = element.tag.rpartition("}")
+        if namespace.lstrip("{") != SSML_NAMESPACE or local not in ALLOWED_ELEMENTS:
+            allowed = ", ".join(sorted(ALLOWED_ELEMENTS))
+            return f"element <{local}> is not allowed in SSML for Webex Connect (allowed: {allowed})"
+    return None
+
+
+class Speech:
+    """Renders the text of calls from templates: user templates first, built-in ones otherwise."""
+
+    def __init__(self, directory: Path | None, *, max_alerts_spoken: int = 3, max_chars: int = 2000):
+        if max_alerts_spoken < 1 or max_chars < 1:
+            raise ValueError("max_alerts_spoken and max_chars must be at least 1")
+        self.directory = directory
+        self.max_alerts_spoken = max_alerts_spoken
+        self.max_chars = max_chars
+        loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("alert2voice", "templates")]
+        if directory is not None:
+            loaders.insert(0, jinja2.FileSystemLoader(directory))
+        self._loader = jinja2.ChoiceLoader(loaders)
+        # Escaping follows the document being produced, not the name of a file it imports or includes,
+        # so an SSML template's helper macros escape too: one environment per output format.
+        self._environments = {
+            "SSML": self._environment(self._loader, True),
+            "TEXT": self._environment(self._loader, False),
+        }
+
+    @staticmethod
+    def _environment(loader: jinja2.BaseLoader, autoescape: bool) -> jinja2.Environment:
+        # Sandboxed: templates are configuration and must not reach Python internals (or secrets) from there.
+        environment = SandboxedEnvironment(
+            loader=loader,
+            undefined=jinja2.StrictUndefined,
+            autoescape=autoescape,
+            finalize=_finalize,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+        environment.filters.update(FILTERS)
+        return environment
+
+    @staticmethod
+    def text_format(name: str) -> Literal["SSML", "TEXT"]:
+        """The provider's textFormat for a template: SSML for `*.ssml.j2`, TEXT otherwise."""
+        return "SSML" if name.endswith(".ssml.j2") else "TEXT"
+
+    def has_template(self, name: str) -> bool:
+        """Whether the template exists in the user directory or among the built-in ones."""
+        try:
+            self._loader.get_source(self._environments["SSML"], name)
+        except jinja2.TemplateNotFound:
+            return False
+        return True
+
+    def render(self, name: str, ctx: SpeechContext) -> str:
+        """The call's text: one well-formed SSML document (or plain text), at most max_chars characters."""
+        text_format = self.text_format(name)
+        template = self._template(name, text_format)
+        length = 0
+        for spoken, annotation_cut, label_cut in self._budget(len(ctx.alerts)):
+            variables = _variables(ctx, spoken, annotation_cut, label_cut)
+            try:
+                output = _normalise(template.render(variables))
+            except Exception as exc:
+                raise self._located(exc, name) from exc
+            if text_format == "SSML" and (problem := _ssml_problem(output)):
+                raise TemplateError(f"{name}: {problem}")
+            if len(output) <= self.max_chars:
+                return output
+            length = len(output)
+        raise TemplateError(
+            f"{name}: output is {length} characters even with one alert spoken and "
+            f"shortened text, over speech.max_chars ({self.max_chars})"
+        )
+
+    def check(self, name: str, now: datetime) -> list[str]:
+        """Render the template against sample alerts and return its problems instead of raising."""
+        problems: list[str] = []
+        for ctx in sample_contexts(now):
+            try:
+                self.render(name, ctx)
+            except TemplateError as exc:
+                if str(exc) not in problems:
+                    problems.append(str(exc))
+        return problems
+
+    def _budget(self, alert_count: int) -> Iterator[tuple[int, int | None, int | None]]:
+        # Fewer alerts spoken first ("and N more" grows), then shorter annotations, then shorter labels.
+        for spoken in range(min(self.max_alerts_spoken, max(alert_count, 1)), 0, -1):
+            yield spoken, None, None
+        for annotation_cut, label_cut in _CUTS:
+            yield 1, annotation_cut, label_cut
+
+    def _template(self, name: str, text_format: str) -> jinja2.Template:
+        try:
+            return self._environments[text_format].get_template(name)
+        except Exception as exc:
+            raise self._located(exc, name) from exc
+
+    def _located(self, exc: Exception, name: str) -> TemplateError:
+        if isinstance(exc, jinja2.TemplateSyntaxError):
+            where = self._display(exc.filename) if exc.filename else exc.name or name
+            return TemplateError(f"{where}:{exc.lineno}: {exc.message}")
+        # Jinja rewrites tracebacks so template frames carry the template's file name and line number.
+        where = name
+        tb = exc.__traceback__
+        while tb is not None:
+            if "__jinja_exception__" in tb.tb_frame.f_globals:
+                where = f"{self._display(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        if isinstance(exc, jinja2.TemplateNotFound):
+            searched = f"{self.directory} or " if self.directory is not None else ""
+            return TemplateError(f"{where}: template {exc.name!r} not found in {searched}the built-in templates")
+        return TemplateError(f"{where}: {exc}")
+
+    def _display(self, filename: str) -> str:
+        """A template file as users name it: relative to the template directory, else its file name."""
+        path = Path(filename).resolve()
+        if self.directory is not None and path.is_relative_to(Path(self.directory).resolve()):
+            return path.relative_to(Path(self.directory).resolve()).as_posix()
+        return path.name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sample alerts for check() and check-config
+
+
+def sample_payload(now: datetime) -> Payload:
+    """A realistic firing group: several alerts, markup characters in labels, one without annotations."""
+    alerts = [
+        Alert(
+            status="firing",
+            labels={
+                "alertname": "KubePodCrashLooping",
+                "severity": "critical",
+                "cluster": "prod-eu-1",
+                "namespace": "payments",
+                "pod": "api-7d9f<b>&\"'",
+                "instance": "10.2.3.4:8080",
+                "job": "kube-state-metrics",
+            },
+            annotations={
+                "summary": "Pod payments/api is crash looping <&>",
+                "description": "Restarted 5 times in 10m. See https://runbooks.example.com/KubePodCrashLooping",
+                "runbook_url": "https://runbooks.example.com/KubePodCrashLooping",
+            },
+            startsAt=now - timedelta(minutes=12),
+            generatorURL="http://prometheus:9090/graph?g0.expr=a%3Cb&g0.tab=1",
+            fingerprint="5ef77f1f8bb1b4d1",
+        ),
+        Alert(
+            status="firing",
+            labels={"alertname": "HighCPUUsage", "severity": "warning", "instance": "node1:9100", "job": "node"},
+            annotations={"summary": "CPU at 95.3% on node1 & node2", "description": "CPU > 90% for 5m"},
+            startsAt=now - timedelta(hours=1, minutes=5),
+            fingerprint="c139641b6822c29d",
+        ),
+        Alert(
+            status="firing",
+            labels={"alertname": "NodeFilesystemAlmostFull", "instance": "[::1]:9100"},
+            startsAt=now - timedelta(days=3),
+            fingerprint="0bb1d603e9bcb6cf",
+        ),
+        Alert(
+            status="firing",
+            labels={"alertname": "TargetDown", "severity": "page", "job": 'flip "a<b"'},
+            annotations={"summary": "Target down"},
+            startsAt=now - timedelta(seconds=30),
+            fingerprint="3f9479ec671b7208",
+        ),
+    ]
+    return Payload(
+        version="4",
+        receiver="voice",
+        status="firing",
+        alerts=alerts,
+        groupLabels={"cluster": "prod-eu-1"},
+        commonLabels={},
+        commonAnnotations={},
+        externalURL="http://alertmanager.monitoring.svc:9093",
+        groupKey='{}:{cluster="prod-eu-1"}',
+        truncatedAlerts=1,
+    )
+
+
+def sample_contexts(now: datetime) -> list[SpeechContext]:
+    """Contexts check() renders: a firing group, a single firing alert, and the group resolved."""
+    payload = sample_payload(now)
+    single = payload.model_copy(update={"alerts": payload.alerts[:1], "truncatedAlerts": 0})
+    ended = [a.model_copy(update={"status": "resolved", "endsAt": now - timedelta(minutes=1)}) for a in payload.alerts]
+    resolved = payload.model_copy(update={"status": "resolved", "alerts": ended})
+    return [
+        SpeechContext(payload, payload.alerts, "sample-route", "sample-contact", now),
+        SpeechContext(single, single.alerts, "sample-route", "sample-contact", now),
+        SpeechContext(resolved, resolved.alerts, "sample-route", "sample-contact", now, status="resolved"),
+    ]

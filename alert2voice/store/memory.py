@@ -1,0 +1,115 @@
+"""An in-memory store for tests and `store.backend: memory`: same semantics, no durability."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from ..pages import FINAL_PAGE_STATES, Page
+
+
+class MemoryStore:
+    """Dicts behind the Store protocol; pages are copied in and out as a real backend would."""
+
+    def __init__(self) -> None:
+        self._pages: dict[str, Page] = {}
+        self._claims: dict[str, datetime] = {}
+        self._leases: dict[str, datetime] = {}
+        self._calls: dict[str, str] = {}
+        self.available = True
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _check(self) -> None:
+        if not self.available:
+            from .base import StoreUnavailable
+
+            raise StoreUnavailable("memory store switched off (test)")
+
+    async def ping(self) -> None:
+        self._check()
+
+    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
+        self._check()
+        existing = self._pages.get(page.key)
+        held = all(self._claims.get(c, now) > now for c in claims)
+        if held or (existing is not None and existing.state not in FINAL_PAGE_STATES):
+            return False
+        for c in claims:
+            self._claims[c] = now + window
+        self._store(page)
+        return True
+
+    async def release(self, claims: Sequence[str]) -> None:
+        self._check()
+        for c in claims:
+            self._claims.pop(c, None)
+
+    def _store(self, page: Page) -> None:
+        self._pages[page.key] = copy.deepcopy(page)
+        for call in page.calls:
+            self._calls[call.correlation_id] = page.key
+            if call.message_id:
+                self._calls[call.message_id] = page.key
+        self._leases.pop(page.key, None)
+
+    async def put(self, page: Page) -> None:
+        self._check()
+        self._store(page)
+
+    async def get(self, key: str) -> Page | None:
+        self._check()
+        page = self._pages.get(key)
+        return copy.deepcopy(page) if page else None
+
+    async def by_group(self, route: str, group_key: str) -> list[Page]:
+        self._check()
+        return [copy.deepcopy(p) for p in self._pages.values()
+                if p.route == route and p.group_key == group_key
+                and (p.state not in FINAL_PAGE_STATES or p.due_at is not None)]
+
+    async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
+        self._check()
+        return self._calls.get(correlation_id or "") or self._calls.get(message_id or "")
+
+    async def take_due(self, now: datetime, limit: int, lease: timedelta) -> list[Page]:
+        self._check()
+        due = sorted((p for p in self._pages.values()
+                      if p.due_at is not None and p.due_at <= now and self._leases.get(p.key, now) <= now),
+                     key=lambda p: p.due_at)
+        out = []
+        for p in due[:limit]:
+            self._leases[p.key] = now + lease
+            out.append(copy.deepcopy(p))
+        return out
+
+    async def next_due(self) -> datetime | None:
+        self._check()
+        return min((p.due_at for p in self._pages.values() if p.due_at is not None), default=None)
+
+    async def recent(self, limit: int) -> list[Page]:
+        self._check()
+        pages = sorted(self._pages.values(), key=lambda p: p.updated_at or p.received_at, reverse=True)
+        return [copy.deepcopy(p) for p in pages[:limit]]
+
+    async def depth(self) -> int:
+        self._check()
+        return sum(1 for p in self._pages.values() if p.due_at is not None)
+
+    async def purge(self, before: datetime) -> int:
+        self._check()
+        gone = [k for k, p in self._pages.items()
+                if p.due_at is None and p.state in FINAL_PAGE_STATES and (p.updated_at or p.received_at) < before]
+        for k in gone:
+            page = self._pages.pop(k)
+            for call in page.calls:
+                self._calls.pop(call.correlation_id, None)
+                self._calls.pop(call.message_id or "", None)
+        for c in [c for c, exp in self._claims.items() if exp <= before]:
+            del self._claims[c]
+        return len(gone)
