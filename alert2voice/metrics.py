@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from . import __version__
 
-PAGE_RESULTS = ("called", "duplicate", "no_route", "quiet_hours", "throttled")
+PAGE_RESULTS = ("called", "duplicate", "no_route", "quiet_hours", "throttled", "no_contacts")
 CALL_OUTCOMES = ("answered", "acknowledged", "no_answer", "busy", "failed", "voicemail", "cancelled")
 WEBHOOK_RESULTS = ("accepted", "bad_request", "unauthorized", "too_large", "unsupported_media_type",
                    "unavailable")
@@ -16,6 +16,8 @@ class Metrics:
     """The metric families, registered on one registry (tests get a fresh one each)."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
+        # `_created` series double every counter's output and no dashboard here uses them.
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         p = "alert2voice_"
@@ -63,7 +65,8 @@ class Metrics:
             self.alerts_received.labels(status)
         for route in routes:
             for result in PAGE_RESULTS:
-                self.pages.labels(route, result)
+                if result != "no_route":
+                    self.pages.labels(route, result)
             for outcome in CALL_OUTCOMES:
                 self.calls.labels(route, outcome)
             self.escalations.labels(route)
