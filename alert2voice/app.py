@@ -25,7 +25,7 @@ from .dispatcher import Clock, Dispatcher
 from .keys import RUNTIME
 from .logs import SCRUBBER, mask_number
 from .metrics import Metrics
-from .pages import PageState, new_page, resolve
+from .pages import new_page, resolve
 from .provider import Provider
 from .provider.webex import WebexProvider
 from .routing import Plan, explain_route, first_callable, plan
@@ -167,7 +167,7 @@ async def accept(rt: Runtime, payload: Payload, now: datetime) -> dict[str, Any]
         # when absence proves nothing).
         if payload.truncatedAlerts == 0:
             for page in await rt.store.by_group(route.name, payload.groupKey):
-                if page.state is PageState.ACTIVE and not set(page.identities) & firing_ids:
+                if not set(page.identities) & firing_ids:
                     await _resolve(rt, page, route.send_resolved, now)
         if not planned.firing:
             continue
@@ -203,7 +203,7 @@ async def _resolve(rt: Runtime, page, send_resolved: bool, now: datetime) -> Non
     lock = disp.locks[page.key] if disp else contextlib.nullcontext()
     async with lock:
         fresh = await rt.store.get(page.key)
-        if fresh is None or fresh.state is not PageState.ACTIVE:
+        if fresh is None or fresh.resolved_at is not None:
             return
         for call in fresh.calls:
             if call.state.value == "queued":
@@ -300,7 +300,7 @@ async def readiness(rt: Runtime) -> list[str]:
         problems.append(f"store unavailable: {exc}")
     if rt.dispatcher is None or not rt.dispatcher.running:
         problems.append("dispatcher not running")
-    elif not rt.dispatcher.provider_healthy:
+    if rt.dispatcher is not None and not rt.dispatcher.provider_healthy:
         problems.append("provider refuses our credentials (401/403): check provider.service_key")
     return problems
 

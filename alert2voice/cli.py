@@ -195,11 +195,12 @@ def cmd_fire(args: argparse.Namespace) -> int:
     alert = {"status": status, "labels": labels, "annotations": annotations,
              "startsAt": (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
              "endsAt": now.isoformat().replace("+00:00", "Z") if args.resolve else "0001-01-01T00:00:00Z",
-             "generatorURL": "", "fingerprint": uuid.uuid5(uuid.NAMESPACE_OID, json.dumps(labels, sort_keys=True)).hex[:16]}
+             "generatorURL": "",
+             "fingerprint": uuid.uuid5(uuid.NAMESPACE_OID, json.dumps(labels, sort_keys=True)).hex[:16]}
     group = {"alertname": labels["alertname"]}
     payload = {"receiver": "alert2voice", "status": status, "alerts": [alert], "groupLabels": group,
                "commonLabels": labels, "commonAnnotations": annotations, "externalURL": "http://alert2voice-fire",
-               "version": "4", "groupKey": '{}:{alertname="%s"}' % labels["alertname"].replace('"', '\\"'),
+               "version": "4", "groupKey": "{}:{alertname=" + json.dumps(labels["alertname"]) + "}",
                "truncatedAlerts": 0}
     headers = {"Content-Type": "application/json", "User-Agent": f"alert2voice-fire/{__version__}"}
     token = args.token or os.environ.get("ALERT2VOICE_TOKEN")
@@ -269,7 +270,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = config.server.host_port
     if args.listen:
         host, _, p = args.listen.rpartition(":")
-        host, port = host.strip("[]") or "0.0.0.0", int(p)  # noqa: S104 - listen on all by default, like exporters
+        host, port = host.strip("[]") or "0.0.0.0", int(p)
 
     async def main() -> None:
         runner = web.AppRunner(app, handle_signals=False, access_log=None,

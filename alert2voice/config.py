@@ -136,7 +136,7 @@ class ServerConfig(_Model):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
+        _, sep, port = v.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port such as 0.0.0.0:9095, got {v!r}")
         return v
@@ -647,7 +647,7 @@ def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = N
     env = os.environ if env is None else env
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        raw = yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None

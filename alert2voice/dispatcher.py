@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from .alertmanager import Alert, Payload
 from .config import Config, RetryConfig
-from .logs import mask_number
+from .logs import SCRUBBER, mask_number
 from .metrics import Metrics
 from .pages import Call, CallState, Page, PageState, next_call, record_outcome, route_of
 from .provider import (
@@ -298,8 +298,10 @@ class Dispatcher:
 
     def _failed_try(self, page: Page, call: Call, cfg: Config, exc: ProviderError, now: datetime) -> None:
         self.metrics.provider_errors.labels(exc.reason).inc()
-        changed = call.error != str(exc)
-        call.error = str(exc)
+        # Provider error text can echo what we sent; keep secrets out of the stored state and the API.
+        message = SCRUBBER.scrub(str(exc))
+        changed = call.error != message
+        call.error = message
         if isinstance(exc, AuthFailed):
             # A credentials problem is not this call's fault: keep it queued, report not ready, retry slowly.
             if self.provider_healthy:

@@ -19,7 +19,9 @@ from alert2voice.provider.fake import RecordingProvider
 
 
 def call(correlation_id: str = "p-1-1", **kwargs) -> CallRequest:
-    return CallRequest("+15550001234", "+14155550101", TtsAudio("<speak>x</speak>"), correlation_id, "http://cb", **kwargs)
+    return CallRequest(
+        "+15550001234", "+14155550101", TtsAudio("<speak>x</speak>"), correlation_id, "http://cb", **kwargs
+    )
 
 
 async def test_records_and_accepts():

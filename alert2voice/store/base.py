@@ -40,7 +40,7 @@ class Store(Protocol):
         """The page with this key."""
 
     async def by_group(self, route: str, group_key: str) -> list[Page]:
-        """Pages of this route and alert group that still have something open or pending."""
+        """Pages of this route and alert group whose alerts have not been resolved (resolved_at is None)."""
 
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
         """The key of the page holding the call with this correlationId or messageId."""

@@ -70,8 +70,7 @@ class MemoryStore:
     async def by_group(self, route: str, group_key: str) -> list[Page]:
         self._check()
         return [copy.deepcopy(p) for p in self._pages.values()
-                if p.route == route and p.group_key == group_key
-                and (p.state not in FINAL_PAGE_STATES or p.due_at is not None)]
+                if p.route == route and p.group_key == group_key and p.resolved_at is None]
 
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
         self._check()

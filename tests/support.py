@@ -1,0 +1,86 @@
+"""Shared test helpers: a settable clock, a small config, payload builders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from alert2voice.config import Config, parse_config
+
+T0 = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)  # a Thursday afternoon: nobody in quiet hours
+
+CONFIG = """
+server: {listen: 127.0.0.1:9095, public_url: http://127.0.0.1:9095, max_body_bytes: 64KiB}
+webhook_auth:
+  bearer_tokens: [tok-one-secret, tok-two-secret]
+provider:
+  base_url: http://127.0.0.1:1
+  service_key: svc-key-secret
+  caller_id: "+15550001234"
+  callback: {auth_id: A2V, bearer_token: cb-token-secret, deadline: 2m}
+  rate_limit: 1000/s
+  retry: {initial: 1s, max: 1m, give_up_after: 15m}
+store: {backend: memory}
+contacts:
+  alice: {number: "+14155550101", timezone: America/Los_Angeles,
+          quiet_hours: {from: "22:00", to: "07:00", unless_severity: [critical]}}
+  bob: {number: "+442071838750", timezone: Europe/London}
+routes:
+  - name: payments
+    matchers: ['team="payments"']
+    escalation:
+      - {call: alice, attempts: 2, interval: 3m}
+      - {call: bob, attempts: 1, interval: 5m}
+    send_resolved: true
+  - name: catch-all
+    matchers: []
+    escalation: []
+throttle:
+  per_number: [{calls: 3, per: 15m}]
+"""
+
+
+class FakeClock:
+    """A clock tests move by hand; nothing waits on it."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.t = start
+        self.mono = 1000.0
+
+    def now(self) -> datetime:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, delta: timedelta | float) -> None:
+        d = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+        self.t += d
+        self.mono += d.total_seconds()
+
+
+def make_config(text: str = CONFIG, **replace: str) -> Config:
+    """The test config, with textual replacements applied."""
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return parse_config(text, file="test.yaml", env={})
+
+
+def alert(labels: dict[str, str], *, status: str = "firing", summary: str = "", starts: datetime = T0) -> dict:
+    """One alert of a webhook payload."""
+    return {"status": status, "labels": labels, "annotations": {"summary": summary} if summary else {},
+            "startsAt": (starts - timedelta(minutes=5)).isoformat(),
+            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else starts.isoformat(),
+            "generatorURL": "", "fingerprint": ""}
+
+
+def payload(*alerts: dict, group_key: str = '{}:{alertname="HighCPU"}', **extra: Any) -> dict:
+    """A version-4 webhook payload around these alerts."""
+    status = "firing" if any(a["status"] == "firing" for a in alerts) else "resolved"
+    return {"receiver": "voice", "status": status, "alerts": list(alerts), "groupLabels": {},
+            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am", "version": "4",
+            "groupKey": group_key, "truncatedAlerts": 0, **extra}
+
+
+PAYMENTS = {"alertname": "HighCPU", "team": "payments", "severity": "critical", "instance": "node1:9100"}

@@ -1,0 +1,414 @@
+"""The service over real HTTP: webhook status codes, dedup, dispatch, callbacks, escalation, metrics, secrets."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import xml.etree.ElementTree as ET
+from datetime import timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from alert2voice.app import RUNTIME, create_app, readiness
+from alert2voice.config import secrets_of
+from alert2voice.logs import setup_logging
+from alert2voice.provider import AuthFailed, CallStatus, Rejected, Unavailable
+from alert2voice.provider.fake import RecordingProvider
+from alert2voice.store.memory import MemoryStore
+from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
+
+AUTH = {"Authorization": "Bearer tok-one-secret"}
+CB_AUTH = {"Authorization": "Bearer cb-token-secret"}
+
+
+@pytest.fixture
+def env():
+    return {"config": make_config(), "provider": RecordingProvider(), "store": MemoryStore(), "clock": FakeClock(),
+            "registry": CollectorRegistry()}
+
+
+@pytest.fixture
+async def client(aiohttp_client, env):
+    app = create_app(env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
+                     registry=env["registry"], run_dispatcher=False)
+    c = await aiohttp_client(app)
+    c.rt = app[RUNTIME]
+    return c
+
+
+async def post(client, body, headers=AUTH, **kw):
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return await client.post("/alerts", data=data, headers={"Content-Type": "application/json", **headers}, **kw)
+
+
+def metric(env, name, **labels) -> float:
+    value = env["registry"].get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def receipt(status: str, *, correlation: str = "", transid: str = "", code: str = "7519") -> dict:
+    return {"deliveryTransInfo": "", "deliveryInfoNotification": {
+        "deliveryInfo": {"timeStamp": "2026-11-26T15:00:00.000Z", "Description": status, "code": code,
+                         "deliveryChannel": "voice", "additionalInfo": "", "destination": "+14155550101",
+                         "destinationType": "msisdn", "deliveryStatus": status},
+        "subtid": "", "transid": transid, "callbackData": "", "correlationid": correlation}}
+
+
+async def callback(client, body, headers=CB_AUTH):
+    return await client.post("/callbacks/webex", data=json.dumps(body),
+                             headers={"Content-Type": "application/json", **headers})
+
+
+# ----------------------------------------------------------------------------------- status codes
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({}, 401),
+    ({"Authorization": "Bearer wrong"}, 401),
+    ({"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}, 401),
+    ({"Authorization": "Bearer tok-one-secret"}, 200),
+    ({"Authorization": "Bearer tok-two-secret"}, 200),  # several tokens, for rotation
+])
+async def test_webhook_auth(client, env, headers, expected):
+    resp = await post(client, payload(alert(PAYMENTS)), headers=headers)
+    assert resp.status == expected
+    if expected == 401:
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        assert metric(env, "alert2voice_webhooks_total", result="unauthorized") == 1
+
+
+async def test_basic_auth(aiohttp_client, env):
+    config = make_config(**{"  bearer_tokens: [tok-one-secret, tok-two-secret]":
+                            "  basic_auth: {username: am, password: pw-secret}"})
+    app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
+                     registry=env["registry"], run_dispatcher=False)
+    c = await aiohttp_client(app)
+    good = "Basic " + base64.b64encode(b"am:pw-secret").decode()
+    bad = "Basic " + base64.b64encode(b"am:nope").decode()
+    assert (await post(c, payload(alert(PAYMENTS)), headers={"Authorization": good})).status == 200
+    resp = await post(c, payload(alert(PAYMENTS)), headers={"Authorization": bad})
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Basic")
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b"{not json", 400, "malformed JSON"),
+    (json.dumps({"version": "4"}), 400, "receiver"),
+    (json.dumps(payload({"status": "firing", "labels": "x", "startsAt": "2026-01-01T00:00:00Z"})), 400,
+     "alerts.0.labels"),
+    (json.dumps({**payload(alert(PAYMENTS)), "version": "3"}), 400, "version"),
+    (b"[]", 400, ""),
+    (b"\xff\xfe", 400, ""),
+])
+async def test_bad_payloads_are_400_naming_the_problem(client, env, body, status, needle):
+    resp = await post(client, body)
+    assert resp.status == status
+    assert needle in (await resp.json())["error"]
+    assert env["provider"].requests == []
+
+
+async def test_wrong_content_type_is_415(client):
+    resp = await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))),
+                             headers={**AUTH, "Content-Type": "text/plain"})
+    assert resp.status == 415
+
+
+async def test_oversized_body_is_413(client, env):
+    big = payload(alert({**PAYMENTS, "blob": "x" * 70_000}))
+    resp = await post(client, big)
+    assert resp.status == 413
+    assert "max_body_bytes" in (await resp.json())["error"]
+    assert metric(env, "alert2voice_webhooks_total", result="too_large") == 1
+
+
+async def test_shutting_down_is_503(client):
+    client.rt.shutting_down = True
+    resp = await post(client, payload(alert(PAYMENTS)))
+    assert resp.status == 503
+
+
+async def test_store_unavailable_is_503_then_recovers(client, env):
+    env["store"].available = False
+    resp = await post(client, payload(alert(PAYMENTS)))
+    assert resp.status == 503
+    assert any("store unavailable" in p for p in await readiness(client.rt))
+    env["store"].available = True
+    resp = await post(client, payload(alert(PAYMENTS)))
+    assert resp.status == 200
+    assert (await resp.json())["pages"][0]["result"] == "called"
+
+
+# ------------------------------------------------------------------------------------ dedup and calls
+
+
+async def test_one_call_per_page_and_duplicates_suppressed(client, env):
+    body = payload(alert(PAYMENTS, summary="CPU high on node1"))
+    resp = await post(client, body)
+    assert resp.status == 200
+    summary = await resp.json()
+    assert summary["pages"][0]["result"] == "called"
+    assert await client.rt.dispatcher.run_due() == 1
+    [req] = env["provider"].requests
+    assert req.dialed_number == "+14155550101"
+    assert req.caller_id == "+15550001234"
+    assert req.callback_url == "http://127.0.0.1:9095/callbacks/webex"
+    assert req.callback_auth_id == "A2V"
+    assert req.correlation_id == f"a2v-{summary['pages'][0]['page_key'][:32]}-1"
+    ET.fromstring(req.audio.text)
+    assert "CPU high on node1" in "".join(ET.fromstring(req.audio.text).itertext())
+    # Alertmanager's resend, and an HA replica's copy with another replica label: no second call.
+    for again in (body, payload(alert({**PAYMENTS, "replica": "b"}, summary="CPU high on node1"))):
+        resp = await post(client, again)
+        assert (await resp.json())["pages"][0]["result"] == "duplicate"
+        await client.rt.dispatcher.run_due()
+    assert len(env["provider"].requests) == 1
+    assert metric(env, "alert2voice_pages_total", route="payments", result="called") == 1
+    assert metric(env, "alert2voice_pages_total", route="payments", result="duplicate") == 2
+
+
+async def test_new_alert_joining_group_is_a_new_page(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    await client.rt.dispatcher.run_due()
+    resp = await post(client, payload(alert(PAYMENTS), alert({**PAYMENTS, "instance": "node2:9100"})))
+    assert (await resp.json())["pages"][0]["result"] == "called"
+    await client.rt.dispatcher.run_due()
+    assert len(env["provider"].requests) == 2
+
+
+async def test_dedup_window_expires(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    await client.rt.dispatcher.run_due()
+    await callback(client, receipt("ANSWERED", correlation=env["provider"].requests[0].correlation_id))
+    env["clock"].advance(timedelta(hours=4, seconds=1))
+    resp = await post(client, payload(alert(PAYMENTS)))
+    assert (await resp.json())["pages"][0]["result"] == "called"
+
+
+async def test_no_route_and_no_contacts(client, env):
+    resp = await post(client, payload(alert({"alertname": "Other"})))
+    assert (await resp.json())["pages"][0]["result"] == "no_contacts"
+    assert metric(env, "alert2voice_pages_total", route="catch-all", result="no_contacts") == 1
+    await client.rt.dispatcher.run_due()
+    assert env["provider"].requests == []
+
+
+# ------------------------------------------------------------------------------- callbacks, escalation
+
+
+async def test_callback_auth_required(client):
+    resp = await callback(client, receipt("ANSWERED", correlation="x"), headers={})
+    assert resp.status == 401
+    resp = await callback(client, receipt("ANSWERED", correlation="x"), headers={"Authorization": "Bearer no"})
+    assert resp.status == 401
+
+
+@pytest.mark.parametrize("body", [b"garbage", b"[]", b"{}", json.dumps({"deliveryInfoNotification": {}}).encode()])
+async def test_callback_garbage_is_400(client, body):
+    resp = await client.post("/callbacks/webex", data=body, headers=CB_AUTH)
+    assert resp.status == 400
+
+
+async def test_answered_ends_the_page(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    await client.rt.dispatcher.run_due()
+    [req] = env["provider"].requests
+    for status in ("OFFERED", "ACCEPTED", "ANSWERED", "DROPPED", "Released"):
+        resp = await callback(client, receipt(status, correlation=req.correlation_id, transid="msg-1"))
+        assert resp.status == 200
+    env["clock"].advance(timedelta(hours=1))
+    await client.rt.dispatcher.run_due()
+    assert len(env["provider"].requests) == 1
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 1
+    pages = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert pages[0]["state"] == "answered"
+
+
+async def test_receipt_matched_by_transid_when_correlationid_missing(client, env):
+    # Known platform bug: some receipts lack correlationid; transid is our messageId.
+    await post(client, payload(alert(PAYMENTS)))
+    await client.rt.dispatcher.run_due()
+    await callback(client, receipt("ANSWERED", transid="msg-1"))
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 1
+
+
+async def test_unanswered_escalates_through_attempts_and_steps(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    d = client.rt.dispatcher
+    await d.run_due()
+    cid1 = env["provider"].requests[0].correlation_id
+    await callback(client, receipt("REJECTED", correlation=cid1, code="7401"))
+    await d.run_due()
+    assert len(env["provider"].requests) == 1  # waits the step's 3m interval
+    env["clock"].advance(timedelta(minutes=3))
+    await d.run_due()
+    second = env["provider"].requests[1]
+    assert second.dialed_number == "+14155550101"
+    assert second.correlation_id.endswith("-2")
+    await callback(client, receipt("REJECTED", correlation=second.correlation_id, code="7402"))
+    env["clock"].advance(timedelta(minutes=3))
+    await d.run_due()
+    third = env["provider"].requests[2]
+    assert third.dialed_number == "+442071838750"  # next step: bob
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="busy") == 1
+    assert metric(env, "alert2voice_escalations_total", route="payments") == 2
+    await callback(client, receipt("REJECTED", correlation=third.correlation_id, code="7401"))
+    env["clock"].advance(timedelta(minutes=5))
+    await d.run_due()
+    assert len(env["provider"].requests) == 3
+    pages = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert pages[0]["state"] == "exhausted"
+
+
+async def test_no_callback_polls_status(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    d = client.rt.dispatcher
+    await d.run_due()
+    env["provider"].set_status("msg-1", CallStatus("REJECTED", None, None, {}))
+    env["clock"].advance(timedelta(minutes=2))
+    await d.run_due()
+    assert env["provider"].status_queries == ["msg-1"]
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
+
+
+# ---------------------------------------------------------------------------------- provider errors
+
+
+async def test_retryable_errors_reuse_correlation_and_idempotency_key(client, env):
+    env["provider"].fail_next(Unavailable(503), times=2)
+    await post(client, payload(alert(PAYMENTS)))
+    d = client.rt.dispatcher
+    await d.run_due()
+    assert len(env["provider"].requests) == 1
+    for _ in range(2):
+        env["clock"].advance(timedelta(minutes=1))
+        await d.run_due()
+    reqs = env["provider"].requests
+    assert len(reqs) == 3
+    assert len({r.correlation_id for r in reqs}) == 1
+    assert len({r.idempotency_key for r in reqs}) == 1
+    assert len(env["provider"].accepted) == 1
+    assert metric(env, "alert2voice_provider_errors_total", reason="unavailable") == 2
+
+
+async def test_permanent_rejection_moves_to_next_contact_without_retry(client, env):
+    env["provider"].fail_next(Rejected("7102", message="invalid destination"))
+    await post(client, payload(alert(PAYMENTS)))
+    await client.rt.dispatcher.run_due()
+    reqs = env["provider"].requests
+    assert [r.dialed_number for r in reqs] == ["+14155550101", "+14155550101"]  # attempt 2 of step 1
+    assert reqs[0].correlation_id != reqs[1].correlation_id
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") == 1
+    assert metric(env, "alert2voice_provider_errors_total", reason="rejected") == 1
+
+
+async def test_auth_failure_keeps_call_queued_and_reports_not_ready(client, env):
+    env["provider"].fail_next(AuthFailed("7001", message="Authentication failed."))
+    await post(client, payload(alert(PAYMENTS)))
+    d = client.rt.dispatcher
+    await d.run_due()
+    assert any("provider refuses our credentials" in p for p in await readiness(client.rt))
+    assert metric(env, "alert2voice_provider_errors_total", reason="auth") == 1
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") == 0
+    env["clock"].advance(timedelta(minutes=1))
+    await d.run_due()
+    assert len(env["provider"].accepted) == 1
+    assert not any("provider" in p for p in await readiness(client.rt))
+
+
+async def test_retries_give_up_then_next_contact(client, env):
+    env["provider"].fail_next(Unavailable(500), times=1000)
+    await post(client, payload(alert(PAYMENTS)))
+    d = client.rt.dispatcher
+    for _ in range(40):
+        await d.run_due()
+        env["clock"].advance(timedelta(minutes=1))
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") >= 1
+    numbers = {r.dialed_number for r in env["provider"].requests}
+    assert "+442071838750" in numbers  # escalated past alice after giving up
+
+
+# ----------------------------------------------------------------------------------------- resolved
+
+
+async def test_resolved_cancels_pending_and_sends_resolved_call(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    d = client.rt.dispatcher
+    await d.run_due()
+    first = env["provider"].requests[0]
+    await callback(client, receipt("ANSWERED", correlation=first.correlation_id))
+    resp = await post(client, payload(alert(PAYMENTS, status="resolved")))
+    assert resp.status == 200
+    await d.run_due()
+    reqs = env["provider"].requests
+    assert len(reqs) == 2
+    assert reqs[1].dialed_number == first.dialed_number
+    assert "resolved" in "".join(ET.fromstring(reqs[1].audio.text).itertext()).lower()
+
+
+async def test_resolved_before_anyone_answered_stops_escalation(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    d = client.rt.dispatcher
+    await d.run_due()
+    await callback(client, receipt("REJECTED", correlation=env["provider"].requests[0].correlation_id, code="7401"))
+    await post(client, payload(alert(PAYMENTS, status="resolved")))
+    env["clock"].advance(timedelta(minutes=10))
+    await d.run_due()
+    # Only the resolved notice to the person last called; no further escalation.
+    kinds = [r.correlation_id.rsplit("-", 1)[1] for r in env["provider"].requests]
+    assert kinds == ["1", "r2"]
+    # The same alert firing again later is a new incident: it pages again.
+    resp = await post(client, payload(alert(PAYMENTS)))
+    assert (await resp.json())["pages"][0]["result"] == "called"
+
+
+# ---------------------------------------------------------------------------------- ops endpoints
+
+
+async def test_metrics_endpoint(client):
+    await post(client, payload(alert(PAYMENTS)))
+    text = await (await client.get("/metrics")).text()
+    for name in ("alert2voice_webhooks_total", "alert2voice_alerts_received_total", "alert2voice_pages_total",
+                 "alert2voice_calls_total", "alert2voice_queue_depth", "alert2voice_build_info",
+                 "alert2voice_config_last_reload_successful", "alert2voice_time_to_call_seconds"):
+        assert name in text
+    assert 'alert2voice_queue_depth 1.0' in text
+
+
+async def test_health_and_render(client):
+    assert (await client.get("/-/healthy")).status == 200
+    body = json.dumps(payload(alert(PAYMENTS, summary='a <b>&"c"')))
+    resp = await client.post("/-/render", data=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status == 200
+    [call] = (await resp.json())["calls"]
+    assert call["contact"] == "alice"
+    assert 'a <b>&"c"' in "".join(ET.fromstring(call["ssml"]).itertext())
+    resp = await client.post("/-/render", data="{}", headers={"Content-Type": "application/json"})
+    assert resp.status == 401
+
+
+async def test_secrets_never_leak(client, env):
+    stream = io.StringIO()
+    handler = setup_logging("json", "debug", stream=stream)
+    try:
+        env["provider"].fail_next(Unavailable(503, message="svc-key-secret echoed by a proxy"))
+        await post(client, payload(alert(PAYMENTS)), headers={"Authorization": "Bearer tok-nope-secret"})
+        await post(client, payload(alert(PAYMENTS)))
+        await client.rt.dispatcher.run_due()
+        await callback(client, receipt("ANSWERED", correlation="x"), headers={"Authorization": "Bearer cb-token-no"})
+        outputs = [stream.getvalue(),
+                   await (await client.get("/metrics")).text(),
+                   await (await client.get("/api/v1/pages")).text(),
+                   await (await post(client, b"{bad")).text()]
+    finally:
+        logging.getLogger().removeHandler(handler)
+    secrets = secrets_of(env["config"])
+    assert {"tok-one-secret", "svc-key-secret", "cb-token-secret"} <= set(secrets)
+    for text in outputs:
+        for secret in secrets:
+            assert secret not in text
+        assert "+14155550101" not in text  # numbers are masked
+    assert "+14*****0101" in outputs[0]
