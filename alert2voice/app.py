@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .pages import new_page, resolve
 from .provider import Provider
 from .provider.webex import WebexProvider
-from .routing import Plan, explain_route, first_callable, plan
+from .routing import Plan, correlation_id, explain_route, first_callable, plan
 from .speech import Speech, SpeechContext
 from .store import Store, StoreUnavailable, open_store
 
@@ -330,16 +330,19 @@ def render_calls(rt: Runtime, payload: Payload, now: datetime) -> list[dict[str,
             continue
         target = first_callable(config, planned.route, now, planned.severities)
         entry: dict[str, Any] = {"route": planned.route.name, "page_key": planned.key,
-                                 "correlation_id": planned.key and f"a2v-{planned.key[:32]}-1"}
+                                 "correlation_id": correlation_id(planned.key, 1)}
         if target is None:
             entry.update(contact=None, reason="nobody callable now (no escalation, quiet hours or nobody on call)")
             out.append(entry)
             continue
-        name = planned.route.template or config.templates.firing
+        name = planned.route.template_for(config.templates, "firing")
+        contact = config.contacts[target.contact] if target.contact else None
+        voice = config.speech.for_contact(contact.speech if contact else None)
         ssml = rt.speech.render(name, SpeechContext(payload=payload, alerts=list(planned.firing),
-                                                    route=planned.route.name, contact=target.contact or "", now=now))
+                                                    route=planned.route.name, contact=target.contact or "", now=now,
+                                                    language=voice.language))
         entry.update(contact=target.contact, number=mask_number(target.number), reason=target.reason,
-                     text_format=planned.route.text_format or rt.speech.text_format(name), ssml=ssml)
+                     text_format=rt.speech.text_format(name), ssml=ssml)
         out.append(entry)
     return out
 

@@ -278,7 +278,8 @@ class SpeechConfig(_Model):
     voice: str = "AriaNeural"
     gender: Literal["MALE", "FEMALE"] = "FEMALE"
     max_alerts_spoken: int = Field(default=3, ge=1, le=50)
-    max_chars: int = Field(default=2000, ge=200, le=6000)
+    # The built-in firing template needs 350-750 characters for one alert; below 800 it cannot fit.
+    max_chars: int = Field(default=2000, ge=800, le=6000)
 
     def for_contact(self, override: VoiceSettings | None) -> SpeechConfig:
         """These settings with a contact's language, voice and gender applied."""
@@ -450,6 +451,16 @@ class RouteConfig(_Model):
     resolved_template: str | None = None
     audio: AudioConfig | None = None
     text_format: Literal["SSML", "TEXT"] | None = None
+
+    def template_for(self, templates: TemplatesConfig, kind: str) -> str:
+        """The template a firing or resolved call of this route renders; TEXT routes get the `.txt.j2` twin."""
+        if kind == "resolved":
+            name = self.resolved_template or templates.resolved
+        else:
+            name = self.template or templates.firing
+        if self.text_format == "TEXT" and name.endswith(".ssml.j2"):
+            return name.removesuffix(".ssml.j2") + ".txt.j2"
+        return name
 
 
 # ------------------------------------------------------------------------ throttle and acknowledgement
@@ -685,8 +696,8 @@ def _template_problems(config: Config, file: str, lines: dict[tuple[Any, ...], i
     named: list[tuple[tuple[Any, ...], str]] = [(("templates", "firing"), config.templates.firing),
                                                 (("templates", "resolved"), config.templates.resolved)]
     for i, route in enumerate(config.routes):
-        named += [(("routes", i, key), name) for key in ("template", "resolved_template")
-                  if (name := getattr(route, key)) is not None]
+        named += [(("routes", i, key), route.template_for(config.templates, kind))
+                  for key, kind in (("template", "firing"), ("resolved_template", "resolved"))]
     problems, checked = [], {}
     now = datetime.now().astimezone()
     for path, name in named:

@@ -235,23 +235,23 @@ class Dispatcher:
         contact = cfg.contacts.get(call.contact)
         voice = cfg.speech.for_contact(contact.speech if contact else None)
         speech = self._speech()
-        if call.kind == "resolved":
-            name = (route.resolved_template if route else None) or cfg.templates.resolved
-            status = "resolved"
+        status = "resolved" if call.kind == "resolved" else "firing"
+        if route is not None:
+            name = route.template_for(cfg.templates, status)
         else:
-            name = (route.template if route else None) or cfg.templates.firing
-            status = "firing"
+            name = cfg.templates.resolved if status == "resolved" else cfg.templates.firing
         payload = _payload_of(page)
         audio: TtsAudio | UrlAudio | MediaAudio
         if route is not None and route.audio is not None and call.kind == "page" and cfg.provider.mode == "message":
             a = route.audio
             audio = UrlAudio(a.location or "") if a.type == "URL" else MediaAudio(a.mediaId or "")
         else:
+            # The page stores only the alerts it paged for (its firing ones), so they are what is spoken.
             text = speech.render(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
-                                                     contact=call.contact, now=now, status=status))
-            fmt = (route.text_format if route and route.text_format else speech.text_format(name))
+                                                     contact=call.contact, now=now, status=status,
+                                                     language=voice.language))
             audio = TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender,
-                             text_format=fmt)
+                             text_format=speech.text_format(name))
         return CallRequest(
             caller_id=cfg.provider.caller_id,
             dialed_number=call.number,

@@ -28,7 +28,7 @@ _MATCHER = re.compile(
     r"[\t\n\f\r ]*([a-zA-Z_:][a-zA-Z0-9_:]*)[\t\n\f\r ]*(=~|=|!=|!~)[\t\n\f\r ]*(.*?)[\t\n\f\r ]*\Z", re.S
 )
 # Go's strings.TrimSpace (unicode.IsSpace), which Python's str.strip() does not match exactly.
-_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,7 @@ _REPEAT = re.compile(r"\{(0|[1-9][0-9]*)(?:(,)(0|[1-9][0-9]*)?)?\}")
 _FLAGS = re.compile(r"\(\?([imsU]*)(?:-([imsU]+))?([:)])")
 _GROUP = re.compile(r"\((?!\?)|\(\?P<[A-Za-z0-9_]+>")
 _OCTAL = re.compile(r"[0-7]{1,3}")
+_HEX = re.compile(r"\{([0-9A-Fa-f]+)\}|([0-9A-Fa-f]{2})")
 
 
 class _Unsupported(Exception):
@@ -270,7 +271,6 @@ def _escape_outside_class(p: str, i: int) -> tuple[str, int]:
 
 
 def _char_class(p: str, i: int) -> tuple[str, int]:
-    start = i
     negate = p.startswith("^", i + 1)
     i += 1 + negate
     members: list[str] = []
@@ -328,9 +328,9 @@ def _escaped_char(p: str, i: int) -> tuple[str, int]:
             raise _Unsupported(f"invalid escape sequence: \\{c} (backreferences are not supported)")
         return chr(int(digits, 8)), i + 1 + len(digits)
     if c == "x":
-        found = re.match(r"\{([0-9A-Fa-f]+)\}|([0-9A-Fa-f]{2})", p[i + 2 :])
-        if found and int(found.group(1) or found.group(2), 16) <= 0x10FFFF:
-            return chr(int(found.group(1) or found.group(2), 16)), i + 2 + found.end()
+        found = _HEX.match(p, i + 2)
+        if found and (code := int(found.group(1) or found.group(2), 16)) <= 0x10FFFF:
+            return chr(code), found.end()
     elif c in _C_ESCAPES:
         return _C_ESCAPES[c], i + 2
     elif c in ("p", "P"):

@@ -59,9 +59,7 @@ from alert2voice.alertmanager import Alert, Payload
 
 SSML_NAMESPACE = "http://www.w3.org/2001/10/synthesis"
 # The Azure SSML elements Webex Connect documents for TTS (reference/webex-connect-voice-v1.md §2).
-ALLOWED_ELEMENTS = frozenset(
-    {"speak", "voice", "prosody", "break", "say-as", "sub", "emphasis", "lang", "p", "s"}
-)
+ALLOWED_ELEMENTS = frozenset({"speak", "voice", "prosody", "break", "say-as", "sub", "emphasis", "lang", "p", "s"})
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 # Characters XML 1.0 forbids even when escaped; a label holding one would make the document unparseable.
@@ -204,9 +202,7 @@ def nourls(value: object) -> str:
 
 
 _LARGE = ((1e12, "trillion"), (1e9, "billion"), (1e6, "million"))
-_NUMBER = re.compile(
-    r"(?<![\w.:/-])([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?:\s?(%))?(?![\w%]|\.[0-9]|:[0-9])"
-)
+_NUMBER = re.compile(r"(?<![\w.:/-])([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?:\s?(%))?(?![\w%]|\.[0-9]|:[0-9])")
 
 
 def _speak_number(written: str) -> str:
@@ -283,9 +279,7 @@ def instance(value: object) -> str:
     return ip(text[1:-1] if text.startswith("[") and text.endswith("]") else text)
 
 
-_HOST_PORT_IN_TEXT = re.compile(
-    r"(?<![\w.:\[\]-])(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][\w.-]*):([0-9]{1,5})(?![\w:])"
-)
+_HOST_PORT_IN_TEXT = re.compile(r"(?<![\w.:\[\]-])(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][\w.-]*):([0-9]{1,5})(?![\w:])")
 
 
 def _host_port_match(match: re.Match[str]) -> str:
@@ -391,9 +385,7 @@ def _most_severe(severities: Sequence[str]) -> str:
     return present[0] if present else ""
 
 
-def _variables(
-    ctx: SpeechContext, spoken: int, annotation_cut: int | None, label_cut: int | None
-) -> dict[str, Any]:
+def _variables(ctx: SpeechContext, spoken: int, annotation_cut: int | None, label_cut: int | None) -> dict[str, Any]:
     payload = ctx.payload
     alerts = [_view(alert, annotation_cut, label_cut) for alert in ctx.alerts]
     ends = [alert.endsAt for alert in alerts]
@@ -551,9 +543,7 @@ class Speech:
             tb = tb.tb_next
         if isinstance(exc, jinja2.TemplateNotFound):
             searched = f"{self.directory} or " if self.directory is not None else ""
-            return TemplateError(
-                f"{where}: template {exc.name!r} not found in {searched}the built-in templates"
-            )
+            return TemplateError(f"{where}: template {exc.name!r} not found in {searched}the built-in templates")
         return TemplateError(f"{where}: {exc}")
 
     def _display(self, filename: str) -> str:
@@ -635,10 +625,7 @@ def sample_contexts(now: datetime) -> list[SpeechContext]:
     """Contexts check() renders: a firing group, a single firing alert, and the group resolved."""
     payload = sample_payload(now)
     single = payload.model_copy(update={"alerts": payload.alerts[:1], "truncatedAlerts": 0})
-    ended = [
-        a.model_copy(update={"status": "resolved", "endsAt": now - timedelta(minutes=1)})
-        for a in payload.alerts
-    ]
+    ended = [a.model_copy(update={"status": "resolved", "endsAt": now - timedelta(minutes=1)}) for a in payload.alerts]
     resolved = payload.model_copy(update={"status": "resolved", "alerts": ended})
     return [
         SpeechContext(payload, payload.alerts, "sample-route", "sample-contact", now),

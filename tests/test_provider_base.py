@@ -63,9 +63,7 @@ ERROR_TABLE = [
     pytest.param(403, err("7127"), {}, AuthFailed, False, "auth", "7127", None, id="7127-source-ip"),
     pytest.param(401, b"", {}, AuthFailed, False, "auth", None, None, id="401-empty"),
     pytest.param(403, b"Forbidden", {}, AuthFailed, False, "auth", None, None, id="403-text"),
-    pytest.param(
-        429, b"", {"Retry-After": "2"}, RateLimited, True, "rate_limited", None, 2.0, id="429-seconds"
-    ),
+    pytest.param(429, b"", {"Retry-After": "2"}, RateLimited, True, "rate_limited", None, 2.0, id="429-seconds"),
     pytest.param(
         429,
         err("7020"),
@@ -99,20 +97,12 @@ ERROR_TABLE = [
         0.0,
         id="429-date-in-the-past",
     ),
-    pytest.param(
-        429, b"", {"Retry-After": "soon"}, RateLimited, True, "rate_limited", None, None, id="429-garbage"
-    ),
-    pytest.param(
-        429, b"", {"Retry-After": "-3"}, RateLimited, True, "rate_limited", None, None, id="429-negative"
-    ),
+    pytest.param(429, b"", {"Retry-After": "soon"}, RateLimited, True, "rate_limited", None, None, id="429-garbage"),
+    pytest.param(429, b"", {"Retry-After": "-3"}, RateLimited, True, "rate_limited", None, None, id="429-negative"),
     pytest.param(429, b"", {}, RateLimited, True, "rate_limited", None, None, id="429-no-retry-after"),
     pytest.param(500, b"", {}, Unavailable, True, "unavailable", None, None, id="500-empty"),
-    pytest.param(
-        502, b"<html>Bad Gateway</html>", {}, Unavailable, True, "unavailable", None, None, id="502-html"
-    ),
-    pytest.param(
-        503, b"Service Unavailable", {}, Unavailable, True, "unavailable", None, None, id="503-text"
-    ),
+    pytest.param(502, b"<html>Bad Gateway</html>", {}, Unavailable, True, "unavailable", None, None, id="502-html"),
+    pytest.param(503, b"Service Unavailable", {}, Unavailable, True, "unavailable", None, None, id="503-text"),
     pytest.param(504, b"\xff\xfe", {}, Unavailable, True, "unavailable", None, None, id="504-binary"),
     pytest.param(500, err("7004"), {}, Unavailable, True, "unavailable", "7004", None, id="5xx-beats-code"),
     pytest.param(408, b"", {}, Unavailable, True, "unavailable", None, None, id="408-proxy-timeout"),
@@ -212,9 +202,7 @@ def test_parse_retry_after_seconds_roundtrip(seconds):
     assert parse_retry_after(str(seconds)) == float(seconds)
 
 
-@given(
-    st.integers(min_value=100, max_value=599), st.binary(max_size=300), st.dictionaries(st.text(), st.text())
-)
+@given(st.integers(min_value=100, max_value=599), st.binary(max_size=300), st.dictionaries(st.text(), st.text()))
 def test_classify_response_only_ever_returns_accepted_or_raises_a_provider_error(status, body, headers):
     try:
         result = classify_response(status, body, headers, now=NOW)

@@ -56,9 +56,7 @@ async def session():
 @pytest.fixture
 async def sim(aiohttp_server):
     # No callbackUrl is reachable in these tests; callbacks are switched off per number where it matters.
-    return await aiohttp_server(
-        create_simulator_app(service_key=KEY, callback_delay=0, callback_retry_delays=())
-    )
+    return await aiohttp_server(create_simulator_app(service_key=KEY, callback_delay=0, callback_retry_delays=()))
 
 
 @pytest.fixture
@@ -94,9 +92,7 @@ async def test_place_call_sends_the_exact_request(provider, session, sim, observ
     assert observed == [("messages", "202")]
 
 
-async def test_idempotency_key_defaults_to_the_correlation_id_and_a_retry_is_the_same_call(
-    provider, session, sim
-):
+async def test_idempotency_key_defaults_to_the_correlation_id_and_a_retry_is_the_same_call(provider, session, sim):
     first = await provider.place_call(call_request())
     again = await provider.place_call(call_request())
     assert first == again
@@ -139,9 +135,7 @@ async def test_call_status(provider, session, sim, observed):
 
 
 async def test_wrong_key_is_auth_failed(session, sim, observed):
-    provider = WebexProvider(
-        session, base_url=str(sim.make_url("/")), service_key="wrong-key", observe=observed
-    )
+    provider = WebexProvider(session, base_url=str(sim.make_url("/")), service_key="wrong-key", observe=observed)
     with pytest.raises(AuthFailed) as info:
         await provider.place_call(call_request())
     assert info.value.code == "7001" and info.value.status == 403 and not info.value.retryable

@@ -340,9 +340,7 @@ async def test_receipt_sequences(stepping_sim, receiver, outcome):
 
     received = await receiver.wait_for(len(expected))
     notifications = [r["json"]["deliveryInfoNotification"] for r in received]
-    assert [
-        (n["deliveryInfo"]["deliveryStatus"], n["deliveryInfo"]["code"]) for n in notifications
-    ] == expected
+    assert [(n["deliveryInfo"]["deliveryStatus"], n["deliveryInfo"]["code"]) for n in notifications] == expected
     stamps = [n["deliveryInfo"]["timeStamp"] for n in notifications]
     assert [sorted(set(stamps)).index(s) for s in stamps] == instants
     for r, n in zip(received, notifications, strict=True):
@@ -474,9 +472,7 @@ async def test_number_fail_500_then_success(sim):
 
 
 async def test_number_fail_429_carries_retry_after(sim):
-    await admin(
-        sim, "PUT", f"/_sim/numbers/{NUMBER}", {"fail": {"status": 429, "count": 1, "retry_after": 2}}
-    )
+    await admin(sim, "PUT", f"/_sim/numbers/{NUMBER}", {"fail": {"status": 429, "count": 1, "retry_after": 2}})
     resp = await post(sim, message())
     assert resp.status == 429
     assert resp.headers["Retry-After"] == "2"
@@ -653,9 +649,7 @@ async def test_interactive_sdk_style_top_level_max_digits(sim, receiver):
         "digitTimeout": 5,
         "terminationDigit": "#",
     }
-    receiver.respond = lambda p: web.json_response(
-        sdk_play if p["event"] == "ANSWERED" else {"action": "HANGUP"}
-    )
+    receiver.respond = lambda p: web.json_response(sdk_play if p["event"] == "ANSWERED" else {"action": "HANGUP"})
     await place_interactive(sim, receiver, "press", digit="1")
     await receiver.wait_for(3)
     assert receiver.events() == ["ANSWERED", "COLLECTED_DIGITS", "DROPPED"]

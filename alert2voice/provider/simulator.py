@@ -436,15 +436,11 @@ class Simulator:
                 return
             if action["action"] != "PLAY":
                 call.actions[-1]["error"] = f"action {action['action']} is not simulated"
-                await self._end(
-                    call, "APPLICATION", {"code": "3000", "message": "Unsupported action"}, "FAILURE"
-                )
+                await self._end(call, "APPLICATION", {"code": "3000", "message": "Unsupported action"}, "FAILURE")
                 return
             await self.sleep(self.step_delay)
             if call.outcome == "hangup_playing":
-                await self._end(
-                    call, "CALLEE", {"code": "2008", "message": "Call Dropped by Network/End user"}
-                )
+                await self._end(call, "CALLEE", {"code": "2008", "message": "Call Dropped by Network/End user"})
                 return
             event = self._after_play(call, action, pressed)
             pressed = pressed or event.get("numOfDigits", 0) > 0
@@ -479,9 +475,7 @@ class Simulator:
             **transaction,
         }
 
-    async def _end(
-        self, call: SimCall, dropped_by: str, error: dict[str, str] | None, status: str = "SUCCESS"
-    ) -> None:
+    async def _end(self, call: SimCall, dropped_by: str, error: dict[str, str] | None, status: str = "SUCCESS") -> None:
         self._advance(call, "DROPPED", self.clock())
         if self._sends_callbacks(call):
             event: dict[str, Any] = {"event": "DROPPED", "status": status, "droppedBy": dropped_by}
@@ -490,9 +484,7 @@ class Simulator:
             await self._send_event(call, event)
         call.done = True
 
-    async def _event(
-        self, call: SimCall, event: dict[str, Any], *, optional: bool = False
-    ) -> dict[str, Any] | None:
+    async def _event(self, call: SimCall, event: dict[str, Any], *, optional: bool = False) -> dict[str, Any] | None:
         """Send a programmable-call event; return the app's action, None when it is missing or invalid."""
         status, raw = await self._send_event(call, event)
         record: dict[str, Any] = {"event": event["event"], "action": None, "error": None}
@@ -596,6 +588,13 @@ def _default_code(status: int) -> str:
 
 # --- the admin API ------------------------------------------------------------------------------------
 
+# Loopback test tool, so no auth. Routes:
+#   PUT    /_sim/numbers/{number}  {"outcome", "digit", "fail": {"status", "count", "retry_after", "code"},
+#                                   "delay", "callbacks", "no_input_event"}  (replaces that number's script)
+#   GET    /_sim/numbers           DELETE /_sim/numbers/{number}
+#   PUT    /_sim/fail              {"status", "count"?, "retry_after"?, "code"?}: every number, until DELETE
+#   GET    /_sim/fail              DELETE /_sim/fail
+#   GET    /_sim/requests | /_sim/calls | /_sim/callbacks      POST /_sim/reset
 SIMULATOR = web.AppKey("simulator", Simulator)
 
 
@@ -607,13 +606,9 @@ async def _admin_json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(
-            text='{"error": "body is not JSON"}', content_type="application/json"
-        ) from None
+        raise web.HTTPBadRequest(text='{"error": "body is not JSON"}', content_type="application/json") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text='{"error": "body is not a JSON object"}', content_type="application/json"
-        )
+        raise web.HTTPBadRequest(text='{"error": "body is not a JSON object"}', content_type="application/json")
     return body
 
 
@@ -795,11 +790,7 @@ async def run_simulator(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
-        url = (
-            f"http://{bound_host}:{bound_port}"
-            if ":" not in bound_host
-            else f"http://[{bound_host}]:{bound_port}"
-        )
+        url = f"http://{bound_host}:{bound_port}" if ":" not in bound_host else f"http://[{bound_host}]:{bound_port}"
         log.info(
             "Webex Connect simulator listening on %s (service key %s)",
             url,

@@ -113,9 +113,7 @@ class ApiError(Exception):
 
     def response(self) -> web.Response:
         """Return the JSON error response."""
-        return web.json_response(
-            {"code": self.code, "message": self.message}, status=self.status, headers=self.headers
-        )
+        return web.json_response({"code": self.code, "message": self.message}, status=self.status, headers=self.headers)
 
 
 def missing(name: str) -> ApiError:
@@ -317,8 +315,7 @@ def _check_numbers(body: Mapping[str, Any]) -> None:
 def _check_optional(body: Mapping[str, Any]) -> None:
     correlation_id = body.get("correlationId")
     if correlation_id is not None and (
-        not isinstance(correlation_id, str)
-        or (correlation_id and not CORRELATION_ID.fullmatch(correlation_id))
+        not isinstance(correlation_id, str) or (correlation_id and not CORRELATION_ID.fullmatch(correlation_id))
     ):
         raise invalid("correlationId")
     callback_url = body.get("callbackUrl")

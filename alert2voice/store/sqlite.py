@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -46,8 +47,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before reporting unavailable
 
-_FINAL = tuple(sorted(FINAL_PAGE_STATES))
-_IN_FINAL = f"state IN ({', '.join('?' * len(_FINAL))})"
+_FINAL = json.dumps(sorted(FINAL_PAGE_STATES))
 _PAGE_TIMES = tuple(f.name for f in fields(Page) if "datetime" in str(f.type))
 _CALL_TIMES = tuple(f.name for f in fields(Call) if "datetime" in str(f.type))
 
@@ -138,10 +138,8 @@ class SQLiteStore:
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):  # dropped because it failed; the next call reconnects
                 conn.close()
-            except sqlite3.Error:
-                pass  # it is being dropped because it failed; the next call reconnects
 
     def _transaction(self, op: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
@@ -241,11 +239,11 @@ class SQLiteStore:
         return await self._run("get", get)
 
     async def by_group(self, route: str, group_key: str) -> list[Page]:
-        """Pages of this route and group that are not final or still have something due."""
+        """Pages of this route and group whose alerts have not been resolved."""
         def by_group(conn: sqlite3.Connection) -> list[Page]:
-            rows = conn.execute(f"SELECT data FROM pages WHERE route = ? AND group_key = ?"
-                                f" AND (NOT {_IN_FINAL} OR due_at IS NOT NULL) ORDER BY rowid",
-                                (route, group_key, *_FINAL))
+            rows = conn.execute("SELECT data FROM pages WHERE route = ? AND group_key = ?"
+                                " AND json_extract(data, '$.resolved_at') IS NULL ORDER BY rowid",
+                                (route, group_key))
             return [_load(data) for data, in rows]
         return await self._run("by_group", by_group)
 
@@ -294,8 +292,8 @@ class SQLiteStore:
     async def purge(self, before: datetime) -> int:
         """Delete finished pages last updated before `before` (their call ids cascade) and expired claims."""
         def purge(conn: sqlite3.Connection) -> int:
-            gone = conn.execute(f"DELETE FROM pages WHERE due_at IS NULL AND {_IN_FINAL} AND updated_at < ?",
-                                (*_FINAL, _ts(before))).rowcount
+            gone = conn.execute("DELETE FROM pages WHERE due_at IS NULL AND updated_at < ?"
+                                " AND state IN (SELECT value FROM json_each(?))", (_ts(before), _FINAL)).rowcount
             conn.execute("DELETE FROM claims WHERE expires_at <= ?", (_ts(before),))
             return gone
         return await self._run("purge", purge)

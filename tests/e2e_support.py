@@ -1,0 +1,413 @@
+"""Helpers for the end-to-end suite: free ports, managed processes, polling, metrics, Alertmanager."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+LOOPBACK = "127.0.0.1"
+ALERTMANAGER = "prometheus-alertmanager"
+AMTOOL = "amtool"
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------------------------ environment
+
+
+def in_ci() -> bool:
+    """Whether env CI says this is a CI run, where a missing Alertmanager is a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_alertmanager() -> tuple[str, str]:
+    """The paths of prometheus-alertmanager and amtool; skip without them (fail in CI)."""
+    found = shutil.which(ALERTMANAGER), shutil.which(AMTOOL)
+    if found[0] and found[1]:
+        return found[0], found[1]
+    missing = " and ".join(n for n, p in zip((ALERTMANAGER, AMTOOL), found, strict=True) if not p)
+    message = (f"{missing} not on PATH: the end-to-end tests drive a real Alertmanager; `make test` installs "
+               "Debian's prometheus-alertmanager (or: apt-get install prometheus-alertmanager)")
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def alert2voice_command() -> list[str]:
+    """The installed `alert2voice` script of this venv, or `python -m alert2voice`."""
+    script = Path(sys.executable).with_name("alert2voice")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "alert2voice"]
+
+
+# -------------------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Process:
+    """A child process whose stdout and stderr go to a log file; stop() always reaps it."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        with self.log_path.open("wb") as log:
+            # The child keeps its own copy of the descriptor; ours closes at once.
+            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, cwd=self.log_path.parent)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit status."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        tail = text.splitlines()[-lines:]
+        status = "running" if self.alive else f"exited {self.popen.returncode if self.popen else '-'}"
+        return f"===== {self.name} ({status}) {self.log_path} =====\n" + "\n".join(tail)
+
+
+def wait_http_ok(url: str, proc: Process, *, tries: int = 150, interval: float = 0.1) -> None:
+    """Poll a readiness URL of a process we just started (bounded), failing early if the process dies."""
+    last = "no answer"
+    for _ in range(tries):
+        if not proc.alive:
+            raise RuntimeError(f"{proc.name} exited before {url} answered\n{proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(interval)
+    raise RuntimeError(f"{url} not ready after {tries} tries ({last})\n{proc.log_tail()}")
+
+
+class ProcessLogs:
+    """Every process of the suite, so a failing test's report carries their logs (a pytest plugin)."""
+
+    def __init__(self) -> None:
+        self.processes: list[Process] = []
+
+    def text(self) -> str:
+        return "\n\n".join(p.log_tail() for p in self.processes)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+        report = yield
+        if report.failed and item.get_closest_marker("e2e") is not None:
+            report.sections.append(("process logs (alert2voice, simulator, Alertmanager)", self.text()))
+        return report
+
+
+# ------------------------------------------------------------------------------------------------ polling
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, *, within: float = 20.0,
+                     interval: float = 0.15) -> T:
+    """Poll `probe` until it returns something truthy, for at most `within` seconds.
+
+    This waits for other processes (Alertmanager's group_wait, a webhook, a callback), never for a
+    timer of our own; the deadline only bounds a failure.
+    """
+    deadline = time.monotonic() + within
+    last: Any = None
+    while True:
+        last = await probe()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {within:g}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+@dataclass(frozen=True)
+class Samples:
+    """One scrape of /metrics: sample name plus labels -> value."""
+
+    values: Mapping[tuple[str, frozenset[tuple[str, str]]], float]
+
+    @classmethod
+    def parse(cls, text: str) -> Samples:
+        values = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                values[(s.name, frozenset(s.labels.items()))] = s.value
+        return cls(values)
+
+    def get(self, name: str, **labels: str) -> float:
+        return self.values.get((name, frozenset(labels.items())), 0.0)
+
+    def delta(self, before: Samples, name: str, **labels: str) -> float:
+        return self.get(name, **labels) - before.get(name, **labels)
+
+
+# ----------------------------------------------------------------------------------------- alert2voice
+
+
+@dataclass
+class Stack:
+    """The simulator and alert2voice, running as processes on loopback."""
+
+    a2v_url: str
+    sim_url: str
+    token: str
+    service_key: str
+    callback_token: str
+    number: str
+    caller_id: str
+    config_path: Path
+    workdir: Path
+    logs: ProcessLogs
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return {"webhook token": self.token, "service key": self.service_key,
+                "callback token": self.callback_token}
+
+    async def get_json(self, session: aiohttp.ClientSession, url: str) -> Any:
+        async with session.get(url) as resp:
+            assert resp.status == 200, f"GET {url}: {resp.status} {await resp.text()}"
+            return await resp.json()
+
+    async def metrics(self, session: aiohttp.ClientSession) -> Samples:
+        async with session.get(f"{self.a2v_url}/metrics") as resp:
+            assert resp.status == 200
+            return Samples.parse(await resp.text())
+
+    async def pages(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        return (await self.get_json(session, f"{self.a2v_url}/api/v1/pages?limit=500"))["pages"]
+
+    async def pages_for(self, session: aiohttp.ClientSession, alertname: str) -> list[dict[str, Any]]:
+        """The pages whose alerts carry this alertname."""
+        return [p for p in await self.pages(session)
+                if any(a["labels"].get("alertname") == alertname for a in p["alerts"])]
+
+    async def sim_calls(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        return await self.get_json(session, f"{self.sim_url}/_sim/calls")
+
+    async def sim_requests(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        return await self.get_json(session, f"{self.sim_url}/_sim/requests")
+
+    async def script_number(self, session: aiohttp.ClientSession, number: str, script: dict[str, Any]) -> None:
+        async with session.put(f"{self.sim_url}/_sim/numbers/{number}", json=script) as resp:
+            assert resp.status == 200, await resp.text()
+
+    def reset_simulator(self) -> None:
+        req = urllib.request.Request(f"{self.sim_url}/_sim/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 204
+
+
+def alert2voice_config(*, port: int, sim_url: str, token: str, service_key: str, callback_token: str,
+                       number: str, caller_id: str, store: str, workdir: Path) -> dict[str, Any]:
+    """config.example.yaml cut down to the e2e needs: one paging route, one catch-all calling nobody."""
+    store_cfg: dict[str, Any] = {"backend": store}
+    if store == "sqlite":
+        store_cfg["path"] = str(workdir / "alert2voice.db")
+    return {
+        "server": {"listen": f"{LOOPBACK}:{port}", "public_url": f"http://{LOOPBACK}:{port}",
+                   "shutdown_grace": "2s"},
+        "webhook_auth": {"bearer_tokens": [token]},
+        "provider": {
+            "type": "webex", "base_url": sim_url, "service_key": service_key, "caller_id": caller_id,
+            "mode": "message",
+            "callback": {"auth_id": "A2VE2E01", "bearer_token": callback_token, "deadline": "2m"},
+            "timeout": "5s", "rate_limit": "50/s", "retry": {"initial": "200ms", "max": "2s", "give_up_after": "1m"},
+        },
+        "store": store_cfg,
+        "dedup": {"window": "4h", "ignore_labels": ["replica", "prometheus_replica"]},
+        "contacts": {"alice": {"number": number, "timezone": "UTC"}},
+        "routes": [
+            {"name": "payments-critical", "matchers": ['team="payments"', 'severity="critical"'],
+             # A long interval: an unanswered call leaves the page active for the whole test.
+             "escalation": [{"call": "alice", "attempts": 2, "interval": "3m"}],
+             "send_resolved": True},
+            {"name": "everything-else", "matchers": [], "escalation": []},
+        ],
+        # Every test calls the same number; the default carrier-safe tiers (3 per 15m) would defer calls.
+        "throttle": {"per_number": [{"calls": 1000, "per": "1m"}], "global": {"calls": 1000, "per": "1m"}},
+    }
+
+
+def start_stack(workdir: Path, logs: ProcessLogs, *, store: str) -> Stack:
+    """Start the simulator and `alert2voice serve`, and wait until both answer."""
+    token, service_key, callback_token = (f"e2e-{os.urandom(12).hex()}" for _ in range(3))
+    number, caller_id = "+14155550101", "+15550001234"
+    sim_port, a2v_port = free_port(), free_port()
+    sim_url, a2v_url = f"http://{LOOPBACK}:{sim_port}", f"http://{LOOPBACK}:{a2v_port}"
+    config = alert2voice_config(port=a2v_port, sim_url=sim_url, token=token, service_key=service_key,
+                                callback_token=callback_token, number=number, caller_id=caller_id, store=store,
+                                workdir=workdir)
+    config_path = workdir / "alert2voice.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    stack = Stack(a2v_url=a2v_url, sim_url=sim_url, token=token, service_key=service_key,
+                  callback_token=callback_token, number=number, caller_id=caller_id, config_path=config_path,
+                  workdir=workdir, logs=logs)
+    cmd = alert2voice_command()
+    sim = Process("simulator", [*cmd, "simulator", "--listen", f"{LOOPBACK}:{sim_port}", "--service-key", service_key,
+                                "--callback-auth", f"A2VE2E01=Authorization:Bearer {callback_token}",
+                                "--callback-delay", "0.05"], workdir / "simulator.log")
+    a2v = Process("alert2voice", [*cmd, "serve", "--config", str(config_path)], workdir / "alert2voice.log")
+    for proc in (sim, a2v):
+        stack.processes.append(proc)
+        logs.processes.append(proc)
+        proc.start()
+    try:
+        wait_http_ok(f"{sim_url}/_sim/calls", sim)
+        wait_http_ok(f"{a2v_url}/-/ready", a2v)
+    except BaseException:
+        stop_all(stack.processes)
+        raise
+    return stack
+
+
+def stop_all(processes: Sequence[Process]) -> None:
+    for proc in reversed(processes):
+        proc.stop()
+
+
+# ---------------------------------------------------------------------------------------- Alertmanager
+
+
+@dataclass
+class Alertmanager:
+    """A real, unclustered Alertmanager on loopback whose only receiver is alert2voice."""
+
+    url: str
+    amtool: str
+    process: Process
+
+    async def post_alerts(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]]) -> None:
+        async with session.post(f"{self.url}/api/v2/alerts", json=alerts) as resp:
+            assert resp.status == 200, f"POST /api/v2/alerts: {resp.status} {await resp.text()}"
+
+    async def fire(self, session: aiohttp.ClientSession, labels: Mapping[str, str],
+                   annotations: Mapping[str, str] | None = None) -> None:
+        # No endsAt: Alertmanager keeps the alert firing for resolve_timeout (5m), far longer than a test.
+        await self.post_alerts(session, [{"labels": dict(labels), "annotations": dict(annotations or {})}])
+
+    async def resolve(self, session: aiohttp.ClientSession, labels: Mapping[str, str],
+                      annotations: Mapping[str, str] | None = None) -> None:
+        # Same labels, only endsAt in the past: sending startsAt again would overwrite the original one.
+        ended = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+        await self.post_alerts(session, [{"labels": dict(labels), "annotations": dict(annotations or {}),
+                                          "endsAt": ended}])
+
+    async def amtool_add(self, labels: Mapping[str, str], annotations: Mapping[str, str]) -> str:
+        """`amtool alert add`, as an operator would fire a test alert."""
+        argv = [self.amtool, "alert", "add", *(f"{k}={v}" for k, v in labels.items()),
+                *(f"--annotation={k}={v}" for k, v in annotations.items()), f"--alertmanager.url={self.url}"]
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        text = out.decode(errors="replace")
+        assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}: {text}"
+        return text
+
+
+def alertmanager_config(webhook_url: str, token: str) -> dict[str, Any]:
+    # Short timers so that repeats (repeat_interval) happen within a test.
+    return {
+        "route": {"receiver": "voice", "group_by": ["alertname"], "group_wait": "1s", "group_interval": "2s",
+                  "repeat_interval": "3s"},
+        "receivers": [{"name": "voice", "webhook_configs": [
+            {"url": webhook_url, "send_resolved": True,
+             "http_config": {"authorization": {"credentials": token}}}]}],
+    }
+
+
+def start_alertmanager(workdir: Path, stack: Stack, name: str) -> Alertmanager:
+    """Start an unclustered Alertmanager (`--cluster.listen-address=` empty) and wait for /-/ready."""
+    binary, amtool = require_alertmanager()
+    home = workdir / name
+    home.mkdir()
+    config = home / "alertmanager.yml"
+    config.write_text(yaml.safe_dump(alertmanager_config(f"{stack.a2v_url}/alerts", stack.token)), encoding="utf-8")
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    proc = Process(name, [binary, f"--config.file={config}", f"--storage.path={home / 'data'}",
+                          f"--web.listen-address={LOOPBACK}:{port}", "--cluster.listen-address=",
+                          f"--web.external-url={url}"], home / "alertmanager.log")
+    stack.logs.processes.append(proc)
+    proc.start()
+    try:
+        wait_http_ok(f"{url}/-/ready", proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return Alertmanager(url=url, amtool=amtool, process=proc)
+
+
+@contextlib.contextmanager
+def alertmanagers(workdir: Path, stack: Stack) -> Iterator[Callable[[str], Alertmanager]]:
+    """A factory of Alertmanagers that are all stopped (and dropped from the logs) on exit."""
+    started: list[Alertmanager] = []
+
+    def start(name: str) -> Alertmanager:
+        am = start_alertmanager(workdir, stack, name)
+        started.append(am)
+        return am
+
+    try:
+        yield start
+    finally:
+        for am in started:
+            am.process.stop()
+            with contextlib.suppress(ValueError):
+                stack.logs.processes.remove(am.process)
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON for assertion messages."""
+    return json.dumps(obj, ensure_ascii=False)[:2000]

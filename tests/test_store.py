@@ -1,0 +1,460 @@
+"""The Store contract, run against every backend, and what only the SQLite store promises."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alert2voice.pages import Call, CallState, Page, PageState
+from alert2voice.store import Store, StoreUnavailable
+from alert2voice.store.memory import MemoryStore
+from alert2voice.store.sqlite import MIGRATIONS, SQLiteStore
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(minutes=5)
+LEASE = timedelta(seconds=60)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def make_call(attempt: int, state: CallState = CallState.QUEUED, *, key: str = "p", message_id: str | None = None,
+              **kwargs) -> Call:
+    return Call(attempt=attempt, correlation_id=f"{key}-{attempt}", idempotency_key=f"idem-{key}-{attempt}",
+                contact="alice", number="+14155550101", step=0, round=0, created_at=at(attempt), state=state,
+                message_id=message_id, **kwargs)
+
+
+def make_page(key: str, *, route: str = "db", group_key: str = "{}:{alertname=\"Down\"}",
+              state: PageState = PageState.ACTIVE, due_at: datetime | None = None,
+              updated_at: datetime | None = None, received_at: datetime = T0,
+              calls: list[Call] | None = None, **kwargs) -> Page:
+    alert = {"status": "firing", "labels": {"alertname": "Down", "instance": key},
+             "annotations": {"summary": "down <&> ünïcode"}, "startsAt": "2024-05-01T11:59:00Z"}
+    return Page(key=key, route=route, group_key=group_key, received_at=received_at, alerts=[alert],
+                group={"receiver": "voice", "groupLabels": {"alertname": "Down"}, "truncatedAlerts": 0},
+                identities=[f"id-{key}"], claims=[f"claim-{key}"], severities=["critical"], state=state,
+                calls=calls or [], due_at=due_at, updated_at=updated_at, **kwargs)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "state" / "a2v.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "state" / "a2v.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def keys(pages: list[Page]) -> list[str]:
+    return [p.key for p in pages]
+
+
+# ---------------------------------------------------------------------------------------------- contract
+
+
+async def test_ping_and_missing_page(store):
+    await store.ping()
+    assert await store.get("nope") is None
+
+
+async def test_round_trip_keeps_every_field_and_type(store):
+    calls = [
+        make_call(1, CallState.NO_ANSWER, message_id="m-1", accepted_at=at(1.5), ended_at=at(30), tries=2, polls=1),
+        make_call(2, CallState.ACKNOWLEDGED, message_id="m-2", accepted_at=at(61), ended_at=at(90.123456)),
+        make_call(3, CallState.ACCEPTED, message_id="m-3", accepted_at=at(120)),
+        make_call(4, CallState.FAILED, error="7003 invalid number"),
+        make_call(5, CallState.QUEUED, kind="resolved"),
+    ]
+    page = make_page("p", calls=calls, state=PageState.RESOLVED, due_at=at(200), updated_at=at(150.000001),
+                     resolved_at=at(150), step=1, round=2, attempts_in_step=1)
+    await store.put(page)
+    got = await store.get("p")
+    assert got == page
+    assert type(got.state) is PageState
+    assert all(type(c.state) is CallState for c in got.calls)
+    moments = [got.received_at, got.due_at, got.updated_at, got.resolved_at,
+               *(m for c in got.calls for m in (c.created_at, c.accepted_at, c.ended_at) if m is not None)]
+    assert all(isinstance(m, datetime) and m.utcoffset() == timedelta(0) for m in moments)
+    assert got.calls[3].accepted_at is None and got.calls[4].message_id is None
+
+
+async def test_pages_are_copied_in_and_out(store):
+    page = make_page("p", due_at=T0)
+    await store.put(page)
+    page.state = PageState.EXHAUSTED
+    got = await store.get("p")
+    got.calls.append(make_call(1))
+    assert await store.get("p") == make_page("p", due_at=T0)
+
+
+async def test_put_replaces_and_indexes_new_calls(store):
+    page = make_page("p", calls=[make_call(1)])
+    await store.put(page)
+    page.calls[0].state, page.calls[0].message_id = CallState.ACCEPTED, "m-1"
+    page.calls.append(make_call(2))
+    await store.put(page)
+    assert (await store.get("p")).calls == page.calls
+    assert await store.find_call(message_id="m-1") == "p"
+    assert await store.find_call(correlation_id="p-2") == "p"
+
+
+async def test_find_call_by_correlation_id_or_message_id(store):
+    await store.put(make_page("p", calls=[make_call(1, key="p", message_id="m-p1"), make_call(2, key="p")]))
+    await store.put(make_page("q", calls=[make_call(1, key="q", message_id="m-q1")]))
+    assert await store.find_call(correlation_id="p-2") == "p"
+    assert await store.find_call(message_id="m-q1") == "q"
+    assert await store.find_call(correlation_id="p-1", message_id="m-q1") == "p"  # correlationId first
+    assert await store.find_call(correlation_id="unknown", message_id="m-p1") == "p"
+    assert await store.find_call(correlation_id="unknown") is None
+    assert await store.find_call() is None
+
+
+async def test_admit_saves_the_page_and_holds_its_claims(store):
+    assert await store.admit(make_page("p", due_at=T0), ["a", "b"], WINDOW, T0)
+    assert await store.get("p") == make_page("p", due_at=T0)
+    # Every claim held: the other page is refused and not saved.
+    assert not await store.admit(make_page("q", due_at=T0), ["b", "a"], WINDOW, at(10))
+    assert await store.get("q") is None
+
+
+async def test_admit_with_one_free_claim_holds_them_all(store):
+    assert await store.admit(make_page("p"), ["a"], WINDOW, T0)
+    assert await store.admit(make_page("q"), ["a", "b"], WINDOW, at(60))  # b is new
+    # a was renewed until 60s + window by the second admission.
+    assert not await store.admit(make_page("r"), ["a"], WINDOW, T0 + WINDOW)
+    assert await store.admit(make_page("r"), ["a"], WINDOW, at(60) + WINDOW)
+
+
+async def test_claims_expire_at_now_plus_window(store):
+    assert await store.admit(make_page("p"), ["a"], WINDOW, T0)
+    assert not await store.admit(make_page("q"), ["a"], WINDOW, T0 + WINDOW - timedelta(microseconds=1))
+    assert await store.admit(make_page("q"), ["a"], WINDOW, T0 + WINDOW)
+
+
+async def test_a_refused_admission_changes_nothing(store):
+    assert await store.admit(make_page("p"), ["a"], WINDOW, T0)
+    assert not await store.admit(make_page("q"), ["a"], WINDOW, at(60))  # must not renew a
+    assert await store.admit(make_page("r"), ["a"], WINDOW, T0 + WINDOW)
+    # Refused because page p is active: its free claim x must stay free.
+    assert not await store.admit(make_page("p", state=PageState.RESOLVED), ["x"], WINDOW, at(1))
+    assert (await store.get("p")).state is PageState.ACTIVE
+    assert await store.admit(make_page("s"), ["x"], WINDOW, at(1))
+
+
+async def test_an_active_page_is_never_admitted_again(store):
+    assert await store.admit(make_page("p", due_at=T0), ["a"], WINDOW, T0)
+    await store.release(["a"])
+    assert not await store.admit(make_page("p", due_at=at(5)), ["a"], WINDOW, at(5))
+    assert (await store.get("p")).due_at == T0
+
+
+async def test_a_finished_page_can_be_admitted_again(store):
+    assert await store.admit(make_page("p"), ["a"], WINDOW, T0)
+    await store.put(make_page("p", state=PageState.EXHAUSTED, calls=[make_call(1, CallState.NO_ANSWER)]))
+    await store.release(["a"])
+    assert await store.admit(make_page("p", due_at=at(5)), ["a"], WINDOW, at(5))
+    assert await store.get("p") == make_page("p", due_at=at(5))
+
+
+async def test_release_frees_claims_for_another_page(store):
+    assert await store.admit(make_page("p"), ["a", "b"], WINDOW, T0)
+    await store.release(["a", "b", "never-held"])
+    assert await store.admit(make_page("q"), ["a", "b"], WINDOW, at(1))
+
+
+async def test_concurrent_admissions_admit_once(store):
+    results = await asyncio.gather(*(store.admit(make_page("p"), ["a"], WINDOW, T0) for _ in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_by_group_returns_the_pages_whose_alerts_are_not_resolved(store):
+    await store.put(make_page("active"))
+    await store.put(make_page("answered", state=PageState.ANSWERED))
+    await store.put(make_page("resolved", state=PageState.RESOLVED, resolved_at=at(5), due_at=at(5)))
+    await store.put(make_page("answered-then-resolved", state=PageState.ANSWERED, resolved_at=at(5)))
+    await store.put(make_page("other-group", group_key="x"))
+    await store.put(make_page("other-route", route="web"))
+    await store.put(make_page("exhausted", state=PageState.EXHAUSTED))
+    assert keys(await store.by_group("db", make_page("k").group_key)) == ["active", "answered", "exhausted"]
+    assert keys(await store.by_group("web", make_page("k").group_key)) == ["other-route"]
+    assert await store.by_group("nope", "x") == []
+
+
+async def test_take_due_orders_by_due_time_and_respects_limit(store):
+    await store.put(make_page("late", due_at=at(20)))
+    await store.put(make_page("early", due_at=at(0)))
+    await store.put(make_page("middle", due_at=at(10)))
+    await store.put(make_page("future", due_at=at(100)))
+    await store.put(make_page("idle"))
+    assert keys(await store.take_due(at(20), 2, LEASE)) == ["early", "middle"]
+    assert keys(await store.take_due(at(20), 10, LEASE)) == ["late"]
+    assert await store.take_due(at(20), 10, LEASE) == []
+
+
+async def test_a_leased_page_is_not_taken_again_until_the_lease_expires(store):
+    await store.put(make_page("p", due_at=T0))
+    assert keys(await store.take_due(T0, 10, LEASE)) == ["p"]
+    assert await store.take_due(T0 + LEASE - timedelta(microseconds=1), 10, LEASE) == []
+    assert keys(await store.take_due(T0 + LEASE, 10, LEASE)) == ["p"]
+
+
+async def test_put_releases_the_lease(store):
+    await store.put(make_page("p", due_at=T0))
+    [page] = await store.take_due(T0, 10, LEASE)
+    await store.put(page)
+    assert keys(await store.take_due(at(1), 10, LEASE)) == ["p"]
+
+
+async def test_concurrent_takers_never_share_a_page(store):
+    for i in range(10):
+        await store.put(make_page(f"p{i}", due_at=at(i)))
+    batches = await asyncio.gather(*(store.take_due(at(60), 3, LEASE) for _ in range(6)))
+    taken = [k for batch in batches for k in keys(batch)]
+    assert sorted(taken) == sorted(f"p{i}" for i in range(10))
+
+
+async def test_next_due_is_the_earliest_due_time_even_when_leased(store):
+    assert await store.next_due() is None
+    await store.put(make_page("idle"))
+    assert await store.next_due() is None
+    await store.put(make_page("b", due_at=at(30.5)))
+    await store.put(make_page("a", due_at=at(10.25)))
+    await store.take_due(at(20), 10, LEASE)
+    assert await store.next_due() == at(10.25)
+
+
+async def test_recent_is_newest_first(store):
+    await store.put(make_page("old", updated_at=at(10)))
+    await store.put(make_page("never-updated", received_at=at(20)))
+    await store.put(make_page("new", updated_at=at(30)))
+    await store.put(make_page("middle", updated_at=at(15)))
+    assert keys(await store.recent(10)) == ["new", "never-updated", "middle", "old"]
+    assert keys(await store.recent(2)) == ["new", "never-updated"]
+
+
+async def test_depth_counts_pages_with_work_due(store):
+    assert await store.depth() == 0
+    await store.put(make_page("a", due_at=T0))
+    await store.put(make_page("b", due_at=at(100)))
+    await store.put(make_page("c", state=PageState.ANSWERED))
+    await store.take_due(T0, 10, LEASE)
+    assert await store.depth() == 2
+
+
+async def test_purge_forgets_old_finished_pages_and_their_calls(store):
+    old = at(10)
+    await store.put(make_page("gone", state=PageState.ANSWERED, updated_at=old,
+                              calls=[make_call(1, CallState.ANSWERED, key="gone", message_id="m-gone")]))
+    await store.put(make_page("gone-too", state=PageState.CANCELLED, received_at=old))
+    await store.put(make_page("active", updated_at=old, calls=[make_call(1, key="active")]))
+    await store.put(make_page("notice-due", state=PageState.RESOLVED, due_at=old, updated_at=old))
+    await store.put(make_page("recent", state=PageState.EXHAUSTED, updated_at=at(100)))
+    assert await store.purge(at(100)) == 2
+    assert await store.get("gone") is None and await store.get("gone-too") is None
+    assert await store.find_call(correlation_id="gone-1") is None
+    assert await store.find_call(message_id="m-gone") is None
+    assert await store.find_call(correlation_id="active-1") == "active"
+    assert sorted(keys(await store.recent(10))) == ["active", "notice-due", "recent"]
+    assert await store.purge(at(100)) == 0
+
+
+async def test_purge_drops_expired_claims(store):
+    assert await store.admit(make_page("p"), ["a"], WINDOW, T0)
+    await store.purge(T0 + WINDOW - timedelta(seconds=1))
+    assert not await store.admit(make_page("q"), ["a"], WINDOW, at(1))
+    await store.purge(T0 + WINDOW)
+    # Proof that the claim row is gone: even a clock earlier than its expiry now finds it free.
+    assert await store.admit(make_page("q"), ["a"], WINDOW, at(1))
+
+
+# ---------------------------------------------------------------------------------------------- SQLite only
+
+
+async def test_pages_survive_a_restart(tmp_path):
+    path = tmp_path / "a2v.db"
+    first = SQLiteStore(path)
+    await first.open()
+    page = make_page("p", due_at=T0, calls=[make_call(1, CallState.ACCEPTED, message_id="m-1")])
+    assert await first.admit(page, ["a"], WINDOW, T0)
+    await first.close()
+    await first.close()
+
+    second = SQLiteStore(path)
+    await second.open()
+    try:
+        assert await second.get("p") == page
+        assert await second.next_due() == T0
+        assert await second.find_call(message_id="m-1") == "p"
+        assert not await second.admit(make_page("q"), ["a"], WINDOW, at(1))
+        assert keys(await second.take_due(T0, 10, LEASE)) == ["p"]
+    finally:
+        await second.close()
+
+
+async def test_a_lease_survives_a_restart(tmp_path):
+    path = tmp_path / "a2v.db"
+    first = SQLiteStore(path)
+    await first.open()
+    await first.put(make_page("p", due_at=T0))
+    await first.take_due(T0, 10, LEASE)
+    await first.close()
+    second = SQLiteStore(path)
+    await second.open()
+    try:
+        assert await second.take_due(at(1), 10, LEASE) == []
+        assert keys(await second.take_due(T0 + LEASE, 10, LEASE)) == ["p"]
+    finally:
+        await second.close()
+
+
+async def test_two_stores_on_one_file_never_share_a_page(tmp_path):
+    a, b = SQLiteStore(tmp_path / "a2v.db"), SQLiteStore(tmp_path / "a2v.db")
+    await a.open()
+    await b.open()
+    try:
+        for i in range(10):
+            await a.put(make_page(f"p{i}", due_at=at(i)))
+        batches = await asyncio.gather(*(s.take_due(at(60), 3, LEASE) for s in (a, b, a, b, a, b)))
+        assert sorted(k for batch in batches for k in keys(batch)) == sorted(f"p{i}" for i in range(10))
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_files_are_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        store = SQLiteStore(tmp_path / "new" / "dir" / "a2v.db")
+        await store.open()
+        await store.put(make_page("p"))
+    finally:
+        os.umask(old)
+    try:
+        for name in ("a2v.db", "a2v.db-wal", "a2v.db-shm"):
+            assert stat.S_IMODE(os.stat(tmp_path / "new" / "dir" / name).st_mode) == 0o600, name
+    finally:
+        await store.close()
+
+
+async def test_an_existing_file_keeps_its_mode(tmp_path):
+    path = tmp_path / "a2v.db"
+    path.touch(mode=0o640)
+    os.chmod(path, 0o640)
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+async def test_the_schema_version_is_recorded(sqlite_store):
+    with sqlite3.connect(sqlite_store.path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 1
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.close()
+    assert {"pages", "calls", "claims"} <= tables
+
+
+async def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "a2v.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+    store = SQLiteStore(path)
+    with pytest.raises(StoreUnavailable, match=rf"schema version {len(MIGRATIONS) + 1} is newer than this "
+                                               rf"alert2voice supports \({len(MIGRATIONS)}\); upgrade alert2voice"):
+        await store.open()
+    await store.close()
+
+
+async def test_a_file_that_is_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "a2v.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    store = SQLiteStore(path)
+    with pytest.raises(StoreUnavailable, match="open failed"):
+        await store.open()
+
+
+async def test_a_closed_store_is_unavailable(sqlite_store):
+    await sqlite_store.close()
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await sqlite_store.get("p")
+
+
+async def test_recovers_when_the_directory_comes_back(tmp_path):
+    state = tmp_path / "state"
+    store = SQLiteStore(state / "a2v.db")
+    await store.open()
+    try:
+        await store.put(make_page("p", due_at=T0))
+        # Root ignores file modes, so break the path itself: the directory becomes a plain file.
+        state.rename(tmp_path / "moved")
+        state.write_text("not a directory")
+        with pytest.raises(StoreUnavailable, match="put failed"):
+            await store.put(make_page("q"))
+        with pytest.raises(StoreUnavailable, match="ping failed"):
+            await store.ping()
+        state.unlink()
+        (tmp_path / "moved").rename(state)
+        await store.put(make_page("q"))
+        assert await store.get("p") == make_page("p", due_at=T0)
+        assert keys(await store.take_due(T0, 10, LEASE)) == ["p"]
+    finally:
+        await store.close()
+
+
+async def test_recovers_from_a_read_only_connection(sqlite_store):
+    sqlite_store._conn.execute("PRAGMA query_only = ON")
+    page = make_page("secret-page-key")
+    with pytest.raises(StoreUnavailable, match="put failed: attempt to write a readonly database") as info:
+        await sqlite_store.put(page)
+    assert "secret-page-key" not in str(info.value) and "Down" not in str(info.value)
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+    await sqlite_store.put(page)
+    assert await sqlite_store.get("secret-page-key") == page
+
+
+async def test_recovers_from_a_full_disk(sqlite_store):
+    conn = sqlite_store._conn
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+    big = make_page("p")
+    big.group["blob"] = "x" * 200_000
+    with pytest.raises(StoreUnavailable, match="admit failed: database or disk is full"):
+        await sqlite_store.admit(big, ["a"], WINDOW, T0)
+    # Nothing of the failed transaction remains.
+    assert await sqlite_store.get("p") is None
+    assert await sqlite_store.admit(big, ["a"], WINDOW, T0)
+
+
+async def test_recovers_from_a_closed_connection(sqlite_store):
+    sqlite_store._conn.close()
+    with pytest.raises(StoreUnavailable, match="depth failed"):
+        await sqlite_store.depth()
+    assert await sqlite_store.depth() == 0
+
+
+async def test_a_deleted_database_file_is_not_written_to(sqlite_store):
+    await sqlite_store.put(make_page("p"))
+    os.unlink(sqlite_store.path)
+    # The connection would happily write into the unlinked file, and lose it at the next restart.
+    with pytest.raises(StoreUnavailable, match="put failed"):
+        await sqlite_store.put(make_page("q"))
+    await sqlite_store.put(make_page("q"))
+    assert await sqlite_store.get("q") == make_page("q")
+    assert stat.S_IMODE(os.stat(sqlite_store.path).st_mode) == 0o600
