@@ -211,8 +211,12 @@ class Dispatcher:
             if call is None and page.state is PageState.ACTIVE:
                 had_calls = any(c.kind == "page" for c in page.calls)
                 call = next_call(page, cfg, now)
-                if call is not None and had_calls:
-                    self.metrics.escalations.labels(page.route).inc()
+                if call is not None:
+                    if had_calls:
+                        self.metrics.escalations.labels(page.route).inc()
+                    # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
+                    # after a crash the same correlationId and Idempotency-Key are reused, not new ones.
+                    await self.store.put(page)
             if call is None:
                 if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:
                     page.due_at = None
