@@ -160,8 +160,11 @@ class Dispatcher:
             while not self.stopping:
                 self.wakeup.clear()
                 try:
-                    await self.run_due()
+                    processed = await self.run_due()
                     nxt = await self.store.next_due()
+                    if not processed and nxt is not None and nxt <= self.clock.now():
+                        # Due but leased (a crashed attempt, or another process): look again when it may be free.
+                        nxt = self.clock.now() + timedelta(seconds=1)
                 except StoreUnavailable as exc:
                     log.warning("store unavailable; dispatcher retries in 1s", extra={"error": str(exc)})
                     nxt = self.clock.now() + timedelta(seconds=1)

@@ -46,7 +46,7 @@ def parse_duration(text: str) -> timedelta:
 
 def format_duration(td: timedelta) -> str:
     """Format a timedelta the way Prometheus prints durations (`1h30m`, `2w`, `0s`)."""
-    ms = int(td.total_seconds() * 1000)
+    ms = td // timedelta(milliseconds=1)
     if ms == 0:
         return "0s"
     out = []
@@ -96,7 +96,10 @@ def parse_rate(text: str) -> Rate:
     if not m:
         raise ValueError(f"invalid rate {text!r}: expected events per duration such as 10/s or 600/1m")
     unit = m.group(2)
-    per = parse_duration(unit if unit[0].isdigit() else f"1{unit}")
+    try:
+        per = parse_duration(unit if unit[0].isdigit() else f"1{unit}")
+    except ValueError:
+        raise ValueError(f"invalid rate {text!r}: {unit!r} is not a duration (use s, m, h or e.g. 5m)") from None
     count = float(m.group(1))
     if count <= 0 or per <= timedelta(0):
         raise ValueError(f"invalid rate {text!r}: must be positive")
