@@ -31,6 +31,7 @@ from .provider.webex import WebexProvider
 from .routing import Plan, correlation_id, explain_route, first_callable, plan
 from .speech import Speech, SpeechContext
 from .store import Store, StoreUnavailable, open_store
+from .units import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,13 @@ class Runtime:
     shutting_down: bool = False
     store_ok: bool = True
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dispatcher_task: asyncio.Task[None] | None = None
+
+    async def drain(self) -> None:
+        """SIGTERM: answer 503 to new webhooks, let in-flight calls finish within shutdown_grace."""
+        self.shutting_down = True
+        if self.dispatcher is not None and self.dispatcher_task is not None and not self.dispatcher_task.done():
+            await self.dispatcher.drain(self.dispatcher_task, self.config.server.shutdown_grace.total_seconds())
 
     def __post_init__(self) -> None:
         self.speech = make_speech(self.config)
@@ -128,10 +136,14 @@ async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) ->
         result.append("too_large")
         return _error(413, f"body of {request.content_length} bytes is over server.max_body_bytes ({limit})")
     try:
-        body = await _read_limited(request, limit)
+        async with asyncio.timeout(config.server.read_timeout.total_seconds()):
+            body = await _read_limited(request, limit)
     except web.HTTPRequestEntityTooLarge:
         result.append("too_large")
         return _error(413, f"body is over server.max_body_bytes ({limit})")
+    except TimeoutError:
+        result.append("bad_request")
+        return _error(408, f"body not received within server.read_timeout ({format_duration(config.server.read_timeout)})")
     try:
         return parse_payload(body)
     except PayloadError as exc:
@@ -453,18 +465,11 @@ async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     await _make_dispatcher(app)
     assert rt.dispatcher is not None
     task = asyncio.create_task(rt.dispatcher.run(), name="dispatcher")
+    rt.dispatcher_task = task
     # Let the loop start so /-/ready is true as soon as the server listens.
     await asyncio.sleep(0)
     try:
         yield
     finally:
-        rt.shutting_down = True
-        rt.dispatcher.stopping = True
-        rt.dispatcher.poke()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=rt.config.server.shutdown_grace.total_seconds())
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await rt.drain()
 

@@ -300,6 +300,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         try:
             await stop.wait()
+            # Drain while still listening, so webhooks arriving meanwhile get 503 (Alertmanager retries).
+            await rt.drain()
         finally:
             await runner.cleanup()
 

@@ -8,7 +8,7 @@ import logging
 import random
 import time as _time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -91,11 +91,13 @@ class RateLimiter:
     """A token bucket for provider requests (`provider.rate_limit`)."""
 
     def __init__(self, per_second: float, burst: float | None = None,
-                 monotonic: Callable[[], float] = _time.monotonic) -> None:
+                 monotonic: Callable[[], float] = _time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.rate = per_second
         self.capacity = burst or max(1.0, per_second)
         self.tokens = self.capacity
         self.monotonic = monotonic
+        self.sleep = sleep
         self.last = monotonic()
         self._lock = asyncio.Lock()
 
@@ -109,7 +111,7 @@ class RateLimiter:
                 if self.tokens >= 1:
                     self.tokens -= 1
                     return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+                await self.sleep((1 - self.tokens) / self.rate)
 
 
 def _payload_of(page: Page) -> Payload:
@@ -135,7 +137,8 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.throttle = Throttle()
         cfg = config()
-        self.limiter = RateLimiter(cfg.provider.rate_limit.per_second, monotonic=self.clock.monotonic)
+        self.limiter = RateLimiter(cfg.provider.rate_limit.per_second, monotonic=self.clock.monotonic,
+                                   sleep=getattr(self.clock, "sleep", asyncio.sleep))
         self.in_flight = asyncio.Semaphore(cfg.provider.max_in_flight)
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.wakeup = asyncio.Event()
@@ -148,6 +151,18 @@ class Dispatcher:
         return self._config()
 
     # ---------------------------------------------------------------------------------------- loop
+
+    async def drain(self, task: asyncio.Task[None], grace: float) -> None:
+        """Stop taking work; let in-flight provider requests finish within `grace` seconds; the rest stays queued."""
+        self.stopping = True
+        self.poke()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=grace)
+        except TimeoutError:
+            log.warning("shutdown grace over; cancelling in-flight work (it stays queued)", extra={"grace": grace})
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def poke(self) -> None:
         """New work was queued: look at the queue now rather than at the next due time."""
@@ -180,8 +195,10 @@ class Dispatcher:
         total = 0
         while not self.stopping:
             now = self.clock.now()
-            lease = cfg.provider.timeout * 3 + timedelta(seconds=30)
-            pages = await self.store.take_due(now, limit=cfg.provider.max_in_flight * 4, lease=lease)
+            # Long enough for one provider request and its bookkeeping; after a crash, pages that were
+            # in flight are picked up again once this expires.
+            lease = cfg.provider.timeout * 2 + timedelta(seconds=5)
+            pages = await self.store.take_due(now, limit=cfg.provider.max_in_flight, lease=lease)
             if not pages:
                 break
             await asyncio.gather(*(self._guarded(p.key) for p in pages))
@@ -192,6 +209,9 @@ class Dispatcher:
     async def _guarded(self, key: str) -> None:
         async with self.in_flight:
             try:
+                if self.stopping:
+                    await self.release(key)
+                    return
                 await self.process(key)
             except StoreUnavailable:
                 raise
@@ -199,6 +219,13 @@ class Dispatcher:
                 log.exception("processing page failed; it stays queued", extra={"page_key": key})
 
     # ------------------------------------------------------------------------------------ one page
+
+    async def release(self, key: str) -> None:
+        """Give up a leased page untouched (shutting down), so the next start takes it at once."""
+        async with self.locks[key]:
+            page = await self.store.get(key)
+            if page is not None:
+                await self.store.put(page)
 
     async def process(self, key: str) -> None:
         """Move one page on: start its next call, place a queued call, or poll an overdue one."""

@@ -35,7 +35,7 @@ from tests.e2e_support import (
 
 pytestmark = pytest.mark.e2e
 
-# The store backend alert2voice runs on here; sqlite once that backend lands (A2V_E2E_STORE=sqlite).
+# The store backend alert2voice runs on: memory for now; A2V_E2E_STORE=sqlite runs the suite on SQLite.
 STORE_BACKEND = os.environ.get("A2V_E2E_STORE", "memory")
 
 SSML_NS = "{http://www.w3.org/2001/10/synthesis}"

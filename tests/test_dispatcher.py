@@ -1,0 +1,182 @@
+"""The dispatcher on its own: provider limits, backoff, quiet hours, throttle, drain — with an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from alert2voice.alertmanager import parse_payload
+from alert2voice.app import make_speech
+from alert2voice.config import RetryConfig
+from alert2voice.dispatcher import Backoff, Dispatcher, RateLimiter, Throttle
+from alert2voice.metrics import Metrics
+from alert2voice.pages import CallState, PageState, new_page
+from alert2voice.provider.fake import RecordingProvider
+from alert2voice.routing import plan
+from alert2voice.store.memory import MemoryStore
+from tests.support import PAYMENTS, T0, FakeClock, alert, make_config, payload
+
+
+def make_dispatcher(config, *, provider=None, clock=None):
+    store = MemoryStore()
+    provider = provider or RecordingProvider()
+    clock = clock or FakeClock()
+    speech = make_speech(config)
+    d = Dispatcher(config=lambda: config, store=store, provider=provider, speech=lambda: speech,
+                   metrics=Metrics(CollectorRegistry()), clock=clock, rng=random.Random(7))
+    return d, store, provider, clock
+
+
+async def queue(d, store, config, *alerts, group="g"):
+    body = payload(*alerts, group_key=group)
+    for planned in plan(config, parse_payload(body)).pages:
+        page = new_page(planned, {}, d.clock.now())
+        assert await store.admit(page, planned.claims, timedelta(hours=4), d.clock.now())
+
+
+@pytest.mark.parametrize(("tries", "retry_after", "low", "high"), [
+    (1, None, 0.5, 1.0),      # initial 1s, full jitter on the upper half
+    (2, None, 1.0, 2.0),
+    (4, None, 4.0, 8.0),
+    (20, None, 30.0, 60.0),   # capped at max
+    (1, 10.0, 10.0, 10.0),    # Retry-After wins when longer
+    (1, 600.0, 60.0, 60.0),   # ... but never beyond max
+])
+def test_backoff_table(tries, retry_after, low, high):
+    policy = RetryConfig(initial="1s", max="1m", give_up_after="15m")
+    for seed in range(20):
+        wait = Backoff(policy, random.Random(seed)).delay(tries, retry_after).total_seconds()
+        assert low <= wait <= high
+
+
+def test_throttle_tiers():
+    config = make_config(**{"per_number: [{calls: 3, per: 15m}]":
+                            "per_number: [{calls: 3, per: 15m}, {calls: 4, per: 1h}]\n  global: {calls: 5, per: 1m}"})
+    t = Throttle()
+    now = T0
+    for i in range(3):
+        assert t.allowed_at(config, "+1", now + timedelta(minutes=i)) == now + timedelta(minutes=i)
+        t.record("+1", now + timedelta(minutes=i), timedelta(hours=1))
+    # The fourth call within 15 minutes waits until the first one leaves the window.
+    assert t.allowed_at(config, "+1", now + timedelta(minutes=3)) == now + timedelta(minutes=15)
+    t.record("+1", now + timedelta(minutes=15), timedelta(hours=1))
+    # Four within the hour: the next waits for the hour tier.
+    assert t.allowed_at(config, "+1", now + timedelta(minutes=31)) == now + timedelta(hours=1)
+    # Another number is free, until the global tier of 5 per minute fills.
+    assert t.allowed_at(config, "+2", now + timedelta(minutes=15)) == now + timedelta(minutes=15)
+
+
+async def test_rate_limiter_waits_on_injected_clock():
+    clock = FakeClock()
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.advance(seconds)
+
+    limiter = RateLimiter(2.0, monotonic=clock.monotonic, sleep=sleep)
+    for _ in range(6):
+        await limiter.acquire()
+    # Burst of 2, then one request every half second.
+    assert waits == pytest.approx([0.5, 0.5, 0.5, 0.5])
+
+
+class CountingProvider(RecordingProvider):
+    """Counts how many requests are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = self.peak = 0
+
+    async def place_call(self, request):
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            return await super().place_call(request)
+        finally:
+            self.now -= 1
+
+
+async def test_max_in_flight_is_enforced():
+    config = make_config(**{"rate_limit: 1000/s": "rate_limit: 1000/s\n  max_in_flight: 2",
+                            "per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 100, per: 15m}]"})
+    provider = CountingProvider()
+    d, store, provider, _ = make_dispatcher(config, provider=provider)
+    provider.gate = asyncio.Event()
+    for i in range(5):
+        await queue(d, store, config, alert({**PAYMENTS, "instance": f"n{i}"}), group=f"g{i}")
+    run = asyncio.create_task(d.run_due())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert provider.now == 2  # two requests held at the gate, three pages waiting for a slot
+    provider.gate.set()
+    await run
+    assert len(provider.accepted) == 5
+    assert provider.peak == 2
+
+
+async def test_throttled_call_is_deferred_not_dropped():
+    config = make_config(**{"per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 1, per: 15m}]"})
+    d, store, provider, clock = make_dispatcher(config)
+    await queue(d, store, config, alert(PAYMENTS), group="a")
+    await queue(d, store, config, alert({**PAYMENTS, "alertname": "Other"}), group="b")
+    await d.run_due()
+    assert len(provider.accepted) == 1
+    assert d.metrics.registry.get_sample_value("alert2voice_pages_total",
+                                               {"route": "payments", "result": "throttled"}) == 1
+    clock.advance(timedelta(minutes=15))
+    await d.run_due()
+    assert len(provider.accepted) == 2
+
+
+async def test_quiet_hours_defer_until_window_ends():
+    config = make_config()
+    night = T0.replace(hour=7)  # 23:00 in Los Angeles: alice is in quiet hours
+    d, store, provider, clock = make_dispatcher(config, clock=FakeClock(night))
+    labels = {**PAYMENTS, "severity": "warning"}
+    # Only alice in the chain, so quiet hours are the only reason nobody can be called.
+    config = make_config(**{"      - {call: bob, attempts: 1, interval: 5m}\n": ""})
+    d._config = lambda: config
+    await queue(d, store, config, alert(labels))
+    await d.run_due()
+    assert provider.placed == []
+    [page] = await store.recent(1)
+    assert page.state is PageState.ACTIVE
+    assert page.due_at == night + timedelta(hours=8)  # 07:00 in Los Angeles
+    clock.advance(timedelta(hours=8))
+    await d.run_due()
+    assert [r.dialed_number for r in provider.requests] == ["+14155550101"]
+
+
+async def test_critical_is_not_held_by_quiet_hours():
+    config = make_config()
+    d, store, provider, _ = make_dispatcher(config, clock=FakeClock(T0.replace(hour=7)))
+    await queue(d, store, config, alert(PAYMENTS))
+    await d.run_due()
+    assert [r.dialed_number for r in provider.requests] == ["+14155550101"]
+
+
+async def test_drain_lets_in_flight_finish_and_keeps_the_rest():
+    config = make_config(**{"rate_limit: 1000/s": "rate_limit: 1000/s\n  max_in_flight: 1",
+                            "per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 100, per: 15m}]"})
+    d, store, provider, _ = make_dispatcher(config)
+    provider.gate = asyncio.Event()
+    for i in range(3):
+        await queue(d, store, config, alert({**PAYMENTS, "instance": f"n{i}"}), group=f"g{i}")
+    task = asyncio.create_task(d.run())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    drain = asyncio.create_task(d.drain(task, grace=5))
+    await asyncio.sleep(0)
+    provider.gate.set()
+    await drain
+    pages = await store.recent(10)
+    states = sorted(p.calls[0].state.value if p.calls else "none" for p in pages)
+    # What was in flight finished; nothing new was started after the drain began.
+    assert len(provider.accepted) == 1
+    assert states.count(CallState.ACCEPTED.value) == len(provider.accepted)
+    assert sum(1 for p in pages if p.due_at is not None) == 3
