@@ -143,7 +143,8 @@ async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) ->
         return _error(413, f"body is over server.max_body_bytes ({limit})")
     except TimeoutError:
         result.append("bad_request")
-        return _error(408, f"body not received within server.read_timeout ({format_duration(config.server.read_timeout)})")
+        limit_text = format_duration(config.server.read_timeout)
+        return _error(408, f"body not received within server.read_timeout ({limit_text})")
     try:
         return parse_payload(body)
     except PayloadError as exc:

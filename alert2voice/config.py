@@ -454,10 +454,8 @@ class RouteConfig(_Model):
 
     def template_for(self, templates: TemplatesConfig, kind: str) -> str:
         """The template a firing or resolved call of this route renders; TEXT routes get the `.txt.j2` twin."""
-        if kind == "resolved":
-            name = self.resolved_template or templates.resolved
-        else:
-            name = self.template or templates.firing
+        resolved = kind == "resolved"
+        name = (self.resolved_template or templates.resolved) if resolved else (self.template or templates.firing)
         if self.text_format == "TEXT" and name.endswith(".ssml.j2"):
             return name.removesuffix(".ssml.j2") + ".txt.j2"
         return name
