@@ -320,9 +320,17 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         if not sep or not sep2:
             raise UserError(f"--callback-auth {spec!r}: expected AUTH_ID=Header-Name:value")
         callback_auth.setdefault(auth_id, {})[name.strip()] = value.strip()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulator(host.strip("[]") or "127.0.0.1", int(port), service_key=args.service_key,
-                                  callback_auth=callback_auth, callback_delay=args.callback_delay))
+    async def main() -> None:
+        task = asyncio.ensure_future(run_simulator(host.strip("[]") or "127.0.0.1", int(port),
+                                                   service_key=args.service_key, callback_auth=callback_auth,
+                                                   callback_delay=args.callback_delay))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
     return 0
 
 

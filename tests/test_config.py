@@ -304,6 +304,14 @@ def test_quiet_hours_clock_times(yaml_from, yaml_to, start, end):
     assert (quiet.from_, quiet.to) == (start, end)
 
 
+def test_unquoted_invalid_clock_time_is_quoted_back_as_written():
+    # YAML turns an unquoted 25:00 into 1500; the message must show what the user wrote.
+    text = MINIMAL + 'contacts:\n  alice:\n    number: "+14155550101"\n    quiet_hours: {from: 25:00, to: "07:00"}\n'
+    [problem] = problems_of(text, env={})
+    assert (problem.path, problem.line) == ("contacts.alice.quiet_hours.from", 4)
+    assert "25:00" in problem.message
+
+
 # ------------------------------------------------------------------------------------------- templates
 
 
@@ -359,6 +367,17 @@ def test_user_template_overriding_a_builtin_is_checked(tmp_path):
     [problem] = raised.value.problems
     assert problem.path == "templates.firing"
     assert "firing.ssml.j2:2" in problem.message
+
+
+def test_missing_template_directory_is_a_problem(tmp_path):
+    # A typo in the directory must not silently fall back to the built-in templates.
+    path = _template_config(tmp_path, "")  # tpl/ is never created
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    [problem] = raised.value.problems
+    assert problem.path == "templates.directory"
+    assert problem.line == line_of(path.read_text(), "directory: tpl")
+    assert str(tmp_path / "etc" / "tpl") in problem.message
 
 
 def test_good_user_templates_load(tmp_path):

@@ -1,0 +1,150 @@
+"""Hostile input: every bad request gets a clear 4xx, never a 500 or a crash; property-based and fuzz tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from alert2voice.alertmanager import PayloadError, parse_payload
+from alert2voice.app import RUNTIME, create_app
+from alert2voice.provider.fake import RecordingProvider
+from alert2voice.store.memory import MemoryStore
+from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
+
+AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
+CB_AUTH = {"Authorization": "Bearer cb-token-secret", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+async def client(aiohttp_client):
+    config = make_config(**{"max_body_bytes: 64KiB": "max_body_bytes: 4MiB, read_timeout: 1s"})
+    app = create_app(config, provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
+                     registry=CollectorRegistry(), run_dispatcher=False)
+    c = await aiohttp_client(app)
+    c.rt = app[RUNTIME]
+    return c
+
+
+async def test_ten_thousand_alerts_in_one_group(client):
+    alerts = [alert({**PAYMENTS, "instance": f"node{i}:9100"}) for i in range(10_000)]
+    resp = await client.post("/alerts", data=io.BytesIO(json.dumps(payload(*alerts)).encode()), headers=AUTH)
+    assert resp.status == 200
+    [page] = (await resp.json())["pages"]
+    assert page["alerts"] == 10_000
+    await client.rt.dispatcher.run_due()
+    [request] = client.rt.provider.requests
+    assert len(request.audio.text) <= 2000
+
+
+async def test_huge_label_value_within_limit(client):
+    body = json.dumps(payload(alert({**PAYMENTS, "x": "é" * 500_000})), ensure_ascii=False).encode()
+    resp = await client.post("/alerts", data=io.BytesIO(body), headers=AUTH)
+    assert resp.status == 200
+    await client.rt.dispatcher.run_due()
+    assert len(client.rt.provider.requests[0].audio.text) <= 2000
+
+
+async def test_deeply_nested_json_is_400(client):
+    body = '{"a":' * 100_000 + "1" + "}" * 100_000
+    resp = await client.post("/alerts", data=io.BytesIO(body.encode()), headers=AUTH)
+    assert resp.status == 400
+
+
+async def test_slow_client_gets_408(client):
+    async def trickle():
+        yield b'{"version": "4",'
+        await asyncio.sleep(3)  # a client that stalls past server.read_timeout (1s here)
+        yield b"}"
+
+    resp = await client.post("/alerts", data=trickle(), headers=AUTH)
+    assert resp.status == 408
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/alerts", 405),
+    ("PUT", "/alerts", 405),
+    ("GET", "/callbacks/webex", 405),
+    ("GET", "/nope", 404),
+    ("POST", "/metrics", 405),
+])
+async def test_wrong_methods_and_paths(client, method, path, status):
+    resp = await client.request(method, path, headers=AUTH)
+    assert resp.status == status
+
+
+async def test_oversized_callback_is_413(client):
+    resp = await client.post("/callbacks/webex", data=io.BytesIO(b"x" * (5 * 1024 * 1024)), headers=CB_AUTH)
+    assert resp.status == 413
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_parser_never_crashes_on_any_json(value):
+    try:
+        parse_payload(json.dumps(value).encode())
+    except PayloadError as exc:
+        assert str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=512))
+def test_parser_never_crashes_on_any_bytes(body):
+    try:
+        parse_payload(body)
+    except PayloadError as exc:
+        assert str(exc)
+
+
+label_text = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,10}", fullmatch=True), label_text, max_size=6),
+       st.sampled_from(["firing", "resolved"]))
+def test_any_labels_parse_into_a_payload(labels, status):
+    parsed = parse_payload(json.dumps(payload(alert(labels, status=status))).encode())
+    assert parsed.alerts[0].labels == labels
+
+
+def mutations():
+    base = payload(alert(PAYMENTS))
+    keys = st.sampled_from(["receiver", "status", "alerts", "groupLabels", "version", "groupKey", "truncatedAlerts"])
+    return st.one_of(
+        st.tuples(keys, json_values).map(lambda kv: {**base, kv[0]: kv[1]}),
+        st.tuples(keys).map(lambda k: {key: v for key, v in base.items() if key != k[0]}),
+        json_values,
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=mutations())
+async def test_fuzz_alerts_never_5xx(client, body):
+    resp = await client.post("/alerts", data=json.dumps(body), headers=AUTH)
+    assert resp.status < 500, await resp.text()
+
+
+receipt_like = st.fixed_dictionaries({
+    "deliveryInfoNotification": st.fixed_dictionaries({
+        "deliveryInfo": st.dictionaries(st.sampled_from(["deliveryStatus", "code", "Description"]), json_values),
+        "transid": json_values, "correlationid": json_values})})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(json_values, receipt_like,
+                      st.fixed_dictionaries({"event": json_values, "sessionId": json_values})))
+async def test_fuzz_callbacks_never_5xx(client, body):
+    resp = await client.post("/callbacks/webex", data=json.dumps(body), headers=CB_AUTH)
+    assert resp.status < 500, await resp.text()
