@@ -143,6 +143,7 @@ def _speak(ssml: str, out: str) -> None:
 
 def cmd_routes_test(args: argparse.Namespace) -> int:
     from .routing import explain_route, match_routes
+    from .units import format_duration
 
     config = _config(args.config)
     labels = _labels(args.labels)
@@ -160,7 +161,7 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
             who = t.contact or "nobody"
             state = "SKIPPED, quiet hours" if t.quiet else ("SKIPPED" if t.contact is None else "calls")
             print(f"  step {t.step + 1}: {step.call} -> {who} ({state}; {step.attempts} attempt(s), "
-                  f"{int(step.interval.total_seconds() // 60)}m apart) — {t.reason}")
+                  f"{format_duration(step.interval)} apart) — {t.reason}")
     names = ",".join(r.name for r in routes)
     if args.expect and args.expect != names:
         print(f"expected {args.expect}, got {names}", file=sys.stderr)

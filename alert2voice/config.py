@@ -71,9 +71,9 @@ def _timezone(value: Any) -> ZoneInfo:
 def _clock(value: Any) -> time:
     if isinstance(value, time):
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
-        # YAML 1.1 reads an unquoted 22:00 as the base-60 integer 1320.
-        return time(value // 60, value % 60)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        # YAML 1.1 reads an unquoted 22:00 as the base-60 integer 1320: turn it back into what was written.
+        value = f"{value // 60}:{value % 60:02d}"
     return oncall.parse_clock(str(value))
 
 
@@ -102,13 +102,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True)
 
 
-def _read_secret_file(path: Path, info: ValidationInfo) -> SecretStr:
+def _read_secret_file(path: Path, info: ValidationInfo, key: str) -> SecretStr:
     base = (info.context or {}).get("base_dir")
     full = path if path.is_absolute() or base is None else Path(base) / path
     try:
         text = full.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read secret file {str(full)!r}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigReferenceError([((key,), f"cannot read secret file {str(full)!r}: {why}")]) from None
     return SecretStr(text.removesuffix("\n").removesuffix("\r"))
 
 
@@ -116,11 +117,11 @@ def _secret(model: BaseModel, name: str, info: ValidationInfo, *, required: bool
     """Resolve `name` / `name_file` into `name` (a SecretStr), refusing both at once."""
     inline, file = getattr(model, name), getattr(model, f"{name}_file")
     if inline is not None and file is not None:
-        raise ValueError(f"give either {name} or {name}_file, not both")
+        raise ConfigReferenceError([((f"{name}_file",), f"give either {name} or {name}_file, not both")])
     if file is not None:
-        object.__setattr__(model, name, _read_secret_file(file, info))
+        object.__setattr__(model, name, _read_secret_file(file, info, f"{name}_file"))
     elif inline is None and required:
-        raise ValueError(f"{name} or {name}_file is required")
+        raise ConfigReferenceError([((name,), f"{name} or {name}_file is required")])
 
 
 # --------------------------------------------------------------------------------------------- server
@@ -173,10 +174,12 @@ class WebhookAuth(_Model):
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> WebhookAuth:
         if self.bearer_tokens_file is not None:
-            text = _read_secret_file(self.bearer_tokens_file, info).get_secret_value()
-            tokens = [SecretStr(t.strip()) for t in text.splitlines() if t.strip() and not t.startswith("#")]
+            text = _read_secret_file(self.bearer_tokens_file, info, "bearer_tokens_file").get_secret_value()
+            lines = (t.strip() for t in text.splitlines())
+            tokens = [SecretStr(t) for t in lines if t and not t.startswith("#")]
             if not tokens:
-                raise ValueError(f"bearer_tokens_file {str(self.bearer_tokens_file)!r} holds no token")
+                raise ConfigReferenceError([(("bearer_tokens_file",),
+                                             f"{str(self.bearer_tokens_file)!r} holds no token")])
             object.__setattr__(self, "bearer_tokens", [*self.bearer_tokens, *tokens])
         if not self.bearer_tokens and self.basic_auth is None:
             raise ValueError("webhook_auth needs bearer_tokens, bearer_tokens_file or basic_auth (omit it for no auth)")
@@ -298,6 +301,8 @@ class TemplatesConfig(_Model):
         base = (info.context or {}).get("base_dir")
         if self.directory is not None and base is not None and not self.directory.is_absolute():
             object.__setattr__(self, "directory", Path(base) / self.directory)
+        if self.directory is not None and not self.directory.is_dir():
+            raise ConfigReferenceError([(("directory",), f"{str(self.directory)!r} is not a directory")])
         return self
 
 
@@ -636,10 +641,12 @@ _FIELD_ALIASES = {"from_": "from", "continue_": "continue", "global_": "global"}
 
 
 def _problem_from_error(err: Mapping[str, Any], file: str, lines: dict) -> list[Problem]:
+    path = tuple(_FIELD_ALIASES.get(p, p) if isinstance(p, str) else p for p in _loc_to_path(err["loc"]))
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, ConfigReferenceError):
-        return [Problem(file, _line_for(lines, p), ".".join(map(str, p)), m) for p, m in ctx_error.problems]
-    path = tuple(_FIELD_ALIASES.get(p, p) if isinstance(p, str) else p for p in _loc_to_path(err["loc"]))
+        # Paths in a model validator's error are relative to that model.
+        return [Problem(file, _line_for(lines, (*path, *p)), ".".join(map(str, (*path, *p))), m)
+                for p, m in ctx_error.problems]
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling against config.example.yaml)"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from alert2voice.cli import main
+from alert2voice.routing import correlation_id
 
 SPEAK = "{http://www.w3.org/2001/10/synthesis}speak"
 AT = "2026-11-26T15:00:00+00:00"  # 07:00 in Los Angeles, 15:00 in London: alice's rotation week
@@ -178,7 +179,8 @@ def test_render_every_fixture(capsys, example_config_path, fixtures_dir, name):
     calls = json.loads(out)
     assert [(c["route"], c["contact"]) for c in calls] == FIXTURE_ROUTES[name]
     for call in calls:
-        assert re.fullmatch(r"a2v-[0-9a-f]{32}-1", call["correlation_id"])
+        # The first call of a page is attempt 1, with the correlationId the dispatcher will send.
+        assert call["correlation_id"] == correlation_id(call["page_key"], 1)
         if call["contact"] is None:
             assert "ssml" not in call
             continue
@@ -436,3 +438,30 @@ def test_oncall_rejects_a_bad_at(capsys, example_config_path):
     assert out == ""
     [line] = err.splitlines()
     assert line.startswith("alert2voice: --at '2026-13-01'")
+
+
+def test_routes_test_prints_intervals_as_durations(capsys, tmp_path):
+    path = write(tmp_path / "c.yaml", MINIMAL + textwrap.dedent("""\
+        contacts: {bob: {number: "+442071838750", timezone: Europe/London}}
+        routes:
+          - name: fast
+            escalation: [{call: bob, attempts: 3, interval: 90s}, {call: bob, attempts: 2, interval: 30s}]
+        """))
+    code, out, _ = run(capsys, "routes", "test", "--config", path, "team=x", "--at", AT)
+    assert code == 0
+    step1, step2 = out.splitlines()[1:]
+    assert "3 attempt(s), 1m30s apart" in step1
+    assert "2 attempt(s), 30s apart" in step2
+
+
+def test_check_config_reports_template_problems(capsys, tmp_path):
+    (tmp_path / "tpl").mkdir()
+    write(tmp_path / "tpl" / "bad.ssml.j2",
+          '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">\n'
+          "{{ nope }}\n</speak>\n")
+    path = write(tmp_path / "c.yaml", MINIMAL + "templates: {directory: tpl}\nroutes:\n  - name: r\n"
+                                                "    template: bad.ssml.j2\n")
+    code, out, err = run(capsys, "check-config", path)
+    assert code == 1
+    assert out == ""
+    assert err.splitlines()[0] == f"{path}:5: routes.0.template: bad.ssml.j2:2: 'nope' is undefined"

@@ -251,7 +251,7 @@ def test_unquoted_number_message_shows_the_quoted_form(example_text):
     assert '"+14155550101"' in problem.message
 
 
-def test_missing_provider_section():
+def test_missing_required_key():
     [problem] = problems_of(MINIMAL.replace("caller_id", "# caller_id"), env={})
     assert (problem.path, problem.line) == ("provider.caller_id", 1)
     assert "missing" in problem.message
@@ -308,7 +308,7 @@ def test_unquoted_invalid_clock_time_is_quoted_back_as_written():
     # YAML turns an unquoted 25:00 into 1500; the message must show what the user wrote.
     text = MINIMAL + 'contacts:\n  alice:\n    number: "+14155550101"\n    quiet_hours: {from: 25:00, to: "07:00"}\n'
     [problem] = problems_of(text, env={})
-    assert (problem.path, problem.line) == ("contacts.alice.quiet_hours.from", 4)
+    assert (problem.path, problem.line) == ("contacts.alice.quiet_hours.from", 7)
     assert "25:00" in problem.message
 
 

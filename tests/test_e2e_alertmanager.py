@@ -35,8 +35,8 @@ from tests.e2e_support import (
 
 pytestmark = pytest.mark.e2e
 
-# The store backend alert2voice runs on: memory for now; A2V_E2E_STORE=sqlite runs the suite on SQLite.
-STORE_BACKEND = os.environ.get("A2V_E2E_STORE", "memory")
+# The store backend alert2voice runs on: SQLite, the default; A2V_E2E_STORE=memory runs the suite on memory.
+STORE_BACKEND = os.environ.get("A2V_E2E_STORE", "sqlite")
 
 SSML_NS = "{http://www.w3.org/2001/10/synthesis}"
 SSML_ELEMENTS = {"speak", "voice", "prosody", "break", "say-as", "sub", "emphasis", "lang", "p", "s"}
