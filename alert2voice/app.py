@@ -180,8 +180,8 @@ async def accept(rt: Runtime, payload: Payload, now: datetime) -> dict[str, Any]
         # when absence proves nothing).
         if payload.truncatedAlerts == 0:
             for page in await rt.store.by_group(route.name, payload.groupKey):
-                if not set(page.identities) & firing_ids:
-                    await _resolve(rt, page, route.send_resolved, now)
+                if not set(page.identities) & firing_ids and await _resolve(rt, page, route.send_resolved, now):
+                    summary["pages"].append({"route": route.name, "page_key": page.key, "result": "resolved"})
         if not planned.firing:
             continue
         entry = {"route": route.name, "page_key": planned.key, "alerts": len(planned.firing)}
@@ -199,8 +199,8 @@ async def accept(rt: Runtime, payload: Payload, now: datetime) -> dict[str, Any]
         else:
             entry["result"] = "called"
         metrics.pages.labels(route.name, entry["result"]).inc()
-        log.info("page " + entry["result"], extra={"page_key": planned.key, "route": route.name,
-                                                    "alerts": len(planned.firing), "group_key": payload.groupKey})
+        log.debug("page " + entry["result"], extra={"page_key": planned.key, "route": route.name,
+                                                     "alerts": len(planned.firing), "group_key": payload.groupKey})
         summary["pages"].append(entry)
     if the_plan.unrouted:
         metrics.pages.labels("", "no_route").inc()
@@ -211,20 +211,22 @@ async def accept(rt: Runtime, payload: Payload, now: datetime) -> dict[str, Any]
     return summary
 
 
-async def _resolve(rt: Runtime, page, send_resolved: bool, now: datetime) -> None:
+async def _resolve(rt: Runtime, page, send_resolved: bool, now: datetime) -> bool:
+    """Resolve a page whose alerts all stopped firing; False when it was already resolved."""
     disp = rt.dispatcher
     lock = disp.locks[page.key] if disp else contextlib.nullcontext()
     async with lock:
         fresh = await rt.store.get(page.key)
         if fresh is None or fresh.resolved_at is not None:
-            return
+            return False
         for call in fresh.calls:
             if call.state.value == "queued":
                 rt.metrics.calls.labels(fresh.route, "cancelled").inc()
         resolve(fresh, now, send_resolved=send_resolved)
         await rt.store.put(fresh)
         await rt.store.release(fresh.claims)
-    log.info("page resolved", extra={"page_key": page.key, "route": page.route})
+    log.debug("page resolved", extra={"page_key": page.key, "route": page.route})
+    return True
 
 
 async def handle_alerts(request: web.Request) -> web.Response:
@@ -251,6 +253,11 @@ async def handle_alerts(request: web.Request) -> web.Response:
         return _error(503, "store unavailable, retry later")
     rt.store_ok = True
     rt.metrics.webhooks.labels("accepted").inc()
+    # The one info line per webhook; it names every page it touched (key, route, result).
+    log.info("webhook accepted", extra={"group_key": parsed.groupKey, "receiver": parsed.receiver,
+                                        "firing": len(parsed.firing_alerts), "resolved": len(parsed.resolved_alerts),
+                                        "pages": [{k: e[k] for k in ("route", "page_key", "result")}
+                                                  for e in summary["pages"]]})
     if rt.dispatcher is not None:
         rt.dispatcher.poke()
     return web.json_response(summary)

@@ -327,8 +327,9 @@ class Dispatcher:
             self.metrics.provider_up.set(1)
         if call.kind == "page" and call.attempt == 1:
             self.metrics.time_to_call.observe(max(0.0, (now - page.received_at).total_seconds()))
-        self._log(page, call, "call accepted by provider", message_id=accepted.message_id, tries=call.tries,
-                  seconds_since_webhook=round((now - page.received_at).total_seconds(), 3))
+        # Debug only: the info line for an attempt is its outcome (one line per attempt at info level).
+        self._log(page, call, "call accepted by provider", logging.DEBUG, message_id=accepted.message_id,
+                  tries=call.tries, seconds_since_webhook=round((now - page.received_at).total_seconds(), 3))
 
     def _failed_try(self, page: Page, call: Call, cfg: Config, exc: ProviderError, now: datetime) -> None:
         self.metrics.provider_errors.labels(exc.reason).inc()
@@ -347,9 +348,8 @@ class Dispatcher:
             return
         gave_up = now - call.created_at >= cfg.provider.retry.give_up_after
         if not exc.retryable or gave_up:
-            self._log(page, call, "call failed" if not exc.retryable else "call failed: retries gave up",
-                      logging.ERROR, code=exc.code, status=exc.status, reason=exc.reason, tries=call.tries)
-            self._ended(page, call, CallState.FAILED, cfg, now)
+            self._ended(page, call, CallState.FAILED, cfg, now, via="provider rejected" if not exc.retryable
+                        else "retries gave up", code=exc.code, status=exc.status, reason=exc.reason)
             return
         wait = Backoff(cfg.provider.retry, self.rng).delay(call.tries, getattr(exc, "retry_after", None))
         page.due_at = now + wait
@@ -370,12 +370,15 @@ class Dispatcher:
         if outcome is None and call.polls < 3:
             page.due_at = now + cfg.provider.callback.deadline / 2
             return
-        self._log(page, call, "no callback; outcome from status poll", status=status.status if status else None)
-        self._ended(page, call, outcome or CallState.NO_ANSWER, cfg, now)
+        self._ended(page, call, outcome or CallState.NO_ANSWER, cfg, now, via="status poll",
+                    status=status.status if status else None)
 
-    def _ended(self, page: Page, call: Call, outcome: CallState, cfg: Config, now: datetime) -> None:
+    def _ended(self, page: Page, call: Call, outcome: CallState, cfg: Config, now: datetime, **fields) -> None:
         if record_outcome(page, call, outcome, cfg, now):
             self.metrics.calls.labels(page.route, outcome.value).inc()
+            level = logging.INFO if outcome is not CallState.FAILED else logging.ERROR
+            self._log(page, call, f"call {outcome.value}", level, message_id=call.message_id, tries=call.tries,
+                      kind=call.kind, step=call.step + 1, error=call.error, **fields)
 
     async def apply_outcome(self, key: str, *, correlation: str | None, message_id: str | None,
                             outcome: CallState | None, grace: timedelta | None = None) -> str:
@@ -394,8 +397,7 @@ class Dispatcher:
                     page.due_at = min(page.due_at or now + grace, now + grace)
                     await self.store.put(page)
                 return "ok"
-            self._ended(page, call, outcome, self.config, now)
-            self._log(page, call, f"call {outcome.value}")
+            self._ended(page, call, outcome, self.config, now, via="callback")
             await self.store.put(page)
         self.poke()
         return "ok"
