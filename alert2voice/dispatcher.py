@@ -237,6 +237,9 @@ class Dispatcher:
                     await self.store.put(page)  # releases the lease
                 return
             cfg = self.config
+            if page.state is PageState.ACTIVE and route_of(cfg, page) is None:
+                # A reload removed the route: stop its escalation cleanly rather than call on a stale plan.
+                self._cancel(page, now, "route removed by a config reload")
             call = page.open_call
             if call is None and page.state is PageState.ACTIVE:
                 had_calls = any(c.kind == "page" for c in page.calls)
@@ -257,6 +260,14 @@ class Dispatcher:
             page.updated_at = now
             await self.store.put(page)
         self.locks.pop(key, None)
+
+    def _cancel(self, page: Page, now: datetime, why: str) -> None:
+        for c in page.calls:
+            if c.state is CallState.QUEUED:
+                c.state, c.ended_at, c.error = CallState.CANCELLED, now, why
+                self.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc()
+        page.state, page.due_at = PageState.CANCELLED, None
+        log.warning("page cancelled", extra={"page_key": page.key, "route": page.route, "reason": why})
 
     def _log(self, page: Page, call: Call, msg: str, level: int = logging.INFO, **fields) -> None:
         log.log(level, msg, extra={"page_key": page.key, "route": page.route, "correlation_id": call.correlation_id,

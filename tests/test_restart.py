@@ -148,3 +148,31 @@ async def test_provider_outage_with_real_alertmanager(stack: Stack, http: aiohtt
 
     await eventually(resent, "Alertmanager to resend every group once", within=30)
     assert len(await stack.sim_calls(http)) == 50
+
+
+async def test_sighup_with_broken_config_keeps_serving(stack: Stack, http: aiohttp.ClientSession):
+    await set_outage(http, stack, True)
+    await fire_direct(http, stack, 1)
+    [a2v] = [p for p in stack.processes if p.name == "alert2voice"]
+    assert a2v.popen is not None
+    good = stack.config_path.read_text()
+    stack.config_path.write_text(good.replace("routes:", "routes_typo:"))
+    a2v.popen.send_signal(signal.SIGHUP)
+
+    async def reload_state(value: float):
+        return (await stack.metrics(http)).get("alert2voice_config_last_reload_successful") == value
+
+    await eventually(lambda: reload_state(0), "the failed reload to be reported")
+    await fire_direct(http, stack, 1)  # still serving on the last good config: a duplicate, answered 200
+    stack.config_path.write_text(good)
+    a2v.popen.send_signal(signal.SIGHUP)
+    await eventually(lambda: reload_state(1), "the fixed reload to be reported")
+    await set_outage(http, stack, False)
+
+    async def one_call():
+        calls = await stack.sim_calls(http)
+        return calls if calls else None
+
+    calls = await eventually(one_call, "the queued call to be placed after the reloads", within=30)
+    assert len(calls) == 1
+    assert a2v.alive

@@ -1,0 +1,99 @@
+"""Hot reload: an invalid config is rejected and the last good one keeps serving; pending pages survive."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from alert2voice.app import RUNTIME, create_app
+from alert2voice.config import load_config
+from alert2voice.provider import Unavailable
+from alert2voice.provider.fake import RecordingProvider
+from alert2voice.store.memory import MemoryStore
+from tests.support import CONFIG, PAYMENTS, FakeClock, alert, payload
+
+AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+async def client(aiohttp_client, config_file):
+    registry = CollectorRegistry()
+    app = create_app(load_config(config_file), config_path=config_file, provider=RecordingProvider(),
+                     store=MemoryStore(), clock=FakeClock(), registry=registry, run_dispatcher=False)
+    c = await aiohttp_client(app)
+    c.rt, c.registry = app[RUNTIME], registry
+    return c
+
+
+def gauge(client, name):
+    return client.registry.get_sample_value(name)
+
+
+async def test_invalid_reload_keeps_last_good_config(client, config_file):
+    assert gauge(client, "alert2voice_config_last_reload_successful") == 1
+    config_file.write_text(CONFIG.replace("name: payments", "name: payments\n    bogus_key: 1"))
+    resp = await client.post("/-/reload")
+    assert resp.status == 400
+    assert "routes.0.bogus_key" in (await resp.json())["error"]
+    assert gauge(client, "alert2voice_config_last_reload_successful") == 0
+    assert [r.name for r in client.rt.config.routes] == ["payments", "catch-all"]
+    resp = await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
+    assert resp.status == 200
+    config_file.write_text(CONFIG.replace("tok-two-secret", "tok-three-secret"))
+    resp = await client.post("/-/reload")
+    assert resp.status == 200
+    assert gauge(client, "alert2voice_config_last_reload_successful") == 1
+    # The new token works at once; the removed one does not.
+    three = {**AUTH, "Authorization": "Bearer tok-three-secret"}
+    two = {**AUTH, "Authorization": "Bearer tok-two-secret"}
+    assert (await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=three)).status == 200
+    assert (await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=two)).status == 401
+
+
+async def test_reload_rereads_secret_files(client, config_file, tmp_path):
+    (tmp_path / "key").write_text("rotated-service-key\n")
+    config_file.write_text(CONFIG.replace("service_key: svc-key-secret", "service_key_file: key"))
+    assert (await client.post("/-/reload")).status == 200
+    assert client.rt.config.provider.service_key.get_secret_value() == "rotated-service-key"
+
+
+async def test_pending_page_survives_reload(client, config_file):
+    provider = client.rt.provider
+    provider.fail_next(Unavailable(503), times=1)
+    await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
+    d = client.rt.dispatcher
+    await d.run_due()
+    assert provider.accepted == []
+    config_file.write_text(CONFIG.replace("interval: 3m", "interval: 4m"))
+    assert (await client.post("/-/reload")).status == 200
+    d.clock.advance(timedelta(minutes=1))
+    await d.run_due()
+    assert len(provider.accepted) == 1
+
+
+async def test_route_removed_by_reload_stops_its_escalation(client, config_file):
+    provider = client.rt.provider
+    provider.fail_next(Unavailable(503), times=1)
+    await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
+    d = client.rt.dispatcher
+    await d.run_due()
+    config_file.write_text(CONFIG.replace("  - name: payments\n", "  - name: renamed\n"))
+    assert (await client.post("/-/reload")).status == 200
+    d.clock.advance(timedelta(minutes=1))
+    await d.run_due()
+    assert provider.accepted == []
+    [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert page["state"] == "cancelled"
+    assert page["calls"][0]["state"] == "cancelled"
+    assert client.registry.get_sample_value("alert2voice_calls_total",
+                                            {"route": "payments", "outcome": "cancelled"}) == 1
