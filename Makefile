@@ -12,11 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages the end-to-end tests drive; installed only when missing.
+# Debian packages the tests drive (a real Alertmanager; espeak-ng for `render --wav`); installed only when missing.
+SYSTEM_PACKAGES := prometheus-alertmanager:prometheus-alertmanager espeak-ng:espeak-ng
 system-deps:
-	@command -v prometheus-alertmanager >/dev/null 2>&1 || { \
-	  echo "installing Debian's prometheus-alertmanager for the end-to-end tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager; }
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages the tests need:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check alert2voice tests

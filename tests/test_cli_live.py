@@ -1,0 +1,96 @@
+"""`fire`, `test-call` and `render --wav` as a user runs them, against a live service and simulator."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e_support import ProcessLogs, Stack, alert2voice_command, in_ci, start_stack, stop_all
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs = ProcessLogs()
+    request.config.pluginmanager.register(logs, f"cli-live-logs-{id(logs)}")
+    try:
+        s = start_stack(tmp_path_factory.mktemp("cli"), logs, store="sqlite")
+        try:
+            yield s
+        finally:
+            stop_all(s.processes)
+    finally:
+        request.config.pluginmanager.unregister(logs)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*alert2voice_command(), *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def sim_calls(stack: Stack) -> list[dict]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{stack.sim_url}/_sim/calls", timeout=5) as resp:
+        return json.load(resp)
+
+
+def test_fire_places_one_call_then_duplicate_then_resolve(stack: Stack):
+    stack.reset_simulator()
+    args = ["fire", "--url", f"{stack.a2v_url}/alerts", "--token", stack.token, "team=payments",
+            "severity=critical", "alertname=CliFire", "--annotation", "summary=fired from the CLI"]
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("200 ") and '"called"' in first.stdout
+    second = run(*args)
+    assert second.returncode == 0 and '"duplicate"' in second.stdout
+    resolved = run(*args, "--resolve")
+    assert resolved.returncode == 0, resolved.stderr
+
+
+def test_fire_with_a_wrong_token_exits_1(stack: Stack):
+    out = run("fire", "--url", f"{stack.a2v_url}/alerts", "--token", "wrong", "alertname=X")
+    assert out.returncode == 1
+    assert out.stdout.startswith("401 ")
+
+
+def test_fire_unreachable_exits_1_with_one_line():
+    out = run("fire", "--url", "http://127.0.0.1:9/alerts", "alertname=X")
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("alert2voice: cannot reach") and out.stderr.count("\n") == 1
+
+
+def test_test_call_reaches_the_provider(stack: Stack):
+    stack.reset_simulator()
+    out = run("test-call", "--config", str(stack.config_path), "alice")
+    assert out.returncode == 0, out.stderr
+    assert "accepted: messageId" in out.stdout
+    assert stack.service_key not in out.stdout + out.stderr
+    [call] = sim_calls(stack)
+    assert call["dialed_number"] == stack.number
+    assert call["correlation_id"].startswith("a2v-test-")
+
+
+def test_test_call_unknown_contact(stack: Stack):
+    out = run("test-call", "--config", str(stack.config_path), "nobody")
+    assert out.returncode == 1
+    assert "unknown contact 'nobody'" in out.stderr
+
+
+def test_render_wav_speaks_with_espeak(tmp_path: Path, shared_dir: Path):
+    if shutil.which("espeak-ng") is None:
+        if in_ci():
+            pytest.fail("espeak-ng is missing: `make test` installs it")
+        pytest.skip("espeak-ng is not installed")
+    out_wav = tmp_path / "call.wav"
+    fixture = shared_dir / "fixtures" / "alertmanager" / "firing_HighCPU.json"
+    repo = Path(__file__).resolve().parents[1]
+    out = run("render", "--config", str(repo / "config.example.yaml"), str(fixture), "--wav", str(out_wav),
+              "--at", "2026-11-26T15:00:00+00:00")
+    assert out.returncode == 0, out.stderr
+    with wave.open(str(out_wav)) as w:
+        assert w.getnframes() / w.getframerate() > 2.0  # seconds of speech, not an empty file
