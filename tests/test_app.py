@@ -412,3 +412,30 @@ async def test_secrets_never_leak(client, env):
             assert secret not in text
         assert "+14155550101" not in text  # numbers are masked
     assert "+14*****0101" in outputs[0]
+
+
+async def test_sqlite_store_failure_is_503_and_recovers_by_itself(aiohttp_client, env, tmp_path):
+    from alert2voice.store.sqlite import SQLiteStore
+
+    state = tmp_path / "state"
+    store = SQLiteStore(state / "a2v.db")
+    app = create_app(env["config"], provider=env["provider"], store=store, clock=env["clock"],
+                     registry=env["registry"], run_dispatcher=False)
+    c = await aiohttp_client(app)
+    rt = app[RUNTIME]
+    assert (await post(c, payload(alert(PAYMENTS)))).status == 200
+    # Root ignores file modes, so break the path itself: the state directory becomes a plain file.
+    state.rename(tmp_path / "moved")
+    state.write_text("not a directory")
+    other_group = payload(alert({**PAYMENTS, "alertname": "DiskFull"}), group_key='{}:{alertname="DiskFull"}')
+    resp = await post(c, other_group)
+    assert resp.status == 503
+    assert any("store unavailable" in p for p in await readiness(rt))
+    assert metric(env, "alert2voice_webhooks_total", result="unavailable") == 1
+    state.unlink()
+    (tmp_path / "moved").rename(state)
+    assert not any("store" in p for p in await readiness(rt))
+    resp = await post(c, other_group)
+    assert resp.status == 200
+    await rt.dispatcher.run_due()
+    assert len(env["provider"].accepted) == 2  # the page accepted before the failure was not lost
