@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check-config system-deps clean deploy-deps deploy-check
+.PHONY: run test lint check-config system-deps clean deploy-deps deploy-check bench bench-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,11 +37,22 @@ deploy-check: $(STAMP) system-deps deploy-deps
 	./scripts/deploy-check.sh --image
 
 test: $(STAMP) system-deps deploy-deps
-	$(BIN)/ruff check alert2voice tests
+	$(BIN)/ruff check alert2voice tests bench
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check alert2voice tests
+	$(BIN)/ruff check alert2voice tests bench
+
+# Debian's wrk drives the load of `make bench`; installed only when missing.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing Debian's wrk for make bench"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+
+# Throughput against a bare aiohttp ceiling, time to call, storms, memory, startup: a table and
+# bench/results/latest.json. `make bench BENCH_ARGS=--quick` for a smoke run under a minute.
+bench: $(STAMP) bench-deps
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 check-config: $(STAMP)
 	$(BIN)/alert2voice check-config config.example.yaml
