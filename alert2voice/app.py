@@ -225,7 +225,7 @@ async def _resolve(rt: Runtime, page, send_resolved: bool, now: datetime) -> boo
         resolve(fresh, now, send_resolved=send_resolved)
         await rt.store.put(fresh)
         await rt.store.release(fresh.claims)
-    log.debug("page resolved", extra={"page_key": page.key, "route": page.route})
+    log.debug("page resolved", extra={"page_key": fresh.key, "route": fresh.route})
     return True
 
 
@@ -253,13 +253,14 @@ async def handle_alerts(request: web.Request) -> web.Response:
         return _error(503, "store unavailable, retry later")
     rt.store_ok = True
     rt.metrics.webhooks.labels("accepted").inc()
+    if rt.dispatcher is not None and any(e["result"] in ("called", "quiet_hours", "resolved")
+                                         for e in summary["pages"]):
+        rt.dispatcher.poke()  # only new work wakes the dispatcher; a duplicate costs it nothing
     # The one info line per webhook; it names every page it touched (key, route, result).
     log.info("webhook accepted", extra={"group_key": parsed.groupKey, "receiver": parsed.receiver,
                                         "firing": len(parsed.firing_alerts), "resolved": len(parsed.resolved_alerts),
                                         "pages": [{k: e[k] for k in ("route", "page_key", "result")}
                                                   for e in summary["pages"]]})
-    if rt.dispatcher is not None:
-        rt.dispatcher.poke()
     return web.json_response(summary)
 
 

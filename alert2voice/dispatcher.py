@@ -80,11 +80,17 @@ class Throttle:
         return at
 
     def record(self, number: str, now: datetime, horizon: timedelta) -> None:
-        """Count a placed call; forget what is older than the longest window."""
+        """Count a call as placed at `now`; forget what is older than the longest window."""
         for q in (self._placed[number], self._all):
             q.append(now)
             while q and q[0] <= now - horizon:
                 q.popleft()
+
+    def cancel(self, number: str, at: datetime) -> None:
+        """Give back a slot recorded at `at` for a call the provider did not take."""
+        for q in (self._placed[number], self._all):
+            with contextlib.suppress(ValueError):
+                q.remove(at)
 
 
 class RateLimiter:
@@ -145,6 +151,7 @@ class Dispatcher:
         self.provider_healthy = True
         self.running = False
         self.stopping = False
+        self._purged_at: datetime | None = None
 
     @property
     def config(self) -> Config:
@@ -168,17 +175,43 @@ class Dispatcher:
         """New work was queued: look at the queue now rather than at the next due time."""
         self.wakeup.set()
 
+    def _lease(self, cfg: Config) -> timedelta:
+        # Long enough for one provider request and its bookkeeping; after a crash, pages that were
+        # in flight are picked up again once this expires.
+        return cfg.provider.timeout * 2 + timedelta(seconds=5)
+
     async def run(self) -> None:
-        """Process due pages until cancelled, sleeping until the next due time or a poke."""
+        """Process due pages until stopped: a page starts as soon as it is due and a slot is free.
+
+        Pages are not processed in batches (a batch waits for its slowest page): each finished page
+        frees its slot and wakes the loop, which takes as many due pages as there are free slots.
+        """
         self.running = True
+        tasks: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            self.poke()
+
         try:
             while not self.stopping:
                 self.wakeup.clear()
+                cfg = self.config
+                nxt: datetime | None
                 try:
-                    processed = await self.run_due()
+                    free = cfg.provider.max_in_flight - len(tasks)
+                    pages = await self.store.take_due(self.clock.now(), limit=free, lease=self._lease(cfg)) \
+                        if free > 0 else []
+                    for page in pages:
+                        task = asyncio.create_task(self._guarded(page.key), name=f"page-{page.key[:12]}")
+                        tasks.add(task)
+                        task.add_done_callback(finished)
+                    if pages and len(pages) == free:
+                        continue  # every slot filled: more may be due already
+                    await self._purge(cfg)
                     nxt = await self.store.next_due()
-                    if not processed and nxt is not None and nxt <= self.clock.now():
-                        # Due but leased (a crashed attempt, or another process): look again when it may be free.
+                    if nxt is not None and nxt <= self.clock.now():
+                        # Due but leased (in flight here, or a crashed attempt): a finishing page pokes us.
                         nxt = self.clock.now() + timedelta(seconds=1)
                 except StoreUnavailable as exc:
                     log.warning("store unavailable; dispatcher retries in 1s", extra={"error": str(exc)})
@@ -186,24 +219,32 @@ class Dispatcher:
                 wait = 60.0 if nxt is None else max(0.0, (nxt - self.clock.now()).total_seconds())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=min(wait, 60.0) or 0.001)
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self.running = False
 
+    async def _purge(self, cfg: Config) -> None:
+        """Forget finished pages and expired claims older than the dedup window, once a minute."""
+        now = self.clock.now()
+        if self._purged_at is not None and now - self._purged_at < timedelta(minutes=1):
+            return
+        self._purged_at = now
+        gone = await self.store.purge(now - cfg.dedup.window)
+        if gone:
+            log.debug("purged finished pages", extra={"pages": gone})
+
     async def run_due(self) -> int:
-        """Process every page due now; returns how many were processed. Tests call this directly."""
-        cfg = self.config
+        """Process every page due now, batch by batch; returns how many were processed. Tests call this."""
         total = 0
         while not self.stopping:
-            now = self.clock.now()
-            # Long enough for one provider request and its bookkeeping; after a crash, pages that were
-            # in flight are picked up again once this expires.
-            lease = cfg.provider.timeout * 2 + timedelta(seconds=5)
-            pages = await self.store.take_due(now, limit=cfg.provider.max_in_flight, lease=lease)
+            cfg = self.config
+            pages = await self.store.take_due(self.clock.now(), limit=cfg.provider.max_in_flight,
+                                              lease=self._lease(cfg))
             if not pages:
                 break
             await asyncio.gather(*(self._guarded(p.key) for p in pages))
             total += len(pages)
-        self.metrics.queue_depth.set(await self.store.depth())
         return total
 
     async def _guarded(self, key: str) -> None:
@@ -318,19 +359,21 @@ class Dispatcher:
             return
         request = self.build_request(page, call, cfg, now)
         call.tries += 1
+        # Take the throttle slot now, before awaiting: concurrent pages must not all pass the same check.
+        horizon = max((r.per for r in cfg.throttle.per_number), default=timedelta(hours=1))
+        if cfg.throttle.global_ is not None:
+            horizon = max(horizon, cfg.throttle.global_.per)
+        self.throttle.record(call.number, now, horizon)
         await self.limiter.acquire()
         try:
             accepted = await self.provider.place_call(request)
         except ProviderError as exc:
+            self.throttle.cancel(call.number, now)
             self._failed_try(page, call, cfg, exc, self.clock.now())
             return
         self._accepted(page, call, cfg, accepted, self.clock.now())
 
     def _accepted(self, page: Page, call: Call, cfg: Config, accepted: Accepted, now: datetime) -> None:
-        horizon = max((r.per for r in cfg.throttle.per_number), default=timedelta(hours=1))
-        if cfg.throttle.global_ is not None:
-            horizon = max(horizon, cfg.throttle.global_.per)
-        self.throttle.record(call.number, now, horizon)
         call.state, call.message_id, call.accepted_at, call.error = CallState.ACCEPTED, accepted.message_id, now, None
         page.due_at = now + cfg.provider.callback.deadline
         if not self.provider_healthy:

@@ -180,3 +180,33 @@ async def test_drain_lets_in_flight_finish_and_keeps_the_rest():
     assert len(provider.accepted) == 1
     assert states.count(CallState.ACCEPTED.value) == len(provider.accepted)
     assert sum(1 for p in pages if p.due_at is not None) == 3
+
+
+async def test_throttle_holds_under_concurrency():
+    config = make_config(**{"rate_limit: 1000/s": "rate_limit: 1000/s\n  max_in_flight: 8",
+                            "per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 2, per: 15m}]"})
+    provider = CountingProvider()
+    d, store, provider, _ = make_dispatcher(config, provider=provider)
+    provider.gate = asyncio.Event()
+    for i in range(6):
+        await queue(d, store, config, alert({**PAYMENTS, "instance": f"n{i}"}), group=f"g{i}")
+    run = asyncio.create_task(d.run_due())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    provider.gate.set()
+    await run
+    # All six were in flight together; only the two the tier allows reached the provider.
+    assert len(provider.accepted) == 2
+
+
+async def test_loop_purges_finished_pages_after_the_dedup_window():
+    config = make_config()
+    d, store, provider, clock = make_dispatcher(config)
+    await queue(d, store, config, alert(PAYMENTS))
+    await d.run_due()
+    page = (await store.recent(1))[0]
+    await d.apply_outcome(page.key, correlation=page.calls[0].correlation_id, message_id=None,
+                          outcome=CallState.ANSWERED)
+    clock.advance(timedelta(hours=4, minutes=1))
+    await d._purge(config)
+    assert await store.recent(10) == []

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..pages import Page
+
+
+class OpenPage(NamedTuple):
+    """An unresolved page of a group: enough to tell whether its alerts still fire."""
+
+    key: str
+    identities: tuple[str, ...]
 
 
 class StoreUnavailable(Exception):
@@ -39,7 +46,7 @@ class Store(Protocol):
     async def get(self, key: str) -> Page | None:
         """The page with this key."""
 
-    async def by_group(self, route: str, group_key: str) -> list[Page]:
+    async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
         """Pages of this route and alert group whose alerts have not been resolved (resolved_at is None)."""
 
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:

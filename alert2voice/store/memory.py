@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..pages import FINAL_PAGE_STATES, Page
+from .base import OpenPage, StoreUnavailable
 
 
 class MemoryStore:
@@ -27,8 +28,6 @@ class MemoryStore:
 
     def _check(self) -> None:
         if not self.available:
-            from .base import StoreUnavailable
-
             raise StoreUnavailable("memory store switched off (test)")
 
     async def ping(self) -> None:
@@ -67,9 +66,9 @@ class MemoryStore:
         page = self._pages.get(key)
         return copy.deepcopy(page) if page else None
 
-    async def by_group(self, route: str, group_key: str) -> list[Page]:
+    async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
         self._check()
-        return [copy.deepcopy(p) for p in self._pages.values()
+        return [OpenPage(p.key, tuple(p.identities)) for p in self._pages.values()
                 if p.route == route and p.group_key == group_key and p.resolved_at is None]
 
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:

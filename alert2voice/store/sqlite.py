@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import json
 import os
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
+from concurrent.futures import Future
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..pages import FINAL_PAGE_STATES, Call, CallState, Page, PageState
-from .base import StoreUnavailable
+from .base import OpenPage, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -46,6 +48,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before reporting unavailable
+MAX_BATCH = 256  # operations committed together at most (group commit)
 
 _FINAL = json.dumps(sorted(FINAL_PAGE_STATES))
 _PAGE_TIMES = tuple(f.name for f in fields(Page) if "datetime" in str(f.type))
@@ -63,7 +66,9 @@ def _encode(value: Any) -> str:
 
 
 def _dump(page: Page) -> str:
-    return json.dumps(page.to_dict(), default=_encode, separators=(",", ":"))
+    # Shallow views, not dataclasses.asdict: it deep-copies every alert, and this runs on every state change.
+    d = {**vars(page), "calls": [vars(c) for c in page.calls]}
+    return json.dumps(d, default=_encode, separators=(",", ":"))
 
 
 def _times(d: dict[str, Any], names: tuple[str, ...]) -> None:
@@ -82,14 +87,37 @@ def _load(data: str) -> Page:
     return Page.from_dict(d)
 
 
+@dataclass
+class _Op:
+    name: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: Future[Any]
+
+
+# What the worker applies to the in-memory mirror once a batch has committed.
+Changes = list[Callable[[], None]]
+
+
 class SQLiteStore:
-    """The Store protocol on one SQLite connection, used from one worker thread so operations never overlap."""
+    """The Store protocol on one SQLite connection, driven by one worker thread that commits in groups.
+
+    Operations queue up for the worker, which runs whatever is waiting in one transaction (each in its
+    own savepoint) and one fsync: concurrent webhooks share the cost of durability. An in-memory mirror
+    of the dedup claims and of the unresolved pages per group, updated only after a commit, answers the
+    common case (a resent, already-paged group) without a transaction. One process owns the file.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._claims: dict[str, float] = {}
+        self._groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
+        self._active: set[str] = set()
+        self._mirrored = False
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -107,6 +135,7 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous=FULL")  # a 200 to Alertmanager means the page is on disk
             conn.execute("PRAGMA foreign_keys=ON")
             self._migrate(conn)
+            self._load_mirror(conn)
         except BaseException:
             conn.close()
             raise
@@ -125,6 +154,33 @@ class SQLiteStore:
             conn.execute(f"PRAGMA user_version = {number + 1}")
         conn.execute("COMMIT")
 
+    def _load_mirror(self, conn: sqlite3.Connection) -> None:
+        """Read the claims and the unresolved pages into memory (at every (re)connect: the file is the truth)."""
+        claims = dict(conn.execute("SELECT key, expires_at FROM claims"))
+        groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
+        active = set()
+        rows = conn.execute("SELECT key, route, group_key, state, json_extract(data, '$.identities'),"
+                            " json_extract(data, '$.resolved_at') FROM pages ORDER BY rowid")
+        for key, route, group_key, state, identities, resolved_at in rows:
+            if state not in FINAL_PAGE_STATES:
+                active.add(key)
+            if resolved_at is None:
+                groups.setdefault((route, group_key), {})[key] = tuple(json.loads(identities))
+        self._claims, self._groups, self._active, self._mirrored = claims, groups, active, True
+
+    def _mirror_page(self, page: Page) -> Changes:
+        def apply() -> None:
+            group = self._groups.setdefault((page.route, page.group_key), {})
+            if page.resolved_at is None:
+                group[page.key] = tuple(page.identities)
+            else:
+                group.pop(page.key, None)
+            if page.state in FINAL_PAGE_STATES:
+                self._active.discard(page.key)
+            else:
+                self._active.add(page.key)
+        return [apply]
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None:
             st = os.stat(self.path)
@@ -137,62 +193,119 @@ class SQLiteStore:
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
+        self._mirrored = False
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):  # dropped because it failed; the next call reconnects
                 conn.close()
 
-    def _transaction(self, op: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _worker(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._disconnect()
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(op)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Op]) -> None:
+        """Run a batch in one transaction, each operation in its own savepoint; one COMMIT for all."""
+        outcomes: list[tuple[_Op, Any, BaseException | None, Changes]] = []
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(conn, *args)
+                for op in batch:
+                    changes: Changes = []
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        result = op.fn(conn, changes, *op.args)
+                        conn.execute("RELEASE op")
+                        outcomes.append((op, result, None, changes))
+                    except Exception as exc:  # this operation fails alone; the others of the batch go on
+                        if not conn.in_transaction:
+                            raise  # SQLite rolled the whole transaction back (disk full, I/O error): all fail
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                        outcomes.append((op, None, exc, []))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.rollback()
                 raise
-            return result
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:
             # Drop the connection so that the next call starts afresh once the problem is gone.
             self._disconnect()
-            raise StoreUnavailable(f"sqlite store: {op} failed: {exc}") from exc
+            for op in batch:
+                if isinstance(exc, StoreUnavailable):
+                    op.future.set_exception(exc)
+                    continue
+                error = StoreUnavailable(f"sqlite store: {op.name} failed: {exc}")
+                error.__cause__ = exc
+                op.future.set_exception(error)
+            return
+        for op, result, exc, changes in outcomes:
+            if exc is None:
+                for change in changes:
+                    change()
+                op.future.set_result(result)
+            elif isinstance(exc, sqlite3.Error | OSError):
+                error = StoreUnavailable(f"sqlite store: {op.name} failed: {exc}")
+                error.__cause__ = exc
+                op.future.set_exception(error)
+            else:
+                op.future.set_exception(exc)
 
     async def _run(self, op: str, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+        if self._thread is None:
             raise StoreUnavailable(f"sqlite store: {op} failed: store is not open")
-        # A single worker thread: a cancelled caller can never let a second transaction overlap its own.
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, op, fn, args)
+        future: Future[T] = Future()
+        self._queue.put(_Op(op, fn, args, future))
+        # A cancelled caller does not cancel the operation: it still commits, like any other in its batch.
+        return await asyncio.shield(asyncio.wrap_future(future))
 
     # ------------------------------------------------------------------------------------ protocol
 
     async def open(self) -> None:
         """Create the database file (0600) or migrate it, and connect."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alert2voice-sqlite")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._worker, name="alert2voice-sqlite", daemon=True)
+            self._thread.start()
         try:
-            await self._run("open", lambda conn: None)
+            await self._run("open", lambda conn, changes: None)
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
         """Close the connection; closing twice is harmless."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
-            executor.shutdown(wait=False)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the write lock can be taken."""
-        await self._run("ping", lambda conn: None)
+        await self._run("ping", lambda conn, changes: None)
 
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
         """Save the page and hold its claims until now + window, unless all are held or the page is active."""
+        if self._mirrored and (page.key in self._active or all(
+                self._claims.get(c, 0.0) > _ts(now) for c in claims)):
+            # Known from the mirror of committed state: a duplicate needs no transaction.
+            return False
         return await self._run("admit", self._admit, page, claims, window, now)
 
-    def _admit(self, conn: sqlite3.Connection, page: Page, claims: Sequence[str], window: timedelta,
-               now: datetime) -> bool:
+    def _admit(self, conn: sqlite3.Connection, changes: Changes, page: Page, claims: Sequence[str],
+               window: timedelta, now: datetime) -> bool:
         row = conn.execute("SELECT state FROM pages WHERE key = ?", (page.key,)).fetchone()
         if row is not None and row[0] not in FINAL_PAGE_STATES:
             return False
@@ -203,16 +316,18 @@ class SQLiteStore:
         conn.executemany("INSERT INTO claims (key, expires_at) VALUES (?, ?)"
                          " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
                          [(c, until) for c in claims])
-        self._save(conn, page)
+        changes.append(lambda: self._claims.update(dict.fromkeys(claims, until)))
+        self._save(conn, changes, page)
         return True
 
     async def release(self, claims: Sequence[str]) -> None:
         """Drop these dedup claims."""
-        await self._run("release", lambda conn: conn.executemany("DELETE FROM claims WHERE key = ?",
-                                                                   [(c,) for c in claims]))
+        def release(conn: sqlite3.Connection, changes: Changes) -> None:
+            conn.executemany("DELETE FROM claims WHERE key = ?", [(c,) for c in claims])
+            changes.append(lambda: [self._claims.pop(c, None) for c in claims])
+        await self._run("release", release)
 
-    @staticmethod
-    def _save(conn: sqlite3.Connection, page: Page) -> None:
+    def _save(self, conn: sqlite3.Connection, changes: Changes, page: Page) -> None:
         # An upsert, not INSERT OR REPLACE: the row keeps its rowid, the tie-breaker that mirrors insertion order.
         conn.execute(
             "INSERT INTO pages (key, route, group_key, state, due_at, lease_until, updated_at, data)"
@@ -226,6 +341,7 @@ class SQLiteStore:
         conn.executemany("INSERT INTO calls (id, page_key) VALUES (?, ?)"
                          " ON CONFLICT (id) DO UPDATE SET page_key = excluded.page_key",
                          [(i, page.key) for i in ids])
+        changes.extend(self._mirror_page(page))
 
     async def put(self, page: Page) -> None:
         """Insert or replace the page, index its calls, and release its lease."""
@@ -233,23 +349,22 @@ class SQLiteStore:
 
     async def get(self, key: str) -> Page | None:
         """The page with this key."""
-        def get(conn: sqlite3.Connection) -> Page | None:
+        def get(conn: sqlite3.Connection, changes: Changes) -> Page | None:
             row = conn.execute("SELECT data FROM pages WHERE key = ?", (key,)).fetchone()
             return _load(row[0]) if row else None
         return await self._run("get", get)
 
-    async def by_group(self, route: str, group_key: str) -> list[Page]:
-        """Pages of this route and group whose alerts have not been resolved."""
-        def by_group(conn: sqlite3.Connection) -> list[Page]:
-            rows = conn.execute("SELECT data FROM pages WHERE route = ? AND group_key = ?"
-                                " AND json_extract(data, '$.resolved_at') IS NULL ORDER BY rowid",
-                                (route, group_key))
-            return [_load(data) for data, in rows]
+    async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
+        """Pages of this route and group whose alerts have not been resolved, in insertion order."""
+        if self._mirrored:
+            return [OpenPage(k, ids) for k, ids in self._groups.get((route, group_key), {}).items()]
+        def by_group(conn: sqlite3.Connection, changes: Changes) -> list[OpenPage]:
+            return [OpenPage(k, ids) for k, ids in self._groups.get((route, group_key), {}).items()]
         return await self._run("by_group", by_group)
 
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
         """The key of the page holding the call with this correlationId (tried first) or messageId."""
-        def find(conn: sqlite3.Connection) -> str | None:
+        def find(conn: sqlite3.Connection, changes: Changes) -> str | None:
             for ident in (correlation_id or "", message_id or ""):
                 row = conn.execute("SELECT page_key FROM calls WHERE id = ?", (ident,)).fetchone()
                 if row:
@@ -259,7 +374,7 @@ class SQLiteStore:
 
     async def take_due(self, now: datetime, limit: int, lease: timedelta) -> list[Page]:
         """Up to `limit` due pages nobody holds, earliest first, leased until now + lease."""
-        def take(conn: sqlite3.Connection) -> list[Page]:
+        def take(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
             rows = conn.execute("SELECT key, data FROM pages WHERE due_at <= ?"
                                 " AND (lease_until IS NULL OR lease_until <= ?)"
                                 " ORDER BY due_at, rowid LIMIT ?", (_ts(now), _ts(now), limit)).fetchall()
@@ -270,7 +385,7 @@ class SQLiteStore:
 
     async def next_due(self) -> datetime | None:
         """The earliest due time of any page, leased or not."""
-        def next_due(conn: sqlite3.Connection) -> datetime | None:
+        def next_due(conn: sqlite3.Connection, changes: Changes) -> datetime | None:
             # The page's own due_at, not the REAL column, so the exact datetime comes back.
             row = conn.execute("SELECT json_extract(data, '$.due_at') FROM pages WHERE due_at IS NOT NULL"
                                " ORDER BY due_at LIMIT 1").fetchone()
@@ -279,21 +394,33 @@ class SQLiteStore:
 
     async def recent(self, limit: int) -> list[Page]:
         """The most recently updated pages, newest first."""
-        def recent(conn: sqlite3.Connection) -> list[Page]:
+        def recent(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
             rows = conn.execute("SELECT data FROM pages ORDER BY updated_at DESC, rowid LIMIT ?", (limit,))
             return [_load(data) for data, in rows]
         return await self._run("recent", recent)
 
     async def depth(self) -> int:
         """How many pages have work due."""
-        return await self._run(
-            "depth", lambda conn: conn.execute("SELECT count(*) FROM pages WHERE due_at IS NOT NULL").fetchone()[0])
+        return await self._run("depth", lambda conn, changes: conn.execute(
+            "SELECT count(*) FROM pages WHERE due_at IS NOT NULL").fetchone()[0])
 
     async def purge(self, before: datetime) -> int:
         """Delete finished pages last updated before `before` (their call ids cascade) and expired claims."""
-        def purge(conn: sqlite3.Connection) -> int:
-            gone = conn.execute("DELETE FROM pages WHERE due_at IS NULL AND updated_at < ?"
-                                " AND state IN (SELECT value FROM json_each(?))", (_ts(before), _FINAL)).rowcount
-            conn.execute("DELETE FROM claims WHERE expires_at <= ?", (_ts(before),))
-            return gone
+        def purge(conn: sqlite3.Connection, changes: Changes) -> int:
+            gone = [key for key, in conn.execute(
+                "SELECT key FROM pages WHERE due_at IS NULL AND updated_at < ?"
+                " AND state IN (SELECT value FROM json_each(?))", (_ts(before), _FINAL))]
+            conn.executemany("DELETE FROM pages WHERE key = ?", [(k,) for k in gone])
+            expired = [key for key, in conn.execute("SELECT key FROM claims WHERE expires_at <= ?",
+                                                      (_ts(before),))]
+            conn.executemany("DELETE FROM claims WHERE key = ?", [(k,) for k in expired])
+
+            def apply() -> None:
+                for key in expired:
+                    self._claims.pop(key, None)
+                for group in self._groups.values():
+                    for key in gone:
+                        group.pop(key, None)
+            changes.append(apply)
+            return len(gone)
         return await self._run("purge", purge)
