@@ -201,7 +201,7 @@ async def test_throttle_holds_under_concurrency():
 
 async def test_loop_purges_finished_pages_after_the_dedup_window():
     config = make_config()
-    d, store, provider, clock = make_dispatcher(config)
+    d, store, _, clock = make_dispatcher(config)
     await queue(d, store, config, alert(PAYMENTS))
     await d.run_due()
     page = (await store.recent(1))[0]
