@@ -25,10 +25,10 @@ from .dispatcher import Clock, Dispatcher
 from .keys import RUNTIME
 from .logs import SCRUBBER, mask_number
 from .metrics import Metrics
-from .pages import new_page, resolve
+from .pages import PageState, new_page, next_call, resolve
 from .provider import Provider
 from .provider.webex import WebexProvider
-from .routing import Plan, correlation_id, explain_route, first_callable, plan
+from .routing import Plan, correlation_id, first_callable, plan
 from .speech import Speech, SpeechContext
 from .store import Store, StoreUnavailable, open_store
 from .units import format_duration
@@ -190,14 +190,21 @@ async def accept(rt: Runtime, payload: Payload, now: datetime) -> dict[str, Any]
             metrics.pages.labels(route.name, "no_contacts").inc()
             summary["pages"].append(entry)
             continue
-        page = new_page(planned, _group(payload), now)
-        if not await rt.store.admit(page, planned.claims, config.dedup.window, now):
+        claims = planned.claims
+        # The common case, a resend of a paged group, is answered before any page is built.
+        if await rt.store.seen(planned.key, claims, now):
             entry["result"] = "duplicate"
-        elif first_callable(config, route, now, planned.severities) is None and any(
-                t.quiet for t in explain_route(config, route, now, sorted(planned.severities))):
-            entry["result"] = "quiet_hours"
         else:
-            entry["result"] = "called"
+            page = new_page(planned, _group(payload), now)
+            # The first attempt is committed with the page: the dispatcher can send it without another write.
+            call = next_call(page, config, now)
+            if not await rt.store.admit(page, claims, config.dedup.window, now):
+                entry["result"] = "duplicate"
+            else:
+                entry["result"] = ("called" if call is not None else
+                                   "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts")
+                if call is not None and rt.dispatcher is not None:
+                    rt.dispatcher.submit(page)
         metrics.pages.labels(route.name, entry["result"]).inc()
         log.debug("page " + entry["result"], extra={"page_key": planned.key, "route": route.name,
                                                      "alerts": len(planned.firing), "group_key": payload.groupKey})
@@ -242,8 +249,9 @@ async def handle_alerts(request: web.Request) -> web.Response:
         log.warning("webhook refused", extra={"status": parsed.status, "result": result[0],
                                               "remote": request.remote})
         return parsed
-    for alert in parsed.alerts:
-        rt.metrics.alerts_received.labels(alert.status).inc()
+    firing = sum(1 for a in parsed.alerts if a.firing)
+    rt.metrics.alerts_received.labels("firing").inc(firing)
+    rt.metrics.alerts_received.labels("resolved").inc(len(parsed.alerts) - firing)
     try:
         summary = await accept(rt, parsed, rt.clock.now())
     except StoreUnavailable as exc:
@@ -258,7 +266,7 @@ async def handle_alerts(request: web.Request) -> web.Response:
         rt.dispatcher.poke()  # only new work wakes the dispatcher; a duplicate costs it nothing
     # The one info line per webhook; it names every page it touched (key, route, result).
     log.info("webhook accepted", extra={"group_key": parsed.groupKey, "receiver": parsed.receiver,
-                                        "firing": len(parsed.firing_alerts), "resolved": len(parsed.resolved_alerts),
+                                        "firing": firing, "resolved": len(parsed.alerts) - firing,
                                         "pages": [{k: e[k] for k in ("route", "page_key", "result")}
                                                   for e in summary["pages"]]})
     return web.json_response(summary)

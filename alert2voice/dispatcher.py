@@ -152,6 +152,8 @@ class Dispatcher:
         self.running = False
         self.stopping = False
         self._purged_at: datetime | None = None
+        self.active: set[str] = set()  # keys being processed now, in this process
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def config(self) -> Config:
@@ -175,6 +177,19 @@ class Dispatcher:
         """New work was queued: look at the queue now rather than at the next due time."""
         self.wakeup.set()
 
+    def submit(self, page: Page) -> None:
+        """A page just admitted with its first attempt: start it now if a slot is free, else the loop will."""
+        if not self.running or self.stopping or len(self.active) >= self.config.provider.max_in_flight:
+            self.poke()
+            return
+        task = asyncio.create_task(self._guarded(page.key, page), name=f"page-{page.key[:12]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.poke()
+
     def _lease(self, cfg: Config) -> timedelta:
         # Long enough for one provider request and its bookkeeping; after a crash, pages that were
         # in flight are picked up again once this expires.
@@ -187,26 +202,25 @@ class Dispatcher:
         frees its slot and wakes the loop, which takes as many due pages as there are free slots.
         """
         self.running = True
-        tasks: set[asyncio.Task[None]] = set()
-
-        def finished(task: asyncio.Task[None]) -> None:
-            tasks.discard(task)
-            self.poke()
-
+        tasks = self._tasks
         try:
             while not self.stopping:
                 self.wakeup.clear()
                 cfg = self.config
                 nxt: datetime | None
                 try:
-                    free = cfg.provider.max_in_flight - len(tasks)
+                    free = cfg.provider.max_in_flight - len(self.active)
                     pages = await self.store.take_due(self.clock.now(), limit=free, lease=self._lease(cfg)) \
                         if free > 0 else []
+                    started = 0
                     for page in pages:
+                        if page.key in self.active:
+                            continue  # submitted straight from the webhook, already in progress
                         task = asyncio.create_task(self._guarded(page.key), name=f"page-{page.key[:12]}")
                         tasks.add(task)
-                        task.add_done_callback(finished)
-                    if pages and len(pages) == free:
+                        task.add_done_callback(self._finished)
+                        started += 1
+                    if started and len(pages) == free:
                         continue  # every slot filled: more may be due already
                     await self._purge(cfg)
                     nxt = await self.store.next_due()
@@ -247,17 +261,22 @@ class Dispatcher:
             total += len(pages)
         return total
 
-    async def _guarded(self, key: str) -> None:
-        async with self.in_flight:
-            try:
+    async def _guarded(self, key: str, fresh: Page | None = None) -> None:
+        if key in self.active:
+            return
+        self.active.add(key)
+        try:
+            async with self.in_flight:
                 if self.stopping:
                     await self.release(key)
                     return
-                await self.process(key)
-            except StoreUnavailable:
-                raise
-            except Exception:
-                log.exception("processing page failed; it stays queued", extra={"page_key": key})
+                await self.process(key, fresh)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            log.exception("processing page failed; it stays queued", extra={"page_key": key})
+        finally:
+            self.active.discard(key)
 
     # ------------------------------------------------------------------------------------ one page
 
@@ -268,10 +287,14 @@ class Dispatcher:
             if page is not None:
                 await self.store.put(page)
 
-    async def process(self, key: str) -> None:
-        """Move one page on: start its next call, place a queued call, or poll an overdue one."""
+    async def process(self, key: str, fresh: Page | None = None) -> None:
+        """Move one page on: start its next call, place a queued call, or poll an overdue one.
+
+        `fresh` is a page the caller has just committed and nobody else has seen (a new page: no call
+        of it was sent, so no callback can have changed it); otherwise the page is read from the store.
+        """
         async with self.locks[key]:
-            page = await self.store.get(key)
+            page = fresh if fresh is not None else await self.store.get(key)
             now = self.clock.now()
             if page is None or page.due_at is None or page.due_at > now:
                 if page is not None:

@@ -97,5 +97,11 @@ def setup_logging(fmt: str = "json", level: str = "info", stream=None) -> loggin
     handler._alert2voice = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # The logging HOWTO's "Optimization" switches: no caller lookup (a stack walk per record), no
+    # thread or process names; none of them is in our lines.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     return handler

@@ -37,6 +37,10 @@ class Store(Protocol):
         now + window and save the page, atomically, and return True; else change nothing, return False.
         A page whose key is stored and still active is never admitted again."""
 
+    async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
+        """True when admit() would refuse this page now (all claims held, or the page active): a cheap
+        pre-check for resends; admit() stays the authority."""
+
     async def release(self, claims: Sequence[str]) -> None:
         """Drop dedup claims (their alerts resolved), so the same alerts firing again page again."""
 

@@ -33,11 +33,14 @@ class MemoryStore:
     async def ping(self) -> None:
         self._check()
 
-    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
+    async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
         self._check()
-        existing = self._pages.get(page.key)
+        existing = self._pages.get(key)
         held = all(self._claims.get(c, now) > now for c in claims)
-        if held or (existing is not None and existing.state not in FINAL_PAGE_STATES):
+        return held or (existing is not None and existing.state not in FINAL_PAGE_STATES)
+
+    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
+        if await self.seen(page.key, claims, now):
             return False
         for c in claims:
             self._claims[c] = now + window

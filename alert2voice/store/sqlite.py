@@ -296,11 +296,15 @@ class SQLiteStore:
         """Raise StoreUnavailable unless the write lock can be taken."""
         await self._run("ping", lambda conn, changes: None)
 
+    async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
+        """Whether admit() would refuse: answered from the mirror of committed state, without a transaction."""
+        if not self._mirrored:
+            return False  # not known: admit() decides
+        return key in self._active or all(self._claims.get(c, 0.0) > _ts(now) for c in claims)
+
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
         """Save the page and hold its claims until now + window, unless all are held or the page is active."""
-        if self._mirrored and (page.key in self._active or all(
-                self._claims.get(c, 0.0) > _ts(now) for c in claims)):
-            # Known from the mirror of committed state: a duplicate needs no transaction.
+        if await self.seen(page.key, claims, now):
             return False
         return await self._run("admit", self._admit, page, claims, window, now)
 
