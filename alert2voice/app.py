@@ -137,7 +137,8 @@ async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) ->
         return _error(413, f"body of {request.content_length} bytes is over server.max_body_bytes ({limit})")
     try:
         async with asyncio.timeout(config.server.read_timeout.total_seconds()):
-            body = await _read_limited(request, limit)
+            # aiohttp enforces client_max_size (set from max_body_bytes) while reading, chunked bodies included.
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         result.append("too_large")
         return _error(413, f"body is over server.max_body_bytes ({limit})")
@@ -150,16 +151,6 @@ async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) ->
     except PayloadError as exc:
         result.append("bad_request")
         return _error(400, str(exc))
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _group(payload: Payload) -> dict[str, Any]:
@@ -421,8 +412,9 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
                store: Store | None = None, clock: Clock | None = None,
                registry: CollectorRegistry | None = None, run_dispatcher: bool = True) -> web.Application:
     """The whole service as an aiohttp app; the CLI and the tests call this same factory."""
-    # Bodies are bounded by our own streaming reader (for a JSON 413); this is the hard cap for everything else.
-    app = web.Application(client_max_size=config.server.max_body_bytes + 1)
+    # aiohttp stops reading a body past this (our handlers turn that into a JSON 413). Fixed at start: a
+    # reload that changes server.max_body_bytes takes effect for the Content-Length check only.
+    app = web.Application(client_max_size=config.server.max_body_bytes)
     metrics = Metrics(registry)
     rt = Runtime(config=config, config_path=config_path, metrics=metrics, clock=clock or Clock(),
                  store=store or open_store(config), provider=provider)

@@ -7,7 +7,6 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 # Reference §3: which codes mean what. Codes win over the HTTP status, except that a 5xx is
@@ -348,6 +347,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     else:
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
+        from email.utils import parsedate_to_datetime  # rare path; email.utils costs ~25 ms at startup
+
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
