@@ -22,33 +22,45 @@ def mask_number(number: str | None) -> str:
     return number[:3] + "*" * (len(number) - 7) + number[-4:]
 
 
-class Scrubber(logging.Filter):
-    """Replaces every known secret with `<redacted>` and masks phone numbers in every record."""
+class Scrubber:
+    """Redacts every known secret and masks phone numbers in a finished log line, in one regex pass.
+
+    It works on the formatted line, not on record fields, so nothing escapes it: structured fields,
+    lists, exception text. Secrets are matched as written and as JSON escapes them.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.secrets: list[str] = []
+        self._pattern = _NUMBER_RE
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
+        forms = set()
+        for s in secrets:
+            if len(s) >= 4:
+                forms.add(s)
+                forms.add(json.dumps(s)[1:-1])
+                forms.add(json.dumps(s, ensure_ascii=False)[1:-1])
         # Longest first, so a secret that contains another is redacted whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        alternatives = [re.escape(f) for f in sorted(forms, key=len, reverse=True)]
+        self._pattern = re.compile("|".join([*alternatives, _NUMBER_RE.pattern]))
 
     def scrub(self, text: str) -> str:
-        for s in self.secrets:
-            if s in text:
-                text = text.replace(s, "<redacted>")
-        return _NUMBER_RE.sub(lambda m: mask_number(m.group(0)), text)
+        return self._pattern.sub(_replacement, text)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.scrub(record.getMessage())
-        record.args = None
-        for key, value in list(vars(record).items()):
-            if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, self.scrub(value))
-        if record.exc_info:
-            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        return True
+
+def _replacement(m: re.Match[str]) -> str:
+    found = m.group(0)
+    return mask_number(found) if _NUMBER_RE.fullmatch(found) else "<redacted>"
+
+
+class _Scrubbed(logging.Formatter):
+    """Wraps a formatter; its output goes through the scrubber."""
+
+    def __init__(self, inner: logging.Formatter, scrubber: Scrubber) -> None:
+        super().__init__()
+        self.inner, self.scrubber = inner, scrubber
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.scrubber.scrub(self.inner.format(record))
 
 
 class JSONFormatter(logging.Formatter):
@@ -62,8 +74,8 @@ class JSONFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         out.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
-        if record.exc_text:
-            out["exception"] = record.exc_text
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
@@ -77,8 +89,8 @@ class TextFormatter(logging.Formatter):
         line = f"{ts} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
         if fields:
             line += "  " + fields
-        if record.exc_text:
-            line += "\n" + record.exc_text
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
         return line
 
 
@@ -88,8 +100,7 @@ SCRUBBER = Scrubber()
 def setup_logging(fmt: str = "json", level: str = "info", stream=None) -> logging.Handler:
     """Send every log line to stderr through the scrubber; returns the handler (tests read it)."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(SCRUBBER)
+    handler.setFormatter(_Scrubbed(JSONFormatter() if fmt == "json" else TextFormatter(), SCRUBBER))
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_alert2voice", False):
