@@ -8,7 +8,7 @@ import logging
 import random
 import time as _time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -86,11 +86,29 @@ class Throttle:
             while q and q[0] <= now - horizon:
                 q.popleft()
 
+    def count(self, number: str, now: datetime, per: timedelta) -> int:
+        """Calls to `number` within the last `per`."""
+        return sum(1 for t in self._placed[number] if t > now - per)
+
+    def frees_at(self, number: str, now: datetime, per: timedelta, calls: int) -> datetime:
+        """When fewer than `calls` calls to `number` will be within the window again."""
+        recent = [t for t in self._placed[number] if t > now - per]
+        return recent[-calls] + per if len(recent) >= calls else now
+
     def cancel(self, number: str, at: datetime) -> None:
         """Give back a slot recorded at `at` for a call the provider did not take."""
         for q in (self._placed[number], self._all):
             with contextlib.suppress(ValueError):
                 q.remove(at)
+
+
+@dataclass
+class StormBatch:
+    """Pages folded into one summary call to a number (throttle.storm), released together."""
+
+    release_at: datetime
+    keys: list[str] = field(default_factory=list)
+    leader: str | None = None
 
 
 class RateLimiter:
@@ -120,10 +138,11 @@ class RateLimiter:
                 await self.sleep((1 - self.tokens) / self.rate)
 
 
-def _payload_of(page: Page) -> Payload:
+def _payload_of(page: Page, extra: Sequence[Page] = ()) -> Payload:
     g = page.group
+    alerts = [a for p in (page, *extra) for a in p.alerts]
     return Payload(version="4", receiver=g.get("receiver", ""), status="firing",
-                   alerts=[Alert.model_validate(a) for a in page.alerts], groupLabels=g.get("groupLabels", {}),
+                   alerts=[Alert.model_validate(a) for a in alerts], groupLabels=g.get("groupLabels", {}),
                    commonLabels=g.get("commonLabels", {}), commonAnnotations=g.get("commonAnnotations", {}),
                    externalURL=g.get("externalURL", ""), groupKey=page.group_key,
                    truncatedAlerts=g.get("truncatedAlerts", 0))
@@ -153,6 +172,7 @@ class Dispatcher:
         self.stopping = False
         self._purged_at: datetime | None = None
         self.active: set[str] = set()  # keys being processed now, in this process
+        self.storms: dict[str, StormBatch] = {}  # by number; in memory: after a restart a storm folds anew
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -338,8 +358,12 @@ class Dispatcher:
                                    "contact": call.contact, "number": mask_number(call.number),
                                    "attempt": call.attempt, **fields})
 
-    def build_request(self, page: Page, call: Call, cfg: Config, now: datetime) -> CallRequest:
-        """The provider request for a call: rendered speech (or the route's recording) and our callback."""
+    def build_request(self, page: Page, call: Call, cfg: Config, now: datetime,
+                      extra: Sequence[Page] = ()) -> CallRequest:
+        """The provider request for a call: rendered speech (or the route's recording) and our callback.
+
+        `extra` pages (a storm summary) add their alerts to what is said.
+        """
         route = route_of(cfg, page)
         contact = cfg.contacts.get(call.contact)
         voice = cfg.speech.for_contact(contact.speech if contact else None)
@@ -349,9 +373,10 @@ class Dispatcher:
             name = route.template_for(cfg.templates, status)
         else:
             name = cfg.templates.resolved if status == "resolved" else cfg.templates.firing
-        payload = _payload_of(page)
+        payload = _payload_of(page, extra)
         audio: TtsAudio | UrlAudio | MediaAudio
-        if route is not None and route.audio is not None and call.kind == "page" and cfg.provider.mode == "message":
+        if route is not None and route.audio is not None and call.kind == "page" and not extra \
+                and cfg.provider.mode == "message":
             a = route.audio
             audio = UrlAudio(a.location or "") if a.type == "URL" else MediaAudio(a.mediaId or "")
         else:
@@ -380,12 +405,19 @@ class Dispatcher:
                 self._log(page, call, "call deferred by throttle", logging.WARNING, until=allowed.isoformat())
             page.due_at = allowed
             return
-        request = self.build_request(page, call, cfg, now)
+        if call.kind == "page" and cfg.throttle.storm is not None and await self._storm(page, call, cfg, now):
+            return
+        await self._send(page, call, cfg, now, self.build_request(page, call, cfg, now))
+
+    async def _send(self, page: Page, call: Call, cfg: Config, now: datetime, request: CallRequest) -> bool:
+        """Send one attempt; True when the provider accepted it."""
         call.tries += 1
         # Take the throttle slot now, before awaiting: concurrent pages must not all pass the same check.
-        horizon = max((r.per for r in cfg.throttle.per_number), default=timedelta(hours=1))
+        horizon = max([r.per for r in cfg.throttle.per_number] + [timedelta(hours=1)])
         if cfg.throttle.global_ is not None:
             horizon = max(horizon, cfg.throttle.global_.per)
+        if cfg.throttle.storm is not None:
+            horizon = max(horizon, cfg.throttle.storm.per)
         self.throttle.record(call.number, now, horizon)
         await self.limiter.acquire()
         try:
@@ -393,8 +425,69 @@ class Dispatcher:
         except ProviderError as exc:
             self.throttle.cancel(call.number, now)
             self._failed_try(page, call, cfg, exc, self.clock.now())
-            return
+            return False
         self._accepted(page, call, cfg, accepted, self.clock.now())
+        return True
+
+    async def _storm(self, page: Page, call: Call, cfg: Config, now: datetime) -> bool:
+        """Apply throttle.storm; True when this call is held for, or went out as, a storm summary call.
+
+        Past `pages` calls to a number within `per`, further pages for it are folded: they wait until
+        the window has room again, and then one call speaks all of them. Its outcome is theirs.
+        """
+        rule = cfg.throttle.storm
+        assert rule is not None
+        batch = self.storms.get(call.number)
+        if batch is None or page.key not in batch.keys:
+            if self.throttle.count(call.number, now, rule.per) < rule.pages:
+                return False
+            if batch is None or batch.leader is not None:
+                release = self.throttle.frees_at(call.number, now, rule.per, rule.pages)
+                batch = self.storms[call.number] = StormBatch(release)
+            batch.keys.append(page.key)
+            page.due_at = batch.release_at
+            call.error = "storm: held for a summary call"
+            self.metrics.pages.labels(page.route, "throttled").inc()
+            self._log(page, call, "call folded into a storm summary", logging.WARNING,
+                      until=batch.release_at.isoformat(), pages_waiting=len(batch.keys))
+            return True
+        if now < batch.release_at:
+            page.due_at = batch.release_at
+            return True
+        if batch.leader is not None:
+            page.due_at = now + timedelta(seconds=2)  # the summary is being placed; its result reaches us
+            return True
+        batch.leader = page.key
+        await self._place_summary(page, call, batch, cfg, now)
+        return True
+
+    async def _place_summary(self, page: Page, call: Call, batch: StormBatch, cfg: Config, now: datetime) -> None:
+        followers: list[Page] = []
+        for key in batch.keys:
+            other = await self.store.get(key) if key != page.key else None
+            open_call = other.open_call if other is not None else None
+            if other is not None and other.state is PageState.ACTIVE and open_call is not None \
+                    and open_call.state is CallState.QUEUED and open_call.number == call.number:
+                followers.append(other)
+        request = self.build_request(page, call, cfg, now, extra=followers)
+        if not await self._send(page, call, cfg, now, request):
+            # Not accepted: the batch dissolves and each page is looked at again on its own.
+            self.storms.pop(call.number, None)
+            return
+        members = [page.key, *(p.key for p in followers)]
+        call.storm = members
+        accepted = Accepted(call.message_id or "", call.correlation_id, None)
+        for other in followers:
+            async with self.locks[other.key]:
+                fresh = await self.store.get(other.key)
+                c = fresh.open_call if fresh is not None else None
+                if fresh is None or c is None or c.state is not CallState.QUEUED:
+                    continue
+                c.storm, c.error = members, f"spoken in storm summary call {call.correlation_id}"
+                self._accepted(fresh, c, cfg, accepted, self.clock.now())
+                await self.store.put(fresh)
+        self.storms.pop(call.number, None)
+        self._log(page, call, "storm summary call placed", logging.WARNING, pages=len(members))
 
     def _accepted(self, page: Page, call: Call, cfg: Config, accepted: Accepted, now: datetime) -> None:
         call.state, call.message_id, call.accepted_at, call.error = CallState.ACCEPTED, accepted.message_id, now, None
@@ -476,6 +569,15 @@ class Dispatcher:
                 return "ok"
             self._ended(page, call, outcome, self.config, now, via="callback")
             await self.store.put(page)
+            members = [k for k in call.storm if k != key]
+        # A storm summary call spoke for several pages: its outcome is theirs too (one lock at a time).
+        for other in members:
+            async with self.locks[other]:
+                p = await self.store.get(other)
+                c = p.call(message_id=call.message_id) if p is not None else None
+                if p is not None and c is not None and c.open:
+                    self._ended(p, c, outcome, self.config, now, via="storm summary callback")
+                    await self.store.put(p)
         self.poke()
         return "ok"
 

@@ -61,6 +61,7 @@ class Call:
     ended_at: datetime | None = None
     error: str | None = None
     polls: int = 0
+    storm: list[str] = field(default_factory=list)  # pages sharing this call (a storm summary), this one included
 
     @property
     def open(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import xml.etree.ElementTree as ET
 from datetime import timedelta
 
 import pytest
@@ -210,3 +211,37 @@ async def test_loop_purges_finished_pages_after_the_dedup_window():
     clock.advance(timedelta(hours=4, minutes=1))
     await d._purge(config)
     assert await store.recent(10) == []
+
+
+async def test_storm_rule_folds_pages_into_one_summary_call():
+    config = make_config(**{"per_number: [{calls: 3, per: 15m}]":
+                            "per_number: [{calls: 100, per: 15m}]\n  storm: {pages: 2, per: 10m}"})
+    d, store, provider, clock = make_dispatcher(config)
+    for i in range(5):
+        await queue(d, store, config, alert({**PAYMENTS, "alertname": f"Storm{i}", "instance": f"node{i}:9100"}),
+                    group=f"g{i}")
+    await d.run_due()
+    # Two calls within the window, then the storm rule holds the other three pages for one summary.
+    assert len(provider.requests) == 2
+    assert d.metrics.registry.get_sample_value("alert2voice_pages_total",
+                                               {"route": "payments", "result": "throttled"}) == 3
+    clock.advance(timedelta(minutes=10))
+    await d.run_due()
+    assert len(provider.requests) == 3
+    summary = provider.requests[2]
+    spoken = "".join(ET.fromstring(summary.audio.text).itertext())
+    for name in ("Storm 2", "Storm 3", "Storm 4"):
+        assert name in spoken or name.replace(" ", "") in spoken, spoken
+    pages = {p.key: p for p in await store.recent(10)}
+    members = [p for p in pages.values() if p.calls[0].correlation_id != summary.correlation_id
+               and p.calls[0].message_id == provider.accepted[2].message_id]
+    assert len(members) == 2  # the two other folded pages share the summary's messageId
+    leader = next(p for p in pages.values() if p.calls[0].correlation_id == summary.correlation_id)
+    await d.apply_outcome(leader.key, correlation=summary.correlation_id, message_id=None,
+                          outcome=CallState.ANSWERED)
+    pages = {p.key: p for p in await store.recent(10)}
+    answered = [p for p in pages.values() if p.state is PageState.ANSWERED]
+    assert len(answered) == 3
+    clock.advance(timedelta(hours=1))
+    await d.run_due()
+    assert len(provider.requests) == 3
