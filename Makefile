@@ -52,6 +52,9 @@ bench-deps:
 # Throughput against a bare aiohttp ceiling, time to call, storms, memory, startup: a table and
 # bench/results/latest.json. `make bench BENCH_ARGS=--quick` for a smoke run under a minute.
 bench: $(STAMP) bench-deps
+	@# Byte-compile as a wheel install does: with PYTHONDONTWRITEBYTECODE set (it is, here) an editable
+	@# install would otherwise compile every module at every start, and startup is one of the figures.
+	$(BIN)/python -m compileall -q alert2voice
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 check-config: $(STAMP)
