@@ -312,6 +312,21 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str) -> Stack:
     return stack
 
 
+@contextlib.contextmanager
+def running_stack(request: pytest.FixtureRequest, workdir: Path, *, store: str) -> Iterator[Stack]:
+    """The simulator and `alert2voice serve` for a fixture: started, logs attached to failing tests, stopped."""
+    logs = ProcessLogs()
+    request.config.pluginmanager.register(logs, f"e2e-process-logs-{id(logs)}")
+    try:
+        stack = start_stack(workdir, logs, store=store)
+        try:
+            yield stack
+        finally:
+            stop_all(stack.processes)
+    finally:
+        request.config.pluginmanager.unregister(logs)
+
+
 def stop_all(processes: Sequence[Process]) -> None:
     for proc in reversed(processes):
         proc.stop()

@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import ProcessLogs, Stack, alert2voice_command, in_ci, start_stack, stop_all
+from tests.e2e_support import Stack, alert2voice_command, in_ci, running_stack
 
 
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    logs = ProcessLogs()
-    request.config.pluginmanager.register(logs, f"cli-live-logs-{id(logs)}")
-    try:
-        s = start_stack(tmp_path_factory.mktemp("cli"), logs, store="sqlite")
-        try:
-            yield s
-        finally:
-            stop_all(s.processes)
-    finally:
-        request.config.pluginmanager.unregister(logs)
+    with running_stack(request, tmp_path_factory.mktemp("cli"), store="sqlite") as s:
+        yield s
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,6 @@ import pytest
 
 from tests.e2e_support import (
     Alertmanager,
-    ProcessLogs,
     Samples,
     Stack,
     alertmanagers,
@@ -29,8 +28,7 @@ from tests.e2e_support import (
     eventually,
     in_ci,
     require_alertmanager,
-    start_stack,
-    stop_all,
+    running_stack,
 )
 
 pytestmark = pytest.mark.e2e
@@ -52,16 +50,8 @@ CATCH_ALL = "everything-else"
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not in_ci():
         require_alertmanager()  # skips the module before starting anything; in CI each test fails instead
-    logs = ProcessLogs()
-    request.config.pluginmanager.register(logs, f"e2e-process-logs-{id(logs)}")
-    try:
-        s = start_stack(tmp_path_factory.mktemp("e2e"), logs, store=STORE_BACKEND)
-        try:
-            yield s
-        finally:
-            stop_all(s.processes)
-    finally:
-        request.config.pluginmanager.unregister(logs)
+    with running_stack(request, tmp_path_factory.mktemp("e2e"), store=STORE_BACKEND) as s:
+        yield s
 
 
 @pytest.fixture(autouse=True)

@@ -14,15 +14,13 @@ import pytest
 from tests.e2e_support import (
     Alertmanager,
     Process,
-    ProcessLogs,
     Stack,
     alert2voice_command,
     alertmanagers,
     eventually,
     in_ci,
     require_alertmanager,
-    start_stack,
-    stop_all,
+    running_stack,
     wait_http_ok,
 )
 from tests.support import alert, payload
@@ -32,16 +30,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    logs = ProcessLogs()
-    request.config.pluginmanager.register(logs, f"restart-logs-{id(logs)}")
-    try:
-        s = start_stack(tmp_path, logs, store="sqlite")
-        try:
-            yield s
-        finally:
-            stop_all(s.processes)
-    finally:
-        request.config.pluginmanager.unregister(logs)
+    with running_stack(request, tmp_path, store="sqlite") as s:
+        yield s
 
 
 @pytest.fixture
