@@ -346,18 +346,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("ALERT2VOICE_LOG_FORMAT", "json"),
                    help="log lines on stderr as JSON (default) or text for humans")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    # The same two flags after the subcommand too (`alert2voice serve --log-format text`); SUPPRESS keeps
+    # a subcommand from resetting what was given before it.
+    logging_flags = argparse.ArgumentParser(add_help=False)
+    logging_flags.add_argument("--log-format", choices=("json", "text"), default=argparse.SUPPRESS)
+    logging_flags.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                               default=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run the service")
+    s = sub.add_parser("serve", parents=[logging_flags], help="run the service")
     s.add_argument("--config", required=True, help="the YAML config file")
     s.add_argument("--listen", help="override server.listen (host:port)")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("check-config", help="validate the config and every template; exit 1 on problems")
+    s = sub.add_parser("check-config", parents=[logging_flags],
+                       help="validate the config and every template; exit 1 on problems")
     s.add_argument("file")
     s.set_defaults(func=cmd_check_config)
 
-    s = sub.add_parser("render", help="print the calls a webhook payload would cause now, with their SSML")
+    s = sub.add_parser("render", parents=[logging_flags],
+                       help="print the calls a webhook payload would cause now, with their SSML")
     s.add_argument("--config", required=True)
     s.add_argument("payload", help="Alertmanager webhook JSON file (- for stdin)")
     s.add_argument("--at", help="pretend it is this time (ISO 8601)")
@@ -367,20 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("routes", help="route tools")
     rsub = s.add_subparsers(dest="routes_command", required=True, metavar="SUBCOMMAND")
-    t = rsub.add_parser("test", help="which route matches these labels, and who would be called now and why")
+    t = rsub.add_parser("test", parents=[logging_flags],
+                        help="which route matches these labels, and who would be called now and why")
     t.add_argument("--config", required=True)
     t.add_argument("--at", help="pretend it is this time (ISO 8601)")
     t.add_argument("--expect", help="exit 1 unless exactly these routes (comma-separated) match")
     t.add_argument("labels", nargs="*", metavar="label=value")
     t.set_defaults(func=cmd_routes_test)
 
-    s = sub.add_parser("oncall", help="who is on call for every rotation")
+    s = sub.add_parser("oncall", parents=[logging_flags], help="who is on call for every rotation")
     s.add_argument("--config", required=True)
     s.add_argument("--at", help="at this time instead of now (ISO 8601)")
     s.add_argument("--next", type=int, default=0, metavar="N", help="also list the next N shifts")
     s.set_defaults(func=cmd_oncall)
 
-    s = sub.add_parser("fire", help="send a test alert group in Alertmanager's webhook format")
+    s = sub.add_parser("fire", parents=[logging_flags], help="send a test alert group in Alertmanager's webhook format")
     s.add_argument("--url", default="http://127.0.0.1:9095/alerts")
     s.add_argument("labels", nargs="*", metavar="label=value")
     s.add_argument("--annotation", action="append", metavar="name=value")
@@ -389,12 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token-file", help="read the bearer token from this file")
     s.set_defaults(func=cmd_fire)
 
-    s = sub.add_parser("test-call", help="place one real test call to a contact")
+    s = sub.add_parser("test-call", parents=[logging_flags], help="place one real test call to a contact")
     s.add_argument("--config", required=True)
     s.add_argument("contact")
     s.set_defaults(func=cmd_test_call)
 
-    s = sub.add_parser("simulator", help="run the Webex Connect Voice API v1 simulator")
+    s = sub.add_parser("simulator", parents=[logging_flags], help="run the Webex Connect Voice API v1 simulator")
     s.add_argument("--listen", default="127.0.0.1:9096")
     s.add_argument("--service-key", default="simulator-service-key")
     s.add_argument("--callback-auth", action="append", metavar="AUTH_ID=Header:value",
