@@ -22,6 +22,7 @@ from . import callbacks
 from .alertmanager import Payload, PayloadError, parse_payload
 from .config import Config, ConfigError, load_config, secrets_of
 from .dispatcher import Clock, Dispatcher
+from .interactive import HANGUP, Answer
 from .keys import RUNTIME
 from .logs import SCRUBBER, mask_number
 from .metrics import Metrics
@@ -29,6 +30,7 @@ from .pages import PageState, new_page, next_call, resolve
 from .provider import Provider
 from .provider.webex import WebexProvider
 from .routing import Plan, correlation_id, first_callable, plan
+from .silences import Silencer, silences_for
 from .speech import Speech, SpeechContext
 from .store import Store, StoreUnavailable, open_store
 from .units import format_duration
@@ -47,6 +49,8 @@ class Runtime:
     store: Store
     provider: Provider | None = None
     dispatcher: Dispatcher | None = None
+    silencer: Silencer | None = None
+    http: aiohttp.ClientSession | None = None
     speech: Speech = field(init=False)
     shutting_down: bool = False
     store_ok: bool = True
@@ -281,6 +285,9 @@ async def handle_callback(request: web.Request) -> web.Response:
         rt.metrics.callbacks.labels("unknown", "bad_request").inc()
         return _error(400, str(exc))
     key = await rt.store.find_call(correlation_id=event.correlation_id, message_id=event.message_id)
+    if event.call_event:
+        # Keyed on the event, not on provider.mode: calls placed before a reload still get their answers.
+        return await _call_event(rt, key, event)
     result = "unknown"
     if key is not None and rt.dispatcher is not None:
         result = await rt.dispatcher.apply_outcome(key, correlation=event.correlation_id, message_id=event.message_id,
@@ -289,8 +296,27 @@ async def handle_callback(request: web.Request) -> web.Response:
     if result == "unknown":
         log.warning("callback for an unknown call", extra={"event": event.event,
                                                           "correlation_id": event.correlation_id})
-    # Receipts need only a 200; call events (interactive mode) read the next action from the body.
-    return web.json_response({"action": "HANGUP"} if event.call_event else {"status": "ok"})
+    # Receipts need only a 200.
+    return web.json_response({"status": "ok"})
+
+
+async def _call_event(rt: Runtime, key: str | None, event: callbacks.Event) -> web.Response:
+    """A programmable call's event (interactive mode): the platform reads the next action from the body."""
+    answer = Answer("unknown", HANGUP)
+    if key is not None and rt.dispatcher is not None:
+        answer = await rt.dispatcher.call_event(key, event)
+    rt.metrics.callbacks.labels(event.event, answer.result).inc()
+    if answer.result == "unknown":
+        log.warning("call event for an unknown call", extra={"event": event.event, "session_id": event.message_id,
+                                                            "correlation_id": event.correlation_id})
+    config = rt.config
+    silence = config.acknowledgement.silence
+    pages = [p for p in answer.acknowledged if p.resolved_at is None]  # a resolved alert needs no silence
+    if pages and silence is not None and rt.silencer is not None:
+        # In the background: the callee is waiting for the thank-you, not for Alertmanager.
+        rt.silencer.create(silence, silences_for(pages, answer.contact, rt.clock.now(), silence,
+                                                 config.dedup.ignore_labels), pages[0].key)
+    return web.json_response(answer.action)
 
 
 # ---------------------------------------------------------------------------------------- operations
@@ -358,9 +384,10 @@ def render_calls(rt: Runtime, payload: Payload, now: datetime) -> list[dict[str,
         name = planned.route.template_for(config.templates, "firing")
         contact = config.contacts[target.contact] if target.contact else None
         voice = config.speech.for_contact(contact.speech if contact else None)
+        digit = config.acknowledgement.digit if config.provider.mode == "interactive" else None
         ssml = rt.speech.render(name, SpeechContext(payload=payload, alerts=list(planned.firing),
                                                     route=planned.route.name, contact=target.contact or "", now=now,
-                                                    language=voice.language))
+                                                    language=voice.language, ack_digit=digit))
         entry.update(contact=target.contact, number=mask_number(target.number), reason=target.reason,
                      text_format=rt.speech.text_format(name), ssml=ssml)
         out.append(entry)
@@ -423,6 +450,7 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     metrics.reload_time.set(time.time())
     app[RUNTIME] = rt
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_provider_ctx)
     if run_dispatcher:
         app.cleanup_ctx.append(_dispatcher_ctx)
@@ -448,18 +476,27 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await rt.store.close()
 
 
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The app's one HTTP client session: provider requests and Alertmanager silences."""
+    rt = app[RUNTIME]
+    async with aiohttp.ClientSession() as session:
+        rt.http = session
+        rt.silencer = Silencer(session)
+        try:
+            yield
+        finally:
+            await rt.silencer.close(grace=5.0)
+
+
 async def _provider_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
-    if rt.provider is not None:
-        yield
-        return
-    cfg = rt.config.provider
-    timeout = aiohttp.ClientTimeout(total=cfg.timeout.total_seconds())
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        assert cfg.service_key is not None  # resolved by config validation
-        rt.provider = WebexProvider(session, base_url=cfg.url, service_key=cfg.service_key.get_secret_value(),
+    if rt.provider is None:
+        cfg = rt.config.provider
+        assert cfg.service_key is not None and rt.http is not None  # resolved by config validation; _http_ctx
+        # WebexProvider sets its own timeout on every request.
+        rt.provider = WebexProvider(rt.http, base_url=cfg.url, service_key=cfg.service_key.get_secret_value(),
                                     timeout=cfg.timeout.total_seconds(), observe=rt.metrics.observe_provider)
-        yield
+    yield
 
 
 async def _make_dispatcher(app: web.Application) -> None:

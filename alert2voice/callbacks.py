@@ -24,6 +24,7 @@ class Event:
     grace: timedelta | None = None  # for a drop without its final receipt: poll after this long
     digits: str | None = None
     call_event: bool = False        # interactive mode: the response body carries the next action
+    code: str | None = None         # a call event's error.code (a logbook code for DROPPED)
 
 
 class CallbackError(ValueError):
@@ -118,19 +119,28 @@ def _receipt(note: Any) -> Event:
 
 
 _CALL_EVENTS = {"ANSWERED", "COLLECTED_DIGITS", "PLAYED", "VMDETECTED", "DROPPED", "OFFERED", "RINGING"}
+# Logbook codes of a DROPPED event (reference §5) that mean busy: 1002 rejected/busy, 2003 subscriber busy.
+_BUSY_CODES = frozenset({"1002", "2003"})
 
 
 def _call_event(data: dict[str, Any]) -> Event:
     name = str(data.get("event", "")).upper()
+    # Call events carry sessionId (= the id our POST /calls got back) and, except VMDETECTED, no correlationId.
     session = _str(data, "sessionId")
     correlation = _str(data, "correlationId", "correlationid")
     if session is None and correlation is None:
         raise CallbackError("call event has neither sessionId nor correlationId")
     label = name.lower() if name in _CALL_EVENTS else "unknown"
+    error = data.get("error")
+    raw_code = error.get("code") if isinstance(error, dict) else None
+    code = str(raw_code) if isinstance(raw_code, str | int) and not isinstance(raw_code, bool) else None
     if name == "VMDETECTED":
-        return Event(label, correlation, session, CallState.VOICEMAIL, call_event=True)
+        return Event(label, correlation, session, CallState.VOICEMAIL, call_event=True, code=code)
     if name == "COLLECTED_DIGITS":
-        return Event(label, correlation, session, None, digits=_str(data, "digitsReceived") or "", call_event=True)
+        return Event(label, correlation, session, None, digits=_str(data, "digitsReceived") or "", call_event=True,
+                     code=code)
     if name == "DROPPED":
-        return Event(label, correlation, session, None, grace=_DROP_GRACE, call_event=True)
-    return Event(label, correlation, session, None, call_event=True)
+        # The call is over: whatever happened before (answer, prompt) was no acknowledgement.
+        outcome = CallState.BUSY if code in _BUSY_CODES else CallState.NO_ANSWER
+        return Event(label, correlation, session, outcome, call_event=True, code=code)
+    return Event(label, correlation, session, None, call_event=True, code=code)

@@ -11,26 +11,35 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
+from . import interactive
 from .alertmanager import Alert, Payload
-from .config import Config, RetryConfig
+from .callbacks import Event
+from .config import Config, RetryConfig, SpeechConfig
+from .interactive import Answer
 from .logs import SCRUBBER, mask_number
 from .metrics import Metrics
-from .pages import Call, CallState, Page, PageState, next_call, record_outcome, route_of
+from .pages import REACHED, Call, CallState, Page, PageState, next_call, record_outcome, route_of
 from .provider import (
     Accepted,
+    Audio,
     AuthFailed,
     CallRequest,
+    InteractiveProvider,
     MediaAudio,
     Provider,
     ProviderError,
     TtsAudio,
     UrlAudio,
 )
-from .speech import Speech, SpeechContext
+from .speech import Speech, SpeechContext, TemplateError, words
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+# CallRequest needs audio, but POST /v1/voice/calls sends none.
+_UNSPOKEN = TtsAudio(text="")
 
 
 class Clock:
@@ -358,34 +367,48 @@ class Dispatcher:
                                    "contact": call.contact, "number": mask_number(call.number),
                                    "attempt": call.attempt, **fields})
 
-    def build_request(self, page: Page, call: Call, cfg: Config, now: datetime,
-                      extra: Sequence[Page] = ()) -> CallRequest:
-        """The provider request for a call: rendered speech (or the route's recording) and our callback.
-
-        `extra` pages (a storm summary) add their alerts to what is said.
-        """
-        route = route_of(cfg, page)
+    def _voice(self, cfg: Config, call: Call) -> SpeechConfig:
         contact = cfg.contacts.get(call.contact)
-        voice = cfg.speech.for_contact(contact.speech if contact else None)
+        return cfg.speech.for_contact(contact.speech if contact else None)
+
+    def _tts(self, cfg: Config, call: Call, text: str, text_format: str = "SSML") -> TtsAudio:
+        voice = self._voice(cfg, call)
+        return TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender,
+                        text_format=text_format)
+
+    def audio_for(self, page: Page, call: Call, cfg: Config, now: datetime, extra: Sequence[Page] = ()) -> list[Audio]:
+        """What a call says: the recording, else the speech; interactive: both, the speech ending with the prompt."""
+        # `extra` pages (a storm summary) add their alerts to what is said.
+        route = route_of(cfg, page)
+        recording: Audio | None = None
+        if route is not None and route.audio is not None and call.kind == "page" and not extra:
+            a = route.audio
+            recording = UrlAudio(a.location or "") if a.type == "URL" else MediaAudio(a.mediaId or "")
+            if not call.interactive:
+                return [recording]
         speech = self._speech()
         status = "resolved" if call.kind == "resolved" else "firing"
         if route is not None:
             name = route.template_for(cfg.templates, status)
         else:
             name = cfg.templates.resolved if status == "resolved" else cfg.templates.firing
+        digit = cfg.acknowledgement.digit if call.interactive else None
         payload = _payload_of(page, extra)
-        audio: TtsAudio | UrlAudio | MediaAudio
-        if route is not None and route.audio is not None and call.kind == "page" and not extra \
-                and cfg.provider.mode == "message":
-            a = route.audio
-            audio = UrlAudio(a.location or "") if a.type == "URL" else MediaAudio(a.mediaId or "")
-        else:
-            # The page stores only the alerts it paged for (its firing ones), so they are what is spoken.
-            text = speech.render(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
-                                                     contact=call.contact, now=now, status=status,
-                                                     language=voice.language))
-            audio = TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender,
-                             text_format=speech.text_format(name))
+        # The page stores only the alerts it paged for (its firing ones), so they are what is spoken.
+        text = speech.render(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
+                                                 contact=call.contact, now=now, status=status,
+                                                 language=self._voice(cfg, call).language, ack_digit=digit))
+        audio = [self._tts(cfg, call, text, speech.text_format(name))]
+        if digit is not None and not speech.uses(name, "ack_digit"):
+            # A user template that does not say the prompt itself: it follows as a sentence of its own.
+            audio.append(self._tts(cfg, call, interactive.ssml(interactive.prompt_text(digit), audio[0].language)))
+        return [recording, *audio] if recording is not None else audio
+
+    def build_request(self, page: Page, call: Call, cfg: Config, now: datetime,
+                      extra: Sequence[Page] = ()) -> CallRequest:
+        """The provider request for a call: what it says (message mode) and our callback."""
+        # POST /v1/voice/calls carries no audio: interactive calls are spoken when answered (see call_event).
+        audio = _UNSPOKEN if call.interactive else self.audio_for(page, call, cfg, now, extra)[0]
         return CallRequest(
             caller_id=cfg.provider.caller_id,
             dialed_number=call.number,
@@ -397,6 +420,10 @@ class Dispatcher:
         )
 
     async def _place(self, page: Page, call: Call, cfg: Config, now: datetime) -> None:
+        if call.tries == 0:
+            # Chosen once per attempt, so its retries send the same request after a reload changed the mode.
+            # Resolved notices (and test calls) stay play-and-hang-up: there is nothing to acknowledge.
+            call.interactive = cfg.provider.mode == "interactive" and call.kind == "page"
         allowed = self.throttle.allowed_at(cfg, call.number, now)
         if allowed > now:
             if call.error != "throttled":
@@ -420,8 +447,10 @@ class Dispatcher:
             horizon = max(horizon, cfg.throttle.storm.per)
         self.throttle.record(call.number, now, horizon)
         await self.limiter.acquire()
+        place = cast(InteractiveProvider, self.provider).place_interactive_call if call.interactive \
+            else self.provider.place_call
         try:
-            accepted = await self.provider.place_call(request)
+            accepted = await place(request)
         except ProviderError as exc:
             self.throttle.cancel(call.number, now)
             self._failed_try(page, call, cfg, exc, self.clock.now())
@@ -484,6 +513,7 @@ class Dispatcher:
                 if fresh is None or c is None or c.state is not CallState.QUEUED:
                     continue
                 c.storm, c.error = members, f"spoken in storm summary call {call.correlation_id}"
+                c.interactive = call.interactive
                 self._accepted(fresh, c, cfg, accepted, self.clock.now())
                 await self.store.put(fresh)
         self.storms.pop(call.number, None)
@@ -537,6 +567,11 @@ class Dispatcher:
             except ProviderError as exc:
                 self.metrics.provider_errors.labels(exc.reason).inc()
         outcome = outcome_of_status(status.status if status else None, bool(status and status.answered_time))
+        if call.interactive and outcome in REACHED:
+            # A programmable call is reached only by a keypress, which only a call event reports; still
+            # ANSWERED, it may be going on.
+            outcome = None if status is not None and status.status == "ANSWERED" else CallState.NO_ANSWER
+            call.error = interactive.NOT_ACKNOWLEDGED
         if outcome is None and call.polls < 3:
             page.due_at = now + cfg.provider.callback.deadline / 2
             return
@@ -569,17 +604,70 @@ class Dispatcher:
                 return "ok"
             self._ended(page, call, outcome, self.config, now, via="callback")
             await self.store.put(page)
-            members = [k for k in call.storm if k != key]
-        # A storm summary call spoke for several pages: its outcome is theirs too (one lock at a time).
-        for other in members:
+        await self._spread(key, call, outcome, now)
+        return "ok"
+
+    async def _spread(self, key: str, call: Call, outcome: CallState, now: datetime) -> list[Page]:
+        """A storm summary call spoke for several pages: its outcome is theirs too (one lock at a time)."""
+        ended = []
+        for other in call.storm:
+            if other == key:
+                continue
             async with self.locks[other]:
                 p = await self.store.get(other)
                 c = p.call(message_id=call.message_id) if p is not None else None
                 if p is not None and c is not None and c.open:
                     self._ended(p, c, outcome, self.config, now, via="storm summary callback")
                     await self.store.put(p)
+                    ended.append(p)
         self.poke()
-        return "ok"
+        return ended
+
+    async def call_event(self, key: str, event: Event) -> Answer:
+        """Apply an interactive call's event (SPEC §5) and return the action that answers it."""
+        cfg = self.config
+        async with self.locks[key]:
+            page = await self.store.get(key)
+            call = page.call(event.correlation_id, event.message_id) if page else None
+            if page is None or call is None:
+                return Answer("unknown", interactive.HANGUP)
+            if not call.open:
+                # Already final: the PLAYED after the thank-you, the DROPPED after our HANGUP, a late duplicate.
+                return Answer("stale", interactive.HANGUP)
+            now = self.clock.now()
+            step = interactive.decide(call, event, cfg.acknowledgement.digit)
+            action = await self._action(page, call, step, cfg, now)
+            # The deadline poll is for calls whose events stopped, not for one still talking to us.
+            page.due_at = now + cfg.provider.callback.deadline
+            if step.outcome is not None:
+                call.error = step.error
+                self._ended(page, call, step.outcome, cfg, now, via="call event", event=event.event)
+            await self.store.put(page)
+        acknowledged: list[Page] = []
+        if step.outcome is not None:
+            others = await self._spread(key, call, step.outcome, now)
+            if step.outcome is CallState.ACKNOWLEDGED:
+                acknowledged = [page, *others]
+        return Answer("ok", action, acknowledged, call.contact)
+
+    async def _action(self, page: Page, call: Call, step: interactive.Step, cfg: Config,
+                      now: datetime) -> dict[str, Any]:
+        if step.reply == "prompt":
+            call.prompts += 1
+            extra = [p for k in call.storm if k != page.key and (p := await self.store.get(k)) is not None]
+            digit = cfg.acknowledgement.digit
+            try:
+                audio = self.audio_for(page, call, cfg, now, extra)
+            except TemplateError as exc:
+                # The callee is on the line: a fixed sentence beats hanging up on them.
+                self._log(page, call, "template failed; a fixed prompt is spoken", logging.ERROR, error=str(exc))
+                text = f"Alert on route {words(page.route)}. {interactive.prompt_text(digit)}"
+                audio = [self._tts(cfg, call, interactive.ssml(text, self._voice(cfg, call).language))]
+            return interactive.prompt_action(audio, digit)
+        if step.reply == "thanks":
+            text = interactive.ssml(interactive.THANKS, self._voice(cfg, call).language)
+            return interactive.play_action([self._tts(cfg, call, text)])
+        return interactive.CONTINUE if step.reply == "continue" else interactive.HANGUP
 
 
 _STATUS_OUTCOMES = {

@@ -62,6 +62,8 @@ class Call:
     error: str | None = None
     polls: int = 0
     storm: list[str] = field(default_factory=list)  # pages sharing this call (a storm summary), this one included
+    interactive: bool = False      # placed through /v1/voice/calls: only a keypress acknowledges it
+    prompts: int = 0               # interactive: how often the message and its prompt were played
 
     @property
     def open(self) -> bool:

@@ -23,7 +23,8 @@ Template variables:
 - ``group_labels``, ``common_labels``, ``common_annotations``, ``receiver``, ``external_url``: from
   the webhook; ``route``, ``contact``: the route and the contact being called; ``status``:
   "firing" or "resolved"; ``now``: the time of the call (aware datetime); ``language``: the
-  call's language, for ``xml:lang``.
+  call's language, for ``xml:lang``; ``ack_digit``: in interactive mode the key that acknowledges
+  the page ("1", "*" or "#"...), else None: a template that uses it ends with its own prompt.
 
 Filters (plain strings in and out; escaping happens on output):
 
@@ -52,6 +53,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import jinja2
+import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
@@ -87,6 +89,7 @@ class SpeechContext:
     now: datetime
     status: Literal["firing", "resolved"] = "firing"
     language: str = "en-US"
+    ack_digit: str | None = None
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -409,6 +412,7 @@ def _variables(ctx: SpeechContext, spoken: int, annotation_cut: int | None, labe
         "status": ctx.status,
         "now": ctx.now,
         "language": _cut(ctx.language, label_cut),
+        "ack_digit": ctx.ack_digit,
     }
 
 
@@ -456,6 +460,7 @@ class Speech:
             "SSML": self._environment(self._loader, True),
             "TEXT": self._environment(self._loader, False),
         }
+        self._uses: dict[tuple[str, str], bool] = {}
 
     @staticmethod
     def _environment(loader: jinja2.BaseLoader, autoescape: bool) -> jinja2.Environment:
@@ -484,6 +489,15 @@ class Speech:
         except jinja2.TemplateNotFound:
             return False
         return True
+
+    def uses(self, name: str, variable: str) -> bool:
+        """Whether the template itself refers to a variable (what it imports or includes is not looked at)."""
+        key = (name, variable)
+        if key not in self._uses:
+            env = self._environments[self.text_format(name)]
+            source = self._loader.get_source(env, name)[0]
+            self._uses[key] = variable in jinja2.meta.find_undeclared_variables(env.parse(source))
+        return self._uses[key]
 
     def render(self, name: str, ctx: SpeechContext) -> str:
         """The call's text: one well-formed SSML document (or plain text), at most max_chars characters."""

@@ -1,0 +1,418 @@
+"""Interactive mode (SPEC §5) over real HTTP: programmable calls, call events answered with actions, silences."""
+
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ET
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from alert2voice.app import RUNTIME, create_app
+from alert2voice.provider import CallStatus
+from alert2voice.provider.fake import RecordingProvider
+from alert2voice.store.memory import MemoryStore
+from tests import e2e_support
+from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
+
+AUTH = {"Authorization": "Bearer tok-one-secret"}
+CB_AUTH = {"Authorization": "Bearer cb-token-secret"}
+SSML = "{http://www.w3.org/2001/10/synthesis}"
+INTERACTIVE = {'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'}
+COLLECT = {"maxDigits": 1, "digitTimeout": 8, "terminationDigit": "#"}
+ALICE, BOB = "+14155550101", "+442071838750"
+
+
+def interactive_config(text: str = CONFIG, **replace: str):
+    return make_config(text, **INTERACTIVE, **replace)
+
+
+@pytest.fixture
+def env():
+    return {"config": interactive_config(), "provider": RecordingProvider(), "store": MemoryStore(),
+            "clock": FakeClock(), "registry": CollectorRegistry()}
+
+
+async def start(aiohttp_client, env, config=None):
+    app = create_app(config or env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
+                     registry=env["registry"], run_dispatcher=False)
+    c = await aiohttp_client(app)
+    c.rt = app[RUNTIME]
+    return c
+
+
+@pytest.fixture
+async def client(aiohttp_client, env):
+    return await start(aiohttp_client, env)
+
+
+def metric(env, name, **labels) -> float:
+    value = env["registry"].get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def page_and_call(client, env, *alerts) -> str:
+    """Post a payments alert, let the dispatcher place the call; returns the sessionId of the 202."""
+    resp = await client.post("/alerts", data=json.dumps(payload(*(alerts or (alert(PAYMENTS),)))),
+                             headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status == 200
+    await client.rt.dispatcher.run_due()
+    return env["provider"].accepted[-1].message_id
+
+
+async def send(client, name: str, session: str, **fields: Any) -> dict[str, Any]:
+    """POST one call event as the platform does (sessionId, no correlationId); returns the action."""
+    body = {"event": name, "eventTime": "2026-11-26T15:00:10.000Z", "sessionId": session, **fields}
+    resp = await client.post("/callbacks/webex", data=json.dumps(body),
+                             headers={"Content-Type": "application/json", **CB_AUTH})
+    assert resp.status == 200
+    return await resp.json()
+
+
+def digits(d: str) -> dict[str, Any]:
+    return {"status": "SUCCESS", "numOfDigits": len(d), "digitsReceived": d, "terminationDigit": "#",
+            "transactionId": "t-1"}
+
+
+def spoken(audio: dict[str, Any]) -> str:
+    root = ET.fromstring(audio["text"])
+    assert root.tag == f"{SSML}speak"
+    return " ".join("".join(root.itertext()).split())
+
+
+async def pages(client) -> list[dict[str, Any]]:
+    return (await (await client.get("/api/v1/pages")).json())["pages"]
+
+
+# ------------------------------------------------------------------------------------------ placing
+
+
+async def test_page_call_is_programmable_and_resolved_notice_is_a_message(client, env):
+    session = await page_and_call(client, env)
+    [placed] = env["provider"].placed
+    assert placed.mode == "interactive"
+    body = placed.request.call_body()
+    assert body["callbackUrl"] == "http://127.0.0.1:9095/callbacks/webex"
+    assert body["callbackUrlAuthId"] == "A2V"
+    assert body["detectVoiceMail"] is True
+    await send(client, "ANSWERED", session)
+    await send(client, "COLLECTED_DIGITS", session, **digits("1"))
+    resp = await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS, status="resolved"))),
+                             headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status == 200
+    await client.rt.dispatcher.run_due()
+    resolved = env["provider"].placed[1]
+    assert resolved.mode == "message"
+    assert "resolved" in spoken(resolved.request.audio.to_json()).lower()
+
+
+# --------------------------------------------------------------------------------------- call events
+
+
+async def test_answered_plays_the_page_and_collects_the_configured_digit(aiohttp_client, env):
+    config = interactive_config(CONFIG + 'acknowledgement: {digit: "7"}\n')
+    client = await start(aiohttp_client, env, config)
+    session = await page_and_call(client, env, alert(PAYMENTS, summary="CPU high on node1"))
+    action = await send(client, "ANSWERED", session, callerId="+15550001234", dialedNumber=ALICE)
+    assert action["action"] == "PLAY"
+    assert action["collectInput"] == COLLECT
+    [audio] = action["audio"]
+    assert {k: v for k, v in audio.items() if k != "text"} == {
+        "type": "TTS", "style": "NEURAL", "language": "en-US", "voice": "AriaNeural", "gender": "FEMALE",
+        "engine": "AZURE", "textFormat": "SSML"}
+    text = spoken(audio)
+    assert "CPU high on node1" in text
+    assert text.endswith("Press 7 to acknowledge.")
+    assert metric(env, "alert2voice_callbacks_total", event="answered", result="ok") == 1
+
+
+async def test_route_recording_plays_before_the_speech(aiohttp_client, env):
+    config = interactive_config(**{"    send_resolved: true\n": "    send_resolved: true\n"
+                                   "    audio: {type: URL, location: https://example.com/incident.wav}\n"})
+    client = await start(aiohttp_client, env, config)
+    session = await page_and_call(client, env)
+    action = await send(client, "ANSWERED", session)
+    recording, speech = action["audio"]
+    assert recording == {"type": "URL", "location": "https://example.com/incident.wav"}
+    assert spoken(speech).endswith("Press 1 to acknowledge.")
+
+
+async def test_user_template_without_prompt_gets_the_prompt_after_it(aiohttp_client, env, tmp_path: Path):
+    (tmp_path / "short.ssml.j2").write_text(
+        '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="{{ language }}">'
+        "{{ alerts[0].alertname }} on {{ route }}.</speak>\n")
+    config = interactive_config(CONFIG + f"templates: {{directory: {tmp_path}, firing: short.ssml.j2}}\n")
+    client = await start(aiohttp_client, env, config)
+    session = await page_and_call(client, env)
+    action = await send(client, "ANSWERED", session)
+    assert [spoken(a) for a in action["audio"]] == ["HighCPU on payments.", "Press 1 to acknowledge."]
+
+
+async def test_digit_acknowledges_thanks_and_ends_the_escalation(client, env):
+    session = await page_and_call(client, env)
+    await send(client, "ANSWERED", session)
+    action = await send(client, "COLLECTED_DIGITS", session, **digits("1"))
+    assert action["action"] == "PLAY"
+    assert "collectInput" not in action
+    [audio] = action["audio"]
+    assert spoken(audio) == "Acknowledged. Thank you."
+    assert await send(client, "PLAYED", session, status="SUCCESS", playedDuration=1) == {"action": "HANGUP"}
+    assert await send(client, "DROPPED", session, status="SUCCESS", droppedBy="APPLICATION") == {"action": "HANGUP"}
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 1
+    assert metric(env, "alert2voice_callbacks_total", event="collected_digits", result="ok") == 1
+    assert metric(env, "alert2voice_callbacks_total", event="played", result="stale") == 1
+    [page] = await pages(client)
+    assert page["state"] == "acknowledged"
+    assert page["calls"][0]["state"] == "acknowledged"
+    env["clock"].advance(timedelta(hours=1))
+    await client.rt.dispatcher.run_due()
+    assert len(env["provider"].placed) == 1
+
+
+@pytest.mark.parametrize("misses", [
+    [("COLLECTED_DIGITS", digits("5")), ("COLLECTED_DIGITS", digits(""))],
+    [("PLAYED", {"status": "SUCCESS", "playedDuration": 1})] * 2,  # the other way a digit timeout may show
+])
+async def test_two_misses_hang_up_and_escalate(client, env, misses):
+    session = await page_and_call(client, env)
+    first = await send(client, "ANSWERED", session)
+    (event1, fields1), (event2, fields2) = misses
+    replay = await send(client, event1, session, **fields1)
+    assert replay["action"] == "PLAY"
+    assert replay["collectInput"] == COLLECT
+    assert spoken(replay["audio"][0]) == spoken(first["audio"][0])
+    assert await send(client, event2, session, **fields2) == {"action": "HANGUP"}
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
+    [page] = await pages(client)
+    assert page["state"] == "active"
+    assert page["calls"][0]["error"] == "answered but not acknowledged"
+    d = client.rt.dispatcher
+    await d.run_due()
+    assert len(env["provider"].placed) == 1  # the step's 3m interval first
+    env["clock"].advance(timedelta(minutes=3))
+    await d.run_due()
+    second = env["provider"].placed[1]
+    assert second.mode == "interactive"
+    assert second.request.dialed_number == ALICE
+    assert second.request.correlation_id.endswith("-2")
+
+
+async def test_voicemail_hangs_up_and_counts_as_not_reached(client, env):
+    session = await page_and_call(client, env)
+    await send(client, "ANSWERED", session)
+    action = await send(client, "VMDETECTED", session, correlationId=env["provider"].requests[0].correlation_id,
+                        transactionId="t-2")
+    assert action == {"action": "HANGUP"}
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="voicemail") == 1
+    [page] = await pages(client)
+    assert page["state"] == "active"
+
+
+@pytest.mark.parametrize(("code", "outcome"), [("2003", "busy"), ("1002", "busy"), ("2002", "no_answer")])
+async def test_dropped_unanswered(client, env, code, outcome):
+    session = await page_and_call(client, env)
+    action = await send(client, "DROPPED", session, status="FAILURE", droppedBy="CALLEE",
+                        error={"code": code, "message": "..."})
+    assert action == {"action": "HANGUP"}
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome=outcome) == 1
+    [page] = await pages(client)
+    assert page["calls"][0]["error"] is None
+
+
+async def test_hung_up_during_the_prompt_is_not_reached(client, env):
+    session = await page_and_call(client, env)
+    await send(client, "ANSWERED", session)
+    await send(client, "DROPPED", session, status="SUCCESS", droppedBy="CALLEE",
+               error={"code": "2008", "message": "Call Dropped by Network/End user"})
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
+    [page] = await pages(client)
+    assert page["calls"][0]["error"] == "answered but not acknowledged"
+
+
+async def test_unknown_session_is_hung_up(client, env):
+    assert await send(client, "ANSWERED", "no-such-session") == {"action": "HANGUP"}
+    assert metric(env, "alert2voice_callbacks_total", event="answered", result="unknown") == 1
+
+
+async def test_status_poll_of_an_answered_call_is_not_an_acknowledgement(client, env):
+    await page_and_call(client, env)
+    d = client.rt.dispatcher
+    env["provider"].set_status("msg-1", CallStatus("ANSWERED", None, "2026-11-26T15:00:05Z", {}))
+    env["clock"].advance(timedelta(minutes=2))
+    await d.run_due()
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 0
+    env["provider"].set_status("msg-1", CallStatus("DROPPED", 40, "2026-11-26T15:00:05Z", {}))
+    env["clock"].advance(timedelta(minutes=1))
+    await d.run_due()
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 0
+
+
+async def test_events_hold_off_the_status_poll(client, env):
+    session = await page_and_call(client, env)
+    env["clock"].advance(timedelta(seconds=90))
+    await send(client, "ANSWERED", session)
+    env["clock"].advance(timedelta(seconds=60))  # 2m30s after placing: past the deadline, not past the events'
+    await client.rt.dispatcher.run_due()
+    assert env["provider"].status_queries == []
+
+
+# ------------------------------------------------------------------------------------------ silences
+
+
+@pytest.fixture
+async def alertmanager(aiohttp_server):
+    """A fake Alertmanager recording POST /api/v2/silences; `status` scripts its answer."""
+    received: list[dict[str, Any]] = []
+    state = {"status": 200}
+
+    async def post_silence(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        if state["status"] != 200:
+            return web.Response(status=state["status"], text="bad silence")
+        return web.json_response({"silenceID": f"s-{len(received)}"})
+
+    app = web.Application()
+    app.router.add_post("/api/v2/silences", post_silence)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    server.received, server.state = received, state
+    return server
+
+
+def silencing_config(am) -> Any:
+    return interactive_config(CONFIG + f"acknowledgement: {{silence: {{alertmanager_url: 'http://127.0.0.1:{am.port}/',"
+                                       " duration: 2h}}\n")
+
+
+async def test_acknowledgement_silences_exactly_the_pages_alerts(aiohttp_client, env, alertmanager):
+    client = await start(aiohttp_client, env, silencing_config(alertmanager))
+    node2 = {**PAYMENTS, "instance": "node2:9100", "replica": "b"}  # replica: a dedup.ignore_labels label
+    session = await page_and_call(client, env, alert(PAYMENTS), alert(node2))
+    await send(client, "ANSWERED", session)
+    action = await send(client, "COLLECTED_DIGITS", session, **digits("1"))
+    assert spoken(action["audio"][0]) == "Acknowledged. Thank you."
+    await client.rt.silencer.idle()
+    [page] = await pages(client)
+
+    def eq(labels):
+        return [{"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in sorted(labels.items())]
+
+    common = {"startsAt": "2026-11-26T15:00:00.000Z", "endsAt": "2026-11-26T17:00:00.000Z",
+              "createdBy": "alert2voice", "comment": f"Acknowledged by alice by phone (page {page['key'][:12]})"}
+    node2.pop("replica")
+    assert sorted(alertmanager.received, key=json.dumps) == sorted(
+        [{"matchers": eq(PAYMENTS), **common}, {"matchers": eq(node2), **common}], key=json.dumps)
+
+
+async def test_silence_failure_is_logged_and_not_retried_on_4xx(aiohttp_client, env, alertmanager, caplog):
+    alertmanager.state["status"] = 400
+    client = await start(aiohttp_client, env, silencing_config(alertmanager))
+    session = await page_and_call(client, env)
+    await send(client, "ANSWERED", session)
+    with caplog.at_level(logging.ERROR, logger="alert2voice.silences"):
+        action = await send(client, "COLLECTED_DIGITS", session, **digits("1"))
+        await client.rt.silencer.idle()
+    assert action["action"] == "PLAY"
+    assert len(alertmanager.received) == 1
+    errors = [r for r in caplog.records if r.name == "alert2voice.silences" and r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["silence not created"]
+    assert "HTTP 400: bad silence" in errors[0].error
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 1
+
+
+async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_page(aiohttp_client, env,
+                                                                                      alertmanager):
+    config = make_config(CONFIG + f"acknowledgement: {{silence: {{alertmanager_url: 'http://127.0.0.1:{alertmanager.port}',"
+                                  " duration: 2h}}\n", **INTERACTIVE,
+                         **{"per_number: [{calls: 3, per: 15m}]":
+                            "per_number: [{calls: 100, per: 15m}]\n  storm: {pages: 2, per: 10m}"})
+    client = await start(aiohttp_client, env, config)
+    for i in range(5):
+        labels = {**PAYMENTS, "alertname": f"Storm{i}", "instance": f"node{i}:9100"}
+        resp = await client.post("/alerts", data=json.dumps(payload(alert(labels), group_key=f"g{i}")),
+                                 headers={**AUTH, "Content-Type": "application/json"})
+        assert resp.status == 200
+    d = client.rt.dispatcher
+    await d.run_due()
+    env["clock"].advance(timedelta(minutes=10))
+    await d.run_due()
+    assert [p.mode for p in env["provider"].placed] == ["interactive"] * 3
+    session = env["provider"].accepted[2].message_id
+    text = spoken((await send(client, "ANSWERED", session))["audio"][0])
+    for i in (2, 3, 4):
+        assert f"Storm{i}" in text or f"Storm {i}" in text, text
+    await send(client, "COLLECTED_DIGITS", session, **digits("1"))
+    await client.rt.silencer.idle()
+    states = sorted(p["state"] for p in await pages(client))
+    assert states == ["acknowledged", "acknowledged", "acknowledged", "active", "active"]  # 2 calls still ringing
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 3
+    names = sorted(next(m["value"] for m in s["matchers"] if m["name"] == "alertname") for s in alertmanager.received)
+    assert names == ["Storm2", "Storm3", "Storm4"]
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.e2e
+async def test_end_to_end_keypress_acknowledges_and_silences(request, tmp_path, monkeypatch):
+    """Alertmanager -> alert2voice serve (interactive) -> the simulator pressing 1 -> silence in Alertmanager."""
+    e2e_support.require_alertmanager()
+    original = e2e_support.alert2voice_config
+
+    def interactive_stack_config(**kw: Any) -> dict[str, Any]:
+        config = original(**kw)
+        config["provider"]["mode"] = "interactive"
+        return config
+
+    monkeypatch.setattr(e2e_support, "alert2voice_config", interactive_stack_config)
+    with e2e_support.running_stack(request, tmp_path, store="sqlite") as stack:
+        am = e2e_support.start_alertmanager(tmp_path, stack, "alertmanager")
+        stack.processes.append(am.process)  # stopped with the stack
+        # Alertmanager's address is known only now: point the silences at it with a reload.
+        config = yaml.safe_load(stack.config_path.read_text())
+        config["acknowledgement"] = {"digit": "1", "silence": {"alertmanager_url": am.url, "duration": "1h"}}
+        stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{stack.a2v_url}/-/reload") as resp:
+                assert resp.status == 200, await resp.text()
+            await stack.script_number(session, stack.number, {"outcome": "press", "digit": "1"})
+            labels = {"alertname": "InteractiveE2E", "team": "payments", "severity": "critical"}
+            await am.fire(session, labels, {"summary": "Checkout is failing"})
+
+            async def acknowledged():
+                found = await stack.pages_for(session, "InteractiveE2E")
+                return found if found and found[0]["state"] == "acknowledged" else None
+
+            [page] = await e2e_support.eventually(acknowledged, "the page acknowledged")
+            assert [c["state"] for c in page["calls"]] == ["acknowledged"]
+
+            async def call_done():
+                calls = [c for c in await stack.sim_calls(session) if c["mode"] == "interactive"]
+                return calls if calls and calls[0]["done"] else None
+
+            [call] = await e2e_support.eventually(call_done, "the simulated call to end")
+            assert [(a["event"], a["action"]["action"]) for a in call["actions"]] == [
+                ("ANSWERED", "PLAY"), ("COLLECTED_DIGITS", "PLAY"), ("PLAYED", "HANGUP")], e2e_support.dumps(call)
+            prompt, thanks = call["actions"][0]["action"], call["actions"][1]["action"]
+            assert prompt["collectInput"] == COLLECT
+            assert "Checkout is failing" in spoken(prompt["audio"][0])
+            assert spoken(prompt["audio"][0]).endswith("Press 1 to acknowledge.")
+            assert spoken(thanks["audio"][0]) == "Acknowledged. Thank you."
+
+            async def suppressed():
+                alerts = await stack.get_json(session, f"{am.url}/api/v2/alerts?filter=alertname=%22InteractiveE2E%22")
+                return alerts if alerts and alerts[0]["status"]["state"] == "suppressed" else None
+
+            [silenced] = await e2e_support.eventually(suppressed, "Alertmanager to silence the alert")
+            [silence_id] = silenced["status"]["silencedBy"]
+            silence = await stack.get_json(session, f"{am.url}/api/v2/silence/{silence_id}")
+            assert silence["createdBy"] == "alert2voice"
+            assert silence["comment"] == f"Acknowledged by alice by phone (page {page['key'][:12]})"
+            assert {(m["name"], m["value"]) for m in silence["matchers"]} == set(labels.items())
