@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -279,6 +280,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
+        # Everything loaded so far (modules, schemas, templates, config) lives as long as the process:
+        # keep it out of the garbage collector's generations, or every collection walks it again.
+        gc.freeze()
         rt = app[RUNTIME]
         if config.webhook_auth is None:
             log.warning("webhook_auth is not set: anyone who can reach /alerts can make phones ring")

@@ -29,10 +29,19 @@ def match_routes(config: Config, labels: Mapping[str, str]) -> list[RouteConfig]
 
 
 def alert_identity(labels: Mapping[str, str], ignore: Iterable[str]) -> str:
-    """An alert's identity: its label set minus the ignored labels, as canonical JSON."""
+    """An alert's identity: its label set minus the ignored labels, sorted, as `name=value` lines.
+
+    A name or value that could be misread (a newline, a backslash, a leading quote, or `=` in a name)
+    is written as a JSON string instead, so two different label sets never give the same identity.
+    Cheaper than JSON for the whole set, and this runs for every alert of every webhook.
+    """
     skip = set(ignore)
-    return json.dumps({k: v for k, v in sorted(labels.items()) if k not in skip}, separators=(",", ":"),
-                      ensure_ascii=False)
+    return "\n".join(f"{_escape(k, '=')}={_escape(v, '')}" for k, v in sorted(labels.items()) if k not in skip)
+
+
+def _escape(text: str, also: str) -> str:
+    risky = "\n" in text or "\\" in text or text[:1] == '"' or (also and also in text)
+    return json.dumps(text, ensure_ascii=False) if risky else text
 
 
 def page_key(route: str, group_key: str, identities: Iterable[str]) -> str:

@@ -242,8 +242,18 @@ def test_same_alert_on_two_routes_makes_two_pages():
 
 def test_alert_identity_is_canonical():
     labels = {"b": "2", "a": "1", "replica": "x", "ü": "<&>"}
-    assert alert_identity(labels, ["replica"]) == '{"a":"1","b":"2","ü":"<&>"}'
+    assert alert_identity(labels, ["replica"]) == "a=1\nb=2\nü=<&>"
     assert alert_identity(dict(reversed(labels.items())), ["replica"]) == alert_identity(labels, ["replica"])
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    ({"a": "1\nb=2"}, {"a": "1", "b": "2"}),         # a newline in a value cannot forge a second label
+    ({"a": '"1"'}, {"a": "1"}),                      # nor can a value that looks escaped
+    ({"a": "x\\ny"}, {"a": "x\ny"}),
+    ({"a": "1=2"}, {"a=1": "2"}),
+])
+def test_alert_identity_is_injective(one, other):
+    assert alert_identity(one, []) != alert_identity(other, [])
 
 
 # ------------------------------------------------------------------------------------- correlationId
