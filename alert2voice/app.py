@@ -53,7 +53,6 @@ class Runtime:
     http: aiohttp.ClientSession | None = None
     speech: Speech = field(init=False)
     shutting_down: bool = False
-    store_ok: bool = True
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     dispatcher_task: asyncio.Task[None] | None = None
 
@@ -250,11 +249,9 @@ async def handle_alerts(request: web.Request) -> web.Response:
     try:
         summary = await accept(rt, parsed, rt.clock.now())
     except StoreUnavailable as exc:
-        rt.store_ok = False
         rt.metrics.webhooks.labels("unavailable").inc()
         log.error("store unavailable; answering 503 so Alertmanager retries", extra={"error": str(exc)})
         return _error(503, "store unavailable, retry later")
-    rt.store_ok = True
     rt.metrics.webhooks.labels("accepted").inc()
     if rt.dispatcher is not None and any(e["result"] in ("called", "quiet_hours", "resolved")
                                          for e in summary["pages"]):
