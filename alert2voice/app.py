@@ -220,10 +220,8 @@ async def _resolve(rt: Runtime, page, send_resolved: bool, now: datetime) -> boo
         fresh = await rt.store.get(page.key)
         if fresh is None or fresh.resolved_at is not None:
             return False
-        for call in fresh.calls:
-            if call.state.value == "queued":
-                rt.metrics.calls.labels(fresh.route, "cancelled").inc()
-        resolve(fresh, now, send_resolved=send_resolved)
+        cancelled = resolve(fresh, now, send_resolved=send_resolved)
+        rt.metrics.calls.labels(fresh.route, "cancelled").inc(len(cancelled))
         await rt.store.put(fresh)
         await rt.store.release(fresh.claims)
     log.debug("page resolved", extra={"page_key": fresh.key, "route": fresh.route})

@@ -20,7 +20,7 @@ from .config import Config, RetryConfig, SpeechConfig
 from .interactive import Answer
 from .logs import SCRUBBER, mask_number
 from .metrics import Metrics
-from .pages import REACHED, Call, CallState, Page, PageState, next_call, record_outcome, route_of
+from .pages import REACHED, Call, CallState, Page, PageState, cancel_queued, next_call, record_outcome, route_of
 from .provider import (
     Accepted,
     Audio,
@@ -355,10 +355,8 @@ class Dispatcher:
         self.locks.pop(key, None)
 
     def _cancel(self, page: Page, now: datetime, why: str) -> None:
-        for c in page.calls:
-            if c.state is CallState.QUEUED:
-                c.state, c.ended_at, c.error = CallState.CANCELLED, now, why
-                self.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc()
+        cancelled = cancel_queued(page, now, why)
+        self.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc(len(cancelled))
         page.state, page.due_at = PageState.CANCELLED, None
         log.warning("page cancelled", extra={"page_key": page.key, "route": page.route, "reason": why})
 

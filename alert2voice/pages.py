@@ -213,22 +213,28 @@ def record_outcome(page: Page, call: Call, outcome: CallState, config: Config, n
     return True
 
 
-def resolve(page: Page, now: datetime, *, send_resolved: bool) -> Call | None:
-    """Every alert of the page resolved: cancel what is pending; queue the resolved call when one is due."""
+def cancel_queued(page: Page, now: datetime, why: str | None = None) -> list[Call]:
+    """Cancel the page's calls that were not sent yet; returns them (for the cancelled-calls metric)."""
+    cancelled = [c for c in page.calls if c.state is CallState.QUEUED]
+    for c in cancelled:
+        c.state, c.ended_at = CallState.CANCELLED, now
+        if why is not None:
+            c.error = why
+    return cancelled
+
+
+def resolve(page: Page, now: datetime, *, send_resolved: bool) -> list[Call]:
+    """Every alert of the page resolved: cancel what is pending (returned); queue the resolved call when due."""
     page.resolved_at = now
     page.updated_at = now
     was_active = page.state is PageState.ACTIVE
-    for c in page.calls:
-        if c.state is CallState.QUEUED:
-            c.state, c.ended_at = CallState.CANCELLED, now
+    cancelled = cancel_queued(page, now)
     if was_active:
         page.state = PageState.RESOLVED
         page.due_at = None
-    if not send_resolved:
-        return None
     page_calls = [c for c in page.calls if c.kind == "page" and c.message_id]
-    if not page_calls:
-        return None
-    answered = [c for c in page_calls if c.state in REACHED]
-    who = (answered or page_calls)[-1]
-    return _queue_call(page, Target(who.step, who.contact, who.number, "resolved notice"), now, kind="resolved")
+    if send_resolved and page_calls:
+        answered = [c for c in page_calls if c.state in REACHED]
+        who = (answered or page_calls)[-1]
+        _queue_call(page, Target(who.step, who.contact, who.number, "resolved notice"), now, kind="resolved")
+    return cancelled
