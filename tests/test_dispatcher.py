@@ -102,17 +102,22 @@ class CountingProvider(RecordingProvider):
             self.now -= 1
 
 
-async def test_max_in_flight_is_enforced():
-    config = make_config(**{"rate_limit: 1000/s": "rate_limit: 1000/s\n  max_in_flight: 2",
-                            "per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 100, per: 15m}]"})
-    provider = CountingProvider()
-    d, store, provider, _ = make_dispatcher(config, provider=provider)
+async def gated_run(max_in_flight: int, per_number: int, pages: int):
+    """`pages` pages to one number, run_due started with every provider request held at a gate."""
+    config = make_config(**{"rate_limit: 1000/s": f"rate_limit: 1000/s\n  max_in_flight: {max_in_flight}",
+                            "per_number: [{calls: 3, per: 15m}]": f"per_number: [{{calls: {per_number}, per: 15m}}]"})
+    d, store, provider, _ = make_dispatcher(config, provider=CountingProvider())
     provider.gate = asyncio.Event()
-    for i in range(5):
+    for i in range(pages):
         await queue(d, store, config, alert({**PAYMENTS, "instance": f"n{i}"}), group=f"g{i}")
     run = asyncio.create_task(d.run_due())
     for _ in range(50):
         await asyncio.sleep(0)
+    return provider, run
+
+
+async def test_max_in_flight_is_enforced():
+    provider, run = await gated_run(max_in_flight=2, per_number=100, pages=5)
     assert provider.now == 2  # two requests held at the gate, three pages waiting for a slot
     provider.gate.set()
     await run
@@ -184,16 +189,7 @@ async def test_drain_lets_in_flight_finish_and_keeps_the_rest():
 
 
 async def test_throttle_holds_under_concurrency():
-    config = make_config(**{"rate_limit: 1000/s": "rate_limit: 1000/s\n  max_in_flight: 8",
-                            "per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 2, per: 15m}]"})
-    provider = CountingProvider()
-    d, store, provider, _ = make_dispatcher(config, provider=provider)
-    provider.gate = asyncio.Event()
-    for i in range(6):
-        await queue(d, store, config, alert({**PAYMENTS, "instance": f"n{i}"}), group=f"g{i}")
-    run = asyncio.create_task(d.run_due())
-    for _ in range(50):
-        await asyncio.sleep(0)
+    provider, run = await gated_run(max_in_flight=8, per_number=2, pages=6)
     provider.gate.set()
     await run
     # All six were in flight together; only the two the tier allows reached the provider.
