@@ -29,7 +29,7 @@ from .metrics import Metrics
 from .pages import PageState, new_page, next_call, resolve
 from .provider import Provider
 from .provider.webex import WebexProvider
-from .routing import Plan, correlation_id, first_callable, plan
+from .routing import Plan, PlanCache, correlation_id, first_callable, plan
 from .silences import Silencer, silences_for
 from .speech import Speech, SpeechContext
 from .store import Store, StoreUnavailable, open_store
@@ -52,6 +52,7 @@ class Runtime:
     silencer: Silencer | None = None
     http: aiohttp.ClientSession | None = None
     speech: Speech = field(init=False)
+    plans: PlanCache = field(default_factory=PlanCache)
     shutting_down: bool = False
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     dispatcher_task: asyncio.Task[None] | None = None
@@ -69,6 +70,7 @@ class Runtime:
         """Swap in a validated config (pending pages keep going on the new one)."""
         self.config = config
         self.speech = make_speech(config)
+        self.plans.clear()  # entries of the old config would miss anyway; this frees them
         SCRUBBER.set_secrets(secrets_of(config))
         self.metrics.precreate([r.name for r in config.routes])
 
@@ -123,8 +125,8 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"status": "error", "error": message}, status=status, headers=headers or None)
 
 
-async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) -> Payload | web.Response:
-    """Authenticate, check type and size, parse; a Response is the error to send."""
+async def _read_body(request: web.Request, rt: Runtime, result: list[str]) -> bytes | web.Response:
+    """Authenticate, check type and size, read; a Response is the error to send."""
     config = rt.config
     if not _authorized(config, request.headers.get("Authorization", "")):
         result.append("unauthorized")
@@ -139,9 +141,12 @@ async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) ->
         result.append("too_large")
         return _error(413, f"body of {request.content_length} bytes is over server.max_body_bytes ({limit})")
     try:
-        async with asyncio.timeout(config.server.read_timeout.total_seconds()):
-            # aiohttp enforces client_max_size (set from max_body_bytes) while reading, chunked bodies included.
-            body = await request.read()
+        if request.content.is_eof():
+            body = await request.read()  # all here already: nothing to time out
+        else:
+            async with asyncio.timeout(config.server.read_timeout.total_seconds()):
+                # aiohttp enforces client_max_size (set from max_body_bytes) while reading, chunked bodies too.
+                body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         result.append("too_large")
         return _error(413, f"body is over server.max_body_bytes ({limit})")
@@ -149,11 +154,39 @@ async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) ->
         result.append("bad_request")
         limit_text = format_duration(config.server.read_timeout)
         return _error(408, f"body not received within server.read_timeout ({limit_text})")
+    return body
+
+
+def _parse(body: bytes, result: list[str]) -> Payload | web.Response:
     try:
         return parse_payload(body)
     except PayloadError as exc:
         result.append("bad_request")
         return _error(400, str(exc))
+
+
+async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) -> Payload | web.Response:
+    """Authenticate, check type and size, read and parse; a Response is the error to send."""
+    body = await _read_body(request, rt, result)
+    return body if isinstance(body, web.Response) else _parse(body, result)
+
+
+async def _read_plan(request: web.Request, rt: Runtime, result: list[str]) -> tuple[Payload, Plan] | web.Response:
+    """_read_payload() and plan(); a resent body's plan comes from rt.plans without parsing or routing."""
+    body = await _read_body(request, rt, result)
+    if isinstance(body, web.Response):
+        return body
+    config = rt.config
+    key = rt.plans.key(body)
+    known = rt.plans.get(config, key)
+    if known is not None:
+        return known
+    payload = _parse(body, result)
+    if isinstance(payload, web.Response):
+        return payload
+    the_plan = plan(config, payload)
+    rt.plans.put(config, key, payload, the_plan)
+    return payload, the_plan
 
 
 def _group(payload: Payload) -> dict[str, Any]:
@@ -162,10 +195,9 @@ def _group(payload: Payload) -> dict[str, Any]:
             "truncatedAlerts": payload.truncatedAlerts}
 
 
-async def accept(rt: Runtime, payload: Payload, now: datetime) -> dict[str, Any]:
-    """Plan the payload and durably queue, dedup or resolve every page; returns the summary sent back."""
+async def accept(rt: Runtime, payload: Payload, the_plan: Plan, now: datetime) -> dict[str, Any]:
+    """Durably queue, dedup or resolve every page of a planned payload; returns the summary sent back."""
     config, metrics = rt.config, rt.metrics
-    the_plan: Plan = plan(config, payload)
     summary: dict[str, Any] = {"status": "ok", "pages": []}
     firing_ids = {i for p in the_plan.pages for i in p.identities}
     for planned in the_plan.pages:
@@ -181,7 +213,7 @@ async def accept(rt: Runtime, payload: Payload, now: datetime) -> dict[str, Any]
         entry = {"route": route.name, "page_key": planned.key, "alerts": len(planned.firing)}
         if not route.escalation:
             entry["result"] = "no_contacts"
-            metrics.pages.labels(route.name, "no_contacts").inc()
+            metrics.page(route.name, "no_contacts").inc()
             summary["pages"].append(entry)
             continue
         claims = planned.claims
@@ -199,12 +231,13 @@ async def accept(rt: Runtime, payload: Payload, now: datetime) -> dict[str, Any]
                                    "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts")
                 if call is not None and rt.dispatcher is not None:
                     rt.dispatcher.submit(page)
-        metrics.pages.labels(route.name, entry["result"]).inc()
-        log.debug("page " + entry["result"], extra={"page_key": planned.key, "route": route.name,
-                                                     "alerts": len(planned.firing), "group_key": payload.groupKey})
+        metrics.page(route.name, entry["result"]).inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("page " + entry["result"], extra={"page_key": planned.key, "route": route.name,
+                                                         "alerts": len(planned.firing), "group_key": payload.groupKey})
         summary["pages"].append(entry)
     if the_plan.unrouted:
-        metrics.pages.labels("", "no_route").inc()
+        metrics.page("", "no_route").inc()
         labels = [dict(a.labels) for a in the_plan.unrouted[:3]]
         log.warning("no route matched", extra={"labels_tried": labels, "routes": [r.name for r in config.routes],
                                                "group_key": payload.groupKey})
@@ -233,24 +266,25 @@ async def handle_alerts(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     result: list[str] = []
     if rt.shutting_down:
-        rt.metrics.webhooks.labels("unavailable").inc()
+        rt.metrics.webhook["unavailable"].inc()
         return _error(503, "shutting down")
-    parsed = await _read_payload(request, rt, result)
-    if isinstance(parsed, web.Response):
-        rt.metrics.webhooks.labels(result[0]).inc()
-        log.warning("webhook refused", extra={"status": parsed.status, "result": result[0],
+    read = await _read_plan(request, rt, result)
+    if isinstance(read, web.Response):
+        rt.metrics.webhook[result[0]].inc()
+        log.warning("webhook refused", extra={"status": read.status, "result": result[0],
                                               "remote": request.remote})
-        return parsed
+        return read
+    parsed, the_plan = read
     firing = sum(1 for a in parsed.alerts if a.firing)
-    rt.metrics.alerts_received.labels("firing").inc(firing)
-    rt.metrics.alerts_received.labels("resolved").inc(len(parsed.alerts) - firing)
+    rt.metrics.alerts_firing.inc(firing)
+    rt.metrics.alerts_resolved.inc(len(parsed.alerts) - firing)
     try:
-        summary = await accept(rt, parsed, rt.clock.now())
+        summary = await accept(rt, parsed, the_plan, rt.clock.now())
     except StoreUnavailable as exc:
-        rt.metrics.webhooks.labels("unavailable").inc()
+        rt.metrics.webhook["unavailable"].inc()
         log.error("store unavailable; answering 503 so Alertmanager retries", extra={"error": str(exc)})
         return _error(503, "store unavailable, retry later")
-    rt.metrics.webhooks.labels("accepted").inc()
+    rt.metrics.webhook["accepted"].inc()
     if rt.dispatcher is not None and any(e["result"] in ("called", "quiet_hours", "resolved")
                                          for e in summary["pages"]):
         rt.dispatcher.poke()  # only new work wakes the dispatcher; a duplicate costs it nothing

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _NUMBER_RE = re.compile(r"\+\d{7,15}")
@@ -63,12 +64,28 @@ class _Scrubbed(logging.Formatter):
         return self.scrubber.scrub(self.inner.format(record))
 
 
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+
+
+_second: tuple[int, str] = (-1, "")
+
+
+def _utc_ms(created: float) -> str:
+    """`2026-11-26T17:41:01.123+00:00`; the part up to the second is formatted once per second."""
+    global _second
+    second = int(created)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int((created - second) * 1000):03d}+00:00"
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg, and every structured field."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": _utc_ms(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -76,7 +93,7 @@ class JSONFormatter(logging.Formatter):
         out.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return _encode(out)
 
 
 class TextFormatter(logging.Formatter):
@@ -85,7 +102,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in vars(record).items()
                           if k not in _STANDARD and not k.startswith("_"))
-        ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
+        ts = time.strftime("%H:%M:%S", time.gmtime(record.created))
         line = f"{ts} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
         if fields:
             line += "  " + fields
@@ -94,12 +111,63 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class LineHandler(logging.StreamHandler):
+    """A StreamHandler that, on a thread running an event loop, writes its lines once per loop iteration.
+
+    Under load one write(2) then carries every line the iteration produced instead of one each. Warnings
+    and errors, lines from other threads and lines logged outside a loop are written at once; at exit
+    logging.shutdown() flushes the rest.
+    """
+
+    def __init__(self, stream=None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING or not self._flush_soon():
+            self.flush()
+
+    def _flush_soon(self) -> bool:
+        if self._scheduled:
+            return True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        loop.call_soon(self._scheduled_flush)
+        self._scheduled = True
+        return True
+
+    def _scheduled_flush(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self._pending:
+                lines, self._pending = self._pending, []
+                self.stream.write("\n".join(lines) + "\n")
+            if hasattr(self.stream, "flush"):
+                self.stream.flush()
+        except Exception:  # as in Handler.handleError(): a log line must never take the service down
+            self._pending.clear()
+        finally:
+            self.release()
+
+
 SCRUBBER = Scrubber()
 
 
 def setup_logging(fmt: str = "json", level: str = "info", stream=None) -> logging.Handler:
     """Send every log line to stderr through the scrubber; returns the handler (tests read it)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(_Scrubbed(JSONFormatter() if fmt == "json" else TextFormatter(), SCRUBBER))
     root = logging.getLogger()
     for h in list(root.handlers):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from . import __version__
@@ -56,21 +58,29 @@ class Metrics:
         self.build_info = Info(p + "build", "Build information.", registry=r)
         self.build_info.info({"version": __version__})
         self.provider_up.set(1)
+        # Children the webhook path counts on every request, looked up once (labels() takes a lock).
+        self.webhook = {result: self.webhooks.labels(result) for result in WEBHOOK_RESULTS}
+        self.alerts_firing = self.alerts_received.labels("firing")
+        self.alerts_resolved = self.alerts_received.labels("resolved")
+        self._pages: dict[tuple[str, str], Any] = {}
+
+    def page(self, route: str, result: str) -> Any:
+        """pages_total's child for (route, result), looked up once per pair."""
+        child = self._pages.get((route, result))
+        if child is None:
+            child = self._pages[route, result] = self.pages.labels(route, result)
+        return child
 
     def precreate(self, routes: list[str]) -> None:
         """Create the label combinations dashboards need so they show zeros, not gaps."""
-        for result in WEBHOOK_RESULTS:
-            self.webhooks.labels(result)
-        for status in ("firing", "resolved"):
-            self.alerts_received.labels(status)
         for route in routes:
             for result in PAGE_RESULTS:
                 if result != "no_route":
-                    self.pages.labels(route, result)
+                    self.page(route, result)
             for outcome in CALL_OUTCOMES:
                 self.calls.labels(route, outcome)
             self.escalations.labels(route)
-        self.pages.labels("", "no_route")
+        self.page("", "no_route")
 
     def observe_provider(self, endpoint: str, code: str, seconds: float) -> None:
         """Hook for the provider client: one call per HTTP request."""

@@ -123,7 +123,7 @@ def new_page(planned: PlannedPage, group: dict[str, Any], now: datetime) -> Page
         alerts=[a.model_dump(mode="json") for a in planned.firing],
         group=group,
         identities=list(planned.identities),
-        claims=planned.claims,
+        claims=list(planned.claims),
         severities=sorted(planned.severities),
         due_at=now,
         updated_at=now,

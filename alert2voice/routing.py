@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,10 +78,7 @@ class PlannedPage:
     resolved: tuple[Alert, ...]
     identities: tuple[str, ...]
     resolved_identities: tuple[str, ...]
-
-    @property
-    def claims(self) -> list[str]:
-        return [claim_key(self.route.name, self.group_key, i) for i in self.identities]
+    claims: tuple[str, ...] = ()  # one dedup claim per identity (claim_key), computed once by plan()
 
     @property
     def severities(self) -> set[str]:
@@ -118,8 +116,47 @@ def plan(config: Config, payload: Payload) -> Plan:
             resolved=tuple(resolved),
             identities=identities,
             resolved_identities=tuple(sorted({alert_identity(a.labels, ignore) for a in resolved})),
+            claims=tuple(claim_key(route.name, payload.groupKey, i) for i in identities),
         ))
     return Plan(pages, unrouted)
+
+
+class PlanCache:
+    """The plans of recently seen webhook bodies, by the sha256 of the bytes.
+
+    Alertmanager resends a group byte for byte (every `repeat_interval`, on a retry, and from each HA
+    peer with its own externalURL), and plan() is a pure function of the body and the config: a resend
+    skips parsing and routing. Bounded in entries and in the size of the bodies it keeps; a reload
+    (another Config object) makes every entry a miss.
+    """
+
+    def __init__(self, entries: int = 128, max_body: int = 32 * 1024) -> None:
+        self.entries, self.max_body = entries, max_body
+        self._plans: OrderedDict[bytes, tuple[Config, Payload, Plan]] = OrderedDict()
+
+    def key(self, body: bytes) -> bytes | None:
+        """The cache key of a body; None for a body too large to keep."""
+        return hashlib.sha256(body).digest() if len(body) <= self.max_body else None
+
+    def get(self, config: Config, key: bytes | None) -> tuple[Payload, Plan] | None:
+        found = self._plans.get(key) if key is not None else None
+        if found is None or found[0] is not config:
+            return None
+        self._plans.move_to_end(key)  # type: ignore[arg-type]
+        return found[1], found[2]
+
+    def put(self, config: Config, key: bytes | None, payload: Payload, the_plan: Plan) -> None:
+        if key is None:
+            return
+        self._plans[key] = (config, payload, the_plan)
+        if len(self._plans) > self.entries:
+            self._plans.popitem(last=False)
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
 
 
 # ------------------------------------------------------------------------------------------- targets

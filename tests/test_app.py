@@ -169,6 +169,29 @@ async def test_one_call_per_page_and_duplicates_suppressed(client, env):
     assert metric(env, "alert2voice_pages_total", route="payments", result="duplicate") == 2
 
 
+async def test_a_resent_body_is_planned_once_and_still_follows_the_store(client, env, monkeypatch):
+    import alert2voice.app as app_module
+
+    parsed = []
+    real = app_module.parse_payload
+    monkeypatch.setattr(app_module, "parse_payload", lambda body: parsed.append(body) or real(body))
+    firing = json.dumps(payload(alert(PAYMENTS)))
+    results = [(await (await post(client, firing)).json())["pages"][0]["result"] for _ in range(3)]
+    assert results == ["called", "duplicate", "duplicate"]
+    assert len(parsed) == 1  # the resends came from the plan cache
+    # The cached plan is only the plan: what happens to it still comes from the store. Once resolved, the
+    # same bytes page again.
+    await client.rt.dispatcher.run_due()
+    resolved = payload(alert(PAYMENTS, status="resolved"))
+    assert (await (await post(client, resolved)).json())["pages"][0]["result"] == "resolved"
+    assert (await (await post(client, firing)).json())["pages"][0]["result"] == "called"
+    assert len(parsed) == 2
+    # An HA peer's copy differs in externalURL: other bytes, planned anew, the same page.
+    peer = payload(alert(PAYMENTS), externalURL="http://am-2")
+    assert (await (await post(client, peer)).json())["pages"][0]["result"] == "duplicate"
+    assert len(parsed) == 3
+
+
 async def test_new_alert_joining_group_is_a_new_page(client, env):
     await post(client, payload(alert(PAYMENTS)))
     await client.rt.dispatcher.run_due()

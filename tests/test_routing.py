@@ -9,6 +9,7 @@ import pytest
 from alert2voice.alertmanager import Payload, parse_payload
 from alert2voice.config import Config, load_config, parse_config
 from alert2voice.routing import (
+    PlanCache,
     Target,
     alert_identity,
     correlation_id,
@@ -504,3 +505,26 @@ def test_first_callable_on_example_routes(example):
 def test_instants_are_compared_in_utc():
     # Guard for the helpers above: fixed instants, aware, never the real clock.
     assert at("2026-03-30T09:00:00+01:00") == datetime(2026, 3, 30, 8, tzinfo=UTC)
+
+
+def test_plan_cache_is_bounded_and_keyed_on_bytes_and_config(example):
+    cache = PlanCache(entries=2, max_body=200)
+    other_config = config_with("")
+    bodies = [b'{"n": %d}' % i for i in range(3)]
+    p = payload(alert(team="payments"))
+    planned = plan(example, p)
+    for body in bodies:
+        cache.put(example, cache.key(body), p, planned)
+    assert len(cache) == 2
+    assert cache.get(example, cache.key(bodies[0])) is None  # the oldest went first
+    assert cache.get(example, cache.key(bodies[2])) == (p, planned)
+    assert cache.get(other_config, cache.key(bodies[2])) is None  # planned under another config
+    assert cache.get(example, cache.key(bodies[2] + b" ")) is None  # other bytes
+    assert cache.key(b"x" * 201) is None  # too large to keep
+    assert cache.get(example, cache.key(bodies[1])) == (p, planned)  # used: now the newest
+    cache.put(example, cache.key(b"{}"), p, planned)
+    assert cache.get(example, cache.key(bodies[1])) is not None and cache.get(example, cache.key(bodies[2])) is None
+    cache.put(example, None, p, planned)
+    assert len(cache) == 2
+    cache.clear()
+    assert len(cache) == 0

@@ -1,0 +1,75 @@
+"""Log lines: JSON fields, and the handler that batches a loop iteration's lines into one write."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import weakref
+
+import pytest
+
+from alert2voice.logs import setup_logging
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def stream():
+    out = CountingStream()
+    handler = setup_logging("json", "info", stream=out)
+    yield out
+    logging.getLogger().removeHandler(handler)
+
+
+def lines(stream: CountingStream) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_outside_a_loop_every_line_is_written_at_once(stream):
+    log = logging.getLogger("alert2voice.test")
+    log.info("one", extra={"page_key": "k1", "route": "r"})
+    assert [(d["msg"], d["page_key"], d["route"], d["level"]) for d in lines(stream)] == [("one", "k1", "r", "info")]
+    assert lines(stream)[0]["ts"].endswith("+00:00")
+
+
+async def test_in_a_loop_an_iterations_lines_go_out_in_one_write(stream):
+    log = logging.getLogger("alert2voice.test")
+    for i in range(5):
+        log.info("webhook accepted", extra={"n": i})
+    assert stream.getvalue() == ""  # held until the loop comes round
+    await asyncio.sleep(0)
+    assert [d["n"] for d in lines(stream)] == [0, 1, 2, 3, 4]
+    assert stream.writes == 1
+
+
+async def test_a_warning_is_written_at_once_with_what_came_before(stream):
+    log = logging.getLogger("alert2voice.test")
+    log.info("first")
+    log.warning("second")
+    assert [d["msg"] for d in lines(stream)] == ["first", "second"]
+
+
+async def test_lines_held_at_exit_are_written_by_logging_shutdown(stream):
+    logging.getLogger("alert2voice.test").info("last words")
+    ours = [weakref.ref(h) for h in logging.getLogger().handlers if getattr(h, "_alert2voice", False)]
+    logging.shutdown(ours)  # what the interpreter runs at exit, on our handler only
+    assert [d["msg"] for d in lines(stream)] == ["last words"]
+
+
+def test_lines_from_another_thread_are_written_at_once(stream):
+    import threading
+
+    thread = threading.Thread(target=lambda: logging.getLogger("alert2voice.test").info("from a thread"))
+    thread.start()
+    thread.join()
+    assert [d["msg"] for d in lines(stream)] == ["from a thread"]
