@@ -11,6 +11,8 @@ SQLite store on a config generated from bench/config.yaml, then measures:
  1. ceiling: requests/s of the bare aiohttp app on the same body;
  2. duplicate path: requests/s of a group alert2voice already paged (Alertmanager's resends);
  3. new-page path: webhooks/s when every webhook is a new group, and the calls placed for them;
+    beside it the relay floor (bench/relay.py): a bare aiohttp app that turns each webhook into one
+    provider request and nothing else, the upper bound of any bridge on this machine;
  4. time to call: webhook sent -> the simulator receiving the provider request, at 100 webhooks/s;
  5. storms: one webhook with 5,000 alerts; 1,000 groups within one second, with real throttle tiers;
  6. memory: RSS of a fresh process at idle and after 100,000 webhooks (10,000 with --quick);
@@ -344,6 +346,8 @@ class Bench:
     sim_url: str = ""
     ceiling_url: str = ""
     ceiling: Proc | None = None
+    relay_url: str = ""
+    relay: Proc | None = None
     starts_at: str = field(default_factory=lambda: (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
                            .replace("+00:00", "Z"))
 
@@ -367,6 +371,14 @@ class Bench:
                                             "--callback-auth", f"A2VBENCH=Authorization:Bearer {self.callback_token}",
                                             "--callback-delay", "0"])
         wait_ready(f"{self.sim_url}/_sim/numbers", self.sim)
+
+    def start_relay(self) -> None:
+        port = free_port()
+        self.relay_url = f"http://{LOOPBACK}:{port}"
+        self.relay = self.start("relay", [sys.executable, str(HERE / "relay.py"), "--listen", f"{LOOPBACK}:{port}",
+                                          "--provider", self.sim_url, "--service-key", self.service_key,
+                                          "--number", NUMBER])
+        wait_ready(f"{self.relay_url}/-/ready", self.relay)
 
     def start_ceiling(self) -> None:
         port = free_port()
@@ -472,8 +484,8 @@ class Bench:
         raw = self.profile_dir / f"profile-{name}.txt"
         argv = [spy, "record", "--pid", str(proc.pid), "--duration", str(max(1, round(duration))), "--rate", "250",
                 "--nonblocking", "--format", "raw", "--output", str(raw)]
-        spy_proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
-                                                        stderr=asyncio.subprocess.DEVNULL)
+        with (self.workdir / f"py-spy-{name}.log").open("wb") as spy_log:
+            spy_proc = await asyncio.create_subprocess_exec(*argv, stdout=spy_log, stderr=spy_log)
         try:
             result = await work
             await asyncio.wait_for(spy_proc.wait(), timeout=duration + 20)
@@ -528,8 +540,10 @@ class Bench:
         before = await self.metrics(svc)
         cpu0, sim_cpu0 = svc.proc.cpu_s(), self.sim.cpu_s() if self.sim else 0.0
         load_start = time.time()
-        new = await self.profiled("new_page", svc.proc, p.duration, self.load(
-            f"{svc.url}/alerts", template=template, mode="distinct", duration=p.duration, prefix="np"))
+        assert self.sim is not None
+        new = await self.profiled("new_page", svc.proc, p.duration, self.profiled(
+            "new_page_simulator", self.sim, p.duration, self.load(
+                f"{svc.url}/alerts", template=template, mode="distinct", duration=p.duration, prefix="np")))
         load_end = time.time()
         drain = await self.wait_placed(svc, before, route="bench", within=p.drain_timeout)
         new_cpu = svc.proc.cpu_s() - cpu0
@@ -555,6 +569,30 @@ class Bench:
         say(f"  new-page path: {new.rps:,.0f} webhooks/s answered; {len(calls):,} of {drain['called']:,} calls "
             f"placed, the last {max(0.0, last - load_end):.2f} s after the load -> {sustained:,.0f}/s sustained")
 
+        # 3b. the relay floor: the same load through a bridge that does nothing but one provider request
+        if self.relay is None:
+            self.start_relay()
+        await self.reset_simulator(NUMBER)
+        await self.load(f"{self.relay_url}/alerts", template=template, mode="distinct", duration=p.warmup,
+                        prefix="rw")
+        await self.reset_simulator(NUMBER)
+        assert self.relay is not None
+        cpu0 = self.relay.cpu_s()
+        load_start = time.time()
+        relay = await self.load(f"{self.relay_url}/alerts", template=template, mode="distinct",
+                                duration=p.duration, prefix="rl")
+        span = time.time() - load_start
+        relay_cpu = self.relay.cpu_s() - cpu0
+        relay_calls = await self.sim_calls()  # answered only after the provider's 202: all placed by now
+        self.results["relay_floor"] = {
+            **relay.to_json(),
+            "calls_received_by_simulator": len(relay_calls),
+            "sustained_rps": round(len(relay_calls) / span, 1) if span > 0 else 0.0,
+            "server_cpu_ms_per_webhook": _per(relay_cpu * 1000, relay.requests),
+        }
+        say(f"  relay floor: {relay.rps:,.0f} webhooks/s, each one provider call "
+            f"({len(relay_calls):,} placed)")
+
         ceiling_runs.append(await self.measure_ceiling(fixed))
         rps = statistics.mean(r["rps"] for r in ceiling_runs)
         spread = abs(ceiling_runs[0]["rps"] - ceiling_runs[1]["rps"]) / rps if rps else 0.0
@@ -563,6 +601,9 @@ class Bench:
         dup_r["ratio"] = round(dup_r["rps"] / rps, 3) if rps else None
         new_r["ratio"] = round(new_r["sustained_rps"] / rps, 3) if rps else None
         new_r["accepted_ratio"] = round(new_r["rps"] / rps, 3) if rps else None
+        floor = self.results["relay_floor"]
+        floor["ratio"] = round(floor["rps"] / rps, 3) if rps else None
+        new_r["ratio_to_relay_floor"] = round(new_r["sustained_rps"] / floor["rps"], 3) if floor["rps"] else None
         say(f"  ceiling again: {ceiling_runs[1]['rps']:,.0f} requests/s; mean {rps:,.0f} (runs differ by "
             f"{spread:.0%}) -> duplicate {dup_r['ratio']:.2f} x ceiling, new-page {new_r['ratio']:.2f} x ceiling")
 
@@ -857,6 +898,11 @@ def table(results: dict[str, Any]) -> list[dict[str, str]]:
             bool(n["every_call_placed"]) and n["ratio"] is not None and n["ratio"] >= TARGETS["new_page_ratio"])
         row("  calls placed / pages called", f"{n['calls_received_by_simulator']:,} / {n['pages_called']:,}",
             "all", "", bool(n["every_call_placed"]))
+        f = results.get("relay_floor")
+        if f:
+            row("  relay floor (webhook -> one provider call, nothing else)", _fmt(f["rps"], " webhooks/s"), "",
+                f"{f['ratio']:.2f}")
+            row("  new-page path / relay floor", f"{n['ratio_to_relay_floor']:.2f}")
     t = results.get("time_to_call")
     if t:
         ms = t["ms"]
