@@ -239,12 +239,13 @@ class Dispatcher:
                 nxt: datetime | None
                 try:
                     free = cfg.provider.max_in_flight - len(self.active)
-                    pages = await self.store.take_due(self.clock.now(), limit=free, lease=self._lease(cfg)) \
-                        if free > 0 else []
+                    # Pages submitted straight from a webhook are in progress already: not read, not leased.
+                    pages = await self.store.take_due(self.clock.now(), limit=free, lease=self._lease(cfg),
+                                                      skip=self.active) if free > 0 else []
                     started = 0
                     for page in pages:
                         if page.key in self.active:
-                            continue  # submitted straight from the webhook, already in progress
+                            continue  # submitted from a webhook while the store was answering
                         task = asyncio.create_task(self._guarded(page.key), name=f"page-{page.key[:12]}")
                         tasks.add(task)
                         task.add_done_callback(self._finished)

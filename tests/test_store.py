@@ -207,6 +207,13 @@ async def test_take_due_orders_by_due_time_and_respects_limit(store):
     assert await store.take_due(at(20), 10, LEASE) == []
 
 
+async def test_take_due_passes_over_skipped_keys_without_leasing_them(store):
+    for name, second in (("a", 0), ("b", 1), ("c", 2)):
+        await store.put(make_page(name, due_at=at(second)))
+    assert keys(await store.take_due(at(20), 1, LEASE, skip={"a"})) == ["b"]  # the limit counts taken pages only
+    assert keys(await store.take_due(at(20), 10, LEASE)) == ["a", "c"]  # "a" was never leased
+
+
 async def test_a_leased_page_is_not_taken_again_until_the_lease_expires(store):
     await store.put(make_page("p", due_at=T0))
     assert keys(await store.take_due(T0, 10, LEASE)) == ["p"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 
@@ -56,8 +56,10 @@ class Store(Protocol):
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
         """The key of the page holding the call with this correlationId or messageId."""
 
-    async def take_due(self, now: datetime, limit: int, lease: timedelta) -> list[Page]:
-        """Up to `limit` pages due at `now` that nobody holds, leased until now + lease."""
+    async def take_due(self, now: datetime, limit: int, lease: timedelta,
+                       skip: Collection[str] = ()) -> list[Page]:
+        """Up to `limit` pages due at `now` that nobody holds, leased until now + lease; pages whose key is
+        in `skip` (the caller is processing them already) are neither leased nor returned."""
 
     async def next_due(self) -> datetime | None:
         """The earliest due time of any page, leased or not."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from ..pages import FINAL_PAGE_STATES, Page
@@ -78,10 +78,12 @@ class MemoryStore:
         self._check()
         return self._calls.get(correlation_id or "") or self._calls.get(message_id or "")
 
-    async def take_due(self, now: datetime, limit: int, lease: timedelta) -> list[Page]:
+    async def take_due(self, now: datetime, limit: int, lease: timedelta,
+                       skip: Collection[str] = ()) -> list[Page]:
         self._check()
         due = sorted((p for p in self._pages.values()
-                      if p.due_at is not None and p.due_at <= now and self._leases.get(p.key, now) <= now),
+                      if p.due_at is not None and p.due_at <= now and self._leases.get(p.key, now) <= now
+                      and p.key not in skip),
                      key=lambda p: p.due_at)
         out = []
         for p in due[:limit]:

@@ -9,7 +9,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -376,12 +376,17 @@ class SQLiteStore:
             return None
         return await self._run("find_call", find)
 
-    async def take_due(self, now: datetime, limit: int, lease: timedelta) -> list[Page]:
-        """Up to `limit` due pages nobody holds, earliest first, leased until now + lease."""
+    async def take_due(self, now: datetime, limit: int, lease: timedelta,
+                       skip: Collection[str] = ()) -> list[Page]:
+        """Up to `limit` due pages nobody holds, earliest first, leased until now + lease; keys in `skip`
+        (processed by the caller already) are passed over without being read or leased."""
+        skipped = frozenset(skip)  # a copy: the caller's set changes while the worker runs this
+
         def take(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
-            rows = conn.execute("SELECT key, data FROM pages WHERE due_at <= ?"
-                                " AND (lease_until IS NULL OR lease_until <= ?)"
-                                " ORDER BY due_at, rowid LIMIT ?", (_ts(now), _ts(now), limit)).fetchall()
+            rows = [(key, data) for key, data in conn.execute(
+                "SELECT key, data FROM pages WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+                " ORDER BY due_at, rowid LIMIT ?", (_ts(now), _ts(now), limit + len(skipped)))
+                if key not in skipped][:limit]
             conn.executemany("UPDATE pages SET lease_until = ? WHERE key = ?",
                              [(_ts(now + lease), key) for key, _ in rows])
             return [_load(data) for _, data in rows]
