@@ -41,12 +41,13 @@ Filters (plain strings in and out; escaping happens on output):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -338,15 +339,25 @@ def _since_filter(context: jinja2.runtime.Context, start: datetime | str | None,
     return since(start, context["now"] if until is None else until)
 
 
+def _remembered(filter_: Callable[[object], str]) -> Callable[[object], str]:
+    """A pure text filter that remembers its recent answers: alertnames, hosts and summaries recur page after page."""
+    remembered = functools.lru_cache(maxsize=2048)(filter_)
+
+    @functools.wraps(filter_)
+    def apply(value: object) -> str:
+        return remembered(value) if type(value) is str else filter_(value)
+    return apply
+
+
 FILTERS: dict[str, Callable[..., str]] = {
     "since": _since_filter,
     "duration": duration,
-    "words": words,
-    "number": number,
-    "instance": instance,
-    "ip": ip,
-    "nourls": nourls,
-    "speakable": speakable,
+    "words": _remembered(words),
+    "number": _remembered(number),
+    "instance": _remembered(instance),
+    "ip": _remembered(ip),
+    "nourls": _remembered(nourls),
+    "speakable": _remembered(speakable),
 }
 
 
@@ -441,6 +452,30 @@ def _ssml_problem(document: str) -> str | None:
     return None
 
 
+# AlertView's fields and properties: plain data, so reading one needs none of the sandbox's checks.
+_VIEW_ATTRIBUTES = frozenset(
+    [f.name for f in fields(AlertView)]
+    + [name for name, value in vars(AlertView).items() if isinstance(value, property)]
+)
+
+
+_LOOP_ATTRIBUTES = frozenset(name for name in dir(jinja2.runtime.LoopContext) if not name.startswith("_"))
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, with a fast path for what every template reads most: the alerts' own attributes."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        kind = type(obj)
+        if kind is AlertView and attribute in _VIEW_ATTRIBUTES:
+            return getattr(obj, attribute)
+        if kind is dict and attribute == "get":  # labels.get("cluster"): a read the sandbox allows anyway
+            return obj.get
+        if kind is jinja2.runtime.LoopContext and attribute in _LOOP_ATTRIBUTES:
+            return getattr(obj, attribute)  # loop.index, loop.first...: public, as the sandbox would allow
+        return super().getattr(obj, attribute)
+
+
 class Speech:
     """Renders the text of calls from templates: user templates first, built-in ones otherwise."""
 
@@ -465,7 +500,7 @@ class Speech:
     @staticmethod
     def _environment(loader: jinja2.BaseLoader, autoescape: bool) -> jinja2.Environment:
         # Sandboxed: templates are configuration and must not reach Python internals (or secrets) from there.
-        environment = SandboxedEnvironment(
+        environment = _Sandbox(
             loader=loader,
             undefined=jinja2.StrictUndefined,
             autoescape=autoescape,
