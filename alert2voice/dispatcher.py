@@ -427,7 +427,7 @@ class Dispatcher:
         if allowed > now:
             if call.error != "throttled":
                 call.error = "throttled"
-                self.metrics.pages.labels(page.route, "throttled").inc()
+                self.metrics.page(page.route, "throttled").inc()
                 self._log(page, call, "call deferred by throttle", logging.WARNING, until=allowed.isoformat())
             page.due_at = allowed
             return
@@ -475,7 +475,7 @@ class Dispatcher:
             batch.keys.append(page.key)
             page.due_at = batch.release_at
             call.error = "storm: held for a summary call"
-            self.metrics.pages.labels(page.route, "throttled").inc()
+            self.metrics.page(page.route, "throttled").inc()
             self._log(page, call, "call folded into a storm summary", logging.WARNING,
                       until=batch.release_at.isoformat(), pages_waiting=len(batch.keys))
             return True

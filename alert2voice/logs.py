@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
@@ -80,6 +81,20 @@ def _utc_ms(created: float) -> str:
     return f"{cached[1]}.{int((created - second) * 1000):03d}+00:00"
 
 
+# What LogRecord.__init__ sets, in its order: a record's structured fields (`extra=`) come after these.
+_BASE = tuple(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    """The record's structured fields, in the order given; a line's most repeated step, so it skips the
+    standard attributes by position when the record has them in LogRecord's order."""
+    d = record.__dict__
+    items = d.items()
+    if next(itertools.islice(d, len(_BASE) - 1, None), None) == _BASE[-1]:
+        items = itertools.islice(items, len(_BASE), None)
+    return {k: v for k, v in items if k not in _STANDARD and k[0] != "_"}
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg, and every structured field."""
 
@@ -90,7 +105,7 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        out.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        out.update(_fields(record))
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return _encode(out)
@@ -100,8 +115,7 @@ class TextFormatter(logging.Formatter):
     """`time level logger: msg key=value ...` for humans."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in vars(record).items()
-                          if k not in _STANDARD and not k.startswith("_"))
+        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         ts = time.strftime("%H:%M:%S", time.gmtime(record.created))
         line = f"{ts} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
         if fields:
