@@ -73,3 +73,18 @@ def test_lines_from_another_thread_are_written_at_once(stream):
     thread.start()
     thread.join()
     assert [d["msg"] for d in lines(stream)] == ["from a thread"]
+
+
+def test_scrubber_redacts_every_form_of_a_secret_and_masks_numbers():
+    from alert2voice.logs import Scrubber
+
+    scrubber = Scrubber()
+    scrubber.set_secrets(["tok-secret", 'pa"ss\\word', "tok-secret-longer"])
+    line = ('{"a": "tok-secret", "b": "tok-secret-longer", "c": "pa\\"ss\\\\word", "d": \'pa"ss\\word\', '
+            '"n": "+442071838750"}')
+    out = scrubber.scrub(line)
+    assert "tok-secret" not in out and "ss" not in out.replace("<redacted>", "")
+    assert out.count("<redacted>") == 4  # the longer secret whole, not as the shorter one plus a tail
+    assert "+44******8750" in out
+    assert scrubber.scrub("no secret, +14155550101") == "no secret, +14*****0101"
+    assert scrubber.scrub("nothing at all") == "nothing at all"
