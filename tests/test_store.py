@@ -465,3 +465,45 @@ async def test_a_deleted_database_file_is_not_written_to(sqlite_store):
     await sqlite_store.put(make_page("q"))
     assert await sqlite_store.get("q") == make_page("q")
     assert stat.S_IMODE(os.stat(sqlite_store.path).st_mode) == 0o600
+
+
+async def test_commits_leave_checkpoints_to_the_checkpointer(sqlite_store):
+    # Commits never copy the WAL into the database (no autocheckpoint); the checkpointer thread's
+    # PASSIVE checkpoint does, on its own connection, beside the writer.
+    from alert2voice.store.sqlite import checkpoint
+
+    for i in range(20):
+        await sqlite_store.put(make_page(f"p{i}", due_at=T0))
+    conn = sqlite_store._checkpoint_connection()
+    try:
+        frames, copied = checkpoint(conn)
+        assert frames > 0 and copied == frames  # all of it was still in the WAL, and is now copied
+        await sqlite_store.put(make_page("later", due_at=T0))
+        assert keys(await sqlite_store.take_due(T0, 100, LEASE))[-1] == "later"  # the writer went on
+    finally:
+        conn.close()
+
+
+async def test_the_checkpointer_never_creates_a_missing_database(tmp_path):
+    import sqlite3
+
+    store = SQLiteStore(tmp_path / "nowhere" / "a2v.db")
+    with pytest.raises(sqlite3.OperationalError):
+        store._checkpoint_connection()
+    assert not (tmp_path / "nowhere").exists()
+
+
+async def test_purge_works_through_many_rows_in_chunks(sqlite_store, monkeypatch):
+    import alert2voice.store.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "PURGE_CHUNK", 3)
+    old = at(10)
+    for i in range(8):
+        page = make_page(f"done{i}", state=PageState.ANSWERED, updated_at=old, group_key=f"g{i % 2}")
+        page.resolved_at = None
+        assert await sqlite_store.admit(page, [f"c{i}a", f"c{i}b"], WINDOW, T0)
+    await sqlite_store.put(make_page("open", updated_at=old, group_key="g0"))
+    assert await sqlite_store.purge(T0 + WINDOW) == 8  # three operations of at most 3 pages and 3 claims
+    assert keys(await sqlite_store.recent(100)) == ["open"]
+    assert keys(await sqlite_store.by_group("db", "g0")) == ["open"]  # the mirror forgot the purged pages
+    assert await sqlite_store.admit(make_page("again"), ["c0a", "c7b"], WINDOW, at(1))  # claims gone too

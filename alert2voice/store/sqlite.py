@@ -9,6 +9,7 @@ import os
 import queue
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
@@ -48,11 +49,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before reporting unavailable
+PURGE_CHUNK = 500  # rows of each kind one purge operation deletes at most
+CHECKPOINT_EVERY = 1.0  # seconds between the background checkpointer's WAL checkpoints
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the -wal file is truncated to after a checkpoint
 MAX_BATCH = 256  # operations committed together at most (group commit)
 
 _FINAL = json.dumps(sorted(FINAL_PAGE_STATES))
 _PAGE_TIMES = tuple(f.name for f in fields(Page) if "datetime" in str(f.type))
 _CALL_TIMES = tuple(f.name for f in fields(Call) if "datetime" in str(f.type))
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
+    """One PASSIVE WAL checkpoint: (frames in the WAL, frames now copied into the database)."""
+    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return frames, copied
 
 
 def _ts(moment: datetime) -> float:
@@ -118,6 +128,8 @@ class SQLiteStore:
         self._groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
         self._active: set[str] = set()
         self._mirrored = False
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -133,6 +145,10 @@ class SQLiteStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # a 200 to Alertmanager means the page is on disk
+            # Checkpoints run on their own thread (_checkpoints), so that no commit, and no webhook
+            # waiting for one, pays for copying the WAL into the database.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._migrate(conn)
             self._load_mirror(conn)
@@ -284,13 +300,50 @@ class SQLiteStore:
         except BaseException:
             await self.close()
             raise
+        if self._checkpointer is None:
+            self._stop_checkpoints.clear()
+            self._checkpointer = threading.Thread(target=self._checkpoints, name="alert2voice-sqlite-checkpoint",
+                                                  daemon=True)
+            self._checkpointer.start()
 
     async def close(self) -> None:
         """Close the connection; closing twice is harmless."""
         thread, self._thread = self._thread, None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        self._stop_checkpoints.set()
+        loop = asyncio.get_running_loop()
+        if checkpointer is not None:
+            await loop.run_in_executor(None, checkpointer.join)
         if thread is not None:
             self._queue.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+            await loop.run_in_executor(None, thread.join)
+
+    def _checkpoints(self) -> None:
+        """Copy the WAL into the database every CHECKPOINT_EVERY seconds, beside the writer.
+
+        A PASSIVE checkpoint takes no write lock: commits go on appending to the WAL meanwhile. It has
+        its own connection, opened read-write without create (a missing file stays missing: the writer
+        reports that). Errors only mean this round is skipped; the writer's commits are unaffected.
+        """
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_EVERY):
+                try:
+                    conn = conn or self._checkpoint_connection()
+                    checkpoint(conn)
+                except sqlite3.Error:
+                    if conn is not None:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+    def _checkpoint_connection(self) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=rw"
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the write lock can be taken."""
@@ -414,22 +467,31 @@ class SQLiteStore:
             "SELECT count(*) FROM pages WHERE due_at IS NOT NULL").fetchone()[0])
 
     async def purge(self, before: datetime) -> int:
-        """Delete finished pages last updated before `before` (their call ids cascade) and expired claims."""
-        def purge(conn: sqlite3.Connection, changes: Changes) -> int:
-            gone = [key for key, in conn.execute(
-                "SELECT key FROM pages WHERE due_at IS NULL AND updated_at < ?"
-                " AND state IN (SELECT value FROM json_each(?))", (_ts(before), _FINAL))]
-            conn.executemany("DELETE FROM pages WHERE key = ?", [(k,) for k in gone])
-            expired = [key for key, in conn.execute("SELECT key FROM claims WHERE expires_at <= ?",
-                                                      (_ts(before),))]
+        """Delete finished pages last updated before `before` (their call ids cascade) and expired claims.
+
+        In chunks of PURGE_CHUNK rows, each its own operation: a storm's worth of expired claims does not
+        hold the writer (and the webhooks waiting for it) in one long transaction.
+        """
+        def purge(conn: sqlite3.Connection, changes: Changes) -> tuple[int, int]:
+            gone = conn.execute(
+                "SELECT key, route, group_key FROM pages WHERE due_at IS NULL AND updated_at < ?"
+                " AND state IN (SELECT value FROM json_each(?)) LIMIT ?", (_ts(before), _FINAL, PURGE_CHUNK)).fetchall()
+            conn.executemany("DELETE FROM pages WHERE key = ?", [(key,) for key, _, _ in gone])
+            expired = [key for key, in conn.execute("SELECT key FROM claims WHERE expires_at <= ? LIMIT ?",
+                                                      (_ts(before), PURGE_CHUNK))]
             conn.executemany("DELETE FROM claims WHERE key = ?", [(k,) for k in expired])
 
             def apply() -> None:
                 for key in expired:
                     self._claims.pop(key, None)
-                for group in self._groups.values():
-                    for key in gone:
-                        group.pop(key, None)
+                for key, route, group_key in gone:
+                    self._groups.get((route, group_key), {}).pop(key, None)
             changes.append(apply)
-            return len(gone)
-        return await self._run("purge", purge)
+            return len(gone), len(expired)
+
+        removed = 0
+        while True:
+            pages, claims = await self._run("purge", purge)
+            removed += pages
+            if pages < PURGE_CHUNK and claims < PURGE_CHUNK:
+                return removed
