@@ -106,11 +106,51 @@ class SimCall:
         }
 
 
-@dataclass
-class _Replay:
-    fingerprint: str
+@dataclass(slots=True)
+class LoggedRequest:
+    """One provider API request as GET /_sim/requests shows it; formatted only when someone reads the log."""
+
+    id: int
     at: float
-    body: dict[str, Any]
+    method: str
+    path: str
+    headers: Mapping[str, str]  # as received: the service key is masked when shown
+    body: Any = None
+    status: int | None = None
+    code: str | None = None
+    message_id: str | None = None
+    raw: str | None = None  # the start of a body that is not JSON
+    delay: float | None = None
+    replayed: bool = False
+
+    def to_json(self, headers: dict[str, str]) -> dict[str, Any]:
+        """Return the log entry with the given (masked) headers; raw, delay, replayed only when set."""
+        entry: dict[str, Any] = {
+            "id": self.id,
+            "time": rules.stamp_offset(self.at),
+            "method": self.method,
+            "path": self.path,
+            "headers": headers,
+            "body": self.body,
+            "status": self.status,
+            "code": self.code,
+            "messageId": self.message_id,
+        }
+        if self.raw is not None:
+            entry["raw"] = self.raw
+        if self.delay is not None:
+            entry["delay"] = self.delay
+        if self.replayed:
+            entry["replayed"] = True
+        return entry
+
+
+@dataclass(slots=True)
+class _Replay:
+    path: str
+    body: dict[str, Any]  # the request's, compared only when its Idempotency-Key comes back
+    at: float
+    answer: dict[str, Any]
     message_id: str
 
 
@@ -130,6 +170,7 @@ class Simulator:
         callback_retry_delays: Sequence[float],
     ) -> None:
         self.service_key = service_key
+        self._service_key_bytes = service_key.encode()
         self.callback_auth = {k: dict(v) for k, v in callback_auth.items()}
         self.hub_secret = hub_secret
         self.callback_delay = callback_delay
@@ -144,7 +185,7 @@ class Simulator:
     def _clear(self) -> None:
         self.scripts: dict[str, NumberScript] = {}
         self.outage: Failure | None = None
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[LoggedRequest] = []
         self.calls: dict[str, SimCall] = {}
         self.callbacks: list[dict[str, Any]] = []
         self._replays: dict[str, _Replay] = {}
@@ -176,51 +217,45 @@ class Simulator:
 
     async def handle(self, request: web.Request, inner: Endpoint) -> web.Response:
         """Log the request, apply outage and authentication, run the endpoint, log the answer."""
-        entry: dict[str, Any] = {
-            "id": len(self.requests) + 1,
-            "time": rules.stamp_offset(self.clock()),
-            "method": request.method,
-            "path": request.path,
-            "headers": self._mask_request_headers(request.headers),
-            "body": None,
-            "status": None,
-            "code": None,
-            "messageId": None,
-        }
+        entry = LoggedRequest(len(self.requests) + 1, self.clock(), request.method, request.path, request.headers)
         self.requests.append(entry)
         try:
             self._check_outage()
             self._authenticate(request)
             response = await inner(request, entry)
         except ApiError as err:
-            entry["code"] = err.code
+            entry.code = err.code
             response = err.response()
-        entry["status"] = response.status
-        if entry.get("delay"):
-            await self.sleep(entry["delay"])
+        entry.status = response.status
+        if entry.delay:
+            await self.sleep(entry.delay)
         return response
 
-    async def post_messages(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+    def request_log(self) -> list[dict[str, Any]]:
+        """Return the body of GET /_sim/requests, the service key masked in every entry."""
+        return [entry.to_json(self._mask_request_headers(entry.headers)) for entry in self.requests]
+
+    async def post_messages(self, request: web.Request, entry: LoggedRequest) -> web.Response:
         """POST /v1/voice/messages: validate, accept, then send the delivery receipts."""
         body = await self._read_json(request, entry)
         script = self._script_for_request(body, entry)
         audio, fallbacks = rules.validate_message(body)
         return self._accept(request, entry, body, "message", script, audio, fallbacks)
 
-    async def post_calls(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+    async def post_calls(self, request: web.Request, entry: LoggedRequest) -> web.Response:
         """POST /v1/voice/calls: validate, accept, then drive the call through callback responses."""
         body = await self._read_json(request, entry)
         script = self._script_for_request(body, entry)
         rules.validate_call(body)
         return self._accept(request, entry, body, "interactive", script, None, [])
 
-    async def get_call(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+    async def get_call(self, request: web.Request, entry: LoggedRequest) -> web.Response:
         """GET /v1/voice/calls/{id}: the status shape of reference §6, or 404 with an empty body."""
         call = self.calls.get(request.match_info["id"])
         if call is None:
             return web.Response(status=404)
-        entry["messageId"] = call.message_id
-        entry["delay"] = self._script(call.dialed_number).delay
+        entry.message_id = call.message_id
+        entry.delay = self._script(call.dialed_number).delay
         return web.json_response(call.status_json())
 
     def _check_outage(self) -> None:
@@ -236,10 +271,10 @@ class Simulator:
         key = request.headers.get("Authorization")
         if not key:
             raise ApiError(403, "7002")
-        if not hmac.compare_digest(key.encode(), self.service_key.encode()):
+        if not hmac.compare_digest(key.encode(), self._service_key_bytes):
             raise ApiError(403, "7001")
 
-    async def _read_json(self, request: web.Request, entry: dict[str, Any]) -> dict[str, Any]:
+    async def _read_json(self, request: web.Request, entry: LoggedRequest) -> dict[str, Any]:
         if request.content_type != "application/json":
             raise ApiError(400, "7126")
         try:
@@ -249,17 +284,17 @@ class Simulator:
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            entry["raw"] = raw[:200].decode("utf-8", "replace")
+            entry.raw = raw[:200].decode("utf-8", "replace")
             raise ApiError(400, "7000") from None
-        entry["body"] = body
+        entry.body = body
         if not isinstance(body, dict):
             raise ApiError(400, "7000")
         return body
 
-    def _script_for_request(self, body: dict[str, Any], entry: dict[str, Any]) -> NumberScript:
+    def _script_for_request(self, body: dict[str, Any], entry: LoggedRequest) -> NumberScript:
         number = body.get("dialedNumber")
         script = self._script(number if isinstance(number, str) else "")
-        entry["delay"] = script.delay
+        entry.delay = script.delay
         if script.fail is not None:
             failure = script.fail
             failure.count = (failure.count or 1) - 1
@@ -274,7 +309,7 @@ class Simulator:
     def _accept(
         self,
         request: web.Request,
-        entry: dict[str, Any],
+        entry: LoggedRequest,
         body: dict[str, Any],
         mode: str,
         script: NumberScript,
@@ -284,9 +319,10 @@ class Simulator:
         headers = {"Request-Id": str(uuid.uuid4())}
         replay = self._replay(request, body)
         if replay is not None:
-            entry["messageId"], entry["replayed"] = replay.message_id, True
-            return web.json_response(replay.body, status=202, headers=headers)
+            entry.message_id, entry.replayed = replay.message_id, True
+            return web.json_response(replay.answer, status=202, headers=headers)
         now = self.clock()
+        stamp = rules.stamp_offset(now)
         call = SimCall(
             message_id=str(uuid.uuid4()),
             mode=mode,
@@ -302,11 +338,11 @@ class Simulator:
             detect_voicemail=body.get("detectVoiceMail") is True,
             audio=audio,
             fallbacks=fallbacks,
-            accepted_time=rules.stamp_offset(now),
-            status_time=rules.stamp_offset(now),
+            accepted_time=stamp,
+            status_time=stamp,
         )
         self.calls[call.message_id] = call
-        entry["messageId"] = call.message_id
+        entry.message_id = call.message_id
         if mode == "message":
             answer = {
                 "acceptedTime": call.accepted_time,
@@ -320,7 +356,7 @@ class Simulator:
             self.spawn(self._run_interactive_call(call))
         key = request.headers.get("Idempotency-Key")
         if key:
-            self._replays[key] = _Replay(self._fingerprint(request, body), now, answer, call.message_id)
+            self._replays[key] = _Replay(request.path, body, now, answer, call.message_id)
         return web.json_response(answer, status=202, headers=headers)
 
     def _replay(self, request: web.Request, body: dict[str, Any]) -> _Replay | None:
@@ -332,21 +368,16 @@ class Simulator:
         replay = self._replays.get(key)
         if replay is None or self.clock() - replay.at >= IDEMPOTENCY_WINDOW:
             return None
-        if replay.fingerprint != self._fingerprint(request, body):
+        if _canonical(replay.path, replay.body) != _canonical(request.path, body):
             raise rules.invalid("Idempotency-Key")
         return replay
-
-    @staticmethod
-    def _fingerprint(request: web.Request, body: dict[str, Any]) -> str:
-        canonical = json.dumps([request.path, body], sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def _mask_request_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         masked = dict(headers)
         for name in list(masked):
             if name.lower() == "authorization":
                 value = masked[name]
-                if hmac.compare_digest(value.encode(), self.service_key.encode()):
+                if hmac.compare_digest(value.encode(), self._service_key_bytes):
                     masked[name] = "<service-key>"
                 else:
                     scheme, sep, _ = value.partition(" ")
@@ -357,25 +388,31 @@ class Simulator:
 
     def _advance(self, call: SimCall, event: str, at: float) -> None:
         call.events.append(event)
-        status = rules.STATUS_AFTER.get(event)
-        stamp = rules.stamp_offset(at)
+        status = rules.STATUS_AFTER.get(event, call.status)
+        # Formatting the time is the dearest part of an event: do it only for a field that shows it.
+        stamp = rules.stamp_offset(at) if event in ("OFFERED", "ANSWERED") or status != call.status else None
         if event == "OFFERED":
             call.offered_time = stamp
         elif event == "ANSWERED":
             call.answered_time, call.answered_at = stamp, at
         elif event in ("DROPPED", "Released", "DISCONNECTED") and call.answered_at is not None:
             call.duration_seconds = max(0, round(at - call.answered_at))
-        if status is not None and status != call.status:
+        if status != call.status:
             call.status, call.status_time = status, stamp
 
     def _sends_callbacks(self, call: SimCall) -> bool:
         return call.callbacks and call.callback_url is not None
 
+    async def _pause(self, seconds: float) -> None:
+        # A zero delay needs no trip through the event loop: the flow's next step is due now.
+        if seconds > 0:
+            await self.sleep(seconds)
+
     async def _run_message_call(self, call: SimCall) -> None:
-        await self.sleep(self.callback_delay)
+        await self._pause(self.callback_delay)
         for i, group in enumerate(rules.SEQUENCES[call.outcome]):
             if i:
-                await self.sleep(self.step_delay)
+                await self._pause(self.step_delay)
             at = self.clock()
             for event in group:
                 self._advance(call, event[0], at)
@@ -387,9 +424,9 @@ class Simulator:
         call.done = True
 
     async def _run_interactive_call(self, call: SimCall) -> None:
-        await self.sleep(self.callback_delay)
+        await self._pause(self.callback_delay)
         self._advance(call, "OFFERED", self.clock())
-        await self.sleep(self.step_delay)
+        await self._pause(self.step_delay)
         if call.outcome in rules.NOT_ANSWERED:
             dropped_by, code, text = rules.NOT_ANSWERED[call.outcome]
             self._advance(call, "REJECTED", self.clock())
@@ -413,7 +450,7 @@ class Simulator:
             },
         )
         if action is not None and call.outcome == "voicemail" and call.detect_voicemail:
-            await self.sleep(self.step_delay)
+            await self._pause(self.step_delay)
             vm_action = await self._event(
                 call,
                 {
@@ -438,7 +475,7 @@ class Simulator:
                 call.actions[-1]["error"] = f"action {action['action']} is not simulated"
                 await self._end(call, "APPLICATION", {"code": "3000", "message": "Unsupported action"}, "FAILURE")
                 return
-            await self.sleep(self.step_delay)
+            await self._pause(self.step_delay)
             if call.outcome == "hangup_playing":
                 await self._end(call, "CALLEE", {"code": "2008", "message": "Call Dropped by Network/End user"})
                 return
@@ -576,6 +613,11 @@ class Simulator:
             return None, b""
 
 
+def _canonical(path: str, body: dict[str, Any]) -> str:
+    """Return the request's path and body as canonical JSON: equal for the same body in any key order."""
+    return json.dumps([path, body], sort_keys=True, separators=(",", ":"))
+
+
 def _default_code(status: int) -> str:
     if status in (401, 403):
         return "7001"
@@ -702,7 +744,7 @@ async def _delete_fail(request: web.Request) -> web.Response:
 
 
 async def _get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SIMULATOR].requests)
+    return web.json_response(request.app[SIMULATOR].request_log())
 
 
 async def _get_calls(request: web.Request) -> web.Response:
