@@ -7,8 +7,8 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,6 +30,9 @@ CALLBACK_TIMEOUT = 10.0
 CALLBACK_RETRY_DELAYS = (30.0, 60.0, 120.0)
 MAX_INTERACTIVE_STEPS = 10
 NO_INPUT_EVENTS = ("COLLECTED_DIGITS", "PLAYED")
+# The version (4) and variant (RFC 4122) bits of a random UUID, as uuid.UUID(version=4) sets them.
+UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
 
 Sleep = Callable[[float], Awaitable[Any]]
 Endpoint = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
@@ -66,9 +69,9 @@ class NumberScript:
     no_input_event: str = "COLLECTED_DIGITS"
 
 
-@dataclass
+@dataclass(slots=True)
 class SimCall:
-    """An accepted call and how far it got."""
+    """An accepted call and how far it got; its instants are clock readings, formatted only when shown."""
 
     message_id: str
     mode: str
@@ -85,15 +88,26 @@ class SimCall:
     audio: dict[str, Any] | None
     fallbacks: list[str]
     accepted_time: str
+    status_at: float
     status: str = "QUEUED"
-    status_time: str | None = None
-    offered_time: str | None = None
-    answered_time: str | None = None
+    offered_at: float | None = None
+    answered_at: float | None = None
     duration_seconds: int | None = None
     done: bool = False
     events: list[str] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
-    answered_at: float | None = None
+
+    @property
+    def status_time(self) -> str:
+        return rules.stamp_offset(self.status_at)
+
+    @property
+    def offered_time(self) -> str | None:
+        return None if self.offered_at is None else rules.stamp_offset(self.offered_at)
+
+    @property
+    def answered_time(self) -> str | None:
+        return None if self.answered_at is None else rules.stamp_offset(self.answered_at)
 
     def status_json(self) -> dict[str, Any]:
         """Return the body of GET /v1/voice/calls/{id} (reference §6)."""
@@ -103,6 +117,34 @@ class SimCall:
             "offeredTime": self.offered_time,
             "answeredTime": self.answered_time,
             "status": self.status,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the call as GET /_sim/calls shows it."""
+        return {
+            "message_id": self.message_id,
+            "mode": self.mode,
+            "caller_id": self.caller_id,
+            "dialed_number": self.dialed_number,
+            "correlation_id": self.correlation_id,
+            "callback_url": self.callback_url,
+            "callback_auth_id": self.callback_auth_id,
+            "outcome": self.outcome,
+            "digit": self.digit,
+            "callbacks": self.callbacks,
+            "no_input_event": self.no_input_event,
+            "detect_voicemail": self.detect_voicemail,
+            "audio": self.audio,
+            "fallbacks": self.fallbacks,
+            "accepted_time": self.accepted_time,
+            "status": self.status,
+            "status_time": self.status_time,
+            "offered_time": self.offered_time,
+            "answered_time": self.answered_time,
+            "duration_seconds": self.duration_seconds,
+            "done": self.done,
+            "events": self.events,
+            "actions": self.actions,
         }
 
 
@@ -179,6 +221,7 @@ class Simulator:
         self.clock = clock
         self.callback_retry_delays = tuple(callback_retry_delays)
         self.session: aiohttp.ClientSession | None = None
+        self._random = random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
         self._clear()
 
@@ -212,6 +255,13 @@ class Simulator:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def new_id(self) -> str:
+        """Return a random version-4 UUID as text, like str(uuid.uuid4())."""
+        # Every answer needs one or two: uuid4() costs a syscall and a dozen Python steps each, and a
+        # simulator's ids need to be unique, not unpredictable.
+        digits = f"{self._random.getrandbits(128) & UUID4_MASK | UUID4_BITS:032x}"
+        return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
     # --- the provider API -------------------------------------------------------------------------
 
@@ -316,15 +366,14 @@ class Simulator:
         audio: dict[str, Any] | None,
         fallbacks: list[str],
     ) -> web.Response:
-        headers = {"Request-Id": str(uuid.uuid4())}
+        headers = {"Request-Id": self.new_id()}
         replay = self._replay(request, body)
         if replay is not None:
             entry.message_id, entry.replayed = replay.message_id, True
             return web.json_response(replay.answer, status=202, headers=headers)
         now = self.clock()
-        stamp = rules.stamp_offset(now)
         call = SimCall(
-            message_id=str(uuid.uuid4()),
+            message_id=self.new_id(),
             mode=mode,
             caller_id=body["callerId"],
             dialed_number=body["dialedNumber"],
@@ -338,8 +387,8 @@ class Simulator:
             detect_voicemail=body.get("detectVoiceMail") is True,
             audio=audio,
             fallbacks=fallbacks,
-            accepted_time=stamp,
-            status_time=stamp,
+            accepted_time=rules.stamp_offset(now),
+            status_at=now,
         )
         self.calls[call.message_id] = call
         entry.message_id = call.message_id
@@ -349,7 +398,7 @@ class Simulator:
                 "messageId": call.message_id,
                 "correlationId": call.correlation_id,
             }
-            self.spawn(self._run_message_call(call))
+            self._start_message_call(call)
         else:
             # The 2021 SDKs saw this shape from /calls (reference §3).
             answer = {"sessionId": call.message_id, "status": "QUEUED"}
@@ -388,17 +437,15 @@ class Simulator:
 
     def _advance(self, call: SimCall, event: str, at: float) -> None:
         call.events.append(event)
-        status = rules.STATUS_AFTER.get(event, call.status)
-        # Formatting the time is the dearest part of an event: do it only for a field that shows it.
-        stamp = rules.stamp_offset(at) if event in ("OFFERED", "ANSWERED") or status != call.status else None
+        status = rules.STATUS_AFTER.get(event)
         if event == "OFFERED":
-            call.offered_time = stamp
+            call.offered_at = at
         elif event == "ANSWERED":
-            call.answered_time, call.answered_at = stamp, at
+            call.answered_at = at
         elif event in ("DROPPED", "Released", "DISCONNECTED") and call.answered_at is not None:
             call.duration_seconds = max(0, round(at - call.answered_at))
-        if status != call.status:
-            call.status, call.status_time = status, stamp
+        if status is not None and status != call.status:
+            call.status, call.status_at = status, at
 
     def _sends_callbacks(self, call: SimCall) -> bool:
         return call.callbacks and call.callback_url is not None
@@ -407,6 +454,17 @@ class Simulator:
         # A zero delay needs no trip through the event loop: the flow's next step is due now.
         if seconds > 0:
             await self.sleep(seconds)
+
+    def _start_message_call(self, call: SimCall) -> None:
+        if self._sends_callbacks(call) or self.callback_delay > 0 or self.step_delay > 0:
+            self.spawn(self._run_message_call(call))
+            return
+        # Nothing to wait for and no one to tell: the whole call happens now, without a task.
+        at = self.clock()
+        for group in rules.SEQUENCES[call.outcome]:
+            for event in group:
+                self._advance(call, event[0], at)
+        call.done = True
 
     async def _run_message_call(self, call: SimCall) -> None:
         await self._pause(self.callback_delay)
@@ -458,7 +516,7 @@ class Simulator:
                     "callerId": call.caller_id,
                     "dialedNumber": call.dialed_number,
                     "correlationId": call.correlation_id,
-                    "transactionId": str(uuid.uuid4()),
+                    "transactionId": self.new_id(),
                 },
                 optional=True,
             )
@@ -485,7 +543,7 @@ class Simulator:
         await self._end(call, "APPLICATION", {"code": "3000", "message": "Too many steps"}, "FAILURE")
 
     def _after_play(self, call: SimCall, action: dict[str, Any], pressed: bool) -> dict[str, Any]:
-        transaction = {"transactionId": str(uuid.uuid4())}
+        transaction = {"transactionId": self.new_id()}
         collect = rules.collect_spec(action)
         if collect is None:
             return {"event": "PLAYED", "status": "SUCCESS", "playedDuration": 1, **transaction}
@@ -749,7 +807,7 @@ async def _get_requests(request: web.Request) -> web.Response:
 
 async def _get_calls(request: web.Request) -> web.Response:
     calls = request.app[SIMULATOR].calls.values()
-    return web.json_response([{k: v for k, v in asdict(c).items() if k != "answered_at"} for c in calls])
+    return web.json_response([c.to_json() for c in calls])
 
 
 async def _get_callbacks(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -259,6 +260,8 @@ def receipt(
     return {"deliveryTransInfo": trans_info, "deliveryInfoNotification": notification}
 
 
+# Clients send the same callbackUrl with every request: parse each URL once.
+@functools.lru_cache(maxsize=256)
 def is_http_url(value: str) -> bool:
     """Return whether value is an absolute http(s) URL with a host."""
     try:
@@ -270,9 +273,11 @@ def is_http_url(value: str) -> bool:
 
 def is_ssml_document(text: str) -> bool:
     """Return whether text is well-formed XML whose root element is <speak>."""
-    upper = text.upper()
-    if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
-        return False
+    # Upper-casing maps no character to "<" or "!", so text without "<!" needs no closer look.
+    if "<!" in text:
+        upper = text.upper()
+        if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
+            return False
     try:
         # Safe: a document without DOCTYPE cannot declare entities, so nothing expands.
         root = _root_element(text)
