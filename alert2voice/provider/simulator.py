@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -920,7 +921,9 @@ def _settle_process() -> None:
     # room, so under load most requests mapped, shrank and unmapped their read buffer (one mmap, mremap
     # and munmap each in strace). Serve such blocks from the heap, and let its top stay that large
     # instead of being trimmed after every request.
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # a libc without mallopt: nothing to tune
         libc = ctypes.CDLL(None)
         libc.mallopt(M_MMAP_THRESHOLD, 4 * SOCKET_READ_BYTES)
         libc.mallopt(M_TRIM_THRESHOLD, 8 * SOCKET_READ_BYTES)
