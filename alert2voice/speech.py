@@ -37,6 +37,9 @@ Filters (plain strings in and out; escaping happens on output):
 - ``nourls``: leaves out http(s) URLs; ``speakable``: all of the above that suits free text
   (annotations): URLs left out, ``host:port``, IP addresses, percentages, numbers, Prometheus
   durations ("5m" -> "5 minutes") and spaced comparisons ("> 90" -> "above 90") spoken.
+- ``spoken``: ``alert.labels|spoken("cluster", "instance")`` -> "cluster prod eu 1, instance node1 port 9100": the
+  named labels that are set, in that order, each as its name and value (``instance`` as an address, the others as
+  ``words``); "" when none is set.
 """
 
 from __future__ import annotations
@@ -45,13 +48,13 @@ import functools
 import ipaddress
 import math
 import re
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from xml.parsers import expat
 
 import jinja2
 import jinja2.meta
@@ -63,12 +66,15 @@ from alert2voice.alertmanager import Alert, Payload
 SSML_NAMESPACE = "http://www.w3.org/2001/10/synthesis"
 # The Azure SSML elements Webex Connect documents for TTS (reference/webex-connect-voice-v1.md §2).
 ALLOWED_ELEMENTS = frozenset({"speak", "voice", "prosody", "break", "say-as", "sub", "emphasis", "lang", "p", "s"})
-_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+# Names as expat gives them with namespace processing (see _ssml_problem).
+_SSML_NAMES = frozenset(f"{SSML_NAMESPACE}}}{local}" for local in ALLOWED_ELEMENTS)
+_XML_LANG = "http://www.w3.org/XML/1998/namespace}lang"
 
 # Characters XML 1.0 forbids even when escaped; a label holding one would make the document unparseable.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 _SEVERITY_ORDER = ("critical", "page", "high", "error", "major", "warning", "medium", "minor", "low", "info")
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(_SEVERITY_ORDER)}
 
 # Length budget, tried in order once a single alert spoken is still too long: (annotation cut, label cut).
 # Labels are cut last and never below 16 characters, so a severity like "critical" stays whole.
@@ -186,8 +192,10 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 def words(value: object) -> str:
     """Identifiers as words: "HighCPUUsage" -> "High CPU Usage", "disk_full_root" -> "disk full root"."""
-    text = re.sub(r"[_-]+", " ", _text(value))
-    return " ".join(_CAMEL.sub(" ", text).split())
+    text = _text(value).replace("_", " ").replace("-", " ")
+    if not text.islower():  # a boundary needs a capital: most label values have none
+        text = _CAMEL.sub(" ", text)
+    return " ".join(text.split())
 
 
 _URL = re.compile(r"\s*https?://\S+", re.IGNORECASE)
@@ -202,7 +210,10 @@ def _drop_url(match: re.Match[str]) -> str:
 
 def nourls(value: object) -> str:
     """The text without its http(s) URLs, which nobody can follow on a phone call."""
-    return " ".join(_URL.sub(_drop_url, _text(value)).split())
+    text = _text(value)
+    if "://" in text:
+        text = _URL.sub(_drop_url, text)
+    return " ".join(text.split())
 
 
 _LARGE = ((1e12, "trillion"), (1e9, "billion"), (1e6, "million"))
@@ -250,12 +261,21 @@ def _speak_ipv4(match: re.Match[str]) -> str:
     return address.replace(".", " dot ")
 
 
+def _is_ipv6(text: str) -> bool:
+    # Every IPv6 address has colons: host names and IPv4 addresses skip the failed parse (an exception, slow).
+    if ":" not in text:
+        return False
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def ip(value: object) -> str:
     """IP addresses spoken: "10.0.0.1" -> "10 dot 0 dot 0 dot 1", "::1" -> "double colon 1"."""
     text = _text(value)
-    try:
-        ipaddress.IPv6Address(text.strip())
-    except ValueError:
+    if not _is_ipv6(text.strip()):
         return _IPV4.sub(_speak_ipv4, text)
     spoken = text.strip().replace("::", " double colon ").replace(":", " colon ")
     return " ".join(spoken.split())
@@ -283,13 +303,14 @@ def instance(value: object) -> str:
     return ip(text[1:-1] if text.startswith("[") and text.endswith("]") else text)
 
 
+_LETTER = re.compile("[A-Za-z]")
 _HOST_PORT_IN_TEXT = re.compile(r"(?<![\w.:\[\]-])(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][\w.-]*):([0-9]{1,5})(?![\w:])")
 
 
 def _host_port_match(match: re.Match[str]) -> str:
     host, port = match.groups()
     # "ratio 3:1" or a clock time is not an address: a host has a letter, brackets, or is an IPv4 address.
-    if host.startswith("[") or _IPV4.fullmatch(host) or re.search(r"[A-Za-z]", host):
+    if host.startswith("[") or _IPV4.fullmatch(host) or _LETTER.search(host):
         return _speak_host_port(host, port)
     return match.group(0)
 
@@ -304,6 +325,7 @@ _UNITS = {
     "y": "year",
 }
 _PROMETHEUS_DURATION = re.compile(r"(?<![\w.])((?:[0-9]+(?:ms|[smhdwy]))+)(?!\w)")
+_DURATION_PART = re.compile("([0-9]+)(ms|[smhdwy])")
 _OPERATORS = {
     ">=": "at least",
     "<=": "at most",
@@ -313,21 +335,29 @@ _OPERATORS = {
     "!=": "not equal to",
 }
 _SPACED_OPERATOR = re.compile(r"(?<=\s)(>=|<=|==|!=|>|<)(?=\s)")
+_DIGIT = re.compile("[0-9]")
 
 
 def _duration_match(match: re.Match[str]) -> str:
-    parts = re.findall(r"([0-9]+)(ms|[smhdwy])", match.group(1))
+    parts = _DURATION_PART.findall(match.group(1))
     return " ".join(_amount(int(count), _UNITS[unit]) for count, unit in parts)
 
 
 def speakable(value: object) -> str:
     """Free text (an annotation) made speakable: URLs left out; addresses, numbers, durations spoken."""
     text = nourls(value)
-    text = _PROMETHEUS_DURATION.sub(_duration_match, text)
-    text = _SPACED_OPERATOR.sub(lambda m: _OPERATORS[m.group(1)], text)
-    text = number(text)
-    text = _HOST_PORT_IN_TEXT.sub(_host_port_match, text)
-    text = _IPV4.sub(_speak_ipv4, text)
+    # Every pass scans the whole text: one runs only when the text has a character it needs (no pass adds digits).
+    digits = _DIGIT.search(text) is not None
+    if digits:
+        text = _PROMETHEUS_DURATION.sub(_duration_match, text)
+    if "<" in text or ">" in text or "=" in text:
+        text = _SPACED_OPERATOR.sub(lambda m: _OPERATORS[m.group(1)], text)
+    if digits:
+        text = number(text)
+        if ":" in text:
+            text = _HOST_PORT_IN_TEXT.sub(_host_port_match, text)
+        if "." in text:
+            text = _IPV4.sub(_speak_ipv4, text)
     # The template ends the sentence itself.
     return " ".join(text.split()).rstrip(".,;: ")
 
@@ -349,15 +379,30 @@ def _remembered(filter_: Callable[[object], str]) -> Callable[[object], str]:
     return apply
 
 
+_words = _remembered(words)
+_instance = _remembered(instance)
+
+
+def spoken(labels: Mapping[str, str], *names: str) -> str:
+    """Labels spoken, the named ones that are set, in order: "cluster prod eu 1, instance node1 port 9100"."""
+    # The instance label is an address; any other value is read as words.
+    return ", ".join(
+        f"{name} {_instance(labels[name]) if name == 'instance' else _words(labels[name])}"
+        for name in names
+        if labels.get(name)
+    )
+
+
 FILTERS: dict[str, Callable[..., str]] = {
     "since": _since_filter,
     "duration": duration,
-    "words": _remembered(words),
+    "words": _words,
     "number": _remembered(number),
-    "instance": _remembered(instance),
+    "instance": _instance,
     "ip": _remembered(ip),
     "nourls": _remembered(nourls),
     "speakable": _remembered(speakable),
+    "spoken": spoken,
 }
 
 
@@ -366,6 +411,9 @@ FILTERS: dict[str, Callable[..., str]] = {
 
 
 def _finalize(value: object) -> str:
+    text = value if type(value) in (str, Markup) else _text(value)
+    if text.isascii() and text.isprintable():  # most values: printable ASCII has nothing XML forbids
+        return text
     text = _XML_INVALID.sub("", _text(value))
     # Markup stays Markup (a macro's output, already escaped): only the forbidden characters went.
     return Markup(text) if isinstance(value, Markup) else text  # noqa: S704
@@ -376,6 +424,9 @@ def _cut(text: str, limit: int | None) -> str:
 
 
 def _cut_all(values: Mapping[str, str], limit: int | None) -> dict[str, str]:
+    # A copy even uncut: a template may change the dict it is given, never the payload's.
+    if limit is None:
+        return dict(values)
     return {key: _cut(value, limit) for key, value in values.items()}
 
 
@@ -393,9 +444,9 @@ def _view(alert: Alert, annotation_cut: int | None, label_cut: int | None) -> Al
 
 def _most_severe(severities: Sequence[str]) -> str:
     present = [s for s in severities if s]
-    known = [s for s in present if s.lower() in _SEVERITY_ORDER]
+    known = [s for s in present if s.lower() in _SEVERITY_RANK]
     if known:
-        return min(known, key=lambda s: _SEVERITY_ORDER.index(s.lower()))
+        return min(known, key=lambda s: _SEVERITY_RANK[s.lower()])
     return present[0] if present else ""
 
 
@@ -427,25 +478,47 @@ def _variables(ctx: SpeechContext, spoken: int, annotation_cut: int | None, labe
     }
 
 
+def _is_normal(text: str) -> bool:
+    """Whether _normalise would leave the text as it is: single spaces between words, no empty lines."""
+    if text.startswith((" ", "\n")) or text.endswith((" ", "\n")):
+        return False
+    if "  " in text or " \n" in text or "\n " in text or "\n\n" in text:
+        return False
+    # Whitespace other than a space or a newline is never printable.
+    return text.replace("\n", " ").isprintable()
+
+
 def _normalise(text: str) -> str:
-    lines = (" ".join(line.split()) for line in text.split("\n"))
-    return "\n".join(line for line in lines if line)
+    if _is_normal(text):  # what the built-in templates render: nothing to split and join again
+        return text
+    # Each line with its whitespace collapsed, empty lines left out.
+    return "\n".join(filter(None, map(" ".join, map(str.split, text.split("\n")))))
 
 
 def _ssml_problem(document: str) -> str | None:
     # Only our own output is parsed, and a DOCTYPE (the way to declare entities) is refused first.
     if "<!DOCTYPE" in document or "<!ENTITY" in document:
         return "DOCTYPE and entity declarations are not allowed"
+    # Expat driven as ElementTree drives it (the same calls, so the same errors), without building a tree.
+    # Expat names an element "namespace}local" (ElementTree: "{namespace}local"); setdefault records each name
+    # once, in document order, with the attributes of its first element: the root's, for the root.
+    elements: dict[str, dict[str, str]] = {}
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.StartElementHandler = elements.setdefault
     try:
-        root = ET.fromstring(document)  # noqa: S314
-    except ET.ParseError as exc:
+        parser.Parse(document, False)
+        parser.Parse("", True)
+    except expat.ExpatError as exc:
         return f"output is not well-formed SSML ({exc})"
-    if root.tag != f"{{{SSML_NAMESPACE}}}speak":
+    root, attributes = next(iter(elements.items()))
+    if root != f"{SSML_NAMESPACE}}}speak":
         return f'the document must be one <speak version="1.0" xmlns="{SSML_NAMESPACE}" xml:lang="...">'
-    if root.get("version") != "1.0" or not root.get(_XML_LANG):
+    if attributes.get("version") != "1.0" or not attributes.get(_XML_LANG):
         return '<speak> needs version="1.0" and xml:lang'
-    for element in root.iter():
-        namespace, _, local = element.tag.rpartition("}")
+    for name in elements:
+        if name in _SSML_NAMES:  # the common case, first: what the test below allows anyway
+            continue
+        namespace, _, local = name.rpartition("}")
         if namespace.lstrip("{") != SSML_NAMESPACE or local not in ALLOWED_ELEMENTS:
             allowed = ", ".join(sorted(ALLOWED_ELEMENTS))
             return f"element <{local}> is not allowed in SSML for Webex Connect (allowed: {allowed})"
@@ -475,6 +548,11 @@ class _Sandbox(SandboxedEnvironment):
             return getattr(obj, attribute)  # loop.index, loop.first...: public, as the sandbox would allow
         return super().getattr(obj, attribute)
 
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        # A template's globals as a dict rather than Jinja's ChainMap over the environment's: every render copies
+        # them, and copying a ChainMap runs in Python (a tenth of a short render). Nothing changes globals later.
+        return {**self.globals, **(d or {})}
+
 
 class Speech:
     """Renders the text of calls from templates: user templates first, built-in ones otherwise."""
@@ -496,6 +574,8 @@ class Speech:
             "TEXT": self._environment(self._loader, False),
         }
         self._uses: dict[tuple[str, str], bool] = {}
+        # Compiled once: Jinja's own cache is an LRU behind a lock, looked up on every render.
+        self._templates: dict[tuple[str, str], jinja2.Template] = {}
 
     @staticmethod
     def _environment(loader: jinja2.BaseLoader, autoescape: bool) -> jinja2.Environment:
@@ -574,10 +654,14 @@ class Speech:
             yield 1, annotation_cut, label_cut
 
     def _template(self, name: str, text_format: str) -> jinja2.Template:
-        try:
-            return self._environments[text_format].get_template(name)
-        except Exception as exc:
-            raise self._located(exc, name) from exc
+        template = self._templates.get((name, text_format))
+        if template is None:
+            try:
+                template = self._environments[text_format].get_template(name)
+            except Exception as exc:
+                raise self._located(exc, name) from exc
+            self._templates[name, text_format] = template
+        return template
 
     def _located(self, exc: Exception, name: str) -> TemplateError:
         if isinstance(exc, jinja2.TemplateSyntaxError):

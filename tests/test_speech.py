@@ -27,6 +27,7 @@ from alert2voice.speech import (
     speakable,
     words,
 )
+from alert2voice.speech import spoken as spoken_labels
 
 NOW = datetime(2026, 11, 26, 14, 35, 42, tzinfo=UTC)
 SSML = "{http://www.w3.org/2001/10/synthesis}"
@@ -280,6 +281,7 @@ def test_filters_return_plain_strings_so_label_text_stays_escaped(tmp_path: Path
     assert spoken(document) == "a<b & \"c\" 'd' > ü"
     for spoken_filter in (words, number, instance, ip, nourls, speakable, duration):
         assert type(spoken_filter(Markup("<b>1</b>"))) is str
+    assert type(spoken_labels({"job": Markup("<b>1</b>")}, "job")) is str
 
 
 # --- how many alerts are spoken -------------------------------------------------------------------
@@ -318,6 +320,30 @@ def test_builtin_says_and_n_more(alert_count: int, truncated: int, sentence: str
         assert sentence in heard
     else:
         assert " more alert" not in heard
+
+
+@pytest.mark.parametrize(
+    ("names", "headline"),
+    [
+        (["HighCPU"], "2 alerts firing: High CPU, warning."),
+        (["HighCPU", "DiskFull"], "2 alerts firing: High CPU and Disk Full, warning."),
+        (["HighCPU", "DiskFull", "NodeDown"], "3 alerts firing: High CPU, Disk Full and others, warning."),
+    ],
+)
+def test_builtin_headline_names_what_fires(names: list[str], headline: str) -> None:
+    alerts = [make_alert(i, alertname=name) for i, name in enumerate(names)]
+    alerts += [make_alert(9, alertname=names[0])] * (len(names) == 1)
+    heard = spoken(Speech(None).render("firing.ssml.j2", context(make_payload(alerts))))
+    assert heard.startswith(headline)
+    assert heard.endswith(f"Again: {headline}")
+    resolved = spoken(Speech(None).render("resolved.ssml.j2", context(make_payload(alerts), "firing")))
+    assert resolved.startswith(f"Resolved: {headline.split(': ', 1)[1].removesuffix(', warning.')}, ")
+
+
+def test_a_group_without_names_is_named_by_its_receiver() -> None:
+    alert = make_alert(1, alertname="")
+    ctx = SpeechContext(make_payload([alert, alert]), [alert, alert], "r", "alice", NOW)
+    assert spoken(Speech(None).render("firing.ssml.j2", ctx)).startswith("2 alerts firing: voice, warning.")
 
 
 def test_critical_severity_is_emphasised_only_when_critical() -> None:
@@ -732,3 +758,37 @@ def test_nourls(value: str, expected: str) -> None:
 )
 def test_speakable(value: str, expected: str) -> None:
     assert speakable(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("labels", "names", "expected"),
+    [
+        ({"instance": "node1:9100", "cluster": "prod-eu-1"}, ("cluster", "instance"), "cluster prod eu 1, instance node1 port 9100"),
+        ({"instance": "node1:9100", "cluster": "prod-eu-1"}, ("instance", "cluster"), "instance node1 port 9100, cluster prod eu 1"),
+        ({"job": "kube_state_metrics", "pod": ""}, ("pod", "job", "namespace"), "job kube state metrics"),
+        ({"alertname": "HighCPU"}, ("cluster", "job"), ""),
+        ({"instance": "10.0.0.1"}, ("instance",), "instance 10 dot 0 dot 0 dot 1"),
+        ({"job": "___"}, ("job",), "job "),
+    ],
+)
+def test_spoken(labels: dict[str, str], names: tuple[str, ...], expected: str) -> None:
+    assert spoken_labels(labels, *names) == expected
+
+
+def test_spoken_labels_are_escaped(tmp_path: Path) -> None:
+    write(tmp_path, "w.ssml.j2", SPEAK + '<s>{{ alerts[0].labels|spoken("team", "job") }}</s></speak>')
+    document = Speech(tmp_path).render("w.ssml.j2", context(load("prometheus_firing_FlipTargetDown.json")))
+    assert "&lt;" in document
+    assert spoken(document).startswith("team a<b & \"c\" 'd' > ü")
+
+
+def _normalise_reference(text: str) -> str:
+    lines = (" ".join(line.split()) for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.sampled_from(["a", "<s>", " ", "\n", "\t", "\r", "\x0b", "\x1c", "\x85", "\xa0", "\u2028", "ü"])).map("".join))
+def test_normalise_collapses_whitespace_line_by_line(text: str) -> None:
+    # _normalise returns text it finds already normal as it is: the shortcut must agree with the full work.
+    assert speech_module._normalise(text) == _normalise_reference(text)
