@@ -187,6 +187,11 @@ VALIDATION: dict[str, tuple[dict[str, Any] | None, Any, tuple[int, str, str]]] =
     "ssml-malformed": (None, message(audio=tts(text="<speak>Disk <b>full</speak>")), invalid("audio.text")),
     "ssml-plain-text": (None, message(audio=tts(text="Disk full")), invalid("audio.text")),
     "ssml-doctype": (None, message(audio=tts(text=DOCTYPE)), invalid("audio.text")),
+    "ssml-doctype-lowercase": (None, message(audio=tts(text="<!doctype speak><speak/>")), invalid("audio.text")),
+    "ssml-undefined-entity": (None, message(audio=tts(text="<speak>&nbsp;</speak>")), invalid("audio.text")),
+    "ssml-unbound-prefix": (None, message(audio=tts(text="<speak><x:b/></speak>")), invalid("audio.text")),
+    "ssml-two-roots": (None, message(audio=tts(text="<speak/><speak/>")), invalid("audio.text")),
+    "ssml-speak-inside": (None, message(audio=tts(text="<p><speak/></p>")), invalid("audio.text")),
 }
 
 
@@ -210,11 +215,12 @@ async def test_validation_errors(sim, headers, body, expected):
         tts(textFormat="TEXT", text="a" * 2000),
         tts(text="<speak>" + "a" * 5985 + "</speak>"),
         tts(text="<speak>Disk &amp; &lt;full&gt;</speak>"),
+        tts(text='<?xml version="1.0"?><!-- page --><s:speak xmlns:s="http://www.w3.org/2001/10/synthesis"/>'),
         {"type": "TTS", "text": "Disk full"},
         {"type": "URL", "location": "https://example.com/major-incident.wav"},
         {"type": "MEDIA", "mediaId": "m-42"},
     ],
-    ids=["ssml", "text-2000", "ssml-6000", "ssml-escaped", "tts-defaults", "url", "media"],
+    ids=["ssml", "text-2000", "ssml-6000", "ssml-escaped", "ssml-prolog-prefixed", "tts-defaults", "url", "media"],
 )
 async def test_valid_requests_are_accepted(sim, audio):
     resp = await post(sim, message(audio=audio))
@@ -267,6 +273,24 @@ async def test_same_idempotency_key_and_body_replays_the_original_call(sim):
     assert len(await admin(sim, "GET", "/_sim/calls")) == 1
     log = await admin(sim, "GET", "/_sim/requests")
     assert log[1]["replayed"] is True and log[1]["messageId"] == first["messageId"]
+
+
+async def test_same_idempotency_key_and_body_in_another_key_order_replays(sim):
+    headers = {**AUTH, "Idempotency-Key": "p-3f2a-1"}
+    first = await (await post(sim, message(), headers)).json()
+    reordered = json.dumps(dict(reversed(message().items())), indent=2)
+    again = await post(sim, reordered, headers)
+    assert again.status == 202
+    assert await again.json() == first
+
+
+async def test_same_idempotency_key_on_another_path_is_refused(sim):
+    headers = {**AUTH, "Idempotency-Key": "p-3f2a-1"}
+    body = message(callbackUrl="http://127.0.0.1:1/cb")
+    assert (await post(sim, body, headers)).status == 202
+    resp = await post(sim, body, headers, path="/v1/voice/calls")
+    assert resp.status == 400
+    assert await resp.json() == {"code": "7004", "message": "Invalid parameter -  : Idempotency-Key"}
 
 
 async def test_same_idempotency_key_with_another_body_is_refused(sim):
@@ -393,7 +417,19 @@ async def test_callbacks_false_sends_nothing_but_the_call_completes(sim, receive
     await sim.app[SIMULATOR].idle()
     assert receiver.received == []
     resp = await sim.get(f"/v1/voice/calls/{message_id}", headers={"Authorization": KEY})
-    assert (await resp.json())["status"] == "ANSWERED"
+    stamp = "2026-01-01T00:00:00.000+00:00"
+    assert await resp.json() == {
+        "durationSeconds": 0, "statusTime": stamp, "offeredTime": stamp, "answeredTime": stamp, "status": "ANSWERED"
+    }  # fmt: skip
+    [call] = await admin(sim, "GET", "/_sim/calls")
+    assert call == {
+        "message_id": message_id, "mode": "message", "caller_id": "+15550001234", "dialed_number": NUMBER,
+        "correlation_id": "p-3f2a-1", "callback_url": receiver.url, "callback_auth_id": None, "outcome": "answer",
+        "digit": "1", "callbacks": False, "no_input_event": "COLLECTED_DIGITS", "detect_voicemail": False,
+        "audio": tts(), "fallbacks": [], "accepted_time": stamp, "status": "ANSWERED", "status_time": stamp,
+        "offered_time": stamp, "answered_time": stamp, "duration_seconds": 0, "done": True,
+        "events": ["OFFERED", "ACCEPTED", "ANSWERED", "DROPPED", "Released"], "actions": [],
+    }  # fmt: skip
 
 
 async def test_failed_receipts_are_retried_but_not_after_a_4xx(aiohttp_client, receiver):

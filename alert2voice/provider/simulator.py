@@ -42,7 +42,6 @@ UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
 UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
 
 Sleep = Callable[[float], Awaitable[Any]]
-Endpoint = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
 
 
 @dataclass
@@ -93,7 +92,7 @@ class SimCall:
     no_input_event: str
     detect_voicemail: bool
     audio: dict[str, Any] | None
-    fallbacks: list[str]
+    fallbacks: tuple[str, ...]
     accepted_time: str
     status_at: float
     status: str = "QUEUED"
@@ -106,14 +105,17 @@ class SimCall:
 
     @property
     def status_time(self) -> str:
+        """When the status last changed, as the API formats times."""
         return rules.stamp_offset(self.status_at)
 
     @property
     def offered_time(self) -> str | None:
+        """When the call was offered, as the API formats times; None before."""
         return None if self.offered_at is None else rules.stamp_offset(self.offered_at)
 
     @property
     def answered_time(self) -> str | None:
+        """When the call was answered, as the API formats times; None before or never."""
         return None if self.answered_at is None else rules.stamp_offset(self.answered_at)
 
     def status_json(self) -> dict[str, Any]:
@@ -163,7 +165,7 @@ class LoggedRequest:
     at: float
     method: str
     path: str
-    headers: Mapping[str, str]  # as received: the service key is masked when shown
+    headers: dict[str, str]  # as received: the service key is masked when shown
     body: Any = None
     status: int | None = None
     code: str | None = None
@@ -192,6 +194,9 @@ class LoggedRequest:
         if self.replayed:
             entry["replayed"] = True
         return entry
+
+
+Endpoint = Callable[[web.Request, LoggedRequest], Awaitable[web.Response]]
 
 
 @dataclass(slots=True)
@@ -274,7 +279,9 @@ class Simulator:
 
     async def handle(self, request: web.Request, inner: Endpoint) -> web.Response:
         """Log the request, apply outage and authentication, run the endpoint, log the answer."""
-        entry = LoggedRequest(len(self.requests) + 1, self.clock(), request.method, request.path, request.headers)
+        # A plain dict of strings is never tracked by the garbage collector, unlike the request's multidict.
+        headers = dict(request.headers)
+        entry = LoggedRequest(len(self.requests) + 1, self.clock(), request.method, request.path, headers)
         self.requests.append(entry)
         try:
             self._check_outage()
@@ -304,7 +311,7 @@ class Simulator:
         body = await self._read_json(request, entry)
         script = self._script_for_request(body, entry)
         rules.validate_call(body)
-        return self._accept(request, entry, body, "interactive", script, None, [])
+        return self._accept(request, entry, body, "interactive", script, None, ())
 
     async def get_call(self, request: web.Request, entry: LoggedRequest) -> web.Response:
         """GET /v1/voice/calls/{id}: the status shape of reference §6, or 404 with an empty body."""
@@ -371,7 +378,7 @@ class Simulator:
         mode: str,
         script: NumberScript,
         audio: dict[str, Any] | None,
-        fallbacks: list[str],
+        fallbacks: tuple[str, ...],
     ) -> web.Response:
         headers = {"Request-Id": self.new_id()}
         replay = self._replay(request, body)

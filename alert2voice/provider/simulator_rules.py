@@ -129,7 +129,7 @@ def invalid(name: str) -> ApiError:
     return ApiError(400, "7004", f"Invalid parameter -  : {name}")
 
 
-def validate_message(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def validate_message(body: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Validate a POST /messages body; return the effective audio and the TTS fields that fell back."""
     for name in ("callerId", "dialedNumber", "audio"):
         if _absent(body.get(name)):
@@ -159,7 +159,7 @@ def validate_call(body: dict[str, Any]) -> None:
     _check_optional(body)
 
 
-def validate_audio(audio: dict[str, Any], prefix: str) -> tuple[dict[str, Any], list[str]]:
+def validate_audio(audio: dict[str, Any], prefix: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Validate one audio object; return it with fallbacks applied and the names of fields that fell back."""
     kind = audio.get("type")
     if _absent(kind):
@@ -170,9 +170,9 @@ def validate_audio(audio: dict[str, Any], prefix: str) -> tuple[dict[str, Any], 
         location = _string(audio, "location", prefix)
         if not is_http_url(location):
             raise invalid(f"{prefix}.location")
-        return {"type": "URL", "location": location}, []
+        return {"type": "URL", "location": location}, ()
     if kind == "MEDIA":
-        return {"type": "MEDIA", "mediaId": _string(audio, "mediaId", prefix)}, []
+        return {"type": "MEDIA", "mediaId": _string(audio, "mediaId", prefix)}, ()
     text = _string(audio, "text", prefix)
     text_format = audio.get("textFormat", "TEXT")
     if not isinstance(text_format, str) or text_format not in TEXT_LIMITS:
@@ -190,7 +190,8 @@ def validate_audio(audio: dict[str, Any], prefix: str) -> tuple[dict[str, Any], 
             value = default
         effective[name] = value
     effective.update(textFormat=text_format, text=text)
-    return effective, fallbacks
+    # A tuple: calls keep it, and the usual empty one is shared.
+    return effective, tuple(fallbacks)
 
 
 def validate_action(status: int, raw: bytes) -> dict[str, Any]:
