@@ -288,11 +288,15 @@ async def handle_alerts(request: web.Request) -> web.Response:
     if rt.dispatcher is not None and any(e["result"] in ("called", "quiet_hours", "resolved")
                                          for e in summary["pages"]):
         rt.dispatcher.poke()  # only new work wakes the dispatcher; a duplicate costs it nothing
-    # The one info line per webhook; it names every page it touched (key, route, result).
-    log.info("webhook accepted", extra={"group_key": parsed.groupKey, "receiver": parsed.receiver,
-                                        "firing": firing, "resolved": len(parsed.alerts) - firing,
-                                        "pages": [{k: e[k] for k in ("route", "page_key", "result")}
-                                                  for e in summary["pages"]]})
+    # One line per webhook, naming every page it touched (key, route, result): at info when it changed
+    # something, at debug when it changed nothing. Alertmanager resends every group each repeat_interval
+    # (twice with an HA pair); those resends are counted in alert2voice_pages_total{result="duplicate"}.
+    level = logging.INFO if any(e["result"] != "duplicate" for e in summary["pages"]) else logging.DEBUG
+    if log.isEnabledFor(level):
+        log.log(level, "webhook accepted", extra={
+            "group_key": parsed.groupKey, "receiver": parsed.receiver, "firing": firing,
+            "resolved": len(parsed.alerts) - firing,
+            "pages": [{k: e[k] for k in ("route", "page_key", "result")} for e in summary["pages"]]})
     return web.json_response(summary)
 
 

@@ -169,6 +169,25 @@ async def test_one_call_per_page_and_duplicates_suppressed(client, env):
     assert metric(env, "alert2voice_pages_total", route="payments", result="duplicate") == 2
 
 
+async def test_webhook_line_is_info_when_it_changed_something_and_debug_for_pure_resends(client, env, caplog):
+    caplog.set_level(logging.DEBUG, logger="alert2voice.app")
+    body = payload(alert(PAYMENTS, summary="CPU high on node1"))
+
+    def lines() -> list[tuple[int, list[str]]]:
+        out = [(r.levelno, [p["result"] for p in r.pages]) for r in caplog.records
+               if r.name == "alert2voice.app" and r.getMessage() == "webhook accepted"]
+        caplog.clear()
+        return out
+
+    assert (await post(client, body)).status == 200
+    assert lines() == [(logging.INFO, ["called"])]
+    assert (await post(client, body)).status == 200  # Alertmanager's resend: nothing changed
+    assert lines() == [(logging.DEBUG, ["duplicate"])]
+    resolved = payload(alert(PAYMENTS, summary="CPU high on node1", status="resolved"))
+    assert (await post(client, resolved)).status == 200  # resolving the page is a change again
+    assert lines() == [(logging.INFO, ["resolved"])]
+
+
 async def test_a_resent_body_is_planned_once_and_still_follows_the_store(client, env, monkeypatch):
     import alert2voice.app as app_module
 
