@@ -93,7 +93,9 @@ class Runtime:
 
 
 def make_speech(config: Config) -> Speech:
-    """The SSML renderer the config describes."""
+    """The SSML renderer the config describes: the one that checked its templates when there is one."""
+    if isinstance(config._speech, Speech):
+        return config._speech
     return Speech(config.templates.directory, max_alerts_spoken=config.speech.max_alerts_spoken,
                   max_chars=config.speech.max_chars)
 

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -513,6 +514,9 @@ class Config(_Model):
     routes: list[RouteConfig] = Field(default_factory=list)
     throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
     acknowledgement: AcknowledgementConfig = Field(default_factory=AcknowledgementConfig)
+    # The renderer that checked this config's templates (parse_config): serving with it speaks exactly
+    # what was checked, and the first call does not compile them again.
+    _speech: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -713,6 +717,7 @@ def _template_problems(config: Config, file: str, lines: dict[tuple[Any, ...], i
             else:
                 checked[name] = speech.check(name, now)
         problems += [Problem(file, _line_for(lines, path), ".".join(map(str, path)), m) for m in checked[name]]
+    config._speech = speech
     return problems
 
 
