@@ -1,7 +1,7 @@
 """Configuration: the example loads, defaults, and every problem named by file, line and key path."""
 
 import textwrap
-from datetime import time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -340,6 +340,30 @@ def test_template_with_undefined_variable_is_a_problem_at_the_route(tmp_path):
     assert "bad.ssml.j2:3" in problem.message  # the template file and its line
     assert "nope" in problem.message
     assert problem.file == str(path)
+
+
+def test_the_app_speaks_with_the_renderer_that_checked_the_templates(tmp_path):
+    from alert2voice.app import make_speech
+    from alert2voice.speech import sample_contexts
+
+    template = tmp_path / "etc" / "tpl" / "mine.ssml.j2"
+    write(template, f"{SPEAK}<s>checked {{{{ alerts|length }}}}</s></speak>")
+    path = _template_config(tmp_path, """\
+        routes:
+          - name: r
+            template: mine.ssml.j2
+        """)
+    config = load_config(path, env={})
+    speech = make_speech(config)
+    assert make_speech(config) is speech
+    ctx = sample_contexts(datetime.now(UTC))[0]
+    # Compiled when checked: a later change to the file is not spoken until a reload checks it.
+    write(template, f"{SPEAK}<s>changed {{{{ nope }}}}</s></speak>")
+    assert "checked 4" in speech.render("mine.ssml.j2", ctx)
+    with pytest.raises(ConfigError):
+        load_config(path, env={})  # the reload that would check the broken change refuses it
+    write(template, f"{SPEAK}<s>changed</s></speak>")
+    assert "changed" in make_speech(load_config(path, env={})).render("mine.ssml.j2", ctx)
 
 
 def test_missing_template_is_a_problem_at_the_route(tmp_path):
