@@ -467,30 +467,38 @@ async def test_a_deleted_database_file_is_not_written_to(sqlite_store):
     assert stat.S_IMODE(os.stat(sqlite_store.path).st_mode) == 0o600
 
 
-async def test_commits_leave_checkpoints_to_the_checkpointer(sqlite_store):
-    # Commits never copy the WAL into the database (no autocheckpoint); the checkpointer thread's
-    # PASSIVE checkpoint does, on its own connection, beside the writer.
-    from alert2voice.store.sqlite import checkpoint
+def _wal_size(store: SQLiteStore) -> int:
+    return Path(f"{store.path}-wal").stat().st_size
 
-    for i in range(20):
-        await sqlite_store.put(make_page(f"p{i}", due_at=T0))
-    conn = sqlite_store._checkpoint_connection()
+
+async def _wal_after(store: SQLiteStore, prefix: str, pages: int = 40) -> int:
+    for i in range(pages):
+        await store.put(make_page(f"{prefix}{i}", due_at=T0))
+    return _wal_size(store)
+
+
+@pytest.mark.parametrize("advance, starts_over", [
+    (0.0, False),  # within CHECKPOINT_IDLE of the last checkpoint: none yet, the WAL grows on
+    (0.3, True),   # idle past CHECKPOINT_IDLE: the writer checkpoints after its next commit
+    (1.0, True),   # past CHECKPOINT_EVERY: checkpointed even though writes never paused
+])
+async def test_the_writer_checkpoints_and_the_wal_starts_over(tmp_path, advance, starts_over):
+    # Commits never copy the WAL into the database themselves (no autocheckpoint). The writer does, on
+    # its own connection between two transactions, so the next one starts the WAL over from the
+    # beginning and the file stops growing.
+    now = [100.0]
+    store = SQLiteStore(tmp_path / "a2v.db", monotonic=lambda: now[0])
+    await store.open()
     try:
-        frames, copied = checkpoint(conn)
-        assert frames > 0 and copied == frames  # all of it was still in the WAL, and is now copied
-        await sqlite_store.put(make_page("later", due_at=T0))
-        assert keys(await sqlite_store.take_due(T0, 100, LEASE))[-1] == "later"  # the writer went on
+        first = await _wal_after(store, "a")
+        now[0] += advance
+        await store.put(make_page("tick", due_at=T0))  # the commit after which the writer looks
+        second = await _wal_after(store, "b")
+        # Started over, the second batch overwrites the first one's frames; else it is appended after them.
+        assert (second < 1.5 * first) is starts_over, (first, second)
+        assert len(await store.take_due(T0, 1000, LEASE)) == 81  # every page is there either way
     finally:
-        conn.close()
-
-
-async def test_the_checkpointer_never_creates_a_missing_database(tmp_path):
-    import sqlite3
-
-    store = SQLiteStore(tmp_path / "nowhere" / "a2v.db")
-    with pytest.raises(sqlite3.OperationalError):
-        store._checkpoint_connection()
-    assert not (tmp_path / "nowhere").exists()
+        await store.close()
 
 
 async def test_purge_works_through_many_rows_in_chunks(sqlite_store, monkeypatch):

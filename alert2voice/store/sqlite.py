@@ -9,7 +9,7 @@ import os
 import queue
 import sqlite3
 import threading
-import urllib.parse
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
@@ -50,7 +50,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before reporting unavailable
 PURGE_CHUNK = 500  # rows of each kind one purge operation deletes at most
-CHECKPOINT_EVERY = 1.0  # seconds between the background checkpointer's WAL checkpoints
+# The writer checkpoints between batches (see _checkpoint): once idle and CHECKPOINT_IDLE seconds after the
+# last checkpoint, or after CHECKPOINT_EVERY seconds even if writes never pause.
+CHECKPOINT_IDLE = 0.25
+CHECKPOINT_EVERY = 1.0
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the -wal file is truncated to after a checkpoint
 MAX_BATCH = 256  # operations committed together at most (group commit)
 
@@ -118,8 +121,11 @@ class SQLiteStore:
     common case (a resent, already-paged group) without a transaction. One process owns the file.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.path = Path(path)
+        self._monotonic = monotonic
+        self._checkpointed_at = monotonic()
+        self._wal_dirty = False  # a commit wrote to the WAL since the last checkpoint
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
@@ -128,8 +134,6 @@ class SQLiteStore:
         self._groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
         self._active: set[str] = set()
         self._mirrored = False
-        self._checkpointer: threading.Thread | None = None
-        self._stop_checkpoints = threading.Event()
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -145,8 +149,8 @@ class SQLiteStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # a 200 to Alertmanager means the page is on disk
-            # Checkpoints run on their own thread (_checkpoints), so that no commit, and no webhook
-            # waiting for one, pays for copying the WAL into the database.
+            # Not after whichever commit crosses 1,000 pages (SQLite's default), with webhooks queued behind
+            # it: the worker checkpoints when it is idle (_checkpoint).
             conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -216,7 +220,12 @@ class SQLiteStore:
 
     def _worker(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                # With the WAL ahead of the database, wake up when idle to checkpoint it.
+                first = self._queue.get(timeout=CHECKPOINT_IDLE) if self._wal_dirty else self._queue.get()
+            except queue.Empty:
+                self._checkpoint()
+                continue
             if first is None:
                 self._disconnect()
                 return
@@ -231,6 +240,27 @@ class SQLiteStore:
                     break
                 batch.append(op)
             self._commit(batch)
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file (PASSIVE), between batches, when it is time.
+
+        On the writer's own thread and connection, between two transactions: when the next one begins,
+        the whole WAL is in the database and SQLite starts the WAL over from its beginning. A checkpoint
+        on another thread, beside a writer that never pauses, never catches up with it, and the WAL grew
+        without bound (over 100 MB in six seconds of continuous writes; commits slowed as it grew). It runs
+        when the queue is empty, CHECKPOINT_IDLE seconds or more after the last one, so at a steady rate it
+        mostly finds nothing waiting; a writer that never pauses gets one every CHECKPOINT_EVERY seconds.
+        """
+        if not self._wal_dirty or self._conn is None:
+            return
+        since = self._monotonic() - self._checkpointed_at
+        if since < CHECKPOINT_IDLE or (since < CHECKPOINT_EVERY and not self._queue.empty()):
+            return
+        with contextlib.suppress(sqlite3.Error):  # a failed checkpoint only means the WAL waits for the next
+            checkpoint(self._conn)
+            self._wal_dirty = False
+        self._checkpointed_at = self._monotonic()
 
     def _commit(self, batch: list[_Op]) -> None:
         """Run a batch in one transaction, each operation in its own savepoint; one COMMIT for all."""
@@ -253,6 +283,7 @@ class SQLiteStore:
                         conn.execute("RELEASE op")
                         outcomes.append((op, None, exc, []))
                 conn.execute("COMMIT")
+                self._wal_dirty = True
             except BaseException:
                 if conn.in_transaction:
                     conn.rollback()
@@ -300,50 +331,14 @@ class SQLiteStore:
         except BaseException:
             await self.close()
             raise
-        if self._checkpointer is None:
-            self._stop_checkpoints.clear()
-            self._checkpointer = threading.Thread(target=self._checkpoints, name="alert2voice-sqlite-checkpoint",
-                                                  daemon=True)
-            self._checkpointer.start()
 
     async def close(self) -> None:
         """Close the connection; closing twice is harmless."""
         thread, self._thread = self._thread, None
-        checkpointer, self._checkpointer = self._checkpointer, None
-        self._stop_checkpoints.set()
         loop = asyncio.get_running_loop()
-        if checkpointer is not None:
-            await loop.run_in_executor(None, checkpointer.join)
         if thread is not None:
             self._queue.put(None)
             await loop.run_in_executor(None, thread.join)
-
-    def _checkpoints(self) -> None:
-        """Copy the WAL into the database every CHECKPOINT_EVERY seconds, beside the writer.
-
-        A PASSIVE checkpoint takes no write lock: commits go on appending to the WAL meanwhile. It has
-        its own connection, opened read-write without create (a missing file stays missing: the writer
-        reports that). Errors only mean this round is skipped; the writer's commits are unaffected.
-        """
-        conn: sqlite3.Connection | None = None
-        try:
-            while not self._stop_checkpoints.wait(CHECKPOINT_EVERY):
-                try:
-                    conn = conn or self._checkpoint_connection()
-                    checkpoint(conn)
-                except sqlite3.Error:
-                    if conn is not None:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.close()
-                    conn = None
-        finally:
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-
-    def _checkpoint_connection(self) -> sqlite3.Connection:
-        uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=rw"
-        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the write lock can be taken."""
