@@ -125,7 +125,7 @@ class SQLiteStore:
         self.path = Path(path)
         self._monotonic = monotonic
         self._checkpointed_at = monotonic()
-        self._wal_dirty = False  # a commit wrote to the WAL since the last checkpoint
+        self._wal_dirty = False  # a batch committed since the last checkpoint (it may have written to the WAL)
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
