@@ -26,7 +26,7 @@ from .interactive import HANGUP, Answer
 from .keys import RUNTIME
 from .logs import SCRUBBER, mask_number
 from .metrics import Metrics
-from .pages import PageState, new_page, next_call, resolve
+from .pages import PageState, new_nonce, new_page, next_call, resolve
 from .provider import Provider
 from .provider.webex import WebexProvider
 from .routing import Plan, PlanCache, correlation_id, first_callable, plan
@@ -411,7 +411,7 @@ def render_calls(rt: Runtime, payload: Payload, now: datetime) -> list[dict[str,
             continue
         target = first_callable(config, planned.route, now, planned.severities)
         entry: dict[str, Any] = {"route": planned.route.name, "page_key": planned.key,
-                                 "correlation_id": correlation_id(planned.key, 1)}
+                                 "correlation_id": correlation_id(planned.key, new_nonce(), 1)}
         if target is None:
             entry.update(contact=None, reason="nobody callable now (no escalation, quiet hours or nobody on call)")
             out.append(entry)

@@ -328,7 +328,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     async def main() -> None:
         task = asyncio.ensure_future(run_simulator(host.strip("[]") or "127.0.0.1", int(port),
                                                    service_key=args.service_key, callback_auth=callback_auth,
-                                                   callback_delay=args.callback_delay))
+                                                   callback_delay=args.callback_delay,
+                                                   step_delay=args.step_delay))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
@@ -413,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--callback-auth", action="append", metavar="AUTH_ID=Header:value",
                    help="headers the simulated platform adds to callbacks for a callbackUrlAuthId")
     s.add_argument("--callback-delay", type=float, default=1.0, help="seconds before the first receipt")
+    s.add_argument("--step-delay", type=float, default=0.0,
+                   help="seconds between a call's later steps (ringing, then answer): how long a call takes")
     s.set_defaults(func=cmd_simulator)
     return p
 

@@ -111,6 +111,61 @@ class Throttle:
                 q.remove(at)
 
 
+class _Entry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class _KeyLock:
+    """`async with locks[key]:` — the key's lock, counted while held or awaited."""
+
+    __slots__ = ("_key", "_locks")
+
+    def __init__(self, locks: dict[str, _Entry], key: str) -> None:
+        self._locks, self._key = locks, key
+
+    async def __aenter__(self) -> None:
+        entry = self._locks.get(self._key)
+        if entry is None:
+            entry = self._locks[self._key] = _Entry()
+        entry.users += 1
+        try:
+            await entry.lock.acquire()
+        except BaseException:
+            self._leave(entry)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        entry = self._locks[self._key]
+        entry.lock.release()
+        self._leave(entry)
+
+    def _leave(self, entry: _Entry) -> None:
+        entry.users -= 1
+        if entry.users == 0:
+            del self._locks[self._key]
+
+
+class KeyedLocks:
+    """One lock per page key, kept only while somebody holds or waits for it.
+
+    Removing a lock that others still wait on would let the next comer create a second lock for the same
+    key, and two coroutines would then move one page at once; an entry nobody uses is dropped at once.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, _Entry] = {}
+
+    def __getitem__(self, key: str) -> _KeyLock:
+        return _KeyLock(self._locks, key)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 @dataclass
 class StormBatch:
     """Pages folded into one summary call to a number (throttle.storm), released together."""
@@ -147,6 +202,13 @@ class RateLimiter:
                 await self.sleep((1 - self.tokens) / self.rate)
 
 
+def _horizon(cfg: Config) -> timedelta:
+    """How long the throttle must remember a placed call: the longest window of any rule."""
+    windows = [r.per for r in cfg.throttle.per_number] + [timedelta(hours=1)]
+    windows += [rule.per for rule in (cfg.throttle.global_, cfg.throttle.storm) if rule is not None]
+    return max(windows)
+
+
 def _payload_of(page: Page, extra: Sequence[Page] = ()) -> Payload:
     g = page.group
     alerts = [a for p in (page, *extra) for a in p.alerts]
@@ -174,7 +236,7 @@ class Dispatcher:
         self.limiter = RateLimiter(cfg.provider.rate_limit.per_second, monotonic=self.clock.monotonic,
                                    sleep=getattr(self.clock, "sleep", asyncio.sleep))
         self.in_flight = asyncio.Semaphore(cfg.provider.max_in_flight)
-        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.locks = KeyedLocks()
         self.wakeup = asyncio.Event()
         self.provider_healthy = True
         self.running = False
@@ -353,7 +415,6 @@ class Dispatcher:
                 await self._poll(page, call, cfg, now)
             page.updated_at = now
             await self.store.put(page)
-        self.locks.pop(key, None)
 
     def _cancel(self, page: Page, now: datetime, why: str) -> None:
         cancelled = cancel_queued(page, now, why)
@@ -439,12 +500,7 @@ class Dispatcher:
         """Send one attempt; True when the provider accepted it."""
         call.tries += 1
         # Take the throttle slot now, before awaiting: concurrent pages must not all pass the same check.
-        horizon = max([r.per for r in cfg.throttle.per_number] + [timedelta(hours=1)])
-        if cfg.throttle.global_ is not None:
-            horizon = max(horizon, cfg.throttle.global_.per)
-        if cfg.throttle.storm is not None:
-            horizon = max(horizon, cfg.throttle.storm.per)
-        self.throttle.record(call.number, now, horizon)
+        self.throttle.record(call.number, now, _horizon(cfg))
         await self.limiter.acquire()
         place = cast(InteractiveProvider, self.provider).place_interactive_call if call.interactive \
             else self.provider.place_call
@@ -586,7 +642,7 @@ class Dispatcher:
 
     async def apply_outcome(self, key: str, *, correlation: str | None, message_id: str | None,
                             outcome: CallState | None, grace: timedelta | None = None) -> str:
-        """Apply a callback's outcome to its call; returns 'ok', 'unknown' or 'stale'."""
+        """Apply a delivery receipt to its call; returns 'ok', 'unknown', 'stale' or 'mismatched'."""
         async with self.locks[key]:
             page = await self.store.get(key)
             call = page.call(correlation, message_id) if page else None
@@ -595,16 +651,42 @@ class Dispatcher:
             now = self.clock.now()
             if not call.open:
                 return "stale"
+            if call.interactive:
+                # Delivery receipts belong to /v1/voice/messages; a programmable call moves by its call events.
+                return "mismatched"
+            queued = call.state is CallState.QUEUED
+            if not self._reconcile(page, call, message_id, now):
+                return "stale"
             if outcome is None:
                 if grace is not None:
                     # A drop without its final receipt: give the receipt a moment, then poll.
                     page.due_at = min(page.due_at or now + grace, now + grace)
+                if grace is not None or queued:
                     await self.store.put(page)
                 return "ok"
             self._ended(page, call, outcome, self.config, now, via="callback")
             await self.store.put(page)
         await self._spread(key, call, outcome, now)
         return "ok"
+
+    def _reconcile(self, page: Page, call: Call, message_id: str | None, now: datetime) -> bool:
+        """Match a callback's messageId (receipt `transid`, event `sessionId`) with its call; False when stale.
+
+        A callback naming another messageId than the call holds is about another request (a replay, or the
+        platform's id of an earlier incident): stale. A callback for a call still queued proves the platform
+        took a request whose answer never reached us (the POST timed out, or we crashed before recording
+        it): the attempt is accepted with the callback's messageId, and the retry that would ring the
+        phone a second time is not sent.
+        """
+        if call.message_id is not None:
+            return message_id is None or message_id == call.message_id
+        if call.state is CallState.QUEUED and message_id:
+            cfg = self.config
+            self.throttle.record(call.number, now, _horizon(cfg))  # the call did happen: it counts
+            self._accepted(page, call, cfg, Accepted(message_id, call.correlation_id, None), now)
+            self._log(page, call, "provider took a request whose answer was lost; its retry is not sent",
+                      logging.WARNING, message_id=message_id, tries=call.tries)
+        return True
 
     async def _spread(self, key: str, call: Call, outcome: CallState, now: datetime) -> list[Page]:
         """A storm summary call spoke for several pages: its outcome is theirs too (one lock at a time)."""
@@ -633,7 +715,12 @@ class Dispatcher:
             if not call.open:
                 # Already final: the PLAYED after the thank-you, the DROPPED after our HANGUP, a late duplicate.
                 return Answer("stale", interactive.HANGUP)
+            if not call.interactive:
+                # A play-and-hang-up call has no programmable session: nothing an event says applies to it.
+                return Answer("mismatched", interactive.HANGUP)
             now = self.clock.now()
+            if not self._reconcile(page, call, event.message_id, now):
+                return Answer("stale", interactive.HANGUP)
             step = interactive.decide(call, event, cfg.acknowledgement.digit)
             action = await self._action(page, call, step, cfg, now)
             # The deadline poll is for calls whose events stopped, not for one still talking to us.

@@ -48,7 +48,8 @@ def decide(call: Call, event: Event, digit: str) -> Step:
     name = event.event
     if name == "answered":
         return Step("prompt")
-    if name == "collected_digits" and event.digits == digit:
+    if name == "collected_digits" and event.digits == digit and call.prompts > 0:
+        # Only a key pressed in answer to our prompt acknowledges: digits before it was played prove nothing.
         return Step("thanks", CallState.ACKNOWLEDGED)
     # What fires when nobody presses before digitTimeout is unconfirmed (reference §5): handle both.
     if name in ("collected_digits", "played"):

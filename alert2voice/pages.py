@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -91,6 +92,7 @@ class Page:
     due_at: datetime | None = None
     resolved_at: datetime | None = None
     updated_at: datetime | None = None
+    nonce: str = ""                # this admission's part of every correlationId (empty on pages stored before)
 
     @property
     def open_call(self) -> Call | None:
@@ -113,8 +115,13 @@ class Page:
         return cls(**d)
 
 
+def new_nonce() -> str:
+    """Eight random hex digits: what makes one admission's correlationIds its own."""
+    return secrets.token_hex(4)
+
+
 def new_page(planned: PlannedPage, group: dict[str, Any], now: datetime) -> Page:
-    """A fresh page for a planned page, due at once."""
+    """A fresh page for a planned page, due at once, with its own correlationId nonce."""
     return Page(
         key=planned.key,
         route=planned.route.name,
@@ -127,6 +134,7 @@ def new_page(planned: PlannedPage, group: dict[str, Any], now: datetime) -> Page
         severities=sorted(planned.severities),
         due_at=now,
         updated_at=now,
+        nonce=new_nonce(),
     )
 
 
@@ -134,7 +142,7 @@ def _queue_call(page: Page, target: Target, now: datetime, kind: str = "page") -
     attempt = len(page.calls) + 1
     call = Call(
         attempt=attempt,
-        correlation_id=correlation_id(page.key, attempt, kind="r" if kind == "resolved" else ""),
+        correlation_id=correlation_id(page.key, page.nonce, attempt, kind="r" if kind == "resolved" else ""),
         idempotency_key=str(uuid.uuid4()),
         contact=target.contact or "",
         number=target.number or "",

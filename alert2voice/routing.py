@@ -15,7 +15,7 @@ from .matchers import matches_all
 
 # Webex Connect accepts at most 50 characters of [A-Za-z0-9-] as correlationId.
 CORRELATION_PREFIX = "a2v"
-_KEY_CHARS = 32
+_KEY_CHARS = 24  # 96 bits of the page key; with the admission's nonce, ids never repeat across incarnations
 
 
 def match_routes(config: Config, labels: Mapping[str, str]) -> list[RouteConfig]:
@@ -61,10 +61,15 @@ def claim_key(route: str, group_key: str, identity: str) -> str:
     return page_key(route, group_key, [identity])
 
 
-def correlation_id(key: str, attempt: int, *, kind: str = "") -> str:
-    """The correlationId of one attempt of a page: `a2v-<32 hex of the page key>-<attempt>` (≤ 50 chars)."""
-    suffix = f"{kind}{attempt}"
-    return f"{CORRELATION_PREFIX}-{key[:_KEY_CHARS]}-{suffix}"
+def correlation_id(key: str, nonce: str, attempt: int, *, kind: str = "") -> str:
+    """The correlationId of one attempt of one admission of a page: `a2v-<24 hex of the key>-<nonce>-<attempt>`.
+
+    The nonce is drawn once per admission (pages.new_nonce): a page re-admitted with the same key, after its
+    alerts resolved and fired again or the dedup window passed, never reuses an id of the incident before it,
+    so a late or replayed receipt of that incident cannot move the new one. At most 50 characters.
+    """
+    middle = f"-{nonce}" if nonce else ""  # pages stored before nonces existed have none
+    return f"{CORRELATION_PREFIX}-{key[:_KEY_CHARS]}{middle}-{kind}{attempt}"
 
 
 @dataclass(frozen=True)

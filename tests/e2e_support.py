@@ -280,7 +280,7 @@ def alert2voice_config(*, port: int, sim_url: str, token: str, service_key: str,
     }
 
 
-def start_stack(workdir: Path, logs: ProcessLogs, *, store: str) -> Stack:
+def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args: Sequence[str] = ()) -> Stack:
     """Start the simulator and `alert2voice serve`, and wait until both answer."""
     token, service_key, callback_token = (f"e2e-{os.urandom(12).hex()}" for _ in range(3))
     number, caller_id = "+14155550101", "+15550001234"
@@ -297,7 +297,7 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str) -> Stack:
     cmd = alert2voice_command()
     sim = Process("simulator", [*cmd, "simulator", "--listen", f"{LOOPBACK}:{sim_port}", "--service-key", service_key,
                                 "--callback-auth", f"A2VE2E01=Authorization:Bearer {callback_token}",
-                                "--callback-delay", "0.05"], workdir / "simulator.log")
+                                "--callback-delay", "0.05", *simulator_args], workdir / "simulator.log")
     a2v = Process("alert2voice", [*cmd, "serve", "--config", str(config_path)], workdir / "alert2voice.log")
     for proc in (sim, a2v):
         stack.processes.append(proc)
@@ -313,12 +313,13 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str) -> Stack:
 
 
 @contextlib.contextmanager
-def running_stack(request: pytest.FixtureRequest, workdir: Path, *, store: str) -> Iterator[Stack]:
+def running_stack(request: pytest.FixtureRequest, workdir: Path, *, store: str,
+                  simulator_args: Sequence[str] = ()) -> Iterator[Stack]:
     """The simulator and `alert2voice serve` for a fixture: started, logs attached to failing tests, stopped."""
     logs = ProcessLogs()
     request.config.pluginmanager.register(logs, f"e2e-process-logs-{id(logs)}")
     try:
-        stack = start_stack(workdir, logs, store=store)
+        stack = start_stack(workdir, logs, store=store, simulator_args=simulator_args)
         try:
             yield stack
         finally:

@@ -38,7 +38,7 @@ STORE_BACKEND = os.environ.get("A2V_E2E_STORE", "sqlite")
 
 SSML_NS = "{http://www.w3.org/2001/10/synthesis}"
 SSML_ELEMENTS = {"speak", "voice", "prosody", "break", "say-as", "sub", "emphasis", "lang", "p", "s"}
-CORRELATION_ID = re.compile(r"^a2v-[0-9a-f]{32}-1$")
+CORRELATION_ID = re.compile(r"^a2v-[0-9a-f]{24}-[0-9a-f]{8}-1$")
 PAGING = "payments-critical"
 CATCH_ALL = "everything-else"
 
@@ -112,8 +112,14 @@ async def until_metrics(stack: Stack, http: aiohttp.ClientSession, before: Sampl
 
 async def calls_of(stack: Stack, http: aiohttp.ClientSession, page: dict[str, Any]) -> list[dict[str, Any]]:
     """The simulator's calls whose correlationId belongs to this page."""
-    prefix = f"a2v-{page['key'][:32]}-"
+    prefix = f"a2v-{page['key'][:24]}-"
     return [c for c in await stack.sim_calls(http) if c["correlation_id"].startswith(prefix)]
+
+
+def cid(page: dict[str, Any], attempt: str) -> str:
+    """The correlationId of one attempt of this page: its key, the nonce of its admission, the attempt."""
+    nonce = page["calls"][0]["correlation_id"].split("-")[2]
+    return f"a2v-{page['key'][:24]}-{nonce}-{attempt}"
 
 
 def ssml_of(call: dict[str, Any]) -> ET.Element:
@@ -156,7 +162,7 @@ async def test_critical_alert_places_exactly_one_call(stack: Stack, start_am, ht
     assert call["dialed_number"] == stack.number
     assert call["caller_id"] == stack.caller_id
     assert CORRELATION_ID.fullmatch(call["correlation_id"]), call["correlation_id"]
-    assert call["correlation_id"] == page["calls"][0]["correlation_id"] == f"a2v-{page['key'][:32]}-1"
+    assert call["correlation_id"] == page["calls"][0]["correlation_id"] == cid(page, "1")
     assert call["callback_url"] == f"{stack.a2v_url}/callbacks/webex"
     assert call["status"] == "ANSWERED"
 
@@ -228,7 +234,7 @@ async def test_repeats_of_a_firing_alert_do_not_call_again(stack: Stack, start_a
 
     calls = await stack.sim_calls(http)
     assert len(calls) == 1, dumps(calls)
-    assert calls[0]["correlation_id"] == f"a2v-{page['key'][:32]}-1"
+    assert calls[0]["correlation_id"] == cid(page, "1")
     page = await one_page(stack, http, "E2ERepeatedAlert", answered, "the page still answered")
     assert len(page["calls"]) == 1, dumps(page)
 
@@ -293,13 +299,13 @@ async def test_resolve_after_answer_calls_back_with_resolved(stack: Stack, start
 
     # SPEC §1: the route has send_resolved: true and alice answered, so one short "resolved" call goes to
     # her. The page stays "answered" (pages.py: "resolved" is for pages resolved before anyone was reached).
-    resolved_id = f"a2v-{page['key'][:32]}-r2"
+    resolved_id = cid(page, "r2")
     page = await one_page(stack, http, "E2EResolvedAfterAnswer",
                           lambda p: any(c["kind"] == "resolved" for c in p["calls"]),
                           "a resolved call queued for the answered page", within=5)
     assert page["state"] == "answered", dumps(page)
     assert [(c["kind"], c["contact"], c["correlation_id"]) for c in page["calls"]] == [
-        ("page", "alice", f"a2v-{page['key'][:32]}-1"), ("resolved", "alice", resolved_id)], dumps(page)
+        ("page", "alice", cid(page, "1")), ("resolved", "alice", resolved_id)], dumps(page)
 
     calls = await eventually(
         lambda: _calls_with(stack, http, resolved_id), "the resolved call at the simulator", within=5)
@@ -327,9 +333,9 @@ async def test_resolve_before_anyone_answers_resolves_the_page(stack: Stack, sta
     assert after.delta(before, "alert2voice_alerts_received_total", status="resolved") >= 1
 
     # send_resolved: true and alice was called (not reached): the resolved call goes to the last one called.
-    resolved_id = f"a2v-{page['key'][:32]}-r2"
+    resolved_id = cid(page, "r2")
     assert [(c["kind"], c["correlation_id"]) for c in page["calls"]] == [
-        ("page", f"a2v-{page['key'][:32]}-1"), ("resolved", resolved_id)], dumps(page)
+        ("page", cid(page, "1")), ("resolved", resolved_id)], dumps(page)
     calls = await eventually(
         lambda: _calls_with(stack, http, resolved_id), "the resolved call at the simulator", within=5)
     assert calls[0]["dialed_number"] == stack.number

@@ -8,6 +8,7 @@ import pytest
 
 from alert2voice.alertmanager import Payload, parse_payload
 from alert2voice.config import Config, load_config, parse_config
+from alert2voice.pages import new_nonce
 from alert2voice.routing import (
     PlanCache,
     Target,
@@ -264,17 +265,18 @@ def test_alert_identity_is_injective(one, other):
 @pytest.mark.parametrize("kind", ["", "r"])
 def test_correlation_id_fits_webex(attempt, kind):
     key = page_key("payments-critical", GROUP, ['{"alertname":"HighCPU"}'])
-    cid = correlation_id(key, attempt, kind=kind)
+    cid = correlation_id(key, new_nonce(), attempt, kind=kind)
     assert len(cid) <= 50
     assert re.fullmatch(r"[A-Za-z0-9-]+", cid)
-    assert cid == correlation_id(key, attempt, kind=kind)  # retries of the same attempt reuse it
+    assert correlation_id(key, "", attempt, kind=kind) != cid  # pages stored before nonces keep their old ids
 
 
 def test_correlation_ids_differ_per_page_attempt_and_kind():
     k1 = page_key("payments-critical", GROUP, ["a"])
     k2 = page_key("payments-critical", GROUP, ["b"])
-    ids = {correlation_id(k, n, kind=kind) for k in (k1, k2) for n in (1, 2, 11) for kind in ("", "r")}
-    assert len(ids) == 12
+    ids = {correlation_id(k, nonce, n, kind=kind) for k in (k1, k2) for nonce in ("0badcafe", "feedf00d")
+           for n in (1, 2, 11) for kind in ("", "r")}
+    assert len(ids) == 24
 
 
 # ------------------------------------------------------------------------------------------ plan()
