@@ -266,6 +266,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .app import RUNTIME, create_app
+    from .store import StoreUnavailable
 
     config = _config(args.config)
     app = create_app(config, config_path=Path(args.config))
@@ -277,7 +278,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                shutdown_timeout=config.server.shutdown_grace.total_seconds())
-        await runner.setup()
+        try:
+            await runner.setup()
+        except StoreUnavailable as exc:
+            # Another process owns the store, or it cannot be opened at all: one line, exit 1.
+            await runner.cleanup()
+            raise UserError(str(exc)) from None
         site = web.TCPSite(runner, host, port)
         await site.start()
         # Everything loaded so far (modules, schemas, templates, config) lives as long as the process:

@@ -330,20 +330,6 @@ async def test_a_lease_survives_a_restart(tmp_path):
         await second.close()
 
 
-async def test_two_stores_on_one_file_never_share_a_page(tmp_path):
-    a, b = SQLiteStore(tmp_path / "a2v.db"), SQLiteStore(tmp_path / "a2v.db")
-    await a.open()
-    await b.open()
-    try:
-        for i in range(10):
-            await a.put(make_page(f"p{i}", due_at=at(i)))
-        batches = await asyncio.gather(*(s.take_due(at(60), 3, LEASE) for s in (a, b, a, b, a, b)))
-        assert sorted(k for batch in batches for k in keys(batch)) == sorted(f"p{i}" for i in range(10))
-    finally:
-        await a.close()
-        await b.close()
-
-
 async def test_files_are_private(tmp_path):
     old = os.umask(0o022)
     try:

@@ -1,8 +1,8 @@
 """Where pages, calls and dedup claims live: memory (tests), SQLite (one replica), Redis (several)."""
 
-from .base import Store, StoreUnavailable
+from .base import Store, StoreLocked, StoreUnavailable
 
-__all__ = ["Store", "StoreUnavailable", "open_store"]
+__all__ = ["Store", "StoreLocked", "StoreUnavailable", "open_store"]
 
 
 def open_store(config) -> Store:

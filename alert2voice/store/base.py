@@ -20,6 +20,10 @@ class StoreUnavailable(Exception):
     """The store cannot be read or written now; callers answer 503 and try again later."""
 
 
+class StoreLocked(StoreUnavailable):
+    """Another process owns this store (the SQLite lock file is held): this one must not start."""
+
+
 class Store(Protocol):
     """Durable state. Every method is atomic; a page written here survives a restart."""
 

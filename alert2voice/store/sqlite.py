@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..pages import FINAL_PAGE_STATES, Call, CallState, Page, PageState
-from .base import OpenPage, StoreUnavailable
+from .base import OpenPage, StoreLocked, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -66,6 +67,36 @@ def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     """One PASSIVE WAL checkpoint: (frames in the WAL, frames now copied into the database)."""
     _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     return frames, copied
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file beside a database: `alert2voice.db` -> `alert2voice.db.lock`."""
+    return path.with_name(path.name + ".lock")
+
+
+def take_lock(path: Path) -> int:
+    """Hold the exclusive lock beside the database (as Prometheus does for its TSDB); returns its descriptor.
+
+    Two processes on one file each answer dedup from their own mirror and lease without seeing the other:
+    they would ring phones twice. The lock is an flock(2), so the kernel drops it when the holder dies,
+    even by kill -9; the file holds the holder's pid, to name it in the error of the next one.
+    """
+    lock = lock_path(path)
+    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreLocked(f"{lock} is locked by another alert2voice process (pid {holder}): one process per "
+                          "SQLite store; stop that one first, or run several replicas on store.backend redis") from None
+    except OSError:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _ts(moment: datetime) -> float:
@@ -134,6 +165,7 @@ class SQLiteStore:
         self._groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
         self._active: set[str] = set()
         self._mirrored = False
+        self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -322,7 +354,12 @@ class SQLiteStore:
     # ------------------------------------------------------------------------------------ protocol
 
     async def open(self) -> None:
-        """Create the database file (0600) or migrate it, and connect."""
+        """Take the store's lock file, create the database file (0600) or migrate it, and connect."""
+        if self._lock_fd is None:
+            try:
+                self._lock_fd = take_lock(self.path)
+            except OSError as exc:
+                raise StoreUnavailable(f"sqlite store: cannot lock {lock_path(self.path)}: {exc}") from exc
         if self._thread is None:
             self._thread = threading.Thread(target=self._worker, name="alert2voice-sqlite", daemon=True)
             self._thread.start()
@@ -339,6 +376,9 @@ class SQLiteStore:
         if thread is not None:
             self._queue.put(None)
             await loop.run_in_executor(None, thread.join)
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the write lock can be taken."""
