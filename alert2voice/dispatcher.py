@@ -189,17 +189,25 @@ class RateLimiter:
         self.last = monotonic()
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
-        """Wait until a request may be sent."""
+    async def acquire(self, per_second: float | None = None) -> None:
+        """Wait until a request may be sent; `per_second` is the rate in force now (a reload may change it)."""
         async with self._lock:
+            if per_second is not None and per_second != self.rate:
+                self._refill()  # time so far earns tokens at the old rate
+                self.rate, self.capacity = per_second, max(1.0, per_second)
+                self.tokens = min(self.tokens, self.capacity)
             while True:
-                now = self.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-                self.last = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
+                self._refill()
+                # With a tolerance: a wait of exactly (1 - tokens) / rate can earn 0.999... of a token in floats.
+                if self.tokens >= 1 - 1e-9:
+                    self.tokens = max(0.0, self.tokens - 1)
                     return
                 await self.sleep((1 - self.tokens) / self.rate)
+
+    def _refill(self) -> None:
+        now = self.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+        self.last = now
 
 
 def _horizon(cfg: Config) -> timedelta:
@@ -235,7 +243,6 @@ class Dispatcher:
         cfg = config()
         self.limiter = RateLimiter(cfg.provider.rate_limit.per_second, monotonic=self.clock.monotonic,
                                    sleep=getattr(self.clock, "sleep", asyncio.sleep))
-        self.in_flight = asyncio.Semaphore(cfg.provider.max_in_flight)
         self.locks = KeyedLocks()
         self.wakeup = asyncio.Event()
         self.provider_healthy = True
@@ -273,9 +280,21 @@ class Dispatcher:
         if not self.running or self.stopping or len(self.active) >= self.config.provider.max_in_flight:
             self.poke()
             return
-        task = asyncio.create_task(self._guarded(page.key, page), name=f"page-{page.key[:12]}")
+        self._start(page.key, page)
+
+    def _start(self, key: str, fresh: Page | None = None) -> asyncio.Task[None] | None:
+        """Process a page in a task of its own, unless it is in progress here already.
+
+        The key takes its slot in `active` at once, not when the task first runs, so that every check of
+        the free slots (against the current provider.max_in_flight) counts it.
+        """
+        if key in self.active:
+            return None
+        self.active.add(key)
+        task = asyncio.create_task(self._guarded(key, fresh), name=f"page-{key[:12]}")
         self._tasks.add(task)
         task.add_done_callback(self._finished)
+        return task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -304,14 +323,8 @@ class Dispatcher:
                     # Pages submitted straight from a webhook are in progress already: not read, not leased.
                     pages = await self.store.take_due(self.clock.now(), limit=free, lease=self._lease(cfg),
                                                       skip=self.active) if free > 0 else []
-                    started = 0
-                    for page in pages:
-                        if page.key in self.active:
-                            continue  # submitted from a webhook while the store was answering
-                        task = asyncio.create_task(self._guarded(page.key), name=f"page-{page.key[:12]}")
-                        tasks.add(task)
-                        task.add_done_callback(self._finished)
-                        started += 1
+                    # A key in progress already was submitted from a webhook while the store was answering.
+                    started = sum(self._start(page.key) is not None for page in pages)
                     if started and len(pages) == free:
                         continue  # every slot filled: more may be due already
                     await self._purge(cfg)
@@ -349,20 +362,16 @@ class Dispatcher:
                                               lease=self._lease(cfg))
             if not pages:
                 break
-            await asyncio.gather(*(self._guarded(p.key) for p in pages))
+            await asyncio.gather(*(t for p in pages if (t := self._start(p.key)) is not None))
             total += len(pages)
         return total
 
     async def _guarded(self, key: str, fresh: Page | None = None) -> None:
-        if key in self.active:
-            return
-        self.active.add(key)
         try:
-            async with self.in_flight:
-                if self.stopping:
-                    await self.release(key)
-                    return
-                await self.process(key, fresh)
+            if self.stopping:
+                await self.release(key)
+                return
+            await self.process(key, fresh)
         except StoreUnavailable:
             raise
         except Exception:
@@ -501,7 +510,7 @@ class Dispatcher:
         call.tries += 1
         # Take the throttle slot now, before awaiting: concurrent pages must not all pass the same check.
         self.throttle.record(call.number, now, _horizon(cfg))
-        await self.limiter.acquire()
+        await self.limiter.acquire(cfg.provider.rate_limit.per_second)
         place = cast(InteractiveProvider, self.provider).place_interactive_call if call.interactive \
             else self.provider.place_call
         try:
