@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from alert2voice.config import Config, parse_config
+
+# Captured Alertmanager payloads (alertmanager/*.json) and the matcher conformance table; scripts/capture-fixtures.py
+# regenerates the payloads from a real Alertmanager.
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
 T0 = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)  # a Thursday afternoon: nobody in quiet hours
 

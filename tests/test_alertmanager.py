@@ -15,8 +15,8 @@ FIXTURES = ["firing_DiskFull.json", "firing_HighCPU.json", "mixed_step1_firing.j
 
 
 @pytest.mark.parametrize("name", FIXTURES)
-def test_every_fixture_parses(shared_dir, name):
-    raw = (shared_dir / "fixtures" / "alertmanager" / name).read_bytes()
+def test_every_fixture_parses(fixtures_dir, name):
+    raw = (fixtures_dir / "alertmanager" / name).read_bytes()
     data = json.loads(raw)
     p = parse_payload(raw)
     assert p.version == "4"
@@ -28,8 +28,8 @@ def test_every_fixture_parses(shared_dir, name):
         assert a.ended_at is None  # "0001-01-01T00:00:00Z" on firing alerts
 
 
-def test_mixed_firing_and_resolved(shared_dir):
-    p = parse_payload((shared_dir / "fixtures" / "alertmanager" / "mixed_step2_firing.json").read_bytes())
+def test_mixed_firing_and_resolved(fixtures_dir):
+    p = parse_payload((fixtures_dir / "alertmanager" / "mixed_step2_firing.json").read_bytes())
     assert p.status == "firing"
     assert len(p.firing_alerts) == 1 and len(p.resolved_alerts) == 1
     assert p.resolved_alerts[0].ended_at is not None

@@ -163,13 +163,13 @@ FIXTURE_ROUTES = {
 
 
 @pytest.fixture
-def fixtures_dir(shared_dir) -> Path:
-    return shared_dir / "fixtures" / "alertmanager"
+def payloads_dir(fixtures_dir) -> Path:
+    return fixtures_dir / "alertmanager"
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURE_ROUTES))
-def test_render_every_fixture(capsys, example_config_path, fixtures_dir, name):
-    payload = fixtures_dir / name
+def test_render_every_fixture(capsys, example_config_path, payloads_dir, name):
+    payload = payloads_dir / name
     assert payload.is_file(), f"fixture {payload} is missing"
 
     code, out, err = run(capsys, "render", "--config", example_config_path, payload, "--at", AT, "--json")
@@ -196,8 +196,8 @@ def test_render_every_fixture(capsys, example_config_path, fixtures_dir, name):
         assert text.startswith("no call")
 
 
-def test_render_text_output(capsys, example_config_path, fixtures_dir):
-    code, out, _ = run(capsys, "render", "--config", example_config_path, fixtures_dir / "firing_HighCPU.json",
+def test_render_text_output(capsys, example_config_path, payloads_dir):
+    code, out, _ = run(capsys, "render", "--config", example_config_path, payloads_dir / "firing_HighCPU.json",
                        "--at", AT)
     assert code == 0
     lines = out.splitlines()
@@ -210,8 +210,8 @@ def test_render_text_output(capsys, example_config_path, fixtures_dir):
     assert "+14155550199" not in out
 
 
-def test_render_escapes_label_values(capsys, example_config_path, fixtures_dir, tmp_path):
-    body = json.loads((fixtures_dir / "firing_DiskFull.json").read_text(encoding="utf-8"))
+def test_render_escapes_label_values(capsys, example_config_path, payloads_dir, tmp_path):
+    body = json.loads((payloads_dir / "firing_DiskFull.json").read_text(encoding="utf-8"))
     evil = '<b>&"'
     alert = body["alerts"][0]
     alert["labels"].update(severity="critical", cluster=evil)
@@ -257,8 +257,8 @@ def test_render_of_a_malformed_payload_is_one_clear_line(capsys, example_config_
     assert fragment in line
 
 
-def test_render_rejects_a_bad_at(capsys, example_config_path, fixtures_dir):
-    code, _, err = run(capsys, "render", "--config", example_config_path, fixtures_dir / "firing_HighCPU.json",
+def test_render_rejects_a_bad_at(capsys, example_config_path, payloads_dir):
+    code, _, err = run(capsys, "render", "--config", example_config_path, payloads_dir / "firing_HighCPU.json",
                        "--at", "tomorrow")
     assert code == 1
     [line] = err.splitlines()

@@ -73,13 +73,13 @@ def test_test_call_unknown_contact(stack: Stack):
     assert "unknown contact 'nobody'" in out.stderr
 
 
-def test_render_wav_speaks_with_espeak(tmp_path: Path, shared_dir: Path):
+def test_render_wav_speaks_with_espeak(tmp_path: Path, fixtures_dir: Path):
     if shutil.which("espeak-ng") is None:
         if in_ci():
             pytest.fail("espeak-ng is missing: `make test` installs it")
         pytest.skip("espeak-ng is not installed")
     out_wav = tmp_path / "call.wav"
-    fixture = shared_dir / "fixtures" / "alertmanager" / "firing_HighCPU.json"
+    fixture = fixtures_dir / "alertmanager" / "firing_HighCPU.json"
     repo = Path(__file__).resolve().parents[1]
     out = run("render", "--config", str(repo / "config.example.yaml"), str(fixture), "--wav", str(out_wav),
               "--at", "2026-11-26T15:00:00+00:00")

@@ -1,11 +1,9 @@
-"""Alertmanager 0.25 matcher conformance (shared fixture) and properties of alert2voice.matchers."""
+"""Alertmanager 0.25 matcher conformance (tests/fixtures) and properties of alert2voice.matchers."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,44 +11,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alert2voice.matchers import Matcher, MatcherError, MatchType, matches_all, parse_matcher, parse_matchers
+from tests.support import FIXTURES_DIR
 
-SHARED = Path(os.environ.get("ALERT2VOICE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
-FIXTURE = SHARED / "fixtures" / "alertmanager-matchers.json"
+FIXTURE = FIXTURES_DIR / "alertmanager-matchers.json"
 # Go RE2 syntax a Python implementation may not reproduce: not counted, per the fixture's "about".
 INFORMATIONAL = pytest.mark.skip(reason="informational: RE2 dialect")
-
-
-def _load() -> dict[str, Any] | None:
-    try:
-        return json.loads(FIXTURE.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-
-
-CASES = _load()
+CASES = json.loads(FIXTURE.read_text(encoding="utf-8"))
 
 
 def _params(section: str) -> list[Any]:
-    if CASES is None:
-        return [pytest.param(None, id="fixture-missing")]
     return [
         pytest.param(case, id=case["id"], marks=INFORMATIONAL if case["group"] == "re2-dialect" else ())
         for case in CASES[section]
     ]
 
 
-def _require(case: dict[str, Any] | None) -> dict[str, Any]:
-    if case is None:
-        reason = f"matcher fixture missing: {FIXTURE} (set ALERT2VOICE_SHARED to the shared folder)"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return case
-
-
 @pytest.mark.parametrize("case", _params("parse"))
-def test_parse_matches_alertmanager(case: dict[str, Any] | None) -> None:
-    case = _require(case)
+def test_parse_matches_alertmanager(case: dict[str, Any]) -> None:
     if not case["ok"]:
         with pytest.raises(MatcherError) as raised:
             parse_matchers(case["input"])
@@ -67,8 +44,7 @@ def test_parse_matches_alertmanager(case: dict[str, Any] | None) -> None:
 
 
 @pytest.mark.parametrize("case", _params("semantics"))
-def test_matching_matches_alertmanager(case: dict[str, Any] | None) -> None:
-    case = _require(case)
+def test_matching_matches_alertmanager(case: dict[str, Any]) -> None:
     assert parse_matcher(case["matcher"]).matches_labels(case["labels"]) is case["matches"]
 
 

@@ -295,15 +295,15 @@ FIXTURE_PLANS = [
 ]
 
 
-def fixture(shared_dir, name: str) -> Payload:
-    path = shared_dir / "fixtures" / "alertmanager" / name
+def fixture(fixtures_dir, name: str) -> Payload:
+    path = fixtures_dir / "alertmanager" / name
     assert path.is_file(), f"Alertmanager fixture {path} is missing"
     return parse_payload(path.read_bytes())
 
 
 @pytest.mark.parametrize(("name", "expected"), FIXTURE_PLANS, ids=[n for n, _ in FIXTURE_PLANS])
-def test_plan_of_each_fixture(example, shared_dir, name, expected):
-    p = fixture(shared_dir, name)
+def test_plan_of_each_fixture(example, fixtures_dir, name, expected):
+    p = fixture(fixtures_dir, name)
 
     result = plan(example, p)
 
@@ -321,27 +321,27 @@ def test_plan_of_each_fixture(example, shared_dir, name, expected):
         assert len(page.claims) == len(page.firing)
 
 
-def test_mixed_series_keeps_the_critical_page_key(example, shared_dir):
+def test_mixed_series_keeps_the_critical_page_key(example, fixtures_dir):
     # Step 2 resolves the warning alert (another route); the critical page is the same page as in step 1.
-    step1 = keys(example, fixture(shared_dir, "mixed_step1_firing.json"))
-    step2 = keys(example, fixture(shared_dir, "mixed_step2_firing.json"))
+    step1 = keys(example, fixture(fixtures_dir, "mixed_step1_firing.json"))
+    step2 = keys(example, fixture(fixtures_dir, "mixed_step2_firing.json"))
     assert step1["infra-critical"] == step2["infra-critical"]
     assert step1["everything-else"] != step2["everything-else"]
 
 
-def test_plan_severities_are_those_of_firing_alerts(example, shared_dir):
-    pages = {p.route.name: p for p in plan(example, fixture(shared_dir, "mixed_step2_firing.json")).pages}
+def test_plan_severities_are_those_of_firing_alerts(example, fixtures_dir):
+    pages = {p.route.name: p for p in plan(example, fixture(fixtures_dir, "mixed_step2_firing.json")).pages}
     assert pages["infra-critical"].severities == {"critical"}
     assert pages["everything-else"].severities == set()
 
 
-def test_unrouted_alerts(shared_dir):
+def test_unrouted_alerts(fixtures_dir):
     config = config_with("""\
         routes:
           - name: payments
             matchers: ['team="payments"']
         """)
-    p = fixture(shared_dir, "firing_HighCPU.json")
+    p = fixture(fixtures_dir, "firing_HighCPU.json")
 
     result = plan(config, p)
 

@@ -1,0 +1,180 @@
+"""The documentation stays true: every config key is in the reference, the example uses real keys, links resolve."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from alert2voice.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "docs" / "configuration.md"
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+# ------------------------------------------------------------------------------------------- key paths
+
+
+def _nested(annotation: Any, suffix: str = "") -> Iterator[tuple[str, type[BaseModel]]]:
+    """The models inside a field's type, each with the path suffix that reaches it: `[]` for a list item,
+    `.<name>` for a mapping value."""
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield suffix, annotation
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            yield from _nested(arg, suffix)
+    elif origin is list:
+        yield from _nested(typing.get_args(annotation)[0], suffix + "[]")
+    elif origin is dict:
+        yield from _nested(typing.get_args(annotation)[1], suffix + ".<name>")
+
+
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's keys as YAML spells them (`from`, `continue`, `global`), with their types."""
+    return {field.alias or name: field.annotation for name, field in model.model_fields.items()}
+
+
+def key_paths(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[str]:
+    """Every key path of the config models, as the reference writes them: `routes[].escalation[].call`."""
+    for key, annotation in _keys(model).items():
+        path = prefix + key
+        yield path
+        for suffix, inner in _nested(annotation):
+            yield from key_paths(inner, path + suffix + ".")
+
+
+def unknown_keys(value: Any, annotation: Any, path: str, seen: list[str]) -> Iterator[str]:
+    """The key paths in parsed YAML `value` that the model `annotation` has no key for; `seen` collects the rest."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            yield from unknown_keys(value, arg, path, seen)
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
+        keys = _keys(annotation)
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key not in keys:
+                yield where
+                continue
+            seen.append(where)
+            yield from unknown_keys(item, keys[key], where, seen)
+    elif origin is list and isinstance(value, list):
+        for item in value:
+            yield from unknown_keys(item, typing.get_args(annotation)[0], path + "[]", seen)
+    elif origin is dict and isinstance(value, dict):
+        for item in value.values():
+            yield from unknown_keys(item, typing.get_args(annotation)[1], path + ".<name>", seen)
+
+
+def test_the_walk_reaches_nested_and_aliased_keys():
+    paths = set(key_paths())
+    assert {"server.listen", "provider.callback.header.value_file", "provider.retry.give_up_after",
+            "contacts.<name>.quiet_hours.from", "rotations.<name>.overrides[].to", "routes[].continue",
+            "routes[].escalation[].call", "routes[].audio.mediaId", "throttle.global.calls",
+            "throttle.per_number[].per", "acknowledgement.silence.duration"} <= paths
+    assert not any(p.endswith(("from_", "continue_", "global_")) for p in paths)
+
+
+def test_every_config_key_is_in_the_reference():
+    text = REFERENCE.read_text(encoding="utf-8")
+    missing = [path for path in key_paths() if f"`{path}`" not in text]
+    assert missing == [], f"docs/configuration.md does not document {missing}"
+
+
+def test_the_example_config_uses_only_model_keys(example_config_path: Path):
+    data = yaml.safe_load(example_config_path.read_text(encoding="utf-8"))
+    seen: list[str] = []
+
+    unknown = list(unknown_keys(data, Config, "", seen))
+
+    assert unknown == [], f"config.example.yaml uses keys the config models do not have: {unknown}"
+    assert len(seen) > 60  # the walk went through the whole example, not just its top level
+
+
+def test_an_unknown_example_key_is_found():
+    seen: list[str] = []
+    data = {"routes": [{"name": "r", "escalation": [{"call": "a", "atempts": 2}]}], "contacts": {"a": {"nmber": 1}}}
+    assert list(unknown_keys(data, Config, "", seen)) == ["routes[].escalation[].atempts", "contacts.<name>.nmber"]
+
+
+# ----------------------------------------------------------------------------------------------- links
+
+_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+_CODE = re.compile(r"`[^`\n]*`")
+_LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.M)
+
+
+def _prose(text: str) -> str:
+    """Markdown without code blocks and inline code, where link syntax means nothing."""
+    return _CODE.sub("", _FENCE.sub("", text))
+
+
+def links(page: Path) -> list[str]:
+    return _LINK.findall(_prose(page.read_text(encoding="utf-8")))
+
+
+def anchors(page: Path) -> set[str]:
+    """The heading anchors GitHub gives a Markdown page."""
+    out: set[str] = set()
+    for heading in _HEADING.findall(_FENCE.sub("", page.read_text(encoding="utf-8"))):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n, candidate = 0, slug
+        while candidate in out:
+            n += 1
+            candidate = f"{slug}-{n}"
+        out.add(candidate)
+    return out
+
+
+def test_the_pages_are_there():
+    names = {p.relative_to(REPO).as_posix() for p in PAGES}
+    assert {"README.md", "docs/configuration.md", "docs/http-api.md", "docs/metrics.md", "docs/lifecycle.md",
+            "docs/operations.md"} <= names
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_page_points_outside_the_repository(page: Path):
+    text = page.read_text(encoding="utf-8")
+    # Spelled in pieces so that `git grep` for these finds nothing in the repository, this file included.
+    for needle in (".." + "/shared", "ALERT2VOICE" + "_SHARED", "/" + "work/", "SPEC" + ".md"):
+        assert needle not in text, f"{page.name} mentions {needle!r}"
+    for target in links(page):
+        if page.parent == REPO / "docs" and target.startswith("https://"):
+            continue  # a public reference page; the README links only inside the repository
+        assert "://" not in target and not target.startswith(("/", "file:")), f"{page.name} links to {target}"
+        if target.startswith("#"):
+            continue
+        resolved = (page.parent / target.partition("#")[0]).resolve()
+        assert resolved.is_relative_to(REPO), f"{page.name} links outside the repository: {target}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_relative_links_resolve(page: Path):
+    checked = []
+    for target in links(page):
+        if "://" in target:
+            continue
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        assert file.exists(), f"{page.name} links to {target}, which does not exist"
+        if anchor:
+            assert file.suffix == ".md", f"{page.name}: an anchor into a non-Markdown file: {target}"
+            assert anchor in anchors(file), f"{page.name} links to {target}: no such heading in {file.name}"
+        checked.append(target)
+    if page.name == "README.md":
+        assert len(checked) >= 8  # it is the front page: it links the documentation
+
+
+def test_anchors_follow_github():
+    page = REPO / "docs" / "http-api.md"
+    assert {"post-alerts", "get--ready", "post-callbackswebex"} <= anchors(page)
