@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -501,3 +502,27 @@ async def test_purge_works_through_many_rows_in_chunks(sqlite_store, monkeypatch
     assert keys(await sqlite_store.recent(100)) == ["open"]
     assert keys(await sqlite_store.by_group("db", "g0")) == ["open"]  # the mirror forgot the purged pages
     assert await sqlite_store.admit(make_page("again"), ["c0a", "c7b"], WINDOW, at(1))  # claims gone too
+
+
+async def test_the_sqlite_mirror_changes_only_on_the_event_loop_thread(tmp_path, monkeypatch):
+    # seen() and by_group() iterate the mirror on the loop's thread; the writer thread must not change it.
+    store = SQLiteStore(tmp_path / "a2v.db")
+    await store.open()
+    try:
+        threads: set[int] = set()
+        mirror_page = store._mirror_page
+
+        def spied(page: Page):
+            def record(change):
+                def apply() -> None:
+                    threads.add(threading.get_ident())
+                    change()
+                return apply
+            return [record(change) for change in mirror_page(page)]
+
+        monkeypatch.setattr(store, "_mirror_page", spied)
+        await asyncio.gather(*(store.put(make_page(f"p{i}")) for i in range(20)))
+        assert threads == {threading.get_ident()}
+        assert len(await store.by_group("db", "{}:{alertname=\"Down\"}")) == 20  # applied before put() returned
+    finally:
+        await store.close()

@@ -12,7 +12,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -136,11 +135,34 @@ class _Op:
     name: str
     fn: Callable[..., Any]
     args: tuple[Any, ...]
-    future: Future[Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
 
 
-# What the worker applies to the in-memory mirror once a batch has committed.
+# What a committed operation changes in the in-memory mirror; applied on the event loop's thread.
 Changes = list[Callable[[], None]]
+# One operation's end: its result or error, and its mirror changes (empty unless it committed).
+_Outcome = tuple[_Op, Any, BaseException | None, Changes]
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    """On the event loop: apply each committed operation's mirror changes, then settle its future."""
+    for op, result, exc, changes in outcomes:
+        if exc is None:
+            for change in changes:
+                change()
+            if not op.future.done():
+                op.future.set_result(result)
+            continue
+        if isinstance(exc, StoreUnavailable):
+            error: BaseException = exc
+        elif isinstance(exc, sqlite3.Error | OSError):
+            error = StoreUnavailable(f"sqlite store: {op.name} failed: {exc}")
+            error.__cause__ = exc
+        else:
+            error = exc
+        if not op.future.done():
+            op.future.set_exception(error)
 
 
 class SQLiteStore:
@@ -296,7 +318,7 @@ class SQLiteStore:
 
     def _commit(self, batch: list[_Op]) -> None:
         """Run a batch in one transaction, each operation in its own savepoint; one COMMIT for all."""
-        outcomes: list[tuple[_Op, Any, BaseException | None, Changes]] = []
+        outcomes: list[_Outcome] = []
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -323,33 +345,40 @@ class SQLiteStore:
         except Exception as exc:
             # Drop the connection so that the next call starts afresh once the problem is gone.
             self._disconnect()
+            failures: list[_Outcome] = []
             for op in batch:
-                if isinstance(exc, StoreUnavailable):
-                    op.future.set_exception(exc)
-                    continue
-                error = StoreUnavailable(f"sqlite store: {op.name} failed: {exc}")
-                error.__cause__ = exc
-                op.future.set_exception(error)
+                error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(
+                    f"sqlite store: {op.name} failed: {exc}")
+                if error is not exc:
+                    error.__cause__ = exc
+                failures.append((op, None, error, []))
+            self._settle(failures)
             return
-        for op, result, exc, changes in outcomes:
-            if exc is None:
-                for change in changes:
-                    change()
-                op.future.set_result(result)
-            elif isinstance(exc, sqlite3.Error | OSError):
-                error = StoreUnavailable(f"sqlite store: {op.name} failed: {exc}")
-                error.__cause__ = exc
-                op.future.set_exception(error)
-            else:
-                op.future.set_exception(exc)
+        self._settle(outcomes)
+
+    @staticmethod
+    def _settle(outcomes: list[_Outcome]) -> None:
+        """Hand a batch's outcomes to the event loop, which applies the mirror changes and wakes the callers.
+
+        The mirror is read on the loop's thread (seen(), by_group() iterate it) and so changed only there,
+        in commit order (one callback per batch, run in the order posted), before any caller of the batch
+        resumes: whoever awaited a write sees it in the mirror.
+        """
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, mine in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for these any more
+                loop.call_soon_threadsafe(_resolve, mine)
 
     async def _run(self, op: str, fn: Callable[..., T], *args: Any) -> T:
         if self._thread is None:
             raise StoreUnavailable(f"sqlite store: {op} failed: store is not open")
-        future: Future[T] = Future()
-        self._queue.put(_Op(op, fn, args, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(op, fn, args, future, loop))
         # A cancelled caller does not cancel the operation: it still commits, like any other in its batch.
-        return await asyncio.shield(asyncio.wrap_future(future))
+        return await asyncio.shield(future)
 
     # ------------------------------------------------------------------------------------ protocol
 
