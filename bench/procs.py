@@ -1,0 +1,111 @@
+"""The bench's child processes: free loopback ports, start with a log file, wait until ready, stop, /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def alert2voice_command() -> list[str]:
+    script = Path(sys.executable).with_name("alert2voice")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "alert2voice"]
+
+
+@dataclass
+class Proc:
+    """A child process with its output in a log file; stop() always reaps it."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+
+    def start(self) -> Proc:
+        with self.log_path.open("wb") as log:
+            self.started = time.monotonic()
+            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,  # noqa: S603
+                                          stderr=subprocess.STDOUT, env=self.env, cwd=self.log_path.parent)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def rss_mb(self) -> float | None:
+        return _status_kb(self.pid, "VmRSS")
+
+    def hwm_mb(self) -> float | None:
+        return _status_kb(self.pid, "VmHWM")
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return f"----- {self.name} ({self.log_path}) -----\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def _status_kb(pid: int, key: str) -> float | None:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def wait_ready(url: str, proc: Proc, *, within: float = 20.0, interval: float = 0.01) -> float:
+    """Poll url every `interval` until it answers 200; return seconds since the process was started."""
+    deadline = time.monotonic() + within
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not proc.alive:
+            raise RuntimeError(f"{proc.name} exited before {url} answered\n{proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback URL we built)
+                if resp.status == 200:
+                    return time.monotonic() - proc.started
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(interval)
+    raise RuntimeError(f"{url} not ready within {within:g}s ({last})\n{proc.log_tail()}")

@@ -1,0 +1,137 @@
+"""Phase 4, time to call: webhook sent -> the simulator receiving its provider request, at 100 webhooks/s.
+
+On its own alert2voice: the throughput loads leave thousands of pages awaiting callbacks behind them,
+which are not what a latency figure is about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen, say
+from bench.rig import NUMBER, Drain, Rig, Service
+
+RATE = 100.0  # webhooks per second, open loop
+
+
+@dataclass(frozen=True)
+class TimeToCall:
+    """p50/p99 of (simulator received - webhook sent), with what tells a host stall from our own."""
+
+    rate_per_s: float
+    webhooks: int
+    answered_200: int
+    calls_matched: int
+    missing: int
+    ms: dict[str, float | None]
+    webhook_response_ms: dict[str, float | None]
+    send_lateness_ms: dict[str, float | None]
+    service_metric_mean_ms: float | None
+    host_fdatasync_ms: dict[str, float | None]
+    slowest: list[dict[str, Any]]  # the ten slowest calls: ms, index, at_s (after the first send), answered_ms
+    simulator_time_resolution_ms: int
+    drain: Drain
+
+
+def fsync_probe(folder: Path, *, count: int = 300, rate: float = 100.0) -> dict[str, float | None]:
+    """The host's own commit latency: `count` 4 KiB writes, each followed by fdatasync, at `rate` per second,
+    in the folder the stores use. Nothing of ours runs in it; a time-to-call figure carries this tail."""
+    path = folder / "fsync-probe"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    block = b"\0" * 4096
+    took = []
+    try:
+        start = time.monotonic()
+        for i in range(count):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            t0 = time.perf_counter()
+            os.pwrite(fd, block, (i % 64) * 4096)
+            os.fdatasync(fd)
+            took.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return loadgen.latency_summary(took)
+
+
+async def settle() -> None:
+    """Write back what earlier loads left dirty in the page cache (their logs: tens of MB) before a latency
+    measurement, so that its fsyncs do not queue behind that writeback."""
+    await asyncio.to_thread(os.sync)
+
+
+async def time_to_call(rig: Rig) -> TimeToCall:
+    """Open loop at RATE/s for plan.ttc_seconds, each webhook a new group; its call matched by correlationId."""
+    # The earlier phases' files are written back first, so that neither this start nor its latencies wait on it.
+    await settle()
+    async with rig.service("ttc") as svc:
+        return await _measure(rig, svc)
+
+
+async def _measure(rig: Rig, svc: Service) -> TimeToCall:
+    count = int(RATE * rig.plan.ttc_seconds)
+    await rig.reset_simulator(NUMBER)
+    await settle()
+    # Every webhook waits for one SQLite commit (fdatasync of the WAL) before its call is placed.
+    fsync = await asyncio.to_thread(fsync_probe, rig.workdir)
+    say(f"  host fdatasync of 4 KiB at 100/s, nothing of ours running: p50 {fsync['p50'] or 0:.2f} ms, "
+        f"p99 {fsync['p99'] or 0:.2f} ms, max {fsync['max'] or 0:.2f} ms")
+    template = rig.body(loadgen.MARKER)
+    bodies = [template.replace(loadgen.MARKER, f"ttc{i}").encode() for i in range(count)]
+    before = await rig.metrics(svc)
+    sent = await rig.profiled("time_to_call", svc.proc, rig.plan.ttc_seconds, loadgen.open_loop(
+        f"{svc.url}/alerts", token=rig.token, bodies=bodies, rate=RATE))
+    drain = await rig.wait_placed(svc, before, route="bench", within=rig.plan.drain_timeout)
+    after = await rig.metrics(svc)
+    by_correlation = _by_correlation(sent)
+    arrivals: dict[str, float] = {}
+    for c in await rig.sim_calls():
+        arrivals.setdefault(c["correlationId"], c["time"])
+    timed = [(arrivals[k] - s.sent_wall, s) for k, s in by_correlation.items() if k in arrivals]
+    latencies = [latency for latency, _ in timed]
+    ttc_sum = after.delta(before, "alert2voice_time_to_call_seconds_sum")
+    ttc_count = after.delta(before, "alert2voice_time_to_call_seconds_count")
+    summary = loadgen.latency_summary(latencies)
+    say(f"  time to call at {RATE:g}/s: p50 {summary['p50'] or 0:.1f} ms, p99 {summary['p99'] or 0:.1f} ms, "
+        f"max {summary['max'] or 0:.1f} ms ({len(latencies)} of {count} calls matched)")
+    return TimeToCall(
+        rate_per_s=RATE,
+        webhooks=count,
+        answered_200=sum(1 for s in sent if s.status == 200),
+        calls_matched=len(latencies),
+        missing=len(by_correlation) - len(latencies),
+        ms=summary,
+        webhook_response_ms=loadgen.latency_summary([s.response_time for s in sent if s.response_time is not None]),
+        send_lateness_ms=loadgen.latency_summary([s.sent - s.scheduled for s in sent]),
+        service_metric_mean_ms=round(ttc_sum / ttc_count * 1000, 2) if ttc_count else None,
+        host_fdatasync_ms=fsync,
+        slowest=_slowest(timed, first=sent[0].sent if sent else 0.0),
+        simulator_time_resolution_ms=1,
+        drain=drain,
+    )
+
+
+def _by_correlation(sent: list[loadgen.Sent]) -> dict[str, loadgen.Sent]:
+    """Each answered webhook by its call's correlationId (`a2v-<32 hex of the page key>-1`)."""
+    out: dict[str, loadgen.Sent] = {}
+    for s in sent:
+        pages = (s.body or {}).get("pages", []) if isinstance(s.body, dict) else []
+        called = [p for p in pages if p.get("result") == "called"]
+        if s.status == 200 and called:
+            out[f"a2v-{called[0]['page_key'][:32]}-1"] = s
+    return out
+
+
+def _slowest(timed: list[tuple[float, loadgen.Sent]], *, first: float, top: int = 10) -> list[dict[str, Any]]:
+    """The slowest calls, to tell a cold start (the first indices) from stalls during the run."""
+    slowest = sorted(timed, key=lambda pair: pair[0], reverse=True)[:top]
+    return [{"ms": round(latency * 1000, 1), "index": s.index, "at_s": round(s.sent - first, 2),
+             "answered_ms": round((s.done - s.sent) * 1000, 1) if s.done is not None else None}
+            for latency, s in slowest]

@@ -1,0 +1,230 @@
+"""The benchmark's own machinery: the table and JSON from typed results, a failing phase, the store's
+figures, and the startup phase and the CLI end to end on real processes (no wrk, no timing targets)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from alert2voice.pages import Call, Page, PageState
+from alert2voice.store.sqlite import SQLiteStore
+from bench import phases, report
+from bench.memory import Memory, StoreStats, store_stats
+from bench.rig import QUICK, Drain, Load, Rig
+from bench.startup import Startup, startup
+from bench.storm import BigWebhook, Burst, Storms
+from bench.throughput import Ceiling, CeilingRun, Duplicate, DuplicateRun, NewPage, RelayFloor, Throughput
+from bench.ttc import TimeToCall
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+LATENCY = {"p50": 4.0, "p90": 6.0, "p99": 9.5, "max": 12.0, "count": 300}
+DRAIN = Drain(called=300, placed_202=300, provider_other=0, drained=True, waited_s=0.01)
+
+
+def load(rps: float) -> dict:
+    return {"generator": "wrk -t1 -c32", "requests": int(rps * 3), "duration_s": 3.0, "rps": rps, "non_2xx": 0,
+            "socket_errors": 0, "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0}}
+
+
+def fabricated_throughput() -> Throughput:
+    ceiling = [CeilingRun(**load(rps), server_cpu_ms_per_request=0.1) for rps in (9000.0, 10000.0, 11000.0)]
+    dup = [DuplicateRun(**load(rps), server_cpu_ms_per_request=0.13, ratio=round(rps / c.rps, 3))
+           for rps, c in zip((7000.0, 7000.0, 7000.0), ceiling, strict=True)]
+    return Throughput(
+        main_rss_idle_mb=57.0,
+        ceiling=Ceiling(rps=10000.0, runs=ceiling, spread=0.2),
+        duplicate=Duplicate(rps=7000.0, ratio=0.7, runs=dup, non_2xx=0, server_cpu_ms_per_request=0.13,
+                            pages_duplicate=21000, pages_called=0),
+        new_page=NewPage(**load(500.0), webhooks_accepted=1500, pages_called=1500, calls_received_by_simulator=1500,
+                         every_call_placed=True, last_call_after_load_end_s=0.05, sustained_rps=500.0,
+                         server_cpu_ms_per_webhook=1.9, simulator_cpu_ms_per_call=0.4, provider_non_202=0,
+                         ratio=0.05, accepted_ratio=0.05, ratio_to_relay_floor=0.2),
+        relay_floor=RelayFloor(**load(2500.0), calls_received_by_simulator=7500, sustained_rps=2500.0,
+                               server_cpu_ms_per_webhook=0.3, ratio=0.25),
+        main_rss_end_mb=70.0,
+    )
+
+
+def fabricated_ttc() -> TimeToCall:
+    return TimeToCall(rate_per_s=100.0, webhooks=300, answered_200=300, calls_matched=300, missing=0, ms=LATENCY,
+                      webhook_response_ms=LATENCY, send_lateness_ms=LATENCY, service_metric_mean_ms=3.9,
+                      host_fdatasync_ms={"p50": 0.4, "p90": 0.6, "p99": 1.25, "max": 3.0, "count": 300},
+                      slowest=[{"ms": 12.0, "index": 0, "at_s": 0.0, "answered_ms": 11.0}],
+                      simulator_time_resolution_ms=1, drain=DRAIN)
+
+
+def fabricated_storms() -> Storms:
+    big = BigWebhook(alerts=5000, bytes=2_305_890, status=200, result=["called"], response_s=0.29, resend_status=200,
+                     resend_result=["duplicate"], resend_response_s=0.61, calls_placed=1, time_to_call_s=0.38)
+    burst = Burst(groups=1000, sent_within_s=1.0, all_answered_within_s=1.3, statuses={"200": 1000},
+                  response_ms={**LATENCY, "p50": 200.0, "p99": 280.0, "max": 290.0}, pages_called=1000,
+                  pages_throttled=995, calls_placed=5, calls_allowed_by_throttle=20, calls_allowed_by_storm_rule=6,
+                  throttle_respected=True, storm_rule_respected=True)
+    return Storms(config={"storm": {"pages": 5, "per": "2m"}}, big_webhook=big, burst=burst, rss_mb_after=88.0)
+
+
+def fabricated_memory(store: StoreStats) -> Memory:
+    return Memory(rss_idle_mb=57.1, rss_after_mb=60.9, rss_growth_mb=3.8, rss_peak_mb=61.0, webhooks=10031,
+                  share_new_pages=0.02, duplicate_groups=50, pages_called=249, pages_duplicate=9782,
+                  load=Load(**load(3800.0)), drain=DRAIN, store=store, dedup_window="1m",
+                  samples_t_webhooks_rss=[(0.0, 0.0, 57.1), (2.0, 7886.0, 60.6)])
+
+
+def by_figure(rows: list[report.Row]) -> dict[str, report.Row]:
+    return {r.figure.strip(): r for r in rows}
+
+
+# --------------------------------------------------------------------------------------- table and JSON
+
+
+def test_table_and_json_from_typed_results():
+    results = [fabricated_throughput(), fabricated_ttc(), fabricated_storms(),
+               fabricated_memory(StoreStats(bytes=3_300_000, pages=249, active_pages=249, claims=498, calls=498)),
+               Startup(samples_s=[0.55, 0.6, 0.7], median_s=0.6, max_s=0.7)]
+    rows = report.table(results)
+    got = by_figure(rows)
+    assert got["duplicate path"] == report.Row("duplicate path", "7,000 req/s", ">= 0.6 x ceiling", "0.70", "ok")
+    assert got["ceiling runs"].value == "9,000 / 10,000 / 11,000 req/s"
+    assert got["new-page path, sustained with every call placed"].result == "MISSED"  # 0.05 < 0.3
+    assert got["time to call p99 at 100 webhooks/s"].value == "9.5 ms"
+    assert got["host fdatasync (4 KiB) p50 / p99, just before"].value == "0.40 ms / 1.25 ms"
+    assert got["resent (duplicate) answered in"].result == "MISSED"  # 610 ms > 500 ms
+    assert got["store after the memory run"].value == "249 pages, 498 claims, 3.3 MB"
+    assert got["startup to /-/ready (median / max)"].value == "600 ms / 700 ms"
+    assert rows[-1].figure.startswith("startup")  # in the order of the phases
+    assert report.missed(rows) == ["new-page path, sustained with every call placed",
+                                   "resent (duplicate) answered in"]
+    assert report.errors(rows) == {}
+
+    doc = report.document(plan=QUICK, machine={"cpu": "test"}, callbacks="off", elapsed_s=1.0, results=results,
+                          rows=rows, profiles={})
+    out = json.loads(json.dumps(doc))
+    assert list(out["results"]) == ["main_rss_idle_mb", "ceiling", "duplicate", "new_page", "relay_floor",
+                                    "main_rss_end_mb", "time_to_call", "storms", "memory", "startup"]
+    assert out["results"]["new_page"]["rps"] == 500.0  # a load's figures sit beside the phase's own
+    assert out["results"]["duplicate"]["runs"][0]["ratio"] == 0.778
+    assert out["results"]["time_to_call"]["drain"] == asdict(DRAIN)
+    assert out["results"]["memory"]["store"]["claims"] == 498
+    assert out["table"][2] == asdict(got["duplicate path"])
+    assert out["errors"] == {}
+
+
+def test_store_that_cannot_be_read_is_an_error_cell_not_a_crash():
+    # The table used to format the missing row counts ("?") with a thousands separator: ValueError.
+    failed = StoreStats(bytes=0, error="OperationalError: unable to open database file")
+    rows = report.table([fabricated_memory(failed)])
+    cell = by_figure(rows)["store after the memory run"]
+    assert (cell.value, cell.result) == ("error: OperationalError: unable to open database file", "ERROR")
+    assert by_figure(rows)["RSS at idle"].result == "ok"  # the phase's other figures stay
+    assert report.errors(rows) == {"store after the memory run": "OperationalError: unable to open database file"}
+
+
+async def test_failed_phase_is_an_error_row_and_the_next_phase_runs():
+    ran = []
+
+    async def explode(rig: Rig) -> Startup:
+        raise RuntimeError("simulator exited before it answered\n----- simulator log -----\nTraceback ...")
+
+    async def fine(rig: Rig) -> Startup:
+        ran.append("fine")
+        return Startup(samples_s=[0.5], median_s=0.5, max_s=0.5)
+
+    failing = phases.Phase("storms", "5", "storms", explode)
+    results = [await phases.attempt(p, rig=None) for p in (failing, phases.Phase("startup", "7", "startup", fine))]
+    assert results[0] == phases.PhaseError("storms", "storms", "RuntimeError: simulator exited before it answered")
+    assert ran == ["fine"]
+    rows = report.table(results)
+    assert rows[0] == report.Row("storms", "error: RuntimeError: simulator exited before it answered",
+                                 result="ERROR")
+    assert rows[1].figure.startswith("startup")
+    doc = report.document(plan=QUICK, machine={}, callbacks="off", elapsed_s=1.0, results=results, rows=rows,
+                          profiles={})
+    assert doc["errors"] == {"storms": "RuntimeError: simulator exited before it answered"}
+    assert "storms" not in doc["results"] and doc["results"]["startup"]["samples_s"] == [0.5]
+
+
+# ---------------------------------------------------------------------------------------------- the store
+
+
+def page(key: str, state: PageState) -> Page:
+    call = Call(attempt=1, correlation_id=f"{key}-1", idempotency_key=f"idem-{key}", contact="oncall",
+                number="+14155550101", step=0, round=0, created_at=T0, message_id=f"m-{key}")
+    return Page(key=key, route="bench", group_key=f'{{}}:{{alertname="{key}"}}', received_at=T0,
+                alerts=[{"status": "firing", "labels": {"alertname": key}}], group={"receiver": "voice"},
+                identities=[f"id-{key}"], claims=[f"claim-{key}"], severities=["critical"], state=state,
+                calls=[call])
+
+
+async def test_store_stats_counts_a_live_store_whose_path_has_uri_characters(tmp_path):
+    # A SQLite URI ends its path at "?" and "#" and decodes "%": the path is percent-encoded now.
+    db = tmp_path / "a?b#c%20d" / "bench.db"
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.admit(page("one", PageState.ACTIVE), ["claim-one"], timedelta(minutes=1), T0)
+        await store.put(page("two", PageState.RESOLVED))
+        stats = store_stats(db)  # from outside, while the writer holds the file, as the bench reads it
+        database = db.stat().st_size
+    finally:
+        await store.close()
+    assert stats == StoreStats(bytes=stats.bytes, pages=2, active_pages=1, claims=1, calls=4)
+    assert stats.bytes > database > 0  # the database and its -wal and -shm
+
+
+def test_store_stats_without_a_database_says_so(tmp_path):
+    stats = store_stats(tmp_path / "missing.db")
+    assert stats == StoreStats(bytes=0, error=f"no database file at {tmp_path / 'missing.db'}")
+
+
+# ------------------------------------------------------------------------------------ real processes
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        r = Rig(plan=replace(QUICK, name="test"), workdir=tmp_path, wrk=None, session=session)
+        try:
+            r.start_simulator()
+            yield r
+        finally:
+            r.stop_all()
+
+
+async def test_startup_phase_starts_alert2voice_and_times_it(rig):
+    result = await startup(rig, at_least=1)
+    assert len(result.samples_s) == 1 and result.samples_s[0] > 0
+    assert result.median_s == result.max_s == result.samples_s[0]
+    assert [p.name for p in rig.procs] == ["simulator"]  # the service it started is stopped again
+    row = report.table([result])[0]
+    assert row.figure == "startup to /-/ready (median / max)"
+    assert row.value == f"{result.median_s * 1000:,.0f} ms / {result.max_s * 1000:,.0f} ms"
+
+
+def test_cli_measures_startup_alone_and_writes_the_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "startup", "--no-wrk",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    assert list(doc["results"]) == ["startup"]
+    assert len(doc["results"]["startup"]["samples_s"]) == 3
+    assert [r["figure"] for r in doc["table"]] == ["startup to /-/ready (median / max)"]
+    assert doc["errors"] == {} and doc["machine"]["load_generator"] == "python (aiohttp)"
+    assert "startup to /-/ready" in proc.stdout
+
+
+def test_cli_refuses_an_unknown_phase():
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--only", "throughput,nonsense"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "unknown phase nonsense" in proc.stderr
+
