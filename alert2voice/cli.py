@@ -321,7 +321,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    from .provider.simulator import run_simulator
+    from .simulator import run_simulator
 
     host, _, port = args.listen.rpartition(":")
     callback_auth = {}

@@ -21,8 +21,8 @@ from alert2voice.provider import (
     Unavailable,
     UrlAudio,
 )
-from alert2voice.provider.simulator import SIMULATOR, create_simulator_app
 from alert2voice.provider.webex import REGIONS, WebexProvider, base_url_for
+from alert2voice.simulator import SIMULATOR, create_simulator_app
 
 KEY = "sk-9f8e7d6c5b4a-very-secret"
 NUMBER = "+14155550101"

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from alert2voice.provider.simulator import SIMULATOR, create_simulator_app, run_simulator
+from alert2voice.simulator import SIMULATOR, create_simulator_app, run_simulator
 
 KEY = "simulator-service-key"
 AUTH = {"Authorization": KEY, "Content-Type": "application/json"}
@@ -762,7 +762,7 @@ async def test_interactive_validation(sim, overrides, code, text):
 
 
 async def test_run_simulator_serves_until_cancelled(caplog):
-    caplog.set_level(logging.INFO, logger="alert2voice.provider.simulator")
+    caplog.set_level(logging.INFO, logger="alert2voice.simulator.server")
     urls: asyncio.Queue[str] = asyncio.Queue()
     task = asyncio.create_task(run_simulator("127.0.0.1", 0, on_listening=urls.put_nowait, callback_delay=0))
     url = await asyncio.wait_for(urls.get(), timeout=5)

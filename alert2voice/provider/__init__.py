@@ -1,4 +1,4 @@
-"""The voice provider boundary and its implementations (Webex Connect client, simulator, fake)."""
+"""The voice provider boundary: the protocol and its errors, the Webex Connect client, a recording fake."""
 
 from .base import (
     Accepted,

@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import simulator_rules as rules
-from .simulator_rules import ApiError
+from . import rules
+from .rules import ApiError
 
 log = logging.getLogger(__name__)
 
