@@ -49,6 +49,15 @@ def _labels(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _listen(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    from .units import parse_listen
+
+    try:
+        return parse_listen(text, default_host)
+    except ValueError as exc:
+        raise UserError(f"--listen: {exc}") from None
+
+
 def _config(path: str):
     from .config import ConfigError, load_config
 
@@ -270,10 +279,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config(args.config)
     app = create_app(config, config_path=Path(args.config))
-    host, port = config.server.host_port
-    if args.listen:
-        host, _, p = args.listen.rpartition(":")
-        host, port = host.strip("[]") or "0.0.0.0", int(p)
+    host, port = _listen(args.listen) if args.listen else config.server.host_port
 
     async def main() -> None:
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
@@ -323,7 +329,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_simulator(args: argparse.Namespace) -> int:
     from .simulator import run_simulator
 
-    host, _, port = args.listen.rpartition(":")
+    host, port = _listen(args.listen, default_host="127.0.0.1")
     callback_auth = {}
     for spec in args.callback_auth or []:
         auth_id, sep, header = spec.partition("=")
@@ -332,7 +338,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
             raise UserError(f"--callback-auth {spec!r}: expected AUTH_ID=Header-Name:value")
         callback_auth.setdefault(auth_id, {})[name.strip()] = value.strip()
     async def main() -> None:
-        task = asyncio.ensure_future(run_simulator(host.strip("[]") or "127.0.0.1", int(port),
+        task = asyncio.ensure_future(run_simulator(host, port,
                                                    service_key=args.service_key, callback_auth=callback_auth,
                                                    callback_delay=args.callback_delay,
                                                    step_delay=args.step_delay))

@@ -1,4 +1,4 @@
-"""Prometheus-style durations, byte sizes and rates as they appear in the YAML config."""
+"""Prometheus-style durations, byte sizes, rates and listen addresses as they appear in the config."""
 
 from __future__ import annotations
 
@@ -104,3 +104,11 @@ def parse_rate(text: str) -> Rate:
     if count <= 0 or per <= timedelta(0):
         raise ValueError(f"invalid rate {text!r}: must be positive")
     return Rate(count, per)
+
+
+def parse_listen(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """A listen address: "0.0.0.0:9095", "[::1]:9095" or ":9095" -> (host, port); raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port such as 0.0.0.0:9095, got {text!r}")
+    return host.strip("[]") or default_host, int(port)

@@ -506,7 +506,7 @@ SECRET_FILES = [
     pytest.param(MINIMAL + "webhook_auth:\n  basic_auth: {username: am, password_file: FILE}\n",
                  "webhook_auth.basic_auth.password_file", ("webhook_auth", "basic_auth", "password"),
                  id="basic_auth.password_file"),
-    pytest.param(MINIMAL + "store: {backend: redis, url_file: FILE}\n", "store.url_file", ("store", "url"),
+    pytest.param(MINIMAL + "store: {url_file: FILE}\n", "store.url_file", ("store", "url"),
                  id="store.url_file"),
 ]
 
@@ -618,7 +618,6 @@ def test_secrets_of_returns_every_secret(tmp_path):
             hub_secret_file: hub
             header: {name: X-Callback-Key, value: header-value}
         store:
-          backend: redis
           url_file: redis
         """)
     path = write(tmp_path / FILE, text)
@@ -672,3 +671,11 @@ def test_config_is_frozen():
     assert isinstance(config, Config)
     with pytest.raises(ValueError, match="frozen"):
         config.provider.max_in_flight = 3  # type: ignore[misc]
+
+
+def test_the_redis_backend_is_refused_until_it_exists():
+    with pytest.raises(ConfigError) as refused:
+        parse_config(MINIMAL + "store: {backend: redis, url: 'redis://127.0.0.1:6379/0'}\n", file=FILE, env={})
+    [problem] = refused.value.problems
+    assert problem.path == "store"
+    assert "redis is not available" in problem.message

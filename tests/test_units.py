@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alert2voice.units import Rate, format_duration, parse_duration, parse_rate, parse_size
+from alert2voice.units import Rate, format_duration, parse_duration, parse_listen, parse_rate, parse_size
 
 S, M, H, D, W = timedelta(seconds=1), timedelta(minutes=1), timedelta(hours=1), timedelta(days=1), timedelta(weeks=1)
 MS = timedelta(milliseconds=1)
@@ -147,3 +147,19 @@ def test_parse_rate_rejects(text):
         parse_rate(text)
     # The message quotes the rate as the user wrote it, not some intermediate form such as '1x'.
     assert repr(text) in str(raised.value)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0.0.0.0:9095", ("0.0.0.0", 9095)),
+    ("127.0.0.1:1", ("127.0.0.1", 1)),
+    ("[::1]:9095", ("::1", 9095)),
+    (":9095", ("0.0.0.0", 9095)),
+])
+def test_parse_listen(text, expected):
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9095", "host:", "host:port", "host:0", "host:65536", ""])
+def test_parse_listen_rejects(text):
+    with pytest.raises(ValueError, match="host:port"):
+        parse_listen(text)

@@ -12,10 +12,6 @@ def open_store(config) -> Store:
         from .memory import MemoryStore
 
         return MemoryStore()
-    if backend == "sqlite":
-        from .sqlite import SQLiteStore
+    from .sqlite import SQLiteStore
 
-        return SQLiteStore(config.store.path)
-    from .redis import RedisStore
-
-    return RedisStore(config.store.url.get_secret_value())
+    return SQLiteStore(config.store.path)
