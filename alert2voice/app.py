@@ -20,8 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from . import callbacks
 from .alertmanager import Payload, PayloadError, parse_payload
+from .clock import Clock
 from .config import Config, ConfigError, load_config, secrets_of
-from .dispatcher import Clock, Dispatcher
+from .dispatch import Dispatcher
 from .interactive import HANGUP, Answer
 from .keys import RUNTIME
 from .logs import SCRUBBER, mask_number
@@ -327,8 +328,9 @@ async def handle_callback(request: web.Request) -> web.Response:
         return await _call_event(rt, key, event)
     result = "unknown"
     if key is not None and rt.dispatcher is not None:
-        result = await rt.dispatcher.apply_outcome(key, correlation=event.correlation_id, message_id=event.message_id,
-                                                   outcome=event.outcome, grace=event.grace)
+        result = await rt.dispatcher.outcomes.receipt(key, correlation=event.correlation_id,
+                                                      message_id=event.message_id, outcome=event.outcome,
+                                                      grace=event.grace)
     rt.metrics.callbacks.labels(event.event, result).inc()
     if result == "unknown":
         log.warning("callback for an unknown call", extra={"event": event.event,
@@ -341,7 +343,7 @@ async def _call_event(rt: Runtime, key: str | None, event: callbacks.Event) -> w
     """A programmable call's event (interactive mode): the platform reads the next action from the body."""
     answer = Answer("unknown", HANGUP)
     if key is not None and rt.dispatcher is not None:
-        answer = await rt.dispatcher.call_event(key, event)
+        answer = await rt.dispatcher.outcomes.call_event(key, event)
     rt.metrics.callbacks.labels(event.event, answer.result).inc()
     if answer.result == "unknown":
         log.warning("call event for an unknown call", extra={"event": event.event, "session_id": event.message_id,

@@ -105,7 +105,7 @@ def _load_payload(path: str):
 
 def cmd_render(args: argparse.Namespace) -> int:
     from .app import Runtime, render_calls
-    from .dispatcher import Clock
+    from .clock import Clock
     from .metrics import Metrics
     from .store.memory import MemoryStore
 

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from alert2voice.app import RUNTIME, create_app
-from alert2voice.dispatcher import KeyedLocks
+from alert2voice.dispatch import KeyedLocks
 from alert2voice.provider import NetworkError
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore

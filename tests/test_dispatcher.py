@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from alert2voice.alertmanager import parse_payload
 from alert2voice.app import make_speech
 from alert2voice.config import RetryConfig
-from alert2voice.dispatcher import Backoff, Dispatcher, RateLimiter, Throttle
+from alert2voice.dispatch import Backoff, Dispatcher, RateLimiter, Throttle
 from alert2voice.metrics import Metrics
 from alert2voice.pages import CallState, PageState, new_page
 from alert2voice.provider.fake import RecordingProvider
@@ -146,7 +146,7 @@ async def test_quiet_hours_defer_until_window_ends():
     labels = {**PAYMENTS, "severity": "warning"}
     # Only alice in the chain, so quiet hours are the only reason nobody can be called.
     config = make_config(**{"      - {call: bob, attempts: 1, interval: 5m}\n": ""})
-    d._config = lambda: config
+    d.ctx.config = lambda: config
     await queue(d, store, config, alert(labels))
     await d.run_due()
     assert provider.placed == []
@@ -202,7 +202,7 @@ async def test_loop_purges_finished_pages_after_the_dedup_window():
     await queue(d, store, config, alert(PAYMENTS))
     await d.run_due()
     page = (await store.recent(1))[0]
-    await d.apply_outcome(page.key, correlation=page.calls[0].correlation_id, message_id=None,
+    await d.outcomes.receipt(page.key, correlation=page.calls[0].correlation_id, message_id=None,
                           outcome=CallState.ANSWERED)
     clock.advance(timedelta(hours=4, minutes=1))
     await d._purge(config)
@@ -233,7 +233,7 @@ async def test_storm_rule_folds_pages_into_one_summary_call():
                and p.calls[0].message_id == provider.accepted[2].message_id]
     assert len(members) == 2  # the two other folded pages share the summary's messageId
     leader = next(p for p in pages.values() if p.calls[0].correlation_id == summary.correlation_id)
-    await d.apply_outcome(leader.key, correlation=summary.correlation_id, message_id=None,
+    await d.outcomes.receipt(leader.key, correlation=summary.correlation_id, message_id=None,
                           outcome=CallState.ANSWERED)
     pages = {p.key: p for p in await store.recent(10)}
     answered = [p for p in pages.values() if p.state is PageState.ANSWERED]

@@ -23,7 +23,7 @@ async def settle() -> None:
 async def test_a_reload_raising_max_in_flight_fills_the_new_slots():
     current = [config_with(max_in_flight=1)]
     d, store, provider, _ = make_dispatcher(current[0], provider=CountingProvider())
-    d._config = lambda: current[0]
+    d.ctx.config = lambda: current[0]
     provider.gate = asyncio.Event()
     for i in range(4):
         await queue(d, store, current[0], alert({**PAYMENTS, "instance": f"n{i}"}), group=f"g{i}")
@@ -60,7 +60,7 @@ async def test_a_reload_raising_the_rate_limit_shortens_the_wait():
     current = [config_with(rate="1/s")]
     clock = SleepingClock()
     d, store, provider, _ = make_dispatcher(current[0], clock=clock)
-    d._config = lambda: current[0]
+    d.ctx.config = lambda: current[0]
     await queue(d, store, current[0], alert(PAYMENTS), group="a")
     await d.run_due()  # the one token of a 1/s bucket
     current[0] = config_with(rate="100/s")

@@ -1,0 +1,67 @@
+"""What the dispatcher's rooms share: their dependencies, and what happens to a call's record."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..clock import Clock
+from ..config import Config
+from ..logs import mask_number
+from ..metrics import Metrics
+from ..pages import Call, CallState, Page, record_outcome
+from ..provider import Accepted, Provider
+from ..speech import Speech
+from ..store import Store
+from .locks import KeyedLocks
+
+log = logging.getLogger("alert2voice.dispatch")
+
+
+@dataclass
+class Context:
+    """The dispatcher's dependencies; `config` and `speech` return what is in force now (a reload swaps them)."""
+
+    config: Callable[[], Config]
+    store: Store
+    provider: Provider
+    speech: Callable[[], Speech]
+    metrics: Metrics
+    clock: Clock
+    rng: random.Random = field(default_factory=random.Random)
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
+    provider_healthy: bool = True
+
+    def log(self, page: Page, call: Call, msg: str, level: int = logging.INFO, **fields) -> None:
+        """One log line about a call, with the page key, route, correlationId and masked number."""
+        log.log(level, msg, extra={"page_key": page.key, "route": page.route, "correlation_id": call.correlation_id,
+                                   "contact": call.contact, "number": mask_number(call.number),
+                                   "attempt": call.attempt, **fields})
+
+    def accepted(self, page: Page, call: Call, cfg: Config, accepted: Accepted, now: datetime) -> None:
+        """The provider took the call: record its messageId and wait for its outcome until the deadline."""
+        call.state, call.message_id, call.accepted_at, call.error = CallState.ACCEPTED, accepted.message_id, now, None
+        page.due_at = now + cfg.provider.callback.deadline
+        self.provider_ok(True)
+        if call.kind == "page" and call.attempt == 1:
+            self.metrics.time_to_call.observe(max(0.0, (now - page.received_at).total_seconds()))
+        # Debug only: the info line for an attempt is its outcome (one line per attempt at info level).
+        self.log(page, call, "call accepted by provider", logging.DEBUG, message_id=accepted.message_id,
+                 tries=call.tries, seconds_since_webhook=round((now - page.received_at).total_seconds(), 3))
+
+    def ended(self, page: Page, call: Call, outcome: CallState, cfg: Config, now: datetime, **fields) -> None:
+        """Record a call's final outcome (once), count it and log it."""
+        if record_outcome(page, call, outcome, cfg, now):
+            self.metrics.calls.labels(page.route, outcome.value).inc()
+            level = logging.INFO if outcome is not CallState.FAILED else logging.ERROR
+            self.log(page, call, f"call {outcome.value}", level, message_id=call.message_id, tries=call.tries,
+                     kind=call.kind, step=call.step + 1, error=call.error, **fields)
+
+    def provider_ok(self, healthy: bool) -> None:
+        """Whether the provider takes our credentials (AuthFailed says no); /-/ready reports it."""
+        if healthy != self.provider_healthy:
+            self.provider_healthy = healthy
+            self.metrics.provider_up.set(1 if healthy else 0)

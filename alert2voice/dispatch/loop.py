@@ -1,0 +1,239 @@
+"""The queue consumer's loop: due pages taken under a lease, one task per page, within max_in_flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from ..clock import Clock
+from ..config import Config
+from ..metrics import Metrics
+from ..pages import CallState, Page, PageState, cancel_queued, next_call, route_of
+from ..provider import Provider
+from ..speech import Speech
+from ..store import Store, StoreUnavailable
+from .context import Context
+from .limits import RateLimiter, Throttle
+from .locks import KeyedLocks
+from .outcomes import Outcomes
+from .placing import Placer
+from .speaking import Speaker
+
+log = logging.getLogger("alert2voice.dispatch")
+
+
+class Dispatcher:
+    """Places the calls pages need, one page at a time per key, within the provider limits.
+
+    The rooms: `placer` sends queued calls (throttle, storm, rate limit, retries), `outcomes` applies
+    receipts, call events and polls, `speaker` says what a call says; this class runs the loop.
+    """
+
+    def __init__(self, *, config: Callable[[], Config], store: Store, provider: Provider, speech: Callable[[], Speech],
+                 metrics: Metrics, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+        clock = clock or Clock()
+        self.ctx = ctx = Context(config=config, store=store, provider=provider, speech=speech, metrics=metrics,
+                                 clock=clock, rng=rng or random.Random())
+        self.store, self.metrics, self.clock = store, metrics, clock
+        throttle = Throttle()
+        limiter = RateLimiter(config().provider.rate_limit.per_second, monotonic=clock.monotonic,
+                              sleep=getattr(clock, "sleep", asyncio.sleep))
+        self.speaker = Speaker(ctx)
+        self.placer = Placer(ctx, throttle, limiter, self.speaker)
+        self.outcomes = Outcomes(ctx, throttle, self.speaker, self.poke)
+        self.wakeup = asyncio.Event()
+        self.running = False
+        self.stopping = False
+        self._purged_at: datetime | None = None
+        self.active: set[str] = set()  # keys being processed now, in this process
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def config(self) -> Config:
+        return self.ctx.config()
+
+    @property
+    def locks(self) -> KeyedLocks:
+        return self.ctx.locks
+
+    @property
+    def provider_healthy(self) -> bool:
+        return self.ctx.provider_healthy
+
+    # ---------------------------------------------------------------------------------------- loop
+
+    async def drain(self, task: asyncio.Task[None], grace: float) -> None:
+        """Stop taking work; let in-flight provider requests finish within `grace` seconds; the rest stays queued."""
+        self.stopping = True
+        self.poke()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=grace)
+        except TimeoutError:
+            log.warning("shutdown grace over; cancelling in-flight work (it stays queued)", extra={"grace": grace})
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def poke(self) -> None:
+        """New work was queued: look at the queue now rather than at the next due time."""
+        self.wakeup.set()
+
+    def submit(self, page: Page) -> None:
+        """A page just admitted with its first attempt: start it now if a slot is free, else the loop will."""
+        if not self.running or self.stopping or len(self.active) >= self.config.provider.max_in_flight:
+            self.poke()
+            return
+        self._start(page.key, page)
+
+    def _start(self, key: str, fresh: Page | None = None) -> asyncio.Task[None] | None:
+        """Process a page in a task of its own, unless it is in progress here already.
+
+        The key takes its slot in `active` at once, not when the task first runs, so that every check of
+        the free slots (against the current provider.max_in_flight) counts it.
+        """
+        if key in self.active:
+            return None
+        self.active.add(key)
+        task = asyncio.create_task(self._guarded(key, fresh), name=f"page-{key[:12]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.poke()
+
+    def _lease(self, cfg: Config) -> timedelta:
+        # Long enough for one provider request and its bookkeeping; after a crash, pages that were
+        # in flight are picked up again once this expires.
+        return cfg.provider.timeout * 2 + timedelta(seconds=5)
+
+    async def run(self) -> None:
+        """Process due pages until stopped: a page starts as soon as it is due and a slot is free.
+
+        Pages are not processed in batches (a batch waits for its slowest page): each finished page
+        frees its slot and wakes the loop, which takes as many due pages as there are free slots.
+        """
+        self.running = True
+        clock = self.clock
+        try:
+            while not self.stopping:
+                self.wakeup.clear()
+                cfg = self.config
+                nxt: datetime | None
+                try:
+                    free = cfg.provider.max_in_flight - len(self.active)
+                    # Pages submitted straight from a webhook are in progress already: not read, not leased.
+                    pages = await self.store.take_due(clock.now(), limit=free, lease=self._lease(cfg),
+                                                      skip=self.active) if free > 0 else []
+                    # A key in progress already was submitted from a webhook while the store was answering.
+                    started = sum(self._start(page.key) is not None for page in pages)
+                    if started and len(pages) == free:
+                        continue  # every slot filled: more may be due already
+                    await self._purge(cfg)
+                    nxt = await self.store.next_due()
+                    if nxt is not None and nxt <= clock.now():
+                        # Due but leased (in flight here, or a crashed attempt): a finishing page pokes us.
+                        nxt = clock.now() + timedelta(seconds=1)
+                except StoreUnavailable as exc:
+                    log.warning("store unavailable; dispatcher retries in 1s", extra={"error": str(exc)})
+                    nxt = clock.now() + timedelta(seconds=1)
+                wait = 60.0 if nxt is None else max(0.0, (nxt - clock.now()).total_seconds())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=min(wait, 60.0) or 0.001)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            self.running = False
+
+    async def _purge(self, cfg: Config) -> None:
+        """Forget finished pages and expired claims older than the dedup window, once a minute."""
+        now = self.clock.now()
+        if self._purged_at is not None and now - self._purged_at < timedelta(minutes=1):
+            return
+        self._purged_at = now
+        gone = await self.store.purge(now - cfg.dedup.window)
+        if gone:
+            log.debug("purged finished pages", extra={"pages": gone})
+
+    async def run_due(self) -> int:
+        """Process every page due now, batch by batch; returns how many were processed. Tests call this."""
+        total = 0
+        while not self.stopping:
+            cfg = self.config
+            pages = await self.store.take_due(self.clock.now(), limit=cfg.provider.max_in_flight,
+                                              lease=self._lease(cfg))
+            if not pages:
+                break
+            await asyncio.gather(*(t for p in pages if (t := self._start(p.key)) is not None))
+            total += len(pages)
+        return total
+
+    async def _guarded(self, key: str, fresh: Page | None = None) -> None:
+        try:
+            if self.stopping:
+                await self.release(key)
+                return
+            await self.process(key, fresh)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            log.exception("processing page failed; it stays queued", extra={"page_key": key})
+        finally:
+            self.active.discard(key)
+
+    # ------------------------------------------------------------------------------------ one page
+
+    async def release(self, key: str) -> None:
+        """Give up a leased page untouched (shutting down), so the next start takes it at once."""
+        async with self.locks[key]:
+            page = await self.store.get(key)
+            if page is not None:
+                await self.store.put(page)
+
+    async def process(self, key: str, fresh: Page | None = None) -> None:
+        """Move one page on: start its next call, place a queued call, or poll an overdue one.
+
+        `fresh` is a page the caller has just committed and nobody else has seen (a new page: no call
+        of it was sent, so no callback can have changed it); otherwise the page is read from the store.
+        """
+        async with self.locks[key]:
+            page = fresh if fresh is not None else await self.store.get(key)
+            now = self.clock.now()
+            if page is None or page.due_at is None or page.due_at > now:
+                if page is not None:
+                    await self.store.put(page)  # releases the lease
+                return
+            cfg = self.config
+            if page.state is PageState.ACTIVE and route_of(cfg, page) is None:
+                # A reload removed the route: stop its escalation cleanly rather than call on a stale plan.
+                self._cancel(page, now, "route removed by a config reload")
+            call = page.open_call
+            if call is None and page.state is PageState.ACTIVE:
+                had_calls = any(c.kind == "page" for c in page.calls)
+                call = next_call(page, cfg, now)
+                if call is not None:
+                    if had_calls:
+                        self.metrics.escalations.labels(page.route).inc()
+                    # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
+                    # after a crash the same correlationId and Idempotency-Key are reused, not new ones.
+                    await self.store.put(page)
+            if call is None:
+                if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:
+                    page.due_at = None
+            elif call.state is CallState.QUEUED:
+                await self.placer.place(page, call, cfg, now)
+            elif call.state is CallState.ACCEPTED:
+                await self.outcomes.poll(page, call, cfg, now)
+            page.updated_at = now
+            await self.store.put(page)
+
+    def _cancel(self, page: Page, now: datetime, why: str) -> None:
+        cancelled = cancel_queued(page, now, why)
+        self.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc(len(cancelled))
+        page.state, page.due_at = PageState.CANCELLED, None
+        log.warning("page cancelled", extra={"page_key": page.key, "route": page.route, "reason": why})

@@ -1,0 +1,104 @@
+"""Placing a queued call: throttle and storm first, then the provider request, retried with backoff."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import cast
+
+from ..config import Config, RetryConfig
+from ..logs import SCRUBBER
+from ..pages import Call, CallState, Page
+from ..provider import AuthFailed, CallRequest, InteractiveProvider, ProviderError
+from .context import Context
+from .limits import RateLimiter, Throttle, horizon
+from .speaking import Speaker
+from .storms import Storms
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, honouring Retry-After, capped at `max`."""
+
+    policy: RetryConfig
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, tries: int, retry_after: float | None = None) -> timedelta:
+        """The wait before try number `tries + 1`."""
+        cap = self.policy.max.total_seconds()
+        base = min(cap, self.policy.initial.total_seconds() * 2 ** max(0, tries - 1))
+        wait = base / 2 + self.rng.uniform(0, base / 2)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, cap))
+        return timedelta(seconds=wait)
+
+
+class Placer:
+    """Sends a page's queued call within the throttle, the storm rule and the provider's rate limit."""
+
+    def __init__(self, ctx: Context, throttle: Throttle, limiter: RateLimiter, speaker: Speaker) -> None:
+        self.ctx, self.throttle, self.limiter, self.speaker = ctx, throttle, limiter, speaker
+        self.storms = Storms(ctx, throttle, speaker, self.send)
+
+    async def place(self, page: Page, call: Call, cfg: Config, now: datetime) -> None:
+        """Send the call now, or defer it (throttle) or fold it (storm) by moving page.due_at."""
+        if call.tries == 0:
+            # Chosen once per attempt, so its retries send the same request after a reload changed the mode.
+            # Resolved notices (and test calls) stay play-and-hang-up: there is nothing to acknowledge.
+            call.interactive = cfg.provider.mode == "interactive" and call.kind == "page"
+        allowed = self.throttle.allowed_at(cfg, call.number, now)
+        if allowed > now:
+            if call.error != "throttled":
+                call.error = "throttled"
+                self.ctx.metrics.page(page.route, "throttled").inc()
+                self.ctx.log(page, call, "call deferred by throttle", logging.WARNING, until=allowed.isoformat())
+            page.due_at = allowed
+            return
+        if call.kind == "page" and cfg.throttle.storm is not None and await self.storms.hold(page, call, cfg, now):
+            return
+        await self.send(page, call, cfg, now, self.speaker.build_request(page, call, cfg, now))
+
+    async def send(self, page: Page, call: Call, cfg: Config, now: datetime, request: CallRequest) -> bool:
+        """Send one attempt; True when the provider accepted it."""
+        ctx = self.ctx
+        call.tries += 1
+        # Take the throttle slot now, before awaiting: concurrent pages must not all pass the same check.
+        self.throttle.record(call.number, now, horizon(cfg))
+        await self.limiter.acquire(cfg.provider.rate_limit.per_second)
+        place = cast(InteractiveProvider, ctx.provider).place_interactive_call if call.interactive \
+            else ctx.provider.place_call
+        try:
+            accepted = await place(request)
+        except ProviderError as exc:
+            self.throttle.cancel(call.number, now)
+            self._failed_try(page, call, cfg, exc, ctx.clock.now())
+            return False
+        ctx.accepted(page, call, cfg, accepted, ctx.clock.now())
+        return True
+
+    def _failed_try(self, page: Page, call: Call, cfg: Config, exc: ProviderError, now: datetime) -> None:
+        ctx = self.ctx
+        ctx.metrics.provider_errors.labels(exc.reason).inc()
+        # Provider error text can echo what we sent; keep secrets out of the stored state and the API.
+        message = SCRUBBER.scrub(str(exc))
+        changed = call.error != message
+        call.error = message
+        if isinstance(exc, AuthFailed):
+            # A credentials problem is not this call's fault: keep it queued, report not ready, retry slowly.
+            ctx.provider_ok(False)
+            page.due_at = now + cfg.provider.retry.max
+            ctx.log(page, call, "provider refused our credentials; call kept queued", logging.ERROR,
+                    code=exc.code, reason=exc.reason)
+            return
+        gave_up = now - call.created_at >= cfg.provider.retry.give_up_after
+        if not exc.retryable or gave_up:
+            ctx.ended(page, call, CallState.FAILED, cfg, now, via="provider rejected" if not exc.retryable
+                      else "retries gave up", code=exc.code, status=exc.status, reason=exc.reason)
+            return
+        wait = Backoff(cfg.provider.retry, ctx.rng).delay(call.tries, getattr(exc, "retry_after", None))
+        page.due_at = now + wait
+        if changed:
+            ctx.log(page, call, "provider error; retrying", logging.WARNING, code=exc.code, status=exc.status,
+                    reason=exc.reason, retry_in=round(wait.total_seconds(), 3))

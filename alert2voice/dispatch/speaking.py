@@ -1,0 +1,112 @@
+"""What a call says: the recording or the rendered speech, the provider request, and interactive replies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .. import interactive
+from ..alertmanager import Alert, Payload
+from ..config import Config, SpeechConfig
+from ..pages import Call, Page, route_of
+from ..provider import Audio, CallRequest, MediaAudio, TtsAudio, UrlAudio
+from ..speech import SpeechContext, TemplateError, words
+from .context import Context
+
+# CallRequest needs audio, but POST /v1/voice/calls sends none.
+_UNSPOKEN = TtsAudio(text="")
+
+
+def payload_of(page: Page, extra: Sequence[Page] = ()) -> Payload:
+    """The webhook group a page (and the pages folded with it) came from, for the templates."""
+    g = page.group
+    alerts = [a for p in (page, *extra) for a in p.alerts]
+    return Payload(version="4", receiver=g.get("receiver", ""), status="firing",
+                   alerts=[Alert.model_validate(a) for a in alerts], groupLabels=g.get("groupLabels", {}),
+                   commonLabels=g.get("commonLabels", {}), commonAnnotations=g.get("commonAnnotations", {}),
+                   externalURL=g.get("externalURL", ""), groupKey=page.group_key,
+                   truncatedAlerts=g.get("truncatedAlerts", 0))
+
+
+class Speaker:
+    """Turns a page and one of its calls into audio, a provider request, or the reply to a call event."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def voice(self, cfg: Config, call: Call) -> SpeechConfig:
+        """The speech settings for the contact being called."""
+        contact = cfg.contacts.get(call.contact)
+        return cfg.speech.for_contact(contact.speech if contact else None)
+
+    def tts(self, cfg: Config, call: Call, text: str, text_format: str = "SSML") -> TtsAudio:
+        """Text to speak, in the contact's language and voice."""
+        voice = self.voice(cfg, call)
+        return TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender,
+                        text_format=text_format)
+
+    def audio_for(self, page: Page, call: Call, cfg: Config, now: datetime, extra: Sequence[Page] = ()) -> list[Audio]:
+        """What a call says: the recording, else the speech; interactive: both, the speech ending with the prompt."""
+        # `extra` pages (a storm summary) add their alerts to what is said.
+        route = route_of(cfg, page)
+        recording: Audio | None = None
+        if route is not None and route.audio is not None and call.kind == "page" and not extra:
+            a = route.audio
+            recording = UrlAudio(a.location or "") if a.type == "URL" else MediaAudio(a.mediaId or "")
+            if not call.interactive:
+                return [recording]
+        speech = self.ctx.speech()
+        status = "resolved" if call.kind == "resolved" else "firing"
+        if route is not None:
+            name = route.template_for(cfg.templates, status)
+        else:
+            name = cfg.templates.resolved if status == "resolved" else cfg.templates.firing
+        digit = cfg.acknowledgement.digit if call.interactive else None
+        payload = payload_of(page, extra)
+        # The page stores only the alerts it paged for (its firing ones), so they are what is spoken.
+        text = speech.render(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
+                                                 contact=call.contact, now=now, status=status,
+                                                 language=self.voice(cfg, call).language, ack_digit=digit))
+        audio = [self.tts(cfg, call, text, speech.text_format(name))]
+        if digit is not None and not speech.uses(name, "ack_digit"):
+            # A user template that does not say the prompt itself: it follows as a sentence of its own.
+            audio.append(self.tts(cfg, call, interactive.ssml(interactive.prompt_text(digit), audio[0].language)))
+        return [recording, *audio] if recording is not None else audio
+
+    def build_request(self, page: Page, call: Call, cfg: Config, now: datetime,
+                      extra: Sequence[Page] = ()) -> CallRequest:
+        """The provider request for a call: what it says (message mode) and our callback."""
+        # POST /v1/voice/calls carries no audio: interactive calls are spoken when answered (see reply()).
+        audio = _UNSPOKEN if call.interactive else self.audio_for(page, call, cfg, now, extra)[0]
+        return CallRequest(
+            caller_id=cfg.provider.caller_id,
+            dialed_number=call.number,
+            audio=audio,
+            correlation_id=call.correlation_id,
+            callback_url=cfg.server.public_url + "/callbacks/webex",
+            callback_auth_id=cfg.provider.callback.auth_id,
+            idempotency_key=call.idempotency_key,
+        )
+
+    async def reply(self, page: Page, call: Call, step: interactive.Step, cfg: Config,
+                    now: datetime) -> dict[str, Any]:
+        """The action answering an interactive call's event: the message and prompt, the thank-you, or hang up."""
+        if step.reply == "prompt":
+            call.prompts += 1
+            store = self.ctx.store
+            extra = [p for k in call.storm if k != page.key and (p := await store.get(k)) is not None]
+            digit = cfg.acknowledgement.digit
+            try:
+                audio = self.audio_for(page, call, cfg, now, extra)
+            except TemplateError as exc:
+                # The callee is on the line: a fixed sentence beats hanging up on them.
+                self.ctx.log(page, call, "template failed; a fixed prompt is spoken", logging.ERROR, error=str(exc))
+                text = f"Alert on route {words(page.route)}. {interactive.prompt_text(digit)}"
+                audio = [self.tts(cfg, call, interactive.ssml(text, self.voice(cfg, call).language))]
+            return interactive.prompt_action(audio, digit)
+        if step.reply == "thanks":
+            text = interactive.ssml(interactive.THANKS, self.voice(cfg, call).language)
+            return interactive.play_action([self.tts(cfg, call, text)])
+        return interactive.CONTINUE if step.reply == "continue" else interactive.HANGUP
