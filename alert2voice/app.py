@@ -516,7 +516,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     async with aiohttp.ClientSession() as session:
         rt.http = session
-        rt.silencer = Silencer(session)
+        rt.silencer = Silencer(session, rt.metrics.silence_requests)
         try:
             yield
         finally:
