@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from . import callbacks
 from .alertmanager import Payload, PayloadError, parse_payload
-from .config import Config, ConfigError, load_config, secrets_of
+from .auth import authorized, challenge
+from .config import Config, ConfigError, WebhookAuth, load_config, secrets_of
 from .dispatcher import Clock, Dispatcher
 from .interactive import HANGUP, Answer
 from .keys import RUNTIME
@@ -28,6 +27,7 @@ from .logs import SCRUBBER, mask_number
 from .metrics import Metrics
 from .pages import PageState, new_page, next_call, resolve
 from .provider import Provider
+from .provider.base import MAX_BODY_BYTES, read_at_most
 from .provider.webex import WebexProvider
 from .routing import Plan, PlanCache, correlation_id, first_callable, plan
 from .silences import Silencer, silences_for
@@ -90,6 +90,8 @@ class Runtime:
             self.metrics.reload_ok.set(1)
             self.metrics.reload_time.set(time.time())
             log.info("config reloaded", extra={"routes": len(config.routes)})
+            for warning in config.warnings:
+                log.warning(warning)
 
 
 def make_speech(config: Config) -> Speech:
@@ -103,24 +105,8 @@ def make_speech(config: Config) -> Speech:
 # -------------------------------------------------------------------------------------------- webhook
 
 
-def _authorized(config: Config, header: str) -> bool:
-    auth = config.webhook_auth
-    if auth is None:
-        return True
-    ok = False
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        for token in auth.bearer_tokens:
-            # Compare against every token (no early exit) so timing does not reveal which one matched.
-            ok |= hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
-    elif scheme.lower() == "basic" and auth.basic_auth is not None and auth.basic_auth.password is not None:
-        try:
-            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        ok = hmac.compare_digest(user.encode(), auth.basic_auth.username.encode()) & hmac.compare_digest(
-            password.encode(), auth.basic_auth.password.get_secret_value().encode())
-    return ok
+def _unauthorized(auth: WebhookAuth) -> web.Response:
+    return _error(401, "missing or wrong credentials", **{"WWW-Authenticate": challenge(auth)})
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -128,13 +114,16 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 
 async def _read_body(request: web.Request, rt: Runtime, result: list[str]) -> bytes | web.Response:
-    """Authenticate, check type and size, read; a Response is the error to send."""
-    config = rt.config
-    if not _authorized(config, request.headers.get("Authorization", "")):
+    """Authenticate against webhook_auth, then _read_json(); a Response is the error to send."""
+    auth = rt.config.webhook_auth
+    if auth is not None and not authorized(auth, request.headers.get("Authorization", "")):
         result.append("unauthorized")
-        schemes = 'Bearer realm="alert2voice"' if config.webhook_auth and config.webhook_auth.bearer_tokens \
-            else 'Basic realm="alert2voice"'
-        return _error(401, "missing or wrong credentials", **{"WWW-Authenticate": schemes})
+        return _unauthorized(auth)
+    return await _read_json(request, rt.config, result)
+
+
+async def _read_json(request: web.Request, config: Config, result: list[str]) -> bytes | web.Response:
+    """Check type and size, read within server.read_timeout; a Response is the error to send."""
     if request.content_type != "application/json":
         result.append("unsupported_media_type")
         return _error(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
@@ -154,9 +143,12 @@ async def _read_body(request: web.Request, rt: Runtime, result: list[str]) -> by
         return _error(413, f"body is over server.max_body_bytes ({limit})")
     except TimeoutError:
         result.append("bad_request")
-        limit_text = format_duration(config.server.read_timeout)
-        return _error(408, f"body not received within server.read_timeout ({limit_text})")
+        return _read_timeout(config)
     return body
+
+
+def _read_timeout(config: Config) -> web.Response:
+    return _error(408, f"body not received within server.read_timeout ({format_duration(config.server.read_timeout)})")
 
 
 def _parse(body: bytes, result: list[str]) -> Payload | web.Response:
@@ -308,12 +300,15 @@ async def handle_alerts(request: web.Request) -> web.Response:
 async def handle_callback(request: web.Request) -> web.Response:
     """POST /callbacks/webex: delivery receipts and call events from the provider."""
     rt = request.app[RUNTIME]
-    body = await request.read()
     cb = rt.config.provider.callback
-    if not callbacks.verify(cb, request.headers, body):
-        rt.metrics.callbacks.labels("unknown", "unauthorized").inc()
-        log.warning("callback refused: wrong or missing credentials", extra={"remote": request.remote})
-        return _error(401, "missing or wrong callback credentials", **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
+    # The credentials in the headers are checked before a byte of the body is read.
+    if not callbacks.verify_headers(cb, request.headers):
+        return _callback_refused(rt, request)
+    body = await _read_callback(request, rt)
+    if isinstance(body, web.Response):
+        return body
+    if not callbacks.verify_body(cb, request.headers, body):
+        return _callback_refused(rt, request)
     try:
         event = callbacks.parse(body)
     except callbacks.CallbackError as exc:
@@ -333,6 +328,29 @@ async def handle_callback(request: web.Request) -> web.Response:
                                                           "correlation_id": event.correlation_id})
     # Receipts need only a 200.
     return web.json_response({"status": "ok"})
+
+
+def _callback_refused(rt: Runtime, request: web.Request) -> web.Response:
+    rt.metrics.callbacks.labels("unknown", "unauthorized").inc()
+    log.warning("callback refused: wrong or missing credentials", extra={"remote": request.remote})
+    return _error(401, "missing or wrong callback credentials", **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
+
+
+async def _read_callback(request: web.Request, rt: Runtime) -> bytes | web.Response:
+    """A callback's body: at most 64 KiB, within server.read_timeout; a Response is the error to send."""
+    # Separate from server.max_body_bytes (the app's client_max_size, sized for 5,000-alert webhooks).
+    config, limit, body = rt.config, MAX_BODY_BYTES, None
+    if request.content_length is None or request.content_length <= limit:
+        try:
+            async with asyncio.timeout(config.server.read_timeout.total_seconds()):
+                body = await read_at_most(request.content, limit)
+        except TimeoutError:
+            rt.metrics.callbacks.labels("unknown", "timeout").inc()
+            return _read_timeout(config)
+    if body is None:
+        rt.metrics.callbacks.labels("unknown", "too_large").inc()
+        return _error(413, f"callback body over {limit} bytes")
+    return body
 
 
 async def _call_event(rt: Runtime, key: str | None, event: callbacks.Event) -> web.Response:
