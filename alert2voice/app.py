@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from . import callbacks
 from .alertmanager import Payload, PayloadError, parse_payload
-from .auth import authorized, challenge
+from .auth import authorized, challenge, is_loopback
 from .config import Config, ConfigError, WebhookAuth, load_config, secrets_of
 from .dispatcher import Clock, Dispatcher
 from .interactive import HANGUP, Answer
@@ -160,8 +161,8 @@ def _parse(body: bytes, result: list[str]) -> Payload | web.Response:
 
 
 async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) -> Payload | web.Response:
-    """Authenticate, check type and size, read and parse; a Response is the error to send."""
-    body = await _read_body(request, rt, result)
+    """Check type and size, read and parse (no webhook_auth: for /-/render); a Response is the error to send."""
+    body = await _read_json(request, rt.config, result)
     return body if isinstance(body, web.Response) else _parse(body, result)
 
 
@@ -411,6 +412,35 @@ async def handle_ready(request: web.Request) -> web.Response:
     return web.Response(text="alert2voice is ready.\n")
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def admin_refusal(auth: WebhookAuth | None, remote: str | None, authorization: str) -> int | None:
+    """The status refusing an admin request (401, 403), or None: admin_auth if set, else loopback clients only."""
+    if auth is None:
+        return None if is_loopback(remote) else 403
+    return None if authorized(auth, authorization) else 401
+
+
+def admin(handler: Handler) -> Handler:
+    """Guard an operator endpoint (/-/reload, /-/render, /api/v1/pages) with admin_refusal()."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        auth = request.app[RUNTIME].config.server.admin_auth
+        status = admin_refusal(auth, request.remote, request.headers.get("Authorization", ""))
+        if status is None:
+            return await handler(request)
+        log.warning("admin request refused", extra={"path": request.path, "status": status,
+                                                    "remote": request.remote})
+        if auth is None:
+            return _error(403, "this endpoint answers loopback clients only; set server.admin_auth to allow others")
+        return _unauthorized(auth)
+
+    return guarded
+
+
+@admin
 async def handle_reload(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     try:
@@ -447,6 +477,7 @@ def render_calls(rt: Runtime, payload: Payload, now: datetime) -> list[dict[str,
     return out
 
 
+@admin
 async def handle_render(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     result: list[str] = []
@@ -456,13 +487,19 @@ async def handle_render(request: web.Request) -> web.Response:
     return web.json_response({"calls": render_calls(rt, parsed, rt.clock.now())})
 
 
+# /api/v1/pages lists at most this many pages, and this many alerts of each (alerts_total counts them all).
+PAGES_LIMIT = 500
+ALERTS_LISTED = 20
+
+
 def page_json(page) -> dict[str, Any]:
-    """A page for /api/v1/pages: no secrets, numbers masked."""
+    """A page for /api/v1/pages: no secrets, numbers masked, the first ALERTS_LISTED alerts."""
     return {
         "key": page.key, "route": page.route, "group_key": page.group_key, "state": page.state.value,
         "received_at": page.received_at.isoformat(), "updated_at": page.updated_at.isoformat() if page.updated_at
         else None, "due_at": page.due_at.isoformat() if page.due_at else None,
-        "alerts": [{"labels": a["labels"], "status": a["status"]} for a in page.alerts],
+        "alerts": [{"labels": a["labels"], "status": a["status"]} for a in page.alerts[:ALERTS_LISTED]],
+        "alerts_total": len(page.alerts),
         "calls": [{"attempt": c.attempt, "kind": c.kind, "contact": c.contact, "number": mask_number(c.number),
                    "correlation_id": c.correlation_id, "state": c.state.value, "tries": c.tries,
                    "created_at": c.created_at.isoformat(),
@@ -472,10 +509,11 @@ def page_json(page) -> dict[str, Any]:
     }
 
 
+@admin
 async def handle_pages(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     try:
-        limit = max(1, min(500, int(request.query.get("limit", "50"))))
+        limit = max(1, min(PAGES_LIMIT, int(request.query.get("limit", "50"))))
     except ValueError:
         return _error(400, "limit must be an integer")
     try:

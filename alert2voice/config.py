@@ -152,7 +152,7 @@ def _read_tokens_file(path: Path, info: ValidationInfo, key: str) -> list[Secret
 
 
 class WebhookAuth(_Model):
-    """Credentials Alertmanager must send (`webhook_auth`)."""
+    """Credentials a client must send: `webhook_auth` (Alertmanager) and `server.admin_auth` (operators)."""
 
     bearer_tokens: list[SecretStr] = Field(default_factory=list)
     bearer_tokens_file: Path | None = None
@@ -174,6 +174,8 @@ class ServerConfig(_Model):
     max_body_bytes: ByteSize = 4 * 1024 * 1024
     read_timeout: Duration = timedelta(seconds=10)
     shutdown_grace: Duration = timedelta(seconds=10)
+    # Guards /-/reload, /-/render and /api/v1/pages; without it they answer loopback clients only.
+    admin_auth: WebhookAuth | None = None
 
     @field_validator("listen")
     @classmethod

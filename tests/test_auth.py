@@ -1,4 +1,4 @@
-"""Authentication and bounds over real HTTP: callback credentials and rotation, callback body caps."""
+"""Authentication and bounds over real HTTP: callback credentials and rotation, callback body caps, admin endpoints."""
 
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 
-from alert2voice.app import RUNTIME, create_app
+from alert2voice.app import RUNTIME, admin_refusal, create_app, handle_pages
+from alert2voice.auth import is_loopback
+from alert2voice.config import WebhookAuth
 from alert2voice.provider import CallStatus
 from alert2voice.provider.base import MAX_BODY_BYTES
 from alert2voice.provider.fake import RecordingProvider
@@ -31,6 +35,7 @@ from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, paylo
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 JSON = {"Content-Type": "application/json"}
 CALLBACK = "  callback: {auth_id: A2V, bearer_token: cb-token-secret, deadline: 2m}\n"
+ADMIN = "Bearer adm-token-secret"
 
 
 @pytest.fixture
@@ -352,3 +357,136 @@ def test_serve_warns_at_start_when_callbacks_are_unauthenticated(tmp_path):
     log = a2v.log_path.read_text(encoding="utf-8")
     [line] = [line for line in log.splitlines() if "allow_unauthenticated" in line]
     assert "WARNING" in line.upper() and "/callbacks/webex" in line
+
+
+# ----------------------------------------------------------------------------------- admin endpoints
+
+
+def admin_config(tmp_path, auth: str = "{bearer_tokens: [adm-token-secret]}"):
+    text = CONFIG.replace("max_body_bytes: 64KiB}", f"max_body_bytes: 64KiB, admin_auth: {auth}}}")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path, make_config(text)
+
+
+ADMIN_REQUESTS = [("POST", "/-/reload", None), ("POST", "/-/render", payload(alert(PAYMENTS))),
+                  ("GET", "/api/v1/pages", None)]
+
+
+async def admin_statuses(client, headers: dict[str, str]) -> list[int]:
+    out = []
+    for method, path, body in ADMIN_REQUESTS:
+        resp = await client.request(method, path, data=json.dumps(body) if body else None, headers={**JSON, **headers})
+        out.append(resp.status)
+        if resp.status == 401:
+            assert resp.headers["WWW-Authenticate"].startswith(("Bearer", "Basic"))
+    return out
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    pytest.param({}, 401, id="no-credentials"),
+    pytest.param({"Authorization": "Bearer adm-token-wrong"}, 401, id="wrong-token"),
+    pytest.param({"Authorization": "Bearer tok-one-secret"}, 401, id="webhook-token"),
+    pytest.param({"Authorization": ADMIN}, 200, id="admin-token"),
+])
+async def test_admin_auth_guards_reload_render_and_pages(aiohttp_client, env, tmp_path, headers, expected):
+    path, config = admin_config(tmp_path)
+    client = await start(aiohttp_client, env, config, config_path=path)
+    assert await admin_statuses(client, headers) == [expected] * 3
+
+
+async def test_admin_basic_auth_with_a_password_file(aiohttp_client, env, tmp_path):
+    (tmp_path / "admin-password").write_text("adm-password-secret\n")
+    path, config = admin_config(tmp_path, f"{{basic_auth: {{username: ops, password_file: {tmp_path}/admin-password}}}}")
+    client = await start(aiohttp_client, env, config, config_path=path)
+    good = "Basic " + base64.b64encode(b"ops:adm-password-secret").decode()
+    bad = "Basic " + base64.b64encode(b"ops:adm-password-secreT").decode()
+    assert await admin_statuses(client, {"Authorization": good}) == [200, 200, 200]
+    assert await admin_statuses(client, {"Authorization": bad}) == [401, 401, 401]
+
+
+async def test_metrics_health_and_ready_stay_open_with_admin_auth(aiohttp_client, env, tmp_path):
+    path, config = admin_config(tmp_path)
+    client = await start(aiohttp_client, env, config, config_path=path)
+    assert (await client.get("/metrics")).status == 200
+    assert (await client.get("/-/healthy")).status == 200
+    # Not running the dispatcher loop, /-/ready says so (503): still no credentials asked.
+    ready = await client.get("/-/ready")
+    assert ready.status in (200, 503) and "WWW-Authenticate" not in ready.headers
+
+
+async def test_without_admin_auth_loopback_clients_are_answered(aiohttp_client, env, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    client = await start(aiohttp_client, env, make_config(), config_path=path)
+    assert await admin_statuses(client, {}) == [200, 200, 200]
+
+
+@pytest.mark.parametrize(("remote", "loopback"), [
+    ("127.0.0.1", True), ("127.3.4.5", True), ("::1", True), ("::ffff:127.0.0.1", True), ("localhost", True),
+    ("10.0.0.7", False), ("192.168.1.2", False), ("::ffff:10.0.0.7", False), ("fe80::1%eth0", False),
+    ("2001:db8::1", False), ("0.0.0.0", False), ("", False), (None, False), ("not-an-address", False),
+    ("128.0.0.1", False),
+])
+def test_is_loopback(remote, loopback):
+    assert is_loopback(remote) is loopback
+
+
+ADMIN_AUTH = WebhookAuth(bearer_tokens=["adm-token-secret"])
+
+
+@pytest.mark.parametrize(("auth", "remote", "header", "expected"), [
+    (None, "127.0.0.1", "", None),
+    (None, "::ffff:127.0.0.1", "", None),
+    (None, "10.0.0.7", "", 403),
+    (None, "10.0.0.7", ADMIN, 403),  # no admin_auth: no token opens it to the network
+    (None, None, "", 403),
+    (ADMIN_AUTH, "127.0.0.1", "", 401),  # with admin_auth, loopback is no exception
+    (ADMIN_AUTH, "10.0.0.7", "Bearer nope", 401),
+    (ADMIN_AUTH, "10.0.0.7", ADMIN, None),
+])
+def test_admin_refusal(auth, remote, header, expected):
+    assert admin_refusal(auth, remote, header) == expected
+
+
+async def test_pages_refused_to_a_non_loopback_peer(aiohttp_client, env):
+    """The handler itself, on a request whose transport peer is 10.0.0.7 (no such address on the test host)."""
+    client = await start(aiohttp_client, env, make_config())
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        ("10.0.0.7", 40000) if name == "peername" else default)
+    request = make_mocked_request("GET", "/api/v1/pages", app=client.app, transport=transport)
+    assert request.remote == "10.0.0.7"
+    resp = await handle_pages(request)
+    assert resp.status == 403
+    assert json.loads(resp.body)["error"].startswith("this endpoint answers loopback clients only")
+
+
+async def test_admin_endpoints_over_http_from_a_rewritten_peer(aiohttp_client, env, tmp_path):
+    """Real HTTP; a test-only middleware sets request.remote from X-Test-Peer, as a far client would have it."""
+
+    @web.middleware
+    async def peer(request: web.Request, handler):
+        return await handler(request.clone(remote=request.headers.get("X-Test-Peer", request.remote)))
+
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    app = create_app(make_config(), config_path=path, provider=env["provider"], store=env["store"],
+                     clock=env["clock"], registry=env["registry"], run_dispatcher=False)
+    app.middlewares.append(peer)
+    client = await aiohttp_client(app)
+    far = await admin_statuses(client, {"X-Test-Peer": "10.0.0.7"})
+    mapped = await admin_statuses(client, {"X-Test-Peer": "::ffff:127.0.0.1"})
+    assert (far, mapped) == ([403] * 3, [200] * 3)
+    assert (await client.get("/metrics", headers={"X-Test-Peer": "10.0.0.7"})).status == 200
+
+
+# ----------------------------------------------------------------------------------------- /api/v1/pages
+
+
+async def test_pages_list_the_first_20_alerts_and_count_them_all(aiohttp_client, env):
+    client = await start(aiohttp_client, env, make_config())
+    alerts = [alert({**PAYMENTS, "instance": f"node{i}:9100"}) for i in range(25)]
+    assert (await client.post("/alerts", data=json.dumps(payload(*alerts)), headers=AUTH)).status == 200
+    [page] = (await (await client.get("/api/v1/pages?limit=100000")).json())["pages"]
+    assert (len(page["alerts"]), page["alerts_total"]) == (20, 25)

@@ -647,6 +647,25 @@ def test_callback_tokens_file_without_tokens_is_a_problem(tmp_path):
     assert "no token" in problem.message
 
 
+def test_admin_auth_has_the_shape_of_webhook_auth(tmp_path):
+    write(tmp_path / "admin-tokens", "adm-1\n# old\nadm-2\n")
+    write(tmp_path / "admin-password", "adm-pw\n")
+    path = write(tmp_path / FILE, MINIMAL + "server:\n  admin_auth:\n    bearer_tokens_file: admin-tokens\n"
+                                            "    basic_auth: {username: ops, password_file: admin-password}\n")
+    config = load_config(path, env={})
+    auth = config.server.admin_auth
+    assert [t.get_secret_value() for t in auth.bearer_tokens] == ["adm-1", "adm-2"]
+    assert (auth.basic_auth.username, auth.basic_auth.password.get_secret_value()) == ("ops", "adm-pw")
+    assert {"adm-1", "adm-2", "adm-pw"} <= set(secrets_of(config))
+    assert parse_config(MINIMAL, file=FILE, env={}).server.admin_auth is None
+
+
+def test_admin_auth_without_credentials_is_a_problem():
+    text = MINIMAL + "server:\n  admin_auth: {bearer_tokens: []}\n"
+    [problem] = problems_of(text, env={})
+    assert (problem.path, problem.line) == ("server.admin_auth", line_of(text, "admin_auth"))
+
+
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:9096", "http://127.8.0.1", "http://localhost:9096", "http://LOCALHOST", "http://[::1]:9096",
     "https://api.us.webexconnect.io", "https://10.0.0.5:8443", "https://sandbox.example.com/v1/voice/",
@@ -674,6 +693,8 @@ def test_secrets_of_returns_every_secret(tmp_path):
     write(tmp_path / "hub", "hub-secret\n")
     write(tmp_path / "redis", "redis://:redis-password@redis:6379/0\n")
     text = textwrap.dedent("""\
+        server:
+          admin_auth: {bearer_tokens: [admin-token], basic_auth: {username: ops, password: admin-password}}
         webhook_auth:
           bearer_tokens: [inline-token]
           bearer_tokens_file: tokens
@@ -696,7 +717,8 @@ def test_secrets_of_returns_every_secret(tmp_path):
 
     assert set(secrets_of(config)) == {
         "inline-token", "file-token-1", "file-token-2", "basic-password", "service-key", "callback-token",
-        "hub-secret", "header-value", "redis://:redis-password@redis:6379/0", "callback-token-2",
+        "hub-secret", "header-value", "redis://:redis-password@redis:6379/0", "callback-token-2", "admin-token",
+        "admin-password",
     }
     assert all(isinstance(s, str) for s in secrets_of(config))
     # Not a secret: names, numbers and usernames stay out of the list (they would scrub too much).

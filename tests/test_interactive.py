@@ -414,7 +414,7 @@ async def test_end_to_end_keypress_acknowledges_and_silences(request, tmp_path, 
         config["acknowledgement"] = {"digit": "1", "silence": {"alertmanager_url": am.url, "duration": "1h"}}
         stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{stack.a2v_url}/-/reload") as resp:
+            async with session.post(f"{stack.a2v_url}/-/reload", headers=stack.admin) as resp:
                 assert resp.status == 200, await resp.text()
             await stack.script_number(session, stack.number, {"outcome": "press", "digit": "1"})
             labels = {"alertname": "InteractiveE2E", "team": "payments", "severity": "critical"}
