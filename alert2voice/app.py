@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hmac
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from . import callbacks
 from .alertmanager import Payload, PayloadError, parse_payload
+from .auth import authorized, challenge, is_loopback
 from .clock import Clock
-from .config import Config, ConfigError, load_config, secrets_of
+from .config import Config, ConfigError, WebhookAuth, load_config, secrets_of
 from .dispatch import Dispatcher
 from .interactive import HANGUP, Answer
 from .keys import RUNTIME
@@ -29,6 +29,7 @@ from .logs import SCRUBBER, mask_number
 from .metrics import Metrics
 from .pages import PageState, new_nonce, new_page, next_call, resolve
 from .provider import Provider
+from .provider.base import MAX_BODY_BYTES, read_at_most
 from .provider.webex import WebexProvider
 from .routing import Plan, PlanCache, correlation_id, first_callable, plan
 from .silences import Silencer, silences_for
@@ -93,6 +94,8 @@ class Runtime:
             self.metrics.reload_ok.set(1)
             self.metrics.reload_time.set(time.time())
             log.info("config reloaded", extra={"routes": len(config.routes)})
+            for warning in config.warnings:
+                log.warning(warning)
 
 
 def make_speech(config: Config) -> Speech:
@@ -106,24 +109,8 @@ def make_speech(config: Config) -> Speech:
 # -------------------------------------------------------------------------------------------- webhook
 
 
-def _authorized(config: Config, header: str) -> bool:
-    auth = config.webhook_auth
-    if auth is None:
-        return True
-    ok = False
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        for token in auth.bearer_tokens:
-            # Compare against every token (no early exit) so timing does not reveal which one matched.
-            ok |= hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
-    elif scheme.lower() == "basic" and auth.basic_auth is not None and auth.basic_auth.password is not None:
-        try:
-            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        ok = hmac.compare_digest(user.encode(), auth.basic_auth.username.encode()) & hmac.compare_digest(
-            password.encode(), auth.basic_auth.password.get_secret_value().encode())
-    return ok
+def _unauthorized(auth: WebhookAuth) -> web.Response:
+    return _error(401, "missing or wrong credentials", **{"WWW-Authenticate": challenge(auth)})
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -131,13 +118,16 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 
 async def _read_body(request: web.Request, rt: Runtime, result: list[str]) -> bytes | web.Response:
-    """Authenticate, check type and size, read; a Response is the error to send."""
-    config = rt.config
-    if not _authorized(config, request.headers.get("Authorization", "")):
+    """Authenticate against webhook_auth, then _read_json(); a Response is the error to send."""
+    auth = rt.config.webhook_auth
+    if auth is not None and not authorized(auth, request.headers.get("Authorization", "")):
         result.append("unauthorized")
-        schemes = 'Bearer realm="alert2voice"' if config.webhook_auth and config.webhook_auth.bearer_tokens \
-            else 'Basic realm="alert2voice"'
-        return _error(401, "missing or wrong credentials", **{"WWW-Authenticate": schemes})
+        return _unauthorized(auth)
+    return await _read_json(request, rt.config, result)
+
+
+async def _read_json(request: web.Request, config: Config, result: list[str]) -> bytes | web.Response:
+    """Check type and size, read within server.read_timeout; a Response is the error to send."""
     if request.content_type != "application/json":
         result.append("unsupported_media_type")
         return _error(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
@@ -157,9 +147,12 @@ async def _read_body(request: web.Request, rt: Runtime, result: list[str]) -> by
         return _error(413, f"body is over server.max_body_bytes ({limit})")
     except TimeoutError:
         result.append("bad_request")
-        limit_text = format_duration(config.server.read_timeout)
-        return _error(408, f"body not received within server.read_timeout ({limit_text})")
+        return _read_timeout(config)
     return body
+
+
+def _read_timeout(config: Config) -> web.Response:
+    return _error(408, f"body not received within server.read_timeout ({format_duration(config.server.read_timeout)})")
 
 
 def _parse(body: bytes, result: list[str]) -> Payload | web.Response:
@@ -171,8 +164,8 @@ def _parse(body: bytes, result: list[str]) -> Payload | web.Response:
 
 
 async def _read_payload(request: web.Request, rt: Runtime, result: list[str]) -> Payload | web.Response:
-    """Authenticate, check type and size, read and parse; a Response is the error to send."""
-    body = await _read_body(request, rt, result)
+    """Check type and size, read and parse (no webhook_auth: for /-/render); a Response is the error to send."""
+    body = await _read_json(request, rt.config, result)
     return body if isinstance(body, web.Response) else _parse(body, result)
 
 
@@ -311,12 +304,15 @@ async def handle_alerts(request: web.Request) -> web.Response:
 async def handle_callback(request: web.Request) -> web.Response:
     """POST /callbacks/webex: delivery receipts and call events from the provider."""
     rt = request.app[RUNTIME]
-    body = await request.read()
     cb = rt.config.provider.callback
-    if not callbacks.verify(cb, request.headers, body):
-        rt.metrics.callbacks.labels("unknown", "unauthorized").inc()
-        log.warning("callback refused: wrong or missing credentials", extra={"remote": request.remote})
-        return _error(401, "missing or wrong callback credentials", **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
+    # The credentials in the headers are checked before a byte of the body is read.
+    if not callbacks.verify_headers(cb, request.headers):
+        return _callback_refused(rt, request)
+    body = await _read_callback(request, rt)
+    if isinstance(body, web.Response):
+        return body
+    if not callbacks.verify_body(cb, request.headers, body):
+        return _callback_refused(rt, request)
     try:
         event = callbacks.parse(body)
     except callbacks.CallbackError as exc:
@@ -337,6 +333,29 @@ async def handle_callback(request: web.Request) -> web.Response:
                                                           "correlation_id": event.correlation_id})
     # Receipts need only a 200.
     return web.json_response({"status": "ok"})
+
+
+def _callback_refused(rt: Runtime, request: web.Request) -> web.Response:
+    rt.metrics.callbacks.labels("unknown", "unauthorized").inc()
+    log.warning("callback refused: wrong or missing credentials", extra={"remote": request.remote})
+    return _error(401, "missing or wrong callback credentials", **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
+
+
+async def _read_callback(request: web.Request, rt: Runtime) -> bytes | web.Response:
+    """A callback's body: at most 64 KiB, within server.read_timeout; a Response is the error to send."""
+    # Separate from server.max_body_bytes (the app's client_max_size, sized for 5,000-alert webhooks).
+    config, limit, body = rt.config, MAX_BODY_BYTES, None
+    if request.content_length is None or request.content_length <= limit:
+        try:
+            async with asyncio.timeout(config.server.read_timeout.total_seconds()):
+                body = await read_at_most(request.content, limit)
+        except TimeoutError:
+            rt.metrics.callbacks.labels("unknown", "timeout").inc()
+            return _read_timeout(config)
+    if body is None:
+        rt.metrics.callbacks.labels("unknown", "too_large").inc()
+        return _error(413, f"callback body over {limit} bytes")
+    return body
 
 
 async def _call_event(rt: Runtime, key: str | None, event: callbacks.Event) -> web.Response:
@@ -402,6 +421,35 @@ async def handle_ready(request: web.Request) -> web.Response:
     return web.Response(text="alert2voice is ready.\n")
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def admin_refusal(auth: WebhookAuth | None, remote: str | None, authorization: str) -> int | None:
+    """The status refusing an admin request (401, 403), or None: admin_auth if set, else loopback clients only."""
+    if auth is None:
+        return None if is_loopback(remote) else 403
+    return None if authorized(auth, authorization) else 401
+
+
+def admin(handler: Handler) -> Handler:
+    """Guard an operator endpoint (/-/reload, /-/render, /api/v1/pages) with admin_refusal()."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        auth = request.app[RUNTIME].config.server.admin_auth
+        status = admin_refusal(auth, request.remote, request.headers.get("Authorization", ""))
+        if status is None:
+            return await handler(request)
+        log.warning("admin request refused", extra={"path": request.path, "status": status,
+                                                    "remote": request.remote})
+        if auth is None:
+            return _error(403, "this endpoint answers loopback clients only; set server.admin_auth to allow others")
+        return _unauthorized(auth)
+
+    return guarded
+
+
+@admin
 async def handle_reload(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     try:
@@ -438,6 +486,7 @@ def render_calls(rt: Runtime, payload: Payload, now: datetime) -> list[dict[str,
     return out
 
 
+@admin
 async def handle_render(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     result: list[str] = []
@@ -447,13 +496,19 @@ async def handle_render(request: web.Request) -> web.Response:
     return web.json_response({"calls": render_calls(rt, parsed, rt.clock.now())})
 
 
+# /api/v1/pages lists at most this many pages, and this many alerts of each (alerts_total counts them all).
+PAGES_LIMIT = 500
+ALERTS_LISTED = 20
+
+
 def page_json(page) -> dict[str, Any]:
-    """A page for /api/v1/pages: no secrets, numbers masked."""
+    """A page for /api/v1/pages: no secrets, numbers masked, the first ALERTS_LISTED alerts."""
     return {
         "key": page.key, "route": page.route, "group_key": page.group_key, "state": page.state.value,
         "received_at": page.received_at.isoformat(), "updated_at": page.updated_at.isoformat() if page.updated_at
         else None, "due_at": page.due_at.isoformat() if page.due_at else None,
-        "alerts": [{"labels": a["labels"], "status": a["status"]} for a in page.alerts],
+        "alerts": [{"labels": a["labels"], "status": a["status"]} for a in page.alerts[:ALERTS_LISTED]],
+        "alerts_total": len(page.alerts),
         "calls": [{"attempt": c.attempt, "kind": c.kind, "contact": c.contact, "number": mask_number(c.number),
                    "correlation_id": c.correlation_id, "state": c.state.value, "tries": c.tries,
                    "created_at": c.created_at.isoformat(),
@@ -463,10 +518,11 @@ def page_json(page) -> dict[str, Any]:
     }
 
 
+@admin
 async def handle_pages(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     try:
-        limit = max(1, min(500, int(request.query.get("limit", "50"))))
+        limit = max(1, min(PAGES_LIMIT, int(request.query.get("limit", "50"))))
     except ValueError:
         return _error(400, "limit must be an integer")
     try:
@@ -525,7 +581,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     async with aiohttp.ClientSession() as session:
         rt.http = session
-        rt.silencer = Silencer(session)
+        rt.silencer = Silencer(session, rt.metrics.silence_requests)
         try:
             yield
         finally:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from .auth import bearer, token_matches
 from .config import CallbackConfig
 from .pages import CallState
 
@@ -31,19 +32,24 @@ class CallbackError(ValueError):
     """A callback body that is not a receipt or event we understand; answered 400."""
 
 
-def verify(config: CallbackConfig, headers: Any, body: bytes) -> bool:
-    """Whether a callback carries the credentials configured in `provider.callback` (constant time)."""
-    checks = []
-    if config.bearer_token is not None:
-        expected = "Bearer " + config.bearer_token.get_secret_value()
-        checks.append(hmac.compare_digest(headers.get("Authorization", "").encode(), expected.encode()))
+def verify_headers(config: CallbackConfig, headers: Any) -> bool:
+    """Whether a callback carries the bearer token and header `provider.callback` asks for (constant time)."""
+    ok = True
+    tokens = config.tokens
+    if tokens:
+        token = bearer(headers.get("Authorization", ""))
+        ok &= token is not None and token_matches(token, tokens)
     if config.header is not None and config.header.value is not None:
-        checks.append(hmac.compare_digest(headers.get(config.header.name, "").encode(),
-                                          config.header.value.get_secret_value().encode()))
-    if config.hub_secret is not None:
-        checks.append(_hub_signature_ok(config.hub_secret.get_secret_value(), headers.get("x-hub-signature", ""),
-                                        body))
-    return all(checks)
+        ok &= hmac.compare_digest(headers.get(config.header.name, "").encode(),
+                                  config.header.value.get_secret_value().encode())
+    return ok
+
+
+def verify_body(config: CallbackConfig, headers: Any, body: bytes) -> bool:
+    """Whether the body's x-hub-signature matches `provider.callback.hub_secret` (True when none is set)."""
+    if config.hub_secret is None:
+        return True
+    return _hub_signature_ok(config.hub_secret.get_secret_value(), headers.get("x-hub-signature", ""), body)
 
 
 def _hub_signature_ok(secret: str, header: str, body: bytes) -> bool:

@@ -85,8 +85,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK — {len(config.routes)} routes, {len(config.contacts)} contacts, "
           f"{len(config.rotations)} rotations, {len(templates)} templates rendered, "
           f"provider {config.provider.url} ({config.provider.mode} mode), store {config.store.backend}")
-    if config.webhook_auth is None:
-        print("warning: webhook_auth is not set: anyone who can reach /alerts can make phones ring", file=sys.stderr)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -296,8 +296,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # keep it out of the garbage collector's generations, or every collection walks it again.
         gc.freeze()
         rt = app[RUNTIME]
-        if config.webhook_auth is None:
-            log.warning("webhook_auth is not set: anyone who can reach /alerts can make phones ring")
+        for warning in config.warnings:
+            log.warning(warning)
         log.info("alert2voice listening", extra={"listen": f"{host}:{port}", "version": __version__,
                                                  "provider": config.provider.url, "store": config.store.backend})
         stop = asyncio.Event()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -28,6 +29,7 @@ from pydantic import (
 )
 
 from . import oncall
+from .auth import is_loopback
 from .matchers import Matcher, MatcherError, parse_matchers
 from .units import Rate, format_duration, parse_duration, parse_listen, parse_rate, parse_size
 
@@ -128,12 +130,52 @@ def _secret(model: BaseModel, name: str, info: ValidationInfo, *, required: bool
 # --------------------------------------------------------------------------------------------- server
 
 
+class BasicAuth(_Model):
+    username: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> BasicAuth:
+        _secret(self, "password", info, required=True)
+        return self
+
+
+def _read_tokens_file(path: Path, info: ValidationInfo, key: str) -> list[SecretStr]:
+    """The tokens of a file holding one a line ('#' comments and blank lines ignored); at least one."""
+    text = _read_secret_file(path, info, key).get_secret_value()
+    lines = (t.strip() for t in text.splitlines())
+    tokens = [SecretStr(t) for t in lines if t and not t.startswith("#")]
+    if not tokens:
+        raise ConfigReferenceError([((key,), f"{str(path)!r} holds no token")])
+    return tokens
+
+
+class WebhookAuth(_Model):
+    """Credentials a client must send: `webhook_auth` (Alertmanager) and `server.admin_auth` (operators)."""
+
+    bearer_tokens: list[SecretStr] = Field(default_factory=list)
+    bearer_tokens_file: Path | None = None
+    basic_auth: BasicAuth | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> WebhookAuth:
+        if self.bearer_tokens_file is not None:
+            tokens = _read_tokens_file(self.bearer_tokens_file, info, "bearer_tokens_file")
+            object.__setattr__(self, "bearer_tokens", [*self.bearer_tokens, *tokens])
+        if not self.bearer_tokens and self.basic_auth is None:
+            raise ValueError("needs bearer_tokens, bearer_tokens_file or basic_auth (or omit the section)")
+        return self
+
+
 class ServerConfig(_Model):
     listen: str = "0.0.0.0:9095"
     public_url: str = "http://127.0.0.1:9095"
     max_body_bytes: ByteSize = 4 * 1024 * 1024
     read_timeout: Duration = timedelta(seconds=10)
     shutdown_grace: Duration = timedelta(seconds=10)
+    # Guards /-/reload, /-/render and /api/v1/pages; without it they answer loopback clients only.
+    admin_auth: WebhookAuth | None = None
 
     @field_validator("listen")
     @classmethod
@@ -151,37 +193,6 @@ class ServerConfig(_Model):
     @property
     def host_port(self) -> tuple[str, int]:
         return parse_listen(self.listen)
-
-
-class BasicAuth(_Model):
-    username: str
-    password: SecretStr | None = None
-    password_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> BasicAuth:
-        _secret(self, "password", info, required=True)
-        return self
-
-
-class WebhookAuth(_Model):
-    bearer_tokens: list[SecretStr] = Field(default_factory=list)
-    bearer_tokens_file: Path | None = None
-    basic_auth: BasicAuth | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> WebhookAuth:
-        if self.bearer_tokens_file is not None:
-            text = _read_secret_file(self.bearer_tokens_file, info, "bearer_tokens_file").get_secret_value()
-            lines = (t.strip() for t in text.splitlines())
-            tokens = [SecretStr(t) for t in lines if t and not t.startswith("#")]
-            if not tokens:
-                raise ConfigReferenceError([(("bearer_tokens_file",),
-                                             f"{str(self.bearer_tokens_file)!r} holds no token")])
-            object.__setattr__(self, "bearer_tokens", [*self.bearer_tokens, *tokens])
-        if not self.bearer_tokens and self.basic_auth is None:
-            raise ValueError("webhook_auth needs bearer_tokens, bearer_tokens_file or basic_auth (omit it for no auth)")
-        return self
 
 
 # ------------------------------------------------------------------------------------------- provider
@@ -204,20 +215,31 @@ class CallbackConfig(_Model):
     auth_id: str | None = None
     bearer_token: SecretStr | None = None
     bearer_token_file: Path | None = None
+    bearer_tokens: list[SecretStr] = Field(default_factory=list)   # several at once, for rotation
+    bearer_tokens_file: Path | None = None
     header: HeaderAuth | None = None
     hub_secret: SecretStr | None = None
     hub_secret_file: Path | None = None
+    allow_unauthenticated: bool = False
     deadline: Duration = timedelta(minutes=2)
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> CallbackConfig:
         _secret(self, "bearer_token", info)
         _secret(self, "hub_secret", info)
+        if self.bearer_tokens_file is not None:
+            tokens = _read_tokens_file(self.bearer_tokens_file, info, "bearer_tokens_file")
+            object.__setattr__(self, "bearer_tokens", [*self.bearer_tokens, *tokens])
         return self
 
     @property
+    def tokens(self) -> list[SecretStr]:
+        """Every accepted bearer token: bearer_token(_file) and bearer_tokens(_file) together."""
+        return [*([self.bearer_token] if self.bearer_token is not None else []), *self.bearer_tokens]
+
+    @property
     def authenticated(self) -> bool:
-        return self.bearer_token is not None or self.header is not None or self.hub_secret is not None
+        return bool(self.tokens) or self.header is not None or self.hub_secret is not None
 
 
 class RetryConfig(_Model):
@@ -251,11 +273,24 @@ class ProviderConfig(_Model):
     def _base_url(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[^/\s]+", v):
             raise ValueError(f"expected an http(s) URL, got {v!r}")
+        if v is not None and v.lower().startswith("http://") and not is_loopback(urlsplit(v).hostname):
+            # Every request carries the service key: over plain HTTP anyone on the path could read it.
+            raise ValueError(f"{v!r}: plain http:// only to localhost, 127.0.0.0/8 or ::1; use https://")
         return v.rstrip("/") if v else v
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> ProviderConfig:
-        _secret(self, "service_key", info, required=True)
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        try:
+            _secret(self, "service_key", info, required=True)
+        except ConfigReferenceError as exc:
+            problems += exc.problems
+        if not self.callback.authenticated and not self.callback.allow_unauthenticated:
+            problems.append((("callback",), "no callback credential, so anyone who can reach /callbacks/webex could"
+                             " end escalations: set bearer_token, bearer_tokens(_file), header or hub_secret (what"
+                             " the tenant adds for callbackUrlAuthId), or allow_unauthenticated: true"))
+        if problems:
+            raise ConfigReferenceError(problems)
         return self
 
     @property
@@ -551,6 +586,17 @@ class Config(_Model):
     def rotation(self, name: str) -> oncall.Rotation:
         """The named rotation as the on-call calculator's value object."""
         return self.rotations[name].rotation(name)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a valid config leaves open, said at every start (serve logs it, check-config prints it)."""
+        out = []
+        if self.webhook_auth is None:
+            out.append("webhook_auth is not set: anyone who can reach /alerts can make phones ring")
+        if not self.provider.callback.authenticated:
+            out.append("provider.callback.allow_unauthenticated is true: anyone who can reach /callbacks/webex"
+                       " can end escalations and acknowledge pages")
+        return out
 
 
 def _names(d: Mapping[str, Any]) -> str:

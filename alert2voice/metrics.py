@@ -10,6 +10,7 @@ from . import __version__
 
 PAGE_RESULTS = ("called", "duplicate", "no_route", "quiet_hours", "throttled", "no_contacts")
 CALL_OUTCOMES = ("answered", "acknowledged", "no_answer", "busy", "failed", "voicemail", "cancelled")
+SILENCE_RESULTS = ("created", "failed")
 WEBHOOK_RESULTS = ("accepted", "bad_request", "unauthorized", "too_large", "unsupported_media_type",
                    "unavailable")
 
@@ -91,6 +92,9 @@ class Metrics:
                                    ["route"], registry=r)
         self.callbacks = Counter(p + "callbacks_total", "Provider callbacks by event and result.",
                                  ["event", "result"], registry=r)
+        self.silence_requests = Counter(p + "silence_requests_total",
+                                        "Alertmanager silences for acknowledged pages, by result (created, failed).",
+                                        ["result"], registry=r)
         self.reload_ok = Gauge(p + "config_last_reload_successful",
                                "Whether the last configuration reload succeeded.", registry=r)
         self.reload_time = Gauge(p + "config_last_reload_success_timestamp_seconds",
@@ -104,6 +108,8 @@ class Metrics:
         self.webhook = {result: self.webhooks.labels(result) for result in WEBHOOK_RESULTS}
         self.alerts_firing = self.alerts_received.labels("firing")
         self.alerts_resolved = self.alerts_received.labels("resolved")
+        for result in SILENCE_RESULTS:
+            self.silence_requests.labels(result)
 
     def page(self, route: str, result: str) -> _Count:
         """pages_total's child for (route, result)."""

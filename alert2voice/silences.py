@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from prometheus_client import Counter
 from yarl import URL
 
 from .config import SilenceConfig
@@ -62,9 +63,10 @@ def _stamp(moment: datetime) -> str:
 class Silencer:
     """Creates silences in background tasks over the app's one session; failures are logged, retried briefly."""
 
-    def __init__(self, session: aiohttp.ClientSession,
+    def __init__(self, session: aiohttp.ClientSession, requests: Counter,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.session = session
+        self.requests = requests  # alert2voice_silence_requests_total{result}: one count per silence
         self.sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -92,10 +94,12 @@ class Silencer:
                 error, retry = f"{type(exc).__name__}: {exc}", True
             else:
                 if resp.status == 200:
+                    self.requests.labels("created").inc()
                     log.info("silence created", extra={**fields, "silence_id": _silence_id(text)})
                     return
                 error, retry = f"HTTP {resp.status}: {' '.join(text.split())[:200]}", resp.status >= 500
             if not retry or attempt == ATTEMPTS:
+                self.requests.labels("failed").inc()
                 log.error("silence not created", extra={**fields, "error": error, "attempts": attempt})
                 return
             await self.sleep(wait)

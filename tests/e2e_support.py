@@ -203,6 +203,7 @@ class Stack:
     token: str
     service_key: str
     callback_token: str
+    admin_token: str
     number: str
     caller_id: str
     config_path: Path
@@ -213,10 +214,16 @@ class Stack:
     @property
     def secrets(self) -> dict[str, str]:
         return {"webhook token": self.token, "service key": self.service_key,
-                "callback token": self.callback_token}
+                "callback token": self.callback_token, "admin token": self.admin_token}
+
+    @property
+    def admin(self) -> dict[str, str]:
+        """The header server.admin_auth asks for on /-/reload, /-/render and /api/v1/pages."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
     async def get_json(self, session: aiohttp.ClientSession, url: str) -> Any:
-        async with session.get(url) as resp:
+        headers = self.admin if url.startswith(self.a2v_url) else None
+        async with session.get(url, headers=headers) as resp:
             assert resp.status == 200, f"GET {url}: {resp.status} {await resp.text()}"
             return await resp.json()
 
@@ -250,14 +257,14 @@ class Stack:
 
 
 def alert2voice_config(*, port: int, sim_url: str, token: str, service_key: str, callback_token: str,
-                       number: str, caller_id: str, store: str, workdir: Path) -> dict[str, Any]:
+                       admin_token: str, number: str, caller_id: str, store: str, workdir: Path) -> dict[str, Any]:
     """config.example.yaml cut down to the e2e needs: one paging route, one catch-all calling nobody."""
     store_cfg: dict[str, Any] = {"backend": store}
     if store == "sqlite":
         store_cfg["path"] = str(workdir / "alert2voice.db")
     return {
         "server": {"listen": f"{LOOPBACK}:{port}", "public_url": f"http://{LOOPBACK}:{port}",
-                   "shutdown_grace": "2s"},
+                   "shutdown_grace": "2s", "admin_auth": {"bearer_tokens": [admin_token]}},
         "webhook_auth": {"bearer_tokens": [token]},
         "provider": {
             "type": "webex", "base_url": sim_url, "service_key": service_key, "caller_id": caller_id,
@@ -282,18 +289,18 @@ def alert2voice_config(*, port: int, sim_url: str, token: str, service_key: str,
 
 def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args: Sequence[str] = ()) -> Stack:
     """Start the simulator and `alert2voice serve`, and wait until both answer."""
-    token, service_key, callback_token = (f"e2e-{os.urandom(12).hex()}" for _ in range(3))
+    token, service_key, callback_token, admin_token = (f"e2e-{os.urandom(12).hex()}" for _ in range(4))
     number, caller_id = "+14155550101", "+15550001234"
     sim_port, a2v_port = free_port(), free_port()
     sim_url, a2v_url = f"http://{LOOPBACK}:{sim_port}", f"http://{LOOPBACK}:{a2v_port}"
     config = alert2voice_config(port=a2v_port, sim_url=sim_url, token=token, service_key=service_key,
-                                callback_token=callback_token, number=number, caller_id=caller_id, store=store,
-                                workdir=workdir)
+                                callback_token=callback_token, admin_token=admin_token, number=number,
+                                caller_id=caller_id, store=store, workdir=workdir)
     config_path = workdir / "alert2voice.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     stack = Stack(a2v_url=a2v_url, sim_url=sim_url, token=token, service_key=service_key,
-                  callback_token=callback_token, number=number, caller_id=caller_id, config_path=config_path,
-                  workdir=workdir, logs=logs)
+                  callback_token=callback_token, admin_token=admin_token, number=number, caller_id=caller_id,
+                  config_path=config_path, workdir=workdir, logs=logs)
     cmd = alert2voice_command()
     sim = Process("simulator", [*cmd, "simulator", "--listen", f"{LOOPBACK}:{sim_port}", "--service-key", service_key,
                                 "--callback-auth", f"A2VE2E01=Authorization:Bearer {callback_token}",

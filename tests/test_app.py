@@ -429,27 +429,47 @@ async def test_health_and_render(client):
     [call] = (await resp.json())["calls"]
     assert call["contact"] == "alice"
     assert 'a <b>&"c"' in "".join(ET.fromstring(call["ssml"]).itertext())
+    # An admin endpoint: without server.admin_auth a loopback client needs no webhook token.
     resp = await client.post("/-/render", data="{}", headers={"Content-Type": "application/json"})
-    assert resp.status == 401
+    assert resp.status == 400
 
 
-async def test_secrets_never_leak(client, env):
+async def test_secrets_never_leak(aiohttp_client, env, tmp_path):
+    (tmp_path / "cb-tokens").write_text("cb-file-token-secret\n")
+    config = make_config(**{
+        "max_body_bytes: 64KiB}": "max_body_bytes: 64KiB, admin_auth: {bearer_tokens: [adm-token-secret],"
+                                  " basic_auth: {username: ops, password: adm-password-secret}}}",
+        "bearer_token: cb-token-secret,": f"bearer_token: cb-token-secret, bearer_tokens_file: {tmp_path}/cb-tokens,"})
+    env["config"] = config
+    app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
+                     registry=env["registry"], run_dispatcher=False)
+    client = await aiohttp_client(app)
+    admin = {"Authorization": "Bearer adm-token-secret"}
     stream = io.StringIO()
     handler = setup_logging("json", "debug", stream=stream)
     try:
         env["provider"].fail_next(Unavailable(503, message="svc-key-secret echoed by a proxy"))
         await post(client, payload(alert(PAYMENTS)), headers={"Authorization": "Bearer tok-nope-secret"})
         await post(client, payload(alert(PAYMENTS)))
-        await client.rt.dispatcher.run_due()
+        await app[RUNTIME].dispatcher.run_due()
         await callback(client, receipt("ANSWERED", correlation="x"), headers={"Authorization": "Bearer cb-token-no"})
+        await callback(client, receipt("OFFERED", correlation="x"),
+                       headers={"Authorization": "Bearer cb-file-token-secret"})
+        refused = [await client.get("/api/v1/pages", headers={"Authorization": "Bearer adm-token-nope"}),
+                   await client.post("/-/reload", headers={"Authorization": "Basic b3BzOm5vcGU="})]
+        assert [r.status for r in refused] == [401, 401]
         outputs = [stream.getvalue(),
                    await (await client.get("/metrics")).text(),
-                   await (await client.get("/api/v1/pages")).text(),
-                   await (await post(client, b"{bad")).text()]
+                   await (await client.get("/api/v1/pages", headers=admin)).text(),
+                   await (await client.post("/-/render", data=json.dumps(payload(alert(PAYMENTS))),
+                                            headers={**admin, "Content-Type": "application/json"})).text(),
+                   await (await post(client, b"{bad")).text(),
+                   *[await r.text() for r in refused]]
     finally:
         logging.getLogger().removeHandler(handler)
-    secrets = secrets_of(env["config"])
-    assert {"tok-one-secret", "svc-key-secret", "cb-token-secret"} <= set(secrets)
+    secrets = secrets_of(config)
+    assert {"tok-one-secret", "svc-key-secret", "cb-token-secret", "cb-file-token-secret", "adm-token-secret",
+            "adm-password-secret"} <= set(secrets)
     for text in outputs:
         for secret in secrets:
             assert secret not in text

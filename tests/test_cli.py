@@ -46,7 +46,7 @@ def speak_blocks(text: str) -> list[ET.Element]:
     return [ET.fromstring(block) for block in re.findall(r"<speak\b.*?</speak>", text, flags=re.S)]
 
 
-MINIMAL = 'provider: {service_key: k, caller_id: "+15550001234"}\n'
+MINIMAL = 'provider: {service_key: k, caller_id: "+15550001234", callback: {allow_unauthenticated: true}}\n'
 
 
 # ------------------------------------------------------------------------------------------ usage
@@ -106,6 +106,21 @@ def test_check_config_warns_without_webhook_auth(capsys, tmp_path):
     assert code == 0
     assert ": OK" in out
     assert "webhook_auth" in err
+
+
+def test_check_config_refuses_a_config_without_callback_credentials(capsys, tmp_path):
+    path = write(tmp_path / "c.yaml", 'provider:\n  service_key: k\n  caller_id: "+15550001234"\n'
+                                      "  callback: {auth_id: A2V}\n")
+    code, out, err = run(capsys, "check-config", path)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"{path}:4: provider.callback: no callback credential")
+    assert "allow_unauthenticated: true" in err
+
+
+def test_check_config_warns_when_callbacks_are_unauthenticated(capsys, tmp_path):
+    code, out, err = run(capsys, "check-config", write(tmp_path / "c.yaml", MINIMAL))
+    assert code == 0 and ": OK" in out
+    assert "warning: provider.callback.allow_unauthenticated is true" in err
 
 
 def test_check_config_of_a_broken_config_names_file_line_and_key(capsys, tmp_path, example_config_path):

@@ -17,12 +17,14 @@ from alert2voice.config import (
 from alert2voice.units import Rate
 
 FILE = "config.yaml"
-# The smallest valid config: everything else has a default.
-MINIMAL = textwrap.dedent("""\
+# A provider section without its callback: a config must say how callbacks authenticate.
+BARE = textwrap.dedent("""\
     provider:
       service_key: minimal-service-key
       caller_id: "+15550001234"
     """)
+# The smallest valid config: everything else has a default.
+MINIMAL = BARE + "  callback: {allow_unauthenticated: true}\n"
 
 
 def line_of(text: str, needle: str) -> int:
@@ -308,7 +310,7 @@ def test_unquoted_invalid_clock_time_is_quoted_back_as_written():
     # YAML turns an unquoted 25:00 into 1500; the message must show what the user wrote.
     text = MINIMAL + 'contacts:\n  alice:\n    number: "+14155550101"\n    quiet_hours: {from: 25:00, to: "07:00"}\n'
     [problem] = problems_of(text, env={})
-    assert (problem.path, problem.line) == ("contacts.alice.quiet_hours.from", 7)
+    assert (problem.path, problem.line) == ("contacts.alice.quiet_hours.from", line_of(text, "quiet_hours"))
     assert "25:00" in problem.message
 
 
@@ -427,9 +429,9 @@ def test_env_expansion():
         provider:
           service_key: ${WEBEX_KEY}
           caller_id: "${CALLER}"
-          callback: {auth_id: "cost$$5 and $${NOT_EXPANDED} and lone $ sign"}
+          callback: {auth_id: "cost$$5 and $${NOT_EXPANDED} and lone $ sign", bearer_token: "${CB_TOKEN}"}
         """)
-    env = {"HOST": "a2v.example.com", "WEBEX_KEY": "key-from-env", "CALLER": "+15550001234"}
+    env = {"HOST": "a2v.example.com", "WEBEX_KEY": "key-from-env", "CALLER": "+15550001234", "CB_TOKEN": "cb-env"}
 
     config = parse_config(text, file=FILE, env=env)
 
@@ -437,7 +439,7 @@ def test_env_expansion():
     assert config.provider.service_key.get_secret_value() == "key-from-env"
     assert config.provider.caller_id == "+15550001234"
     assert config.provider.callback.auth_id == "cost$5 and ${NOT_EXPANDED} and lone $ sign"
-    assert "key-from-env" in secrets_of(config)
+    assert {"key-from-env", "cb-env"} <= set(secrets_of(config))
 
 
 def test_env_expansion_reads_the_process_environment_by_default(monkeypatch):
@@ -464,7 +466,8 @@ def test_env_values_are_not_expanded_again():
 
 
 def _provider_with(key_lines: str) -> str:
-    return "provider:\n" + textwrap.indent(textwrap.dedent(key_lines), "  ") + '  caller_id: "+15550001234"\n'
+    return ("provider:\n" + textwrap.indent(textwrap.dedent(key_lines), "  ") + '  caller_id: "+15550001234"\n'
+            "  callback: {allow_unauthenticated: true}\n")
 
 
 @pytest.mark.parametrize(
@@ -496,11 +499,11 @@ SECRET_FILES = [
     # (YAML putting `<name>_file: FILE` in place, key path of the *_file key, attribute path of the secret)
     pytest.param(_provider_with("service_key_file: FILE\n"), "provider.service_key_file",
                  ("provider", "service_key"), id="provider.service_key_file"),
-    pytest.param(MINIMAL + "  callback: {bearer_token_file: FILE}\n", "provider.callback.bearer_token_file",
+    pytest.param(BARE + "  callback: {bearer_token_file: FILE}\n", "provider.callback.bearer_token_file",
                  ("provider", "callback", "bearer_token"), id="callback.bearer_token_file"),
-    pytest.param(MINIMAL + "  callback: {hub_secret_file: FILE}\n", "provider.callback.hub_secret_file",
+    pytest.param(BARE + "  callback: {hub_secret_file: FILE}\n", "provider.callback.hub_secret_file",
                  ("provider", "callback", "hub_secret"), id="callback.hub_secret_file"),
-    pytest.param(MINIMAL + "  callback:\n    header: {name: X-Key, value_file: FILE}\n",
+    pytest.param(BARE + "  callback:\n    header: {name: X-Key, value_file: FILE}\n",
                  "provider.callback.header.value_file", ("provider", "callback", "header", "value"),
                  id="callback.header.value_file"),
     pytest.param(MINIMAL + "webhook_auth:\n  basic_auth: {username: am, password_file: FILE}\n",
@@ -556,7 +559,8 @@ def test_inline_and_file_secret_together_is_a_problem(tmp_path):
 
 
 def test_missing_service_key_is_a_problem():
-    [problem] = problems_of('provider:\n  caller_id: "+15550001234"\n', env={})
+    [problem] = problems_of('provider:\n  caller_id: "+15550001234"\n  callback: {allow_unauthenticated: true}\n',
+                            env={})
     assert problem.path.startswith("provider")
     assert "service_key" in problem.message
 
@@ -598,6 +602,89 @@ def test_webhook_auth_section_without_credentials_is_a_problem():
     assert problem.path == "webhook_auth"
 
 
+# ------------------------------------------------------------------------ callback and admin credentials
+
+
+def test_config_without_callback_credentials_is_refused_naming_provider_callback():
+    [problem] = problems_of(BARE, env={})
+    assert (problem.file, problem.path, problem.line) == (FILE, "provider.callback", 1)
+    assert "allow_unauthenticated" in problem.message
+    text = BARE + "  callback: {auth_id: A2V, deadline: 1m}\n"
+    [problem] = problems_of(text, env={})
+    assert (problem.path, problem.line) == ("provider.callback", line_of(text, "callback:"))
+
+
+def test_allow_unauthenticated_passes_with_a_warning():
+    config = parse_config(MINIMAL, file=FILE, env={})
+    assert config.provider.callback.authenticated is False
+    assert any("allow_unauthenticated" in w for w in config.warnings)
+    with_token = parse_config(BARE + "  callback: {bearer_token: t}\n", file=FILE, env={})
+    assert not any("callback" in w for w in with_token.warnings)
+
+
+def test_missing_service_key_and_callback_credentials_are_both_reported():
+    problems = problems_of('provider:\n  caller_id: "+15550001234"\n', env={})
+    assert {p.path for p in problems} == {"provider.service_key", "provider.callback"}
+
+
+def test_callback_tokens_come_from_every_key_in_order(tmp_path):
+    write(tmp_path / "cb-tokens", "# rotation: new first\ncb-file-1\n\n  cb-file-2  \n")
+    write(tmp_path / "cb-token", "cb-single\n")
+    path = write(tmp_path / FILE, BARE + "  callback:\n    bearer_token_file: cb-token\n"
+                                         "    bearer_tokens: [cb-inline]\n    bearer_tokens_file: cb-tokens\n")
+    callback = load_config(path, env={}).provider.callback
+    assert [t.get_secret_value() for t in callback.tokens] == ["cb-single", "cb-inline", "cb-file-1", "cb-file-2"]
+    assert callback.authenticated
+
+
+def test_callback_tokens_file_without_tokens_is_a_problem(tmp_path):
+    write(tmp_path / "cb-tokens", "# none yet\n")
+    path = write(tmp_path / FILE, BARE + "  callback: {bearer_tokens_file: cb-tokens}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    [problem] = raised.value.problems
+    assert problem.path == "provider.callback.bearer_tokens_file"
+    assert "no token" in problem.message
+
+
+def test_admin_auth_has_the_shape_of_webhook_auth(tmp_path):
+    write(tmp_path / "admin-tokens", "adm-1\n# old\nadm-2\n")
+    write(tmp_path / "admin-password", "adm-pw\n")
+    path = write(tmp_path / FILE, MINIMAL + "server:\n  admin_auth:\n    bearer_tokens_file: admin-tokens\n"
+                                            "    basic_auth: {username: ops, password_file: admin-password}\n")
+    config = load_config(path, env={})
+    auth = config.server.admin_auth
+    assert [t.get_secret_value() for t in auth.bearer_tokens] == ["adm-1", "adm-2"]
+    assert (auth.basic_auth.username, auth.basic_auth.password.get_secret_value()) == ("ops", "adm-pw")
+    assert {"adm-1", "adm-2", "adm-pw"} <= set(secrets_of(config))
+    assert parse_config(MINIMAL, file=FILE, env={}).server.admin_auth is None
+
+
+def test_admin_auth_without_credentials_is_a_problem():
+    text = MINIMAL + "server:\n  admin_auth: {bearer_tokens: []}\n"
+    [problem] = problems_of(text, env={})
+    assert (problem.path, problem.line) == ("server.admin_auth", line_of(text, "admin_auth"))
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9096", "http://127.8.0.1", "http://localhost:9096", "http://LOCALHOST", "http://[::1]:9096",
+    "https://api.us.webexconnect.io", "https://10.0.0.5:8443", "https://sandbox.example.com/v1/voice/",
+])
+def test_base_url_allowed(url):
+    assert parse_config(MINIMAL + f"  base_url: {url}\n", file=FILE, env={}).provider.url == url.rstrip("/")
+
+
+@pytest.mark.parametrize("url", [
+    "http://api.us.webexconnect.io", "http://10.0.0.5:9096", "http://[::ffff:10.0.0.5]:9096",
+    "http://127.0.0.1.example.com", "http://localhost.example.com", "http://192.168.1.1", "http://:9096",
+])
+def test_plain_http_base_url_off_loopback_is_refused(url):
+    text = MINIMAL + f"  base_url: {url}\n"
+    [problem] = problems_of(text, env={})
+    assert (problem.path, problem.line) == ("provider.base_url", line_of(text, "base_url"))
+    assert "https://" in problem.message
+
+
 # ------------------------------------------------------------------------------------------- secrets_of
 
 
@@ -606,6 +693,8 @@ def test_secrets_of_returns_every_secret(tmp_path):
     write(tmp_path / "hub", "hub-secret\n")
     write(tmp_path / "redis", "redis://:redis-password@redis:6379/0\n")
     text = textwrap.dedent("""\
+        server:
+          admin_auth: {bearer_tokens: [admin-token], basic_auth: {username: ops, password: admin-password}}
         webhook_auth:
           bearer_tokens: [inline-token]
           bearer_tokens_file: tokens
@@ -615,6 +704,7 @@ def test_secrets_of_returns_every_secret(tmp_path):
           caller_id: "+15550001234"
           callback:
             bearer_token: callback-token
+            bearer_tokens: [callback-token-2]
             hub_secret_file: hub
             header: {name: X-Callback-Key, value: header-value}
         store:
@@ -626,7 +716,8 @@ def test_secrets_of_returns_every_secret(tmp_path):
 
     assert set(secrets_of(config)) == {
         "inline-token", "file-token-1", "file-token-2", "basic-password", "service-key", "callback-token",
-        "hub-secret", "header-value", "redis://:redis-password@redis:6379/0",
+        "hub-secret", "header-value", "redis://:redis-password@redis:6379/0", "callback-token-2", "admin-token",
+        "admin-password",
     }
     assert all(isinstance(s, str) for s in secrets_of(config))
     # Not a secret: names, numbers and usernames stay out of the list (they would scrub too much).

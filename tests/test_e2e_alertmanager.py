@@ -191,6 +191,9 @@ async def test_critical_alert_places_exactly_one_call(stack: Stack, start_am, ht
     async with http.get(f"{stack.a2v_url}/metrics") as resp:
         exposed = await resp.text()
     async with http.get(f"{stack.a2v_url}/api/v1/pages") as resp:
+        assert resp.status == 401  # server.admin_auth is set: loopback is no exception then
+        exposed += await resp.text()
+    async with http.get(f"{stack.a2v_url}/api/v1/pages", headers=stack.admin) as resp:
         exposed += await resp.text()
     exposed += (stack.workdir / "alert2voice.log").read_text(encoding="utf-8")
     for what, secret in stack.secrets.items():

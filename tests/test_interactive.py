@@ -16,8 +16,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from alert2voice.app import RUNTIME, create_app
+from alert2voice.config import SilenceConfig
+from alert2voice.metrics import Metrics
 from alert2voice.provider import CallStatus
 from alert2voice.provider.fake import RecordingProvider
+from alert2voice.silences import Silencer
 from alert2voice.store.memory import MemoryStore
 from tests import e2e_support
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
@@ -309,6 +312,8 @@ async def test_acknowledgement_silences_exactly_the_pages_alerts(aiohttp_client,
     node2.pop("replica")
     assert sorted(alertmanager.received, key=json.dumps) == sorted(
         [{"matchers": eq(PAYMENTS), **common}, {"matchers": eq(node2), **common}], key=json.dumps)
+    assert metric(env, "alert2voice_silence_requests_total", result="created") == 2
+    assert metric(env, "alert2voice_silence_requests_total", result="failed") == 0
 
 
 async def test_silence_failure_is_logged_and_not_retried_on_4xx(aiohttp_client, env, alertmanager, caplog):
@@ -324,7 +329,36 @@ async def test_silence_failure_is_logged_and_not_retried_on_4xx(aiohttp_client, 
     errors = [r for r in caplog.records if r.name == "alert2voice.silences" and r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["silence not created"]
     assert "HTTP 400: bad silence" in errors[0].error
+    assert metric(env, "alert2voice_silence_requests_total", result="failed") == 1
+    assert metric(env, "alert2voice_silence_requests_total", result="created") == 0
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 1
+
+
+async def test_silence_requests_are_counted_once_each_after_retries(alertmanager, env):
+    """Against a failing Alertmanager (HTTP 500): three attempts, one `failed`; then one `created`."""
+    metrics = Metrics(env["registry"])
+    # Pre-created: both series exist at 0 before any silence is asked for.
+    assert [env["registry"].get_sample_value("alert2voice_silence_requests_total", {"result": r})
+            for r in ("created", "failed")] == [0.0, 0.0]
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    silence = SilenceConfig(alertmanager_url=f"http://127.0.0.1:{alertmanager.port}")
+    body = {"matchers": [{"name": "alertname", "value": "X", "isRegex": False, "isEqual": True}]}
+    async with aiohttp.ClientSession() as session:
+        silencer = Silencer(session, metrics.silence_requests, sleep=no_wait)
+        alertmanager.state["status"] = 500
+        silencer.create(silence, [body], "page-1")
+        await silencer.idle()
+        assert (len(alertmanager.received), waits) == (3, [2.0, 4.0])
+        assert metric(env, "alert2voice_silence_requests_total", result="failed") == 1
+        alertmanager.state["status"] = 200
+        silencer.create(silence, [body], "page-2")
+        await silencer.idle()
+    assert metric(env, "alert2voice_silence_requests_total", result="created") == 1
+    assert metric(env, "alert2voice_silence_requests_total", result="failed") == 1
 
 
 async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_page(aiohttp_client, env,
@@ -380,7 +414,7 @@ async def test_end_to_end_keypress_acknowledges_and_silences(request, tmp_path, 
         config["acknowledgement"] = {"digit": "1", "silence": {"alertmanager_url": am.url, "duration": "1h"}}
         stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{stack.a2v_url}/-/reload") as resp:
+            async with session.post(f"{stack.a2v_url}/-/reload", headers=stack.admin) as resp:
                 assert resp.status == 200, await resp.text()
             await stack.script_number(session, stack.number, {"outcome": "press", "digit": "1"})
             labels = {"alertname": "InteractiveE2E", "team": "payments", "severity": "critical"}

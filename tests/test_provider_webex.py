@@ -21,6 +21,7 @@ from alert2voice.provider import (
     Unavailable,
     UrlAudio,
 )
+from alert2voice.provider.base import MAX_BODY_BYTES
 from alert2voice.provider.webex import REGIONS, WebexProvider, base_url_for
 from alert2voice.simulator import SIMULATOR, create_simulator_app
 
@@ -238,6 +239,58 @@ async def test_proxy_html_error_and_echoed_key_are_handled(aiohttp_server, sessi
         await provider.place_call(call_request())
     assert "Bad Gateway" in str(info.value)
     assert KEY not in str(info.value) and KEY not in repr(info.value)
+
+
+def _oversized(status: int, *, chunked: bool):
+    """A handler answering `status` with a JSON body just over MAX_BODY_BYTES (Content-Length or chunked)."""
+    body = b'{"messageId": "m-1", "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+        if chunked:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = len(body)
+        await resp.prepare(request)
+        for i in range(0, len(body), 16384):
+            await resp.write(body[i:i + 16384])
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(("status", "error"), [(202, Unavailable), (503, Unavailable), (401, AuthFailed),
+                                               (400, Rejected)])
+async def test_oversized_response_is_a_typed_error(aiohttp_server, session, observed, status, error, chunked):
+    server = await _misbehaving_server(aiohttp_server, _oversized(status, chunked=chunked))
+    provider = WebexProvider(session, base_url=str(server.make_url("/")), service_key=KEY, observe=observed)
+    with pytest.raises(error) as info:
+        await provider.place_call(call_request())
+    assert type(info.value) is error and info.value.status == status
+    assert f"over {MAX_BODY_BYTES} bytes" in str(info.value)
+    assert observed == [("messages", str(status))]
+
+
+async def test_oversized_call_status_is_unavailable(aiohttp_server, session):
+    server = await _misbehaving_server(aiohttp_server, _oversized(200, chunked=True))
+    provider = WebexProvider(session, base_url=str(server.make_url("/")), service_key=KEY)
+    with pytest.raises(Unavailable, match="response body over"):
+        await provider.call_status("m-1")
+
+
+async def test_response_of_exactly_the_limit_is_read(aiohttp_server, session):
+    head = b'{"messageId": "m-7", "pad": "'
+    body = head + b"x" * (MAX_BODY_BYTES - len(head) - 2) + b'"}'
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=202, body=body, content_type="application/json")
+
+    server = await _misbehaving_server(aiohttp_server, handler)
+    provider = WebexProvider(session, base_url=str(server.make_url("/")), service_key=KEY)
+    assert len(body) == MAX_BODY_BYTES
+    assert (await provider.place_call(call_request())).message_id == "m-7"
 
 
 async def test_service_key_never_appears_in_errors_or_repr(provider, session, sim, unused_tcp_port):

@@ -50,7 +50,7 @@ def example(example_config_path) -> Config:
     return load_config(example_config_path, env={})
 
 
-MINIMAL = 'provider: {service_key: k, caller_id: "+15550001234"}\n'
+MINIMAL = 'provider: {service_key: k, caller_id: "+15550001234", callback: {allow_unauthenticated: true}}\n'
 
 
 def config_with(*parts: str) -> Config:

@@ -50,7 +50,7 @@ async def test_the_lock_file_is_private_and_names_its_holder(tmp_path):
 
 def _config(tmp_path: Path, port: int) -> Path:
     config = e2e_support.alert2voice_config(port=port, sim_url="http://127.0.0.1:9", token="tok-lock-test",
-                                            service_key="svc-lock-test", callback_token="cb-lock-test",
+                                            service_key="svc-lock-test", callback_token="cb-lock-test", admin_token="adm-lock-test",
                                             number="+14155550101", caller_id="+15550001234", store="sqlite",
                                             workdir=tmp_path)
     path = tmp_path / f"alert2voice-{port}.yaml"

@@ -399,3 +399,24 @@ def _clean(message: str, redact: Iterable[str]) -> str:
     # One line per error: a provider's text stays verbatim (its double spaces included) otherwise.
     message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     return message if len(message) <= _MAX_DETAIL else message[: _MAX_DETAIL - 1] + "…"
+
+
+# Receipts, call events and the Voice API's answers are a few hundred bytes; anything near this is not
+# the platform speaking, and is not read further.
+MAX_BODY_BYTES = 64 * 1024
+
+
+class _Stream(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+async def read_at_most(stream: _Stream, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The whole body of an aiohttp stream, or None as soon as it grows past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

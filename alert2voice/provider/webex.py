@@ -13,12 +13,15 @@ from yarl import URL
 
 from .. import __version__
 from .base import (
+    MAX_BODY_BYTES,
     Accepted,
     CallRequest,
     CallStatus,
     NetworkError,
+    Unavailable,
     classify_response,
     classify_status_response,
+    read_at_most,
 )
 
 REGIONS: dict[str, str] = {
@@ -117,8 +120,9 @@ class WebexProvider:
             async with self._session.request(
                 method, url, headers=headers, data=data, timeout=self._timeout, allow_redirects=False
             ) as resp:
-                body = await resp.read()
                 status, resp_headers = resp.status, resp.headers
+                too_long = resp.content_length is not None and resp.content_length > MAX_BODY_BYTES
+                body = None if too_long else await read_at_most(resp.content)
         except TimeoutError as exc:
             self._record(endpoint, "timeout", start)
             raise NetworkError(f"{endpoint}: timed out after {self._timeout.total:g}s", timeout=True) from exc
@@ -126,6 +130,12 @@ class WebexProvider:
             self._record(endpoint, "error", start)
             raise NetworkError(f"{endpoint}: {self._describe(exc)}") from exc
         self._record(endpoint, str(status), start)
+        if body is None:
+            message = f"{endpoint}: response body over {MAX_BODY_BYTES} bytes, not read"
+            if 200 <= status < 300:
+                # Without the body there is no messageId; the retry carries the same Idempotency-Key.
+                raise Unavailable(status, message=message)
+            body = message.encode()  # an error answer is still typed by its status (401 stays AuthFailed)
         return status, body, resp_headers
 
     def _record(self, endpoint: str, code: str, start: float) -> None:
