@@ -104,15 +104,12 @@ def _load_payload(path: str):
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .app import Runtime, render_calls
-    from .clock import Clock
-    from .metrics import Metrics
-    from .store.memory import MemoryStore
+    from .live import make_speech
+    from .preview import render_calls
 
     config = _config(args.config)
     payload = _load_payload(args.payload)
-    rt = Runtime(config=config, config_path=None, metrics=Metrics(), clock=Clock(), store=MemoryStore())
-    calls = render_calls(rt, payload, _parse_at(args.at))
+    calls = render_calls(config, make_speech(config), payload, _parse_at(args.at))
     if args.json:
         print(json.dumps(calls, indent=2, ensure_ascii=False))
     elif not calls:
@@ -274,8 +271,9 @@ def cmd_test_call(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .app import RUNTIME, create_app
     from .store import StoreUnavailable
+    from .web import create_app, drain
+    from .web.keys import LIVE, SHUTDOWN
 
     config = _config(args.config)
     app = create_app(config, config_path=Path(args.config))
@@ -295,7 +293,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Everything loaded so far (modules, schemas, templates, config) lives as long as the process:
         # keep it out of the garbage collector's generations, or every collection walks it again.
         gc.freeze()
-        rt = app[RUNTIME]
         for warning in config.warnings:
             log.warning(warning)
         log.info("alert2voice listening", extra={"listen": f"{host}:{port}", "version": __version__,
@@ -305,11 +302,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         def on_term() -> None:
             log.info("SIGTERM: stopping; new webhooks get 503, queued calls stay queued")
-            rt.shutting_down = True
+            app[SHUTDOWN].set()
             stop.set()
 
         def on_hup() -> None:
-            task = asyncio.ensure_future(rt.reload())
+            task = asyncio.ensure_future(app[LIVE].reload())
             task.add_done_callback(lambda t: t.exception())  # the failure is logged by reload()
 
         loop.add_signal_handler(signal.SIGTERM, on_term)
@@ -318,7 +315,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             await stop.wait()
             # Drain while still listening, so webhooks arriving meanwhile get 503 (Alertmanager retries).
-            await rt.drain()
+            await drain(app)
         finally:
             await runner.cleanup()
 

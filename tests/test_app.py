@@ -13,12 +13,14 @@ from datetime import timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alert2voice.app import RUNTIME, create_app, readiness
 from alert2voice.config import secrets_of
 from alert2voice.logs import setup_logging
 from alert2voice.provider import AuthFailed, CallStatus, Rejected, Unavailable
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
+from alert2voice.web import create_app
+from alert2voice.web.keys import DISPATCHER, SHUTDOWN
+from alert2voice.web.ops import readiness
 from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
 
 AUTH = {"Authorization": "Bearer tok-one-secret"}
@@ -36,7 +38,6 @@ async def client(aiohttp_client, env):
     app = create_app(env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
                      registry=env["registry"], run_dispatcher=False)
     c = await aiohttp_client(app)
-    c.rt = app[RUNTIME]
     return c
 
 
@@ -126,7 +127,7 @@ async def test_oversized_body_is_413(client, env):
 
 
 async def test_shutting_down_is_503(client):
-    client.rt.shutting_down = True
+    client.app[SHUTDOWN].set()
     resp = await post(client, payload(alert(PAYMENTS)))
     assert resp.status == 503
 
@@ -135,7 +136,7 @@ async def test_store_unavailable_is_503_then_recovers(client, env):
     env["store"].available = False
     resp = await post(client, payload(alert(PAYMENTS)))
     assert resp.status == 503
-    assert any("store unavailable" in p for p in await readiness(client.rt))
+    assert any("store unavailable" in p for p in await readiness(client.app))
     env["store"].available = True
     resp = await post(client, payload(alert(PAYMENTS)))
     assert resp.status == 200
@@ -151,7 +152,7 @@ async def test_one_call_per_page_and_duplicates_suppressed(client, env):
     assert resp.status == 200
     summary = await resp.json()
     assert summary["pages"][0]["result"] == "called"
-    assert await client.rt.dispatcher.run_due() == 1
+    assert await client.app[DISPATCHER].run_due() == 1
     [req] = env["provider"].requests
     assert req.dialed_number == "+14155550101"
     assert req.caller_id == "+15550001234"
@@ -164,19 +165,19 @@ async def test_one_call_per_page_and_duplicates_suppressed(client, env):
     for again in (body, payload(alert({**PAYMENTS, "replica": "b"}, summary="CPU high on node1"))):
         resp = await post(client, again)
         assert (await resp.json())["pages"][0]["result"] == "duplicate"
-        await client.rt.dispatcher.run_due()
+        await client.app[DISPATCHER].run_due()
     assert len(env["provider"].requests) == 1
     assert metric(env, "alert2voice_pages_total", route="payments", result="called") == 1
     assert metric(env, "alert2voice_pages_total", route="payments", result="duplicate") == 2
 
 
 async def test_webhook_line_is_info_when_it_changed_something_and_debug_for_pure_resends(client, env, caplog):
-    caplog.set_level(logging.DEBUG, logger="alert2voice.app")
+    caplog.set_level(logging.DEBUG, logger="alert2voice.webhook")
     body = payload(alert(PAYMENTS, summary="CPU high on node1"))
 
     def lines() -> list[tuple[int, list[str]]]:
         out = [(r.levelno, [p["result"] for p in r.pages]) for r in caplog.records
-               if r.name == "alert2voice.app" and r.getMessage() == "webhook accepted"]
+               if r.name == "alert2voice.webhook" and r.getMessage() == "webhook accepted"]
         caplog.clear()
         return out
 
@@ -190,7 +191,7 @@ async def test_webhook_line_is_info_when_it_changed_something_and_debug_for_pure
 
 
 async def test_a_resent_body_is_planned_once_and_still_follows_the_store(client, env, monkeypatch):
-    import alert2voice.app as app_module
+    import alert2voice.web.webhook as app_module
 
     parsed = []
     real = app_module.parse_payload
@@ -201,7 +202,7 @@ async def test_a_resent_body_is_planned_once_and_still_follows_the_store(client,
     assert len(parsed) == 1  # the resends came from the plan cache
     # The cached plan is only the plan: what happens to it still comes from the store. Once resolved, the
     # same bytes page again.
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     resolved = payload(alert(PAYMENTS, status="resolved"))
     assert (await (await post(client, resolved)).json())["pages"][0]["result"] == "resolved"
     assert (await (await post(client, firing)).json())["pages"][0]["result"] == "called"
@@ -214,16 +215,16 @@ async def test_a_resent_body_is_planned_once_and_still_follows_the_store(client,
 
 async def test_new_alert_joining_group_is_a_new_page(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     resp = await post(client, payload(alert(PAYMENTS), alert({**PAYMENTS, "instance": "node2:9100"})))
     assert (await resp.json())["pages"][0]["result"] == "called"
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     assert len(env["provider"].requests) == 2
 
 
 async def test_dedup_window_expires(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     await callback(client, receipt("ANSWERED", correlation=env["provider"].requests[0].correlation_id))
     env["clock"].advance(timedelta(hours=4, seconds=1))
     resp = await post(client, payload(alert(PAYMENTS)))
@@ -234,7 +235,7 @@ async def test_no_route_and_no_contacts(client, env):
     resp = await post(client, payload(alert({"alertname": "Other"})))
     assert (await resp.json())["pages"][0]["result"] == "no_contacts"
     assert metric(env, "alert2voice_pages_total", route="catch-all", result="no_contacts") == 1
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     assert env["provider"].requests == []
 
 
@@ -256,13 +257,13 @@ async def test_callback_garbage_is_400(client, body):
 
 async def test_answered_ends_the_page(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     [req] = env["provider"].requests
     for status in ("OFFERED", "ACCEPTED", "ANSWERED", "DROPPED", "Released"):
         resp = await callback(client, receipt(status, correlation=req.correlation_id, transid="msg-1"))
         assert resp.status == 200
     env["clock"].advance(timedelta(hours=1))
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     assert len(env["provider"].requests) == 1
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 1
     pages = (await (await client.get("/api/v1/pages")).json())["pages"]
@@ -272,14 +273,14 @@ async def test_answered_ends_the_page(client, env):
 async def test_receipt_matched_by_transid_when_correlationid_missing(client, env):
     # Known platform bug: some receipts lack correlationid; transid is our messageId.
     await post(client, payload(alert(PAYMENTS)))
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     await callback(client, receipt("ANSWERED", transid="msg-1"))
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 1
 
 
 async def test_unanswered_escalates_through_attempts_and_steps(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
     cid1 = env["provider"].requests[0].correlation_id
     await callback(client, receipt("REJECTED", correlation=cid1, code="7401"))
@@ -308,7 +309,7 @@ async def test_unanswered_escalates_through_attempts_and_steps(client, env):
 
 async def test_no_callback_polls_status(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
     env["provider"].set_status("msg-1", CallStatus("REJECTED", None, None, {}))
     env["clock"].advance(timedelta(minutes=2))
@@ -323,7 +324,7 @@ async def test_no_callback_polls_status(client, env):
 async def test_retryable_errors_reuse_correlation_and_idempotency_key(client, env):
     env["provider"].fail_next(Unavailable(503), times=2)
     await post(client, payload(alert(PAYMENTS)))
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
     assert len(env["provider"].requests) == 1
     for _ in range(2):
@@ -340,7 +341,7 @@ async def test_retryable_errors_reuse_correlation_and_idempotency_key(client, en
 async def test_permanent_rejection_moves_to_next_contact_without_retry(client, env):
     env["provider"].fail_next(Rejected("7102", message="invalid destination"))
     await post(client, payload(alert(PAYMENTS)))
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     reqs = env["provider"].requests
     assert [r.dialed_number for r in reqs] == ["+14155550101", "+14155550101"]  # attempt 2 of step 1
     assert reqs[0].correlation_id != reqs[1].correlation_id
@@ -351,21 +352,21 @@ async def test_permanent_rejection_moves_to_next_contact_without_retry(client, e
 async def test_auth_failure_keeps_call_queued_and_reports_not_ready(client, env):
     env["provider"].fail_next(AuthFailed("7001", message="Authentication failed."))
     await post(client, payload(alert(PAYMENTS)))
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
-    assert any("provider refuses our credentials" in p for p in await readiness(client.rt))
+    assert any("provider refuses our credentials" in p for p in await readiness(client.app))
     assert metric(env, "alert2voice_provider_errors_total", reason="auth") == 1
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") == 0
     env["clock"].advance(timedelta(minutes=1))
     await d.run_due()
     assert len(env["provider"].accepted) == 1
-    assert not any("provider" in p for p in await readiness(client.rt))
+    assert not any("provider" in p for p in await readiness(client.app))
 
 
 async def test_retries_give_up_then_next_contact(client, env):
     env["provider"].fail_next(Unavailable(500), times=1000)
     await post(client, payload(alert(PAYMENTS)))
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     for _ in range(40):
         await d.run_due()
         env["clock"].advance(timedelta(minutes=1))
@@ -379,7 +380,7 @@ async def test_retries_give_up_then_next_contact(client, env):
 
 async def test_resolved_cancels_pending_and_sends_resolved_call(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
     first = env["provider"].requests[0]
     await callback(client, receipt("ANSWERED", correlation=first.correlation_id))
@@ -394,7 +395,7 @@ async def test_resolved_cancels_pending_and_sends_resolved_call(client, env):
 
 async def test_resolved_before_anyone_answered_stops_escalation(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
     await callback(client, receipt("REJECTED", correlation=env["provider"].requests[0].correlation_id, code="7401"))
     await post(client, payload(alert(PAYMENTS, status="resolved")))
@@ -451,7 +452,7 @@ async def test_secrets_never_leak(aiohttp_client, env, tmp_path):
         env["provider"].fail_next(Unavailable(503, message="svc-key-secret echoed by a proxy"))
         await post(client, payload(alert(PAYMENTS)), headers={"Authorization": "Bearer tok-nope-secret"})
         await post(client, payload(alert(PAYMENTS)))
-        await app[RUNTIME].dispatcher.run_due()
+        await app[DISPATCHER].run_due()
         await callback(client, receipt("ANSWERED", correlation="x"), headers={"Authorization": "Bearer cb-token-no"})
         await callback(client, receipt("OFFERED", correlation="x"),
                        headers={"Authorization": "Bearer cb-file-token-secret"})
@@ -485,7 +486,6 @@ async def test_sqlite_store_failure_is_503_and_recovers_by_itself(aiohttp_client
     app = create_app(env["config"], provider=env["provider"], store=store, clock=env["clock"],
                      registry=env["registry"], run_dispatcher=False)
     c = await aiohttp_client(app)
-    rt = app[RUNTIME]
     assert (await post(c, payload(alert(PAYMENTS)))).status == 200
     # Root ignores file modes, so break the path itself: the state directory becomes a plain file.
     state.rename(tmp_path / "moved")
@@ -493,12 +493,12 @@ async def test_sqlite_store_failure_is_503_and_recovers_by_itself(aiohttp_client
     other_group = payload(alert({**PAYMENTS, "alertname": "DiskFull"}), group_key='{}:{alertname="DiskFull"}')
     resp = await post(c, other_group)
     assert resp.status == 503
-    assert any("store unavailable" in p for p in await readiness(rt))
+    assert any("store unavailable" in p for p in await readiness(app))
     assert metric(env, "alert2voice_webhooks_total", result="unavailable") == 1
     state.unlink()
     (tmp_path / "moved").rename(state)
-    assert not any("store" in p for p in await readiness(rt))
+    assert not any("store" in p for p in await readiness(app))
     resp = await post(c, other_group)
     assert resp.status == 200
-    await rt.dispatcher.run_due()
+    await app[DISPATCHER].run_due()
     assert len(env["provider"].accepted) == 2  # the page accepted before the failure was not lost

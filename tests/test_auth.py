@@ -22,13 +22,15 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 
-from alert2voice.app import RUNTIME, admin_refusal, create_app, handle_pages
 from alert2voice.auth import is_loopback
 from alert2voice.config import WebhookAuth
 from alert2voice.provider import CallStatus
 from alert2voice.provider.base import MAX_BODY_BYTES
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
+from alert2voice.web import create_app
+from alert2voice.web.keys import DISPATCHER, SILENCER
+from alert2voice.web.ops import admin_refusal, handle_pages
 from tests.e2e_support import Process, Samples, alert2voice_command, eventually, free_port, stop_all, wait_http_ok
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
 
@@ -48,7 +50,6 @@ async def start(aiohttp_client, env, config, **kw):
     app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
                      registry=env["registry"], run_dispatcher=False, **kw)
     c = await aiohttp_client(app)
-    c.rt = app[RUNTIME]
     return c
 
 
@@ -66,7 +67,7 @@ def receipt(status: str, correlation: str, *, code: str = "7519") -> dict[str, A
 async def placed_call(client, env) -> str:
     """Page alice through /alerts and let the dispatcher call her; the call's correlationId."""
     assert (await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)).status == 200
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     return env["provider"].requests[-1].correlation_id
 
 
@@ -75,9 +76,9 @@ async def still_escalates(client, env) -> None:
     before = len(env["provider"].requests)
     env["provider"].set_status(env["provider"].accepted[-1].message_id, CallStatus("REJECTED", None, None, {}))
     env["clock"].advance(timedelta(minutes=2))  # provider.callback.deadline: no final callback, so it polls
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     env["clock"].advance(timedelta(minutes=3))  # the step's interval
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     assert len(env["provider"].requests) == before + 1
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert page["state"] == "active"
@@ -163,7 +164,7 @@ async def test_forged_digit_acknowledges_nothing_and_silences_nothing(aiohttp_cl
         resp = await client.post("/callbacks/webex", data=json.dumps(event),
                                  headers={**JSON, "Authorization": "Bearer forged"})
         assert resp.status == 401
-    await client.rt.silencer.idle()
+    await client.app[SILENCER].idle()
     assert silences == []
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 0
     await still_escalates(client, env)
@@ -276,7 +277,7 @@ async def test_reload_into_unauthenticated_callbacks_warns(aiohttp_client, env, 
     path.write_text(CONFIG)
     client = await start(aiohttp_client, env, make_config(), config_path=path)
     path.write_text(CONFIG.replace(CALLBACK, "  callback: {auth_id: A2V, allow_unauthenticated: true}\n"))
-    with caplog.at_level(logging.WARNING, logger="alert2voice.app"):
+    with caplog.at_level(logging.WARNING, logger="alert2voice.reload"):
         assert (await client.post("/-/reload")).status == 200
     assert [r.getMessage() for r in caplog.records if "allow_unauthenticated" in r.getMessage()] == [
         "provider.callback.allow_unauthenticated is true: anyone who can reach /callbacks/webex"

@@ -11,11 +11,12 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alert2voice.app import RUNTIME, create_app
 from alert2voice.dispatch import KeyedLocks
 from alert2voice.provider import NetworkError
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
+from alert2voice.web import create_app
+from alert2voice.web.keys import DISPATCHER
 from tests import e2e_support
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
 
@@ -34,7 +35,6 @@ async def start(aiohttp_client, env, config=None):
     app = create_app(config or env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
                      registry=env["registry"], run_dispatcher=False)
     client = await aiohttp_client(app)
-    client.rt = app[RUNTIME]
     return client
 
 
@@ -76,12 +76,12 @@ def callbacks_counted(env, event: str, result: str) -> float:
 
 async def test_a_page_fired_again_gets_new_correlation_ids_and_old_receipts_do_not_move_it(client, env):
     await fire(client)
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     first = env["provider"].requests[0].correlation_id
     first_message = env["provider"].accepted[0].message_id
     await fire(client, status="resolved")
     await fire(client)  # the same alert fires again: the same page key, a new incarnation
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     second = env["provider"].requests[-1].correlation_id
     assert len(env["provider"].requests) == 2
     assert second != first
@@ -96,7 +96,7 @@ async def test_a_page_fired_again_gets_new_correlation_ids_and_old_receipts_do_n
 
 async def test_a_receipt_naming_another_message_id_is_stale(client, env):
     await fire(client)
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     correlation = env["provider"].requests[0].correlation_id
     await callback(client, receipt("ANSWERED", correlation=correlation, transid="someone-elses-message"))
     assert (await only_page(client))["state"] == "active"
@@ -110,7 +110,7 @@ async def test_a_receipt_naming_another_message_id_is_stale(client, env):
 
 async def test_call_events_do_not_move_a_message_mode_call(client, env):
     await fire(client)
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     session = env["provider"].accepted[0].message_id
     for event in ({"event": "ANSWERED"}, {"event": "COLLECTED_DIGITS", "digitsReceived": "1", "status": "SUCCESS"}):
         resp = await client.post("/callbacks/webex", headers=CB_AUTH, data=json.dumps(
@@ -126,7 +126,7 @@ async def test_call_events_do_not_move_a_message_mode_call(client, env):
 async def test_receipts_do_not_move_an_interactive_call(aiohttp_client, env):
     client = await start(aiohttp_client, env, make_config(CONFIG, **INTERACTIVE))
     await fire(client)
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     correlation = env["provider"].requests[0].correlation_id
     message = env["provider"].accepted[0].message_id
     await callback(client, receipt("ANSWERED", correlation=correlation, transid=message))
@@ -139,7 +139,7 @@ async def test_receipts_do_not_move_an_interactive_call(aiohttp_client, env):
 async def test_a_digit_before_the_prompt_was_played_acknowledges_nothing(aiohttp_client, env):
     client = await start(aiohttp_client, env, make_config(CONFIG, **INTERACTIVE))
     await fire(client)
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     session = env["provider"].accepted[0].message_id
     resp = await client.post("/callbacks/webex", headers=CB_AUTH, data=json.dumps(
         {"event": "COLLECTED_DIGITS", "eventTime": "2026-11-26T15:00:10.000Z", "sessionId": session,
@@ -155,7 +155,7 @@ async def test_a_digit_before_the_prompt_was_played_acknowledges_nothing(aiohttp
 async def test_a_receipt_for_a_timed_out_request_accepts_it_and_cancels_the_retry(client, env):
     env["provider"].fail_next(NetworkError("timed out after 10s", timeout=True))
     await fire(client)
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     [sent] = env["provider"].requests
     assert (await only_page(client))["calls"][0]["state"] == "queued"  # a retry is due after the backoff
     # The platform did take it: its first receipt carries the attempt's correlationId and the messageId.
@@ -163,7 +163,7 @@ async def test_a_receipt_for_a_timed_out_request_accepts_it_and_cancels_the_retr
     call = (await only_page(client))["calls"][0]
     assert (call["state"], call["tries"]) == ("accepted", 1)
     env["clock"].advance(timedelta(seconds=30))  # well past the retry's backoff
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     assert len(env["provider"].requests) == 1  # the phone rang once
     await callback(client, receipt("ANSWERED", correlation=sent.correlation_id, transid="platform-id-1"))
     assert (await only_page(client))["state"] == "answered"
@@ -205,12 +205,12 @@ async def test_keyed_locks_never_let_two_holders_in_and_forget_unused_keys():
 
 async def test_no_lock_is_left_behind_by_a_callback_that_finished_a_page(client, env):
     await fire(client)
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     sent = env["provider"].requests[0]
     await callback(client, receipt("ANSWERED", correlation=sent.correlation_id,
                                    transid=env["provider"].accepted[0].message_id))
     assert (await only_page(client))["state"] == "answered"
-    assert len(client.rt.dispatcher.locks) == 0
+    assert len(client.app[DISPATCHER].locks) == 0
 
 
 # ------------------------------------------------------------------------------------- end to end

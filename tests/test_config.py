@@ -345,7 +345,7 @@ def test_template_with_undefined_variable_is_a_problem_at_the_route(tmp_path):
 
 
 def test_the_app_speaks_with_the_renderer_that_checked_the_templates(tmp_path):
-    from alert2voice.app import make_speech
+    from alert2voice.live import make_speech
     from alert2voice.speech import sample_contexts
 
     template = tmp_path / "etc" / "tpl" / "mine.ssml.j2"

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from alert2voice.alertmanager import parse_payload
-from alert2voice.app import make_speech
 from alert2voice.config import RetryConfig
 from alert2voice.dispatch import Backoff, Dispatcher, RateLimiter, Throttle
+from alert2voice.live import make_speech
 from alert2voice.metrics import Metrics
 from alert2voice.pages import CallState, PageState, new_page
 from alert2voice.provider.fake import RecordingProvider

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from alert2voice.alertmanager import PayloadError, parse_payload
-from alert2voice.app import RUNTIME, create_app
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
+from alert2voice.web import create_app
+from alert2voice.web.keys import DISPATCHER, PROVIDER
 from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
@@ -27,7 +28,6 @@ async def client(aiohttp_client):
     app = create_app(config, provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
                      registry=CollectorRegistry(), run_dispatcher=False)
     c = await aiohttp_client(app)
-    c.rt = app[RUNTIME]
     return c
 
 
@@ -37,8 +37,8 @@ async def test_ten_thousand_alerts_in_one_group(client):
     assert resp.status == 200
     [page] = (await resp.json())["pages"]
     assert page["alerts"] == 10_000
-    await client.rt.dispatcher.run_due()
-    [request] = client.rt.provider.requests
+    await client.app[DISPATCHER].run_due()
+    [request] = client.app[PROVIDER].requests
     assert len(request.audio.text) <= 2000
 
 
@@ -46,8 +46,8 @@ async def test_huge_label_value_within_limit(client):
     body = json.dumps(payload(alert({**PAYMENTS, "x": "é" * 500_000})), ensure_ascii=False).encode()
     resp = await client.post("/alerts", data=io.BytesIO(body), headers=AUTH)
     assert resp.status == 200
-    await client.rt.dispatcher.run_due()
-    assert len(client.rt.provider.requests[0].audio.text) <= 2000
+    await client.app[DISPATCHER].run_due()
+    assert len(client.app[PROVIDER].requests[0].audio.text) <= 2000
 
 
 async def test_deeply_nested_json_is_400(client):

@@ -15,13 +15,14 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from alert2voice.app import RUNTIME, create_app
 from alert2voice.config import SilenceConfig
 from alert2voice.metrics import Metrics
 from alert2voice.provider import CallStatus
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.silences import Silencer
 from alert2voice.store.memory import MemoryStore
+from alert2voice.web import create_app
+from alert2voice.web.keys import DISPATCHER, SILENCER
 from tests import e2e_support
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
 
@@ -47,7 +48,6 @@ async def start(aiohttp_client, env, config=None):
     app = create_app(config or env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
                      registry=env["registry"], run_dispatcher=False)
     c = await aiohttp_client(app)
-    c.rt = app[RUNTIME]
     return c
 
 
@@ -66,7 +66,7 @@ async def page_and_call(client, env, *alerts) -> str:
     resp = await client.post("/alerts", data=json.dumps(payload(*(alerts or (alert(PAYMENTS),)))),
                              headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 200
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     return env["provider"].accepted[-1].message_id
 
 
@@ -110,7 +110,7 @@ async def test_page_call_is_programmable_and_resolved_notice_is_a_message(client
     resp = await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS, status="resolved"))),
                              headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 200
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     resolved = env["provider"].placed[1]
     assert resolved.mode == "message"
     assert "resolved" in spoken(resolved.request.audio.to_json()).lower()
@@ -175,7 +175,7 @@ async def test_digit_acknowledges_thanks_and_ends_the_escalation(client, env):
     assert page["state"] == "acknowledged"
     assert page["calls"][0]["state"] == "acknowledged"
     env["clock"].advance(timedelta(hours=1))
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     assert len(env["provider"].placed) == 1
 
 
@@ -196,7 +196,7 @@ async def test_two_misses_hang_up_and_escalate(client, env, misses):
     [page] = await pages(client)
     assert page["state"] == "active"
     assert page["calls"][0]["error"] == "answered but not acknowledged"
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
     assert len(env["provider"].placed) == 1  # the step's 3m interval first
     env["clock"].advance(timedelta(minutes=3))
@@ -246,7 +246,7 @@ async def test_unknown_session_is_hung_up(client, env):
 
 async def test_status_poll_of_an_answered_call_is_not_an_acknowledgement(client, env):
     await page_and_call(client, env)
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     env["provider"].set_status("msg-1", CallStatus("ANSWERED", None, "2026-11-26T15:00:05Z", {}))
     env["clock"].advance(timedelta(minutes=2))
     await d.run_due()
@@ -263,7 +263,7 @@ async def test_events_hold_off_the_status_poll(client, env):
     env["clock"].advance(timedelta(seconds=90))
     await send(client, "ANSWERED", session)
     env["clock"].advance(timedelta(seconds=60))  # 2m30s after placing: past the deadline, not past the events'
-    await client.rt.dispatcher.run_due()
+    await client.app[DISPATCHER].run_due()
     assert env["provider"].status_queries == []
 
 
@@ -301,7 +301,7 @@ async def test_acknowledgement_silences_exactly_the_pages_alerts(aiohttp_client,
     await send(client, "ANSWERED", session)
     action = await send(client, "COLLECTED_DIGITS", session, **digits("1"))
     assert spoken(action["audio"][0]) == "Acknowledged. Thank you."
-    await client.rt.silencer.idle()
+    await client.app[SILENCER].idle()
     [page] = await pages(client)
 
     def eq(labels):
@@ -323,7 +323,7 @@ async def test_silence_failure_is_logged_and_not_retried_on_4xx(aiohttp_client, 
     await send(client, "ANSWERED", session)
     with caplog.at_level(logging.ERROR, logger="alert2voice.silences"):
         action = await send(client, "COLLECTED_DIGITS", session, **digits("1"))
-        await client.rt.silencer.idle()
+        await client.app[SILENCER].idle()
     assert action["action"] == "PLAY"
     assert len(alertmanager.received) == 1
     errors = [r for r in caplog.records if r.name == "alert2voice.silences" and r.levelno >= logging.ERROR]
@@ -373,7 +373,7 @@ async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_p
         resp = await client.post("/alerts", data=json.dumps(payload(alert(labels), group_key=f"g{i}")),
                                  headers={**AUTH, "Content-Type": "application/json"})
         assert resp.status == 200
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
     env["clock"].advance(timedelta(minutes=10))
     await d.run_due()
@@ -383,7 +383,7 @@ async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_p
     for i in (2, 3, 4):
         assert f"Storm{i}" in text or f"Storm {i}" in text, text
     await send(client, "COLLECTED_DIGITS", session, **digits("1"))
-    await client.rt.silencer.idle()
+    await client.app[SILENCER].idle()
     states = sorted(p["state"] for p in await pages(client))
     assert states == ["acknowledged", "acknowledged", "acknowledged", "active", "active"]  # 2 calls still ringing
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 3

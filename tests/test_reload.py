@@ -8,11 +8,12 @@ from datetime import timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alert2voice.app import RUNTIME, create_app
 from alert2voice.config import load_config
 from alert2voice.provider import Unavailable
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
+from alert2voice.web import create_app
+from alert2voice.web.keys import DISPATCHER, LIVE, PROVIDER
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, payload
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
@@ -31,7 +32,7 @@ async def client(aiohttp_client, config_file):
     app = create_app(load_config(config_file), config_path=config_file, provider=RecordingProvider(),
                      store=MemoryStore(), clock=FakeClock(), registry=registry, run_dispatcher=False)
     c = await aiohttp_client(app)
-    c.rt, c.registry = app[RUNTIME], registry
+    c.registry = registry
     return c
 
 
@@ -46,7 +47,7 @@ async def test_invalid_reload_keeps_last_good_config(client, config_file):
     assert resp.status == 400
     assert "routes.0.bogus_key" in (await resp.json())["error"]
     assert gauge(client, "alert2voice_config_last_reload_successful") == 0
-    assert [r.name for r in client.rt.config.routes] == ["payments", "catch-all"]
+    assert [r.name for r in client.app[LIVE].config.routes] == ["payments", "catch-all"]
     resp = await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
     assert resp.status == 200
     config_file.write_text(CONFIG.replace("tok-two-secret", "tok-three-secret"))
@@ -64,14 +65,14 @@ async def test_reload_rereads_secret_files(client, config_file, tmp_path):
     (tmp_path / "key").write_text("rotated-service-key\n")
     config_file.write_text(CONFIG.replace("service_key: svc-key-secret", "service_key_file: key"))
     assert (await client.post("/-/reload")).status == 200
-    assert client.rt.config.provider.service_key.get_secret_value() == "rotated-service-key"
+    assert client.app[LIVE].config.provider.service_key.get_secret_value() == "rotated-service-key"
 
 
 async def test_pending_page_survives_reload(client, config_file):
-    provider = client.rt.provider
+    provider = client.app[PROVIDER]
     provider.fail_next(Unavailable(503), times=1)
     await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
     assert provider.accepted == []
     config_file.write_text(CONFIG.replace("interval: 3m", "interval: 4m"))
@@ -82,10 +83,10 @@ async def test_pending_page_survives_reload(client, config_file):
 
 
 async def test_route_removed_by_reload_stops_its_escalation(client, config_file):
-    provider = client.rt.provider
+    provider = client.app[PROVIDER]
     provider.fail_next(Unavailable(503), times=1)
     await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
-    d = client.rt.dispatcher
+    d = client.app[DISPATCHER]
     await d.run_due()
     config_file.write_text(CONFIG.replace("  - name: payments\n", "  - name: renamed\n"))
     assert (await client.post("/-/reload")).status == 200

@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alert2voice.app import RUNTIME, create_app
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.supervisor import DOWN_AFTER, Supervisor
+from alert2voice.web import create_app
+from alert2voice.web.keys import SUPERVISOR
 from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
@@ -58,7 +59,6 @@ async def until(condition, what: str, steps: int = 2000) -> None:
 async def serve(aiohttp_client, store, clock, provider):
     app = create_app(make_config(), provider=provider, store=store, clock=clock, registry=CollectorRegistry())
     client = await aiohttp_client(app)
-    client.rt = app[RUNTIME]
     return client
 
 
@@ -80,7 +80,7 @@ async def test_a_crashing_loop_is_logged_restarted_and_places_the_call(aiohttp_c
 async def test_a_loop_that_stays_down_fails_health_so_the_pod_is_restarted(aiohttp_client):
     clock = SleepingClock()
     client = await serve(aiohttp_client, CrashingStore(crashes=10**6), clock, RecordingProvider())
-    await until(lambda: client.rt.supervisor.crashes >= DOWN_AFTER, "the dispatcher down")
+    await until(lambda: client.app[SUPERVISOR].crashes >= DOWN_AFTER, "the dispatcher down")
     resp = await client.get("/-/healthy")
     assert resp.status == 503
     assert "dispatcher crashed" in await resp.text()

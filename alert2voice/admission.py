@@ -1,0 +1,102 @@
+"""A planned webhook admitted: each page durably queued, deduplicated, or resolved (no HTTP in here)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from .alertmanager import Payload
+from .dispatch import Dispatcher
+from .live import LiveConfig
+from .metrics import Metrics
+from .pages import PageState, new_page, next_call, resolve
+from .routing import Plan
+from .store import Store
+from .store.base import OpenPage
+
+log = logging.getLogger("alert2voice.admission")
+
+# Page results that give the dispatcher new work: only these wake it; a duplicate costs it nothing.
+NEW_WORK = frozenset({"called", "quiet_hours", "resolved"})
+
+
+def _group(payload: Payload) -> dict[str, Any]:
+    return {"receiver": payload.receiver, "groupLabels": payload.groupLabels, "commonLabels": payload.commonLabels,
+            "commonAnnotations": payload.commonAnnotations, "externalURL": payload.externalURL,
+            "truncatedAlerts": payload.truncatedAlerts}
+
+
+class Admission:
+    """Turns a planned webhook into stored pages; what it answers is the webhook's JSON summary."""
+
+    def __init__(self, live: LiveConfig, store: Store, metrics: Metrics, dispatcher: Dispatcher) -> None:
+        self.live, self.store, self.metrics, self.dispatcher = live, store, metrics, dispatcher
+
+    async def accept(self, payload: Payload, the_plan: Plan, now: datetime) -> dict[str, Any]:
+        """Durably queue, dedup or resolve every page of a planned payload; returns the summary sent back.
+
+        Raises StoreUnavailable (answered 503, so Alertmanager retries) before anything is promised.
+        """
+        config, metrics, store = self.live.config, self.metrics, self.store
+        summary: dict[str, Any] = {"status": "ok", "pages": []}
+        firing_ids = {i for p in the_plan.pages for i in p.identities}
+        for planned in the_plan.pages:
+            route = planned.route
+            # Pages of this group whose alerts all stopped firing are resolved (unless the group was truncated,
+            # when absence proves nothing).
+            if payload.truncatedAlerts == 0:
+                for page in await store.by_group(route.name, payload.groupKey):
+                    if not set(page.identities) & firing_ids and await self.resolve(page, route.send_resolved, now):
+                        summary["pages"].append({"route": route.name, "page_key": page.key, "result": "resolved"})
+            if not planned.firing:
+                continue
+            entry = {"route": route.name, "page_key": planned.key, "alerts": len(planned.firing)}
+            if not route.escalation:
+                entry["result"] = "no_contacts"
+                metrics.page(route.name, "no_contacts").inc()
+                summary["pages"].append(entry)
+                continue
+            claims = planned.claims
+            # The common case, a resend of a paged group, is answered before any page is built.
+            if await store.seen(planned.key, claims, now):
+                entry["result"] = "duplicate"
+            else:
+                page = new_page(planned, _group(payload), now)
+                # The first attempt is committed with the page: the dispatcher can send it without another write.
+                call = next_call(page, config, now)
+                if not await store.admit(page, claims, config.dedup.window, now):
+                    entry["result"] = "duplicate"
+                else:
+                    entry["result"] = ("called" if call is not None else
+                                       "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts")
+                    if call is not None:
+                        self.dispatcher.submit(page)
+            metrics.page(route.name, entry["result"]).inc()
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("page " + entry["result"], extra={"page_key": planned.key, "route": route.name,
+                                                             "alerts": len(planned.firing),
+                                                             "group_key": payload.groupKey})
+            summary["pages"].append(entry)
+        if the_plan.unrouted:
+            metrics.page("", "no_route").inc()
+            labels = [dict(a.labels) for a in the_plan.unrouted[:3]]
+            log.warning("no route matched", extra={"labels_tried": labels, "routes": [r.name for r in config.routes],
+                                                   "group_key": payload.groupKey})
+            summary["unrouted"] = len(the_plan.unrouted)
+        if any(e["result"] in NEW_WORK for e in summary["pages"]):
+            self.dispatcher.poke()
+        return summary
+
+    async def resolve(self, page: OpenPage, send_resolved: bool, now: datetime) -> bool:
+        """Resolve a page whose alerts all stopped firing; False when it was already resolved."""
+        async with self.dispatcher.locks[page.key]:
+            fresh = await self.store.get(page.key)
+            if fresh is None or fresh.resolved_at is not None:
+                return False
+            cancelled = resolve(fresh, now, send_resolved=send_resolved)
+            self.metrics.calls.labels(fresh.route, "cancelled").inc(len(cancelled))
+            await self.store.put(fresh)
+            await self.store.release(fresh.claims)
+        log.debug("page resolved", extra={"page_key": fresh.key, "route": fresh.route})
+        return True

@@ -1,0 +1,95 @@
+"""POST /callbacks/webex: the provider's delivery receipts and call events, authenticated before they are read."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from .. import callbacks
+from ..interactive import HANGUP, Answer
+from ..provider.base import MAX_BODY_BYTES, read_at_most
+from ..silences import silences_for
+from .http import error, read_timeout
+from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SILENCER, STORE
+
+log = logging.getLogger("alert2voice.callbacks")
+
+
+async def handle_callback(request: web.Request) -> web.Response:
+    """POST /callbacks/webex: delivery receipts and call events from the provider."""
+    app = request.app
+    cb = app[LIVE].config.provider.callback
+    # The credentials in the headers are checked before a byte of the body is read.
+    if not callbacks.verify_headers(cb, request.headers):
+        return _refused(request)
+    body = await _read(request)
+    if isinstance(body, web.Response):
+        return body
+    if not callbacks.verify_body(cb, request.headers, body):
+        return _refused(request)
+    metrics = app[METRICS]
+    try:
+        event = callbacks.parse(body)
+    except callbacks.CallbackError as exc:
+        metrics.callbacks.labels("unknown", "bad_request").inc()
+        return error(400, str(exc))
+    key = await app[STORE].find_call(correlation_id=event.correlation_id, message_id=event.message_id)
+    if event.call_event:
+        # Keyed on the event, not on provider.mode: calls placed before a reload still get their answers.
+        return await _call_event(app, key, event)
+    result = "unknown"
+    if key is not None:
+        result = await app[DISPATCHER].outcomes.receipt(key, correlation=event.correlation_id,
+                                                         message_id=event.message_id, outcome=event.outcome,
+                                                         grace=event.grace)
+    metrics.callbacks.labels(event.event, result).inc()
+    if result == "unknown":
+        log.warning("callback for an unknown call", extra={"event": event.event,
+                                                          "correlation_id": event.correlation_id})
+    # Receipts need only a 200.
+    return web.json_response({"status": "ok"})
+
+
+def _refused(request: web.Request) -> web.Response:
+    request.app[METRICS].callbacks.labels("unknown", "unauthorized").inc()
+    log.warning("callback refused: wrong or missing credentials", extra={"remote": request.remote})
+    return error(401, "missing or wrong callback credentials", **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
+
+
+async def _read(request: web.Request) -> bytes | web.Response:
+    """A callback's body: at most 64 KiB, within server.read_timeout; a Response is the error to send."""
+    # Separate from server.max_body_bytes (the app's client_max_size, sized for 5,000-alert webhooks).
+    config, metrics = request.app[LIVE].config, request.app[METRICS]
+    limit, body = MAX_BODY_BYTES, None
+    if request.content_length is None or request.content_length <= limit:
+        try:
+            async with asyncio.timeout(config.server.read_timeout.total_seconds()):
+                body = await read_at_most(request.content, limit)
+        except TimeoutError:
+            metrics.callbacks.labels("unknown", "timeout").inc()
+            return read_timeout(config)
+    if body is None:
+        metrics.callbacks.labels("unknown", "too_large").inc()
+        return error(413, f"callback body over {limit} bytes")
+    return body
+
+
+async def _call_event(app: web.Application, key: str | None, event: callbacks.Event) -> web.Response:
+    """A programmable call's event (interactive mode): the platform reads the next action from the body."""
+    answer = Answer("unknown", HANGUP)
+    if key is not None:
+        answer = await app[DISPATCHER].outcomes.call_event(key, event)
+    app[METRICS].callbacks.labels(event.event, answer.result).inc()
+    if answer.result == "unknown":
+        log.warning("call event for an unknown call", extra={"event": event.event, "session_id": event.message_id,
+                                                            "correlation_id": event.correlation_id})
+    config = app[LIVE].config
+    silence = config.acknowledgement.silence
+    pages = [p for p in answer.acknowledged if p.resolved_at is None]  # a resolved alert needs no silence
+    if pages and silence is not None:
+        # In the background: the callee is waiting for the thank-you, not for Alertmanager.
+        app[SILENCER].create(silence, silences_for(pages, answer.contact, app[CLOCK].now(), silence,
+                                                   config.dedup.ignore_labels), pages[0].key)
+    return web.json_response(answer.action)

@@ -1,0 +1,51 @@
+"""What every handler answers with: JSON errors, and bodies read within their size and time limits."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from ..auth import challenge
+from ..config import Config, WebhookAuth
+from ..units import format_duration
+
+
+def error(status: int, message: str, **headers: str) -> web.Response:
+    """A JSON error: {"status": "error", "error": message}."""
+    return web.json_response({"status": "error", "error": message}, status=status, headers=headers or None)
+
+
+def unauthorized(auth: WebhookAuth) -> web.Response:
+    """401 with the WWW-Authenticate challenge of the credentials configured."""
+    return error(401, "missing or wrong credentials", **{"WWW-Authenticate": challenge(auth)})
+
+
+def read_timeout(config: Config) -> web.Response:
+    """408: the body did not arrive within server.read_timeout."""
+    return error(408, f"body not received within server.read_timeout ({format_duration(config.server.read_timeout)})")
+
+
+async def read_json(request: web.Request, config: Config, result: list[str]) -> bytes | web.Response:
+    """Check type and size, read within server.read_timeout; a Response is the error to send (result says which)."""
+    if request.content_type != "application/json":
+        result.append("unsupported_media_type")
+        return error(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
+    limit = config.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        result.append("too_large")
+        return error(413, f"body of {request.content_length} bytes is over server.max_body_bytes ({limit})")
+    try:
+        if request.content.is_eof():
+            body = await request.read()  # all here already: nothing to time out
+        else:
+            async with asyncio.timeout(config.server.read_timeout.total_seconds()):
+                # aiohttp enforces client_max_size (set from max_body_bytes) while reading, chunked bodies too.
+                body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        result.append("too_large")
+        return error(413, f"body is over server.max_body_bytes ({limit})")
+    except TimeoutError:
+        result.append("bad_request")
+        return read_timeout(config)
+    return body

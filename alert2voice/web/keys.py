@@ -1,0 +1,32 @@
+"""Typed application keys: each piece of app state under its own key, set once by create_app or a cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from ..admission import Admission
+from ..clock import Clock
+from ..dispatch import Dispatcher
+from ..live import LiveConfig
+from ..metrics import Metrics
+from ..provider import Provider
+from ..silences import Silencer
+from ..store import Store
+from ..supervisor import Supervisor
+
+LIVE: web.AppKey[LiveConfig] = web.AppKey("live", LiveConfig)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock", Clock)
+STORE: web.AppKey[Store] = web.AppKey("store")
+# Set while SIGTERM drains: new webhooks get 503 (Alertmanager retries), /-/ready turns false.
+SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown", asyncio.Event)
+# Given to create_app (tests) or made by the provider context from the config.
+PROVIDER: web.AppKey[Provider] = web.AppKey("provider")
+# Made at startup by the cleanup contexts.
+SILENCER: web.AppKey[Silencer] = web.AppKey("silencer", Silencer)
+DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher", Dispatcher)
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
+SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
+DISPATCHER_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("dispatcher_task")

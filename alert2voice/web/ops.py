@@ -1,0 +1,151 @@
+"""The operator endpoints: metrics, health, readiness, reload, render and the pages API."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..auth import authorized, is_loopback
+from ..config import ConfigError, WebhookAuth
+from ..logs import mask_number
+from ..pages import Page
+from ..preview import render_calls
+from ..store import StoreUnavailable
+from .http import error, read_json, unauthorized
+from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SHUTDOWN, STORE, SUPERVISOR
+from .webhook import parse
+
+log = logging.getLogger("alert2voice.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# /api/v1/pages lists at most this many pages, and this many alerts of each (alerts_total counts them all).
+PAGES_LIMIT = 500
+ALERTS_LISTED = 20
+
+
+def admin_refusal(auth: WebhookAuth | None, remote: str | None, authorization: str) -> int | None:
+    """The status refusing an admin request (401, 403), or None: admin_auth if set, else loopback clients only."""
+    if auth is None:
+        return None if is_loopback(remote) else 403
+    return None if authorized(auth, authorization) else 401
+
+
+def admin(handler: Handler) -> Handler:
+    """Guard an operator endpoint (/-/reload, /-/render, /api/v1/pages) with admin_refusal()."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        auth = request.app[LIVE].config.server.admin_auth
+        status = admin_refusal(auth, request.remote, request.headers.get("Authorization", ""))
+        if status is None:
+            return await handler(request)
+        log.warning("admin request refused", extra={"path": request.path, "status": status,
+                                                    "remote": request.remote})
+        if auth is None:
+            return error(403, "this endpoint answers loopback clients only; set server.admin_auth to allow others")
+        return unauthorized(auth)
+
+    return guarded
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """GET /metrics: the Prometheus exposition (queue_depth read from the store now)."""
+    metrics = request.app[METRICS]
+    with contextlib.suppress(StoreUnavailable):
+        metrics.queue_depth.set(await request.app[STORE].depth())
+    resp = web.Response(body=generate_latest(metrics.registry))
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+async def handle_healthy(request: web.Request) -> web.Response:
+    """GET /-/healthy: the process is alive, and its dispatcher is not stuck crashing (then restart the pod)."""
+    supervisor = request.app.get(SUPERVISOR)
+    if supervisor is not None and not supervisor.healthy:
+        return web.Response(status=503, text=f"not healthy: the dispatcher crashed {supervisor.crashes} times in a "
+                                             "row (see the log)\n")
+    return web.Response(text="alert2voice is healthy.\n")
+
+
+async def readiness(app: web.Application) -> list[str]:
+    """What keeps the service from being ready (empty when ready)."""
+    problems = []
+    if app[SHUTDOWN].is_set():
+        problems.append("shutting down")
+    try:
+        await app[STORE].ping()
+    except StoreUnavailable as exc:
+        problems.append(f"store unavailable: {exc}")
+    dispatcher = app[DISPATCHER]
+    if not dispatcher.running:
+        problems.append("dispatcher not running")
+    if not dispatcher.provider_healthy:
+        problems.append("provider refuses our credentials (401/403): check provider.service_key")
+    return problems
+
+
+async def handle_ready(request: web.Request) -> web.Response:
+    """GET /-/ready: config loaded, store reachable, dispatcher running, provider taking our key."""
+    problems = await readiness(request.app)
+    if problems:
+        return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n")
+    return web.Response(text="alert2voice is ready.\n")
+
+
+@admin
+async def handle_reload(request: web.Request) -> web.Response:
+    """POST /-/reload: re-read the config and its secret files; a bad one is refused and the last good one stays."""
+    try:
+        await request.app[LIVE].reload()
+    except ConfigError as exc:
+        return error(400 if exc.problems else 409, str(exc) or "started without a config file: nothing to reload")
+    return web.json_response({"status": "ok"})
+
+
+@admin
+async def handle_render(request: web.Request) -> web.Response:
+    """POST /-/render: a webhook payload in, the calls it would cause now (with their SSML) out."""
+    live, result = request.app[LIVE], []
+    body = await read_json(request, live.config, result)
+    parsed = body if isinstance(body, web.Response) else parse(body, result)
+    if isinstance(parsed, web.Response):
+        return parsed
+    return web.json_response({"calls": render_calls(live.config, live.speech, parsed, request.app[CLOCK].now())})
+
+
+def page_json(page: Page) -> dict[str, Any]:
+    """A page for /api/v1/pages: no secrets, numbers masked, the first ALERTS_LISTED alerts."""
+    return {
+        "key": page.key, "route": page.route, "group_key": page.group_key, "state": page.state.value,
+        "received_at": page.received_at.isoformat(), "updated_at": page.updated_at.isoformat() if page.updated_at
+        else None, "due_at": page.due_at.isoformat() if page.due_at else None,
+        "alerts": [{"labels": a["labels"], "status": a["status"]} for a in page.alerts[:ALERTS_LISTED]],
+        "alerts_total": len(page.alerts),
+        "calls": [{"attempt": c.attempt, "kind": c.kind, "contact": c.contact, "number": mask_number(c.number),
+                   "correlation_id": c.correlation_id, "state": c.state.value, "tries": c.tries,
+                   "created_at": c.created_at.isoformat(),
+                   "accepted_at": c.accepted_at.isoformat() if c.accepted_at else None,
+                   "ended_at": c.ended_at.isoformat() if c.ended_at else None, "error": c.error}
+                  for c in page.calls],
+    }
+
+
+@admin
+async def handle_pages(request: web.Request) -> web.Response:
+    """GET /api/v1/pages?limit=N: recent pages and their calls, newest first."""
+    try:
+        limit = max(1, min(PAGES_LIMIT, int(request.query.get("limit", "50"))))
+    except ValueError:
+        return error(400, "limit must be an integer")
+    try:
+        pages = await request.app[STORE].recent(limit)
+    except StoreUnavailable as exc:
+        return error(503, f"store unavailable: {exc}")
+    return web.json_response({"pages": [page_json(p) for p in pages]})

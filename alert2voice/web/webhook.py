@@ -1,0 +1,85 @@
+"""POST /alerts: the Alertmanager webhook, answered 200 only once every implied call is durably queued."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..alertmanager import Payload, PayloadError, parse_payload
+from ..auth import authorized
+from ..live import LiveConfig
+from ..routing import Plan, plan
+from ..store import StoreUnavailable
+from .http import error, read_json, unauthorized
+from .keys import ADMISSION, CLOCK, LIVE, METRICS, SHUTDOWN
+
+log = logging.getLogger("alert2voice.webhook")
+
+
+def parse(body: bytes, result: list[str]) -> Payload | web.Response:
+    """The version-4 payload, or a 400 naming what was wrong."""
+    try:
+        return parse_payload(body)
+    except PayloadError as exc:
+        result.append("bad_request")
+        return error(400, str(exc))
+
+
+async def _read_plan(request: web.Request, live: LiveConfig, result: list[str]) -> tuple[Payload, Plan] | web.Response:
+    """Authenticate, read, parse and plan; a resent body's plan comes from the cache without parsing or routing."""
+    config = live.config
+    auth = config.webhook_auth
+    if auth is not None and not authorized(auth, request.headers.get("Authorization", "")):
+        result.append("unauthorized")
+        return unauthorized(auth)
+    body = await read_json(request, config, result)
+    if isinstance(body, web.Response):
+        return body
+    key = live.plans.key(body)
+    known = live.plans.get(config, key)
+    if known is not None:
+        return known
+    payload = parse(body, result)
+    if isinstance(payload, web.Response):
+        return payload
+    the_plan = plan(config, payload)
+    live.plans.put(config, key, payload, the_plan)
+    return payload, the_plan
+
+
+async def handle_alerts(request: web.Request) -> web.Response:
+    """POST /alerts: the Alertmanager webhook; 200 only once every implied call is durably queued."""
+    app = request.app
+    metrics = app[METRICS]
+    result: list[str] = []
+    if app[SHUTDOWN].is_set():
+        metrics.webhook["unavailable"].inc()
+        return error(503, "shutting down")
+    read = await _read_plan(request, app[LIVE], result)
+    if isinstance(read, web.Response):
+        metrics.webhook[result[0]].inc()
+        log.warning("webhook refused", extra={"status": read.status, "result": result[0],
+                                              "remote": request.remote})
+        return read
+    parsed, the_plan = read
+    firing = sum(1 for a in parsed.alerts if a.firing)
+    metrics.alerts_firing.inc(firing)
+    metrics.alerts_resolved.inc(len(parsed.alerts) - firing)
+    try:
+        summary = await app[ADMISSION].accept(parsed, the_plan, app[CLOCK].now())
+    except StoreUnavailable as exc:
+        metrics.webhook["unavailable"].inc()
+        log.error("store unavailable; answering 503 so Alertmanager retries", extra={"error": str(exc)})
+        return error(503, "store unavailable, retry later")
+    metrics.webhook["accepted"].inc()
+    # One line per webhook, naming every page it touched (key, route, result): at info when it changed
+    # something, at debug when it changed nothing. Alertmanager resends every group each repeat_interval
+    # (twice with an HA pair); those resends are counted in alert2voice_pages_total{result="duplicate"}.
+    level = logging.INFO if any(e["result"] != "duplicate" for e in summary["pages"]) else logging.DEBUG
+    if log.isEnabledFor(level):
+        log.log(level, "webhook accepted", extra={
+            "group_key": parsed.groupKey, "receiver": parsed.receiver, "firing": firing,
+            "resolved": len(parsed.alerts) - firing,
+            "pages": [{k: e[k] for k in ("route", "page_key", "result")} for e in summary["pages"]]})
+    return web.json_response(summary)
