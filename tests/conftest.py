@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import FIXTURES_DIR
+from tests.support import FIXTURES_DIR, RUNNING
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,3 +19,14 @@ def fixtures_dir() -> Path:
 def example_config_path() -> Path:
     """The repository's config.example.yaml."""
     return REPO / "config.example.yaml"
+
+
+@pytest.fixture(autouse=True)
+async def dispatcher_loops():
+    """Stop the dispatcher loops a test started with tests.support.settle()."""
+    yield
+    for dispatcher, task in list(RUNNING.items()):
+        dispatcher.stopping = True
+        dispatcher.poke()
+        await task
+    RUNNING.clear()

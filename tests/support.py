@@ -1,7 +1,8 @@
-"""Shared test helpers: a settable clock, a small config, payload builders."""
+"""Shared test helpers: a settable clock, a small config, payload builders, the dispatcher's loop driven."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,17 @@ def payload(*alerts: dict, group_key: str = '{}:{alertname="HighCPU"}', **extra:
 
 
 PAYMENTS = {"alertname": "HighCPU", "team": "payments", "severity": "critical", "instance": "node1:9100"}
+
+
+# Dispatchers whose production loop settle() started, stopped by the `dispatcher_loops` fixture (conftest.py).
+RUNNING: dict[object, asyncio.Task[None]] = {}
+
+
+async def settle(dispatcher) -> None:
+    """Run the dispatcher's own loop (started on first use) until nothing is in flight and nothing is due now.
+
+    Move the FakeClock first to make later work due: the loop takes it as production does.
+    """
+    if dispatcher not in RUNNING:
+        RUNNING[dispatcher] = asyncio.create_task(dispatcher.run(), name="dispatcher under test")
+    await dispatcher.settled()

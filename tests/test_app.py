@@ -21,7 +21,7 @@ from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, SHUTDOWN
 from alert2voice.web.ops import readiness
-from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
+from tests.support import PAYMENTS, FakeClock, alert, make_config, payload, settle
 
 AUTH = {"Authorization": "Bearer tok-one-secret"}
 CB_AUTH = {"Authorization": "Bearer cb-token-secret"}
@@ -36,7 +36,7 @@ def env():
 @pytest.fixture
 async def client(aiohttp_client, env):
     app = create_app(env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"], run_dispatcher=False)
+                     registry=env["registry"])
     c = await aiohttp_client(app)
     return c
 
@@ -86,7 +86,7 @@ async def test_basic_auth(aiohttp_client, env):
     config = make_config(**{"  bearer_tokens: [tok-one-secret, tok-two-secret]":
                             "  basic_auth: {username: am, password: pw-secret}"})
     app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"], run_dispatcher=False)
+                     registry=env["registry"])
     c = await aiohttp_client(app)
     good = "Basic " + base64.b64encode(b"am:pw-secret").decode()
     bad = "Basic " + base64.b64encode(b"am:nope").decode()
@@ -152,7 +152,7 @@ async def test_one_call_per_page_and_duplicates_suppressed(client, env):
     assert resp.status == 200
     summary = await resp.json()
     assert summary["pages"][0]["result"] == "called"
-    assert await client.app[DISPATCHER].run_due() == 1
+    await client.app[DISPATCHER].settled()
     [req] = env["provider"].requests
     assert req.dialed_number == "+14155550101"
     assert req.caller_id == "+15550001234"
@@ -165,7 +165,7 @@ async def test_one_call_per_page_and_duplicates_suppressed(client, env):
     for again in (body, payload(alert({**PAYMENTS, "replica": "b"}, summary="CPU high on node1"))):
         resp = await post(client, again)
         assert (await resp.json())["pages"][0]["result"] == "duplicate"
-        await client.app[DISPATCHER].run_due()
+        await client.app[DISPATCHER].settled()
     assert len(env["provider"].requests) == 1
     assert metric(env, "alert2voice_pages_total", route="payments", result="called") == 1
     assert metric(env, "alert2voice_pages_total", route="payments", result="duplicate") == 2
@@ -202,7 +202,7 @@ async def test_a_resent_body_is_planned_once_and_still_follows_the_store(client,
     assert len(parsed) == 1  # the resends came from the plan cache
     # The cached plan is only the plan: what happens to it still comes from the store. Once resolved, the
     # same bytes page again.
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     resolved = payload(alert(PAYMENTS, status="resolved"))
     assert (await (await post(client, resolved)).json())["pages"][0]["result"] == "resolved"
     assert (await (await post(client, firing)).json())["pages"][0]["result"] == "called"
@@ -215,16 +215,16 @@ async def test_a_resent_body_is_planned_once_and_still_follows_the_store(client,
 
 async def test_new_alert_joining_group_is_a_new_page(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     resp = await post(client, payload(alert(PAYMENTS), alert({**PAYMENTS, "instance": "node2:9100"})))
     assert (await resp.json())["pages"][0]["result"] == "called"
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     assert len(env["provider"].requests) == 2
 
 
 async def test_dedup_window_expires(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     await callback(client, receipt("ANSWERED", correlation=env["provider"].requests[0].correlation_id))
     env["clock"].advance(timedelta(hours=4, seconds=1))
     resp = await post(client, payload(alert(PAYMENTS)))
@@ -235,7 +235,7 @@ async def test_no_route_and_no_contacts(client, env):
     resp = await post(client, payload(alert({"alertname": "Other"})))
     assert (await resp.json())["pages"][0]["result"] == "no_contacts"
     assert metric(env, "alert2voice_pages_total", route="catch-all", result="no_contacts") == 1
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     assert env["provider"].requests == []
 
 
@@ -257,13 +257,13 @@ async def test_callback_garbage_is_400(client, body):
 
 async def test_answered_ends_the_page(client, env):
     await post(client, payload(alert(PAYMENTS)))
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     [req] = env["provider"].requests
     for status in ("OFFERED", "ACCEPTED", "ANSWERED", "DROPPED", "Released"):
         resp = await callback(client, receipt(status, correlation=req.correlation_id, transid="msg-1"))
         assert resp.status == 200
     env["clock"].advance(timedelta(hours=1))
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     assert len(env["provider"].requests) == 1
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 1
     pages = (await (await client.get("/api/v1/pages")).json())["pages"]
@@ -273,7 +273,7 @@ async def test_answered_ends_the_page(client, env):
 async def test_receipt_matched_by_transid_when_correlationid_missing(client, env):
     # Known platform bug: some receipts lack correlationid; transid is our messageId.
     await post(client, payload(alert(PAYMENTS)))
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     await callback(client, receipt("ANSWERED", transid="msg-1"))
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 1
 
@@ -281,19 +281,19 @@ async def test_receipt_matched_by_transid_when_correlationid_missing(client, env
 async def test_unanswered_escalates_through_attempts_and_steps(client, env):
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     cid1 = env["provider"].requests[0].correlation_id
     await callback(client, receipt("REJECTED", correlation=cid1, code="7401"))
-    await d.run_due()
+    await settle(d)
     assert len(env["provider"].requests) == 1  # waits the step's 3m interval
     env["clock"].advance(timedelta(minutes=3))
-    await d.run_due()
+    await settle(d)
     second = env["provider"].requests[1]
     assert second.dialed_number == "+14155550101"
     assert second.correlation_id.endswith("-2")
     await callback(client, receipt("REJECTED", correlation=second.correlation_id, code="7402"))
     env["clock"].advance(timedelta(minutes=3))
-    await d.run_due()
+    await settle(d)
     third = env["provider"].requests[2]
     assert third.dialed_number == "+442071838750"  # next step: bob
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
@@ -301,7 +301,7 @@ async def test_unanswered_escalates_through_attempts_and_steps(client, env):
     assert metric(env, "alert2voice_escalations_total", route="payments") == 2
     await callback(client, receipt("REJECTED", correlation=third.correlation_id, code="7401"))
     env["clock"].advance(timedelta(minutes=5))
-    await d.run_due()
+    await settle(d)
     assert len(env["provider"].requests) == 3
     pages = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert pages[0]["state"] == "exhausted"
@@ -310,10 +310,10 @@ async def test_unanswered_escalates_through_attempts_and_steps(client, env):
 async def test_no_callback_polls_status(client, env):
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     env["provider"].set_status("msg-1", CallStatus("REJECTED", None, None, {}))
     env["clock"].advance(timedelta(minutes=2))
-    await d.run_due()
+    await settle(d)
     assert env["provider"].status_queries == ["msg-1"]
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
 
@@ -325,11 +325,11 @@ async def test_retryable_errors_reuse_correlation_and_idempotency_key(client, en
     env["provider"].fail_next(Unavailable(503), times=2)
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     assert len(env["provider"].requests) == 1
     for _ in range(2):
         env["clock"].advance(timedelta(minutes=1))
-        await d.run_due()
+        await settle(d)
     reqs = env["provider"].requests
     assert len(reqs) == 3
     assert len({r.correlation_id for r in reqs}) == 1
@@ -341,7 +341,7 @@ async def test_retryable_errors_reuse_correlation_and_idempotency_key(client, en
 async def test_permanent_rejection_moves_to_next_contact_without_retry(client, env):
     env["provider"].fail_next(Rejected("7102", message="invalid destination"))
     await post(client, payload(alert(PAYMENTS)))
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     reqs = env["provider"].requests
     assert [r.dialed_number for r in reqs] == ["+14155550101", "+14155550101"]  # attempt 2 of step 1
     assert reqs[0].correlation_id != reqs[1].correlation_id
@@ -353,12 +353,12 @@ async def test_auth_failure_keeps_call_queued_and_reports_not_ready(client, env)
     env["provider"].fail_next(AuthFailed("7001", message="Authentication failed."))
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     assert any("provider refuses our credentials" in p for p in await readiness(client.app))
     assert metric(env, "alert2voice_provider_errors_total", reason="auth") == 1
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") == 0
     env["clock"].advance(timedelta(minutes=1))
-    await d.run_due()
+    await settle(d)
     assert len(env["provider"].accepted) == 1
     assert not any("provider" in p for p in await readiness(client.app))
 
@@ -368,7 +368,7 @@ async def test_retries_give_up_then_next_contact(client, env):
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
     for _ in range(40):
-        await d.run_due()
+        await settle(d)
         env["clock"].advance(timedelta(minutes=1))
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") >= 1
     numbers = {r.dialed_number for r in env["provider"].requests}
@@ -381,12 +381,12 @@ async def test_retries_give_up_then_next_contact(client, env):
 async def test_resolved_cancels_pending_and_sends_resolved_call(client, env):
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     first = env["provider"].requests[0]
     await callback(client, receipt("ANSWERED", correlation=first.correlation_id))
     resp = await post(client, payload(alert(PAYMENTS, status="resolved")))
     assert resp.status == 200
-    await d.run_due()
+    await settle(d)
     reqs = env["provider"].requests
     assert len(reqs) == 2
     assert reqs[1].dialed_number == first.dialed_number
@@ -396,11 +396,11 @@ async def test_resolved_cancels_pending_and_sends_resolved_call(client, env):
 async def test_resolved_before_anyone_answered_stops_escalation(client, env):
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     await callback(client, receipt("REJECTED", correlation=env["provider"].requests[0].correlation_id, code="7401"))
     await post(client, payload(alert(PAYMENTS, status="resolved")))
     env["clock"].advance(timedelta(minutes=10))
-    await d.run_due()
+    await settle(d)
     # Only the resolved notice to the person last called; no further escalation.
     kinds = [r.correlation_id.rsplit("-", 1)[1] for r in env["provider"].requests]
     assert kinds == ["1", "r2"]
@@ -443,7 +443,7 @@ async def test_secrets_never_leak(aiohttp_client, env, tmp_path):
         "bearer_token: cb-token-secret,": f"bearer_token: cb-token-secret, bearer_tokens_file: {tmp_path}/cb-tokens,"})
     env["config"] = config
     app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"], run_dispatcher=False)
+                     registry=env["registry"])
     client = await aiohttp_client(app)
     admin = {"Authorization": "Bearer adm-token-secret"}
     stream = io.StringIO()
@@ -452,7 +452,7 @@ async def test_secrets_never_leak(aiohttp_client, env, tmp_path):
         env["provider"].fail_next(Unavailable(503, message="svc-key-secret echoed by a proxy"))
         await post(client, payload(alert(PAYMENTS)), headers={"Authorization": "Bearer tok-nope-secret"})
         await post(client, payload(alert(PAYMENTS)))
-        await app[DISPATCHER].run_due()
+        await app[DISPATCHER].settled()
         await callback(client, receipt("ANSWERED", correlation="x"), headers={"Authorization": "Bearer cb-token-no"})
         await callback(client, receipt("OFFERED", correlation="x"),
                        headers={"Authorization": "Bearer cb-file-token-secret"})
@@ -484,7 +484,7 @@ async def test_sqlite_store_failure_is_503_and_recovers_by_itself(aiohttp_client
     state = tmp_path / "state"
     store = SQLiteStore(state / "a2v.db")
     app = create_app(env["config"], provider=env["provider"], store=store, clock=env["clock"],
-                     registry=env["registry"], run_dispatcher=False)
+                     registry=env["registry"])
     c = await aiohttp_client(app)
     assert (await post(c, payload(alert(PAYMENTS)))).status == 200
     # Root ignores file modes, so break the path itself: the state directory becomes a plain file.
@@ -500,5 +500,5 @@ async def test_sqlite_store_failure_is_503_and_recovers_by_itself(aiohttp_client
     assert not any("store" in p for p in await readiness(app))
     resp = await post(c, other_group)
     assert resp.status == 200
-    await app[DISPATCHER].run_due()
+    await app[DISPATCHER].settled()
     assert len(env["provider"].accepted) == 2  # the page accepted before the failure was not lost

@@ -48,7 +48,7 @@ def env():
 
 async def start(aiohttp_client, env, config, **kw):
     app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"], run_dispatcher=False, **kw)
+                     registry=env["registry"], **kw)
     c = await aiohttp_client(app)
     return c
 
@@ -67,7 +67,7 @@ def receipt(status: str, correlation: str, *, code: str = "7519") -> dict[str, A
 async def placed_call(client, env) -> str:
     """Page alice through /alerts and let the dispatcher call her; the call's correlationId."""
     assert (await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)).status == 200
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     return env["provider"].requests[-1].correlation_id
 
 
@@ -76,9 +76,9 @@ async def still_escalates(client, env) -> None:
     before = len(env["provider"].requests)
     env["provider"].set_status(env["provider"].accepted[-1].message_id, CallStatus("REJECTED", None, None, {}))
     env["clock"].advance(timedelta(minutes=2))  # provider.callback.deadline: no final callback, so it polls
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     env["clock"].advance(timedelta(minutes=3))  # the step's interval
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     assert len(env["provider"].requests) == before + 1
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert page["state"] == "active"
@@ -473,7 +473,7 @@ async def test_admin_endpoints_over_http_from_a_rewritten_peer(aiohttp_client, e
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG)
     app = create_app(make_config(), config_path=path, provider=env["provider"], store=env["store"],
-                     clock=env["clock"], registry=env["registry"], run_dispatcher=False)
+                     clock=env["clock"], registry=env["registry"])
     app.middlewares.append(peer)
     client = await aiohttp_client(app)
     far = await admin_statuses(client, {"X-Test-Peer": "10.0.0.7"})

@@ -33,7 +33,7 @@ def env():
 
 async def start(aiohttp_client, env, config=None):
     app = create_app(config or env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"], run_dispatcher=False)
+                     registry=env["registry"])
     client = await aiohttp_client(app)
     return client
 
@@ -76,14 +76,15 @@ def callbacks_counted(env, event: str, result: str) -> float:
 
 async def test_a_page_fired_again_gets_new_correlation_ids_and_old_receipts_do_not_move_it(client, env):
     await fire(client)
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     first = env["provider"].requests[0].correlation_id
     first_message = env["provider"].accepted[0].message_id
     await fire(client, status="resolved")
     await fire(client)  # the same alert fires again: the same page key, a new incarnation
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     second = env["provider"].requests[-1].correlation_id
-    assert len(env["provider"].requests) == 2
+    # The first call, the resolved notice of the first incident (send_resolved), the second incident's call.
+    assert [r.correlation_id.rsplit("-", 1)[1] for r in env["provider"].requests] == ["1", "r2", "1"]
     assert second != first
     assert second.split("-")[1] == first.split("-")[1]  # same page key
     # A late ANSWERED receipt of the first incident (its correlationId and messageId) ends nothing now.
@@ -96,7 +97,7 @@ async def test_a_page_fired_again_gets_new_correlation_ids_and_old_receipts_do_n
 
 async def test_a_receipt_naming_another_message_id_is_stale(client, env):
     await fire(client)
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     correlation = env["provider"].requests[0].correlation_id
     await callback(client, receipt("ANSWERED", correlation=correlation, transid="someone-elses-message"))
     assert (await only_page(client))["state"] == "active"
@@ -110,7 +111,7 @@ async def test_a_receipt_naming_another_message_id_is_stale(client, env):
 
 async def test_call_events_do_not_move_a_message_mode_call(client, env):
     await fire(client)
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     session = env["provider"].accepted[0].message_id
     for event in ({"event": "ANSWERED"}, {"event": "COLLECTED_DIGITS", "digitsReceived": "1", "status": "SUCCESS"}):
         resp = await client.post("/callbacks/webex", headers=CB_AUTH, data=json.dumps(
@@ -126,7 +127,7 @@ async def test_call_events_do_not_move_a_message_mode_call(client, env):
 async def test_receipts_do_not_move_an_interactive_call(aiohttp_client, env):
     client = await start(aiohttp_client, env, make_config(CONFIG, **INTERACTIVE))
     await fire(client)
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     correlation = env["provider"].requests[0].correlation_id
     message = env["provider"].accepted[0].message_id
     await callback(client, receipt("ANSWERED", correlation=correlation, transid=message))
@@ -139,7 +140,7 @@ async def test_receipts_do_not_move_an_interactive_call(aiohttp_client, env):
 async def test_a_digit_before_the_prompt_was_played_acknowledges_nothing(aiohttp_client, env):
     client = await start(aiohttp_client, env, make_config(CONFIG, **INTERACTIVE))
     await fire(client)
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     session = env["provider"].accepted[0].message_id
     resp = await client.post("/callbacks/webex", headers=CB_AUTH, data=json.dumps(
         {"event": "COLLECTED_DIGITS", "eventTime": "2026-11-26T15:00:10.000Z", "sessionId": session,
@@ -155,7 +156,7 @@ async def test_a_digit_before_the_prompt_was_played_acknowledges_nothing(aiohttp
 async def test_a_receipt_for_a_timed_out_request_accepts_it_and_cancels_the_retry(client, env):
     env["provider"].fail_next(NetworkError("timed out after 10s", timeout=True))
     await fire(client)
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     [sent] = env["provider"].requests
     assert (await only_page(client))["calls"][0]["state"] == "queued"  # a retry is due after the backoff
     # The platform did take it: its first receipt carries the attempt's correlationId and the messageId.
@@ -163,7 +164,7 @@ async def test_a_receipt_for_a_timed_out_request_accepts_it_and_cancels_the_retr
     call = (await only_page(client))["calls"][0]
     assert (call["state"], call["tries"]) == ("accepted", 1)
     env["clock"].advance(timedelta(seconds=30))  # well past the retry's backoff
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     assert len(env["provider"].requests) == 1  # the phone rang once
     await callback(client, receipt("ANSWERED", correlation=sent.correlation_id, transid="platform-id-1"))
     assert (await only_page(client))["state"] == "answered"
@@ -205,7 +206,7 @@ async def test_keyed_locks_never_let_two_holders_in_and_forget_unused_keys():
 
 async def test_no_lock_is_left_behind_by_a_callback_that_finished_a_page(client, env):
     await fire(client)
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     sent = env["provider"].requests[0]
     await callback(client, receipt("ANSWERED", correlation=sent.correlation_id,
                                    transid=env["provider"].accepted[0].message_id))

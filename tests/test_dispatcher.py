@@ -19,7 +19,7 @@ from alert2voice.pages import CallState, PageState, new_page
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.routing import plan
 from alert2voice.store.memory import MemoryStore
-from tests.support import PAYMENTS, T0, FakeClock, alert, make_config, payload
+from tests.support import PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
 
 
 def make_dispatcher(config, *, provider=None, clock=None):
@@ -103,14 +103,14 @@ class CountingProvider(RecordingProvider):
 
 
 async def gated_run(max_in_flight: int, per_number: int, pages: int):
-    """`pages` pages to one number, run_due started with every provider request held at a gate."""
+    """`pages` pages to one number, the loop driven with every provider request held at a gate."""
     config = make_config(**{"rate_limit: 1000/s": f"rate_limit: 1000/s\n  max_in_flight: {max_in_flight}",
                             "per_number: [{calls: 3, per: 15m}]": f"per_number: [{{calls: {per_number}, per: 15m}}]"})
     d, store, provider, _ = make_dispatcher(config, provider=CountingProvider())
     provider.gate = asyncio.Event()
     for i in range(pages):
         await queue(d, store, config, alert({**PAYMENTS, "instance": f"n{i}"}), group=f"g{i}")
-    run = asyncio.create_task(d.run_due())
+    run = asyncio.create_task(settle(d))
     for _ in range(50):
         await asyncio.sleep(0)
     return provider, run
@@ -130,12 +130,12 @@ async def test_throttled_call_is_deferred_not_dropped():
     d, store, provider, clock = make_dispatcher(config)
     await queue(d, store, config, alert(PAYMENTS), group="a")
     await queue(d, store, config, alert({**PAYMENTS, "alertname": "Other"}), group="b")
-    await d.run_due()
+    await settle(d)
     assert len(provider.accepted) == 1
     assert d.metrics.registry.get_sample_value("alert2voice_pages_total",
                                                {"route": "payments", "result": "throttled"}) == 1
     clock.advance(timedelta(minutes=15))
-    await d.run_due()
+    await settle(d)
     assert len(provider.accepted) == 2
 
 
@@ -148,13 +148,13 @@ async def test_quiet_hours_defer_until_window_ends():
     config = make_config(**{"      - {call: bob, attempts: 1, interval: 5m}\n": ""})
     d.ctx.config = lambda: config
     await queue(d, store, config, alert(labels))
-    await d.run_due()
+    await settle(d)
     assert provider.placed == []
     [page] = await store.recent(1)
     assert page.state is PageState.ACTIVE
     assert page.due_at == night + timedelta(hours=8)  # 07:00 in Los Angeles
     clock.advance(timedelta(hours=8))
-    await d.run_due()
+    await settle(d)
     assert [r.dialed_number for r in provider.requests] == ["+14155550101"]
 
 
@@ -162,7 +162,7 @@ async def test_critical_is_not_held_by_quiet_hours():
     config = make_config()
     d, store, provider, _ = make_dispatcher(config, clock=FakeClock(T0.replace(hour=7)))
     await queue(d, store, config, alert(PAYMENTS))
-    await d.run_due()
+    await settle(d)
     assert [r.dialed_number for r in provider.requests] == ["+14155550101"]
 
 
@@ -200,7 +200,7 @@ async def test_loop_purges_finished_pages_after_the_dedup_window():
     config = make_config()
     d, store, _, clock = make_dispatcher(config)
     await queue(d, store, config, alert(PAYMENTS))
-    await d.run_due()
+    await settle(d)
     page = (await store.recent(1))[0]
     await d.outcomes.receipt(page.key, correlation=page.calls[0].correlation_id, message_id=None,
                           outcome=CallState.ANSWERED)
@@ -216,13 +216,13 @@ async def test_storm_rule_folds_pages_into_one_summary_call():
     for i in range(5):
         await queue(d, store, config, alert({**PAYMENTS, "alertname": f"Storm{i}", "instance": f"node{i}:9100"}),
                     group=f"g{i}")
-    await d.run_due()
+    await settle(d)
     # Two calls within the window, then the storm rule holds the other three pages for one summary.
     assert len(provider.requests) == 2
     assert d.metrics.registry.get_sample_value("alert2voice_pages_total",
                                                {"route": "payments", "result": "throttled"}) == 3
     clock.advance(timedelta(minutes=10))
-    await d.run_due()
+    await settle(d)
     assert len(provider.requests) == 3
     summary = provider.requests[2]
     spoken = "".join(ET.fromstring(summary.audio.text).itertext())
@@ -239,5 +239,5 @@ async def test_storm_rule_folds_pages_into_one_summary_call():
     answered = [p for p in pages.values() if p.state is PageState.ANSWERED]
     assert len(answered) == 3
     clock.advance(timedelta(hours=1))
-    await d.run_due()
+    await settle(d)
     assert len(provider.requests) == 3

@@ -26,7 +26,7 @@ CB_AUTH = {"Authorization": "Bearer cb-token-secret", "Content-Type": "applicati
 async def client(aiohttp_client):
     config = make_config(**{"max_body_bytes: 64KiB": "max_body_bytes: 4MiB, read_timeout: 1s"})
     app = create_app(config, provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
-                     registry=CollectorRegistry(), run_dispatcher=False)
+                     registry=CollectorRegistry())
     c = await aiohttp_client(app)
     return c
 
@@ -37,7 +37,7 @@ async def test_ten_thousand_alerts_in_one_group(client):
     assert resp.status == 200
     [page] = (await resp.json())["pages"]
     assert page["alerts"] == 10_000
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     [request] = client.app[PROVIDER].requests
     assert len(request.audio.text) <= 2000
 
@@ -46,7 +46,7 @@ async def test_huge_label_value_within_limit(client):
     body = json.dumps(payload(alert({**PAYMENTS, "x": "é" * 500_000})), ensure_ascii=False).encode()
     resp = await client.post("/alerts", data=io.BytesIO(body), headers=AUTH)
     assert resp.status == 200
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     assert len(client.app[PROVIDER].requests[0].audio.text) <= 2000
 
 

@@ -24,7 +24,7 @@ from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, SILENCER
 from tests import e2e_support
-from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
+from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload, settle
 
 AUTH = {"Authorization": "Bearer tok-one-secret"}
 CB_AUTH = {"Authorization": "Bearer cb-token-secret"}
@@ -46,7 +46,7 @@ def env():
 
 async def start(aiohttp_client, env, config=None):
     app = create_app(config or env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"], run_dispatcher=False)
+                     registry=env["registry"])
     c = await aiohttp_client(app)
     return c
 
@@ -66,7 +66,7 @@ async def page_and_call(client, env, *alerts) -> str:
     resp = await client.post("/alerts", data=json.dumps(payload(*(alerts or (alert(PAYMENTS),)))),
                              headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 200
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     return env["provider"].accepted[-1].message_id
 
 
@@ -110,7 +110,7 @@ async def test_page_call_is_programmable_and_resolved_notice_is_a_message(client
     resp = await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS, status="resolved"))),
                              headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 200
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     resolved = env["provider"].placed[1]
     assert resolved.mode == "message"
     assert "resolved" in spoken(resolved.request.audio.to_json()).lower()
@@ -175,7 +175,7 @@ async def test_digit_acknowledges_thanks_and_ends_the_escalation(client, env):
     assert page["state"] == "acknowledged"
     assert page["calls"][0]["state"] == "acknowledged"
     env["clock"].advance(timedelta(hours=1))
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     assert len(env["provider"].placed) == 1
 
 
@@ -197,10 +197,10 @@ async def test_two_misses_hang_up_and_escalate(client, env, misses):
     assert page["state"] == "active"
     assert page["calls"][0]["error"] == "answered but not acknowledged"
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     assert len(env["provider"].placed) == 1  # the step's 3m interval first
     env["clock"].advance(timedelta(minutes=3))
-    await d.run_due()
+    await settle(d)
     second = env["provider"].placed[1]
     assert second.mode == "interactive"
     assert second.request.dialed_number == ALICE
@@ -249,11 +249,11 @@ async def test_status_poll_of_an_answered_call_is_not_an_acknowledgement(client,
     d = client.app[DISPATCHER]
     env["provider"].set_status("msg-1", CallStatus("ANSWERED", None, "2026-11-26T15:00:05Z", {}))
     env["clock"].advance(timedelta(minutes=2))
-    await d.run_due()
+    await settle(d)
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 0
     env["provider"].set_status("msg-1", CallStatus("DROPPED", 40, "2026-11-26T15:00:05Z", {}))
     env["clock"].advance(timedelta(minutes=1))
-    await d.run_due()
+    await settle(d)
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 0
 
@@ -263,7 +263,7 @@ async def test_events_hold_off_the_status_poll(client, env):
     env["clock"].advance(timedelta(seconds=90))
     await send(client, "ANSWERED", session)
     env["clock"].advance(timedelta(seconds=60))  # 2m30s after placing: past the deadline, not past the events'
-    await client.app[DISPATCHER].run_due()
+    await client.app[DISPATCHER].settled()
     assert env["provider"].status_queries == []
 
 
@@ -374,9 +374,9 @@ async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_p
                                  headers={**AUTH, "Content-Type": "application/json"})
         assert resp.status == 200
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     env["clock"].advance(timedelta(minutes=10))
-    await d.run_due()
+    await settle(d)
     assert [p.mode for p in env["provider"].placed] == ["interactive"] * 3
     session = env["provider"].accepted[2].message_id
     text = spoken((await send(client, "ANSWERED", session))["audio"][0])

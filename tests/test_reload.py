@@ -14,7 +14,7 @@ from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, LIVE, PROVIDER
-from tests.support import CONFIG, PAYMENTS, FakeClock, alert, payload
+from tests.support import CONFIG, PAYMENTS, FakeClock, alert, payload, settle
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 
@@ -30,7 +30,7 @@ def config_file(tmp_path):
 async def client(aiohttp_client, config_file):
     registry = CollectorRegistry()
     app = create_app(load_config(config_file), config_path=config_file, provider=RecordingProvider(),
-                     store=MemoryStore(), clock=FakeClock(), registry=registry, run_dispatcher=False)
+                     store=MemoryStore(), clock=FakeClock(), registry=registry)
     c = await aiohttp_client(app)
     c.registry = registry
     return c
@@ -73,12 +73,12 @@ async def test_pending_page_survives_reload(client, config_file):
     provider.fail_next(Unavailable(503), times=1)
     await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     assert provider.accepted == []
     config_file.write_text(CONFIG.replace("interval: 3m", "interval: 4m"))
     assert (await client.post("/-/reload")).status == 200
     d.clock.advance(timedelta(minutes=1))
-    await d.run_due()
+    await settle(d)
     assert len(provider.accepted) == 1
 
 
@@ -87,11 +87,11 @@ async def test_route_removed_by_reload_stops_its_escalation(client, config_file)
     provider.fail_next(Unavailable(503), times=1)
     await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
     d = client.app[DISPATCHER]
-    await d.run_due()
+    await settle(d)
     config_file.write_text(CONFIG.replace("  - name: payments\n", "  - name: renamed\n"))
     assert (await client.post("/-/reload")).status == 200
     d.clock.advance(timedelta(minutes=1))
-    await d.run_due()
+    await settle(d)
     assert provider.accepted == []
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert page["state"] == "cancelled"

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
-from tests.support import PAYMENTS, FakeClock, alert, make_config
+from tests.support import PAYMENTS, FakeClock, alert, make_config, settle
 from tests.test_dispatcher import CountingProvider, make_dispatcher, queue
 
 
@@ -15,7 +15,7 @@ def config_with(max_in_flight: int = 8, rate: str = "1000/s"):
                           "per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 100, per: 15m}]"})
 
 
-async def settle() -> None:
+async def spin() -> None:
     for _ in range(50):
         await asyncio.sleep(0)
 
@@ -29,14 +29,14 @@ async def test_a_reload_raising_max_in_flight_fills_the_new_slots():
         await queue(d, store, current[0], alert({**PAYMENTS, "instance": f"n{i}"}), group=f"g{i}")
     loop = asyncio.create_task(d.run())  # the production loop
     try:
-        await settle()
+        await spin()
         assert provider.now == 1
         current[0] = config_with(max_in_flight=3)  # what Runtime.apply() does on /-/reload
         d.poke()
-        await settle()
+        await spin()
         assert provider.now == 3
         provider.gate.set()
-        await settle()
+        await spin()
         assert len(provider.accepted) == 4
     finally:
         d.stopping = True
@@ -62,10 +62,10 @@ async def test_a_reload_raising_the_rate_limit_shortens_the_wait():
     d, store, provider, _ = make_dispatcher(current[0], clock=clock)
     d.ctx.config = lambda: current[0]
     await queue(d, store, current[0], alert(PAYMENTS), group="a")
-    await d.run_due()  # the one token of a 1/s bucket
+    await settle(d)  # the one token of a 1/s bucket
     current[0] = config_with(rate="100/s")
     await queue(d, store, current[0], alert({**PAYMENTS, "alertname": "Other"}), group="b")
-    await d.run_due()
+    await settle(d)
     assert len(provider.accepted) == 2
     # At the old 1/s the second request would have waited a whole second.
     assert clock.slept == [0.01]

@@ -46,6 +46,8 @@ class Dispatcher:
         self.placer = Placer(ctx, throttle, limiter, self.speaker)
         self.outcomes = Outcomes(ctx, throttle, self.speaker, self.poke)
         self.wakeup = asyncio.Event()
+        # Set while the loop waits with nothing in flight and nothing due now (see settled()).
+        self._settled = asyncio.Event()
         self.running = False
         self.stopping = False
         self._purged_at: datetime | None = None
@@ -81,6 +83,16 @@ class Dispatcher:
     def poke(self) -> None:
         """New work was queued: look at the queue now rather than at the next due time."""
         self.wakeup.set()
+
+    async def settled(self) -> None:
+        """Look at the queue now, and return once the loop has nothing in flight and nothing due now.
+
+        What a caller that moved the clock, or queued work, waits on to see its effect: the tests drive the
+        production loop this way, with an injected clock, instead of a loop of their own.
+        """
+        self._settled.clear()
+        self.poke()
+        await self._settled.wait()
 
     def submit(self, page: Page) -> None:
         """A page just admitted with its first attempt: start it now if a slot is free, else the loop will."""
@@ -143,12 +155,15 @@ class Dispatcher:
                     log.warning("store unavailable; dispatcher retries in 1s", extra={"error": str(exc)})
                     nxt = clock.now() + timedelta(seconds=1)
                 wait = 60.0 if nxt is None else max(0.0, (nxt - clock.now()).total_seconds())
+                if not self.active and wait > 0 and not self.wakeup.is_set():
+                    self._settled.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=min(wait, 60.0) or 0.001)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             self.running = False
+            self._settled.set()  # a stopped loop has nothing more to do
 
     async def _purge(self, cfg: Config) -> None:
         """Forget finished pages and expired claims older than the dedup window, once a minute."""
@@ -159,19 +174,6 @@ class Dispatcher:
         gone = await self.store.purge(now - cfg.dedup.window)
         if gone:
             log.debug("purged finished pages", extra={"pages": gone})
-
-    async def run_due(self) -> int:
-        """Process every page due now, batch by batch; returns how many were processed. Tests call this."""
-        total = 0
-        while not self.stopping:
-            cfg = self.config
-            pages = await self.store.take_due(self.clock.now(), limit=cfg.provider.max_in_flight,
-                                              lease=self._lease(cfg))
-            if not pages:
-                break
-            await asyncio.gather(*(t for p in pages if (t := self._start(p.key)) is not None))
-            total += len(pages)
-        return total
 
     async def _guarded(self, key: str, fresh: Page | None = None) -> None:
         try:

@@ -39,7 +39,7 @@ from .keys import (
 
 def create_app(config: Config, *, config_path: Path | None = None, provider: Provider | None = None,
                store: Store | None = None, clock: Clock | None = None,
-               registry: CollectorRegistry | None = None, run_dispatcher: bool = True) -> web.Application:
+               registry: CollectorRegistry | None = None) -> web.Application:
     """The whole service as an aiohttp app; the CLI and the tests call this same factory."""
     # aiohttp stops reading a body past this (our handlers turn that into a JSON 413). Fixed at start: a
     # reload that changes server.max_body_bytes takes effect for the Content-Length check only.
@@ -54,7 +54,7 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
         app[PROVIDER] = provider
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_http_ctx)
-    app.cleanup_ctx.append(_dispatcher_ctx if run_dispatcher else _idle_dispatcher_ctx)
+    app.cleanup_ctx.append(_dispatcher_ctx)
     app.router.add_post("/alerts", webhook.handle_alerts)
     app.router.add_post("/callbacks/webex", callbacks.handle_callback)
     app.router.add_get("/metrics", ops.handle_metrics)
@@ -107,12 +107,6 @@ def _make_dispatcher(app: web.Application) -> Dispatcher:
     app[DISPATCHER] = dispatcher
     app[ADMISSION] = Admission(live, app[STORE], app[METRICS], dispatcher)
     return dispatcher
-
-
-async def _idle_dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Tests that move pages on by hand: a dispatcher whose loop is not started."""
-    _make_dispatcher(app)
-    yield
 
 
 async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
