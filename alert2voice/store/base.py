@@ -1,8 +1,16 @@
-"""The store protocol every backend implements, and the error that means "retry later"."""
+"""The store protocol every backend implements, and the errors that mean "retry later" and "re-read".
+
+The store is the only memory replicas share. Everything that must hold across processes goes through it:
+dedup claims with expiry, pages under versioned writes (compare-and-set), due work taken under a lease
+with an owner, the throttle's counters, storm batches and the provider's rate limit, and a wake-up when
+another replica adds or changes due work. The in-process backends (memory, SQLite) implement the same
+protocol, trivially, and pass the same contract suite (tests/test_store.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 
@@ -24,8 +32,29 @@ class StoreLocked(StoreUnavailable):
     """Another process owns this store (the SQLite lock file is held): this one must not start."""
 
 
+class Conflict(Exception):
+    """A versioned write lost a race: the page changed since it was read. Re-read it and apply the change again."""
+
+
+class Tier(NamedTuple):
+    """One throttle rule: at most `calls` calls within `per`, to one number (`scope` "number") or to all ("all")."""
+
+    scope: str
+    calls: int
+    per: timedelta
+
+
+@dataclass
+class StormBatch:
+    """Pages folded into one summary call to a number (throttle.storm), released together."""
+
+    release_at: datetime
+    keys: list[str] = field(default_factory=list)
+    leader: str | None = None
+
+
 class Store(Protocol):
-    """Durable state. Every method is atomic; a page written here survives a restart."""
+    """Durable shared state. Every method is atomic; a page written here survives a restart."""
 
     async def open(self) -> None:
         """Connect, create or migrate the schema."""
@@ -36,10 +65,12 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve."""
 
+    # ------------------------------------------------------------------------------- pages and claims
+
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
         """Claim-if-absent with expiry: when any claim is free (or expired), hold all of them until
-        now + window and save the page, atomically, and return True; else change nothing, return False.
-        A page whose key is stored and still active is never admitted again."""
+        now + window and save the page (version 1), atomically, and return True; else change nothing, return
+        False. A page whose key is stored and still active is never admitted again."""
 
     async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
         """True when admit() would refuse this page now (all claims held, or the page active): a cheap
@@ -49,10 +80,12 @@ class Store(Protocol):
         """Drop dedup claims (their alerts resolved), so the same alerts firing again page again."""
 
     async def put(self, page: Page) -> None:
-        """Insert or replace a page and index its calls' correlationIds and messageIds."""
+        """Compare-and-set: replace the page if the stored version is still `page.version`, then bump it (on
+        the object too), index its calls' correlationIds and messageIds and release its lease; raise
+        Conflict (changing nothing) when another writer came first."""
 
     async def get(self, key: str) -> Page | None:
-        """The page with this key."""
+        """The page with this key, with the version it is stored at."""
 
     async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
         """Pages of this route and alert group whose alerts have not been resolved (resolved_at is None)."""
@@ -60,10 +93,11 @@ class Store(Protocol):
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
         """The key of the page holding the call with this correlationId or messageId."""
 
-    async def take_due(self, now: datetime, limit: int, lease: timedelta,
+    async def take_due(self, now: datetime, limit: int, lease: timedelta, owner: str,
                        skip: Collection[str] = ()) -> list[Page]:
-        """Up to `limit` pages due at `now` that nobody holds, leased until now + lease; pages whose key is
-        in `skip` (the caller is processing them already) are neither leased nor returned."""
+        """Up to `limit` pages due at `now` that nobody holds, leased to `owner` until now + lease. Taking a
+        lease bumps the page's version (its fencing token): a holder whose lease passed to another cannot
+        write any more. Pages whose key is in `skip` (the caller is processing them already) are passed over."""
 
     async def next_due(self) -> datetime | None:
         """The earliest due time of any page, leased or not."""
@@ -76,3 +110,40 @@ class Store(Protocol):
 
     async def purge(self, before: datetime) -> int:
         """Forget finished pages last updated before `before` and expired claims; return pages removed."""
+
+    # --------------------------------------------------------------------------------- shared limits
+
+    async def reserve_call(self, number: str, now: datetime, tiers: Sequence[Tier]) -> datetime | None:
+        """Count a call to `number` at `now` if every tier has room; None when counted. Otherwise count
+        nothing and return the earliest instant at which the call would fit them all."""
+
+    async def unreserve_call(self, number: str, at: datetime) -> None:
+        """Give back the slot counted at `at` for a call the provider did not take."""
+
+    async def calls_within(self, number: str, now: datetime, per: timedelta) -> list[datetime]:
+        """When the calls to `number` counted within the last `per` were placed, oldest first."""
+
+    async def storm_join(self, number: str, key: str, release_at: datetime) -> StormBatch:
+        """Add the page to the number's open storm batch (one without a leader), or open one released at
+        `release_at`; returns the batch as stored."""
+
+    async def storm_batch(self, number: str) -> StormBatch | None:
+        """The number's storm batch, if any."""
+
+    async def storm_lead(self, number: str, key: str) -> bool:
+        """Make the page the batch's leader (it places the summary call) unless it has one already."""
+
+    async def storm_end(self, number: str, key: str) -> None:
+        """Drop the number's batch if `key` leads it (its summary call went out, or failed)."""
+
+    async def take_token(self, now: float, rate: float, burst: float) -> float:
+        """The provider's rate limit, one token bucket for every replica: take a token and return 0, or
+        return the seconds to wait before one is there (nothing taken). `now` is Unix time in seconds."""
+
+    # ------------------------------------------------------------------------------------- wake-ups
+
+    def on_wakeup(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop) when another replica adds or changes due work."""
+
+    async def wake_others(self) -> None:
+        """Tell the other replicas that due work was added or changed (nothing to do in one process)."""

@@ -7,13 +7,15 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from ..pages import FINAL_PAGE_STATES, Page
-from .base import OpenPage, StoreUnavailable
+from .base import Conflict, OpenPage, StoreUnavailable
+from .local import LocalLimits
 
 
-class MemoryStore:
+class MemoryStore(LocalLimits):
     """Dicts behind the Store protocol; pages are copied in and out as a real backend would."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._pages: dict[str, Page] = {}
         self._claims: dict[str, datetime] = {}
         self._leases: dict[str, datetime] = {}
@@ -44,6 +46,8 @@ class MemoryStore:
             return False
         for c in claims:
             self._claims[c] = now + window
+        stored = self._pages.get(page.key)  # a finished earlier incarnation: versions go on from it
+        page.version = stored.version if stored is not None else 0
         self._store(page)
         return True
 
@@ -53,6 +57,7 @@ class MemoryStore:
             self._claims.pop(c, None)
 
     def _store(self, page: Page) -> None:
+        page.version += 1
         self._pages[page.key] = copy.deepcopy(page)
         for call in page.calls:
             self._calls[call.correlation_id] = page.key
@@ -62,6 +67,9 @@ class MemoryStore:
 
     async def put(self, page: Page) -> None:
         self._check()
+        stored = self._pages.get(page.key)
+        if (stored.version if stored is not None else 0) != page.version:
+            raise Conflict(f"page {page.key[:12]} changed since it was read")
         self._store(page)
 
     async def get(self, key: str) -> Page | None:
@@ -78,7 +86,7 @@ class MemoryStore:
         self._check()
         return self._calls.get(correlation_id or "") or self._calls.get(message_id or "")
 
-    async def take_due(self, now: datetime, limit: int, lease: timedelta,
+    async def take_due(self, now: datetime, limit: int, lease: timedelta, owner: str,
                        skip: Collection[str] = ()) -> list[Page]:
         self._check()
         due = sorted((p for p in self._pages.values()
@@ -88,6 +96,7 @@ class MemoryStore:
         out = []
         for p in due[:limit]:
             self._leases[p.key] = now + lease
+            p.version += 1  # the lease's fencing token: a writer that read before it cannot write now
             out.append(copy.deepcopy(p))
         return out
 

@@ -12,13 +12,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..pages import FINAL_PAGE_STATES, Call, CallState, Page, PageState
-from .base import OpenPage, StoreLocked, StoreUnavailable
+from ..pages import FINAL_PAGE_STATES, Page
+from .base import Conflict, OpenPage, StoreLocked, StoreUnavailable
+from .codec import dump_page as _dump
+from .codec import load_page as _load
+from .local import LocalLimits
 
 T = TypeVar("T")
 
@@ -46,6 +49,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE claims (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
         "CREATE INDEX claims_expiry ON claims (expires_at)",
     ),
+    (
+        # Versioned writes (compare-and-set) and leases with an owner (the version is their fencing token).
+        "ALTER TABLE pages ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE pages ADD COLUMN lease_owner TEXT",
+    ),
 )
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before reporting unavailable
@@ -58,8 +66,6 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the -wal file is truncated to after a
 MAX_BATCH = 256  # operations committed together at most (group commit)
 
 _FINAL = json.dumps(sorted(FINAL_PAGE_STATES))
-_PAGE_TIMES = tuple(f.name for f in fields(Page) if "datetime" in str(f.type))
-_CALL_TIMES = tuple(f.name for f in fields(Call) if "datetime" in str(f.type))
 
 
 def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -102,34 +108,6 @@ def _ts(moment: datetime) -> float:
     return moment.timestamp()
 
 
-def _encode(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot store a {type(value).__name__}")
-
-
-def _dump(page: Page) -> str:
-    # Shallow views, not dataclasses.asdict: it deep-copies every alert, and this runs on every state change.
-    d = {**vars(page), "calls": [vars(c) for c in page.calls]}
-    return json.dumps(d, default=_encode, separators=(",", ":"))
-
-
-def _times(d: dict[str, Any], names: tuple[str, ...]) -> None:
-    for name in names:
-        if d.get(name) is not None:
-            d[name] = datetime.fromisoformat(d[name])
-
-
-def _load(data: str) -> Page:
-    d = json.loads(data)
-    _times(d, _PAGE_TIMES)
-    d["state"] = PageState(d["state"])
-    for call in d.get("calls", []):
-        _times(call, _CALL_TIMES)
-        call["state"] = CallState(call["state"])
-    return Page.from_dict(d)
-
-
 @dataclass
 class _Op:
     name: str
@@ -165,7 +143,7 @@ def _resolve(outcomes: list[_Outcome]) -> None:
             op.future.set_exception(error)
 
 
-class SQLiteStore:
+class SQLiteStore(LocalLimits):
     """The Store protocol on one SQLite connection, driven by one worker thread that commits in groups.
 
     Operations queue up for the worker, which runs whatever is waiting in one transaction (each in its
@@ -175,6 +153,7 @@ class SQLiteStore:
     """
 
     def __init__(self, path: Path | str, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
         self.path = Path(path)
         self._monotonic = monotonic
         self._checkpointed_at = monotonic()
@@ -438,7 +417,7 @@ class SQLiteStore:
                          " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
                          [(c, until) for c in claims])
         changes.append(lambda: self._claims.update(dict.fromkeys(claims, until)))
-        self._save(conn, changes, page)
+        self._save(conn, changes, page, expect=None)
         return True
 
     async def release(self, claims: Sequence[str]) -> None:
@@ -448,16 +427,23 @@ class SQLiteStore:
             changes.append(lambda: [self._claims.pop(c, None) for c in claims])
         await self._run("release", release)
 
-    def _save(self, conn: sqlite3.Connection, changes: Changes, page: Page) -> None:
+    def _save(self, conn: sqlite3.Connection, changes: Changes, page: Page, *, expect: int | None) -> None:
+        """Write the page at version `expect` + 1 (Conflict when it is not at `expect`); None: admit() decided."""
         # An upsert, not INSERT OR REPLACE: the row keeps its rowid, the tie-breaker that mirrors insertion order.
-        conn.execute(
-            "INSERT INTO pages (key, route, group_key, state, due_at, lease_until, updated_at, data)"
-            " VALUES (?, ?, ?, ?, ?, NULL, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+        row = conn.execute(
+            "INSERT INTO pages (key, route, group_key, state, due_at, lease_until, updated_at, data, version)"
+            " VALUES (?, ?, ?, ?, ?, NULL, ?, ?, 1) ON CONFLICT (key) DO UPDATE SET"
             " route = excluded.route, group_key = excluded.group_key, state = excluded.state,"
-            " due_at = excluded.due_at, lease_until = NULL, updated_at = excluded.updated_at, data = excluded.data",
+            " due_at = excluded.due_at, lease_until = NULL, lease_owner = NULL, updated_at = excluded.updated_at,"
+            " data = excluded.data, version = pages.version + 1 WHERE ? IS NULL OR pages.version = ?"
+            " RETURNING version",
             (page.key, page.route, page.group_key, page.state.value,
              _ts(page.due_at) if page.due_at is not None else None,
-             _ts(page.updated_at or page.received_at), _dump(page)))
+             _ts(page.updated_at or page.received_at), _dump(page), expect, expect)).fetchone()
+        if row is None:
+            raise Conflict(f"page {page.key[:12]} changed since it was read (version {expect})")
+        version = row[0]
+        changes.append(lambda: setattr(page, "version", version))
         ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
         conn.executemany("INSERT INTO calls (id, page_key) VALUES (?, ?)"
                          " ON CONFLICT (id) DO UPDATE SET page_key = excluded.page_key",
@@ -465,14 +451,14 @@ class SQLiteStore:
         changes.extend(self._mirror_page(page))
 
     async def put(self, page: Page) -> None:
-        """Insert or replace the page, index its calls, and release its lease."""
-        await self._run("put", self._save, page)
+        """Compare-and-set the page at the version it was read at, index its calls, and release its lease."""
+        await self._run("put", lambda conn, changes: self._save(conn, changes, page, expect=page.version))
 
     async def get(self, key: str) -> Page | None:
         """The page with this key."""
         def get(conn: sqlite3.Connection, changes: Changes) -> Page | None:
-            row = conn.execute("SELECT data FROM pages WHERE key = ?", (key,)).fetchone()
-            return _load(row[0]) if row else None
+            row = conn.execute("SELECT data, version FROM pages WHERE key = ?", (key,)).fetchone()
+            return _load(*row) if row else None
         return await self._run("get", get)
 
     async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
@@ -493,20 +479,21 @@ class SQLiteStore:
             return None
         return await self._run("find_call", find)
 
-    async def take_due(self, now: datetime, limit: int, lease: timedelta,
+    async def take_due(self, now: datetime, limit: int, lease: timedelta, owner: str,
                        skip: Collection[str] = ()) -> list[Page]:
         """Up to `limit` due pages nobody holds, earliest first, leased until now + lease; keys in `skip`
         (processed by the caller already) are passed over without being read or leased."""
         skipped = frozenset(skip)  # a copy: the caller's set changes while the worker runs this
 
         def take(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
-            rows = [(key, data) for key, data in conn.execute(
-                "SELECT key, data FROM pages WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+            rows = [(key, data, version) for key, data, version in conn.execute(
+                "SELECT key, data, version FROM pages WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
                 " ORDER BY due_at, rowid LIMIT ?", (_ts(now), _ts(now), limit + len(skipped)))
                 if key not in skipped][:limit]
-            conn.executemany("UPDATE pages SET lease_until = ? WHERE key = ?",
-                             [(_ts(now + lease), key) for key, _ in rows])
-            return [_load(data) for _, data in rows]
+            # Taking the lease bumps the version, its fencing token: whoever read the page before cannot write.
+            conn.executemany("UPDATE pages SET lease_until = ?, lease_owner = ?, version = version + 1 WHERE key = ?",
+                             [(_ts(now + lease), owner, key) for key, _, _ in rows])
+            return [_load(data, version + 1) for _, data, version in rows]
         return await self._run("take_due", take)
 
     async def next_due(self) -> datetime | None:
@@ -521,8 +508,8 @@ class SQLiteStore:
     async def recent(self, limit: int) -> list[Page]:
         """The most recently updated pages, newest first."""
         def recent(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
-            rows = conn.execute("SELECT data FROM pages ORDER BY updated_at DESC, rowid LIMIT ?", (limit,))
-            return [_load(data) for data, in rows]
+            rows = conn.execute("SELECT data, version FROM pages ORDER BY updated_at DESC, rowid LIMIT ?", (limit,))
+            return [_load(data, version) for data, version in rows]
         return await self._run("recent", recent)
 
     async def depth(self) -> int:

@@ -1,0 +1,44 @@
+"""Pages as JSON text, the way every backend stores them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from ..pages import Call, CallState, Page, PageState
+
+_PAGE_TIMES = tuple(f.name for f in fields(Page) if "datetime" in str(f.type))
+_CALL_TIMES = tuple(f.name for f in fields(Call) if "datetime" in str(f.type))
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store a {type(value).__name__}")
+
+
+def dump_page(page: Page) -> str:
+    """The page as compact JSON (times as ISO 8601)."""
+    # Shallow views, not dataclasses.asdict: it deep-copies every alert, and this runs on every state change.
+    d = {**vars(page), "calls": [vars(c) for c in page.calls]}
+    return json.dumps(d, default=_encode, separators=(",", ":"))
+
+
+def _times(d: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
+        if d.get(name) is not None:
+            d[name] = datetime.fromisoformat(d[name])
+
+
+def load_page(data: str, version: int) -> Page:
+    """A page from dump_page()'s JSON, at the version its backend stores it at."""
+    d = json.loads(data)
+    d["version"] = version  # the store's own version is the truth; the JSON holds the version the writer had read
+    _times(d, _PAGE_TIMES)
+    d["state"] = PageState(d["state"])
+    for call in d.get("calls", []):
+        _times(call, _CALL_TIMES)
+        call["state"] = CallState(call["state"])
+    return Page.from_dict(d)
