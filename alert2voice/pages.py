@@ -93,7 +93,8 @@ class Page:
     resolved_at: datetime | None = None
     updated_at: datetime | None = None
     nonce: str = ""                # this admission's part of every correlationId (empty on pages stored before)
-    version: int = 0               # the store's version when read: put() writes only over this one (0: new)
+    # The store's version when read: put() writes only over this one (0: new). Not part of what a page says.
+    version: int = field(default=0, compare=False)
 
     @property
     def open_call(self) -> Call | None:

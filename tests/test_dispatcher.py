@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from alert2voice.alertmanager import parse_payload
 from alert2voice.config import RetryConfig
-from alert2voice.dispatch import Backoff, Dispatcher, RateLimiter, Throttle
+from alert2voice.dispatch import Backoff, Dispatcher, RateLimiter, tiers
 from alert2voice.live import make_speech
 from alert2voice.metrics import Metrics
 from alert2voice.pages import CallState, PageState, new_page
@@ -54,21 +54,26 @@ def test_backoff_table(tries, retry_after, low, high):
         assert low <= wait <= high
 
 
-def test_throttle_tiers():
+async def test_throttle_tiers():
     config = make_config(**{"per_number: [{calls: 3, per: 15m}]":
                             "per_number: [{calls: 3, per: 15m}, {calls: 4, per: 1h}]\n  global: {calls: 5, per: 1m}"})
-    t = Throttle()
-    now = T0
+    store, rules, now = MemoryStore(), tiers(config), T0
     for i in range(3):
-        assert t.allowed_at(config, "+1", now + timedelta(minutes=i)) == now + timedelta(minutes=i)
-        t.record("+1", now + timedelta(minutes=i), timedelta(hours=1))
-    # The fourth call within 15 minutes waits until the first one leaves the window.
-    assert t.allowed_at(config, "+1", now + timedelta(minutes=3)) == now + timedelta(minutes=15)
-    t.record("+1", now + timedelta(minutes=15), timedelta(hours=1))
+        assert await store.reserve_call("+1", now + timedelta(minutes=i), rules) is None  # counted
+    # The fourth call within 15 minutes waits until the first one leaves the window (and is not counted).
+    assert await store.reserve_call("+1", now + timedelta(minutes=3), rules) == now + timedelta(minutes=15)
+    assert await store.reserve_call("+1", now + timedelta(minutes=15), rules) is None
     # Four within the hour: the next waits for the hour tier.
-    assert t.allowed_at(config, "+1", now + timedelta(minutes=31)) == now + timedelta(hours=1)
+    assert await store.reserve_call("+1", now + timedelta(minutes=31), rules) == now + timedelta(hours=1)
     # Another number is free, until the global tier of 5 per minute fills.
-    assert t.allowed_at(config, "+2", now + timedelta(minutes=15)) == now + timedelta(minutes=15)
+    assert await store.reserve_call("+2", now + timedelta(minutes=15), rules) is None
+    for i in range(3):
+        assert await store.reserve_call(f"+3{i}", now + timedelta(minutes=15, seconds=i), rules) is None
+    assert await store.reserve_call("+4", now + timedelta(minutes=15, seconds=5), rules) == \
+        now + timedelta(minutes=16)  # the global tier: 5 within the minute that began at +15m
+    # A slot given back (the provider did not take the call) is free again.
+    await store.unreserve_call("+32", now + timedelta(minutes=15, seconds=2))
+    assert await store.reserve_call("+4", now + timedelta(minutes=15, seconds=5), rules) is None
 
 
 async def test_rate_limiter_waits_on_injected_clock():
@@ -79,9 +84,9 @@ async def test_rate_limiter_waits_on_injected_clock():
         waits.append(seconds)
         clock.advance(seconds)
 
-    limiter = RateLimiter(2.0, monotonic=clock.monotonic, sleep=sleep)
+    limiter = RateLimiter(MemoryStore().take_token, lambda: clock.now().timestamp(), sleep=sleep)
     for _ in range(6):
-        await limiter.acquire()
+        await limiter.acquire(2.0)
     # Burst of 2, then one request every half second.
     assert waits == pytest.approx([0.5, 0.5, 0.5, 0.5])
 

@@ -34,6 +34,13 @@ def make_call(attempt: int, state: CallState = CallState.QUEUED, *, key: str = "
                 message_id=message_id, **kwargs)
 
 
+async def overwrite(store, page: Page) -> None:
+    """put() the page over whatever the store holds under its key (as a writer that read it just now)."""
+    stored = await store.get(page.key)
+    page.version = stored.version if stored is not None else 0
+    await store.put(page)
+
+
 def make_page(key: str, *, route: str = "db", group_key: str = "{}:{alertname=\"Down\"}",
               state: PageState = PageState.ACTIVE, due_at: datetime | None = None,
               updated_at: datetime | None = None, received_at: datetime = T0,
@@ -116,8 +123,8 @@ async def test_put_replaces_and_indexes_new_calls(store):
 
 
 async def test_find_call_by_correlation_id_or_message_id(store):
-    await store.put(make_page("p", calls=[make_call(1, key="p", message_id="m-p1"), make_call(2, key="p")]))
-    await store.put(make_page("q", calls=[make_call(1, key="q", message_id="m-q1")]))
+    await overwrite(store, make_page("p", calls=[make_call(1, key="p", message_id="m-p1"), make_call(2, key="p")]))
+    await overwrite(store, make_page("q", calls=[make_call(1, key="q", message_id="m-q1")]))
     assert await store.find_call(correlation_id="p-2") == "p"
     assert await store.find_call(message_id="m-q1") == "q"
     assert await store.find_call(correlation_id="p-1", message_id="m-q1") == "p"  # correlationId first
@@ -167,7 +174,7 @@ async def test_an_active_page_is_never_admitted_again(store):
 
 async def test_a_finished_page_can_be_admitted_again(store):
     assert await store.admit(make_page("p"), ["a"], WINDOW, T0)
-    await store.put(make_page("p", state=PageState.EXHAUSTED, calls=[make_call(1, CallState.NO_ANSWER)]))
+    await overwrite(store, make_page("p", state=PageState.EXHAUSTED, calls=[make_call(1, CallState.NO_ANSWER)]))
     await store.release(["a"])
     assert await store.admit(make_page("p", due_at=at(5)), ["a"], WINDOW, at(5))
     assert await store.get("p") == make_page("p", due_at=at(5))
@@ -185,94 +192,94 @@ async def test_concurrent_admissions_admit_once(store):
 
 
 async def test_by_group_returns_the_pages_whose_alerts_are_not_resolved(store):
-    await store.put(make_page("active"))
-    await store.put(make_page("answered", state=PageState.ANSWERED))
-    await store.put(make_page("resolved", state=PageState.RESOLVED, resolved_at=at(5), due_at=at(5)))
-    await store.put(make_page("answered-then-resolved", state=PageState.ANSWERED, resolved_at=at(5)))
-    await store.put(make_page("other-group", group_key="x"))
-    await store.put(make_page("other-route", route="web"))
-    await store.put(make_page("exhausted", state=PageState.EXHAUSTED))
+    await overwrite(store, make_page("active"))
+    await overwrite(store, make_page("answered", state=PageState.ANSWERED))
+    await overwrite(store, make_page("resolved", state=PageState.RESOLVED, resolved_at=at(5), due_at=at(5)))
+    await overwrite(store, make_page("answered-then-resolved", state=PageState.ANSWERED, resolved_at=at(5)))
+    await overwrite(store, make_page("other-group", group_key="x"))
+    await overwrite(store, make_page("other-route", route="web"))
+    await overwrite(store, make_page("exhausted", state=PageState.EXHAUSTED))
     assert keys(await store.by_group("db", make_page("k").group_key)) == ["active", "answered", "exhausted"]
     assert keys(await store.by_group("web", make_page("k").group_key)) == ["other-route"]
     assert await store.by_group("nope", "x") == []
 
 
 async def test_take_due_orders_by_due_time_and_respects_limit(store):
-    await store.put(make_page("late", due_at=at(20)))
-    await store.put(make_page("early", due_at=at(0)))
-    await store.put(make_page("middle", due_at=at(10)))
-    await store.put(make_page("future", due_at=at(100)))
-    await store.put(make_page("idle"))
-    assert keys(await store.take_due(at(20), 2, LEASE)) == ["early", "middle"]
-    assert keys(await store.take_due(at(20), 10, LEASE)) == ["late"]
-    assert await store.take_due(at(20), 10, LEASE) == []
+    await overwrite(store, make_page("late", due_at=at(20)))
+    await overwrite(store, make_page("early", due_at=at(0)))
+    await overwrite(store, make_page("middle", due_at=at(10)))
+    await overwrite(store, make_page("future", due_at=at(100)))
+    await overwrite(store, make_page("idle"))
+    assert keys(await store.take_due(at(20), 2, LEASE, "me")) == ["early", "middle"]
+    assert keys(await store.take_due(at(20), 10, LEASE, "me")) == ["late"]
+    assert await store.take_due(at(20), 10, LEASE, "me") == []
 
 
 async def test_take_due_passes_over_skipped_keys_without_leasing_them(store):
     for name, second in (("a", 0), ("b", 1), ("c", 2)):
-        await store.put(make_page(name, due_at=at(second)))
-    assert keys(await store.take_due(at(20), 1, LEASE, skip={"a"})) == ["b"]  # the limit counts taken pages only
-    assert keys(await store.take_due(at(20), 10, LEASE)) == ["a", "c"]  # "a" was never leased
+        await overwrite(store, make_page(name, due_at=at(second)))
+    assert keys(await store.take_due(at(20), 1, LEASE, "me", skip={"a"})) == ["b"]  # the limit counts taken pages only
+    assert keys(await store.take_due(at(20), 10, LEASE, "me")) == ["a", "c"]  # "a" was never leased
 
 
 async def test_a_leased_page_is_not_taken_again_until_the_lease_expires(store):
-    await store.put(make_page("p", due_at=T0))
-    assert keys(await store.take_due(T0, 10, LEASE)) == ["p"]
-    assert await store.take_due(T0 + LEASE - timedelta(microseconds=1), 10, LEASE) == []
-    assert keys(await store.take_due(T0 + LEASE, 10, LEASE)) == ["p"]
+    await overwrite(store, make_page("p", due_at=T0))
+    assert keys(await store.take_due(T0, 10, LEASE, "me")) == ["p"]
+    assert await store.take_due(T0 + LEASE - timedelta(microseconds=1), 10, LEASE, "me") == []
+    assert keys(await store.take_due(T0 + LEASE, 10, LEASE, "me")) == ["p"]
 
 
 async def test_put_releases_the_lease(store):
-    await store.put(make_page("p", due_at=T0))
-    [page] = await store.take_due(T0, 10, LEASE)
+    await overwrite(store, make_page("p", due_at=T0))
+    [page] = await store.take_due(T0, 10, LEASE, "me")
     await store.put(page)
-    assert keys(await store.take_due(at(1), 10, LEASE)) == ["p"]
+    assert keys(await store.take_due(at(1), 10, LEASE, "me")) == ["p"]
 
 
 async def test_concurrent_takers_never_share_a_page(store):
     for i in range(10):
-        await store.put(make_page(f"p{i}", due_at=at(i)))
-    batches = await asyncio.gather(*(store.take_due(at(60), 3, LEASE) for _ in range(6)))
+        await overwrite(store, make_page(f"p{i}", due_at=at(i)))
+    batches = await asyncio.gather(*(store.take_due(at(60), 3, LEASE, "me") for _ in range(6)))
     taken = [k for batch in batches for k in keys(batch)]
     assert sorted(taken) == sorted(f"p{i}" for i in range(10))
 
 
 async def test_next_due_is_the_earliest_due_time_even_when_leased(store):
     assert await store.next_due() is None
-    await store.put(make_page("idle"))
+    await overwrite(store, make_page("idle"))
     assert await store.next_due() is None
-    await store.put(make_page("b", due_at=at(30.5)))
-    await store.put(make_page("a", due_at=at(10.25)))
-    await store.take_due(at(20), 10, LEASE)
+    await overwrite(store, make_page("b", due_at=at(30.5)))
+    await overwrite(store, make_page("a", due_at=at(10.25)))
+    await store.take_due(at(20), 10, LEASE, "me")
     assert await store.next_due() == at(10.25)
 
 
 async def test_recent_is_newest_first(store):
-    await store.put(make_page("old", updated_at=at(10)))
-    await store.put(make_page("never-updated", received_at=at(20)))
-    await store.put(make_page("new", updated_at=at(30)))
-    await store.put(make_page("middle", updated_at=at(15)))
+    await overwrite(store, make_page("old", updated_at=at(10)))
+    await overwrite(store, make_page("never-updated", received_at=at(20)))
+    await overwrite(store, make_page("new", updated_at=at(30)))
+    await overwrite(store, make_page("middle", updated_at=at(15)))
     assert keys(await store.recent(10)) == ["new", "never-updated", "middle", "old"]
     assert keys(await store.recent(2)) == ["new", "never-updated"]
 
 
 async def test_depth_counts_pages_with_work_due(store):
     assert await store.depth() == 0
-    await store.put(make_page("a", due_at=T0))
-    await store.put(make_page("b", due_at=at(100)))
-    await store.put(make_page("c", state=PageState.ANSWERED))
-    await store.take_due(T0, 10, LEASE)
+    await overwrite(store, make_page("a", due_at=T0))
+    await overwrite(store, make_page("b", due_at=at(100)))
+    await overwrite(store, make_page("c", state=PageState.ANSWERED))
+    await store.take_due(T0, 10, LEASE, "me")
     assert await store.depth() == 2
 
 
 async def test_purge_forgets_old_finished_pages_and_their_calls(store):
     old = at(10)
-    await store.put(make_page("gone", state=PageState.ANSWERED, updated_at=old,
+    await overwrite(store, make_page("gone", state=PageState.ANSWERED, updated_at=old,
                               calls=[make_call(1, CallState.ANSWERED, key="gone", message_id="m-gone")]))
-    await store.put(make_page("gone-too", state=PageState.CANCELLED, received_at=old))
-    await store.put(make_page("active", updated_at=old, calls=[make_call(1, key="active")]))
-    await store.put(make_page("notice-due", state=PageState.RESOLVED, due_at=old, updated_at=old))
-    await store.put(make_page("recent", state=PageState.EXHAUSTED, updated_at=at(100)))
+    await overwrite(store, make_page("gone-too", state=PageState.CANCELLED, received_at=old))
+    await overwrite(store, make_page("active", updated_at=old, calls=[make_call(1, key="active")]))
+    await overwrite(store, make_page("notice-due", state=PageState.RESOLVED, due_at=old, updated_at=old))
+    await overwrite(store, make_page("recent", state=PageState.EXHAUSTED, updated_at=at(100)))
     assert await store.purge(at(100)) == 2
     assert await store.get("gone") is None and await store.get("gone-too") is None
     assert await store.find_call(correlation_id="gone-1") is None
@@ -310,7 +317,7 @@ async def test_pages_survive_a_restart(tmp_path):
         assert await second.next_due() == T0
         assert await second.find_call(message_id="m-1") == "p"
         assert not await second.admit(make_page("q"), ["a"], WINDOW, at(1))
-        assert keys(await second.take_due(T0, 10, LEASE)) == ["p"]
+        assert keys(await second.take_due(T0, 10, LEASE, "me")) == ["p"]
     finally:
         await second.close()
 
@@ -319,14 +326,14 @@ async def test_a_lease_survives_a_restart(tmp_path):
     path = tmp_path / "a2v.db"
     first = SQLiteStore(path)
     await first.open()
-    await first.put(make_page("p", due_at=T0))
-    await first.take_due(T0, 10, LEASE)
+    await overwrite(first, make_page("p", due_at=T0))
+    await first.take_due(T0, 10, LEASE, "me")
     await first.close()
     second = SQLiteStore(path)
     await second.open()
     try:
-        assert await second.take_due(at(1), 10, LEASE) == []
-        assert keys(await second.take_due(T0 + LEASE, 10, LEASE)) == ["p"]
+        assert await second.take_due(at(1), 10, LEASE, "me") == []
+        assert keys(await second.take_due(T0 + LEASE, 10, LEASE, "me")) == ["p"]
     finally:
         await second.close()
 
@@ -336,7 +343,7 @@ async def test_files_are_private(tmp_path):
     try:
         store = SQLiteStore(tmp_path / "new" / "dir" / "a2v.db")
         await store.open()
-        await store.put(make_page("p"))
+        await overwrite(store, make_page("p"))
     finally:
         os.umask(old)
     try:
@@ -396,7 +403,7 @@ async def test_recovers_when_the_directory_comes_back(tmp_path):
     store = SQLiteStore(state / "a2v.db")
     await store.open()
     try:
-        await store.put(make_page("p", due_at=T0))
+        await overwrite(store, make_page("p", due_at=T0))
         # Root ignores file modes, so break the path itself: the directory becomes a plain file.
         state.rename(tmp_path / "moved")
         state.write_text("not a directory")
@@ -406,9 +413,9 @@ async def test_recovers_when_the_directory_comes_back(tmp_path):
             await store.ping()
         state.unlink()
         (tmp_path / "moved").rename(state)
-        await store.put(make_page("q"))
+        await overwrite(store, make_page("q"))
         assert await store.get("p") == make_page("p", due_at=T0)
-        assert keys(await store.take_due(T0, 10, LEASE)) == ["p"]
+        assert keys(await store.take_due(T0, 10, LEASE, "me")) == ["p"]
     finally:
         await store.close()
 
@@ -460,7 +467,7 @@ def _wal_size(store: SQLiteStore) -> int:
 
 async def _wal_after(store: SQLiteStore, prefix: str, pages: int = 40) -> int:
     for i in range(pages):
-        await store.put(make_page(f"{prefix}{i}", due_at=T0))
+        await overwrite(store, make_page(f"{prefix}{i}", due_at=T0))
     return _wal_size(store)
 
 
@@ -479,11 +486,11 @@ async def test_the_writer_checkpoints_and_the_wal_starts_over(tmp_path, advance,
     try:
         first = await _wal_after(store, "a")
         now[0] += advance
-        await store.put(make_page("tick", due_at=T0))  # the commit after which the writer looks
+        await overwrite(store, make_page("tick", due_at=T0))  # the commit after which the writer looks
         second = await _wal_after(store, "b")
         # Started over, the second batch overwrites the first one's frames; else it is appended after them.
         assert (second < 1.5 * first) is starts_over, (first, second)
-        assert len(await store.take_due(T0, 1000, LEASE)) == 81  # every page is there either way
+        assert len(await store.take_due(T0, 1000, LEASE, "me")) == 81  # every page is there either way
     finally:
         await store.close()
 

@@ -1,10 +1,10 @@
 """The dispatcher in rooms: the loop and its leases (loop), what may go out when (limits, storms), sending
 (placing), how calls end (outcomes), what is said (speaking), shared dependencies (context), page locks."""
 
-from .limits import RateLimiter, Throttle
+from .limits import RateLimiter, tiers
 from .locks import KeyedLocks
 from .loop import Dispatcher
 from .outcomes import outcome_of_status
 from .placing import Backoff
 
-__all__ = ["Backoff", "Dispatcher", "KeyedLocks", "RateLimiter", "Throttle", "outcome_of_status"]
+__all__ = ["Backoff", "Dispatcher", "KeyedLocks", "RateLimiter", "outcome_of_status", "tiers"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from ..clock import Clock
 from ..config import Config
@@ -16,9 +17,25 @@ from ..pages import Call, CallState, Page, record_outcome
 from ..provider import Accepted, Provider
 from ..speech import Speech
 from ..store import Store
+from ..store.base import Conflict
 from .locks import KeyedLocks
 
 log = logging.getLogger("alert2voice.dispatch")
+T = TypeVar("T")
+
+# A page's compare-and-set write is tried this often: each loss means another replica wrote it in between.
+CAS_ATTEMPTS = 5
+
+
+async def retry_conflicts(update: Callable[[], Awaitable[T]]) -> T:
+    """Run a read-modify-write until its write wins: a lost race re-reads the page and applies the change again."""
+    for attempt in range(1, CAS_ATTEMPTS + 1):
+        try:
+            return await update()
+        except Conflict:
+            if attempt == CAS_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass

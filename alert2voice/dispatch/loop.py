@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from ..clock import Clock
 from ..config import Config
 from ..metrics import Metrics
-from ..pages import CallState, Page, PageState, cancel_queued, next_call, route_of
+from ..pages import Call, CallState, Page, PageState, cancel_queued, next_call, route_of
 from ..provider import Provider
 from ..speech import Speech
 from ..store import Store, StoreUnavailable
-from .context import Context
-from .limits import RateLimiter, Throttle
+from ..store.base import Conflict
+from .context import Context, retry_conflicts
+from .limits import RateLimiter
 from .locks import KeyedLocks
 from .outcomes import Outcomes
 from .placing import Placer
@@ -39,12 +43,14 @@ class Dispatcher:
         self.ctx = ctx = Context(config=config, store=store, provider=provider, speech=speech, metrics=metrics,
                                  clock=clock, rng=rng or random.Random())
         self.store, self.metrics, self.clock = store, metrics, clock
-        throttle = Throttle()
-        limiter = RateLimiter(config().provider.rate_limit.per_second, monotonic=clock.monotonic,
+        limiter = RateLimiter(store.take_token, lambda: clock.now().timestamp(),
                               sleep=getattr(clock, "sleep", asyncio.sleep))
         self.speaker = Speaker(ctx)
-        self.placer = Placer(ctx, throttle, limiter, self.speaker)
-        self.outcomes = Outcomes(ctx, throttle, self.speaker, self.poke)
+        self.placer = Placer(ctx, limiter, self.speaker)
+        self.outcomes = Outcomes(ctx, self.speaker, self.poke)
+        # Who holds a lease in the store: this process (several replicas share one store).
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        store.on_wakeup(self.poke)  # another replica added or changed due work
         self.wakeup = asyncio.Event()
         # Set while the loop waits with nothing in flight and nothing due now (see settled()).
         self._settled = asyncio.Event()
@@ -141,7 +147,7 @@ class Dispatcher:
                     free = cfg.provider.max_in_flight - len(self.active)
                     # Pages submitted straight from a webhook are in progress already: not read, not leased.
                     pages = await self.store.take_due(clock.now(), limit=free, lease=self._lease(cfg),
-                                                      skip=self.active) if free > 0 else []
+                                                      owner=self.owner, skip=self.active) if free > 0 else []
                     # A key in progress already was submitted from a webhook while the store was answering.
                     started = sum(self._start(page.key) is not None for page in pages)
                     if started and len(pages) == free:
@@ -195,7 +201,8 @@ class Dispatcher:
         async with self.locks[key]:
             page = await self.store.get(key)
             if page is not None:
-                await self.store.put(page)
+                with contextlib.suppress(Conflict):  # written by another since: its lease is released already
+                    await self.store.put(page)
 
     async def process(self, key: str, fresh: Page | None = None) -> None:
         """Move one page on: start its next call, place a queued call, or poll an overdue one.
@@ -204,35 +211,65 @@ class Dispatcher:
         of it was sent, so no callback can have changed it); otherwise the page is read from the store.
         """
         async with self.locks[key]:
-            page = fresh if fresh is not None else await self.store.get(key)
-            now = self.clock.now()
-            if page is None or page.due_at is None or page.due_at > now:
-                if page is not None:
-                    await self.store.put(page)  # releases the lease
-                return
-            cfg = self.config
-            if page.state is PageState.ACTIVE and route_of(cfg, page) is None:
-                # A reload removed the route: stop its escalation cleanly rather than call on a stale plan.
-                self._cancel(page, now, "route removed by a config reload")
-            call = page.open_call
-            if call is None and page.state is PageState.ACTIVE:
-                had_calls = any(c.kind == "page" for c in page.calls)
-                call = next_call(page, cfg, now)
-                if call is not None:
-                    if had_calls:
-                        self.metrics.escalations.labels(page.route).inc()
-                    # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
-                    # after a crash the same correlationId and Idempotency-Key are reused, not new ones.
-                    await self.store.put(page)
-            if call is None:
-                if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:
-                    page.due_at = None
-            elif call.state is CallState.QUEUED:
-                await self.placer.place(page, call, cfg, now)
-            elif call.state is CallState.ACCEPTED:
-                await self.outcomes.poll(page, call, cfg, now)
-            page.updated_at = now
+            try:
+                await self._process(key, fresh)
+            except Conflict:
+                # Another replica wrote the page since we read it (a callback it took, say): whatever we did
+                # is in the page it wrote or will be redone, and the page is due again for whoever takes it.
+                log.info("page changed by another writer while it was processed; it is taken again",
+                         extra={"page_key": key})
+
+    async def _process(self, key: str, fresh: Page | None) -> None:
+        page = fresh if fresh is not None else await self.store.get(key)
+        now = self.clock.now()
+        if page is None or page.due_at is None or page.due_at > now:
+            if page is not None:
+                await self.store.put(page)  # releases the lease
+            return
+        cfg = self.config
+        if page.state is PageState.ACTIVE and route_of(cfg, page) is None:
+            # A reload removed the route: stop its escalation cleanly rather than call on a stale plan.
+            self._cancel(page, now, "route removed by a config reload")
+        call = page.open_call
+        if call is None and page.state is PageState.ACTIVE:
+            had_calls = any(c.kind == "page" for c in page.calls)
+            call = next_call(page, cfg, now)
+            if call is not None:
+                if had_calls:
+                    self.metrics.escalations.labels(page.route).inc()
+                # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
+                # after a crash the same correlationId and Idempotency-Key are reused, not new ones.
+                await self.store.put(page)
+        placed = False
+        if call is None:
+            if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:
+                page.due_at = None
+        elif call.state is CallState.QUEUED:
+            await self.placer.place(page, call, cfg, now)
+            placed = call.state is CallState.ACCEPTED
+        elif call.state is CallState.ACCEPTED:
+            await self.outcomes.poll(page, call, cfg, now)
+        page.updated_at = now
+        try:
             await self.store.put(page)
+        except Conflict:
+            if not placed or call is None:
+                raise
+            # The provider took the call while another writer changed the page: that the call went out must
+            # not be lost, or its retry would ring the phone again.
+            await retry_conflicts(lambda: self._record_placed(key, call, page.due_at, now))
+
+    async def _record_placed(self, key: str, call: Call, due_at: datetime | None, now: datetime) -> None:
+        """Write onto the page as stored now that `call` was accepted (unless a callback said so already)."""
+        page = await self.store.get(key)
+        stored = page.call(call.correlation_id) if page is not None else None
+        if page is None or stored is None or stored.state is not CallState.QUEUED:
+            return
+        stored.state, stored.message_id, stored.accepted_at, stored.error = (
+            call.state, call.message_id, call.accepted_at, None)
+        stored.tries, stored.interactive, stored.storm = call.tries, call.interactive, call.storm
+        page.due_at, page.updated_at = due_at, now
+        await self.store.put(page)
 
     def _cancel(self, page: Page, now: datetime, why: str) -> None:
         cancelled = cancel_queued(page, now, why)

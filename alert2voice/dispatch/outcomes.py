@@ -12,8 +12,7 @@ from ..config import Config
 from ..interactive import Answer
 from ..pages import REACHED, Call, CallState, Page
 from ..provider import Accepted, ProviderError
-from .context import Context
-from .limits import Throttle, horizon
+from .context import Context, retry_conflicts
 from .speaking import Speaker
 
 _STATUS_OUTCOMES = {
@@ -37,71 +36,84 @@ def outcome_of_status(status: str | None, answered: bool) -> CallState | None:
 class Outcomes:
     """Applies what the provider reports about a call to its page, under the page's lock."""
 
-    def __init__(self, ctx: Context, throttle: Throttle, speaker: Speaker, poke: Callable[[], None]) -> None:
-        self.ctx, self.throttle, self.speaker, self.poke = ctx, throttle, speaker, poke
+    def __init__(self, ctx: Context, speaker: Speaker, poke: Callable[[], None]) -> None:
+        self.ctx, self.speaker, self.poke = ctx, speaker, poke
 
     async def receipt(self, key: str, *, correlation: str | None, message_id: str | None,
                       outcome: CallState | None, grace: timedelta | None = None) -> str:
         """Apply a delivery receipt to its call; returns 'ok', 'unknown', 'stale' or 'mismatched'."""
+        async with self.ctx.locks[key]:
+            result, call, now = await retry_conflicts(
+                lambda: self._receipt(key, correlation, message_id, outcome, grace))
+        if call is not None and outcome is not None:
+            await self._spread(key, call, outcome, now)
+        return result
+
+    async def _receipt(self, key: str, correlation: str | None, message_id: str | None, outcome: CallState | None,
+                       grace: timedelta | None) -> tuple[str, Call | None, datetime]:
+        """One read-modify-write of a receipt: (result, the call it ended or None, when)."""
         ctx = self.ctx
-        async with ctx.locks[key]:
-            page = await ctx.store.get(key)
-            call = page.call(correlation, message_id) if page else None
-            if page is None or call is None:
-                return "unknown"
-            now = ctx.clock.now()
-            if not call.open:
-                return "stale"
-            if call.interactive:
-                # Delivery receipts belong to /v1/voice/messages; a programmable call moves by its call events.
-                return "mismatched"
-            queued = call.state is CallState.QUEUED
-            if not self._reconcile(page, call, message_id, now):
-                return "stale"
-            if outcome is None:
-                if grace is not None:
-                    # A drop without its final receipt: give the receipt a moment, then poll.
-                    page.due_at = min(page.due_at or now + grace, now + grace)
-                if grace is not None or queued:
-                    await ctx.store.put(page)
-                return "ok"
-            ctx.ended(page, call, outcome, ctx.config(), now, via="callback")
-            await ctx.store.put(page)
-        await self._spread(key, call, outcome, now)
-        return "ok"
+        now = ctx.clock.now()
+        page = await ctx.store.get(key)
+        call = page.call(correlation, message_id) if page else None
+        if page is None or call is None:
+            return "unknown", None, now
+        if not call.open:
+            return "stale", None, now
+        if call.interactive:
+            # Delivery receipts belong to /v1/voice/messages; a programmable call moves by its call events.
+            return "mismatched", None, now
+        queued = call.state is CallState.QUEUED
+        if not await self._reconcile(page, call, message_id, now):
+            return "stale", None, now
+        if outcome is None:
+            if grace is not None:
+                # A drop without its final receipt: give the receipt a moment, then poll.
+                page.due_at = min(page.due_at or now + grace, now + grace)
+            if grace is not None or queued:
+                await ctx.store.put(page)
+            return "ok", None, now
+        ctx.ended(page, call, outcome, ctx.config(), now, via="callback")
+        await ctx.store.put(page)
+        return "ok", call, now
 
     async def call_event(self, key: str, event: Event) -> Answer:
         """Apply an interactive call's event (SPEC §5) and return the action that answers it."""
+        async with self.ctx.locks[key]:
+            answer, page, call, now = await retry_conflicts(lambda: self._call_event(key, event))
+        if page is None or call is None:
+            return answer
+        ended = call.state if not call.open else None
+        others = await self._spread(key, call, ended, now) if ended is not None else []
+        acknowledged = [page, *others] if ended is CallState.ACKNOWLEDGED else []
+        return Answer("ok", answer.action, acknowledged, call.contact)
+
+    async def _call_event(self, key: str, event: Event) -> tuple[Answer, Page | None, Call | None, datetime]:
+        """One read-modify-write of a call event: the answer, and the page and call it moved (None: none)."""
         ctx = self.ctx
         cfg = ctx.config()
-        async with ctx.locks[key]:
-            page = await ctx.store.get(key)
-            call = page.call(event.correlation_id, event.message_id) if page else None
-            if page is None or call is None:
-                return Answer("unknown", interactive.HANGUP)
-            if not call.open:
-                # Already final: the PLAYED after the thank-you, the DROPPED after our HANGUP, a late duplicate.
-                return Answer("stale", interactive.HANGUP)
-            if not call.interactive:
-                # A play-and-hang-up call has no programmable session: nothing an event says applies to it.
-                return Answer("mismatched", interactive.HANGUP)
-            now = ctx.clock.now()
-            if not self._reconcile(page, call, event.message_id, now):
-                return Answer("stale", interactive.HANGUP)
-            step = interactive.decide(call, event, cfg.acknowledgement.digit)
-            action = await self.speaker.reply(page, call, step, cfg, now)
-            # The deadline poll is for calls whose events stopped, not for one still talking to us.
-            page.due_at = now + cfg.provider.callback.deadline
-            if step.outcome is not None:
-                call.error = step.error
-                ctx.ended(page, call, step.outcome, cfg, now, via="call event", event=event.event)
-            await ctx.store.put(page)
-        acknowledged: list[Page] = []
+        now = ctx.clock.now()
+        page = await ctx.store.get(key)
+        call = page.call(event.correlation_id, event.message_id) if page else None
+        if page is None or call is None:
+            return Answer("unknown", interactive.HANGUP), None, None, now
+        if not call.open:
+            # Already final: the PLAYED after the thank-you, the DROPPED after our HANGUP, a late duplicate.
+            return Answer("stale", interactive.HANGUP), None, None, now
+        if not call.interactive:
+            # A play-and-hang-up call has no programmable session: nothing an event says applies to it.
+            return Answer("mismatched", interactive.HANGUP), None, None, now
+        if not await self._reconcile(page, call, event.message_id, now):
+            return Answer("stale", interactive.HANGUP), None, None, now
+        step = interactive.decide(call, event, cfg.acknowledgement.digit)
+        action = await self.speaker.reply(page, call, step, cfg, now)
+        # The deadline poll is for calls whose events stopped, not for one still talking to us.
+        page.due_at = now + cfg.provider.callback.deadline
         if step.outcome is not None:
-            others = await self._spread(key, call, step.outcome, now)
-            if step.outcome is CallState.ACKNOWLEDGED:
-                acknowledged = [page, *others]
-        return Answer("ok", action, acknowledged, call.contact)
+            call.error = step.error
+            ctx.ended(page, call, step.outcome, cfg, now, via="call event", event=event.event)
+        await ctx.store.put(page)
+        return Answer("ok", action), page, call, now
 
     async def poll(self, page: Page, call: Call, cfg: Config, now: datetime) -> None:
         """No final callback within the deadline: ask the provider (GET /v1/voice/calls/{id})."""
@@ -125,7 +137,7 @@ class Outcomes:
         ctx.ended(page, call, outcome or CallState.NO_ANSWER, cfg, now, via="status poll",
                   status=status.status if status else None)
 
-    def _reconcile(self, page: Page, call: Call, message_id: str | None, now: datetime) -> bool:
+    async def _reconcile(self, page: Page, call: Call, message_id: str | None, now: datetime) -> bool:
         """Match a callback's messageId (receipt `transid`, event `sessionId`) with its call; False when stale.
 
         A callback naming another messageId than the call holds is about another request (a replay, or the
@@ -139,7 +151,7 @@ class Outcomes:
         if call.state is CallState.QUEUED and message_id:
             ctx = self.ctx
             cfg = ctx.config()
-            self.throttle.record(call.number, now, horizon(cfg))  # the call did happen: it counts
+            await ctx.store.reserve_call(call.number, now, ())  # the call did happen: it counts, whatever the tiers
             ctx.accepted(page, call, cfg, Accepted(message_id, call.correlation_id, None), now)
             ctx.log(page, call, "provider took a request whose answer was lost; its retry is not sent",
                     logging.WARNING, message_id=message_id, tries=call.tries)
@@ -147,17 +159,23 @@ class Outcomes:
 
     async def _spread(self, key: str, call: Call, outcome: CallState, now: datetime) -> list[Page]:
         """A storm summary call spoke for several pages: its outcome is theirs too (one lock at a time)."""
-        ctx = self.ctx
         ended = []
         for other in call.storm:
             if other == key:
                 continue
-            async with ctx.locks[other]:
-                p = await ctx.store.get(other)
-                c = p.call(message_id=call.message_id) if p is not None else None
-                if p is not None and c is not None and c.open:
-                    ctx.ended(p, c, outcome, ctx.config(), now, via="storm summary callback")
-                    await ctx.store.put(p)
-                    ended.append(p)
+            async with self.ctx.locks[other]:
+                page = await retry_conflicts(lambda other=other: self._end_shared(other, call, outcome, now))
+            if page is not None:
+                ended.append(page)
         self.poke()
         return ended
+
+    async def _end_shared(self, key: str, call: Call, outcome: CallState, now: datetime) -> Page | None:
+        ctx = self.ctx
+        p = await ctx.store.get(key)
+        c = p.call(message_id=call.message_id) if p is not None else None
+        if p is None or c is None or not c.open:
+            return None
+        ctx.ended(p, c, outcome, ctx.config(), now, via="storm summary callback")
+        await ctx.store.put(p)
+        return p

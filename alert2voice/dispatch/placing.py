@@ -13,9 +13,9 @@ from ..logs import SCRUBBER
 from ..pages import Call, CallState, Page
 from ..provider import AuthFailed, CallRequest, InteractiveProvider, ProviderError
 from .context import Context
-from .limits import RateLimiter, Throttle, horizon
+from .limits import RateLimiter, tiers
 from .speaking import Speaker
-from .storms import Storms
+from .storms import Hold, Storms
 
 
 @dataclass
@@ -38,9 +38,9 @@ class Backoff:
 class Placer:
     """Sends a page's queued call within the throttle, the storm rule and the provider's rate limit."""
 
-    def __init__(self, ctx: Context, throttle: Throttle, limiter: RateLimiter, speaker: Speaker) -> None:
-        self.ctx, self.throttle, self.limiter, self.speaker = ctx, throttle, limiter, speaker
-        self.storms = Storms(ctx, throttle, speaker, self.send)
+    def __init__(self, ctx: Context, limiter: RateLimiter, speaker: Speaker) -> None:
+        self.ctx, self.limiter, self.speaker = ctx, limiter, speaker
+        self.storms = Storms(ctx, speaker, self.send)
 
     async def place(self, page: Page, call: Call, cfg: Config, now: datetime) -> None:
         """Send the call now, or defer it (throttle) or fold it (storm) by moving page.due_at."""
@@ -48,31 +48,36 @@ class Placer:
             # Chosen once per attempt, so its retries send the same request after a reload changed the mode.
             # Resolved notices (and test calls) stay play-and-hang-up: there is nothing to acknowledge.
             call.interactive = cfg.provider.mode == "interactive" and call.kind == "page"
-        allowed = self.throttle.allowed_at(cfg, call.number, now)
-        if allowed > now:
+        store = self.ctx.store
+        # Counted in the store before anything is awaited: concurrent pages, here or on another replica,
+        # must not all pass the same check.
+        allowed = await store.reserve_call(call.number, now, tiers(cfg))
+        if allowed is not None:
             if call.error != "throttled":
                 call.error = "throttled"
                 self.ctx.metrics.page(page.route, "throttled").inc()
                 self.ctx.log(page, call, "call deferred by throttle", logging.WARNING, until=allowed.isoformat())
             page.due_at = allowed
             return
-        if call.kind == "page" and cfg.throttle.storm is not None and await self.storms.hold(page, call, cfg, now):
-            return
+        if call.kind == "page" and cfg.throttle.storm is not None:
+            held = await self.storms.hold(page, call, cfg, now, reserved=now)
+            if held is Hold.HELD:
+                await store.unreserve_call(call.number, now)
+            if held is not Hold.NONE:
+                return
         await self.send(page, call, cfg, now, self.speaker.build_request(page, call, cfg, now))
 
     async def send(self, page: Page, call: Call, cfg: Config, now: datetime, request: CallRequest) -> bool:
-        """Send one attempt; True when the provider accepted it."""
+        """Send one attempt whose throttle slot was counted at `now`; True when the provider accepted it."""
         ctx = self.ctx
         call.tries += 1
-        # Take the throttle slot now, before awaiting: concurrent pages must not all pass the same check.
-        self.throttle.record(call.number, now, horizon(cfg))
         await self.limiter.acquire(cfg.provider.rate_limit.per_second)
         place = cast(InteractiveProvider, ctx.provider).place_interactive_call if call.interactive \
             else ctx.provider.place_call
         try:
             accepted = await place(request)
         except ProviderError as exc:
-            self.throttle.cancel(call.number, now)
+            await ctx.store.unreserve_call(call.number, now)
             self._failed_try(page, call, cfg, exc, ctx.clock.now())
             return False
         ctx.accepted(page, call, cfg, accepted, ctx.clock.now())

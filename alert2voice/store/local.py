@@ -16,6 +16,10 @@ from .base import StormBatch, Tier
 
 _ALL = "*"  # the counter of every call, for scope "all"
 RETAIN = timedelta(days=1)  # how long a placed call is remembered: longer than any sensible window
+# Unix time as a float has about 0.2 µs of resolution: a wait of exactly (1 - tokens) / rate may earn
+# 0.9999 of a token. A thousandth of a token is nothing to a rate limit, and a wait is at least 1 ms.
+TOKEN_SLACK = 1e-3
+MIN_WAIT = 0.001
 
 
 class LocalLimits:
@@ -82,11 +86,10 @@ class LocalLimits:
             self._tokens, self._token_time = burst, now
         self._tokens = min(burst, self._tokens + max(0.0, now - self._token_time) * rate)
         self._token_time = max(self._token_time, now)
-        # With a tolerance: a wait of exactly (1 - tokens) / rate can earn 0.999... of a token in floats.
-        if self._tokens >= 1 - 1e-9:
+        if self._tokens >= 1 - TOKEN_SLACK:
             self._tokens = max(0.0, self._tokens - 1)
             return 0.0
-        return (1 - self._tokens) / rate
+        return max(MIN_WAIT, (1 - self._tokens) / rate)
 
     def on_wakeup(self, callback: Callable[[], None]) -> None:
         self._wakeups.append(callback)

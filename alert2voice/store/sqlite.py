@@ -74,6 +74,15 @@ def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     return frames, copied
 
 
+# Result codes after which the connection is not to be trusted for the rest of the batch, whether or not
+# SQLite rolled the transaction back by itself: disk full, I/O error, corrupt, cannot open, not a database.
+_FATAL_CODES = frozenset({13, 10, 11, 14, 26})
+
+
+def _fatal(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _FATAL_CODES
+
+
 def lock_path(path: Path) -> Path:
     """The lock file beside a database: `alert2voice.db` -> `alert2voice.db.lock`."""
     return path.with_name(path.name + ".lock")
@@ -310,8 +319,8 @@ class SQLiteStore(LocalLimits):
                         conn.execute("RELEASE op")
                         outcomes.append((op, result, None, changes))
                     except Exception as exc:  # this operation fails alone; the others of the batch go on
-                        if not conn.in_transaction:
-                            raise  # SQLite rolled the whole transaction back (disk full, I/O error): all fail
+                        if not conn.in_transaction or _fatal(exc):
+                            raise  # the whole transaction is lost (disk full, I/O error): all fail, reconnect
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
                         outcomes.append((op, None, exc, []))
