@@ -157,7 +157,6 @@ class WebexProvider:
             self._observe(endpoint, code, time.monotonic() - start)
 
 
-
 def _base(settings: Settings) -> str:
     return settings.url.rstrip("/")
 
