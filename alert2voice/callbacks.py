@@ -12,6 +12,7 @@ from typing import Any
 from .auth import bearer, token_matches
 from .config import CallbackConfig
 from .pages import CallState
+from .provider import normalize_status
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def _receipt(note: Any) -> Event:
     status = _str(info, "deliveryStatus")
     if status is None:
         raise CallbackError("deliveryInfoNotification.deliveryInfo.deliveryStatus is missing")
-    key = status.upper().replace(" ", "_")
+    key = normalize_status(status)
     # Lower-case `correlationid` as documented; Trombone and Disconnected receipts may lack it (a known
     # platform bug), so `transid` (= our messageId) identifies the call too.
     correlation = _str(note, "correlationid", "correlationId")
@@ -130,7 +131,7 @@ _BUSY_CODES = frozenset({"1002", "2003"})
 
 
 def _call_event(data: dict[str, Any]) -> Event:
-    name = str(data.get("event", "")).upper()
+    name = normalize_status(str(data.get("event", "")))
     # Call events carry sessionId (= the id our POST /calls got back) and, except VMDETECTED, no correlationId.
     session = _str(data, "sessionId")
     correlation = _str(data, "correlationId", "correlationid")

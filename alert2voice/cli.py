@@ -251,11 +251,7 @@ def cmd_test_call(args: argparse.Namespace) -> int:
 
     async def place():
         async with aiohttp.ClientSession() as session:
-            key = config.provider.service_key
-            assert key is not None
-            provider = WebexProvider(session, base_url=config.provider.url, service_key=key.get_secret_value(),
-                                     timeout=config.provider.timeout.total_seconds())
-            return await provider.place_call(request)
+            return await WebexProvider(session, lambda: config.provider).place_call(request)
 
     try:
         accepted = asyncio.run(place())

@@ -197,9 +197,6 @@ class ServerConfig(_Model):
 
 # ------------------------------------------------------------------------------------------- provider
 
-REGIONS = ("us", "us1", "eu", "uk", "ca", "in", "au")
-
-
 class HeaderAuth(_Model):
     name: str
     value: SecretStr | None = None
@@ -295,7 +292,11 @@ class ProviderConfig(_Model):
 
     @property
     def url(self) -> str:
-        return self.base_url or f"https://api.{self.region}.webexconnect.io"
+        """The API origin: base_url (simulator, sandbox, legacy imiconnect host), else the region's."""
+        if self.base_url:
+            # The docs give the base as ".../v1/voice"; requests add that path, so it is not doubled.
+            return self.base_url.removesuffix("/v1/voice")
+        return f"https://api.{self.region}.webexconnect.io"
 
 
 # --------------------------------------------------------------------------------------------- speech

@@ -1,4 +1,4 @@
-"""Helpers for the end-to-end suite: free ports, managed processes, polling, metrics, Alertmanager."""
+"""Helpers for the end-to-end suite: tools, managed processes (bench.procs), polling, metrics, Alertmanager."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,14 +14,18 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-LOOPBACK = "127.0.0.1"
+# One implementation of child processes for the bench and the tests (the bench must not import tests/).
+from bench.procs import LOOPBACK, alert2voice_command, free_port
+from bench.procs import Proc as Process
+from bench.procs import wait_ready as wait_http_ok
+
 ALERTMANAGER = "prometheus-alertmanager"
 AMTOOL = "amtool"
 T = TypeVar("T")
@@ -44,89 +45,18 @@ def require_alertmanager() -> tuple[str, str]:
     if found[0] and found[1]:
         return found[0], found[1]
     missing = " and ".join(n for n, p in zip((ALERTMANAGER, AMTOOL), found, strict=True) if not p)
-    message = (f"{missing} not on PATH: the end-to-end tests drive a real Alertmanager; `make test` installs "
-               "Debian's prometheus-alertmanager (or: apt-get install prometheus-alertmanager)")
+    skip_or_fail(f"{missing} not on PATH: the end-to-end tests drive a real Alertmanager; `make test` installs "
+                 "Debian's prometheus-alertmanager (or: apt-get install prometheus-alertmanager)")
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """Skip a test whose tool is missing; under CI, where every tool is installed, fail it."""
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-def alert2voice_command() -> list[str]:
-    """The installed `alert2voice` script of this venv, or `python -m alert2voice`."""
-    script = Path(sys.executable).with_name("alert2voice")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "alert2voice"]
-
-
 # -------------------------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Process:
-    """A child process whose stdout and stderr go to a log file; stop() always reaps it."""
-
-    name: str
-    argv: Sequence[str]
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Process:
-        with self.log_path.open("wb") as log:
-            # The child keeps its own copy of the descriptor; ours closes at once.
-            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, cwd=self.log_path.parent)
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout`; returns the exit status."""
-        if self.popen is None:
-            return None
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.popen.returncode
-
-    def log_tail(self, lines: int = 80) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        tail = text.splitlines()[-lines:]
-        status = "running" if self.alive else f"exited {self.popen.returncode if self.popen else '-'}"
-        return f"===== {self.name} ({status}) {self.log_path} =====\n" + "\n".join(tail)
-
-
-def wait_http_ok(url: str, proc: Process, *, tries: int = 150, interval: float = 0.1) -> None:
-    """Poll a readiness URL of a process we just started (bounded), failing early if the process dies."""
-    last = "no answer"
-    for _ in range(tries):
-        if not proc.alive:
-            raise RuntimeError(f"{proc.name} exited before {url} answered\n{proc.log_tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-                last = f"HTTP {resp.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(interval)
-    raise RuntimeError(f"{url} not ready after {tries} tries ({last})\n{proc.log_tail()}")
 
 
 class ProcessLogs:

@@ -101,6 +101,6 @@ async def settle(dispatcher) -> None:
 
     Move the FakeClock first to make later work due: the loop takes it as production does.
     """
-    if dispatcher not in RUNNING:
+    if not dispatcher.running and dispatcher not in RUNNING:  # an app runs its own
         RUNNING[dispatcher] = asyncio.create_task(dispatcher.run(), name="dispatcher under test")
     await dispatcher.settled()

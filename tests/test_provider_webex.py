@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
+from alert2voice.config import ProviderConfig, load_config
 from alert2voice.provider import (
     Accepted,
     AuthFailed,
@@ -22,7 +25,7 @@ from alert2voice.provider import (
     UrlAudio,
 )
 from alert2voice.provider.base import MAX_BODY_BYTES
-from alert2voice.provider.webex import REGIONS, WebexProvider, base_url_for
+from alert2voice.provider.webex import WebexProvider
 from alert2voice.simulator import SIMULATOR, create_simulator_app
 
 KEY = "sk-9f8e7d6c5b4a-very-secret"
@@ -40,6 +43,12 @@ def call_request(**overrides: Any) -> CallRequest:
     }
     fields.update(overrides)
     return CallRequest(**fields)
+
+
+def provider_config(**fields: Any) -> ProviderConfig:
+    """A provider section as the config gives it to the app."""
+    return ProviderConfig.model_validate({"service_key": KEY, "caller_id": "+15550001234",
+                                          "callback": {"allow_unauthenticated": True}, **fields})
 
 
 class Observed(list):
@@ -67,7 +76,8 @@ def observed() -> Observed:
 
 @pytest.fixture
 def provider(session, sim, observed) -> WebexProvider:
-    return WebexProvider(session, base_url=str(sim.make_url("/")), service_key=KEY, observe=observed)
+    config = provider_config(base_url=str(sim.make_url("/")))
+    return WebexProvider(session, lambda: config, observe=observed)
 
 
 async def admin(session, sim, method: str, path: str, body: Any = None) -> Any:
@@ -314,28 +324,89 @@ async def test_service_key_never_appears_in_errors_or_repr(provider, session, si
     assert KEY not in str(await admin(session, sim, "GET", "/_sim/requests"))
 
 
-# --- base URLs -------------------------------------------------------------------------------------------
+# --- settings: the provider config, read at every request ---------------------------------------------------
 
 
-def test_regions():
-    assert set(REGIONS) == {"us", "us1", "eu", "uk", "ca", "in", "au"}
-    assert base_url_for("us") == "https://api.us.webexconnect.io"
-    assert base_url_for("eu", None) == "https://api.eu.webexconnect.io"
+def write_config(path: Path, base_url: str, *, timeout: str = "10s") -> Path:
+    path.write_text(f"provider:\n  base_url: {base_url}\n  service_key_file: service-key\n"
+                    f'  caller_id: "+15550001234"\n  timeout: {timeout}\n'
+                    "  callback: {allow_unauthenticated: true}\n", encoding="utf-8")
+    return path
+
+
+async def test_a_reload_rotates_the_service_key_for_the_next_request(tmp_path, session, sim):
+    """Rotating: the tenant has the new key, the file is rewritten, the config reloaded; no new client."""
+    (tmp_path / "service-key").write_text("sk-old-revoked\n")
+    path = write_config(tmp_path / "config.yaml", str(sim.make_url("/")))
+    current = load_config(path)
+    provider = WebexProvider(session, lambda: current.provider)
+    with pytest.raises(AuthFailed):
+        await provider.place_call(call_request())
+
+    (tmp_path / "service-key").write_text(KEY + "\n")
+    current = load_config(path)  # what Runtime.reload does
+    accepted = await provider.place_call(call_request())
+
+    refused, placed = await admin(session, sim, "GET", "/_sim/requests")
+    assert refused["status"] == 403 and refused["headers"]["Authorization"] != "<service-key>"
+    assert placed["status"] == 202 and placed["headers"]["Authorization"] == "<service-key>"
+    assert placed["messageId"] == accepted.message_id
+
+
+async def test_a_reload_moves_the_base_url_and_the_timeout(aiohttp_server, session, sim, observed):
+    hung = asyncio.Event()
+    hits: list[str] = []
+
+    async def never_answers(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        await hung.wait()
+        return web.Response(status=500)
+
+    other = await _misbehaving_server(aiohttp_server, never_answers)
+    current = provider_config(base_url=str(sim.make_url("/")))
+    provider = WebexProvider(session, lambda: current, observe=observed)
+    try:
+        await provider.place_call(call_request())
+        current = provider_config(base_url=str(other.make_url("/")), timeout="50ms")
+        with pytest.raises(NetworkError, match=r"timed out after 0\.05s") as info:
+            await provider.place_call(call_request())
+        assert info.value.timeout
+    finally:
+        hung.set()
+    assert hits == ["/v1/voice/messages"]
+    assert len(await admin(session, sim, "GET", "/_sim/requests")) == 1
+    assert observed == [("messages", "202"), ("messages", "timeout")]
+    assert repr(provider) == f"WebexProvider(base_url={str(other.make_url('/')).rstrip('/')!r})"
+
+
+@pytest.mark.parametrize("suffix", ["/v1/voice", "/v1/voice/"])
+async def test_a_base_url_with_the_documented_suffix_is_not_doubled(session, sim, suffix):
+    config = provider_config(base_url=str(sim.make_url("/")).rstrip("/") + suffix)
+    accepted = await WebexProvider(session, lambda: config).place_call(call_request())
+    [seen] = await admin(session, sim, "GET", "/_sim/requests")
+    assert seen["path"] == "/v1/voice/messages" and seen["messageId"] == accepted.message_id
 
 
 @pytest.mark.parametrize(
-    ("override", "expected"),
+    ("fields", "url"),
     [
-        ("http://127.0.0.1:8081", "http://127.0.0.1:8081"),
-        ("http://127.0.0.1:8081/", "http://127.0.0.1:8081"),
-        ("https://api.imiconnect.io/v1/voice", "https://api.imiconnect.io"),
-        ("https://api.imiconnect.io/v1/voice/", "https://api.imiconnect.io"),
+        ({}, "https://api.us.webexconnect.io"),
+        ({"region": "us1"}, "https://api.us1.webexconnect.io"),
+        ({"region": "eu"}, "https://api.eu.webexconnect.io"),
+        ({"region": "uk"}, "https://api.uk.webexconnect.io"),
+        ({"region": "ca"}, "https://api.ca.webexconnect.io"),
+        ({"region": "in"}, "https://api.in.webexconnect.io"),
+        ({"region": "au"}, "https://api.au.webexconnect.io"),
+        ({"region": "eu", "base_url": "http://127.0.0.1:8081/"}, "http://127.0.0.1:8081"),
+        ({"base_url": "https://api.imiconnect.io/v1/voice"}, "https://api.imiconnect.io"),
+        ({"base_url": "https://api.imiconnect.io/v1/voice/"}, "https://api.imiconnect.io"),
+        ({"base_url": "https://sandbox.example.com/tenant-7/v1/voice"}, "https://sandbox.example.com/tenant-7"),
     ],
 )
-def test_base_url_override(override, expected):
-    assert base_url_for("us", override) == expected
+def test_provider_url(fields, url):
+    assert provider_config(**fields).url == url
 
 
 def test_unknown_region():
-    with pytest.raises(ValueError, match="unknown region 'mars'; expected one of us, us1"):
-        base_url_for("mars")
+    with pytest.raises(ValidationError, match="region"):
+        provider_config(region="mars")

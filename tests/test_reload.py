@@ -11,9 +11,10 @@ from prometheus_client import CollectorRegistry
 from alert2voice.config import load_config
 from alert2voice.provider import Unavailable
 from alert2voice.provider.fake import RecordingProvider
+from alert2voice.simulator import create_simulator_app
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
-from alert2voice.web.keys import DISPATCHER, LIVE, PROVIDER
+from alert2voice.web.keys import CLOCK, DISPATCHER, LIVE, PROVIDER
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, payload, settle
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
@@ -98,3 +99,27 @@ async def test_route_removed_by_reload_stops_its_escalation(client, config_file)
     assert page["calls"][0]["state"] == "cancelled"
     assert client.registry.get_sample_value("alert2voice_calls_total",
                                             {"route": "payments", "outcome": "cancelled"}) == 1
+
+
+async def test_a_reload_rotates_the_service_key_of_the_running_provider_client(aiohttp_client, aiohttp_server,
+                                                                               tmp_path):
+    """The real Webex client against the simulator: the key written to service_key_file is used after a reload."""
+    sim = await aiohttp_server(create_simulator_app(service_key="new-service-key", callback_delay=0,
+                                                    callback_retry_delays=()))
+    (tmp_path / "key").write_text("old-service-key\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG.replace("service_key: svc-key-secret", "service_key_file: key")
+                    .replace("base_url: http://127.0.0.1:1", f"base_url: {str(sim.make_url('')).rstrip('/')}"))
+    app = create_app(load_config(path), config_path=path, store=MemoryStore(), clock=FakeClock(),
+                     registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
+    await app[DISPATCHER].settled()
+    assert not app[DISPATCHER].provider_healthy  # 403 7001: the old key is refused
+    (tmp_path / "key").write_text("new-service-key\n")
+    assert (await client.post("/-/reload")).status == 200
+    app[CLOCK].advance(timedelta(minutes=2))  # past the slow retry of a refused key (retry.max, 1m)
+    await app[DISPATCHER].settled()
+    [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert page["calls"][0]["state"] == "accepted"
+    assert app[DISPATCHER].provider_healthy

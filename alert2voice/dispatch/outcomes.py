@@ -11,7 +11,7 @@ from ..callbacks import Event
 from ..config import Config
 from ..interactive import Answer
 from ..pages import REACHED, Call, CallState, Page
-from ..provider import Accepted, ProviderError
+from ..provider import Accepted, ProviderError, normalize_status
 from .context import Context, retry_conflicts
 from .speaking import Speaker
 
@@ -27,7 +27,7 @@ def outcome_of_status(status: str | None, answered: bool) -> CallState | None:
     """Map a GET /v1/voice/calls status to a final outcome; None while the call may still be going on."""
     if status is None:
         return None
-    s = status.upper().replace(" ", "_")
+    s = normalize_status(status)
     if s in ("DROPPED", "RELEASED", "DISCONNECTED", "TROMBONE_RELEASED"):
         return CallState.ANSWERED if answered else CallState.NO_ANSWER
     return _STATUS_OUTCOMES.get(s)

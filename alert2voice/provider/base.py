@@ -296,7 +296,7 @@ def classify_status_response(
 
 
 def normalize_status(value: str) -> str:
-    """Normalise a status the way sources disagree on it: 'Message Expired' -> 'MESSAGE_EXPIRED'."""
+    """A provider status or event name in one spelling, whatever its case: 'Message Expired' -> 'MESSAGE_EXPIRED'."""
     return "_".join(value.strip().upper().split())
 
 

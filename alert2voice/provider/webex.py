@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
+from pydantic import SecretStr
 from yarl import URL
 
 from .. import __version__
@@ -24,16 +27,6 @@ from .base import (
     read_at_most,
 )
 
-REGIONS: dict[str, str] = {
-    "us": "https://api.us.webexconnect.io",
-    "us1": "https://api.us1.webexconnect.io",
-    "eu": "https://api.eu.webexconnect.io",
-    "uk": "https://api.uk.webexconnect.io",
-    "ca": "https://api.ca.webexconnect.io",
-    "in": "https://api.in.webexconnect.io",
-    "au": "https://api.au.webexconnect.io",
-}
-
 MESSAGES_PATH = "/v1/voice/messages"
 CALLS_PATH = "/v1/voice/calls"
 _USER_AGENT = f"alert2voice/{__version__}"
@@ -41,16 +34,30 @@ _USER_AGENT = f"alert2voice/{__version__}"
 Observe = Callable[[str, str, float], None]
 
 
-def base_url_for(region: str, base_url_override: str | None = None) -> str:
-    """Return the API origin for a region, or the override (simulator, sandbox, legacy imiconnect host)."""
-    if base_url_override:
-        base = base_url_override.rstrip("/")
-        # The docs give the base as ".../v1/voice"; accept it too rather than requesting /v1/voice/v1/voice.
-        return base.removesuffix("/v1/voice")
-    try:
-        return REGIONS[region]
-    except KeyError:
-        raise ValueError(f"unknown region {region!r}; expected one of {', '.join(REGIONS)}") from None
+class Settings(Protocol):
+    """What a request reads from the provider config; ProviderConfig is one."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def service_key(self) -> SecretStr | None: ...
+
+    @property
+    def timeout(self) -> timedelta: ...
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    url: str
+    service_key: SecretStr
+    timeout: timedelta
+
+
+def _fixed(base_url: str, service_key: str, timeout: float) -> Callable[[], Settings]:
+    """Settings that never change: the keyword form, for a client as short-lived as the test-call command."""
+    fixed = _Fixed(base_url, SecretStr(service_key), timedelta(seconds=timeout))
+    return lambda: fixed
 
 
 class WebexProvider:
@@ -59,20 +66,20 @@ class WebexProvider:
     def __init__(
         self,
         session: aiohttp.ClientSession,
+        settings: Callable[[], Settings] | None = None,
         *,
-        base_url: str,
-        service_key: str,
+        base_url: str = "",
+        service_key: str = "",
         timeout: float = 10.0,
         observe: Observe | None = None,
     ) -> None:
+        """`settings` is read at every request, so a reload reaches the next one; the keywords fix them instead."""
         self._session = session
-        self._base = base_url.rstrip("/")
-        self._service_key = service_key
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
+        self._settings = settings if settings is not None else _fixed(base_url, service_key, timeout)
         self._observe = observe
 
     def __repr__(self) -> str:
-        return f"WebexProvider(base_url={self._base!r})"
+        return f"WebexProvider(base_url={_base(self._settings())!r})"
 
     async def place_call(self, request: CallRequest) -> Accepted:
         """POST /v1/voice/messages: play the audio, then hang up."""
@@ -84,51 +91,58 @@ class WebexProvider:
 
     async def call_status(self, message_id: str) -> CallStatus | None:
         """GET /v1/voice/calls/{id}; None when the provider answers 404."""
+        settings = self._settings()
+        key = _key(settings)
         # The id comes from the provider, but it still goes into a path: quote it as one segment.
-        url = URL(f"{self._base}{CALLS_PATH}/{quote(message_id, safe='')}", encoded=True)
+        url = URL(f"{_base(settings)}{CALLS_PATH}/{quote(message_id, safe='')}", encoded=True)
         headers = {
-            "Authorization": self._service_key,
+            "Authorization": key,
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
         }
-        status, body, resp_headers = await self._send("call_status", "GET", url, headers, None)
-        return classify_status_response(status, body, resp_headers, redact=[self._service_key])
+        status, body, resp_headers = await self._send(settings, "call_status", "GET", url, headers, None)
+        return classify_status_response(status, body, resp_headers, redact=[key])
 
     async def _post(self, endpoint: str, path: str, body: dict[str, Any], request: CallRequest) -> Accepted:
+        settings = self._settings()  # once: one request, one key, one URL, one timeout
+        key = _key(settings)
         headers = {
             # Voice v1 takes the raw service key, no "Bearer"/"key" prefix (reference §1).
-            "Authorization": self._service_key,
+            "Authorization": key,
             "Content-Type": "application/json",
             "Accept": "application/json",
             "Idempotency-Key": request.effective_idempotency_key,
             "User-Agent": _USER_AGENT,
         }
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        status, raw, resp_headers = await self._send(endpoint, "POST", URL(self._base + path), headers, data)
-        accepted = classify_response(status, raw, resp_headers, redact=[self._service_key])
+        url = URL(_base(settings) + path)
+        status, raw, resp_headers = await self._send(settings, endpoint, "POST", url, headers, data)
+        accepted = classify_response(status, raw, resp_headers, redact=[key])
         if not accepted.correlation_id:
             # /calls answers {"sessionId", "status"} without the correlationId; it is ours anyway.
             accepted = Accepted(accepted.message_id, request.correlation_id, accepted.accepted_time)
         return accepted
 
     async def _send(
-        self, endpoint: str, method: str, url: URL, headers: Mapping[str, str], data: bytes | None
+        self, settings: Settings, endpoint: str, method: str, url: URL, headers: Mapping[str, str], data: bytes | None
     ) -> tuple[int, bytes, Mapping[str, str]]:
+        seconds = settings.timeout.total_seconds()
+        timeout = aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 5.0))
         start = time.monotonic()
         try:
             # No redirects: a 3xx means a wrong base_url, and following it would resend the key.
             async with self._session.request(
-                method, url, headers=headers, data=data, timeout=self._timeout, allow_redirects=False
+                method, url, headers=headers, data=data, timeout=timeout, allow_redirects=False
             ) as resp:
                 status, resp_headers = resp.status, resp.headers
                 too_long = resp.content_length is not None and resp.content_length > MAX_BODY_BYTES
                 body = None if too_long else await read_at_most(resp.content)
         except TimeoutError as exc:
             self._record(endpoint, "timeout", start)
-            raise NetworkError(f"{endpoint}: timed out after {self._timeout.total:g}s", timeout=True) from exc
+            raise NetworkError(f"{endpoint}: timed out after {seconds:g}s", timeout=True) from exc
         except aiohttp.ClientError as exc:
             self._record(endpoint, "error", start)
-            raise NetworkError(f"{endpoint}: {self._describe(exc)}") from exc
+            raise NetworkError(f"{endpoint}: {_describe(exc, _key(settings))}") from exc
         self._record(endpoint, str(status), start)
         if body is None:
             message = f"{endpoint}: response body over {MAX_BODY_BYTES} bytes, not read"
@@ -142,6 +156,16 @@ class WebexProvider:
         if self._observe is not None:
             self._observe(endpoint, code, time.monotonic() - start)
 
-    def _describe(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return text.replace(self._service_key, "***") if self._service_key else text
+
+def _base(settings: Settings) -> str:
+    return settings.url.rstrip("/")
+
+
+def _key(settings: Settings) -> str:
+    assert settings.service_key is not None  # required by the config's validation
+    return settings.service_key.get_secret_value()
+
+
+def _describe(exc: BaseException, key: str) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text.replace(key, "***") if key else text

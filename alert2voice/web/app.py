@@ -88,11 +88,8 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
         if PROVIDER not in app:
             live, metrics = app[LIVE], app[METRICS]
-            cfg = live.config.provider
-            assert cfg.service_key is not None  # resolved by config validation
-            # WebexProvider sets its own timeout on every request.
-            app[PROVIDER] = WebexProvider(session, base_url=cfg.url, service_key=cfg.service_key.get_secret_value(),
-                                          timeout=cfg.timeout.total_seconds(), observe=metrics.observe_provider)
+            # WebexProvider reads the provider section at every request: a reload reaches the next one.
+            app[PROVIDER] = WebexProvider(session, lambda: live.config.provider, observe=metrics.observe_provider)
         app[SILENCER] = silencer = Silencer(session, app[METRICS].silence_requests)
         try:
             yield
