@@ -22,8 +22,8 @@ from alert2voice.store.memory import MemoryStore
 from tests.support import PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
 
 
-def make_dispatcher(config, *, provider=None, clock=None):
-    store = MemoryStore()
+def make_dispatcher(config, *, provider=None, clock=None, store=None):
+    store = store or MemoryStore()
     provider = provider or RecordingProvider()
     clock = clock or FakeClock()
     speech = make_speech(config)

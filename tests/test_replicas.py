@@ -1,0 +1,123 @@
+"""Two dispatchers on one store behave as one: shared limits, callbacks taken by either, lost races re-applied.
+
+Each Dispatcher has its own locks, slots and loop, as two replicas have; they share only the store (here a
+MemoryStore, the reference implementation of the protocol that every backend passes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from alert2voice.pages import CallState, PageState
+from tests.support import PAYMENTS, alert, make_config, settle
+from tests.test_dispatcher import make_dispatcher, queue
+
+# Both replicas take at most three pages at a time, so six due pages are shared out between them.
+ONE_NUMBER = make_config(**{"rate_limit: 1000/s": "rate_limit: 1000/s\n  max_in_flight: 3",
+                            "    escalation:\n      - {call: alice, attempts: 2, interval: 3m}\n"
+                            "      - {call: bob, attempts: 1, interval: 5m}\n":
+                            "    escalation:\n      - {call: bob, attempts: 1, interval: 5m}\n"})
+
+
+def replicas(config=ONE_NUMBER):
+    """Two dispatchers (their own providers and clocks' view of one time) sharing one store."""
+    a, store, provider_a, clock = make_dispatcher(config)
+    b, _, provider_b, _ = make_dispatcher(config, store=store, clock=clock)
+    return a, b, store, (provider_a, provider_b), clock
+
+
+async def test_the_per_number_tier_holds_across_replicas():
+    a, b, store, providers, clock = replicas()
+    for i in range(6):
+        await queue(a, store, ONE_NUMBER, alert({**PAYMENTS, "instance": f"n{i}"}), group=f"g{i}")
+    await asyncio.gather(settle(a), settle(b))
+    placed = [r for p in providers for r in p.requests]
+    assert len(placed) == 3  # 3 per 15 minutes to one number, whichever replica placed them
+    pages = [await store.get(k) for k in [p.key for p in await store.recent(10)]]
+    deferred = [p for p in pages if p.open_call is not None and p.open_call.state is CallState.QUEUED]
+    assert len(deferred) == 3 and all(p.due_at is not None for p in deferred)  # deferred, none dropped
+    clock.advance(timedelta(minutes=15))
+    await asyncio.gather(settle(a), settle(b))
+    assert sum(len(p.requests) for p in providers) == 6
+
+
+async def test_a_receipt_taken_by_the_other_replica_ends_the_call():
+    a, b, store, (provider_a, _), clock = replicas()
+    await queue(a, store, ONE_NUMBER, alert(PAYMENTS))
+    await settle(a)
+    [request] = provider_a.requests
+    key = await store.find_call(correlation_id=request.correlation_id)
+    result = await b.outcomes.receipt(key, correlation=request.correlation_id,
+                                      message_id=provider_a.accepted[0].message_id, outcome=CallState.ANSWERED)
+    assert result == "ok"
+    assert (await store.get(key)).state is PageState.ANSWERED
+    clock.advance(timedelta(minutes=10))
+    await asyncio.gather(settle(a), settle(b))
+    assert len(provider_a.requests) == 1  # nothing more is placed for an answered page
+
+
+async def test_a_callback_written_by_the_other_replica_while_the_call_was_in_flight_is_kept():
+    a, b, store, (provider_a, _), _clock = replicas()
+    await queue(a, store, ONE_NUMBER, alert(PAYMENTS))
+    provider_a.gate = asyncio.Event()
+    running = asyncio.create_task(settle(a))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    key = (await store.recent(1))[0].key
+    page = await store.get(key)
+    correlation = page.calls[0].correlation_id
+    # Replica B takes the platform's receipt first: the call answered, while A still waits for its 202.
+    assert await b.outcomes.receipt(key, correlation=correlation, message_id="msg-1",
+                                    outcome=CallState.ANSWERED) == "ok"
+    provider_a.gate.set()
+    await running
+    page = await store.get(key)
+    # A's write lost the race; it re-read the page and found the call ended: B's answer stands.
+    assert page.state is PageState.ANSWERED
+    assert [(c.state, c.message_id) for c in page.calls] == [(CallState.ANSWERED, "msg-1")]
+    assert len(provider_a.placed) == 1
+
+
+async def test_a_page_resolved_by_the_other_replica_while_its_call_was_in_flight_stays_resolved():
+    a, b, store, (provider_a, _), clock = replicas()
+    await queue(a, store, ONE_NUMBER, alert(PAYMENTS))
+    provider_a.gate = asyncio.Event()
+    running = asyncio.create_task(settle(a))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    key = (await store.recent(1))[0].key
+    # The alerts resolve, and the webhook saying so reaches replica B while A's request is in flight.
+    stored = await store.get(key)
+    stored.resolved_at = clock.now()
+    stored.state = PageState.RESOLVED
+    stored.calls[0].state = CallState.CANCELLED
+    stored.due_at = None
+    await store.put(stored)
+    provider_a.gate.set()
+    await running
+    page = await store.get(key)
+    # A's write lost the race and did not bring the escalation back to life.
+    assert (page.state, page.resolved_at) == (PageState.RESOLVED, clock.now())
+    clock.advance(timedelta(minutes=10))
+    await asyncio.gather(settle(a), settle(b))
+    assert len(provider_a.placed) == 1
+
+
+async def test_one_token_bucket_for_both_replicas():
+    config = make_config(**{"rate_limit: 1000/s": "rate_limit: 1/s"})
+    a, b, store, providers, clock = replicas(config)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(timedelta(seconds=seconds))
+
+    for d in (a, b):
+        d.placer.limiter.sleep = sleep
+    await queue(a, store, config, alert(PAYMENTS), group="g1")
+    await settle(a)
+    await queue(b, store, config, alert({**PAYMENTS, "alertname": "Other"}), group="g2")
+    await settle(b)
+    assert sum(len(p.requests) for p in providers) == 2
+    assert sum(slept) >= 0.99  # B waited for the token A had taken
