@@ -48,7 +48,7 @@ QUICK = Plan("quick", duration=3, warmup=1, connections=32, ttc_seconds=3, memor
 
 @dataclass(frozen=True)
 class Samples:
-    """One scrape of /metrics."""
+    """One scrape of /metrics: sample name plus labels -> value (the tests read it too)."""
 
     values: dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -61,10 +61,16 @@ class Samples:
         return cls(values)
 
     def sum(self, name: str, **labels: str) -> float:
+        """The sum over every sample of `name` that has these labels (and maybe others)."""
         want = set(labels.items())
         return sum(v for (n, ls), v in self.values.items() if n == name and want <= ls)
 
+    def get(self, name: str, **labels: str) -> float:
+        """The sample of `name` with exactly these labels, 0 when absent."""
+        return self.values.get((name, frozenset(labels.items())), 0.0)
+
     def delta(self, before: Samples, name: str, **labels: str) -> float:
+        """How much sum(name, **labels) grew since `before`."""
         return self.sum(name, **labels) - before.sum(name, **labels)
 
 

@@ -19,12 +19,12 @@ from typing import Any, NoReturn, TypeVar
 import aiohttp
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 # One implementation of child processes for the bench and the tests (the bench must not import tests/).
 from bench.procs import LOOPBACK, alert2voice_command, free_port
 from bench.procs import Proc as Process
 from bench.procs import wait_ready as wait_http_ok
+from bench.rig import Samples
 
 ALERTMANAGER = "prometheus-alertmanager"
 AMTOOL = "amtool"
@@ -98,27 +98,6 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, *, wit
 
 
 # ------------------------------------------------------------------------------------------------ metrics
-
-
-@dataclass(frozen=True)
-class Samples:
-    """One scrape of /metrics: sample name plus labels -> value."""
-
-    values: Mapping[tuple[str, frozenset[tuple[str, str]]], float]
-
-    @classmethod
-    def parse(cls, text: str) -> Samples:
-        values = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                values[(s.name, frozenset(s.labels.items()))] = s.value
-        return cls(values)
-
-    def get(self, name: str, **labels: str) -> float:
-        return self.values.get((name, frozenset(labels.items())), 0.0)
-
-    def delta(self, before: Samples, name: str, **labels: str) -> float:
-        return self.get(name, **labels) - before.get(name, **labels)
 
 
 # ----------------------------------------------------------------------------------------- alert2voice

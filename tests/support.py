@@ -65,6 +65,19 @@ class FakeClock:
         self.mono += d.total_seconds()
 
 
+class SleepingClock(FakeClock):
+    """A FakeClock whose sleep() moves time on at once (and yields) and records what was asked."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        super().__init__(start)
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(timedelta(seconds=seconds))
+        await asyncio.sleep(0)
+
+
 def make_config(text: str = CONFIG, **replace: str) -> Config:
     """The test config, with textual replacements applied."""
     for old, new in replace.items():

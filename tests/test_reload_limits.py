@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
 
-from tests.support import PAYMENTS, FakeClock, alert, make_config, settle
+from tests.support import PAYMENTS, SleepingClock, alert, make_config, settle
 from tests.test_dispatcher import CountingProvider, make_dispatcher, queue
 
 
@@ -44,16 +43,6 @@ async def test_a_reload_raising_max_in_flight_fills_the_new_slots():
         provider.gate.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(loop, 5)
-
-
-class SleepingClock(FakeClock):
-    def __init__(self) -> None:
-        super().__init__()
-        self.slept: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.advance(timedelta(seconds=seconds))
 
 
 async def test_a_reload_raising_the_rate_limit_shortens_the_wait():

@@ -27,6 +27,15 @@ def replicas(config=ONE_NUMBER):
     return a, b, store, (provider_a, provider_b), clock
 
 
+async def in_flight(dispatcher, store, provider) -> tuple[asyncio.Task[None], str]:
+    """Start the dispatcher on the one queued page, its provider request held at a gate; (its task, the key)."""
+    provider.gate = asyncio.Event()
+    running = asyncio.create_task(settle(dispatcher))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    return running, (await store.recent(1))[0].key
+
+
 async def test_the_per_number_tier_holds_across_replicas():
     a, b, store, providers, clock = replicas()
     for i in range(6):
@@ -60,11 +69,7 @@ async def test_a_receipt_taken_by_the_other_replica_ends_the_call():
 async def test_a_callback_written_by_the_other_replica_while_the_call_was_in_flight_is_kept():
     a, b, store, (provider_a, _), _clock = replicas()
     await queue(a, store, ONE_NUMBER, alert(PAYMENTS))
-    provider_a.gate = asyncio.Event()
-    running = asyncio.create_task(settle(a))
-    for _ in range(50):
-        await asyncio.sleep(0)
-    key = (await store.recent(1))[0].key
+    running, key = await in_flight(a, store, provider_a)
     page = await store.get(key)
     correlation = page.calls[0].correlation_id
     # Replica B takes the platform's receipt first: the call answered, while A still waits for its 202.
@@ -82,11 +87,7 @@ async def test_a_callback_written_by_the_other_replica_while_the_call_was_in_fli
 async def test_a_page_resolved_by_the_other_replica_while_its_call_was_in_flight_stays_resolved():
     a, b, store, (provider_a, _), clock = replicas()
     await queue(a, store, ONE_NUMBER, alert(PAYMENTS))
-    provider_a.gate = asyncio.Event()
-    running = asyncio.create_task(settle(a))
-    for _ in range(50):
-        await asyncio.sleep(0)
-    key = (await store.recent(1))[0].key
+    running, key = await in_flight(a, store, provider_a)
     # The alerts resolve, and the webhook saying so reaches replica B while A's request is in flight.
     stored = await store.get(key)
     stored.resolved_at = clock.now()

@@ -15,22 +15,9 @@ from alert2voice.store.memory import MemoryStore
 from alert2voice.supervisor import DOWN_AFTER, Supervisor
 from alert2voice.web import create_app
 from alert2voice.web.keys import SUPERVISOR
-from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
+from tests.support import PAYMENTS, SleepingClock, alert, make_config, payload
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
-
-
-class SleepingClock(FakeClock):
-    """A FakeClock whose sleep() moves time on at once and records what was asked."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.slept: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.advance(timedelta(seconds=seconds))
-        await asyncio.sleep(0)
 
 
 class CrashingStore(MemoryStore):
