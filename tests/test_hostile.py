@@ -56,14 +56,20 @@ async def test_deeply_nested_json_is_400(client):
     assert resp.status == 400
 
 
-async def test_slow_client_gets_408(client):
+async def test_slow_client_gets_408(aiohttp_client):
+    config = make_config(**{"max_body_bytes: 64KiB": "max_body_bytes: 64KiB, read_timeout: 100ms"})
+    client = await aiohttp_client(create_app(config, provider=RecordingProvider(), store=MemoryStore(),
+                                             clock=FakeClock(), registry=CollectorRegistry()))
+    stalled = asyncio.Event()  # never set: the client sends half a body and then nothing
+
     async def trickle():
         yield b'{"version": "4",'
-        await asyncio.sleep(3)  # a client that stalls past server.read_timeout (1s here)
+        await stalled.wait()
         yield b"}"
 
     resp = await client.post("/alerts", data=trickle(), headers=AUTH)
     assert resp.status == 408
+    assert "server.read_timeout (100ms)" in (await resp.json())["error"]
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [
