@@ -104,7 +104,7 @@ def take_lock(path: Path) -> int:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
         raise StoreLocked(f"{lock} is locked by another alert2voice process (pid {holder}): one process per "
-                          "SQLite store; stop that one first, or run several replicas on store.backend redis") from None
+                          "SQLite store: stop that one first (several replicas need a shared store)") from None
     except OSError:
         os.close(fd)
         raise
