@@ -198,7 +198,9 @@ def words(value: object) -> str:
     return " ".join(text.split())
 
 
-_URL = re.compile(r"\s*https?://\S+", re.IGNORECASE)
+# The URL takes the whitespace before it along. A match starts only where that whitespace starts, so a
+# long run of whitespace is scanned once, not once from each of its characters (quadratic).
+_URL = re.compile(r"(?<!\s)\s*https?://\S+", re.IGNORECASE)
 _TRAILING_PUNCTUATION = ".,;:!?)]}'\""
 
 
@@ -369,13 +371,20 @@ def _since_filter(context: jinja2.runtime.Context, start: datetime | str | None,
     return since(start, context["now"] if until is None else until)
 
 
+_SHORT = 1024  # longer texts are remembered only a few at a time: 2,048 huge annotations would fill memory
+
+
 def _remembered(filter_: Callable[[object], str]) -> Callable[[object], str]:
     """A pure text filter that remembers its recent answers: alertnames, hosts and summaries recur page after page."""
-    remembered = functools.lru_cache(maxsize=2048)(filter_)
+    short = functools.lru_cache(maxsize=2048)(filter_)
+    # Still remembered: a render tries several budgets, each asking again about the same long text.
+    long = functools.lru_cache(maxsize=4)(filter_)
 
     @functools.wraps(filter_)
     def apply(value: object) -> str:
-        return remembered(value) if type(value) is str else filter_(value)
+        if type(value) is not str:
+            return filter_(value)
+        return short(value) if len(value) <= _SHORT else long(value)
     return apply
 
 

@@ -148,3 +148,52 @@ receipt_like = st.fixed_dictionaries({
 async def test_fuzz_callbacks_never_5xx(client, body):
     resp = await client.post("/callbacks/webex", data=json.dumps(body), headers=CB_AUTH)
     assert resp.status < 500, await resp.text()
+
+
+class SignallingProvider(RecordingProvider):
+    """Keeps the call requests as they arrive and sets `arrived` (a gate, if set, holds them after that)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+        self.arrivals: list = []
+
+    async def place_call(self, request):
+        self.arrivals.append(request)
+        self.arrived.set()
+        return await super().place_call(request)
+
+
+async def serving(aiohttp_client, config, provider):
+    """The app as it serves, its dispatcher running."""
+    app = create_app(config, provider=provider, store=MemoryStore(), clock=FakeClock(), registry=CollectorRegistry())
+    return await aiohttp_client(app)
+
+
+async def healthy_throughout(client, done: asyncio.Event) -> int:
+    """Ask /-/healthy until `done`; each answer must come within 2 s: a blocked event loop fails this."""
+    answers = 0
+    while not done.is_set():
+        resp = await asyncio.wait_for(client.get("/-/healthy"), timeout=2)
+        assert resp.status == 200
+        answers += 1
+    return answers
+
+
+async def test_hostile_annotation_does_not_freeze_the_event_loop(aiohttp_client):
+    # 300,000 spaces and "://": minutes of work for the URL pattern the speakable filter once had.
+    config = make_config(**{"max_body_bytes: 64KiB": "max_body_bytes: 4MiB"})
+    provider = SignallingProvider()
+    provider.gate = asyncio.Event()  # the call stays in flight while /-/healthy is asked
+    client = await serving(aiohttp_client, config, provider)
+    hostile = {**alert(PAYMENTS), "annotations": {"summary": "Disk full", "description": " " * 300_000 + "://"}}
+    polling = asyncio.create_task(healthy_throughout(client, provider.arrived))
+    resp = await asyncio.wait_for(client.post("/alerts", data=json.dumps(payload(hostile)), headers=AUTH), timeout=2)
+    assert resp.status == 200
+    await asyncio.wait_for(provider.arrived.wait(), timeout=2)
+    assert await polling >= 1
+    assert (await asyncio.wait_for(client.get("/-/healthy"), timeout=2)).status == 200
+    [request] = provider.arrivals
+    assert "Disk full" in request.audio.text
+    provider.gate.set()
+

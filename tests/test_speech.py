@@ -1,12 +1,14 @@
 """Speech: filters, the built-in templates as whole strings, escaping, the length budget, user templates."""
 
 import os
+import re
+import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
@@ -792,3 +794,41 @@ def _normalise_reference(text: str) -> str:
 def test_normalise_collapses_whitespace_line_by_line(text: str) -> None:
     # _normalise returns text it finds already normal as it is: the shortcut must agree with the full work.
     assert speech_module._normalise(text) == _normalise_reference(text)
+
+
+# --- hostile text: every filter takes linear time ---------------------------------------------------
+
+# Runs of the characters the filters' patterns look for: whitespace, ":", "/", digits, dots, "://", units...
+HOSTILE_UNITS = [" ", "\t", ":", "/", "://", "0", "9", ".", "1.", "a", "A", "_", "-", "[", "]", "%", "e", "m", "ms",
+                 ">", "=", "https://", "x:", "1:"]
+# Each filter takes well under a second on 300,000 characters of any of these; a quadratic pattern takes minutes
+# (the URL pattern of old: over ten minutes on 300,000 spaces and "://"). Generous for a loaded machine.
+HOSTILE_SECONDS = 3.0
+
+
+@settings(max_examples=12, deadline=None, database=None)
+@given(unit=st.lists(st.sampled_from(HOSTILE_UNITS), min_size=1, max_size=4).map("".join),
+       tail=st.sampled_from(["", "://", "x", ":1", "%", ".", "1"]))
+@example(unit=" ", tail="://")  # what froze the event loop: whitespace, then "://"
+@example(unit="5m", tail="")  # the most work per character: 150,000 durations to speak
+@example(unit="1.", tail="1")
+def test_filters_take_linear_time_on_hostile_text(unit: str, tail: str) -> None:
+    text = (unit * (300_000 // len(unit) + 1))[:300_000] + tail
+    for filter_ in (words, number, instance, ip, nourls, speakable):
+        started = time.perf_counter()
+        filter_(text)
+        elapsed = time.perf_counter() - started
+        assert elapsed < HOSTILE_SECONDS, f"{filter_.__name__} took {elapsed:.1f} s on {unit!r} * n + {tail!r}"
+
+
+def _drop_urls_as_before(text: str) -> str:
+    # The quadratic pattern the URL filter used: the reference for what the linear one must do.
+    return re.sub(r"\s*https?://\S+", speech_module._drop_url, text, flags=re.IGNORECASE)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.lists(st.sampled_from([" ", "\t", "\n", "h", "H", "ttp", "s", "://", ":", "/", "x", ".", ")", "é"]),
+                max_size=30).map("".join))
+def test_url_pattern_removes_what_it_always_did(text: str) -> None:
+    assert speech_module._URL.sub(speech_module._drop_url, text) == _drop_urls_as_before(text)
+
