@@ -26,6 +26,9 @@ Template variables:
   call's language, for ``xml:lang``; ``ack_digit``: in interactive mode the key that acknowledges
   the page ("1", "*" or "#"...), else None: a template that uses it ends with its own prompt.
 
+A render is bounded in work, time and size (alert2voice.sandbox); over a bound it fails like any other
+error.
+
 Filters (plain strings in and out; escaping happens on output):
 
 - ``since``: ``alert.startsAt | since`` -> "for 12 minutes" (until ``now``), or
@@ -48,6 +51,7 @@ import functools
 import ipaddress
 import math
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -58,9 +62,9 @@ from xml.parsers import expat
 
 import jinja2
 import jinja2.meta
-from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
+from alert2voice import sandbox
 from alert2voice.alertmanager import Alert, Payload
 
 SSML_NAMESPACE = "http://www.w3.org/2001/10/synthesis"
@@ -419,9 +423,22 @@ FILTERS: dict[str, Callable[..., str]] = {
 # Rendering
 
 
+_MAX_TEXT = sandbox.MAX_TEXT  # no value is printed longer: the sandbox relies on it (see BoundedSandbox)
+
+
 def _finalize(value: object) -> str:
+    # Most values: a printable ASCII str, which has nothing XML forbids, of a length that is no runaway.
+    kind = type(value)
+    if (kind is str or kind is Markup) and value.isascii() and value.isprintable() and len(value) <= _MAX_TEXT:
+        return value
+    return _finalize_other(value)
+
+
+def _finalize_other(value: object) -> str:
     text = value if type(value) in (str, Markup) else _text(value)
-    if text.isascii() and text.isprintable():  # most values: printable ASCII has nothing XML forbids
+    if len(text) > _MAX_TEXT:
+        sandbox.check_text(text)
+    if text.isascii() and text.isprintable():
         return text
     text = _XML_INVALID.sub("", _text(value))
     # Markup stays Markup (a macro's output, already escaped): only the forbidden characters went.
@@ -544,8 +561,16 @@ _VIEW_ATTRIBUTES = frozenset(
 _LOOP_ATTRIBUTES = frozenset(name for name in dir(jinja2.runtime.LoopContext) if not name.startswith("_"))
 
 
-class _Sandbox(SandboxedEnvironment):
+class _Sandbox(sandbox.BoundedSandbox):
     """The sandbox, with a fast path for what every template reads most: the alerts' own attributes."""
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if type(obj) is list and type(argument) is int:  # alerts[0]: a read the sandbox allows anyway
+            try:
+                return obj[argument]
+            except IndexError:
+                pass
+        return super().getitem(obj, argument)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         kind = type(obj)
@@ -566,12 +591,14 @@ class _Sandbox(SandboxedEnvironment):
 class Speech:
     """Renders the text of calls from templates: user templates first, built-in ones otherwise."""
 
-    def __init__(self, directory: Path | None, *, max_alerts_spoken: int = 3, max_chars: int = 2000):
+    def __init__(self, directory: Path | None, *, max_alerts_spoken: int = 3, max_chars: int = 2000,
+                 clock: Callable[[], float] = time.monotonic, render_seconds: float = sandbox.MAX_SECONDS):
         if max_alerts_spoken < 1 or max_chars < 1:
             raise ValueError("max_alerts_spoken and max_chars must be at least 1")
         self.directory = directory
         self.max_alerts_spoken = max_alerts_spoken
         self.max_chars = max_chars
+        self._clock, self._render_seconds = clock, render_seconds
         loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("alert2voice", "templates")]
         if directory is not None:
             loaders.insert(0, jinja2.FileSystemLoader(directory))
@@ -627,22 +654,27 @@ class Speech:
         """The call's text: one well-formed SSML document (or plain text), at most max_chars characters."""
         text_format = self.text_format(name)
         template = self._template(name, text_format)
-        length = 0
-        for spoken, annotation_cut, label_cut in self._budget(len(ctx.alerts)):
-            variables = _variables(ctx, spoken, annotation_cut, label_cut)
-            try:
-                output = _normalise(template.render(variables))
-            except Exception as exc:
-                raise self._located(exc, name) from exc
-            if text_format == "SSML" and (problem := _ssml_problem(output)):
-                raise TemplateError(f"{name}: {problem}")
-            if len(output) <= self.max_chars:
-                return output
-            length = len(output)
-        raise TemplateError(
-            f"{name}: output is {length} characters even with one alert spoken and "
-            f"shortened text, over speech.max_chars ({self.max_chars})"
-        )
+        token = sandbox.BUDGET.set(sandbox.Budget(self._clock, self._render_seconds))
+        try:
+            failure = ""
+            for spoken, annotation_cut, label_cut in self._budget(len(ctx.alerts)):
+                variables = _variables(ctx, spoken, annotation_cut, label_cut)
+                try:
+                    output = _normalise(sandbox.render(template, variables))
+                except sandbox.TooLarge as exc:  # fewer alerts or shorter text may fit
+                    failure = f"{self._located(exc, name)} (even with one alert spoken and shortened text)"
+                    continue
+                except Exception as exc:
+                    raise self._located(exc, name) from exc
+                if text_format == "SSML" and (problem := _ssml_problem(output)):
+                    raise TemplateError(f"{name}: {problem}")
+                if len(output) <= self.max_chars:
+                    return output
+                failure = (f"{name}: output is {len(output)} characters even with one alert spoken and "
+                           f"shortened text, over speech.max_chars ({self.max_chars})")
+            raise TemplateError(failure)
+        finally:
+            sandbox.BUDGET.reset(token)
 
     def check(self, name: str, now: datetime) -> list[str]:
         """Render the template against sample alerts and return its problems instead of raising."""

@@ -832,3 +832,76 @@ def _drop_urls_as_before(text: str) -> str:
 def test_url_pattern_removes_what_it_always_did(text: str) -> None:
     assert speech_module._URL.sub(speech_module._drop_url, text) == _drop_urls_as_before(text)
 
+
+# --- runaway templates: bounded in work, time and size ------------------------------------------------
+
+
+def frozen_clock() -> float:
+    return 0.0  # the deadline never comes: only the operation budget and the size limits can stop a render
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("{% for i in range(10**5) %}{% for j in range(10**5) %}{% endfor %}{% endfor %}",
+         "more than 1,000,000 operations"),
+        # One range, looped over without a call that could be counted.
+        ("{% set r = range(100) %}{% for a in r %}{% for b in r %}{% for c in r %}{% for d in r %}"
+         "{% endfor %}{% endfor %}{% endfor %}{% endfor %}", "more than 1,000,000 operations"),
+        ("{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(1) }}", "maximum recursion depth"),
+        ('{% include "x.txt.j2" %}{% include "x.txt.j2" %}', "maximum recursion depth"),
+        ('{{ "a" * 10**9 }}', "one operation would add 999,999,999 characters"),
+        ("{{ [1] * 10**9 }}", "one operation would add 999,999,999 characters or items"),
+        ("{{ 10 ** 1000000000 }}", "a number of about"),  # Jinja reads 10 ** 10 ** 9 as (10 ** 10) ** 9
+        ('{{ "%0999999999d" % 1 }}', "one operation would add"),
+        ('{{ "{:>999999999}".format(1) }}', "one operation would add"),
+        ('{{ "a"|center(10**9) }}', "one operation would add"),
+        ('{{ "a".ljust(10**9) }}', "one operation would add"),
+        ('{{ "a\n"|indent(999999) }}', "one operation would add"),
+        ('{{ ("a"|center(99999)) * 3 }}', "over the 20,000 a template may build or print"),
+        ('{{ range(10**5)|join("x" * 100) }}', "one operation would add"),
+        ("{{ range(10)|batch(10**9, 0)|list }}", "one operation would add"),
+        ('{% set ns = namespace(s="ab") %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}',
+         "over the 20,000 a template may build or print"),
+        ("{% set l = [1] %}{% for i in range(40) %}{{ l.extend(l) }}{% endfor %}", "a collection of"),
+        ("{% for i in range(10**5) %}{{ alerts[0].alertname }}{% endfor %}", "output is over 20,000 characters"),
+        ("{% set x %}{% for i in range(10**5) %}xxxxxxxxxx{% endfor %}{% endset %}{{ x|length }}",
+         "builds a text of over 20,000 characters"),
+        ("{{ lipsum(10**9) }}", "'lipsum' is undefined"),
+    ],
+)
+def test_runaway_templates_are_stopped(tmp_path: Path, body: str, problem: str) -> None:
+    write(tmp_path, "x.txt.j2", body)
+    with pytest.raises(TemplateError, match=r"^x\.txt\.j2") as caught:
+        Speech(tmp_path, clock=frozen_clock).render("x.txt.j2", context(load("firing_HighCPU.json")))
+    assert problem in str(caught.value)
+
+
+def test_a_render_that_runs_past_its_deadline_is_stopped(tmp_path: Path) -> None:
+    # Every look at the clock finds a quarter of a second gone: the fifth is past the one-second deadline.
+    readings = iter(range(1000))
+    write(tmp_path, "slow.txt.j2", "{% for i in range(100) %}{{ i }}{% endfor %}")
+    speech = Speech(tmp_path, clock=lambda: next(readings) / 4)
+    with pytest.raises(TemplateError, match=r"^slow\.txt\.j2:1: the template took longer than 1 s to render$"):
+        speech.render("slow.txt.j2", context(load("firing_HighCPU.json")))
+    assert next(readings) == 6  # the start, then one look per loop iteration until the fifth was too late
+
+
+def test_bounded_templates_still_do_what_jinja_does(tmp_path: Path) -> None:
+    write(tmp_path, "ok.txt.j2",
+          '{% for i in range(30) %}{% if loop.last %}{{ loop.length }}{% endif %}{% endfor %} '
+          '{{ "a" ~ alerts[0].alertname }} {{ alerts|map(attribute="alertname")|join(",") }} '
+          '{{ "%05.1f"|format(3.14159) }} {{ "{}-{:>4}".format("x", 7) }} {{ "ab"|center(6) }}| '
+          '{{ "x" * 3 }} {{ 2 ** 10 }} {{ [1, 2] + [3] }} {{ "a-b"|replace("-", "+") }} '
+          '{% set l = [] %}{% for a in alerts %}{{ l.append(a.alertname) or "" }}{% endfor %}{{ l|length }}'
+          '{% macro m(x) %}<{{ x }}>{% endmacro %}{{ m(1) }}')
+    text = Speech(tmp_path).render("ok.txt.j2", context(load("firing_HighCPU.json")))
+    assert text == "30 aHighCPU HighCPU,HighCPU 003.1 x- 7 ab | xxx 1024 [1, 2, 3] a+b 2<1>"  # spaces collapsed
+
+
+def test_an_output_over_the_limit_is_tried_again_shorter(tmp_path: Path) -> None:
+    # An annotation of 50,000 characters: too long to print whole, fine once the budget cuts annotations.
+    write(tmp_path, "d.txt.j2", "{{ alerts[0].annotations.description }}")
+    payload = make_payload([make_alert(annotations={"description": "word " * 10_000})])
+    assert Speech(tmp_path).render("d.txt.j2", context(payload)) == "word " * 39 + "word…"
+
