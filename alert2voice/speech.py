@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 from xml.parsers import expat
+from xml.sax.saxutils import quoteattr
 
 import jinja2
 import jinja2.meta
@@ -521,6 +522,39 @@ def _normalise(text: str) -> str:
     return "\n".join(filter(None, map(" ".join, map(str.split, text.split("\n")))))
 
 
+def _completed_ssml(document: str, problem: str, name: str, language: str) -> str:
+    """A document _ssml_problem refused, completed if its only fault is a bare <speak>, else a TemplateError."""
+    completed = _completed_speak(document, language)
+    if completed is not None:  # what is wrong with it once completed, if anything, is what to report
+        problem = _ssml_problem(completed)
+        if problem is None:
+            return completed
+    raise TemplateError(f"{name}: {problem}")
+
+
+def _completed_speak(document: str, language: str) -> str | None:
+    """The document with the version, xmlns and xml:lang its root <speak> lacks filled in; None if it lacks none."""
+    if "<!DOCTYPE" in document or "<!ENTITY" in document:
+        return None
+    parser = expat.ParserCreate()  # without namespace processing: the root's attributes as written
+    roots: list[tuple[str, dict[str, str], int]] = []
+    parser.StartElementHandler = lambda tag, attributes: roots or roots.append(
+        (tag, attributes, parser.CurrentByteIndex))
+    try:
+        parser.Parse(document, True)
+    except expat.ExpatError:
+        return None
+    if not roots or roots[0][0] != "speak":
+        return None
+    _, attributes, offset = roots[0]
+    wanted = (("version", "1.0"), ("xmlns", SSML_NAMESPACE), ("xml:lang", language))
+    missing = "".join(f" {key}={quoteattr(value)}" for key, value in wanted if key not in attributes)
+    if not missing:
+        return None
+    at = len(document.encode()[:offset].decode()) + len("<speak")  # expat counts UTF-8 bytes
+    return document[:at] + missing + document[at:]
+
+
 def _ssml_problem(document: str) -> str | None:
     # Only our own output is parsed, and a DOCTYPE (the way to declare entities) is refused first.
     if "<!DOCTYPE" in document or "<!ENTITY" in document:
@@ -666,8 +700,8 @@ class Speech:
                     continue
                 except Exception as exc:
                     raise self._located(exc, name) from exc
-                if text_format == "SSML" and (problem := _ssml_problem(output)):
-                    raise TemplateError(f"{name}: {problem}")
+                if text_format == "SSML" and len(output) <= self.max_chars and (problem := _ssml_problem(output)):
+                    output = _completed_ssml(output, problem, name, ctx.language)
                 if len(output) <= self.max_chars:
                     return output
                 failure = (f"{name}: output is {len(output)} characters even with one alert spoken and "

@@ -417,6 +417,22 @@ def test_good_user_templates_load(tmp_path):
     assert config.templates.directory == tmp_path / "etc" / "tpl"
 
 
+def test_a_plain_speak_template_is_accepted_and_completed(tmp_path):
+    from alert2voice.app import make_speech
+    from alert2voice.speech import sample_contexts
+
+    write(tmp_path / "etc" / "tpl" / "plain.ssml.j2", "<speak>An alert is firing.</speak>")
+    path = _template_config(tmp_path, """\
+        routes:
+          - name: r
+            template: plain.ssml.j2
+        """)
+    config = load_config(path, env={})
+    ctx = sample_contexts(datetime.now(UTC))[0]
+    assert make_speech(config).render("plain.ssml.j2", ctx) == (
+        '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">An alert is firing.</speak>')
+
+
 # --------------------------------------------------------------------------------- environment variables
 
 

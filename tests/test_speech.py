@@ -507,9 +507,11 @@ def test_templates_are_compiled_once_per_speech(tmp_path: Path) -> None:
         ),
         (SPEAK + "<s>{{ alerts[0].labels.evil|safe }}</s></speak>", "element <audio> is not allowed"),
         (SPEAK + "<s>unclosed</speak>", "output is not well-formed SSML"),
-        ("<speak><s>no namespace</s></speak>", "the document must be one <speak"),
+        ('<speak xmlns="http://example.com/other"><s>another namespace</s></speak>', "the document must be one <speak"),
+        ("<voice><s>no speak</s></voice>", "the document must be one <speak"),
         (SPEAK + "</speak><speak/>", "output is not well-formed SSML"),
-        ('<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis"></speak>', "needs version"),
+        ('<speak version="2.0" xmlns="http://www.w3.org/2001/10/synthesis"></speak>', "needs version"),
+        ('<speak xml:lang="">empty language</speak>', "needs version"),
         ('<!DOCTYPE speak [<!ENTITY x "y">]>' + SPEAK + "&x;</speak>", "DOCTYPE"),
         ("Plain words", "not well-formed"),
     ],
@@ -905,3 +907,30 @@ def test_an_output_over_the_limit_is_tried_again_shorter(tmp_path: Path) -> None
     payload = make_payload([make_alert(annotations={"description": "word " * 10_000})])
     assert Speech(tmp_path).render("d.txt.j2", context(payload)) == "word " * 39 + "word…"
 
+
+# --- a bare <speak> ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "language", "expected"),
+    [
+        ("<speak>An alert is firing.</speak>", "en-US",
+         '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">An alert is firing.</speak>'),
+        ('<speak xml:lang="de-DE"><s>Alarm.</s></speak>', "en-GB",
+         '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="de-DE"><s>Alarm.</s></speak>'),
+        ("<speak><p><s>{{ alerts|length }} alerts</s></p></speak>", "en-GB",
+         '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-GB">'
+         "<p><s>2 alerts</s></p></speak>"),
+        # Expat counts bytes: a comment before the root, with a character of two, must not shift the insertion.
+        ("<!-- état --><speak>Hi</speak>", "fr-FR",
+         '<!-- état --><speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="fr-FR">Hi</speak>'),
+    ],
+)
+def test_a_bare_speak_is_completed(tmp_path: Path, body: str, language: str, expected: str) -> None:
+    write(tmp_path, "plain.ssml.j2", body)
+    payload = load("firing_HighCPU.json")
+    ctx = SpeechContext(payload, payload.alerts, "r", "alice", NOW, language=language)
+    speech = Speech(tmp_path)
+    assert speech.render("plain.ssml.j2", ctx) == expected
+    assert speech.check("plain.ssml.j2", NOW) == []
+    parse(expected)
