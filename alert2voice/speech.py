@@ -752,6 +752,10 @@ class Speech:
         if isinstance(exc, jinja2.TemplateNotFound):
             searched = f"{self.directory} or " if self.directory is not None else ""
             return TemplateError(f"{where}: template {exc.name!r} not found in {searched}the built-in templates")
+        if isinstance(exc, jinja2.UndefinedError) and (missing := _MISSING_KEY.search(str(exc))):
+            key = missing.group(1)
+            return TemplateError(f'{where}: {exc} (not every alert has every label and annotation: '
+                                 f'write .get("{key}"), as in alert.labels.get("{key}"))')
         return TemplateError(f"{where}: {exc}")
 
     def _display(self, filename: str) -> str:
@@ -760,6 +764,9 @@ class Speech:
         if self.directory is not None and path.is_relative_to(Path(self.directory).resolve()):
             return path.relative_to(Path(self.directory).resolve()).as_posix()
         return path.name
+
+
+_MISSING_KEY = re.compile(r"^'dict object' has no attribute '([^']*)'$")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -830,13 +837,18 @@ def sample_payload(now: datetime) -> Payload:
 
 
 def sample_contexts(now: datetime) -> list[SpeechContext]:
-    """Contexts check() renders: a firing group, a single firing alert, and the group resolved."""
+    """Contexts check() renders: a firing group, a single firing alert, the group resolved, a bare alert."""
     payload = sample_payload(now)
     single = payload.model_copy(update={"alerts": payload.alerts[:1], "truncatedAlerts": 0})
     ended = [a.model_copy(update={"status": "resolved", "endsAt": now - timedelta(minutes=1)}) for a in payload.alerts]
     resolved = payload.model_copy(update={"status": "resolved", "alerts": ended})
+    # Only what every alert has: no instance, severity or summary, no group labels.
+    bare_alert = Alert(status="firing", labels={"alertname": "Watchdog"}, startsAt=now - timedelta(minutes=2),
+                       fingerprint="e1f6a2b9c0d3e4f5")
+    bare = Payload(version="4", receiver="voice", status="firing", alerts=[bare_alert], groupKey="{}:{}")
     return [
         SpeechContext(payload, payload.alerts, "sample-route", "sample-contact", now),
         SpeechContext(single, single.alerts, "sample-route", "sample-contact", now),
         SpeechContext(resolved, resolved.alerts, "sample-route", "sample-contact", now, status="resolved"),
+        SpeechContext(bare, bare.alerts, "sample-route", "sample-contact", now),
     ]

@@ -433,6 +433,23 @@ def test_a_plain_speak_template_is_accepted_and_completed(tmp_path):
         '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">An alert is firing.</speak>')
 
 
+def test_a_label_not_every_alert_has_is_a_problem_with_a_hint(tmp_path):
+    # Every sample alert that is spoken has an instance; an alert with nothing but its name has none.
+    write(tmp_path / "etc" / "tpl" / "k8s.ssml.j2",
+          f"{SPEAK}{{% for alert in alerts_spoken %}}<s>{{{{ alert.labels.instance }}}}</s>{{% endfor %}}</speak>")
+    path = _template_config(tmp_path, """\
+        routes:
+          - name: r
+            template: k8s.ssml.j2
+        """)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    [problem] = raised.value.problems
+    assert problem.path == "routes.0.template"
+    assert problem.message.startswith("k8s.ssml.j2:1: 'dict object' has no attribute 'instance'")
+    assert 'write .get("instance"), as in alert.labels.get("instance")' in problem.message
+
+
 # --------------------------------------------------------------------------------- environment variables
 
 

@@ -447,14 +447,20 @@ def test_check_finds_labels_not_every_alert_carries(tmp_path: Path) -> None:
         "k8s.ssml.j2",
         SPEAK + "{% for a in alerts %}\n<s>{{ a.labels.cluster }}</s>{% endfor %}</speak>",
     )
-    assert Speech(tmp_path).check("k8s.ssml.j2", NOW) == ["k8s.ssml.j2:2: 'dict object' has no attribute 'cluster'"]
+    assert Speech(tmp_path).check("k8s.ssml.j2", NOW) == [
+        "k8s.ssml.j2:2: 'dict object' has no attribute 'cluster' (not every alert has every label and annotation: "
+        'write .get("cluster"), as in alert.labels.get("cluster"))'
+    ]
 
 
 def test_errors_in_imported_macros_name_the_macro_file(tmp_path: Path) -> None:
     (tmp_path / "lib").mkdir()
     write(tmp_path, "lib/macros.j2", "{% macro where(a) %}\n{{ a.labels.nope }}\n{% endmacro %}")
     write(tmp_path, "main.ssml.j2", SPEAK + '{% import "lib/macros.j2" as m %}{{ m.where(alerts[0]) }}</speak>')
-    assert Speech(tmp_path).check("main.ssml.j2", NOW) == ["lib/macros.j2:2: 'dict object' has no attribute 'nope'"]
+    assert Speech(tmp_path).check("main.ssml.j2", NOW) == [
+        "lib/macros.j2:2: 'dict object' has no attribute 'nope' (not every alert has every label and annotation: "
+        'write .get("nope"), as in alert.labels.get("nope"))'
+    ]
 
 
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
@@ -906,6 +912,18 @@ def test_an_output_over_the_limit_is_tried_again_shorter(tmp_path: Path) -> None
     write(tmp_path, "d.txt.j2", "{{ alerts[0].annotations.description }}")
     payload = make_payload([make_alert(annotations={"description": "word " * 10_000})])
     assert Speech(tmp_path).render("d.txt.j2", context(payload)) == "word " * 39 + "word…"
+
+
+def test_check_renders_an_alert_that_has_only_an_alertname(tmp_path: Path) -> None:
+    # Every spoken sample alert has an instance; the bare one does not.
+    write(tmp_path, "k8s.ssml.j2", SPEAK + "{% for a in alerts_spoken %}<s>{{ a.labels.instance }}</s>{% endfor %}</speak>")
+    assert Speech(tmp_path).check("k8s.ssml.j2", NOW) == [
+        "k8s.ssml.j2:1: 'dict object' has no attribute 'instance' (not every alert has every label and annotation: "
+        'write .get("instance"), as in alert.labels.get("instance"))'
+    ]
+    write(tmp_path, "group.txt.j2", "{{ group_labels.cluster }}")
+    [problem] = Speech(tmp_path).check("group.txt.j2", NOW)  # the sample group has a cluster; the bare one none
+    assert problem.startswith("group.txt.j2:1: 'dict object' has no attribute 'cluster' (not every alert")
 
 
 # --- a bare <speak> ---------------------------------------------------------------------------------
