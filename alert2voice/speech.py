@@ -27,7 +27,8 @@ Template variables:
   the page ("1", "*" or "#"...), else None: a template that uses it ends with its own prompt.
 
 A render is bounded in work, time and size (alert2voice.sandbox); over a bound it fails like any other
-error.
+error. render() raises a TemplateError; speak(), which calls use, falls back instead: to the packaged
+template of the same kind, then to a fixed sentence naming the alerts, so that a call always goes out.
 
 Filters (plain strings in and out; escaping happens on output):
 
@@ -47,6 +48,8 @@ Filters (plain strings in and out; escaping happens on output):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import ipaddress
 import math
@@ -59,7 +62,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 from xml.parsers import expat
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import jinja2
 import jinja2.meta
@@ -106,6 +109,17 @@ class SpeechContext:
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
             raise ValueError("SpeechContext.now must be timezone-aware")
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """What a call says; when its template failed, why, and what is said instead."""
+
+    text: str
+    text_format: Literal["SSML", "TEXT"]
+    asks_ack: bool  # the text says the acknowledgement prompt itself
+    error: Exception | None = None  # why the template asked for is not what is said
+    fallback: str | None = None  # what is said instead: "the built-in firing.ssml.j2" or "a fixed sentence"
 
 
 @dataclass(frozen=True)
@@ -522,6 +536,12 @@ def _normalise(text: str) -> str:
     return "\n".join(filter(None, map(" ".join, map(str.split, text.split("\n")))))
 
 
+def ssml_document(text: str, language: str) -> str:
+    """A plain sentence as one complete SSML document."""
+    text = escape(_XML_INVALID.sub("", text))
+    return f'<speak version="1.0" xmlns="{SSML_NAMESPACE}" xml:lang={quoteattr(language)}>{text}</speak>'
+
+
 def _completed_ssml(document: str, problem: str, name: str, language: str) -> str:
     """A document _ssml_problem refused, completed if its only fault is a bare <speak>, else a TemplateError."""
     completed = _completed_speak(document, language)
@@ -633,6 +653,7 @@ class Speech:
         self.max_alerts_spoken = max_alerts_spoken
         self.max_chars = max_chars
         self._clock, self._render_seconds = clock, render_seconds
+        self._packaged: Speech | None = None if directory is not None else self
         loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("alert2voice", "templates")]
         if directory is not None:
             loaders.insert(0, jinja2.FileSystemLoader(directory))
@@ -684,6 +705,20 @@ class Speech:
             self._uses[key] = variable in jinja2.meta.find_undeclared_variables(env.parse(source))
         return self._uses[key]
 
+    def speak(self, name: str, ctx: SpeechContext) -> Spoken:
+        """What a call says, always: the template's text, else the built-in template's, else a fixed sentence."""
+        try:
+            return self._spoken(name, ctx)
+        except Exception as exc:  # whatever went wrong, the call goes out: `error` says what it was
+            error = exc
+        packaged = self._packaged_only()
+        fallback = f"{ctx.status}.{'ssml' if self.text_format(name) == 'SSML' else 'txt'}.j2"
+        if packaged is not self or fallback != name:  # the same template would fail the same way
+            with contextlib.suppress(Exception):
+                return dataclasses.replace(packaged._spoken(fallback, ctx), error=error,
+                                           fallback=f"the built-in {fallback}")
+        return Spoken(self._fixed_sentence(ctx), "SSML", False, error, "a fixed sentence")
+
     def render(self, name: str, ctx: SpeechContext) -> str:
         """The call's text: one well-formed SSML document (or plain text), at most max_chars characters."""
         text_format = self.text_format(name)
@@ -720,6 +755,29 @@ class Speech:
                 if str(exc) not in problems:
                     problems.append(str(exc))
         return problems
+
+    def _spoken(self, name: str, ctx: SpeechContext) -> Spoken:
+        text = self.render(name, ctx)
+        return Spoken(text, self.text_format(name), ctx.ack_digit is not None and self.uses(name, "ack_digit"))
+
+    def _packaged_only(self) -> Speech:
+        """A Speech that sees only the packaged templates: a user directory may shadow their names."""
+        if self._packaged is None:
+            self._packaged = Speech(None, max_alerts_spoken=self.max_alerts_spoken, max_chars=self.max_chars,
+                                    clock=self._clock, render_seconds=self._render_seconds)
+        return self._packaged
+
+    def _fixed_sentence(self, ctx: SpeechContext) -> str:
+        """The last resort, for when no template renders: "Alert firing: HighCPU, DiskFull." as SSML."""
+        names = [name for name in dict.fromkeys(_cut(a.labels.get("alertname", ""), 60) for a in ctx.alerts) if name]
+        shown = names[: self.max_alerts_spoken]
+        while True:
+            more = f" and {len(names) - len(shown)} more" if len(shown) < len(names) else ""
+            said = f": {', '.join(shown)}{more}" if shown else f" on route {_cut(words(ctx.route), 60)}"
+            document = ssml_document(f"Alert {ctx.status}{said}.", ctx.language)
+            if len(document) <= self.max_chars or not shown:
+                return document
+            shown.pop()
 
     def _budget(self, alert_count: int) -> Iterator[tuple[int, int | None, int | None]]:
         # Fewer alerts spoken first ("and N more" grows), then shorter annotations, then shorter labels.

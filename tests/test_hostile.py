@@ -15,7 +15,7 @@ from alert2voice.alertmanager import PayloadError, parse_payload
 from alert2voice.app import RUNTIME, create_app
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
-from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
+from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 CB_AUTH = {"Authorization": "Bearer cb-token-secret", "Content-Type": "application/json"}
@@ -197,3 +197,22 @@ async def test_hostile_annotation_does_not_freeze_the_event_loop(aiohttp_client)
     assert "Disk full" in request.audio.text
     provider.gate.set()
 
+
+async def test_a_template_failing_on_a_real_alert_still_calls_over_http(aiohttp_client, tmp_path):
+    # Passes check-config (the critical sample alert has an instance), fails on a critical alert without one.
+    (tmp_path / "mine.txt.j2").write_text('{% if alerts[0].severity == "critical" %}{{ alerts[0].labels.instance }}'
+                                          "{% endif %}")
+    config = make_config(CONFIG + f"templates: {{directory: {tmp_path}}}\n",
+                         **{"    send_resolved: true\n": "    send_resolved: true\n    template: mine.txt.j2\n"})
+    provider = SignallingProvider()
+    client = await serving(aiohttp_client, config, provider)
+    metric = 'alert2voice_template_errors_total{route="payments"}'
+    assert f"{metric} 0.0" in await (await client.get("/metrics")).text()
+    labels = {key: value for key, value in PAYMENTS.items() if key != "instance"}
+    resp = await client.post("/alerts", data=json.dumps(payload(alert(labels))), headers=AUTH)
+    assert resp.status == 200
+    await asyncio.wait_for(provider.arrived.wait(), timeout=10)
+    [request] = provider.arrivals
+    assert request.audio.text_format == "TEXT"
+    assert request.audio.text.startswith("High CPU, critical.")  # the built-in firing.txt.j2 instead
+    assert f"{metric} 1.0" in await (await client.get("/metrics")).text()

@@ -914,6 +914,56 @@ def test_an_output_over_the_limit_is_tried_again_shorter(tmp_path: Path) -> None
     assert Speech(tmp_path).render("d.txt.j2", context(payload)) == "word " * 39 + "word…"
 
 
+# --- falling back when a template fails -------------------------------------------------------------
+
+
+def bare_payload(*names: str) -> Payload:
+    """Alerts with nothing but an alertname, as real alerts without optional labels arrive."""
+    alerts = [Alert(status="firing", labels={"alertname": name}, startsAt=NOW - timedelta(minutes=3)) for name in names]
+    return make_payload(alerts)
+
+
+def test_a_template_failing_on_a_real_alert_falls_back_to_the_builtin_one(tmp_path: Path) -> None:
+    write(tmp_path, "k8s.ssml.j2", SPEAK + "{% for a in alerts_spoken %}<s>{{ a.labels.instance }}</s>{% endfor %}</speak>")
+    speech = Speech(tmp_path)
+    assert speech.check("k8s.ssml.j2", NOW) != []  # check-config would have said so
+    ctx = context(bare_payload("HighCPU"))
+    said = speech.speak("k8s.ssml.j2", ctx)
+    assert said.text == Speech(None).render("firing.ssml.j2", ctx)
+    assert (said.text_format, said.fallback) == ("SSML", "the built-in firing.ssml.j2")
+    assert str(said.error).startswith("k8s.ssml.j2:1: 'dict object' has no attribute 'instance'")
+    assert "High CPU" in spoken(said.text)
+
+
+def test_the_fallback_is_the_packaged_template_even_when_a_user_one_shadows_it(tmp_path: Path) -> None:
+    write(tmp_path, "firing.txt.j2", "{{ alerts[0].labels.instance }}")
+    ctx = context(bare_payload("DiskFull"))
+    said = Speech(tmp_path).speak("firing.txt.j2", ctx)
+    assert (said.text, said.text_format) == (Speech(None).render("firing.txt.j2", ctx), "TEXT")
+    assert said.fallback == "the built-in firing.txt.j2"
+
+
+def test_when_no_template_renders_a_fixed_sentence_names_the_alerts(tmp_path: Path) -> None:
+    write(tmp_path, "broken.ssml.j2", "{{ nope }}")
+    # Too short for the built-in template: only the fixed sentence fits.
+    speech = Speech(tmp_path, max_chars=300)
+    said = speech.speak("broken.ssml.j2", context(bare_payload("HighCPU", "Disk<Full>", "HighCPU")))
+    assert said.text == ('<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">'
+                         "Alert firing: HighCPU, Disk&lt;Full&gt;.</speak>")
+    assert (said.text_format, said.fallback, said.asks_ack) == ("SSML", "a fixed sentence", False)
+    assert str(said.error) == "broken.ssml.j2:1: 'nope' is undefined"
+    many = speech.speak("broken.ssml.j2", context(bare_payload(*(f"Alert{i}{'x' * 50}" for i in range(10)))))
+    assert len(many.text) <= 300
+    assert spoken(many.text).startswith("Alert firing: Alert0") and spoken(many.text).endswith("more.")
+
+
+def test_a_template_that_renders_is_spoken_as_it_is(tmp_path: Path) -> None:
+    write(tmp_path, "ok.ssml.j2", SPEAK + "<s>{{ alerts|length }} alerts. Press {{ ack_digit }}.</s></speak>")
+    ctx = SpeechContext(bare_payload("A"), bare_payload("A").alerts, "r", "alice", NOW, ack_digit="1")
+    said = Speech(tmp_path).speak("ok.ssml.j2", ctx)
+    assert said == speech_module.Spoken(SPEAK + "<s>1 alerts. Press 1.</s></speak>", "SSML", True)
+
+
 def test_check_renders_an_alert_that_has_only_an_alertname(tmp_path: Path) -> None:
     # Every spoken sample alert has an instance; the bare one does not.
     write(tmp_path, "k8s.ssml.j2", SPEAK + "{% for a in alerts_spoken %}<s>{{ a.labels.instance }}</s>{% endfor %}</speak>")
