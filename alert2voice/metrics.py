@@ -90,6 +90,9 @@ class Metrics:
         self.queue_depth = Gauge(p + "queue_depth", "Pages with work due or in progress.", registry=r)
         self.escalations = Counter(p + "escalations_total", "Escalations past an unanswered call, by route.",
                                    ["route"], registry=r)
+        self.template_errors = Counter(p + "template_errors_total",
+                                       "Times a call's template failed to render and a fallback was spoken"
+                                       " instead, by route.", ["route"], registry=r)
         self.callbacks = Counter(p + "callbacks_total", "Provider callbacks by event and result.",
                                  ["event", "result"], registry=r)
         self.silence_requests = Counter(p + "silence_requests_total",
@@ -124,6 +127,7 @@ class Metrics:
             for outcome in CALL_OUTCOMES:
                 self.calls.labels(route, outcome)
             self.escalations.labels(route)
+            self.template_errors.labels(route)
         self.page("", "no_route")
 
     def observe_provider(self, endpoint: str, code: str, seconds: float) -> None:

@@ -26,6 +26,10 @@ Template variables:
   call's language, for ``xml:lang``; ``ack_digit``: in interactive mode the key that acknowledges
   the page ("1", "*" or "#"...), else None: a template that uses it ends with its own prompt.
 
+A render is bounded in work, time and size (alert2voice.sandbox); over a bound it fails like any other
+error. render() raises a TemplateError; speak(), which calls use, falls back instead: to the packaged
+template of the same kind, then to a fixed sentence naming the alerts, so that a call always goes out.
+
 Filters (plain strings in and out; escaping happens on output):
 
 - ``since``: ``alert.startsAt | since`` -> "for 12 minutes" (until ``now``), or
@@ -44,10 +48,13 @@ Filters (plain strings in and out; escaping happens on output):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import ipaddress
 import math
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -55,12 +62,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 from xml.parsers import expat
+from xml.sax.saxutils import escape, quoteattr
 
 import jinja2
 import jinja2.meta
-from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
+from alert2voice import sandbox
 from alert2voice.alertmanager import Alert, Payload
 
 SSML_NAMESPACE = "http://www.w3.org/2001/10/synthesis"
@@ -101,6 +109,17 @@ class SpeechContext:
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
             raise ValueError("SpeechContext.now must be timezone-aware")
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """What a call says; when its template failed, why, and what is said instead."""
+
+    text: str
+    text_format: Literal["SSML", "TEXT"]
+    asks_ack: bool  # the text says the acknowledgement prompt itself
+    error: Exception | None = None  # why the template asked for is not what is said
+    fallback: str | None = None  # what is said instead: "the built-in firing.ssml.j2" or "a fixed sentence"
 
 
 @dataclass(frozen=True)
@@ -198,7 +217,9 @@ def words(value: object) -> str:
     return " ".join(text.split())
 
 
-_URL = re.compile(r"\s*https?://\S+", re.IGNORECASE)
+# The URL takes the whitespace before it along. A match starts only where that whitespace starts, so a
+# long run of whitespace is scanned once, not once from each of its characters (quadratic).
+_URL = re.compile(r"(?<!\s)\s*https?://\S+", re.IGNORECASE)
 _TRAILING_PUNCTUATION = ".,;:!?)]}'\""
 
 
@@ -369,13 +390,20 @@ def _since_filter(context: jinja2.runtime.Context, start: datetime | str | None,
     return since(start, context["now"] if until is None else until)
 
 
+_SHORT = 1024  # longer texts are remembered only a few at a time: 2,048 huge annotations would fill memory
+
+
 def _remembered(filter_: Callable[[object], str]) -> Callable[[object], str]:
     """A pure text filter that remembers its recent answers: alertnames, hosts and summaries recur page after page."""
-    remembered = functools.lru_cache(maxsize=2048)(filter_)
+    short = functools.lru_cache(maxsize=2048)(filter_)
+    # Still remembered: a render tries several budgets, each asking again about the same long text.
+    long = functools.lru_cache(maxsize=4)(filter_)
 
     @functools.wraps(filter_)
     def apply(value: object) -> str:
-        return remembered(value) if type(value) is str else filter_(value)
+        if type(value) is not str:
+            return filter_(value)
+        return short(value) if len(value) <= _SHORT else long(value)
     return apply
 
 
@@ -410,9 +438,22 @@ FILTERS: dict[str, Callable[..., str]] = {
 # Rendering
 
 
+_MAX_TEXT = sandbox.MAX_TEXT  # no value is printed longer: the sandbox relies on it (see BoundedSandbox)
+
+
 def _finalize(value: object) -> str:
+    # Most values: a printable ASCII str, which has nothing XML forbids, of a length that is no runaway.
+    kind = type(value)
+    if (kind is str or kind is Markup) and value.isascii() and value.isprintable() and len(value) <= _MAX_TEXT:
+        return value
+    return _finalize_other(value)
+
+
+def _finalize_other(value: object) -> str:
     text = value if type(value) in (str, Markup) else _text(value)
-    if text.isascii() and text.isprintable():  # most values: printable ASCII has nothing XML forbids
+    if len(text) > _MAX_TEXT:
+        sandbox.check_text(text)
+    if text.isascii() and text.isprintable():
         return text
     text = _XML_INVALID.sub("", _text(value))
     # Markup stays Markup (a macro's output, already escaped): only the forbidden characters went.
@@ -495,6 +536,45 @@ def _normalise(text: str) -> str:
     return "\n".join(filter(None, map(" ".join, map(str.split, text.split("\n")))))
 
 
+def ssml_document(text: str, language: str) -> str:
+    """A plain sentence as one complete SSML document."""
+    text = escape(_XML_INVALID.sub("", text))
+    return f'<speak version="1.0" xmlns="{SSML_NAMESPACE}" xml:lang={quoteattr(language)}>{text}</speak>'
+
+
+def _completed_ssml(document: str, problem: str, name: str, language: str) -> str:
+    """A document _ssml_problem refused, completed if its only fault is a bare <speak>, else a TemplateError."""
+    completed = _completed_speak(document, language)
+    if completed is not None:  # what is wrong with it once completed, if anything, is what to report
+        problem = _ssml_problem(completed)
+        if problem is None:
+            return completed
+    raise TemplateError(f"{name}: {problem}")
+
+
+def _completed_speak(document: str, language: str) -> str | None:
+    """The document with the version, xmlns and xml:lang its root <speak> lacks filled in; None if it lacks none."""
+    if "<!DOCTYPE" in document or "<!ENTITY" in document:
+        return None
+    parser = expat.ParserCreate()  # without namespace processing: the root's attributes as written
+    roots: list[tuple[str, dict[str, str], int]] = []
+    parser.StartElementHandler = lambda tag, attributes: roots or roots.append(
+        (tag, attributes, parser.CurrentByteIndex))
+    try:
+        parser.Parse(document, True)
+    except expat.ExpatError:
+        return None
+    if not roots or roots[0][0] != "speak":
+        return None
+    _, attributes, offset = roots[0]
+    wanted = (("version", "1.0"), ("xmlns", SSML_NAMESPACE), ("xml:lang", language))
+    missing = "".join(f" {key}={quoteattr(value)}" for key, value in wanted if key not in attributes)
+    if not missing:
+        return None
+    at = len(document.encode()[:offset].decode()) + len("<speak")  # expat counts UTF-8 bytes
+    return document[:at] + missing + document[at:]
+
+
 def _ssml_problem(document: str) -> str | None:
     # Only our own output is parsed, and a DOCTYPE (the way to declare entities) is refused first.
     if "<!DOCTYPE" in document or "<!ENTITY" in document:
@@ -535,8 +615,16 @@ _VIEW_ATTRIBUTES = frozenset(
 _LOOP_ATTRIBUTES = frozenset(name for name in dir(jinja2.runtime.LoopContext) if not name.startswith("_"))
 
 
-class _Sandbox(SandboxedEnvironment):
+class _Sandbox(sandbox.BoundedSandbox):
     """The sandbox, with a fast path for what every template reads most: the alerts' own attributes."""
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if type(obj) is list and type(argument) is int:  # alerts[0]: a read the sandbox allows anyway
+            try:
+                return obj[argument]
+            except IndexError:
+                pass
+        return super().getitem(obj, argument)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         kind = type(obj)
@@ -557,12 +645,15 @@ class _Sandbox(SandboxedEnvironment):
 class Speech:
     """Renders the text of calls from templates: user templates first, built-in ones otherwise."""
 
-    def __init__(self, directory: Path | None, *, max_alerts_spoken: int = 3, max_chars: int = 2000):
+    def __init__(self, directory: Path | None, *, max_alerts_spoken: int = 3, max_chars: int = 2000,
+                 clock: Callable[[], float] = time.monotonic, render_seconds: float = sandbox.MAX_SECONDS):
         if max_alerts_spoken < 1 or max_chars < 1:
             raise ValueError("max_alerts_spoken and max_chars must be at least 1")
         self.directory = directory
         self.max_alerts_spoken = max_alerts_spoken
         self.max_chars = max_chars
+        self._clock, self._render_seconds = clock, render_seconds
+        self._packaged: Speech | None = None if directory is not None else self
         loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("alert2voice", "templates")]
         if directory is not None:
             loaders.insert(0, jinja2.FileSystemLoader(directory))
@@ -614,26 +705,45 @@ class Speech:
             self._uses[key] = variable in jinja2.meta.find_undeclared_variables(env.parse(source))
         return self._uses[key]
 
+    def speak(self, name: str, ctx: SpeechContext) -> Spoken:
+        """What a call says, always: the template's text, else the built-in template's, else a fixed sentence."""
+        try:
+            return self._spoken(name, ctx)
+        except Exception as exc:  # whatever went wrong, the call goes out: `error` says what it was
+            error = exc
+        packaged = self._packaged_only()
+        fallback = f"{ctx.status}.{'ssml' if self.text_format(name) == 'SSML' else 'txt'}.j2"
+        if packaged is not self or fallback != name:  # the same template would fail the same way
+            with contextlib.suppress(Exception):
+                return dataclasses.replace(packaged._spoken(fallback, ctx), error=error,
+                                           fallback=f"the built-in {fallback}")
+        return Spoken(self._fixed_sentence(ctx), "SSML", False, error, "a fixed sentence")
+
     def render(self, name: str, ctx: SpeechContext) -> str:
         """The call's text: one well-formed SSML document (or plain text), at most max_chars characters."""
         text_format = self.text_format(name)
         template = self._template(name, text_format)
-        length = 0
-        for spoken, annotation_cut, label_cut in self._budget(len(ctx.alerts)):
-            variables = _variables(ctx, spoken, annotation_cut, label_cut)
-            try:
-                output = _normalise(template.render(variables))
-            except Exception as exc:
-                raise self._located(exc, name) from exc
-            if text_format == "SSML" and (problem := _ssml_problem(output)):
-                raise TemplateError(f"{name}: {problem}")
-            if len(output) <= self.max_chars:
-                return output
-            length = len(output)
-        raise TemplateError(
-            f"{name}: output is {length} characters even with one alert spoken and "
-            f"shortened text, over speech.max_chars ({self.max_chars})"
-        )
+        token = sandbox.BUDGET.set(sandbox.Budget(self._clock, self._render_seconds))
+        try:
+            failure = ""
+            for spoken, annotation_cut, label_cut in self._budget(len(ctx.alerts)):
+                variables = _variables(ctx, spoken, annotation_cut, label_cut)
+                try:
+                    output = _normalise(sandbox.render(template, variables))
+                except sandbox.TooLarge as exc:  # fewer alerts or shorter text may fit
+                    failure = f"{self._located(exc, name)} (even with one alert spoken and shortened text)"
+                    continue
+                except Exception as exc:
+                    raise self._located(exc, name) from exc
+                if text_format == "SSML" and len(output) <= self.max_chars and (problem := _ssml_problem(output)):
+                    output = _completed_ssml(output, problem, name, ctx.language)
+                if len(output) <= self.max_chars:
+                    return output
+                failure = (f"{name}: output is {len(output)} characters even with one alert spoken and "
+                           f"shortened text, over speech.max_chars ({self.max_chars})")
+            raise TemplateError(failure)
+        finally:
+            sandbox.BUDGET.reset(token)
 
     def check(self, name: str, now: datetime) -> list[str]:
         """Render the template against sample alerts and return its problems instead of raising."""
@@ -645,6 +755,29 @@ class Speech:
                 if str(exc) not in problems:
                     problems.append(str(exc))
         return problems
+
+    def _spoken(self, name: str, ctx: SpeechContext) -> Spoken:
+        text = self.render(name, ctx)
+        return Spoken(text, self.text_format(name), ctx.ack_digit is not None and self.uses(name, "ack_digit"))
+
+    def _packaged_only(self) -> Speech:
+        """A Speech that sees only the packaged templates: a user directory may shadow their names."""
+        if self._packaged is None:
+            self._packaged = Speech(None, max_alerts_spoken=self.max_alerts_spoken, max_chars=self.max_chars,
+                                    clock=self._clock, render_seconds=self._render_seconds)
+        return self._packaged
+
+    def _fixed_sentence(self, ctx: SpeechContext) -> str:
+        """The last resort, for when no template renders: "Alert firing: HighCPU, DiskFull." as SSML."""
+        names = [name for name in dict.fromkeys(_cut(a.labels.get("alertname", ""), 60) for a in ctx.alerts) if name]
+        shown = names[: self.max_alerts_spoken]
+        while True:
+            more = f" and {len(names) - len(shown)} more" if len(shown) < len(names) else ""
+            said = f": {', '.join(shown)}{more}" if shown else f" on route {_cut(words(ctx.route), 60)}"
+            document = ssml_document(f"Alert {ctx.status}{said}.", ctx.language)
+            if len(document) <= self.max_chars or not shown:
+                return document
+            shown.pop()
 
     def _budget(self, alert_count: int) -> Iterator[tuple[int, int | None, int | None]]:
         # Fewer alerts spoken first ("and N more" grows), then shorter annotations, then shorter labels.
@@ -677,6 +810,10 @@ class Speech:
         if isinstance(exc, jinja2.TemplateNotFound):
             searched = f"{self.directory} or " if self.directory is not None else ""
             return TemplateError(f"{where}: template {exc.name!r} not found in {searched}the built-in templates")
+        if isinstance(exc, jinja2.UndefinedError) and (missing := _MISSING_KEY.search(str(exc))):
+            key = missing.group(1)
+            return TemplateError(f'{where}: {exc} (not every alert has every label and annotation: '
+                                 f'write .get("{key}"), as in alert.labels.get("{key}"))')
         return TemplateError(f"{where}: {exc}")
 
     def _display(self, filename: str) -> str:
@@ -685,6 +822,9 @@ class Speech:
         if self.directory is not None and path.is_relative_to(Path(self.directory).resolve()):
             return path.relative_to(Path(self.directory).resolve()).as_posix()
         return path.name
+
+
+_MISSING_KEY = re.compile(r"^'dict object' has no attribute '([^']*)'$")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -755,13 +895,18 @@ def sample_payload(now: datetime) -> Payload:
 
 
 def sample_contexts(now: datetime) -> list[SpeechContext]:
-    """Contexts check() renders: a firing group, a single firing alert, and the group resolved."""
+    """Contexts check() renders: a firing group, a single firing alert, the group resolved, a bare alert."""
     payload = sample_payload(now)
     single = payload.model_copy(update={"alerts": payload.alerts[:1], "truncatedAlerts": 0})
     ended = [a.model_copy(update={"status": "resolved", "endsAt": now - timedelta(minutes=1)}) for a in payload.alerts]
     resolved = payload.model_copy(update={"status": "resolved", "alerts": ended})
+    # Only what every alert has: no instance, severity or summary, no group labels.
+    bare_alert = Alert(status="firing", labels={"alertname": "Watchdog"}, startsAt=now - timedelta(minutes=2),
+                       fingerprint="e1f6a2b9c0d3e4f5")
+    bare = Payload(version="4", receiver="voice", status="firing", alerts=[bare_alert], groupKey="{}:{}")
     return [
         SpeechContext(payload, payload.alerts, "sample-route", "sample-contact", now),
         SpeechContext(single, single.alerts, "sample-route", "sample-contact", now),
         SpeechContext(resolved, resolved.alerts, "sample-route", "sample-contact", now, status="resolved"),
+        SpeechContext(bare, bare.alerts, "sample-route", "sample-contact", now),
     ]

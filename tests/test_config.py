@@ -419,6 +419,39 @@ def test_good_user_templates_load(tmp_path):
     assert config.templates.directory == tmp_path / "etc" / "tpl"
 
 
+def test_a_plain_speak_template_is_accepted_and_completed(tmp_path):
+    from alert2voice.live import make_speech
+    from alert2voice.speech import sample_contexts
+
+    write(tmp_path / "etc" / "tpl" / "plain.ssml.j2", "<speak>An alert is firing.</speak>")
+    path = _template_config(tmp_path, """\
+        routes:
+          - name: r
+            template: plain.ssml.j2
+        """)
+    config = load_config(path, env={})
+    ctx = sample_contexts(datetime.now(UTC))[0]
+    assert make_speech(config).render("plain.ssml.j2", ctx) == (
+        '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">An alert is firing.</speak>')
+
+
+def test_a_label_not_every_alert_has_is_a_problem_with_a_hint(tmp_path):
+    # Every sample alert that is spoken has an instance; an alert with nothing but its name has none.
+    write(tmp_path / "etc" / "tpl" / "k8s.ssml.j2",
+          f"{SPEAK}{{% for alert in alerts_spoken %}}<s>{{{{ alert.labels.instance }}}}</s>{{% endfor %}}</speak>")
+    path = _template_config(tmp_path, """\
+        routes:
+          - name: r
+            template: k8s.ssml.j2
+        """)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    [problem] = raised.value.problems
+    assert problem.path == "routes.0.template"
+    assert problem.message.startswith("k8s.ssml.j2:1: 'dict object' has no attribute 'instance'")
+    assert 'write .get("instance"), as in alert.labels.get("instance")' in problem.message
+
+
 # --------------------------------------------------------------------------------- environment variables
 
 

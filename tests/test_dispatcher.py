@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import xml.etree.ElementTree as ET
 from datetime import timedelta
@@ -11,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from alert2voice.alertmanager import parse_payload
+from alert2voice.callbacks import Event
 from alert2voice.config import RetryConfig
 from alert2voice.dispatch import Backoff, Dispatcher, RateLimiter, tiers
 from alert2voice.live import make_speech
@@ -18,8 +20,9 @@ from alert2voice.metrics import Metrics
 from alert2voice.pages import CallState, PageState, new_page
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.routing import plan
+from alert2voice.speech import Speech
 from alert2voice.store.memory import MemoryStore
-from tests.support import PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
+from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
 
 
 def make_dispatcher(config, *, provider=None, clock=None, store=None):
@@ -246,3 +249,83 @@ async def test_storm_rule_folds_pages_into_one_summary_call():
     clock.advance(timedelta(hours=1))
     await settle(d)
     assert len(provider.requests) == 3
+
+
+# --------------------------------------------------------------------------------- a template that fails
+
+# Passes check-config (the critical sample alert has an instance) yet fails on a critical alert without one.
+CRITICAL_INSTANCE = ('<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="{{ language }}">'
+                     '{% for a in alerts_spoken %}<s>{{ a.alertname }}</s>'
+                     '{% if a.severity == "critical" %}<s>On {{ a.labels.instance }}.</s>{% endif %}'
+                     "{% endfor %}</speak>")
+NO_INSTANCE = {key: value for key, value in PAYMENTS.items() if key != "instance"}
+INTERACTIVE = {'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'}
+
+
+def templated_config(tmp_path, **replace):
+    """The test config, with the payments route speaking mine.ssml.j2 (CRITICAL_INSTANCE)."""
+    (tmp_path / "mine.ssml.j2").write_text(CRITICAL_INSTANCE)
+    return make_config(CONFIG + f"templates: {{directory: {tmp_path}}}\n",
+                       **{"    send_resolved: true\n": "    send_resolved: true\n    template: mine.ssml.j2\n"}, **replace)
+
+
+async def builtin_text(config, labels) -> str:
+    """What the built-in template says for a page of one alert, placed by a dispatcher of its own."""
+    d, store, provider, _ = make_dispatcher(config)
+    await queue(d, store, config, alert(labels))
+    await settle(d)
+    return provider.requests[0].audio.text
+
+
+def template_errors(d) -> float | None:
+    return d.metrics.registry.get_sample_value("alert2voice_template_errors_total", {"route": "payments"})
+
+
+async def test_a_template_failing_on_a_real_alert_still_places_the_call(tmp_path, caplog):
+    config = templated_config(tmp_path)
+    d, store, provider, _ = make_dispatcher(config)
+    await queue(d, store, config, alert(NO_INSTANCE))
+    with caplog.at_level(logging.WARNING, logger="alert2voice.dispatch"):
+        await settle(d)
+    [request] = provider.requests
+    assert request.audio.text == await builtin_text(make_config(), NO_INSTANCE)
+    assert "High CPU" in "".join(ET.fromstring(request.audio.text).itertext())
+    [page] = await store.recent(1)
+    assert page.calls[0].state is CallState.ACCEPTED
+    assert template_errors(d) == 1
+    [record] = [r for r in caplog.records if r.getMessage().startswith("template failed")]
+    assert record.getMessage() == "template failed; the built-in firing.ssml.j2 is spoken instead"
+    assert record.template == "mine.ssml.j2"
+    assert record.error.startswith("mine.ssml.j2:1: 'dict object' has no attribute 'instance'")
+
+
+async def test_an_answered_interactive_call_hears_the_fallback(tmp_path):
+    config = templated_config(tmp_path, **INTERACTIVE)
+    d, store, _, _ = make_dispatcher(config)
+    await queue(d, store, config, alert(NO_INSTANCE))
+    await settle(d)
+    [page] = await store.recent(1)
+    call = page.calls[0]
+    answer = await d.outcomes.call_event(page.key, Event("answered", call.correlation_id, call.message_id, None,
+                                                call_event=True))
+    [audio] = answer.action["audio"]  # the built-in template says the prompt itself
+    heard = "".join(ET.fromstring(audio["text"]).itertext())
+    assert "High CPU" in heard and heard.strip().endswith("Press 1 to acknowledge.")
+    assert template_errors(d) == 1
+
+
+async def test_when_no_template_fits_a_fixed_sentence_and_the_prompt_are_spoken(tmp_path):
+    config = templated_config(tmp_path, **INTERACTIVE)
+    d, store, _, _ = make_dispatcher(config)
+    # Too short a budget for the built-in template too: only the fixed sentence is left.
+    short = Speech(tmp_path, max_chars=300)
+    d.ctx.speech = lambda: short
+    await queue(d, store, config, alert(NO_INSTANCE))
+    await settle(d)
+    [page] = await store.recent(1)
+    call = page.calls[0]
+    answer = await d.outcomes.call_event(page.key, Event("answered", call.correlation_id, call.message_id, None,
+                                                call_event=True))
+    heard = ["".join(ET.fromstring(a["text"]).itertext()) for a in answer.action["audio"]]
+    assert heard == ["Alert firing: HighCPU.", "Press 1 to acknowledge."]
+    assert template_errors(d) == 1

@@ -16,7 +16,7 @@ from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, PROVIDER
-from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
+from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 CB_AUTH = {"Authorization": "Bearer cb-token-secret", "Content-Type": "application/json"}
@@ -154,3 +154,71 @@ receipt_like = st.fixed_dictionaries({
 async def test_fuzz_callbacks_never_5xx(client, body):
     resp = await client.post("/callbacks/webex", data=json.dumps(body), headers=CB_AUTH)
     assert resp.status < 500, await resp.text()
+
+
+class SignallingProvider(RecordingProvider):
+    """Keeps the call requests as they arrive and sets `arrived` (a gate, if set, holds them after that)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+        self.arrivals: list = []
+
+    async def place_call(self, request):
+        self.arrivals.append(request)
+        self.arrived.set()
+        return await super().place_call(request)
+
+
+async def serving(aiohttp_client, config, provider):
+    """The app as it serves, its dispatcher running."""
+    app = create_app(config, provider=provider, store=MemoryStore(), clock=FakeClock(), registry=CollectorRegistry())
+    return await aiohttp_client(app)
+
+
+async def healthy_throughout(client, done: asyncio.Event) -> int:
+    """Ask /-/healthy until `done`; each answer must come within 2 s: a blocked event loop fails this."""
+    answers = 0
+    while not done.is_set():
+        resp = await asyncio.wait_for(client.get("/-/healthy"), timeout=2)
+        assert resp.status == 200
+        answers += 1
+    return answers
+
+
+async def test_hostile_annotation_does_not_freeze_the_event_loop(aiohttp_client):
+    # 300,000 spaces and "://": minutes of work for the URL pattern the speakable filter once had.
+    config = make_config(**{"max_body_bytes: 64KiB": "max_body_bytes: 4MiB"})
+    provider = SignallingProvider()
+    provider.gate = asyncio.Event()  # the call stays in flight while /-/healthy is asked
+    client = await serving(aiohttp_client, config, provider)
+    hostile = {**alert(PAYMENTS), "annotations": {"summary": "Disk full", "description": " " * 300_000 + "://"}}
+    polling = asyncio.create_task(healthy_throughout(client, provider.arrived))
+    resp = await asyncio.wait_for(client.post("/alerts", data=json.dumps(payload(hostile)), headers=AUTH), timeout=2)
+    assert resp.status == 200
+    await asyncio.wait_for(provider.arrived.wait(), timeout=2)
+    assert await polling >= 1
+    assert (await asyncio.wait_for(client.get("/-/healthy"), timeout=2)).status == 200
+    [request] = provider.arrivals
+    assert "Disk full" in request.audio.text
+    provider.gate.set()
+
+
+async def test_a_template_failing_on_a_real_alert_still_calls_over_http(aiohttp_client, tmp_path):
+    # Passes check-config (the critical sample alert has an instance), fails on a critical alert without one.
+    (tmp_path / "mine.txt.j2").write_text('{% if alerts[0].severity == "critical" %}{{ alerts[0].labels.instance }}'
+                                          "{% endif %}")
+    config = make_config(CONFIG + f"templates: {{directory: {tmp_path}}}\n",
+                         **{"    send_resolved: true\n": "    send_resolved: true\n    template: mine.txt.j2\n"})
+    provider = SignallingProvider()
+    client = await serving(aiohttp_client, config, provider)
+    metric = 'alert2voice_template_errors_total{route="payments"}'
+    assert f"{metric} 0.0" in await (await client.get("/metrics")).text()
+    labels = {key: value for key, value in PAYMENTS.items() if key != "instance"}
+    resp = await client.post("/alerts", data=json.dumps(payload(alert(labels))), headers=AUTH)
+    assert resp.status == 200
+    await asyncio.wait_for(provider.arrived.wait(), timeout=10)
+    [request] = provider.arrivals
+    assert request.audio.text_format == "TEXT"
+    assert request.audio.text.startswith("High CPU, critical.")  # the built-in firing.txt.j2 instead
+    assert f"{metric} 1.0" in await (await client.get("/metrics")).text()

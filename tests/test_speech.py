@@ -1,11 +1,13 @@
 """Speech: filters, the built-in templates as whole strings, escaping, the length budget, user templates."""
 
+import re
+import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
@@ -439,14 +441,20 @@ def test_check_finds_labels_not_every_alert_carries(tmp_path: Path) -> None:
         "k8s.ssml.j2",
         SPEAK + "{% for a in alerts %}\n<s>{{ a.labels.cluster }}</s>{% endfor %}</speak>",
     )
-    assert Speech(tmp_path).check("k8s.ssml.j2", NOW) == ["k8s.ssml.j2:2: 'dict object' has no attribute 'cluster'"]
+    assert Speech(tmp_path).check("k8s.ssml.j2", NOW) == [
+        "k8s.ssml.j2:2: 'dict object' has no attribute 'cluster' (not every alert has every label and annotation: "
+        'write .get("cluster"), as in alert.labels.get("cluster"))'
+    ]
 
 
 def test_errors_in_imported_macros_name_the_macro_file(tmp_path: Path) -> None:
     (tmp_path / "lib").mkdir()
     write(tmp_path, "lib/macros.j2", "{% macro where(a) %}\n{{ a.labels.nope }}\n{% endmacro %}")
     write(tmp_path, "main.ssml.j2", SPEAK + '{% import "lib/macros.j2" as m %}{{ m.where(alerts[0]) }}</speak>')
-    assert Speech(tmp_path).check("main.ssml.j2", NOW) == ["lib/macros.j2:2: 'dict object' has no attribute 'nope'"]
+    assert Speech(tmp_path).check("main.ssml.j2", NOW) == [
+        "lib/macros.j2:2: 'dict object' has no attribute 'nope' (not every alert has every label and annotation: "
+        'write .get("nope"), as in alert.labels.get("nope"))'
+    ]
 
 
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
@@ -499,9 +507,11 @@ def test_templates_are_compiled_once_per_speech(tmp_path: Path) -> None:
         ),
         (SPEAK + "<s>{{ alerts[0].labels.evil|safe }}</s></speak>", "element <audio> is not allowed"),
         (SPEAK + "<s>unclosed</speak>", "output is not well-formed SSML"),
-        ("<speak><s>no namespace</s></speak>", "the document must be one <speak"),
+        ('<speak xmlns="http://example.com/other"><s>another namespace</s></speak>', "the document must be one <speak"),
+        ("<voice><s>no speak</s></voice>", "the document must be one <speak"),
         (SPEAK + "</speak><speak/>", "output is not well-formed SSML"),
-        ('<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis"></speak>', "needs version"),
+        ('<speak version="2.0" xmlns="http://www.w3.org/2001/10/synthesis"></speak>', "needs version"),
+        ('<speak xml:lang="">empty language</speak>', "needs version"),
         ('<!DOCTYPE speak [<!ENTITY x "y">]>' + SPEAK + "&x;</speak>", "DOCTYPE"),
         ("Plain words", "not well-formed"),
     ],
@@ -786,3 +796,203 @@ def _normalise_reference(text: str) -> str:
 def test_normalise_collapses_whitespace_line_by_line(text: str) -> None:
     # _normalise returns text it finds already normal as it is: the shortcut must agree with the full work.
     assert speech_module._normalise(text) == _normalise_reference(text)
+
+
+# --- hostile text: every filter takes linear time ---------------------------------------------------
+
+# Runs of the characters the filters' patterns look for: whitespace, ":", "/", digits, dots, "://", units...
+HOSTILE_UNITS = [" ", "\t", ":", "/", "://", "0", "9", ".", "1.", "a", "A", "_", "-", "[", "]", "%", "e", "m", "ms",
+                 ">", "=", "https://", "x:", "1:"]
+# Each filter takes well under a second on 300,000 characters of any of these; a quadratic pattern takes minutes
+# (the URL pattern of old: over ten minutes on 300,000 spaces and "://"). Generous for a loaded machine.
+HOSTILE_SECONDS = 3.0
+
+
+@settings(max_examples=12, deadline=None, database=None)
+@given(unit=st.lists(st.sampled_from(HOSTILE_UNITS), min_size=1, max_size=4).map("".join),
+       tail=st.sampled_from(["", "://", "x", ":1", "%", ".", "1"]))
+@example(unit=" ", tail="://")  # what froze the event loop: whitespace, then "://"
+@example(unit="5m", tail="")  # the most work per character: 150,000 durations to speak
+@example(unit="1.", tail="1")
+def test_filters_take_linear_time_on_hostile_text(unit: str, tail: str) -> None:
+    text = (unit * (300_000 // len(unit) + 1))[:300_000] + tail
+    for filter_ in (words, number, instance, ip, nourls, speakable):
+        started = time.perf_counter()
+        filter_(text)
+        elapsed = time.perf_counter() - started
+        assert elapsed < HOSTILE_SECONDS, f"{filter_.__name__} took {elapsed:.1f} s on {unit!r} * n + {tail!r}"
+
+
+def _drop_urls_as_before(text: str) -> str:
+    # The quadratic pattern the URL filter used: the reference for what the linear one must do.
+    return re.sub(r"\s*https?://\S+", speech_module._drop_url, text, flags=re.IGNORECASE)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.lists(st.sampled_from([" ", "\t", "\n", "h", "H", "ttp", "s", "://", ":", "/", "x", ".", ")", "é"]),
+                max_size=30).map("".join))
+def test_url_pattern_removes_what_it_always_did(text: str) -> None:
+    assert speech_module._URL.sub(speech_module._drop_url, text) == _drop_urls_as_before(text)
+
+
+# --- runaway templates: bounded in work, time and size ------------------------------------------------
+
+
+def frozen_clock() -> float:
+    return 0.0  # the deadline never comes: only the operation budget and the size limits can stop a render
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("{% for i in range(10**5) %}{% for j in range(10**5) %}{% endfor %}{% endfor %}",
+         "more than 1,000,000 operations"),
+        # One range, looped over without a call that could be counted.
+        ("{% set r = range(100) %}{% for a in r %}{% for b in r %}{% for c in r %}{% for d in r %}"
+         "{% endfor %}{% endfor %}{% endfor %}{% endfor %}", "more than 1,000,000 operations"),
+        ("{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(1) }}", "maximum recursion depth"),
+        ('{% include "x.txt.j2" %}{% include "x.txt.j2" %}', "maximum recursion depth"),
+        ('{{ "a" * 10**9 }}', "one operation would add 999,999,999 characters"),
+        ("{{ [1] * 10**9 }}", "one operation would add 999,999,999 characters or items"),
+        ("{{ 10 ** 1000000000 }}", "a number of about"),  # Jinja reads 10 ** 10 ** 9 as (10 ** 10) ** 9
+        ('{{ "%0999999999d" % 1 }}', "one operation would add"),
+        ('{{ "{:>999999999}".format(1) }}', "one operation would add"),
+        ('{{ "a"|center(10**9) }}', "one operation would add"),
+        ('{{ "a".ljust(10**9) }}', "one operation would add"),
+        ('{{ "a\n"|indent(999999) }}', "one operation would add"),
+        ('{{ ("a"|center(99999)) * 3 }}', "over the 20,000 a template may build or print"),
+        ('{{ range(10**5)|join("x" * 100) }}', "one operation would add"),
+        ("{{ range(10)|batch(10**9, 0)|list }}", "one operation would add"),
+        ('{% set ns = namespace(s="ab") %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}',
+         "over the 20,000 a template may build or print"),
+        ("{% set l = [1] %}{% for i in range(40) %}{{ l.extend(l) }}{% endfor %}", "a collection of"),
+        ("{% for i in range(10**5) %}{{ alerts[0].alertname }}{% endfor %}", "output is over 20,000 characters"),
+        ("{% set x %}{% for i in range(10**5) %}xxxxxxxxxx{% endfor %}{% endset %}{{ x|length }}",
+         "builds a text of over 20,000 characters"),
+        ("{{ lipsum(10**9) }}", "'lipsum' is undefined"),
+    ],
+)
+def test_runaway_templates_are_stopped(tmp_path: Path, body: str, problem: str) -> None:
+    write(tmp_path, "x.txt.j2", body)
+    with pytest.raises(TemplateError, match=r"^x\.txt\.j2") as caught:
+        Speech(tmp_path, clock=frozen_clock).render("x.txt.j2", context(load("firing_HighCPU.json")))
+    assert problem in str(caught.value)
+
+
+def test_a_render_that_runs_past_its_deadline_is_stopped(tmp_path: Path) -> None:
+    # Every look at the clock finds a quarter of a second gone: the fifth is past the one-second deadline.
+    readings = iter(range(1000))
+    write(tmp_path, "slow.txt.j2", "{% for i in range(100) %}{{ i }}{% endfor %}")
+    speech = Speech(tmp_path, clock=lambda: next(readings) / 4)
+    with pytest.raises(TemplateError, match=r"^slow\.txt\.j2:1: the template took longer than 1 s to render$"):
+        speech.render("slow.txt.j2", context(load("firing_HighCPU.json")))
+    assert next(readings) == 6  # the start, then one look per loop iteration until the fifth was too late
+
+
+def test_bounded_templates_still_do_what_jinja_does(tmp_path: Path) -> None:
+    write(tmp_path, "ok.txt.j2",
+          '{% for i in range(30) %}{% if loop.last %}{{ loop.length }}{% endif %}{% endfor %} '
+          '{{ "a" ~ alerts[0].alertname }} {{ alerts|map(attribute="alertname")|join(",") }} '
+          '{{ "%05.1f"|format(3.14159) }} {{ "{}-{:>4}".format("x", 7) }} {{ "ab"|center(6) }}| '
+          '{{ "x" * 3 }} {{ 2 ** 10 }} {{ [1, 2] + [3] }} {{ "a-b"|replace("-", "+") }} '
+          '{% set l = [] %}{% for a in alerts %}{{ l.append(a.alertname) or "" }}{% endfor %}{{ l|length }}'
+          '{% macro m(x) %}<{{ x }}>{% endmacro %}{{ m(1) }}')
+    text = Speech(tmp_path).render("ok.txt.j2", context(load("firing_HighCPU.json")))
+    assert text == "30 aHighCPU HighCPU,HighCPU 003.1 x- 7 ab | xxx 1024 [1, 2, 3] a+b 2<1>"  # spaces collapsed
+
+
+def test_an_output_over_the_limit_is_tried_again_shorter(tmp_path: Path) -> None:
+    # An annotation of 50,000 characters: too long to print whole, fine once the budget cuts annotations.
+    write(tmp_path, "d.txt.j2", "{{ alerts[0].annotations.description }}")
+    payload = make_payload([make_alert(annotations={"description": "word " * 10_000})])
+    assert Speech(tmp_path).render("d.txt.j2", context(payload)) == "word " * 39 + "word…"
+
+
+# --- falling back when a template fails -------------------------------------------------------------
+
+
+def bare_payload(*names: str) -> Payload:
+    """Alerts with nothing but an alertname, as real alerts without optional labels arrive."""
+    alerts = [Alert(status="firing", labels={"alertname": name}, startsAt=NOW - timedelta(minutes=3)) for name in names]
+    return make_payload(alerts)
+
+
+def test_a_template_failing_on_a_real_alert_falls_back_to_the_builtin_one(tmp_path: Path) -> None:
+    write(tmp_path, "k8s.ssml.j2", SPEAK + "{% for a in alerts_spoken %}<s>{{ a.labels.instance }}</s>{% endfor %}</speak>")
+    speech = Speech(tmp_path)
+    assert speech.check("k8s.ssml.j2", NOW) != []  # check-config would have said so
+    ctx = context(bare_payload("HighCPU"))
+    said = speech.speak("k8s.ssml.j2", ctx)
+    assert said.text == Speech(None).render("firing.ssml.j2", ctx)
+    assert (said.text_format, said.fallback) == ("SSML", "the built-in firing.ssml.j2")
+    assert str(said.error).startswith("k8s.ssml.j2:1: 'dict object' has no attribute 'instance'")
+    assert "High CPU" in spoken(said.text)
+
+
+def test_the_fallback_is_the_packaged_template_even_when_a_user_one_shadows_it(tmp_path: Path) -> None:
+    write(tmp_path, "firing.txt.j2", "{{ alerts[0].labels.instance }}")
+    ctx = context(bare_payload("DiskFull"))
+    said = Speech(tmp_path).speak("firing.txt.j2", ctx)
+    assert (said.text, said.text_format) == (Speech(None).render("firing.txt.j2", ctx), "TEXT")
+    assert said.fallback == "the built-in firing.txt.j2"
+
+
+def test_when_no_template_renders_a_fixed_sentence_names_the_alerts(tmp_path: Path) -> None:
+    write(tmp_path, "broken.ssml.j2", "{{ nope }}")
+    # Too short for the built-in template: only the fixed sentence fits.
+    speech = Speech(tmp_path, max_chars=300)
+    said = speech.speak("broken.ssml.j2", context(bare_payload("HighCPU", "Disk<Full>", "HighCPU")))
+    assert said.text == ('<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">'
+                         "Alert firing: HighCPU, Disk&lt;Full&gt;.</speak>")
+    assert (said.text_format, said.fallback, said.asks_ack) == ("SSML", "a fixed sentence", False)
+    assert str(said.error) == "broken.ssml.j2:1: 'nope' is undefined"
+    many = speech.speak("broken.ssml.j2", context(bare_payload(*(f"Alert{i}{'x' * 50}" for i in range(10)))))
+    assert len(many.text) <= 300
+    assert spoken(many.text).startswith("Alert firing: Alert0") and spoken(many.text).endswith("more.")
+
+
+def test_a_template_that_renders_is_spoken_as_it_is(tmp_path: Path) -> None:
+    write(tmp_path, "ok.ssml.j2", SPEAK + "<s>{{ alerts|length }} alerts. Press {{ ack_digit }}.</s></speak>")
+    ctx = SpeechContext(bare_payload("A"), bare_payload("A").alerts, "r", "alice", NOW, ack_digit="1")
+    said = Speech(tmp_path).speak("ok.ssml.j2", ctx)
+    assert said == speech_module.Spoken(SPEAK + "<s>1 alerts. Press 1.</s></speak>", "SSML", True)
+
+
+def test_check_renders_an_alert_that_has_only_an_alertname(tmp_path: Path) -> None:
+    # Every spoken sample alert has an instance; the bare one does not.
+    write(tmp_path, "k8s.ssml.j2", SPEAK + "{% for a in alerts_spoken %}<s>{{ a.labels.instance }}</s>{% endfor %}</speak>")
+    assert Speech(tmp_path).check("k8s.ssml.j2", NOW) == [
+        "k8s.ssml.j2:1: 'dict object' has no attribute 'instance' (not every alert has every label and annotation: "
+        'write .get("instance"), as in alert.labels.get("instance"))'
+    ]
+    write(tmp_path, "group.txt.j2", "{{ group_labels.cluster }}")
+    [problem] = Speech(tmp_path).check("group.txt.j2", NOW)  # the sample group has a cluster; the bare one none
+    assert problem.startswith("group.txt.j2:1: 'dict object' has no attribute 'cluster' (not every alert")
+
+
+# --- a bare <speak> ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "language", "expected"),
+    [
+        ("<speak>An alert is firing.</speak>", "en-US",
+         '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">An alert is firing.</speak>'),
+        ('<speak xml:lang="de-DE"><s>Alarm.</s></speak>', "en-GB",
+         '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="de-DE"><s>Alarm.</s></speak>'),
+        ("<speak><p><s>{{ alerts|length }} alerts</s></p></speak>", "en-GB",
+         '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-GB">'
+         "<p><s>2 alerts</s></p></speak>"),
+        # Expat counts bytes: a comment before the root, with a character of two, must not shift the insertion.
+        ("<!-- état --><speak>Hi</speak>", "fr-FR",
+         '<!-- état --><speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="fr-FR">Hi</speak>'),
+    ],
+)
+def test_a_bare_speak_is_completed(tmp_path: Path, body: str, language: str, expected: str) -> None:
+    write(tmp_path, "plain.ssml.j2", body)
+    payload = load("firing_HighCPU.json")
+    ctx = SpeechContext(payload, payload.alerts, "r", "alice", NOW, language=language)
+    speech = Speech(tmp_path)
+    assert speech.render("plain.ssml.j2", ctx) == expected
+    assert speech.check("plain.ssml.j2", NOW) == []
+    parse(expected)

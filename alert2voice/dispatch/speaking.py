@@ -12,7 +12,7 @@ from ..alertmanager import Alert, Payload
 from ..config import Config, SpeechConfig
 from ..pages import Call, Page, route_of
 from ..provider import Audio, CallRequest, MediaAudio, TtsAudio, UrlAudio
-from ..speech import SpeechContext, TemplateError, words
+from ..speech import SpeechContext
 from .context import Context
 
 # CallRequest needs audio, but POST /v1/voice/calls sends none.
@@ -66,12 +66,17 @@ class Speaker:
         digit = cfg.acknowledgement.digit if call.interactive else None
         payload = payload_of(page, extra)
         # The page stores only the alerts it paged for (its firing ones), so they are what is spoken.
-        text = speech.render(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
-                                                 contact=call.contact, now=now, status=status,
-                                                 language=self.voice(cfg, call).language, ack_digit=digit))
-        audio = [self.tts(cfg, call, text, speech.text_format(name))]
-        if digit is not None and not speech.uses(name, "ack_digit"):
-            # A user template that does not say the prompt itself: it follows as a sentence of its own.
+        spoken = speech.speak(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
+                                                  contact=call.contact, now=now, status=status,
+                                                  language=self.voice(cfg, call).language, ack_digit=digit))
+        if spoken.error is not None:
+            # The call goes out all the same: a template's mistake must not keep anyone from being called.
+            self.ctx.metrics.template_errors.labels(page.route).inc()
+            self.ctx.log(page, call, f"template failed; {spoken.fallback} is spoken instead", logging.WARNING,
+                         template=name, error=str(spoken.error))
+        audio = [self.tts(cfg, call, spoken.text, spoken.text_format)]
+        if digit is not None and not spoken.asks_ack:
+            # A template that does not say the prompt itself: it follows as a sentence of its own.
             audio.append(self.tts(cfg, call, interactive.ssml(interactive.prompt_text(digit), audio[0].language)))
         return [recording, *audio] if recording is not None else audio
 
@@ -97,15 +102,8 @@ class Speaker:
             call.prompts += 1
             store = self.ctx.store
             extra = [p for k in call.storm if k != page.key and (p := await store.get(k)) is not None]
-            digit = cfg.acknowledgement.digit
-            try:
-                audio = self.audio_for(page, call, cfg, now, extra)
-            except TemplateError as exc:
-                # The callee is on the line: a fixed sentence beats hanging up on them.
-                self.ctx.log(page, call, "template failed; a fixed prompt is spoken", logging.ERROR, error=str(exc))
-                text = f"Alert on route {words(page.route)}. {interactive.prompt_text(digit)}"
-                audio = [self.tts(cfg, call, interactive.ssml(text, self.voice(cfg, call).language))]
-            return interactive.prompt_action(audio, digit)
+            # audio_for never fails on a template: the callee on the line hears a fallback at worst.
+            return interactive.prompt_action(self.audio_for(page, call, cfg, now, extra), cfg.acknowledgement.digit)
         if step.reply == "thanks":
             text = interactive.ssml(interactive.THANKS, self.voice(cfg, call).language)
             return interactive.play_action([self.tts(cfg, call, text)])
