@@ -37,11 +37,11 @@ deploy-check: $(STAMP) system-deps deploy-deps
 	./scripts/deploy-check.sh --image
 
 test: $(STAMP) system-deps deploy-deps
-	$(BIN)/ruff check alert2voice tests bench
+	$(BIN)/ruff check alert2voice tests bench scripts
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check alert2voice tests bench
+	$(BIN)/ruff check alert2voice tests bench scripts
 
 # Debian's wrk drives the load of `make bench`; installed only when missing.
 bench-deps:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixture_capture import main  # noqa: E402  (needs the repository on sys.path first)
+# Imported only now: it needs the repository on sys.path first.
+from tests.fixture_capture import main
 
 sys.exit(main())
