@@ -108,6 +108,32 @@ def redis_server_in(directory: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+@contextlib.contextmanager
+def sentinel_for(server: RedisServer, directory: Path, service: str = "mymaster") -> Iterator[int]:
+    """A Redis Sentinel (redis-server --sentinel) watching `server` as `service`; yields its port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = directory / "sentinel.conf"  # the sentinel rewrites its config file: one of its own
+    conf.write_text(f"port {port}\nbind {LOOPBACK}\ndir {directory}\n"
+                    f"sentinel monitor {service} {LOOPBACK} {server.port} 1\n")
+    process = Process("redis-sentinel", [server.binary, str(conf), "--sentinel"], directory / "sentinel.log").start()
+    client = redis.Redis(host=LOOPBACK, port=port, socket_timeout=2, decode_responses=True)
+    try:
+        for _ in range(100):  # polls the process we just started, bounded
+            if not process.alive:
+                raise RuntimeError(f"redis sentinel exited at start\n{process.log_tail()}")
+            with contextlib.suppress(redis.RedisError):
+                if client.execute_command("SENTINEL", "get-master-addr-by-name", service):
+                    break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"redis sentinel did not answer on port {port}\n{process.log_tail()}")
+        yield port
+    finally:
+        client.close()
+        process.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the session; each test uses keys under a prefix of its own."""

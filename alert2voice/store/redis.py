@@ -248,11 +248,7 @@ class RedisStore:
 
     async def close(self) -> None:
         """Stop listening for wake-ups and close the connections; closing twice is harmless."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        await self._stop_listening()
         redis, self._redis = self._redis, None
         sentinels, self._sentinels = self._sentinels, None
         with contextlib.suppress(RedisError, OSError):
@@ -260,6 +256,17 @@ class RedisStore:
                 await redis.aclose()
             for client in sentinels.sentinels if sentinels is not None else ():
                 await client.aclose()
+
+    async def _stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        while listener is not None and not listener.done():
+            # Again until it ends: redis-py writes through asyncio.wait_for, which on Python 3.11 swallows
+            # a cancellation that arrives as the write completes (fixed in 3.12).
+            listener.cancel()
+            await asyncio.wait({listener}, timeout=0.1)
+        if listener is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless Redis answers."""
