@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages the tests drive (a real Alertmanager; espeak-ng for `render --wav`); installed only when missing.
-SYSTEM_PACKAGES := prometheus-alertmanager:prometheus-alertmanager espeak-ng:espeak-ng
+# Debian packages the tests drive (a real Alertmanager; espeak-ng for `render --wav`; a real Redis for the
+# Redis store); installed only when missing.
+SYSTEM_PACKAGES := prometheus-alertmanager:prometheus-alertmanager espeak-ng:espeak-ng redis-server:redis-server
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \

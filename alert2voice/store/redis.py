@@ -1,0 +1,488 @@
+"""The Redis store: the memory several alert2voice replicas share, with every atomic step a Lua script.
+
+Key layout (prefix `a2v:` by default; times are Unix seconds):
+
+    page:<key>        hash: d (page JSON), v (version), st, live (1 unless finished with nothing due),
+                      upd, ids, calls, grp, seq; lu, lo while leased. No TTL while live; `retention`
+                      once finished.
+    claim:<claim>     string: the claim's expiry (now + window); PX window.
+    claims            zset of claim keys by expiry, for purge(); TTL extended to the window at each admit.
+    call:<id>         string: the key of the page with this correlationId or messageId; its page's TTL.
+    due               zset of live page keys by due time.
+    group:<hash>      zset of a route and alert group's unresolved page keys, by first-seen order; no TTL
+                      while one of them is live, else `retention`.
+    recent            zset of page keys by last update, the newest RECENT_KEPT only.
+    done              zset of finished page keys by last update, for purge().
+    seq               counter behind the first-seen order.
+    placed:<number>   zset of the calls counted for the number, by placement time; trimmed to and
+    placed-all        expiring after RETAIN (every number's calls).
+    storm:<number>    hash: release (ISO 8601), keys, leader; RETAIN after its last change.
+    tokens            hash: the provider's token bucket (tokens, t); expires once it would be full again.
+    wake              the pub/sub channel of wake-ups; a message is the sender's instance id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from ..pages import FINAL_PAGE_STATES, Page
+from . import redis_scripts as lua
+from .base import Conflict, OpenPage, StoreUnavailable, StormBatch, Tier
+from .codec import dump_page, load_page
+
+log = logging.getLogger("alert2voice.store")
+T = TypeVar("T")
+
+RETAIN = timedelta(days=1)  # how long placed calls and storm batches are kept, as in store/local.py
+RECENT_KEPT = 1000  # pages the recent index holds: more than GET /api/v1/pages lists
+PURGE_CHUNK = 500  # pages and claims one purge script removes at most
+WAKE_PING = 5.0  # seconds of silence after which the wake-up subscriber checks its connection
+RECONNECT_MAX = 2.0  # seconds between the wake-up subscriber's attempts to reconnect, at most
+SENTINEL_PORT = 26379
+SCHEMES = ("redis://", "rediss://", "redis+sentinel://")
+# The operations that are one Lua script each (EVALSHA; loaded again when Redis lost its script cache).
+SCRIPTS = {"admit": lua.ADMIT, "seen": lua.SEEN, "release": lua.RELEASE, "put": lua.PUT, "take_due": lua.TAKE_DUE,
+           "by_group": lua.BY_GROUP, "recent": lua.RECENT, "purge": lua.PURGE, "reserve_call": lua.RESERVE_CALL,
+           "unreserve_call": lua.UNRESERVE_CALL, "storm_join": lua.STORM_JOIN, "storm_lead": lua.STORM_LEAD,
+           "storm_end": lua.STORM_END, "take_token": lua.RATE_LIMIT}
+
+
+# ---------------------------------------------------------------------------------------------- URLs
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """Where a `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]` URL points."""
+
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """The sentinels, service name, database and master credentials of a redis+sentinel:// URL."""
+    rest = url.removeprefix("redis+sentinel://")
+    netloc, _, path = rest.partition("/")
+    path = path.partition("?")[0]
+    userinfo, _, hostlist = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    hosts = [_host_port(h) for h in hostlist.split(",") if h]
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not parts or len(parts) > 2:
+        raise ValueError("store url: redis+sentinel:// needs sentinel hosts and a service name, "
+                         "as in redis+sentinel://host:26379/mymaster/0")
+    if len(parts) == 2 and not parts[1].isdigit():
+        raise ValueError("store url: the database of a redis+sentinel:// URL is a number, as in /mymaster/0")
+    return SentinelTarget(hosts=hosts, service=unquote(parts[0]), db=int(parts[1]) if len(parts) == 2 else 0,
+                          username=unquote(username) or None, password=unquote(password) or None)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
+    if not sep:
+        host, port = text, str(SENTINEL_PORT)
+    if not port.isdigit():
+        raise ValueError("store url: a sentinel's port is a number, as in host:26379")
+    return host.strip("[]"), int(port)
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+class Keys:
+    """The names of the store's keys under one prefix (the layout is in the module's docstring)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.pages = prefix + "page:"
+        self.calls = prefix + "call:"
+        self.claims = prefix + "claims"
+        self.due = prefix + "due"
+        self.recent = prefix + "recent"
+        self.done = prefix + "done"
+        self.seq = prefix + "seq"
+        self.placed_all = prefix + "placed-all"
+        self.tokens = prefix + "tokens"
+        self.wake = prefix + "wake"
+
+    def page(self, key: str) -> str:
+        return self.pages + key
+
+    def claim(self, claim: str) -> str:
+        return self.prefix + "claim:" + claim
+
+    def call(self, ident: str) -> str:
+        return self.calls + ident
+
+    def group(self, route: str, group_key: str) -> str:
+        # Hashed: an Alertmanager group key is long and full of quotes and braces.
+        digest = hashlib.sha256(f"{route}\0{group_key}".encode()).hexdigest()[:32]
+        return self.prefix + "group:" + digest
+
+    def placed(self, number: str) -> str:
+        return self.prefix + "placed:" + number
+
+    def storm(self, number: str) -> str:
+        return self.prefix + "storm:" + number
+
+
+def _ts(moment: datetime) -> str:
+    return repr(moment.timestamp())
+
+
+def _time(score: str | float) -> datetime:
+    return datetime.fromtimestamp(float(score), UTC)
+
+
+def _ms(span: timedelta) -> int:
+    return max(1, math.ceil(span.total_seconds() * 1000))
+
+
+# --------------------------------------------------------------------------------------------- store
+
+
+class RedisStore:
+    """The Store protocol on Redis (redis-py's asyncio client), for several replicas at once.
+
+    Every call either answers within a few socket timeouts or raises StoreUnavailable: no retries inside
+    the client (a retried script could count a call twice), and the next call after an outage simply
+    connects again. `retention` is how long finished pages, their call ids and claims' index stay: give
+    it the dedup window, the age purge() is called with.
+    """
+
+    def __init__(self, url: str, *, key_prefix: str = "a2v:", socket_timeout: float = 1.0,
+                 retention: timedelta = timedelta(hours=4), instance: str | None = None) -> None:
+        self._url = url
+        self._sentinel: SentinelTarget | None = None
+        if url.startswith("redis+sentinel://"):
+            self._sentinel = parse_sentinel_url(url)
+            self._password = self._sentinel.password  # kept out of every message
+        elif url.startswith(("redis://", "rediss://")):
+            self._password = parse_url(url).get("password")
+        else:
+            raise ValueError(f"store url: the scheme must be one of {', '.join(SCHEMES)}")
+        self.keys = Keys(key_prefix)
+        self.socket_timeout = socket_timeout
+        self.deadline = 3 * socket_timeout  # a whole call: connect, handshake and reads
+        self.retention = retention
+        self.instance = instance or uuid.uuid4().hex[:12]
+        self._redis: Redis | None = None
+        self._sentinels: Sentinel | None = None
+        self._scripts: dict[str, Any] = {}
+        self._wakeups: list[Callable[[], None]] = []
+        self._listener: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def _options(self) -> dict[str, Any]:
+        return {"socket_timeout": self.socket_timeout, "socket_connect_timeout": self.socket_timeout,
+                "retry": Retry(NoBackoff(), 0), "decode_responses": True, "client_name": "alert2voice"}
+
+    def _client(self) -> Redis:
+        options = self._options()
+        target = self._sentinel
+        if target is None:
+            return Redis.from_url(self._url, **options)
+        sentinel_options = {k: v for k, v in options.items() if k != "client_name"}
+        self._sentinels = Sentinel(target.hosts, sentinel_kwargs=sentinel_options, **options, db=target.db,
+                                   username=target.username, password=target.password)
+        return self._sentinels.master_for(target.service)
+
+    def _unavailable(self, op: str, exc: BaseException) -> StoreUnavailable:
+        text = str(exc) or (f"no answer within {self.deadline:g}s" if isinstance(exc, TimeoutError)
+                            else type(exc).__name__)
+        if self._password:
+            text = text.replace(self._password, "***")
+        return StoreUnavailable(f"redis store: {op} failed: {text}")
+
+    async def _call(self, op: str, fn: Callable[[Redis], Awaitable[T]]) -> T:
+        redis = self._redis
+        if redis is None:
+            raise StoreUnavailable(f"redis store: {op} failed: store is not open")
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await fn(redis)
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            raise self._unavailable(op, exc) from None
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
+        return await self._call(name, lambda redis: script(keys=list(keys), args=list(args)))
+
+    # ------------------------------------------------------------------------------------ protocol
+
+    async def open(self) -> None:
+        """Connect, check that Redis keeps what it acknowledged (AOF), and subscribe to wake-ups."""
+        if self._redis is not None:
+            return
+        self._redis = redis = self._client()
+        self._scripts = {op: redis.register_script(source) for op, source in SCRIPTS.items()}
+        try:
+            await self.ping()
+            await self._check_durability()
+        except BaseException:
+            await self.close()
+            raise
+        self._listener = asyncio.create_task(self._listen(), name="alert2voice-redis-wakeups")
+
+    async def close(self) -> None:
+        """Stop listening for wake-ups and close the connections; closing twice is harmless."""
+        await self._stop_listening()
+        redis, self._redis = self._redis, None
+        sentinels, self._sentinels = self._sentinels, None
+        with contextlib.suppress(RedisError, OSError):
+            if redis is not None:
+                await redis.aclose()
+            for client in sentinels.sentinels if sentinels is not None else ():
+                await client.aclose()
+
+    async def _stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        while listener is not None and not listener.done():
+            # Again until it ends: redis-py writes through asyncio.wait_for, which on Python 3.11 swallows
+            # a cancellation that arrives as the write completes (fixed in 3.12).
+            listener.cancel()
+            await asyncio.wait({listener}, timeout=0.1)
+        if listener is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless Redis answers."""
+        await self._call("ping", lambda redis: redis.ping())
+
+    async def _check_durability(self) -> None:
+        """Warn when Redis would lose acknowledged writes in a restart (AOF off); CONFIG may be refused."""
+        async def append_config(redis: Redis) -> dict[str, str] | None:
+            try:
+                return await redis.config_get("append*")
+            except ResponseError:  # CONFIG renamed or not allowed, as on most managed Redis services
+                return None
+
+        config = await self._call("open", append_config)
+        if config is None:
+            log.info("could not check that Redis persists every write (CONFIG GET refused): it must run "
+                     "with appendonly yes, and appendfsync always for a 200 to mean durable")
+        elif config.get("appendonly") != "yes":
+            log.warning("Redis runs without its append-only file (appendonly no): a Redis restart loses "
+                        "accepted pages and claims; set appendonly yes and appendfsync always")
+        elif config.get("appendfsync") != "always":
+            log.info("Redis syncs its append-only file with appendfsync %s: a Redis crash can lose the "
+                     "writes of the last second; appendfsync always makes every 200 durable",
+                     config.get("appendfsync"))
+
+    # ------------------------------------------------------------------------------- pages and claims
+
+    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
+        """Hold the claims until now + window and save the page, unless all are held or the page is active."""
+        keys, args = self._save_args(page)
+        claim_keys = [self.keys.claim(c) for c in claims]
+        version = await self._script("admit", [*keys[:6], self.keys.claims, *claim_keys, *keys[6:]],
+                                     [*args, _ts(now), _ts(now + window), _ms(window), len(claim_keys)])
+        if not version:
+            return False
+        page.version = int(version)
+        return True
+
+    async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
+        """Whether admit() would refuse now: one read-only script."""
+        held = await self._script("seen", [self.keys.page(key), *(self.keys.claim(c) for c in claims)], [_ts(now)])
+        return bool(held)
+
+    async def release(self, claims: Sequence[str]) -> None:
+        """Drop these dedup claims."""
+        await self._script("release", [self.keys.claims, *(self.keys.claim(c) for c in claims)], [])
+
+    def _save_args(self, page: Page) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the save step that admit and put share (see redis_scripts._SAVE)."""
+        ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
+        live = page.state not in FINAL_PAGE_STATES or page.due_at is not None
+        keys = [self.keys.page(page.key), self.keys.due, self.keys.recent, self.keys.done,
+                self.keys.group(page.route, page.group_key), self.keys.seq, *(self.keys.call(i) for i in ids)]
+        args = [self.keys.pages, page.key, dump_page(page), page.state.value, "1" if live else "0",
+                _ts(page.due_at) if page.due_at is not None else "", _ts(page.updated_at or page.received_at),
+                "1" if page.resolved_at is not None else "0", json.dumps(page.identities), json.dumps(ids),
+                _ms(self.retention), RECENT_KEPT]
+        return keys, args
+
+    async def put(self, page: Page) -> None:
+        """Compare-and-set at the version read; index the calls, release the lease, keep the indexes in step."""
+        keys, args = self._save_args(page)
+        version = await self._script("put", keys, [*args, page.version])
+        if version < 0:
+            raise Conflict(f"page {page.key[:12]} changed since it was read (version {page.version})")
+        page.version = int(version)
+
+    async def get(self, key: str) -> Page | None:
+        """The page with this key."""
+        data, version = await self._call("get", lambda redis: redis.hmget(self.keys.page(key), "d", "v"))
+        return load_page(data, int(version)) if data is not None else None
+
+    async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
+        """Pages of this route and group whose alerts have not been resolved, in first-seen order."""
+        flat = await self._script("by_group", [self.keys.group(route, group_key)], [self.keys.pages])
+        return [OpenPage(key, tuple(json.loads(ids))) for key, ids in zip(flat[::2], flat[1::2], strict=True)]
+
+    async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
+        """The key of the page holding the call with this correlationId (tried first) or messageId."""
+        idents = [i for i in (correlation_id, message_id) if i]
+        if not idents:
+            return None
+        found = await self._call("find_call", lambda redis: redis.mget([self.keys.call(i) for i in idents]))
+        return next((key for key in found if key is not None), None)
+
+    async def take_due(self, now: datetime, limit: int, lease: timedelta, owner: str,
+                       skip: Collection[str] = ()) -> list[Page]:
+        """Up to `limit` due pages nobody holds, earliest first, leased to `owner` until now + lease."""
+        flat = await self._script("take_due", [self.keys.due],
+                                  [self.keys.pages, _ts(now), limit, _ts(now + lease), owner, *skip])
+        return [load_page(data, int(version)) for data, version in zip(flat[::2], flat[1::2], strict=True)]
+
+    async def next_due(self) -> datetime | None:
+        """The earliest due time of any page, leased or not."""
+        first = await self._call("next_due", lambda redis: redis.zrange(self.keys.due, 0, 0, withscores=True))
+        return _time(first[0][1]) if first else None
+
+    async def recent(self, limit: int) -> list[Page]:
+        """The most recently updated pages, newest first (of the RECENT_KEPT last updated)."""
+        if limit <= 0:
+            return []
+        flat = await self._script("recent", [self.keys.recent], [self.keys.pages, limit])
+        return [load_page(data, int(version)) for data, version in zip(flat[::2], flat[1::2], strict=True)]
+
+    async def depth(self) -> int:
+        """How many pages have work due."""
+        return await self._call("depth", lambda redis: redis.zcard(self.keys.due))
+
+    async def purge(self, before: datetime) -> int:
+        """Forget finished pages last updated before `before` and claims expired by then, in chunks."""
+        removed = 0
+        while True:
+            pages, done, claims = await self._script(
+                "purge", [self.keys.done, self.keys.claims, self.keys.recent],
+                [self.keys.pages, _ts(before), PURGE_CHUNK, self.keys.calls])
+            removed += pages
+            if done < PURGE_CHUNK and claims < PURGE_CHUNK:
+                return removed
+
+    # --------------------------------------------------------------------------------- shared limits
+
+    async def reserve_call(self, number: str, now: datetime, tiers: Sequence[Tier]) -> datetime | None:
+        """Count a call to `number` at `now` if every tier has room (None); else the earliest fit."""
+        windows = [x for t in tiers for x in (t.scope, t.calls, _ts(now - t.per))]
+        blocked = await self._script("reserve_call", [self.keys.placed(number), self.keys.placed_all],
+                                     [_ts(now), uuid.uuid4().hex, _ts(now - RETAIN), _ms(RETAIN), *windows])
+        if not blocked:
+            return None
+        return max(_time(score) + tiers[int(index)].per for index, score in zip(blocked[::2], blocked[1::2],
+                                                                                  strict=True))
+
+    async def unreserve_call(self, number: str, at: datetime) -> None:
+        """Give back the slot counted at `at`."""
+        await self._script("unreserve_call", [self.keys.placed(number), self.keys.placed_all], [_ts(at)])
+
+    async def calls_within(self, number: str, now: datetime, per: timedelta) -> list[datetime]:
+        """When the calls to `number` counted within the last `per` were placed, oldest first."""
+        placed = await self._call("calls_within", lambda redis: redis.zrangebyscore(
+            self.keys.placed(number), "(" + _ts(now - per), "+inf", withscores=True))
+        return [_time(score) for _, score in placed]
+
+    async def storm_join(self, number: str, key: str, release_at: datetime) -> StormBatch:
+        """Join the number's open storm batch, or open one released at `release_at`."""
+        release, keys = await self._script("storm_join", [self.keys.storm(number)],
+                                           [key, release_at.isoformat(), _ms(RETAIN)])
+        return StormBatch(datetime.fromisoformat(release), keys.split("\n"))
+
+    async def storm_batch(self, number: str) -> StormBatch | None:
+        """The number's storm batch, if any."""
+        release, keys, leader = await self._call("storm_batch", lambda redis: redis.hmget(
+            self.keys.storm(number), "release", "keys", "leader"))
+        if release is None:
+            return None
+        return StormBatch(datetime.fromisoformat(release), keys.split("\n") if keys else [], leader)
+
+    async def storm_lead(self, number: str, key: str) -> bool:
+        """Make the page the batch's leader unless it has one already."""
+        return bool(await self._script("storm_lead", [self.keys.storm(number)], [key, _ms(RETAIN)]))
+
+    async def storm_end(self, number: str, key: str) -> None:
+        """Drop the number's batch if `key` leads it."""
+        await self._script("storm_end", [self.keys.storm(number)], [key])
+
+    async def take_token(self, now: float, rate: float, burst: float) -> float:
+        """One token bucket for every replica: 0 when a token was taken, else the seconds to wait."""
+        # Kept until it would be full again; a missing bucket is a full one.
+        ttl = _ms(timedelta(seconds=max(60.0, 2 * burst / rate)))
+        wait = await self._script("take_token", [self.keys.tokens], [repr(now), repr(rate), repr(burst), ttl])
+        return float(wait)
+
+    # ------------------------------------------------------------------------------------- wake-ups
+
+    def on_wakeup(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on the event loop when another replica publishes a wake-up."""
+        self._wakeups.append(callback)
+
+    async def wake_others(self) -> None:
+        """Publish a wake-up, signed with this instance's id so that it does not wake itself."""
+        await self._call("wake_others", lambda redis: redis.publish(self.keys.wake, self.instance))
+
+    def _wake(self) -> None:
+        for callback in self._wakeups:
+            try:
+                callback()
+            except Exception:
+                log.exception("wake-up callback failed")
+
+    async def _listen(self) -> None:
+        """Subscribe to wake-ups for as long as the store is open, reconnecting after every failure."""
+        delay, subscribed_before = 0.1, False
+        while True:
+            assert self._redis is not None
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.wake)
+                if subscribed_before:
+                    self._wake()  # wake-ups published while we were away are lost: look once
+                subscribed_before, delay = True, 0.1
+                await self._pump(pubsub)
+            except (RedisError, OSError) as exc:
+                log.debug("wake-up subscription lost; reconnecting", extra={"error": str(self._unavailable(
+                    "subscribe", exc))})
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(RECONNECT_MAX, delay * 2)
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        """Hand wake-ups from others to the callbacks; a PING after WAKE_PING quiet seconds proves the link."""
+        while True:
+            message = await pubsub.get_message(timeout=WAKE_PING)
+            if message is None:
+                await pubsub.ping()
+                message = await pubsub.get_message(timeout=self.socket_timeout)
+                if message is None:
+                    raise TimeoutError("no answer to PING on the wake-up subscription")
+            if message["type"] == "message" and message["data"] != self.instance:
+                self._wake()

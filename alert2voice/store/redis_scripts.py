@@ -1,0 +1,288 @@
+"""The Lua scripts of the Redis store: every step that must be atomic across replicas is one script.
+
+Times are Unix seconds, passed in as strings (Python's repr of a float, which Redis and Lua read back
+exactly) and compared as numbers. Scripts never format a time themselves: Lua's tostring() keeps 14
+digits only. ARGV[1] of the page scripts is the prefix of page keys ("a2v:page:"), from which a script
+builds the key of a page it finds in an index; this store runs on one Redis (or a Sentinel-managed
+primary), not on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+# Helpers, prepended to the scripts that use them (Redis keeps nothing between two scripts).
+_EXTEND = r"""
+local function extend(key, ms)  -- a TTL at least `ms` from now (a key without one gets one)
+  if redis.call('PTTL', key) < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
+end
+"""
+
+_MEMBER = r"""
+local function member(list, item)  -- `item` in a newline-separated list
+  return string.find('\n' .. list .. '\n', '\n' .. item .. '\n', 1, true) ~= nil
+end
+"""
+
+_SAVE = r"""
+local function settle_group(group, ms)
+  -- A group index lives for ever while one of its pages is live, else as long as its finished pages.
+  for _, key in ipairs(redis.call('ZRANGE', group, 0, -1)) do
+    local live = redis.call('HGET', ARGV[1] .. key, 'live')
+    if live == '1' then redis.call('PERSIST', group) return end
+    if not live then redis.call('ZREM', group, key) end
+  end
+  redis.call('PEXPIRE', group, ms)
+end
+
+-- Write the page at `version`. KEYS: page, due, recent, done, group, seq, then (from `first_call`) the
+-- keys of its call ids. ARGV: prefix, key, data, state, live, due, updated, resolved, identities, call
+-- ids, retention ms, recent kept.
+local function save(version, first_call)
+  local page, key, live, ms = KEYS[1], ARGV[2], ARGV[5] == '1', ARGV[11]
+  redis.call('HSET', page, 'd', ARGV[3], 'v', version, 'st', ARGV[4], 'live', ARGV[5], 'upd', ARGV[7],
+             'ids', ARGV[9], 'calls', ARGV[10], 'grp', KEYS[5])
+  redis.call('HDEL', page, 'lu', 'lo')  -- a write releases the lease
+  if ARGV[6] == '' then redis.call('ZREM', KEYS[2], key) else redis.call('ZADD', KEYS[2], ARGV[6], key) end
+  local seq = redis.call('HGET', page, 'seq')  -- first-seen order, kept by later incarnations
+  if not seq then
+    seq = redis.call('INCR', KEYS[6])
+    redis.call('HSET', page, 'seq', seq)
+  end
+  if ARGV[8] == '1' then redis.call('ZREM', KEYS[5], key) else redis.call('ZADD', KEYS[5], seq, key) end
+  redis.call('ZADD', KEYS[3], ARGV[7], key)
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[12]) + 1))
+  for i = first_call, #KEYS do
+    if live then redis.call('SET', KEYS[i], key) else redis.call('SET', KEYS[i], key, 'PX', ms) end
+  end
+  if live then
+    redis.call('PERSIST', page)
+    redis.call('ZREM', KEYS[4], key)
+  else  -- finished: kept `retention` (or until purged), with its call ids
+    redis.call('PEXPIRE', page, ms)
+    redis.call('ZADD', KEYS[4], ARGV[7], key)
+  end
+  if live and ARGV[8] ~= '1' then redis.call('PERSIST', KEYS[5]) else settle_group(KEYS[5], ms) end
+end
+"""
+
+# KEYS: page, due, recent, done, group, seq, claims, the claim keys (ARGV[16] of them), the call keys.
+# ARGV: save's twelve, now, until, window ms, claim count. Returns the version saved, 0 when refused.
+ADMIT = _EXTEND + _SAVE + r"""
+if redis.call('HGET', KEYS[1], 'st') == 'active' then return 0 end
+local now, last = tonumber(ARGV[13]), 7 + tonumber(ARGV[16])
+local free = false
+for i = 8, last do
+  local until_ = redis.call('GET', KEYS[i])
+  if not until_ or tonumber(until_) <= now then free = true break end
+end
+if not free then return 0 end
+for i = 8, last do
+  redis.call('SET', KEYS[i], ARGV[14], 'PX', ARGV[15])
+  redis.call('ZADD', KEYS[7], ARGV[14], KEYS[i])
+end
+extend(KEYS[7], ARGV[15])
+local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') + 1  -- a finished incarnation's, continued
+save(version, last + 1)
+return version
+"""
+
+# KEYS: page, claim keys. ARGV: now. 1 when admit() would refuse.
+SEEN = r"""
+if redis.call('HGET', KEYS[1], 'st') == 'active' then return 1 end
+for i = 2, #KEYS do
+  local until_ = redis.call('GET', KEYS[i])
+  if not until_ or tonumber(until_) <= tonumber(ARGV[1]) then return 0 end
+end
+return 1
+"""
+
+# KEYS: claims, claim keys.
+RELEASE = r"""
+for i = 2, #KEYS do
+  redis.call('DEL', KEYS[i])
+  redis.call('ZREM', KEYS[1], KEYS[i])
+end
+return 0
+"""
+
+# KEYS and ARGV: save's, then ARGV[13] the version read. Returns the new version, -1 on a conflict.
+PUT = _SAVE + r"""
+local stored = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if stored ~= tonumber(ARGV[13]) then return -1 end
+save(stored + 1, 7)
+return stored + 1
+"""
+
+# KEYS: due. ARGV: prefix, now, limit, lease until, owner, keys to skip... Returns data, version pairs.
+TAKE_DUE = r"""
+local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local skip = {}
+for i = 6, #ARGV do skip[ARGV[i]] = true end
+local out, offset = {}, 0
+while #out < 2 * limit do
+  local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', offset, 100)
+  if #batch == 0 then break end
+  offset = offset + #batch
+  for _, key in ipairs(batch) do
+    local page = ARGV[1] .. key
+    local row = redis.call('HMGET', page, 'd', 'lu')
+    if not row[1] then  -- a page deleted behind our back: drop its entry
+      redis.call('ZREM', KEYS[1], key)
+      offset = offset - 1
+    elseif not skip[key] and (not row[2] or tonumber(row[2]) <= now) then
+      local version = redis.call('HINCRBY', page, 'v', 1)  -- the lease's fencing token
+      redis.call('HSET', page, 'lu', ARGV[4], 'lo', ARGV[5])
+      out[#out + 1] = row[1]
+      out[#out + 1] = version
+      if #out >= 2 * limit then break end
+    end
+  end
+end
+return out
+"""
+
+# KEYS: group. ARGV: prefix. Returns key, identities pairs in first-seen order.
+BY_GROUP = r"""
+local out = {}
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local ids = redis.call('HGET', ARGV[1] .. key, 'ids')
+  if ids then
+    out[#out + 1] = key
+    out[#out + 1] = ids
+  else
+    redis.call('ZREM', KEYS[1], key)  -- expired
+  end
+end
+return out
+"""
+
+# KEYS: recent. ARGV: prefix, limit. Returns data, version pairs, newest first.
+RECENT = r"""
+local limit, start, out, gone = tonumber(ARGV[2]), 0, {}, {}
+while #out < 2 * limit do
+  local batch = redis.call('ZREVRANGE', KEYS[1], start, start + limit - 1)
+  if #batch == 0 then break end
+  start = start + #batch
+  for _, key in ipairs(batch) do
+    local row = redis.call('HMGET', ARGV[1] .. key, 'd', 'v')
+    if not row[1] then
+      gone[#gone + 1] = key
+    elseif #out < 2 * limit then
+      out[#out + 1] = row[1]
+      out[#out + 1] = row[2]
+    end
+  end
+end
+for _, key in ipairs(gone) do redis.call('ZREM', KEYS[1], key) end
+return out
+"""
+
+# KEYS: done, claims, recent. ARGV: prefix, before, chunk, call-key prefix. Returns pages removed,
+# done entries and claims looked at.
+PURGE = r"""
+local before = tonumber(ARGV[2])
+local done = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
+local removed = 0
+for _, key in ipairs(done) do
+  local page = ARGV[1] .. key
+  local row = redis.call('HMGET', page, 'live', 'calls', 'grp')
+  if row[1] ~= '1' then  -- finished (or expired already): forget it everywhere
+    if row[1] then
+      for _, id in ipairs(cjson.decode(row[2])) do
+        if redis.call('GET', ARGV[4] .. id) == key then redis.call('DEL', ARGV[4] .. id) end
+      end
+      redis.call('ZREM', row[3], key)
+      redis.call('DEL', page)
+      removed = removed + 1
+    end
+    redis.call('ZREM', KEYS[3], key)
+  end
+  redis.call('ZREM', KEYS[1], key)
+end
+local claims = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+for _, claim in ipairs(claims) do
+  local until_ = redis.call('GET', claim)
+  if until_ and tonumber(until_) <= before then redis.call('DEL', claim) end
+  redis.call('ZREM', KEYS[2], claim)
+end
+return {removed, #done, #claims}
+"""
+
+# KEYS: the number's placements, everyone's. ARGV: now, member, cutoff, retain ms, then per tier: scope,
+# calls, the start of its window. Counts the call and returns {} when every tier has room; else, for
+# each full tier, its index and the placement time that must leave the window first.
+RESERVE_CALL = r"""
+local blocked = {}
+for i = 5, #ARGV, 3 do
+  local key = ARGV[i] == 'all' and KEYS[2] or KEYS[1]
+  local calls, lower = tonumber(ARGV[i + 1]), '(' .. ARGV[i + 2]
+  if redis.call('ZCOUNT', key, lower, '+inf') >= calls then
+    local nth = redis.call('ZREVRANGEBYSCORE', key, '+inf', lower, 'WITHSCORES', 'LIMIT', calls - 1, 1)
+    blocked[#blocked + 1] = tostring((i - 5) / 3)
+    blocked[#blocked + 1] = nth[2]
+  end
+end
+if #blocked > 0 then return blocked end
+for k = 1, 2 do
+  redis.call('ZADD', KEYS[k], ARGV[1], ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', ARGV[3])
+  redis.call('PEXPIRE', KEYS[k], ARGV[4])
+end
+return blocked
+"""
+
+# KEYS: the number's placements, everyone's. ARGV: the placement time to give back.
+UNRESERVE_CALL = r"""
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1], 'LIMIT', 0, 1)
+if found[1] then
+  redis.call('ZREM', KEYS[1], found[1])
+  redis.call('ZREM', KEYS[2], found[1])
+end
+return 0
+"""
+
+# KEYS: the number's storm batch. ARGV: page key, release time (ISO 8601), ttl ms. Returns release, keys.
+STORM_JOIN = _MEMBER + r"""
+local row = redis.call('HMGET', KEYS[1], 'release', 'keys', 'leader')
+if not row[1] or row[3] then  -- none, or led already (its summary is going out): open a new one
+  redis.call('DEL', KEYS[1])
+  row = {ARGV[2], ''}
+  redis.call('HSET', KEYS[1], 'release', ARGV[2], 'keys', '')
+end
+if not member(row[2], ARGV[1]) then
+  row[2] = row[2] == '' and ARGV[1] or row[2] .. '\n' .. ARGV[1]
+  redis.call('HSET', KEYS[1], 'keys', row[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {row[1], row[2]}
+"""
+
+# KEYS: the number's storm batch. ARGV: page key, ttl ms. 1 when the page now leads it.
+STORM_LEAD = _MEMBER + r"""
+local row = redis.call('HMGET', KEYS[1], 'keys', 'leader')
+if not row[1] or row[2] or not member(row[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'leader', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: the number's storm batch. ARGV: page key.
+STORM_END = r"""
+if redis.call('HGET', KEYS[1], 'leader') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: the bucket. ARGV: now, rate, burst, ttl ms. Returns the seconds to wait (0: a token was taken).
+RATE_LIMIT = r"""
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local row = redis.call('HMGET', KEYS[1], 'tokens', 't')
+local tokens, t = tonumber(row[1]), tonumber(row[2])
+if not tokens then tokens, t = burst, now end
+tokens = math.min(burst, tokens + math.max(0, now - t) * rate)
+t = math.max(t, now)
+local wait = 0
+-- With a tolerance: a wait of exactly (1 - tokens) / rate can earn 0.999... of a token in floats.
+if tokens >= 1 - 1e-9 then tokens = math.max(0, tokens - 1) else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 't', string.format('%.17g', t))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return string.format('%.17g', wait)
+"""

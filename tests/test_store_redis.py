@@ -1,0 +1,357 @@
+"""What only the Redis store promises: replicas sharing one Redis, outages and restarts, bounded memory, URLs.
+
+The store contract itself runs on Redis in tests/test_store.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from alert2voice.pages import CallState, PageState
+from alert2voice.store import StoreUnavailable
+from alert2voice.store.base import Tier
+from alert2voice.store.redis import RETAIN, RedisStore, parse_sentinel_url
+from tests.e2e_support import eventually
+from tests.redis_support import (
+    RedisServer,
+    fresh_prefix,
+    opened,
+    redis_server,  # noqa: F401 (a fixture)
+    redis_server_in,
+    sentinel_for,
+)
+from tests.test_store import LEASE, T0, WINDOW, at, keys, make_call, make_page
+
+ALICE = "+14155550101"
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RedisServer:
+    """The session's redis-server; each test keeps to keys under a prefix of its own."""
+    return request.getfixturevalue("redis_server")
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for one test, which may stop, kill or pause it."""
+    with redis_server_in(tmp_path / "redis") as server:
+        yield server
+
+
+async def subscribed(server: RedisServer, store: RedisStore, count: int) -> None:
+    """Wait until `count` stores listen on the store's wake-up channel (their subscriber tasks run)."""
+    client = server.client()
+
+    async def listening() -> bool:
+        return dict(client.pubsub_numsub(store.keys.wake)).get(store.keys.wake, 0) >= count
+
+    try:
+        await eventually(listening, f"{count} wake-up subscribers", within=10)
+    finally:
+        client.close()
+
+
+def until(check: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    """An eventually() probe of a condition that changes on the event loop."""
+    async def probe() -> object:
+        return check()
+    return probe
+
+
+async def unavailable_within(seconds: float, call: Callable[[], Awaitable[object]]) -> StoreUnavailable:
+    """The StoreUnavailable the call raises, within `seconds`."""
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as info:
+        await call()
+    assert time.monotonic() - started < seconds
+    return info.value
+
+
+# ---------------------------------------------------------------------------------------------- replicas
+
+
+async def test_two_replicas_admitting_the_same_page_admit_it_once(server):
+    prefix = fresh_prefix()
+    async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b:
+        results = await asyncio.gather(*((a, b)[i % 2].admit(make_page("p", due_at=T0), ["c1", "c2"], WINDOW, T0)
+                                         for i in range(20)))
+        assert results.count(True) == 1
+        assert (await b.get("p")).version == 1
+        assert await b.seen("q", ["c1", "c2"], at(1))  # a's claims hold for b
+
+
+async def test_two_replicas_taking_due_work_never_share_a_page(server):
+    prefix = fresh_prefix()
+    async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b:
+        for i in range(30):
+            await a.put(make_page(f"p{i}", due_at=at(i)))
+        batches = await asyncio.gather(*((a, b)[i % 2].take_due(at(60), 4, LEASE, f"replica-{i % 2}")
+                                         for i in range(10)))
+        taken = [key for batch in batches for key in keys(batch)]
+        assert sorted(taken) == sorted(f"p{i}" for i in range(30))  # each once: 40 asked for, 30 there
+
+
+async def test_a_wake_up_reaches_the_other_replica_and_not_the_sender(server):
+    prefix = fresh_prefix()
+    async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b, \
+            opened(server) as elsewhere:
+        woken: dict[str, list[int]] = {"a": [], "b": [], "elsewhere": []}
+        for name, store in (("a", a), ("b", b), ("elsewhere", elsewhere)):
+            store.on_wakeup(lambda name=name: woken[name].append(1))
+        await subscribed(server, a, 2)
+        await subscribed(server, elsewhere, 1)
+        await a.wake_others()
+        await eventually(until(lambda: woken["b"]), "b woken by a")
+        # a reads its own message before b's, on the same channel: had it woken itself, it would show now.
+        await b.wake_others()
+        await eventually(until(lambda: woken["a"]), "a woken by b")
+        await elsewhere.wake_others()  # another prefix, another deployment
+        assert woken == {"a": [1], "b": [1], "elsewhere": []}
+
+
+async def test_a_store_closes_at_once_even_while_its_subscriber_is_still_connecting(server):
+    for _ in range(20):  # closing during the subscriber's handshake used to leave it running, and close() waiting
+        store = RedisStore(server.url, key_prefix=fresh_prefix())
+        await store.open()
+        closing = asyncio.ensure_future(store.close())
+        done, _ = await asyncio.wait({closing}, timeout=2)
+        assert done, "close() still waiting for the wake-up subscriber"
+        await closing
+
+
+# ------------------------------------------------------------------------------------ outages and restarts
+
+
+async def test_a_stopped_redis_is_unavailable_at_once_and_the_store_recovers_by_itself(own_server):
+    async with opened(own_server) as store:
+        assert await store.admit(make_page("p", due_at=T0), ["c"], WINDOW, T0)
+        own_server.stop()
+        await unavailable_within(2, store.ping)
+        for call in (lambda: store.get("p"), lambda: store.admit(make_page("q"), ["d"], WINDOW, T0),
+                     lambda: store.take_due(T0, 10, LEASE, "me"), store.depth, store.wake_others):
+            error = await unavailable_within(2, call)
+            assert str(error).startswith("redis store: ")
+        await asyncio.to_thread(own_server.start)
+        await store.ping()  # the same store, not reopened
+        assert keys(await store.take_due(T0, 10, LEASE, "me")) == ["p"]
+
+
+async def test_a_redis_that_does_not_answer_is_unavailable_within_the_socket_timeout(own_server):
+    async with opened(own_server) as store:
+        await store.put(make_page("p", due_at=T0))
+        own_server.pause()  # connections are still accepted, by the kernel; nothing answers
+        try:
+            error = await unavailable_within(2, store.ping)
+            assert "Timeout" in str(error) or "no answer" in str(error)
+            await unavailable_within(2, lambda: store.get("p"))
+        finally:
+            own_server.resume()
+        assert (await store.get("p")).due_at == T0
+
+
+async def test_after_a_crash_redis_replays_its_aof_and_every_page_claim_lease_and_count_is_there(own_server):
+    async with opened(own_server) as store:
+        page = make_page("p", due_at=at(30), calls=[make_call(1, CallState.ACCEPTED, message_id="m-1")])
+        assert await store.admit(page, ["c"], WINDOW, T0)
+        await store.put(make_page("q", due_at=T0))
+        [leased] = await store.take_due(T0, 1, LEASE, "replica-a")
+        assert await store.reserve_call(ALICE, T0, [Tier("number", 1, MINUTE)]) is None
+        # SIGKILL: nothing flushed at exit; appendfsync always wrote each change before its reply. In a
+        # thread, so that the event loop runs on meanwhile, as a service's does.
+        await asyncio.to_thread(own_server.kill)
+        await asyncio.to_thread(own_server.start)
+
+        assert await store.get("p") == page  # the same store object: it reconnects by itself
+        assert await store.find_call(message_id="m-1") == "p"
+        assert not await store.admit(make_page("r"), ["c"], WINDOW, at(1))  # the claim is held
+        assert await store.next_due() == T0
+        assert await store.take_due(at(1), 10, LEASE, "replica-b") == []  # p not due yet, q leased
+        assert keys(await store.take_due(T0 + LEASE, 10, LEASE, "replica-b")) == ["q", "p"]
+        assert (await store.get("q")).version == leased.version + 1
+        assert await store.reserve_call(ALICE, at(1), [Tier("number", 1, MINUTE)]) == T0 + MINUTE
+
+
+async def test_wake_ups_flow_again_after_a_redis_restart(own_server):
+    prefix = fresh_prefix()
+    async with opened(own_server, key_prefix=prefix) as a, opened(own_server, key_prefix=prefix) as b:
+        woken: dict[str, list[int]] = {"a": [], "b": []}
+        a.on_wakeup(lambda: woken["a"].append(1))
+        b.on_wakeup(lambda: woken["b"].append(1))
+        await subscribed(own_server, a, 2)
+        await asyncio.to_thread(own_server.stop)
+        await asyncio.to_thread(own_server.start)
+        # Each subscriber reconnects by itself, and looks once for what it may have missed meanwhile.
+        await eventually(until(lambda: woken["a"] and woken["b"]), "both resubscribed", within=15)
+        await a.wake_others()
+        await eventually(until(lambda: len(woken["b"]) == 2), "b woken by a after the restart")
+
+
+# ------------------------------------------------------------------------------------------- memory
+
+
+async def test_every_key_expires_or_is_purged_or_is_one_of_a_bounded_few(server):
+    # Real times: the TTLs run on Redis's clock. One second of retention, and of dedup window.
+    second = timedelta(seconds=1)
+    async with opened(server, retention=second) as store:
+        now = datetime.now(UTC)
+        for i in range(20):
+            assert await store.admit(make_page(f"p{i}", group_key=f"g{i % 3}", due_at=now), [f"c{i}"], second, now)
+        for page in await store.take_due(now, 100, LEASE, "replica-a"):
+            page.calls.append(make_call(1, CallState.NO_ANSWER, key=page.key, message_id=f"m-{page.key}"))
+            page.state, page.due_at, page.updated_at = PageState.EXHAUSTED, None, now
+            await store.put(page)
+        assert await store.admit(make_page("open", group_key="g-open", due_at=now), ["c-open"], second, now)
+        await store.reserve_call(ALICE, now, [Tier("number", 3, MINUTE)])
+        await store.storm_join(ALICE, "p0", now)
+        await store.take_token(now.timestamp(), 1.0, 1.0)
+
+        k, client = store.keys, server.client()
+        live = {k.page("open"), k.group("db", "g-open"), k.due}  # an escalation in progress stays
+        indexes = {k.seq, k.recent, k.done}  # a counter, the newest RECENT_KEPT, and what purge() walks
+        limits = {k.placed(ALICE), k.placed_all, k.storm(ALICE), k.tokens}
+
+        def stored() -> set[str]:
+            return set(client.scan_iter(match=k.prefix + "*"))
+
+        try:
+            for key in stored() - live - indexes:
+                ttl = client.pttl(key)  # -2: expired already
+                assert ttl != -1 and ttl <= RETAIN.total_seconds() * 1000, key
+            assert all(client.pttl(key) == -1 for key in live | indexes)
+            # Redis's own expiry, not a timer of ours: the finished pages, their call ids, their groups and
+            # the claims go.
+            await eventually(until(lambda: stored() <= live | indexes | limits), "keys expired", within=10)
+            assert await store.purge(datetime.now(UTC)) == 0  # gone already; purge() cleans the indexes
+            assert stored() == live | limits | {k.seq, k.recent}
+            assert keys(await store.recent(10)) == ["open"]
+            assert await store.find_call(message_id="m-p0") is None
+        finally:
+            client.close()
+
+
+# --------------------------------------------------------------------------------- durability check
+
+
+async def test_open_says_when_redis_would_lose_acknowledged_writes(own_server, caplog):
+    caplog.set_level(logging.INFO, logger="alert2voice.store")
+    client = own_server.client()
+    try:
+        for appendonly, appendfsync, expected in (("yes", "always", None),
+                                                  ("yes", "everysec", (logging.INFO, "appendfsync everysec")),
+                                                  ("no", "always", (logging.WARNING, "appendonly no"))):
+            client.config_set("appendfsync", appendfsync)
+            client.config_set("appendonly", appendonly)
+            caplog.clear()
+            async with opened(own_server):
+                pass
+            said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "alert2voice.store"]
+            if expected is None:
+                assert said == []
+            else:
+                assert len(said) == 1 and said[0][0] == expected[0] and expected[1] in said[0][1], said
+    finally:
+        client.close()
+
+
+async def test_open_says_so_when_config_is_refused_and_the_url_credentials_are_used(server, caplog):
+    caplog.set_level(logging.INFO, logger="alert2voice.store")
+    user, password = f"app-{uuid.uuid4().hex[:6]}", "s3cret-pass"
+    client = server.client()
+    try:
+        # As on a managed Redis: everything but CONFIG.
+        client.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+                           categories=["+@all"], commands=["-config"])
+        url = f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
+        store = RedisStore(url, key_prefix=fresh_prefix())
+        await store.open()
+        try:
+            await store.put(make_page("p"))
+        finally:
+            await store.close()
+        assert any(r.levelno == logging.INFO and "could not check" in r.getMessage() for r in caplog.records)
+        wrong = RedisStore(url.replace(password, "wrong-pass"), key_prefix=fresh_prefix())
+        with pytest.raises(StoreUnavailable) as info:
+            await wrong.open()
+        assert "wrong-pass" not in str(info.value) and "invalid username-password" in str(info.value)
+    finally:
+        client.acl_deluser(user)
+        client.close()
+
+
+def test_a_password_in_an_error_is_masked():
+    store = RedisStore("redis://:hunter2@127.0.0.1:1/0")
+    error = store._unavailable("get", RedisConnectionError("AUTH hunter2 refused"))
+    assert str(error) == "redis store: get failed: AUTH *** refused"
+
+
+# ------------------------------------------------------------------------------------------- URLs
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_master_credentials():
+    target = parse_sentinel_url("redis+sentinel://app:p%40ss@sentinel-a:26380,sentinel-b,[::1]:26381/mymaster/2")
+    assert target.hosts == [("sentinel-a", 26380), ("sentinel-b", 26379), ("::1", 26381)]
+    assert (target.service, target.db, target.username, target.password) == ("mymaster", 2, "app", "p@ss")
+    assert "p@ss" not in repr(target)
+    plain = parse_sentinel_url("redis+sentinel://:pw@10.0.0.1/mymaster")
+    assert (plain.hosts, plain.db, plain.username, plain.password) == ([("10.0.0.1", 26379)], 0, None, "pw")
+
+
+@pytest.mark.parametrize("url, message", [
+    ("redis+sentinel://:topsecret@h:26379", "needs sentinel hosts and a service name"),
+    ("redis+sentinel://:topsecret@/mymaster/0", "needs sentinel hosts and a service name"),
+    ("redis+sentinel://:topsecret@h:26379/mymaster/zero", "database of a redis+sentinel:// URL is a number"),
+    ("redis+sentinel://:topsecret@h:port/mymaster/0", "a sentinel's port is a number"),
+    ("http://:topsecret@h:6379/0", "the scheme must be one of redis://, rediss://, redis+sentinel://"),
+    ("redis://:topsecret@h:port/0", "could not be cast to integer"),
+])
+def test_a_bad_url_is_refused_without_its_password(url, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        RedisStore(url)
+    assert "topsecret" not in str(info.value)
+
+
+async def test_rediss_means_tls():
+    store = RedisStore("rediss://:pw@redis.example:6380/1")
+    client = store._client()
+    try:
+        assert client.connection_pool.connection_class is SSLConnection
+        assert client.connection_pool.connection_kwargs["db"] == 1
+        assert client.connection_pool.connection_kwargs["socket_timeout"] == 1.0
+    finally:
+        await client.aclose()
+
+
+async def test_the_store_finds_its_redis_through_a_sentinel(server, tmp_path):
+    user, password = f"app-{uuid.uuid4().hex[:6]}", "master-secret"
+    client = server.client()
+    try:
+        client.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+                           categories=["+@all"])
+        with sentinel_for(server, tmp_path / "sentinel") as port:
+            # The password is the master's: the sentinel itself has none.
+            store = RedisStore(f"redis+sentinel://{user}:{password}@127.0.0.1:{port}/mymaster/0",
+                               key_prefix=fresh_prefix())
+            await store.open()
+            try:
+                assert isinstance(store._redis.connection_pool, SentinelConnectionPool)
+                assert await store.admit(make_page("p", due_at=T0), ["c"], WINDOW, T0)
+                assert keys(await store.take_due(T0, 10, LEASE, "me")) == ["p"]
+            finally:
+                await store.close()
+            assert client.exists(store.keys.page("p"))
+    finally:
+        client.acl_deluser(user)
+        client.close()
