@@ -346,10 +346,7 @@ async def test_put_over_a_stored_page_needs_its_version(store):
     assert (await store.get("p")).state is PageState.ACTIVE
 
 
-async def test_put_of_a_page_that_is_not_stored_needs_version_0(store, request):
-    if isinstance(store, SQLiteStore):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="SQLiteStore.put() inserts a missing page "
-                                              "whatever the version it was read at"))
+async def test_put_of_a_page_that_is_not_stored_needs_version_0(store):
     stale = make_page("p")
     stale.version = 4  # read before the page was purged
     with pytest.raises(Conflict):

@@ -440,15 +440,18 @@ class SQLiteStore(LocalLimits):
         """Write the page at version `expect` + 1 (Conflict when it is not at `expect`); None: admit() decided."""
         # An upsert, not INSERT OR REPLACE: the row keeps its rowid, the tie-breaker that mirrors insertion order.
         row = conn.execute(
+            # A page read at version N > 0 that is no longer stored (purged) is not written back: no row to insert.
             "INSERT INTO pages (key, route, group_key, state, due_at, lease_until, updated_at, data, version)"
-            " VALUES (?, ?, ?, ?, ?, NULL, ?, ?, 1) ON CONFLICT (key) DO UPDATE SET"
+            " SELECT ?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, 1"
+            " WHERE ?8 IS NULL OR ?8 = 0 OR EXISTS (SELECT 1 FROM pages WHERE key = ?1)"
+            " ON CONFLICT (key) DO UPDATE SET"
             " route = excluded.route, group_key = excluded.group_key, state = excluded.state,"
             " due_at = excluded.due_at, lease_until = NULL, lease_owner = NULL, updated_at = excluded.updated_at,"
-            " data = excluded.data, version = pages.version + 1 WHERE ? IS NULL OR pages.version = ?"
+            " data = excluded.data, version = pages.version + 1 WHERE ?8 IS NULL OR pages.version = ?8"
             " RETURNING version",
             (page.key, page.route, page.group_key, page.state.value,
              _ts(page.due_at) if page.due_at is not None else None,
-             _ts(page.updated_at or page.received_at), _dump(page), expect, expect)).fetchone()
+             _ts(page.updated_at or page.received_at), _dump(page), expect)).fetchone()
         if row is None:
             raise Conflict(f"page {page.key[:12]} changed since it was read (version {expect})")
         version = row[0]
