@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from xml.sax.saxutils import escape, quoteattr
 
 from .callbacks import Event
 from .pages import Call, CallState, Page
 from .provider import Audio
-from .speech import SSML_NAMESPACE
 
 # The message and its prompt are played at most twice: on answer, and once more after a miss.
 PROMPT_PLAYS = 2
@@ -72,11 +70,6 @@ def spoken_digit(digit: str) -> str:
 def prompt_text(digit: str) -> str:
     """The acknowledgement prompt, for templates that do not say it themselves."""
     return f"Press {spoken_digit(digit)} to acknowledge."
-
-
-def ssml(text: str, language: str) -> str:
-    """A fixed sentence as one well-formed SSML document."""
-    return f'<speak version="1.0" xmlns="{SSML_NAMESPACE}" xml:lang={quoteattr(language)}>{escape(text)}</speak>'
 
 
 def prompt_action(audio: Sequence[Audio], digit: str) -> dict[str, Any]:

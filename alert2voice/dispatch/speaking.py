@@ -12,7 +12,7 @@ from ..alertmanager import Alert, Payload
 from ..config import Config, SpeechConfig
 from ..pages import Call, Page, route_of
 from ..provider import Audio, CallRequest, MediaAudio, TtsAudio, UrlAudio
-from ..speech import SpeechContext
+from ..speech import SpeechContext, ssml_document
 from .context import Context
 
 # CallRequest needs audio, but POST /v1/voice/calls sends none.
@@ -77,7 +77,7 @@ class Speaker:
         audio = [self.tts(cfg, call, spoken.text, spoken.text_format)]
         if digit is not None and not spoken.asks_ack:
             # A template that does not say the prompt itself: it follows as a sentence of its own.
-            audio.append(self.tts(cfg, call, interactive.ssml(interactive.prompt_text(digit), audio[0].language)))
+            audio.append(self.tts(cfg, call, ssml_document(interactive.prompt_text(digit), audio[0].language)))
         return [recording, *audio] if recording is not None else audio
 
     def build_request(self, page: Page, call: Call, cfg: Config, now: datetime,
@@ -105,6 +105,6 @@ class Speaker:
             # audio_for never fails on a template: the callee on the line hears a fallback at worst.
             return interactive.prompt_action(self.audio_for(page, call, cfg, now, extra), cfg.acknowledgement.digit)
         if step.reply == "thanks":
-            text = interactive.ssml(interactive.THANKS, self.voice(cfg, call).language)
+            text = ssml_document(interactive.THANKS, self.voice(cfg, call).language)
             return interactive.play_action([self.tts(cfg, call, text)])
         return interactive.CONTINUE if step.reply == "continue" else interactive.HANGUP
