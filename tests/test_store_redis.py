@@ -242,6 +242,22 @@ async def test_every_key_expires_or_is_purged_or_is_one_of_a_bounded_few(server)
             client.close()
 
 
+async def test_the_indexes_purge_walks_stay_bounded_without_purge(server):
+    async with opened(server, retention=timedelta(hours=1)) as store:
+        k, client = store.keys, server.client()
+        try:
+            for name, updated in (("old", T0), ("new", T0 + timedelta(hours=2))):
+                assert await store.admit(make_page(name, updated_at=updated), [f"c-{name}"], WINDOW, updated)
+                page = await store.get(name)
+                page.state = PageState.EXHAUSTED
+                await store.put(page)
+            # "old" finished more than the retention before "new": its page has expired by then.
+            assert client.zrange(k.done, 0, -1) == ["new"]
+            assert client.zrange(k.claims, 0, -1) == [k.claim("c-new")]  # c-old expired before c-new came
+        finally:
+            client.close()
+
+
 # --------------------------------------------------------------------------------- durability check
 
 
