@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from alert2voice.pages import CallState, PageState
 from alert2voice.store import StoreUnavailable
+from alert2voice.store import redis as redis_store
 from alert2voice.store.base import Tier
 from alert2voice.store.redis import RETAIN, RedisStore, parse_sentinel_url
 from tests.e2e_support import eventually
@@ -130,6 +131,31 @@ async def test_a_store_closes_at_once_even_while_its_subscriber_is_still_connect
         done, _ = await asyncio.wait({closing}, timeout=2)
         assert done, "close() still waiting for the wake-up subscriber"
         await closing
+
+
+async def test_a_quiet_subscriber_pings_and_stays_subscribed(own_server, monkeypatch):
+    monkeypatch.setattr(redis_store, "WAKE_PING", 0.05)  # quiet this long: PING to prove the connection
+    client = own_server.client()
+
+    def subscribers() -> set[int]:
+        return {c["id"] for c in client.client_list() if c.get("sub") == "1"}
+
+    def pings() -> int:
+        return client.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+
+    try:
+        prefix = fresh_prefix()
+        async with opened(own_server, key_prefix=prefix) as a, opened(own_server, key_prefix=prefix) as b:
+            woken: list[int] = []
+            b.on_wakeup(lambda: woken.append(1))
+            await subscribed(own_server, a, 2)
+            before, listening = pings(), subscribers()
+            await eventually(until(lambda: pings() >= before + 6), "the subscribers' PINGs")
+            assert subscribers() == listening and woken == []  # answered: no reconnection, no false wake-up
+            await a.wake_others()
+            await eventually(until(lambda: woken), "b woken by a")
+    finally:
+        client.close()
 
 
 # ------------------------------------------------------------------------------------ outages and restarts
