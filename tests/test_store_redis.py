@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from alert2voice.pages import CallState, PageState
 from alert2voice.store import StoreUnavailable
+from alert2voice.store import redis as redis_store
 from alert2voice.store.base import Tier
 from alert2voice.store.redis import RETAIN, RedisStore, parse_sentinel_url
 from tests.e2e_support import eventually
@@ -132,6 +133,31 @@ async def test_a_store_closes_at_once_even_while_its_subscriber_is_still_connect
         await closing
 
 
+async def test_a_quiet_subscriber_pings_and_stays_subscribed(own_server, monkeypatch):
+    monkeypatch.setattr(redis_store, "WAKE_PING", 0.05)  # quiet this long: PING to prove the connection
+    client = own_server.client()
+
+    def subscribers() -> set[int]:
+        return {c["id"] for c in client.client_list() if c.get("sub") == "1"}
+
+    def pings() -> int:
+        return client.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+
+    try:
+        prefix = fresh_prefix()
+        async with opened(own_server, key_prefix=prefix) as a, opened(own_server, key_prefix=prefix) as b:
+            woken: list[int] = []
+            b.on_wakeup(lambda: woken.append(1))
+            await subscribed(own_server, a, 2)
+            before, listening = pings(), subscribers()
+            await eventually(until(lambda: pings() >= before + 6), "the subscribers' PINGs")
+            assert subscribers() == listening and woken == []  # answered: no reconnection, no false wake-up
+            await a.wake_others()
+            await eventually(until(lambda: woken), "b woken by a")
+    finally:
+        client.close()
+
+
 # ------------------------------------------------------------------------------------ outages and restarts
 
 
@@ -238,6 +264,22 @@ async def test_every_key_expires_or_is_purged_or_is_one_of_a_bounded_few(server)
             assert stored() == live | limits | {k.seq, k.recent}
             assert keys(await store.recent(10)) == ["open"]
             assert await store.find_call(message_id="m-p0") is None
+        finally:
+            client.close()
+
+
+async def test_the_indexes_purge_walks_stay_bounded_without_purge(server):
+    async with opened(server, retention=timedelta(hours=1)) as store:
+        k, client = store.keys, server.client()
+        try:
+            for name, updated in (("old", T0), ("new", T0 + timedelta(hours=2))):
+                assert await store.admit(make_page(name, updated_at=updated), [f"c-{name}"], WINDOW, updated)
+                page = await store.get(name)
+                page.state = PageState.EXHAUSTED
+                await store.put(page)
+            # "old" finished more than the retention before "new": its page has expired by then.
+            assert client.zrange(k.done, 0, -1) == ["new"]
+            assert client.zrange(k.claims, 0, -1) == [k.claim("c-new")]  # c-old expired before c-new came
         finally:
             client.close()
 

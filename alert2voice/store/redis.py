@@ -6,13 +6,15 @@ Key layout (prefix `a2v:` by default; times are Unix seconds):
                       upd, ids, calls, grp, seq; lu, lo while leased. No TTL while live; `retention`
                       once finished.
     claim:<claim>     string: the claim's expiry (now + window); PX window.
-    claims            zset of claim keys by expiry, for purge(); TTL extended to the window at each admit.
+    claims            zset of claim keys by expiry, for purge(); each admit drops the expired ones and
+                      extends its TTL to the window.
     call:<id>         string: the key of the page with this correlationId or messageId; its page's TTL.
-    due               zset of live page keys by due time.
+    due               zset of the keys of pages with work due (due_at set), by due time.
     group:<hash>      zset of a route and alert group's unresolved page keys, by first-seen order; no TTL
                       while one of them is live, else `retention`.
     recent            zset of page keys by last update, the newest RECENT_KEPT only.
-    done              zset of finished page keys by last update, for purge().
+    done              zset of finished page keys by last update, for purge(); entries older than the
+                      retention are dropped as pages finish.
     seq               counter behind the first-seen order.
     placed:<number>   zset of the calls counted for the number, by placement time; trimmed to and
     placed-all        expiring after RETAIN (every number's calls).

@@ -59,6 +59,8 @@ local function save(version, first_call)
   else  -- finished: kept `retention` (or until purged), with its call ids
     redis.call('PEXPIRE', page, ms)
     redis.call('ZADD', KEYS[4], ARGV[7], key)
+    -- Entries older than that point at pages expired by now: dropped even if purge() never runs.
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('(%.17g', tonumber(ARGV[7]) - tonumber(ms) / 1000))
   end
   if live and ARGV[8] ~= '1' then redis.call('PERSIST', KEYS[5]) else settle_group(KEYS[5], ms) end
 end
@@ -75,6 +77,7 @@ for i = 8, last do
   if not until_ or tonumber(until_) <= now then free = true break end
 end
 if not free then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[13])  -- expired claims (their keys go by their PX)
 for i = 8, last do
   redis.call('SET', KEYS[i], ARGV[14], 'PX', ARGV[15])
   redis.call('ZADD', KEYS[7], ARGV[14], KEYS[i])
