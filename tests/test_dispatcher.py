@@ -299,15 +299,20 @@ async def test_a_template_failing_on_a_real_alert_still_places_the_call(tmp_path
     assert record.error.startswith("mine.ssml.j2:1: 'dict object' has no attribute 'instance'")
 
 
-async def test_an_answered_interactive_call_hears_the_fallback(tmp_path):
-    config = templated_config(tmp_path, **INTERACTIVE)
-    d, store, _, _ = make_dispatcher(config)
+async def answered(d, store, config):
+    """Queue a page whose alert lacks `instance`, place its call, and answer it: the action the callee hears."""
     await queue(d, store, config, alert(NO_INSTANCE))
     await settle(d)
     [page] = await store.recent(1)
     call = page.calls[0]
-    answer = await d.outcomes.call_event(page.key, Event("answered", call.correlation_id, call.message_id, None,
-                                                call_event=True))
+    return await d.outcomes.call_event(page.key, Event("answered", call.correlation_id, call.message_id, None,
+                                                       call_event=True))
+
+
+async def test_an_answered_interactive_call_hears_the_fallback(tmp_path):
+    config = templated_config(tmp_path, **INTERACTIVE)
+    d, store, _, _ = make_dispatcher(config)
+    answer = await answered(d, store, config)
     [audio] = answer.action["audio"]  # the built-in template says the prompt itself
     heard = "".join(ET.fromstring(audio["text"]).itertext())
     assert "High CPU" in heard and heard.strip().endswith("Press 1 to acknowledge.")
@@ -320,12 +325,7 @@ async def test_when_no_template_fits_a_fixed_sentence_and_the_prompt_are_spoken(
     # Too short a budget for the built-in template too: only the fixed sentence is left.
     short = Speech(tmp_path, max_chars=300)
     d.ctx.speech = lambda: short
-    await queue(d, store, config, alert(NO_INSTANCE))
-    await settle(d)
-    [page] = await store.recent(1)
-    call = page.calls[0]
-    answer = await d.outcomes.call_event(page.key, Event("answered", call.correlation_id, call.message_id, None,
-                                                call_event=True))
+    answer = await answered(d, store, config)
     heard = ["".join(ET.fromstring(a["text"]).itertext()) for a in answer.action["audio"]]
     assert heard == ["Alert firing: HighCPU.", "Press 1 to acknowledge."]
     assert template_errors(d) == 1
