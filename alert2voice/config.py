@@ -362,14 +362,17 @@ class StoreConfig(_Model):
     path: Path = Path("./alert2voice.db")
     url: SecretStr | None = None
     url_file: Path | None = None
+    key_prefix: str = Field(default="a2v:", min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> StoreConfig:
-        if self.backend == "redis":
-            # Named in the contract, not built yet: refused here rather than failing when serve starts.
-            raise ValueError("store.backend redis is not available in this version yet (planned, for several "
-                             "replicas); use sqlite (one replica) or memory (tests)")
-        _secret(self, "url", info)
+        _secret(self, "url", info, required=self.backend == "redis")
+        if self.url is not None:
+            if self.backend != "redis":
+                raise ValueError(f"store.url is for backend redis; backend {self.backend} does not use it")
+            from .store.redis_url import check_url  # here: the store package imports this module
+
+            check_url(self.url.get_secret_value())
         base = (info.context or {}).get("base_dir")
         if base is not None and not self.path.is_absolute():
             object.__setattr__(self, "path", Path(base) / self.path)

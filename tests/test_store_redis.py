@@ -23,7 +23,8 @@ from alert2voice.pages import CallState, PageState
 from alert2voice.store import StoreUnavailable
 from alert2voice.store import redis as redis_store
 from alert2voice.store.base import Tier
-from alert2voice.store.redis import RETAIN, RedisStore, parse_sentinel_url
+from alert2voice.store.redis import RETAIN, RedisStore
+from alert2voice.store.redis_url import parse_sentinel_url
 from tests.e2e_support import eventually
 from tests.redis_support import (
     RedisServer,
@@ -173,6 +174,21 @@ async def test_a_stopped_redis_is_unavailable_at_once_and_the_store_recovers_by_
         await asyncio.to_thread(own_server.start)
         await store.ping()  # the same store, not reopened
         assert keys(await store.take_due(T0, 10, LEASE, "me")) == ["p"]
+
+
+async def test_a_store_opened_before_redis_answers_is_unavailable_until_it_does(own_server, caplog):
+    # As when a pod starts before its Redis: not an error at open (the service starts unready).
+    own_server.stop()
+    caplog.set_level(logging.INFO, logger="alert2voice.store")
+    async with opened(own_server) as store:
+        assert any("does not answer yet" in r.getMessage() for r in caplog.records)
+        await unavailable_within(2, store.ping)
+        await asyncio.to_thread(own_server.start)
+        await store.ping()
+        assert await store.admit(make_page("p", due_at=T0), ["c"], WINDOW, T0)
+        # The durability check waited for the first connection (the test's Redis runs appendfsync always).
+        await eventually(until(lambda: store._durability_checked), "the durability check")
+    assert not any("appendonly no" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_redis_that_does_not_answer_is_unavailable_within_the_socket_timeout(own_server):
@@ -357,7 +373,9 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_master_credentia
     ("redis+sentinel://:topsecret@h:26379/mymaster/zero", "database of a redis+sentinel:// URL is a number"),
     ("redis+sentinel://:topsecret@h:port/mymaster/0", "a sentinel's port is a number"),
     ("http://:topsecret@h:6379/0", "the scheme must be one of redis://, rediss://, redis+sentinel://"),
-    ("redis://:topsecret@h:port/0", "could not be cast to integer"),
+    ("redis://:topsecret@h:port/0", "the port is not a number"),
+    ("redis://:topsecret@h:6379/zero", "the database is a number"),
+    ("redis://:topsecret@:6379/0", "no host"),
 ])
 def test_a_bad_url_is_refused_without_its_password(url, message):
     with pytest.raises(ValueError, match=re.escape(message)) as info:

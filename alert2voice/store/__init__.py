@@ -12,6 +12,12 @@ def open_store(config) -> Store:
         from .memory import MemoryStore
 
         return MemoryStore()
+    if backend == "redis":
+        from .redis import RedisStore
+
+        # Finished pages and their claims stay as long as the dedup window: what a resend is checked against.
+        return RedisStore(config.store.url.get_secret_value(), key_prefix=config.store.key_prefix,
+                          retention=config.dedup.window)
     from .sqlite import SQLiteStore
 
     return SQLiteStore(config.store.path)

@@ -36,7 +36,6 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -44,12 +43,20 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
 
 from ..pages import FINAL_PAGE_STATES, Page
 from . import redis_scripts as lua
 from .base import Conflict, OpenPage, StoreUnavailable, StormBatch, Tier
 from .codec import dump_page, load_page
+from .redis_url import SentinelTarget, check_url, parse_sentinel_url
 
 log = logging.getLogger("alert2voice.store")
 T = TypeVar("T")
@@ -59,8 +66,6 @@ RECENT_KEPT = 1000  # pages the recent index holds: more than GET /api/v1/pages 
 PURGE_CHUNK = 500  # pages and claims one purge script removes at most
 WAKE_PING = 5.0  # seconds of silence after which the wake-up subscriber checks its connection
 RECONNECT_MAX = 2.0  # seconds between the wake-up subscriber's attempts to reconnect, at most
-SENTINEL_PORT = 26379
-SCHEMES = ("redis://", "rediss://", "redis+sentinel://")
 # The operations that are one Lua script each (EVALSHA; loaded again when Redis lost its script cache).
 SCRIPTS = {"admit": lua.ADMIT, "seen": lua.SEEN, "release": lua.RELEASE, "put": lua.PUT, "take_due": lua.TAKE_DUE,
            "by_group": lua.BY_GROUP, "recent": lua.RECENT, "purge": lua.PURGE, "reserve_call": lua.RESERVE_CALL,
@@ -68,45 +73,11 @@ SCRIPTS = {"admit": lua.ADMIT, "seen": lua.SEEN, "release": lua.RELEASE, "put": 
            "storm_end": lua.STORM_END, "take_token": lua.RATE_LIMIT}
 
 
-# ---------------------------------------------------------------------------------------------- URLs
+class RedisRefused(StoreUnavailable):
+    """Redis answers but refuses us (wrong password, an ACL without a command we need): waiting will not help."""
 
 
-@dataclass(frozen=True)
-class SentinelTarget:
-    """Where a `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]` URL points."""
-
-    hosts: list[tuple[str, int]]
-    service: str
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-
-def parse_sentinel_url(url: str) -> SentinelTarget:
-    """The sentinels, service name, database and master credentials of a redis+sentinel:// URL."""
-    rest = url.removeprefix("redis+sentinel://")
-    netloc, _, path = rest.partition("/")
-    path = path.partition("?")[0]
-    userinfo, _, hostlist = netloc.rpartition("@")
-    username, _, password = userinfo.partition(":")
-    hosts = [_host_port(h) for h in hostlist.split(",") if h]
-    parts = [p for p in path.split("/") if p]
-    if not hosts or not parts or len(parts) > 2:
-        raise ValueError("store url: redis+sentinel:// needs sentinel hosts and a service name, "
-                         "as in redis+sentinel://host:26379/mymaster/0")
-    if len(parts) == 2 and not parts[1].isdigit():
-        raise ValueError("store url: the database of a redis+sentinel:// URL is a number, as in /mymaster/0")
-    return SentinelTarget(hosts=hosts, service=unquote(parts[0]), db=int(parts[1]) if len(parts) == 2 else 0,
-                          username=unquote(username) or None, password=unquote(password) or None)
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
-    if not sep:
-        host, port = text, str(SENTINEL_PORT)
-    if not port.isdigit():
-        raise ValueError("store url: a sentinel's port is a number, as in host:26379")
-    return host.strip("[]"), int(port)
+REFUSALS = (AuthenticationError, AuthenticationWrongNumberOfArgsError, AuthorizationError, NoPermissionError)
 
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -175,15 +146,14 @@ class RedisStore:
 
     def __init__(self, url: str, *, key_prefix: str = "a2v:", socket_timeout: float = 1.0,
                  retention: timedelta = timedelta(hours=4), instance: str | None = None) -> None:
+        check_url(url)
         self._url = url
         self._sentinel: SentinelTarget | None = None
         if url.startswith("redis+sentinel://"):
             self._sentinel = parse_sentinel_url(url)
             self._password = self._sentinel.password  # kept out of every message
-        elif url.startswith(("redis://", "rediss://")):
-            self._password = parse_url(url).get("password")
         else:
-            raise ValueError(f"store url: the scheme must be one of {', '.join(SCHEMES)}")
+            self._password = parse_url(url).get("password")
         self.keys = Keys(key_prefix)
         self.socket_timeout = socket_timeout
         self.deadline = 3 * socket_timeout  # a whole call: connect, handshake and reads
@@ -194,6 +164,7 @@ class RedisStore:
         self._scripts: dict[str, Any] = {}
         self._wakeups: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
+        self._durability_checked = False
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -216,7 +187,8 @@ class RedisStore:
                             else type(exc).__name__)
         if self._password:
             text = text.replace(self._password, "***")
-        return StoreUnavailable(f"redis store: {op} failed: {text}")
+        refused = isinstance(exc, REFUSALS) or text.startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+        return (RedisRefused if refused else StoreUnavailable)(f"redis store: {op} failed: {text}")
 
     async def _call(self, op: str, fn: Callable[[Redis], Awaitable[T]]) -> T:
         redis = self._redis
@@ -235,14 +207,23 @@ class RedisStore:
     # ------------------------------------------------------------------------------------ protocol
 
     async def open(self) -> None:
-        """Connect, check that Redis keeps what it acknowledged (AOF), and subscribe to wake-ups."""
+        """Connect, check that Redis keeps what it acknowledged (AOF), and subscribe to wake-ups.
+
+        A Redis that does not answer yet is not an error here: every operation raises StoreUnavailable
+        until it does (so the service starts unready and becomes ready by itself), and the check is made
+        at the first connection.
+        """
         if self._redis is not None:
             return
         self._redis = redis = self._client()
         self._scripts = {op: redis.register_script(source) for op, source in SCRIPTS.items()}
         try:
-            await self.ping()
             await self._check_durability()
+        except RedisRefused:
+            await self.close()
+            raise
+        except StoreUnavailable as exc:
+            log.warning("Redis does not answer yet: not ready until it does", extra={"error": str(exc)})
         except BaseException:
             await self.close()
             raise
@@ -275,7 +256,13 @@ class RedisStore:
         await self._call("ping", lambda redis: redis.ping())
 
     async def _check_durability(self) -> None:
-        """Warn when Redis would lose acknowledged writes in a restart (AOF off); CONFIG may be refused."""
+        """Warn when Redis would lose acknowledged writes in a restart (AOF off); CONFIG may be refused.
+
+        Made once, at the first connection that answers.
+        """
+        if self._durability_checked:
+            return
+
         async def append_config(redis: Redis) -> dict[str, str] | None:
             try:
                 return await redis.config_get("append*")
@@ -283,6 +270,7 @@ class RedisStore:
                 return None
 
         config = await self._call("open", append_config)
+        self._durability_checked = True
         if config is None:
             log.info("could not check that Redis persists every write (CONFIG GET refused): it must run "
                      "with appendonly yes, and appendfsync always for a 200 to mean durable")
@@ -464,6 +452,8 @@ class RedisStore:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self.keys.wake)
+                with contextlib.suppress(StoreUnavailable):
+                    await self._check_durability()  # if Redis did not answer at open()
                 if subscribed_before:
                     self._wake()  # wake-ups published while we were away are lost: look once
                 subscribed_before, delay = True, 0.1
