@@ -65,7 +65,9 @@ class Admission:
                 page = new_page(planned, _group(payload), now)
                 # The first attempt is committed with the page: the dispatcher can send it without another write.
                 call = next_call(page, config, now)
-                if not await store.admit(page, claims, config.dedup.window, now):
+                # Held by this process when it will place the first call at once; another replica must not.
+                lease = self.dispatcher.lease() if call is not None and self.dispatcher.has_room() else None
+                if not await store.admit(page, claims, config.dedup.window, now, lease=lease):
                     entry["result"] = "duplicate"
                 else:
                     entry["result"] = ("called" if call is not None else

@@ -1,5 +1,6 @@
 """Fixtures shared by every test module: the captured test data, and the example config."""
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,11 @@ def example_config_path() -> Path:
 async def dispatcher_loops():
     """Stop the dispatcher loops a test started with tests.support.settle()."""
     yield
-    for dispatcher, task in list(RUNNING.items()):
-        dispatcher.stopping = True
-        dispatcher.poke()
-        await task
-    RUNNING.clear()
+    try:
+        for dispatcher, task in list(RUNNING.items()):
+            dispatcher.stopping = True
+            dispatcher.poke()
+            # Bounded: a test that failed while holding a page's task (at a gate, say) must not hang the run.
+            await asyncio.wait_for(task, 10)
+    finally:
+        RUNNING.clear()

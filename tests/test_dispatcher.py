@@ -21,6 +21,7 @@ from alert2voice.pages import CallState, PageState, new_page
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.routing import plan
 from alert2voice.speech import Speech
+from alert2voice.store import StoreUnavailable
 from alert2voice.store.memory import MemoryStore
 from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
 
@@ -329,3 +330,24 @@ async def test_when_no_template_fits_a_fixed_sentence_and_the_prompt_are_spoken(
     heard = ["".join(ET.fromstring(a["text"]).itertext()) for a in answer.action["audio"]]
     assert heard == ["Alert firing: HighCPU.", "Press 1 to acknowledge."]
     assert template_errors(d) == 1
+
+
+async def test_a_page_whose_store_read_failed_is_taken_again_as_soon_as_the_store_answers(caplog):
+    # As after a Redis restart: the first operation on a stale connection fails. The page is still leased to
+    # this process, which must not wait for its own lease to end (25 s) before going on.
+    config = make_config()
+    d, store, provider, _clock = make_dispatcher(config)
+    await queue(d, store, config, alert(PAYMENTS))
+    read = store.get
+    failures = []
+
+    async def flaky_get(key):
+        if not failures:
+            failures.append(key)
+            raise StoreUnavailable("connection closed by server (test)")
+        return await read(key)
+
+    store.get = flaky_get
+    await settle(d)
+    assert failures and len(provider.requests) == 1  # placed at once, the clock never moved
+    assert any("store unavailable while processing a page" in r.getMessage() for r in caplog.records)

@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from alert2voice.admission import Admission
+from alert2voice.alertmanager import parse_payload
+from alert2voice.live import LiveConfig
 from alert2voice.pages import CallState, PageState
-from tests.support import PAYMENTS, alert, make_config, settle
+from alert2voice.routing import plan
+from tests.support import PAYMENTS, alert, make_config, payload, settle
 from tests.test_dispatcher import make_dispatcher, queue
 
 # Both replicas take at most three pages at a time, so six due pages are shared out between them.
@@ -18,6 +22,13 @@ ONE_NUMBER = make_config(**{"rate_limit: 1000/s": "rate_limit: 1000/s\n  max_in_
                             "    escalation:\n      - {call: alice, attempts: 2, interval: 3m}\n"
                             "      - {call: bob, attempts: 1, interval: 5m}\n":
                             "    escalation:\n      - {call: bob, attempts: 1, interval: 5m}\n"})
+
+
+ONE_PER_SECOND = make_config(**{"rate_limit: 1000/s": "rate_limit: 1/s\n  max_in_flight: 3",
+                                "    escalation:\n      - {call: alice, attempts: 2, interval: 3m}\n"
+                                "      - {call: bob, attempts: 1, interval: 5m}\n":
+                                "    escalation:\n      - {call: bob, attempts: 1, interval: 5m}\n"})
+ONE_PER_SECOND_TWICE = make_config(**{"rate_limit: 1000/s": "rate_limit: 1/s"})
 
 
 def replicas(config=ONE_NUMBER):
@@ -31,9 +42,13 @@ async def in_flight(dispatcher, store, provider) -> tuple[asyncio.Task[None], st
     """Start the dispatcher on the one queued page, its provider request held at a gate; (its task, the key)."""
     provider.gate = asyncio.Event()
     running = asyncio.create_task(settle(dispatcher))
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await at_gate(provider)
     return running, (await store.recent(1))[0].key
+
+
+async def at_gate(provider) -> None:
+    """Return once a request waits at the provider's gate (the page's task runs on the event loop)."""
+    await asyncio.wait_for(provider.arrived.wait(), 5)
 
 
 async def test_the_per_number_tier_holds_across_replicas():
@@ -76,7 +91,7 @@ async def test_a_callback_written_by_the_other_replica_while_the_call_was_in_fli
     assert await b.outcomes.receipt(key, correlation=correlation, message_id="msg-1",
                                     outcome=CallState.ANSWERED) == "ok"
     provider_a.gate.set()
-    await running
+    await asyncio.wait_for(running, 5)
     page = await store.get(key)
     # A's write lost the race; it re-read the page and found the call ended: B's answer stands.
     assert page.state is PageState.ANSWERED
@@ -96,7 +111,7 @@ async def test_a_page_resolved_by_the_other_replica_while_its_call_was_in_flight
     stored.due_at = None
     await store.put(stored)
     provider_a.gate.set()
-    await running
+    await asyncio.wait_for(running, 5)
     page = await store.get(key)
     # A's write lost the race and did not bring the escalation back to life.
     assert (page.state, page.resolved_at) == (PageState.RESOLVED, clock.now())
@@ -122,3 +137,92 @@ async def test_one_token_bucket_for_both_replicas():
     await settle(b)
     assert sum(len(p.requests) for p in providers) == 2
     assert sum(slept) >= 0.99  # B waited for the token A had taken
+
+
+class Paused:
+    """Holds a replica in its rate-limit wait, just before it sends, until resumed (moving the clock by `by`
+    meanwhile, as a paused process finds when it goes on)."""
+
+    def __init__(self, dispatcher, clock, by: timedelta = timedelta(0)) -> None:
+        self.clock, self.by = clock, by
+        self.waiting, self.resume = asyncio.Event(), asyncio.Event()
+        dispatcher.placer.limiter.sleep = self.sleep
+
+    async def sleep(self, seconds: float) -> None:
+        self.clock.advance(self.by)
+        self.waiting.set()
+        await self.resume.wait()
+        self.clock.advance(timedelta(seconds=seconds))  # then the wait asked for, as a real sleep
+
+
+def waits_on(dispatcher, clock) -> None:
+    """The replica's rate-limit waits move the shared clock on, as time passes for a real process."""
+    async def sleep(seconds: float) -> None:
+        clock.advance(timedelta(seconds=seconds))
+        await asyncio.sleep(0)
+
+    dispatcher.placer.limiter.sleep = sleep
+
+
+async def empty_bucket(store, clock) -> None:
+    """Take the provider's only token (rate_limit 1/s): the next send waits for one."""
+    await store.take_token(clock.now().timestamp(), 1.0, 1.0)
+
+
+async def test_a_page_admitted_by_one_replica_is_not_placed_by_the_other_before_its_first_call_goes_out():
+    a, b, store, (provider_a, provider_b), clock = replicas(ONE_PER_SECOND)
+    await settle(a)
+    await asyncio.wait_for(settle(b), 5)  # both loops run, as in two serve processes
+    paused = Paused(a, clock)
+    waits_on(b, clock)
+    await empty_bucket(store, clock)
+    live = LiveConfig(ONE_PER_SECOND, a.metrics, None)
+    body = parse_payload(payload(alert(PAYMENTS), group_key="g"))
+    summary = await Admission(live, store, a.metrics, a).accept(body, plan(ONE_PER_SECOND, body), clock.now())
+    assert [p["result"] for p in summary["pages"]] == ["called"]
+    await asyncio.wait_for(paused.waiting.wait(), 5)
+    await asyncio.wait_for(settle(b), 5)  # B looks at the queue while A is about to send: the page is A's
+    paused.resume.set()
+    await settle(a)
+    assert provider_b.requests == [] and len(provider_a.placed) == 1
+
+
+async def test_an_escalation_step_committed_by_one_replica_is_not_sent_by_the_other_before_it_goes_out():
+    a, b, store, (provider_a, provider_b), clock = replicas(ONE_PER_SECOND_TWICE)  # alice twice, 3 minutes apart
+    waits_on(a, clock)
+    await queue(a, store, ONE_PER_SECOND_TWICE, alert(PAYMENTS))
+    await settle(a)
+    [first] = provider_a.requests
+    key = await store.find_call(correlation_id=first.correlation_id)
+    assert await b.outcomes.receipt(key, correlation=first.correlation_id,
+                                    message_id=provider_a.accepted[0].message_id, outcome=CallState.NO_ANSWER) == "ok"
+    clock.advance(timedelta(minutes=3))
+    paused = Paused(a, clock)
+    waits_on(b, clock)
+    await empty_bucket(store, clock)
+    running = asyncio.create_task(settle(a))
+    await asyncio.wait_for(paused.waiting.wait(), 5)
+    assert [c.attempt for c in (await store.get(key)).calls] == [1, 2]  # committed before it is sent
+    await settle(b)
+    paused.resume.set()
+    await asyncio.wait_for(running, 5)
+    assert provider_b.requests == []
+    assert [r.correlation_id[-2:] for r in provider_a.requests] == ["-1", "-2"]
+
+
+async def test_a_replica_whose_lease_was_taken_over_during_a_wait_does_not_send():
+    a, b, store, (provider_a, provider_b), clock = replicas(ONE_PER_SECOND)
+    # A waits for a token far longer than its lease (a paused process, a starved limiter): B takes over.
+    paused = Paused(a, clock, by=timedelta(minutes=1))
+    waits_on(b, clock)
+    await empty_bucket(store, clock)
+    await queue(a, store, ONE_PER_SECOND, alert(PAYMENTS))
+    running = asyncio.create_task(settle(a))
+    await asyncio.wait_for(paused.waiting.wait(), 5)
+    await asyncio.wait_for(settle(b), 5)  # A's lease ended a minute ago: B takes the page and places the call
+    assert len(provider_b.requests) == 1
+    paused.resume.set()
+    await asyncio.wait_for(running, 5)
+    assert provider_a.requests == []  # A's renewal before sending found the page B's
+    page = await store.get((await store.recent(1))[0].key)
+    assert [(c.attempt, c.state) for c in page.calls] == [(1, CallState.ACCEPTED)]

@@ -15,7 +15,7 @@ import pytest
 
 from alert2voice.pages import Call, CallState, Page, PageState
 from alert2voice.store import Store, StoreUnavailable
-from alert2voice.store.base import Conflict, StormBatch, Tier
+from alert2voice.store.base import Conflict, Lease, StormBatch, Tier
 from alert2voice.store.memory import MemoryStore
 from alert2voice.store.redis import RedisStore
 from alert2voice.store.sqlite import MIGRATIONS, SQLiteStore
@@ -217,22 +217,54 @@ async def test_take_due_orders_by_due_time_and_respects_limit(store):
     await overwrite(store, make_page("future", due_at=at(100)))
     await overwrite(store, make_page("idle"))
     assert keys(await store.take_due(at(20), 2, LEASE, "me")) == ["early", "middle"]
-    assert keys(await store.take_due(at(20), 10, LEASE, "me")) == ["late"]
-    assert await store.take_due(at(20), 10, LEASE, "me") == []
+    assert keys(await store.take_due(at(20), 10, LEASE, "other")) == ["late"]
+    assert await store.take_due(at(20), 10, LEASE, "another") == []
 
 
 async def test_take_due_passes_over_skipped_keys_without_leasing_them(store):
     for name, second in (("a", 0), ("b", 1), ("c", 2)):
         await overwrite(store, make_page(name, due_at=at(second)))
     assert keys(await store.take_due(at(20), 1, LEASE, "me", skip={"a"})) == ["b"]  # the limit counts taken pages only
-    assert keys(await store.take_due(at(20), 10, LEASE, "me")) == ["a", "c"]  # "a" was never leased
+    assert keys(await store.take_due(at(20), 10, LEASE, "other")) == ["a", "c"]  # "a" was never leased
 
 
 async def test_a_leased_page_is_not_taken_again_until_the_lease_expires(store):
     await overwrite(store, make_page("p", due_at=T0))
     assert keys(await store.take_due(T0, 10, LEASE, "me")) == ["p"]
-    assert await store.take_due(T0 + LEASE - timedelta(microseconds=1), 10, LEASE, "me") == []
-    assert keys(await store.take_due(T0 + LEASE, 10, LEASE, "me")) == ["p"]
+    assert await store.take_due(T0 + LEASE - timedelta(microseconds=1), 10, LEASE, "other") == []
+    assert keys(await store.take_due(T0 + LEASE, 10, LEASE, "other")) == ["p"]
+
+
+async def test_an_owner_takes_back_a_page_it_holds(store):
+    # Its own lease: a page it admitted but could not start at once, or whose task died.
+    await overwrite(store, make_page("p", due_at=T0))
+    [first] = await store.take_due(T0, 10, LEASE, "me")
+    [again] = await store.take_due(at(1), 10, LEASE, "me")
+    assert again.version == first.version + 1
+
+
+async def test_a_page_admitted_under_a_lease_is_held_for_its_owner(store):
+    page = make_page("p", due_at=T0)
+    assert await store.admit(page, ["c"], WINDOW, T0, lease=Lease("replica-a", T0 + LEASE))
+    assert await store.take_due(at(1), 10, LEASE, "replica-b") == []
+    await store.put(page, lease=Lease("replica-a", at(1) + LEASE))  # committed before a call is sent: still held
+    assert await store.take_due(at(1) + LEASE - timedelta(microseconds=1), 10, LEASE, "replica-b") == []
+    await store.put(page)  # done: released
+    assert keys(await store.take_due(at(2), 10, LEASE, "replica-b")) == ["p"]
+
+
+async def test_only_the_holder_renews_a_lease_and_only_while_it_holds_it(store):
+    await overwrite(store, make_page("p", due_at=T0))
+    [page] = await store.take_due(T0, 10, LEASE, "replica-a")
+    assert not await store.renew("p", Lease("replica-b", at(1) + LEASE))
+    assert await store.renew("p", Lease("replica-a", T0 + 2 * LEASE))
+    assert await store.take_due(T0 + LEASE, 10, LEASE, "replica-b") == []  # the first lease would have ended
+    assert (await store.get("p")).version == page.version  # renewing is not a write: no fencing change
+    [taken] = await store.take_due(T0 + 2 * LEASE, 10, LEASE, "replica-b")
+    assert not await store.renew("p", Lease("replica-a", T0 + 3 * LEASE))  # taken over
+    await store.put(taken)
+    assert not await store.renew("p", Lease("replica-b", T0 + 3 * LEASE))  # released by the write
+    assert not await store.renew("nope", Lease("replica-a", T0 + 3 * LEASE))
 
 
 async def test_put_releases_the_lease(store):
@@ -245,7 +277,7 @@ async def test_put_releases_the_lease(store):
 async def test_concurrent_takers_never_share_a_page(store):
     for i in range(10):
         await overwrite(store, make_page(f"p{i}", due_at=at(i)))
-    batches = await asyncio.gather(*(store.take_due(at(60), 3, LEASE, "me") for _ in range(6)))
+    batches = await asyncio.gather(*(store.take_due(at(60), 3, LEASE, f"replica-{i}") for i in range(6)))
     taken = [k for batch in batches for k in keys(batch)]
     assert sorted(taken) == sorted(f"p{i}" for i in range(10))
 
@@ -523,8 +555,8 @@ async def test_a_lease_survives_a_restart(tmp_path):
     second = SQLiteStore(path)
     await second.open()
     try:
-        assert await second.take_due(at(1), 10, LEASE, "me") == []
-        assert keys(await second.take_due(T0 + LEASE, 10, LEASE, "me")) == ["p"]
+        assert await second.take_due(at(1), 10, LEASE, "restarted") == []  # a new process is a new owner
+        assert keys(await second.take_due(T0 + LEASE, 10, LEASE, "restarted")) == ["p"]
     finally:
         await second.close()
 

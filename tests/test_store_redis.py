@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from alert2voice.pages import CallState, PageState
 from alert2voice.store import StoreUnavailable
 from alert2voice.store import redis as redis_store
-from alert2voice.store.base import Tier
+from alert2voice.store.base import Lease, Tier
 from alert2voice.store.redis import RETAIN, RedisStore
 from alert2voice.store.redis_url import parse_sentinel_url
 from tests.e2e_support import eventually
@@ -100,7 +100,7 @@ async def test_two_replicas_taking_due_work_never_share_a_page(server):
     async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b:
         for i in range(30):
             await a.put(make_page(f"p{i}", due_at=at(i)))
-        batches = await asyncio.gather(*((a, b)[i % 2].take_due(at(60), 4, LEASE, f"replica-{i % 2}")
+        batches = await asyncio.gather(*((a, b)[i % 2].take_due(at(60), 4, LEASE, f"taker-{i}")
                                          for i in range(10)))
         taken = [key for batch in batches for key in keys(batch)]
         assert sorted(taken) == sorted(f"p{i}" for i in range(30))  # each once: 40 asked for, 30 there
@@ -122,6 +122,25 @@ async def test_a_wake_up_reaches_the_other_replica_and_not_the_sender(server):
         await eventually(until(lambda: woken["a"]), "a woken by b")
         await elsewhere.wake_others()  # another prefix, another deployment
         assert woken == {"a": [1], "b": [1], "elsewhere": []}
+
+
+async def test_due_work_written_without_a_lease_wakes_the_other_replicas(server):
+    prefix = fresh_prefix()
+    async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b:
+        woken: list[str] = []
+        b.on_wakeup(lambda: woken.append("b"))
+        a.on_wakeup(lambda: woken.append("a"))
+        await subscribed(server, a, 2)
+        held = Lease("replica-a", T0 + LEASE)
+        page = make_page("p", due_at=at(300))
+        assert await a.admit(page, ["c"], WINDOW, T0, lease=held)  # a places it itself: nobody to wake
+        await a.put(make_page("idle"))  # nothing due
+        await a.put(page)  # the next step, due in five minutes, for whoever is there then
+        await eventually(until(lambda: woken), "b woken by the due write")
+        await a.put(page, lease=held)
+        await b.put(make_page("q", due_at=T0))
+        await eventually(until(lambda: "a" in woken), "a woken by b's write")
+        assert woken == ["b", "a"]  # one wake-up each: the lease-held and idle writes woke nobody
 
 
 async def test_a_store_closes_at_once_even_while_its_subscriber_is_still_connecting(server):

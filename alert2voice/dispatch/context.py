@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from ..clock import Clock
@@ -17,7 +20,7 @@ from ..pages import Call, CallState, Page, record_outcome
 from ..provider import Accepted, Provider
 from ..speech import Speech
 from ..store import Store
-from ..store.base import Conflict
+from ..store.base import Conflict, Lease
 from .locks import KeyedLocks
 
 log = logging.getLogger("alert2voice.dispatch")
@@ -38,6 +41,20 @@ async def retry_conflicts(update: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable")
 
 
+def lease_span(cfg: Config) -> timedelta:
+    """How long a replica holds a page it works on: one provider request and its bookkeeping, with room.
+
+    Renewed just before each provider request, so a request (bounded by provider.timeout) never outlives
+    it; after a crash, another replica takes the page once it ends.
+    """
+    return cfg.provider.timeout * 2 + timedelta(seconds=5)
+
+
+def new_owner() -> str:
+    """Who holds a lease in the store: this process (several replicas share one store)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 @dataclass
 class Context:
     """The dispatcher's dependencies; `config` and `speech` return what is in force now (a reload swaps them)."""
@@ -51,6 +68,16 @@ class Context:
     rng: random.Random = field(default_factory=random.Random)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     provider_healthy: bool = True
+    owner: str = field(default_factory=new_owner)
+
+    def lease(self, cfg: Config) -> Lease:
+        """A lease for this process from now, as long as lease_span()."""
+        return Lease(self.owner, self.clock.now() + lease_span(cfg))
+
+    async def hold(self, page: Page, cfg: Config) -> None:
+        """Renew this process's lease on the page before a side effect; Conflict when another replica took it."""
+        if not await self.store.renew(page.key, self.lease(cfg)):
+            raise Conflict(f"lease on page {page.key[:12]} lost: another replica took it over")
 
     def log(self, page: Page, call: Call, msg: str, level: int = logging.INFO, **fields) -> None:
         """One log line about a call, with the page key, route, correlationId and masked number."""

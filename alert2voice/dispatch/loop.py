@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import secrets
-import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -19,8 +16,8 @@ from ..pages import Call, CallState, Page, PageState, cancel_queued, next_call, 
 from ..provider import Provider
 from ..speech import Speech
 from ..store import Store, StoreUnavailable
-from ..store.base import Conflict
-from .context import Context, retry_conflicts
+from ..store.base import Conflict, Lease
+from .context import Context, lease_span, retry_conflicts
 from .limits import RateLimiter
 from .locks import KeyedLocks
 from .outcomes import Outcomes
@@ -48,8 +45,7 @@ class Dispatcher:
         self.speaker = Speaker(ctx)
         self.placer = Placer(ctx, limiter, self.speaker)
         self.outcomes = Outcomes(ctx, self.speaker, self.poke)
-        # Who holds a lease in the store: this process (several replicas share one store).
-        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.owner = ctx.owner
         store.on_wakeup(self.poke)  # another replica added or changed due work
         self.wakeup = asyncio.Event()
         # Set while the loop waits with nothing in flight and nothing due now (see settled()).
@@ -100,9 +96,17 @@ class Dispatcher:
         self.poke()
         await self._settled.wait()
 
+    def has_room(self) -> bool:
+        """Whether a page submitted now would start at once."""
+        return self.running and not self.stopping and len(self.active) < self.config.provider.max_in_flight
+
+    def lease(self) -> Lease:
+        """A lease for a page this process is about to work on (see context.lease_span)."""
+        return self.ctx.lease(self.config)
+
     def submit(self, page: Page) -> None:
         """A page just admitted with its first attempt: start it now if a slot is free, else the loop will."""
-        if not self.running or self.stopping or len(self.active) >= self.config.provider.max_in_flight:
+        if not self.has_room():
             self.poke()
             return
         self._start(page.key, page)
@@ -125,11 +129,6 @@ class Dispatcher:
         self._tasks.discard(task)
         self.poke()
 
-    def _lease(self, cfg: Config) -> timedelta:
-        # Long enough for one provider request and its bookkeeping; after a crash, pages that were
-        # in flight are picked up again once this expires.
-        return cfg.provider.timeout * 2 + timedelta(seconds=5)
-
     async def run(self) -> None:
         """Process due pages until stopped: a page starts as soon as it is due and a slot is free.
 
@@ -146,7 +145,7 @@ class Dispatcher:
                 try:
                     free = cfg.provider.max_in_flight - len(self.active)
                     # Pages submitted straight from a webhook are in progress already: not read, not leased.
-                    pages = await self.store.take_due(clock.now(), limit=free, lease=self._lease(cfg),
+                    pages = await self.store.take_due(clock.now(), limit=free, lease=lease_span(cfg),
                                                       owner=self.owner, skip=self.active) if free > 0 else []
                     # A key in progress already was submitted from a webhook while the store was answering.
                     started = sum(self._start(page.key) is not None for page in pages)
@@ -187,8 +186,10 @@ class Dispatcher:
                 await self.release(key)
                 return
             await self.process(key, fresh)
-        except StoreUnavailable:
-            raise
+        except StoreUnavailable as exc:
+            # Still leased to this process, which takes it back as soon as the store answers again.
+            log.warning("store unavailable while processing a page; it is taken again", extra={
+                "page_key": key, "error": str(exc)})
         except Exception:
             log.exception("processing page failed; it stays queued", extra={"page_key": key})
         finally:
@@ -238,8 +239,9 @@ class Dispatcher:
                 if had_calls:
                     self.metrics.escalations.labels(page.route).inc()
                 # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
-                # after a crash the same correlationId and Idempotency-Key are reused, not new ones.
-                await self.store.put(page)
+                # after a crash the same correlationId and Idempotency-Key are reused, not new ones. The page
+                # stays held by this process: nobody else may send the attempt meanwhile.
+                await self.store.put(page, lease=self.ctx.lease(cfg))
         placed = False
         if call is None:
             if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:

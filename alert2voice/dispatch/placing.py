@@ -12,6 +12,7 @@ from ..config import Config, RetryConfig
 from ..logs import SCRUBBER
 from ..pages import Call, CallState, Page
 from ..provider import AuthFailed, CallRequest, InteractiveProvider, ProviderError
+from ..store.base import Conflict
 from .context import Context
 from .limits import RateLimiter, tiers
 from .speaking import Speaker
@@ -72,6 +73,12 @@ class Placer:
         ctx = self.ctx
         call.tries += 1
         await self.limiter.acquire(cfg.provider.rate_limit.per_second)
+        try:
+            # After any wait, and before the request: the lease now outlasts the request (lease_span).
+            await ctx.hold(page, cfg)
+        except Conflict:
+            await ctx.store.unreserve_call(call.number, now)
+            raise
         place = cast(InteractiveProvider, ctx.provider).place_interactive_call if call.interactive \
             else ctx.provider.place_call
         try:

@@ -32,6 +32,8 @@ class RecordingProvider:
         self.statuses: dict[str, CallStatus] = {}
         # When set, requests wait for it: lets a test hold calls "in flight".
         self.gate: asyncio.Event | None = None
+        self.held: list[CallRequest] = []  # requests waiting at the gate now
+        self.arrived = asyncio.Event()  # set when a request reaches the gate
         self._errors: deque[ProviderError] = deque()
         self._by_key: dict[str, Accepted] = {}
         self._next_id = 0
@@ -73,7 +75,12 @@ class RecordingProvider:
 
     async def _place(self, mode: str, request: CallRequest) -> Accepted:
         if self.gate is not None:
-            await self.gate.wait()
+            self.held.append(request)
+            self.arrived.set()
+            try:
+                await self.gate.wait()
+            finally:
+                self.held.remove(request)
         if self._errors:
             error = self._errors.popleft()
             self.placed.append(Placed(mode, request, None, error))

@@ -44,6 +44,13 @@ class Tier(NamedTuple):
     per: timedelta
 
 
+class Lease(NamedTuple):
+    """A page held by one replica until `until`: nobody else takes it from the due work meanwhile."""
+
+    owner: str
+    until: datetime
+
+
 @dataclass
 class StormBatch:
     """Pages folded into one summary call to a number (throttle.storm), released together."""
@@ -67,10 +74,12 @@ class Store(Protocol):
 
     # ------------------------------------------------------------------------------- pages and claims
 
-    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
+    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
+                    lease: Lease | None = None) -> bool:
         """Claim-if-absent with expiry: when any claim is free (or expired), hold all of them until
         now + window and save the page (version 1), atomically, and return True; else change nothing, return
-        False. A page whose key is stored and still active is never admitted again."""
+        False. A page whose key is stored and still active is never admitted again. With a lease, the page
+        is saved held by its owner (the admitting replica places its first call itself)."""
 
     async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
         """True when admit() would refuse this page now (all claims held, or the page active): a cheap
@@ -79,10 +88,11 @@ class Store(Protocol):
     async def release(self, claims: Sequence[str]) -> None:
         """Drop dedup claims (their alerts resolved), so the same alerts firing again page again."""
 
-    async def put(self, page: Page) -> None:
+    async def put(self, page: Page, lease: Lease | None = None) -> None:
         """Compare-and-set: replace the page if the stored version is still `page.version`, then bump it (on
-        the object too), index its calls' correlationIds and messageIds and release its lease; raise
-        Conflict (changing nothing) when another writer came first."""
+        the object too), index its calls' correlationIds and messageIds, and release its lease (or, with
+        `lease`, leave it held by that owner until then); raise Conflict (changing nothing) when another
+        writer came first."""
 
     async def get(self, key: str) -> Page | None:
         """The page with this key, with the version it is stored at."""
@@ -95,9 +105,14 @@ class Store(Protocol):
 
     async def take_due(self, now: datetime, limit: int, lease: timedelta, owner: str,
                        skip: Collection[str] = ()) -> list[Page]:
-        """Up to `limit` pages due at `now` that nobody holds, leased to `owner` until now + lease. Taking a
-        lease bumps the page's version (its fencing token): a holder whose lease passed to another cannot
-        write any more. Pages whose key is in `skip` (the caller is processing them already) are passed over."""
+        """Up to `limit` pages due at `now` that nobody else holds (unleased, lease expired, or leased to
+        `owner` itself), leased to `owner` until now + lease. Taking a lease bumps the page's version (its
+        fencing token): a holder whose lease passed to another cannot write any more. Pages whose key is in
+        `skip` (the caller is processing them already) are passed over."""
+
+    async def renew(self, key: str, lease: Lease) -> bool:
+        """Extend the lease `lease.owner` holds on the page to `lease.until`; False when it holds none now
+        (the page was written since, or another replica took it over)."""
 
     async def next_due(self) -> datetime | None:
         """The earliest due time of any page, leased or not."""

@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from ..pages import FINAL_PAGE_STATES, Page
-from .base import Conflict, OpenPage, StoreUnavailable
+from .base import Conflict, Lease, OpenPage, StoreUnavailable
 from .local import LocalLimits
 
 
@@ -18,7 +18,7 @@ class MemoryStore(LocalLimits):
         super().__init__()
         self._pages: dict[str, Page] = {}
         self._claims: dict[str, datetime] = {}
-        self._leases: dict[str, datetime] = {}
+        self._leases: dict[str, Lease] = {}
         self._calls: dict[str, str] = {}
         self.available = True
 
@@ -41,14 +41,15 @@ class MemoryStore(LocalLimits):
         held = all(self._claims.get(c, now) > now for c in claims)
         return held or (existing is not None and existing.state not in FINAL_PAGE_STATES)
 
-    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
+    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
+                    lease: Lease | None = None) -> bool:
         if await self.seen(page.key, claims, now):
             return False
         for c in claims:
             self._claims[c] = now + window
         stored = self._pages.get(page.key)  # a finished earlier incarnation: versions go on from it
         page.version = stored.version if stored is not None else 0
-        self._store(page)
+        self._store(page, lease)
         return True
 
     async def release(self, claims: Sequence[str]) -> None:
@@ -56,21 +57,24 @@ class MemoryStore(LocalLimits):
         for c in claims:
             self._claims.pop(c, None)
 
-    def _store(self, page: Page) -> None:
+    def _store(self, page: Page, lease: Lease | None) -> None:
         page.version += 1
         self._pages[page.key] = copy.deepcopy(page)
         for call in page.calls:
             self._calls[call.correlation_id] = page.key
             if call.message_id:
                 self._calls[call.message_id] = page.key
-        self._leases.pop(page.key, None)
+        if lease is None:
+            self._leases.pop(page.key, None)
+        else:
+            self._leases[page.key] = lease
 
-    async def put(self, page: Page) -> None:
+    async def put(self, page: Page, lease: Lease | None = None) -> None:
         self._check()
         stored = self._pages.get(page.key)
         if (stored.version if stored is not None else 0) != page.version:
             raise Conflict(f"page {page.key[:12]} changed since it was read")
-        self._store(page)
+        self._store(page, lease)
 
     async def get(self, key: str) -> Page | None:
         self._check()
@@ -89,16 +93,27 @@ class MemoryStore(LocalLimits):
     async def take_due(self, now: datetime, limit: int, lease: timedelta, owner: str,
                        skip: Collection[str] = ()) -> list[Page]:
         self._check()
+        def free(key: str) -> bool:
+            held = self._leases.get(key)
+            return held is None or held.until <= now or held.owner == owner
+
         due = sorted((p for p in self._pages.values()
-                      if p.due_at is not None and p.due_at <= now and self._leases.get(p.key, now) <= now
-                      and p.key not in skip),
+                      if p.due_at is not None and p.due_at <= now and free(p.key) and p.key not in skip),
                      key=lambda p: p.due_at)
         out = []
         for p in due[:limit]:
-            self._leases[p.key] = now + lease
+            self._leases[p.key] = Lease(owner, now + lease)
             p.version += 1  # the lease's fencing token: a writer that read before it cannot write now
             out.append(copy.deepcopy(p))
         return out
+
+    async def renew(self, key: str, lease: Lease) -> bool:
+        self._check()
+        held = self._leases.get(key)
+        if held is None or held.owner != lease.owner:
+            return False
+        self._leases[key] = lease
+        return True
 
     async def next_due(self) -> datetime | None:
         self._check()

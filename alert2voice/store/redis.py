@@ -33,7 +33,6 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -54,7 +53,7 @@ from redis.exceptions import (
 
 from ..pages import FINAL_PAGE_STATES, Page
 from . import redis_scripts as lua
-from .base import Conflict, OpenPage, StoreUnavailable, StormBatch, Tier
+from .base import Conflict, Lease, OpenPage, StoreUnavailable, StormBatch, Tier
 from .codec import dump_page, load_page
 from .redis_url import SentinelTarget, check_url, parse_sentinel_url
 
@@ -68,9 +67,9 @@ WAKE_PING = 5.0  # seconds of silence after which the wake-up subscriber checks 
 RECONNECT_MAX = 2.0  # seconds between the wake-up subscriber's attempts to reconnect, at most
 # The operations that are one Lua script each (EVALSHA; loaded again when Redis lost its script cache).
 SCRIPTS = {"admit": lua.ADMIT, "seen": lua.SEEN, "release": lua.RELEASE, "put": lua.PUT, "take_due": lua.TAKE_DUE,
-           "by_group": lua.BY_GROUP, "recent": lua.RECENT, "purge": lua.PURGE, "reserve_call": lua.RESERVE_CALL,
-           "unreserve_call": lua.UNRESERVE_CALL, "storm_join": lua.STORM_JOIN, "storm_lead": lua.STORM_LEAD,
-           "storm_end": lua.STORM_END, "take_token": lua.RATE_LIMIT}
+           "renew": lua.RENEW, "by_group": lua.BY_GROUP, "recent": lua.RECENT, "purge": lua.PURGE,
+           "reserve_call": lua.RESERVE_CALL, "unreserve_call": lua.UNRESERVE_CALL, "storm_join": lua.STORM_JOIN,
+           "storm_lead": lua.STORM_LEAD, "storm_end": lua.STORM_END, "take_token": lua.RATE_LIMIT}
 
 
 class RedisRefused(StoreUnavailable):
@@ -284,9 +283,10 @@ class RedisStore:
 
     # ------------------------------------------------------------------------------- pages and claims
 
-    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
+    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
+                    lease: Lease | None = None) -> bool:
         """Hold the claims until now + window and save the page, unless all are held or the page is active."""
-        keys, args = self._save_args(page)
+        keys, args = self._save_args(page, lease)
         claim_keys = [self.keys.claim(c) for c in claims]
         version = await self._script("admit", [*keys[:6], self.keys.claims, *claim_keys, *keys[6:]],
                                      [*args, _ts(now), _ts(now + window), _ms(window), len(claim_keys)])
@@ -304,7 +304,7 @@ class RedisStore:
         """Drop these dedup claims."""
         await self._script("release", [self.keys.claims, *(self.keys.claim(c) for c in claims)], [])
 
-    def _save_args(self, page: Page) -> tuple[list[str], list[Any]]:
+    def _save_args(self, page: Page, lease: Lease | None) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the save step that admit and put share (see redis_scripts._SAVE)."""
         ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
         live = page.state not in FINAL_PAGE_STATES or page.due_at is not None
@@ -313,12 +313,14 @@ class RedisStore:
         args = [self.keys.pages, page.key, dump_page(page), page.state.value, "1" if live else "0",
                 _ts(page.due_at) if page.due_at is not None else "", _ts(page.updated_at or page.received_at),
                 "1" if page.resolved_at is not None else "0", json.dumps(page.identities), json.dumps(ids),
-                _ms(self.retention), RECENT_KEPT]
+                _ms(self.retention), RECENT_KEPT, _ts(lease.until) if lease is not None else "",
+                lease.owner if lease is not None else "", self.keys.wake, self.instance]
         return keys, args
 
-    async def put(self, page: Page) -> None:
-        """Compare-and-set at the version read; index the calls, release the lease, keep the indexes in step."""
-        keys, args = self._save_args(page)
+    async def put(self, page: Page, lease: Lease | None = None) -> None:
+        """Compare-and-set at the version read; index the calls, release the lease (or keep it under `lease`),
+        keep the indexes in step; due work written without a lease wakes the other replicas."""
+        keys, args = self._save_args(page, lease)
         version = await self._script("put", keys, [*args, page.version])
         if version < 0:
             raise Conflict(f"page {page.key[:12]} changed since it was read (version {page.version})")
@@ -348,6 +350,10 @@ class RedisStore:
         flat = await self._script("take_due", [self.keys.due],
                                   [self.keys.pages, _ts(now), limit, _ts(now + lease), owner, *skip])
         return [load_page(data, int(version)) for data, version in zip(flat[::2], flat[1::2], strict=True)]
+
+    async def renew(self, key: str, lease: Lease) -> bool:
+        """Extend the lease `lease.owner` holds on the page; False when it holds none."""
+        return bool(await self._script("renew", [self.keys.page(key)], [lease.owner, _ts(lease.until)]))
 
     async def next_due(self) -> datetime | None:
         """The earliest due time of any page, leased or not."""

@@ -35,12 +35,17 @@ end
 
 -- Write the page at `version`. KEYS: page, due, recent, done, group, seq, then (from `first_call`) the
 -- keys of its call ids. ARGV: prefix, key, data, state, live, due, updated, resolved, identities, call
--- ids, retention ms, recent kept.
+-- ids, retention ms, recent kept, lease until and owner ('' for none), wake channel, instance.
+-- Due work written without a lease (nobody is on it) wakes the other replicas.
 local function save(version, first_call)
   local page, key, live, ms = KEYS[1], ARGV[2], ARGV[5] == '1', ARGV[11]
   redis.call('HSET', page, 'd', ARGV[3], 'v', version, 'st', ARGV[4], 'live', ARGV[5], 'upd', ARGV[7],
              'ids', ARGV[9], 'calls', ARGV[10], 'grp', KEYS[5])
-  redis.call('HDEL', page, 'lu', 'lo')  -- a write releases the lease
+  if ARGV[13] == '' then
+    redis.call('HDEL', page, 'lu', 'lo')  -- a write releases the lease
+  else
+    redis.call('HSET', page, 'lu', ARGV[13], 'lo', ARGV[14])  -- or keeps it for its writer
+  end
   if ARGV[6] == '' then redis.call('ZREM', KEYS[2], key) else redis.call('ZADD', KEYS[2], ARGV[6], key) end
   local seq = redis.call('HGET', page, 'seq')  -- first-seen order, kept by later incarnations
   if not seq then
@@ -63,26 +68,27 @@ local function save(version, first_call)
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('(%.17g', tonumber(ARGV[7]) - tonumber(ms) / 1000))
   end
   if live and ARGV[8] ~= '1' then redis.call('PERSIST', KEYS[5]) else settle_group(KEYS[5], ms) end
+  if ARGV[6] ~= '' and ARGV[13] == '' then redis.call('PUBLISH', ARGV[15], ARGV[16]) end
 end
 """
 
-# KEYS: page, due, recent, done, group, seq, claims, the claim keys (ARGV[16] of them), the call keys.
-# ARGV: save's twelve, now, until, window ms, claim count. Returns the version saved, 0 when refused.
+# KEYS: page, due, recent, done, group, seq, claims, the claim keys (ARGV[20] of them), the call keys.
+# ARGV: save's sixteen, now, until, window ms, claim count. Returns the version saved, 0 when refused.
 ADMIT = _EXTEND + _SAVE + r"""
 if redis.call('HGET', KEYS[1], 'st') == 'active' then return 0 end
-local now, last = tonumber(ARGV[13]), 7 + tonumber(ARGV[16])
+local now, last = tonumber(ARGV[17]), 7 + tonumber(ARGV[20])
 local free = false
 for i = 8, last do
   local until_ = redis.call('GET', KEYS[i])
   if not until_ or tonumber(until_) <= now then free = true break end
 end
 if not free then return 0 end
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[13])  -- expired claims (their keys go by their PX)
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[17])  -- expired claims (their keys go by their PX)
 for i = 8, last do
-  redis.call('SET', KEYS[i], ARGV[14], 'PX', ARGV[15])
-  redis.call('ZADD', KEYS[7], ARGV[14], KEYS[i])
+  redis.call('SET', KEYS[i], ARGV[18], 'PX', ARGV[19])
+  redis.call('ZADD', KEYS[7], ARGV[18], KEYS[i])
 end
-extend(KEYS[7], ARGV[15])
+extend(KEYS[7], ARGV[19])
 local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') + 1  -- a finished incarnation's, continued
 save(version, last + 1)
 return version
@@ -107,10 +113,10 @@ end
 return 0
 """
 
-# KEYS and ARGV: save's, then ARGV[13] the version read. Returns the new version, -1 on a conflict.
+# KEYS and ARGV: save's, then ARGV[17] the version read. Returns the new version, -1 on a conflict.
 PUT = _SAVE + r"""
 local stored = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if stored ~= tonumber(ARGV[13]) then return -1 end
+if stored ~= tonumber(ARGV[17]) then return -1 end
 save(stored + 1, 7)
 return stored + 1
 """
@@ -127,11 +133,11 @@ while #out < 2 * limit do
   offset = offset + #batch
   for _, key in ipairs(batch) do
     local page = ARGV[1] .. key
-    local row = redis.call('HMGET', page, 'd', 'lu')
+    local row = redis.call('HMGET', page, 'd', 'lu', 'lo')
     if not row[1] then  -- a page deleted behind our back: drop its entry
       redis.call('ZREM', KEYS[1], key)
       offset = offset - 1
-    elseif not skip[key] and (not row[2] or tonumber(row[2]) <= now) then
+    elseif not skip[key] and (not row[2] or tonumber(row[2]) <= now or row[3] == ARGV[5]) then
       local version = redis.call('HINCRBY', page, 'v', 1)  -- the lease's fencing token
       redis.call('HSET', page, 'lu', ARGV[4], 'lo', ARGV[5])
       out[#out + 1] = row[1]
@@ -141,6 +147,13 @@ while #out < 2 * limit do
   end
 end
 return out
+"""
+
+# KEYS: page. ARGV: owner, lease until. 1 when the owner held the lease (now extended), else 0.
+RENEW = r"""
+if redis.call('HGET', KEYS[1], 'lo') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'lu', ARGV[2])
+return 1
 """
 
 # KEYS: group. ARGV: prefix. Returns key, identities pairs in first-seen order.

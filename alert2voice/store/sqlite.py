@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..pages import FINAL_PAGE_STATES, Page
-from .base import Conflict, OpenPage, StoreLocked, StoreUnavailable
+from .base import Conflict, Lease, OpenPage, StoreLocked, StoreUnavailable
 from .codec import dump_page as _dump
 from .codec import load_page as _load
 from .local import LocalLimits
@@ -407,14 +407,15 @@ class SQLiteStore(LocalLimits):
             return False  # not known: admit() decides
         return key in self._active or all(self._claims.get(c, 0.0) > _ts(now) for c in claims)
 
-    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime) -> bool:
+    async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
+                    lease: Lease | None = None) -> bool:
         """Save the page and hold its claims until now + window, unless all are held or the page is active."""
         if await self.seen(page.key, claims, now):
             return False
-        return await self._run("admit", self._admit, page, claims, window, now)
+        return await self._run("admit", self._admit, page, claims, window, now, lease)
 
     def _admit(self, conn: sqlite3.Connection, changes: Changes, page: Page, claims: Sequence[str],
-               window: timedelta, now: datetime) -> bool:
+               window: timedelta, now: datetime, lease: Lease | None) -> bool:
         row = conn.execute("SELECT state FROM pages WHERE key = ?", (page.key,)).fetchone()
         if row is not None and row[0] not in FINAL_PAGE_STATES:
             return False
@@ -426,7 +427,7 @@ class SQLiteStore(LocalLimits):
                          " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
                          [(c, until) for c in claims])
         changes.append(lambda: self._claims.update(dict.fromkeys(claims, until)))
-        self._save(conn, changes, page, expect=None)
+        self._save(conn, changes, page, expect=None, lease=lease)
         return True
 
     async def release(self, claims: Sequence[str]) -> None:
@@ -436,22 +437,25 @@ class SQLiteStore(LocalLimits):
             changes.append(lambda: [self._claims.pop(c, None) for c in claims])
         await self._run("release", release)
 
-    def _save(self, conn: sqlite3.Connection, changes: Changes, page: Page, *, expect: int | None) -> None:
-        """Write the page at version `expect` + 1 (Conflict when it is not at `expect`); None: admit() decided."""
+    def _save(self, conn: sqlite3.Connection, changes: Changes, page: Page, *, expect: int | None,
+              lease: Lease | None) -> None:
+        """Write the page at version `expect` + 1 (Conflict when it is not at `expect`; None: admit() decided),
+        released or held under `lease`."""
         # An upsert, not INSERT OR REPLACE: the row keeps its rowid, the tie-breaker that mirrors insertion order.
         row = conn.execute(
             # A page read at version N > 0 that is no longer stored (purged) is not written back: no row to insert.
-            "INSERT INTO pages (key, route, group_key, state, due_at, lease_until, updated_at, data, version)"
-            " SELECT ?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, 1"
+            "INSERT INTO pages (key, route, group_key, state, due_at, lease_until, lease_owner, updated_at, data,"
+            " version) SELECT ?1, ?2, ?3, ?4, ?5, ?9, ?10, ?6, ?7, 1"
             " WHERE ?8 IS NULL OR ?8 = 0 OR EXISTS (SELECT 1 FROM pages WHERE key = ?1)"
             " ON CONFLICT (key) DO UPDATE SET"
             " route = excluded.route, group_key = excluded.group_key, state = excluded.state,"
-            " due_at = excluded.due_at, lease_until = NULL, lease_owner = NULL, updated_at = excluded.updated_at,"
+            " due_at = excluded.due_at, lease_until = ?9, lease_owner = ?10, updated_at = excluded.updated_at,"
             " data = excluded.data, version = pages.version + 1 WHERE ?8 IS NULL OR pages.version = ?8"
             " RETURNING version",
             (page.key, page.route, page.group_key, page.state.value,
              _ts(page.due_at) if page.due_at is not None else None,
-             _ts(page.updated_at or page.received_at), _dump(page), expect)).fetchone()
+             _ts(page.updated_at or page.received_at), _dump(page), expect,
+             _ts(lease.until) if lease is not None else None, lease.owner if lease is not None else None)).fetchone()
         if row is None:
             raise Conflict(f"page {page.key[:12]} changed since it was read (version {expect})")
         version = row[0]
@@ -462,9 +466,11 @@ class SQLiteStore(LocalLimits):
                          [(i, page.key) for i in ids])
         changes.extend(self._mirror_page(page))
 
-    async def put(self, page: Page) -> None:
-        """Compare-and-set the page at the version it was read at, index its calls, and release its lease."""
-        await self._run("put", lambda conn, changes: self._save(conn, changes, page, expect=page.version))
+    async def put(self, page: Page, lease: Lease | None = None) -> None:
+        """Compare-and-set the page at the version it was read at, index its calls, and release its lease
+        (or keep it held under `lease`)."""
+        await self._run("put", lambda conn, changes: self._save(conn, changes, page, expect=page.version,
+                                                                lease=lease))
 
     async def get(self, key: str) -> Page | None:
         """The page with this key."""
@@ -499,14 +505,22 @@ class SQLiteStore(LocalLimits):
 
         def take(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
             rows = [(key, data, version) for key, data, version in conn.execute(
-                "SELECT key, data, version FROM pages WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
-                " ORDER BY due_at, rowid LIMIT ?", (_ts(now), _ts(now), limit + len(skipped)))
+                "SELECT key, data, version FROM pages WHERE due_at <= ?1"
+                " AND (lease_until IS NULL OR lease_until <= ?1 OR lease_owner = ?2)"
+                " ORDER BY due_at, rowid LIMIT ?3", (_ts(now), owner, limit + len(skipped)))
                 if key not in skipped][:limit]
             # Taking the lease bumps the version, its fencing token: whoever read the page before cannot write.
             conn.executemany("UPDATE pages SET lease_until = ?, lease_owner = ?, version = version + 1 WHERE key = ?",
                              [(_ts(now + lease), owner, key) for key, _, _ in rows])
             return [_load(data, version + 1) for _, data, version in rows]
         return await self._run("take_due", take)
+
+    async def renew(self, key: str, lease: Lease) -> bool:
+        """Extend the lease `lease.owner` holds on the page; False when it holds none."""
+        def renew(conn: sqlite3.Connection, changes: Changes) -> bool:
+            return conn.execute("UPDATE pages SET lease_until = ? WHERE key = ? AND lease_owner = ?",
+                                (_ts(lease.until), key, lease.owner)).rowcount == 1
+        return await self._run("renew", renew)
 
     async def next_due(self) -> datetime | None:
         """The earliest due time of any page, leased or not."""
