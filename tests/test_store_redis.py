@@ -106,6 +106,14 @@ async def test_two_replicas_taking_due_work_never_share_a_page(server):
         assert sorted(taken) == sorted(f"p{i}" for i in range(30))  # each once: 40 asked for, 30 there
 
 
+async def test_more_operations_at_once_than_the_pool_has_connections_wait_for_one(server):
+    # A burst of webhooks (Alertmanager sends every group at once) runs hundreds of operations at a time.
+    async with opened(server) as store:
+        many = 3 * redis_store.POOL
+        results = await asyncio.gather(*(store.seen(f"p{i}", [f"c{i}"], T0) for i in range(many)))
+        assert results == [False] * many
+
+
 async def test_a_wake_up_reaches_the_other_replica_and_not_the_sender(server):
     prefix = fresh_prefix()
     async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b, \

@@ -65,6 +65,7 @@ RECENT_KEPT = 1000  # pages the recent index holds: more than GET /api/v1/pages 
 PURGE_CHUNK = 500  # pages and claims one purge script removes at most
 WAKE_PING = 5.0  # seconds of silence after which the wake-up subscriber checks its connection
 RECONNECT_MAX = 2.0  # seconds between the wake-up subscriber's attempts to reconnect, at most
+POOL = 64  # operations in flight at once per store; more wait for a connection, within the deadline
 # The operations that are one Lua script each (EVALSHA; loaded again when Redis lost its script cache).
 SCRIPTS = {"admit": lua.ADMIT, "seen": lua.SEEN, "release": lua.RELEASE, "put": lua.PUT, "take_due": lua.TAKE_DUE,
            "renew": lua.RENEW, "by_group": lua.BY_GROUP, "recent": lua.RECENT, "purge": lua.PURGE,
@@ -164,12 +165,16 @@ class RedisStore:
         self._wakeups: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._durability_checked = False
+        # redis-py refuses a command beyond max_connections ("Too many connections") rather than wait for one.
+        self._slots = asyncio.Semaphore(POOL)
 
     # ------------------------------------------------------------------------------------ plumbing
 
     def _options(self) -> dict[str, Any]:
+        # One connection more than the slots: the wake-up subscription's.
         return {"socket_timeout": self.socket_timeout, "socket_connect_timeout": self.socket_timeout,
-                "retry": Retry(NoBackoff(), 0), "decode_responses": True, "client_name": "alert2voice"}
+                "retry": Retry(NoBackoff(), 0), "decode_responses": True, "client_name": "alert2voice",
+                "max_connections": POOL + 1}
 
     def _client(self) -> Redis:
         options = self._options()
@@ -194,7 +199,7 @@ class RedisStore:
         if redis is None:
             raise StoreUnavailable(f"redis store: {op} failed: store is not open")
         try:
-            async with asyncio.timeout(self.deadline):
+            async with asyncio.timeout(self.deadline), self._slots:
                 return await fn(redis)
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             raise self._unavailable(op, exc) from None
