@@ -979,6 +979,39 @@ def test_alert_rules_use_only_exported_metrics():
         assert names and names <= exported, f"{rule['alert']}: unknown {names - exported}"
 
 
+def _innermost_aggregation(expr: str) -> tuple[str, set[str]]:
+    """The operator and `by` labels of the aggregation closest to the selectors (parsed with promql-parser)."""
+    try:
+        import promql_parser
+    except ImportError:
+        skip_or_fail("promql-parser not installed (pip install promql-parser)")
+    found: list[tuple[str, set[str]]] = []
+
+    def visit(node) -> None:  # pre-order: the last aggregation seen is the innermost one
+        if isinstance(node, promql_parser.AggregateExpr):
+            by = node.modifier.labels if node.modifier and "By" in str(node.modifier.type) else []
+            found.append((str(node.op), set(by)))
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    assert found, f"{expr!r}: no aggregation"
+    return found[-1]
+
+
+def test_replicas_share_the_heartbeat_and_the_queue():
+    """With several replicas (deploy/ha, deploy/sidecar) each heartbeat webhook reaches one of them and every one
+    reports the same shared queue: the heartbeat alert counts webhooks per job, not per instance, and the
+    dashboard's queue depth counts the shared queue once, not once per replica."""
+    rule = next(r for r in _rules() if r["alert"] == "Alert2VoiceNoWebhooks")
+    op, by = _innermost_aggregation(rule["expr"])
+    assert op == "sum" and "job" in by and "instance" not in by, rule["expr"]
+    depth = [t["expr"] for p in _panels(_dashboard()) for t in p.get("targets", [])
+             if "alert2voice_queue_depth" in t["expr"] and "by (instance)" not in t["expr"]]
+    assert depth, "the dashboard shows the queue depth"
+    for expr in depth:
+        op, by = _innermost_aggregation(expr)
+        assert op in ("max", "min", "avg") and "job" in by, expr
+
+
 def _dashboard() -> dict[str, Any]:
     return json.loads((DEPLOY / "grafana" / "alert2voice.json").read_text())
 
