@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Check what ships, without Docker or a cluster:
 #   - hadolint on the Dockerfile
-#   - render deploy/base and deploy/sidecar with kustomize (kubectl's built-in one, or kustomize)
+#   - render deploy/base, deploy/ha, deploy/sidecar and deploy/ingress with kustomize (kubectl's
+#     built-in one, or kustomize)
 #   - kubernetes-validate --strict on every rendered core resource, and the prometheus-operator kinds
 #     (ServiceMonitor, PodMonitor, PrometheusRule, Alertmanager, AlertmanagerConfig) against
 #     deploy/schemas/prometheus-operator.yaml
-#   - alert2voice check-config on both configs, with dummy files for their secrets
+#   - alert2voice check-config on the three configs (base, ha, sidecar), with dummy files for their
+#     secrets (a redis:// URL for store.url_file)
 #   - amtool check-config on deploy/alertmanager/alertmanager.yml
 #   - with --image: the Dockerfile's build steps replayed into a temporary venv, then the service
 #     started, probed (/-/healthy, /-/ready, HEALTHCHECK) and stopped (tests/test_deploy.py does it)
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --image) image=1 ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "deploy-check: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -59,7 +61,7 @@ render() {
   fi
 }
 rendered=()
-for overlay in base sidecar ingress; do
+for overlay in base ha sidecar ingress; do
   if render "deploy/$overlay" >"$out/$overlay.yaml" 2>"$tmp/render.err"; then
     ok "kustomize deploy/$overlay -> $out/$overlay.yaml"
     rendered+=("$out/$overlay.yaml")
@@ -124,13 +126,16 @@ PY
 fi
 
 # ------------------------------------------------------------------------------------ check-config
-for overlay in base sidecar; do
+for overlay in base ha sidecar; do
   root="$tmp/check-$overlay"
   mkdir -p "$root"
-  # Every *_file the config reads gets a dummy file; image paths move under $root.
+  # Every *_file the config reads gets a dummy file (store.url_file a Redis URL); image paths move under $root.
   grep -oE '_file: */[^ #]+' "deploy/$overlay/config.yaml" | sed 's/^[a-z_]*_file: *//' | while read -r f; do
     mkdir -p "$root$(dirname "$f")"
-    printf 'dummy-secret-one\ndummy-secret-two\n' >"$root$f"
+    case "$f" in
+      */redis-url) echo 'redis://:dummy-password@alert2voice-redis.monitoring.svc:6379/0' >"$root$f" ;;
+      *) printf 'dummy-secret-one\ndummy-secret-two\n' >"$root$f" ;;
+    esac
   done
   mkdir -p "$root/etc/alert2voice"
   sed -E "s#(^|[ :])/(etc|var)/#\\1$root/\\2/#g" "deploy/$overlay/config.yaml" >"$root/etc/alert2voice/config.yaml"

