@@ -14,15 +14,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from alert2voice.pages import Call, Page, PageState
+from alert2voice.pages import Call, Page, PageState, new_nonce
+from alert2voice.routing import correlation_id, page_key
 from alert2voice.store.sqlite import SQLiteStore
-from bench import phases, report
+from bench import loadgen, phases, report
 from bench.memory import Memory, StoreStats, store_stats
 from bench.rig import QUICK, Drain, Load, Rig
 from bench.startup import Startup, startup
 from bench.storm import BigWebhook, Burst, Storms
 from bench.throughput import Ceiling, CeilingRun, Duplicate, DuplicateRun, NewPage, RelayFloor, Throughput
-from bench.ttc import TimeToCall
+from bench.ttc import TimeToCall, by_page_key, match_calls
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -150,6 +151,20 @@ async def test_failed_phase_is_an_error_row_and_the_next_phase_runs():
                           profiles={})
     assert doc["errors"] == {"storms": "RuntimeError: simulator exited before it answered"}
     assert "storms" not in doc["results"] and doc["results"]["startup"]["samples_s"] == [0.5]
+
+
+def test_time_to_call_matches_each_call_by_the_page_key_its_correlation_id_carries():
+    # The bench rebuilt the id as `a2v-<32 hex of the key>-1`; since ids carry a nonce, 0 of 300 matched.
+    keys = [page_key("bench", f'{{}}:{{alertname="Bench{i}"}}', [f"id{i}"]) for i in range(3)]
+    sent = [loadgen.Sent(index=i, scheduled=float(i), sent=float(i), sent_wall=100.0 + i, done=i + 0.01, status=200,
+                         body={"pages": [{"route": "bench", "page_key": key, "result": "called"}]})
+            for i, key in enumerate(keys)]
+    calls = [{"time": 100.25 + i, "correlationId": correlation_id(key, new_nonce(), 1), "dialedNumber": "+1"}
+             for i, key in enumerate(keys[:2])]
+    calls += [{"time": 101.0, "correlationId": "a2v-test-0123456789abcdef01234567", "dialedNumber": "+1"},
+              {"time": 102.0, "correlationId": None, "dialedNumber": "+1"}]
+    timed = match_calls(by_page_key(sent), calls)
+    assert [(latency, s.index) for latency, s in timed] == [(0.25, 0), (0.25, 1)]  # the third call never came
 
 
 # ---------------------------------------------------------------------------------------------- the store
