@@ -24,6 +24,7 @@ RATE = 100.0  # webhooks per second, open loop
 class TimeToCall:
     """p50/p99 of (simulator received - webhook sent), with what tells a host stall from our own."""
 
+    store: str
     rate_per_s: float
     webhooks: int
     answered_200: int
@@ -68,11 +69,11 @@ async def settle() -> None:
     await asyncio.to_thread(os.sync)
 
 
-async def time_to_call(rig: Rig) -> TimeToCall:
+async def time_to_call(rig: Rig, store: str) -> TimeToCall:
     """Open loop at RATE/s for plan.ttc_seconds, each webhook a new group; its call matched by correlationId."""
     # The earlier phases' files are written back first, so that neither this start nor its latencies wait on it.
     await settle()
-    async with rig.service("ttc") as svc:
+    async with rig.service("ttc", store=store) as svc:
         return await _measure(rig, svc)
 
 
@@ -80,14 +81,15 @@ async def _measure(rig: Rig, svc: Service) -> TimeToCall:
     count = int(RATE * rig.plan.ttc_seconds)
     await rig.reset_simulator(NUMBER)
     await settle()
-    # Every webhook waits for one SQLite commit (fdatasync of the WAL) before its call is placed.
-    fsync = await asyncio.to_thread(fsync_probe, rig.workdir)
+    # Every webhook waits for one commit before its call is placed: an fdatasync of SQLite's WAL, or of
+    # Redis's append-only file (appendfsync always) in the same folder.
+    fsync = await asyncio.to_thread(fsync_probe, rig.workdir, count=min(300, count))
     say(f"  host fdatasync of 4 KiB at 100/s, nothing of ours running: p50 {fsync['p50'] or 0:.2f} ms, "
         f"p99 {fsync['p99'] or 0:.2f} ms, max {fsync['max'] or 0:.2f} ms")
     template = rig.body(loadgen.MARKER)
     bodies = [template.replace(loadgen.MARKER, f"ttc{i}").encode() for i in range(count)]
     before = await rig.metrics(svc)
-    sent = await rig.profiled("time_to_call", svc.proc, rig.plan.ttc_seconds, loadgen.open_loop(
+    sent = await rig.profiled(f"time_to_call-{svc.store}", svc.proc, rig.plan.ttc_seconds, loadgen.open_loop(
         f"{svc.url}/alerts", token=rig.token, bodies=bodies, rate=RATE))
     drain = await rig.wait_placed(svc, before, route="bench", within=rig.plan.drain_timeout)
     after = await rig.metrics(svc)
@@ -97,9 +99,11 @@ async def _measure(rig: Rig, svc: Service) -> TimeToCall:
     ttc_sum = after.delta(before, "alert2voice_time_to_call_seconds_sum")
     ttc_count = after.delta(before, "alert2voice_time_to_call_seconds_count")
     summary = loadgen.latency_summary(latencies)
-    say(f"  time to call at {RATE:g}/s: p50 {summary['p50'] or 0:.1f} ms, p99 {summary['p99'] or 0:.1f} ms, "
-        f"max {summary['max'] or 0:.1f} ms ({len(latencies)} of {count} calls matched)")
+    say(f"  time to call at {RATE:g}/s ({svc.store}): p50 {summary['p50'] or 0:.1f} ms, "
+        f"p99 {summary['p99'] or 0:.1f} ms, max {summary['max'] or 0:.1f} ms "
+        f"({len(latencies)} of {count} calls matched)")
     return TimeToCall(
+        store=svc.store,
         rate_per_s=RATE,
         webhooks=count,
         answered_200=sum(1 for s in sent if s.status == 200),
