@@ -149,10 +149,7 @@ async def _quiesce(rig: Rig, svc: Service, before: Samples) -> None:
 def _burst_result(sent: list[loadgen.Sent], t0: float, per_number: dict[str, int], before: Samples,
                   after: Samples) -> Burst:
     """The burst's figures; `t0` is when its load started (monotonic), per_number the calls each number got."""
-    statuses: dict[str, int] = {}
-    for s in sent:
-        key = str(s.status) if s.status is not None else (s.error or "error").split(":")[0]
-        statuses[key] = statuses.get(key, 0) + 1
+    statuses = loadgen.status_counts(sent)
     responses = [s.response_time for s in sent if s.response_time is not None]
     sending_s = sent[-1].sent - sent[0].sent if sent else 0.0
     burst_span = max((s.done or t0) for s in sent) - t0 if sent else 0.0

@@ -28,6 +28,7 @@ class TimeToCall:
     rate_per_s: float
     webhooks: int
     answered_200: int
+    statuses: dict[str, int]  # every answer's status (or, unanswered, the error)
     calls_matched: int
     missing: int
     ms: dict[str, float | None]
@@ -99,14 +100,16 @@ async def _measure(rig: Rig, svc: Service) -> TimeToCall:
     ttc_sum = after.delta(before, "alert2voice_time_to_call_seconds_sum")
     ttc_count = after.delta(before, "alert2voice_time_to_call_seconds_count")
     summary = loadgen.latency_summary(latencies)
+    statuses = loadgen.status_counts(sent)
     say(f"  time to call at {RATE:g}/s ({svc.store}): p50 {summary['p50'] or 0:.1f} ms, "
         f"p99 {summary['p99'] or 0:.1f} ms, max {summary['max'] or 0:.1f} ms "
-        f"({len(latencies)} of {count} calls matched)")
+        f"({len(latencies)} of {count} calls matched; answers {statuses})")
     return TimeToCall(
         store=svc.store,
         rate_per_s=RATE,
         webhooks=count,
-        answered_200=sum(1 for s in sent if s.status == 200),
+        answered_200=statuses.get("200", 0),
+        statuses=statuses,
         calls_matched=len(latencies),
         missing=len(by_page) - len(latencies),
         ms=summary,

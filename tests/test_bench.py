@@ -68,7 +68,8 @@ def fabricated_throughput(*stores: tuple[str, float]) -> Throughput:
 
 
 def fabricated_ttc(store: str = SQLITE, p99: float = 9.5) -> TimeToCall:
-    return TimeToCall(store=store, rate_per_s=100.0, webhooks=300, answered_200=300, calls_matched=300, missing=0,
+    return TimeToCall(store=store, rate_per_s=100.0, webhooks=300, answered_200=300, statuses={"200": 300},
+                      calls_matched=300, missing=0,
                       ms={**LATENCY, "p99": p99}, webhook_response_ms=LATENCY, send_lateness_ms=LATENCY,
                       service_metric_mean_ms=3.9,
                       host_fdatasync_ms={"p50": 0.4, "p90": 0.6, "p99": 1.25, "max": 3.0, "count": 300},
@@ -347,6 +348,7 @@ async def test_the_phases_run_on_the_redis_store_end_to_end(tmp_path):
     assert paths.duplicate.store_commands_per_request["evalsha"] > 0  # each resend asked Redis
     assert paths.new_page.every_call_placed
     assert ttc.store == REDIS and ttc.calls_matched == ttc.webhooks == int(RATE * TINY.ttc_seconds)
+    assert ttc.statuses == {"200": ttc.webhooks}
     assert isinstance(memory.stats, RedisStats) and memory.stats.error is None
     assert memory.stats.live_pages + memory.stats.finished_pages == memory.pages_called > 0  # nothing expired yet
     assert memory.stats.unbounded == 0, memory.stats.unbounded_keys
