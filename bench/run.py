@@ -1,6 +1,6 @@
 """`make bench`: how fast alert2voice is, as ratios to a bare aiohttp app measured in the same run.
 
-    .venv/bin/python -m bench.run                  # full run on SQLite and Redis, about 8 minutes
+    .venv/bin/python -m bench.run                  # full run on SQLite and Redis, about 6 minutes
     .venv/bin/python -m bench.run --quick          # smoke run, about 2 minutes
     .venv/bin/python -m bench.run --store sqlite   # one store only
     .venv/bin/python bench/run.py --out /tmp/bench.json
