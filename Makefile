@@ -44,14 +44,20 @@ test: $(STAMP) system-deps deploy-deps
 lint: $(STAMP)
 	$(BIN)/ruff check alert2voice tests bench scripts
 
-# Debian's wrk drives the load of `make bench`; installed only when missing.
+# Debian's wrk drives the load of `make bench`, and its redis-server backs the Redis store measured beside
+# SQLite; installed only when missing.
+BENCH_PACKAGES := wrk:wrk redis-server:redis-server
 bench-deps:
-	@command -v wrk >/dev/null 2>&1 || { \
-	  echo "installing Debian's wrk for make bench"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+	@missing=""; for pair in $(BENCH_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages make bench needs:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
-# Throughput against a bare aiohttp ceiling, time to call, storms, memory, startup: a table and
-# bench/results/latest.json. `make bench BENCH_ARGS=--quick` for a smoke run under a minute.
+# Throughput against a bare aiohttp ceiling, time to call, storms, memory, startup, on the SQLite and the
+# Redis store side by side: a table and bench/results/latest.json. `make bench BENCH_ARGS=--quick` for a
+# smoke run of about two minutes; BENCH_ARGS="--store sqlite" (or redis) for one store.
 bench: $(STAMP) bench-deps
 	@# Byte-compile as a wheel install does: with PYTHONDONTWRITEBYTECODE set (it is, here) an editable
 	@# install would otherwise compile every module at every start, and startup is one of the figures.

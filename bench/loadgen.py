@@ -331,6 +331,15 @@ class Sent:
         return None if self.done is None else self.done - self.scheduled
 
 
+def status_counts(sent: Sequence[Sent]) -> dict[str, int]:
+    """How many requests of an open-loop load got each HTTP status (or, unanswered, each kind of error)."""
+    counts: dict[str, int] = {}
+    for s in sent:
+        key = str(s.status) if s.status is not None else (s.error or "error").split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 async def open_loop(url: str, *, token: str, bodies: Sequence[bytes], rate: float, connections: int = 200,
                     answer_within: float = 10.0, on_sent: Callable[[Sent], None] | None = None) -> list[Sent]:
     """Send bodies[i] at start + i/rate whatever the earlier ones are doing; wait for every answer (bounded)."""

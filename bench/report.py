@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bench import say
 from bench.memory import Memory
 from bench.phases import PhaseError, Result
-from bench.rig import Plan
+from bench.redis_server import DURABLE
+from bench.rig import FULL, REDIS, Plan
 from bench.startup import Startup
+from bench.store_stats import RedisStats, StoreStats
 from bench.storm import STORM, Storms
-from bench.throughput import Throughput
+from bench.throughput import Paths, Throughput
 from bench.ttc import TimeToCall
 
 # The issue's targets (#6), as ratios to the ceiling measured in the same run where they are ratios.
@@ -27,8 +29,12 @@ TARGETS = {
     "startup_s": 1.0,
     # Not in the issue: Alertmanager gives up on a webhook after its 10 s notify timeout (SPEC §4).
     "storm_answer_s": 10.0,
+    # Every Redis key expires or belongs to live work (#13, item 2): Redis memory is bounded.
+    "redis_keys_unbounded": 0,
 }
-COLUMNS = ("figure", "value", "target", "ratio", "result")
+# Where a store has targets of its own (#13, item 7): Redis is one loopback round trip away.
+STORE_TARGETS = {REDIS: {"duplicate_ratio": 0.5, "time_to_call_p99_ms": 25.0}}
+CELL = ("target", "ratio", "result")  # after each store's value
 OK, MISSED, ERROR = "ok", "MISSED", "ERROR"
 
 
@@ -41,6 +47,17 @@ class Row:
     target: str = ""
     ratio: str = ""
     result: str = ""  # ok, MISSED, ERROR, or empty for a figure without a target
+    store: str = ""   # the store it was measured on; empty for a figure of every store (the ceiling)
+
+    @property
+    def name(self) -> str:
+        """The figure, and the store it was measured on: how the missed and failed ones are listed."""
+        return self.figure.strip() + (f" ({self.store})" if self.store else "")
+
+
+def targets(store: str) -> dict[str, float]:
+    """The targets a store's figures are judged by."""
+    return {**TARGETS, **STORE_TARGETS.get(store, {})}
 
 
 def judged(ok: bool) -> str:
@@ -57,43 +74,61 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _error(figure: str, error: str) -> Row:
-    return Row(figure, f"error: {error}", result=ERROR)
+def _error(figure: str, error: str, store: str) -> Row:
+    return Row(figure, f"error: {error}", result=ERROR, store=store)
 
 
 # ------------------------------------------------------------------------------------------------- rows
 
 
 def throughput_rows(t: Throughput) -> list[Row]:
-    c, d, n, f = t.ceiling, t.duplicate, t.new_page, t.relay_floor
+    """The ceiling, then each figure of every store's paths, one store after the other."""
+    c, f = t.ceiling, t.relay_floor
     runs = " / ".join(_fmt(r.rps) for r in c.runs)
-    return [
-        Row("ceiling (bare aiohttp + json.loads), median", _fmt(c.rps, " req/s"), "", "1.00"),
-        Row("  ceiling runs", f"{runs} req/s"),
-        Row("duplicate path", _fmt(d.rps, " req/s"), f">= {TARGETS['duplicate_ratio']} x ceiling",
-            _ratio(d.ratio), judged(d.ratio >= TARGETS["duplicate_ratio"])),
-        Row("new-page path, webhooks answered", _fmt(n.rps, " req/s"), "", _ratio(n.accepted_ratio)),
-        Row("new-page path, sustained with every call placed", _fmt(n.sustained_rps, " webhooks/s"),
-            f">= {TARGETS['new_page_ratio']} x ceiling", _ratio(n.ratio),
-            judged(n.every_call_placed and n.ratio is not None and n.ratio >= TARGETS["new_page_ratio"])),
-        Row("  calls placed / pages called", f"{n.calls_received_by_simulator:,} / {n.pages_called:,}", "all", "",
-            judged(n.every_call_placed)),
-        Row("  relay floor (webhook -> one provider call, nothing else)", _fmt(f.rps, " webhooks/s"), "",
-            _ratio(f.ratio)),
-        Row("  new-page path / relay floor", _ratio(n.ratio_to_relay_floor)),
-    ]
+    rows = [Row("ceiling (bare aiohttp + json.loads), median", _fmt(c.rps, " req/s"), "", "1.00"),
+            Row("  ceiling runs", f"{runs} req/s")]
+    for figure in (_duplicate_row, _answered_row, _sustained_row, _placed_row):
+        rows += [figure(p) for p in t.stores]
+    rows.append(Row("  relay floor (webhook -> one provider call, nothing else)", _fmt(f.rps, " webhooks/s"), "",
+                    _ratio(f.ratio)))
+    rows += [Row("  new-page path / relay floor", _ratio(p.new_page.ratio_to_relay_floor), store=p.store)
+             for p in t.stores]
+    return rows
+
+
+def _duplicate_row(p: Paths) -> Row:
+    d, want = p.duplicate, targets(p.store)["duplicate_ratio"]
+    return Row("duplicate path", _fmt(d.rps, " req/s"), f">= {want} x ceiling", _ratio(d.ratio),
+               judged(d.ratio >= want), p.store)
+
+
+def _answered_row(p: Paths) -> Row:
+    return Row("new-page path, webhooks answered", _fmt(p.new_page.rps, " req/s"), "",
+               _ratio(p.new_page.accepted_ratio), store=p.store)
+
+
+def _sustained_row(p: Paths) -> Row:
+    n, want = p.new_page, targets(p.store)["new_page_ratio"]
+    return Row("new-page path, sustained with every call placed", _fmt(n.sustained_rps, " webhooks/s"),
+               f">= {want} x ceiling", _ratio(n.ratio),
+               judged(n.every_call_placed and n.ratio is not None and n.ratio >= want), p.store)
+
+
+def _placed_row(p: Paths) -> Row:
+    n = p.new_page
+    return Row("  calls placed / pages called", f"{n.calls_received_by_simulator:,} / {n.pages_called:,}", "all",
+               "", judged(n.every_call_placed), p.store)
 
 
 def time_to_call_rows(t: TimeToCall) -> list[Row]:
-    p99 = t.ms["p99"]
+    p99, want = t.ms["p99"], targets(t.store)["time_to_call_p99_ms"]
     f = t.host_fdatasync_ms
     return [
-        Row("time to call p50 at 100 webhooks/s", _fmt(t.ms["p50"], " ms", 1)),
-        Row("time to call p99 at 100 webhooks/s", _fmt(p99, " ms", 1), f"<= {TARGETS['time_to_call_p99_ms']:g} ms",
-            "", judged(p99 is not None and p99 <= TARGETS["time_to_call_p99_ms"] and t.missing == 0
-                       and t.calls_matched == t.webhooks)),
+        Row("time to call p50 at 100 webhooks/s", _fmt(t.ms["p50"], " ms", 1), store=t.store),
+        Row("time to call p99 at 100 webhooks/s", _fmt(p99, " ms", 1), f"<= {want:g} ms", "",
+            judged(p99 is not None and p99 <= want and t.missing == 0 and t.calls_matched == t.webhooks), t.store),
         Row("  host fdatasync (4 KiB) p50 / p99, just before",
-            f"{_fmt(f['p50'], ' ms', 2)} / {_fmt(f['p99'], ' ms', 2)}"),
+            f"{_fmt(f['p50'], ' ms', 2)} / {_fmt(f['p99'], ' ms', 2)}", store=t.store),
     ]
 
 
@@ -102,7 +137,7 @@ def storms_rows(s: Storms) -> list[Row]:
     within = f"<= {TARGETS['big_webhook_s'] * 1000:g} ms"
     ok200 = u.statuses.get("200", 0)
     slowest = u.response_ms["max"]
-    return [
+    rows = [
         Row("5,000-alert webhook answered in", _fmt(b.response_s * 1000, " ms"), within, "",
             judged(b.status == 200 and b.response_s <= TARGETS["big_webhook_s"])),
         Row("  resent (duplicate) answered in", _fmt(b.resend_response_s * 1000, " ms"), within, "",
@@ -120,89 +155,146 @@ def storms_rows(s: Storms) -> list[Row]:
         Row("  calls placed vs storm rule", f"{u.calls_placed} (allowed {u.calls_allowed_by_storm_rule})",
             "<= allowed", "", judged(u.storm_rule_respected)),
     ]
+    return [replace(r, store=s.store) for r in rows]
 
 
 def memory_rows(m: Memory) -> list[Row]:
-    st = m.store
-    store = (_error("  store after the memory run", st.error) if st.error else
-             Row("  store after the memory run", f"{st.pages or 0:,} pages, {st.claims or 0:,} claims, "
-                 f"{st.bytes / 1e6:.1f} MB"))
+    load = f"{m.webhooks_planned:,} webhooks"
+    if m.webhooks_planned < FULL.memory_webhooks:
+        load += " (short run)"  # the full run sends FULL.memory_webhooks
     return [
         Row("RSS at idle", _fmt(m.rss_idle_mb, " MB", 1), f"<= {TARGETS['rss_idle_mb']:g} MB", "",
-            judged(m.rss_idle_mb <= TARGETS["rss_idle_mb"])),
-        Row(f"RSS growth after {m.webhooks:,} webhooks", _fmt(m.rss_growth_mb, " MB", 1),
-            f"<= {TARGETS['rss_growth_mb']:g} MB", "", judged(m.rss_growth_mb <= TARGETS["rss_growth_mb"])),
-        store,
+            judged(m.rss_idle_mb <= TARGETS["rss_idle_mb"]), m.store),
+        Row(f"RSS growth after {load}", _fmt(m.rss_growth_mb, " MB", 1),
+            f"<= {TARGETS['rss_growth_mb']:g} MB", "", judged(m.rss_growth_mb <= TARGETS["rss_growth_mb"]), m.store),
+        *store_rows(m),
+    ]
+
+
+def store_rows(m: Memory) -> list[Row]:
+    """What the store held after the memory run; on Redis, its memory and the keys that would not go away."""
+    figure, st = "  store after the memory run", m.stats
+    if st.error:
+        return [_error(figure, st.error, m.store)]
+    if isinstance(st, StoreStats):
+        return [Row(figure, f"{st.pages or 0:,} pages, {st.claims or 0:,} claims, {st.bytes / 1e6:.1f} MB",
+                    store=m.store)]
+    assert isinstance(st, RedisStats)
+    want = TARGETS["redis_keys_unbounded"]
+    return [
+        Row(figure, f"used_memory {st.used_memory / 1e6:.1f} MB, {st.keys:,} keys", store=m.store),
+        Row("  keys neither expiring nor live work", f"{st.unbounded:,} of {st.keys:,} ({st.live_pages:,} live pages)",
+            f"{want:g}", "", judged(st.unbounded <= want), m.store),
     ]
 
 
 def startup_rows(s: Startup) -> list[Row]:
     return [Row("startup to /-/ready (median / max)", f"{_fmt(s.median_s * 1000, ' ms')} / "
                 f"{_fmt(s.max_s * 1000, ' ms')}", f"<= {TARGETS['startup_s'] * 1000:g} ms", "",
-                judged(s.max_s <= TARGETS["startup_s"]))]
+                judged(s.max_s <= TARGETS["startup_s"]), s.store)]
 
 
 def error_rows(e: PhaseError) -> list[Row]:
-    return [_error(e.title, e.error)]
+    return [_error(e.title, e.error, e.store)]
 
 
 ROWS: dict[type, Callable[[Any], list[Row]]] = {
     Throughput: throughput_rows, TimeToCall: time_to_call_rows, Storms: storms_rows, Memory: memory_rows,
     Startup: startup_rows, PhaseError: error_rows,
 }
-# Where each result goes in the JSON's `results`; None: its fields are keys there themselves.
-KEYS: dict[type, str | None] = {Throughput: None, TimeToCall: "time_to_call", Storms: "storms", Memory: "memory",
-                                Startup: "startup"}
+# Where each store's result goes in the JSON's `results.stores.<store>` (Throughput: its Paths' fields).
+KEYS: dict[type, str] = {TimeToCall: "time_to_call", Storms: "storms", Memory: "memory", Startup: "startup"}
 
 
 def table(results: Iterable[Result]) -> list[Row]:
-    """Rows in the order of the results: figure, value, target, ratio, result."""
+    """Rows in the order of the results: figure, value, target, ratio, result, store."""
     return [row for result in results for row in ROWS[type(result)](result)]
+
+
+def _without_store(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k != "store"}
 
 
 def results_json(results: Iterable[Result], profiles: dict[str, Any]) -> dict[str, Any]:
     """Every raw figure, keyed as bench/README.md's "Reading the JSON" says; failed phases are left out."""
     out: dict[str, Any] = {}
+    stores: dict[str, dict[str, Any]] = {}
     for result in results:
         if isinstance(result, PhaseError):
             continue
-        key = KEYS[type(result)]
-        out.update(asdict(result) if key is None else {key: asdict(result)})
+        if isinstance(result, Throughput):
+            out.update(ceiling=asdict(result.ceiling), relay_floor=asdict(result.relay_floor))
+            for paths in result.stores:
+                stores.setdefault(paths.store, {}).update(_without_store(asdict(paths)))
+        else:
+            stores.setdefault(result.store, {})[KEYS[type(result)]] = _without_store(asdict(result))
+    if stores:
+        out["stores"] = stores
     if profiles:
         out["profiles"] = profiles
     return out
 
 
 def errors(rows: Iterable[Row]) -> dict[str, str]:
-    """Each figure or phase that could not be measured, with its error."""
-    return {r.figure.strip(): r.value.removeprefix("error: ") for r in rows if r.result == ERROR}
+    """Each figure or phase that could not be measured (and its store), with its error."""
+    return {r.name: r.value.removeprefix("error: ") for r in rows if r.result == ERROR}
 
 
 def missed(rows: Iterable[Row]) -> list[str]:
-    return [r.figure.strip() for r in rows if r.result == MISSED]
+    return [r.name for r in rows if r.result == MISSED]
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def stores_in(rows: Iterable[Row]) -> list[str]:
+    """The stores the rows were measured on, in the order they first appear."""
+    return list(dict.fromkeys(r.store for r in rows if r.store))
+
+
+def grid(rows: Sequence[Row]) -> list[list[str]]:
+    """The header and one line per figure, each store's value, target, ratio and result side by side; a figure
+    of every store (the ceiling, the relay floor) is in every store's columns."""
+    stores = stores_in(rows) or [""]
+    lines: dict[str, dict[str, Row]] = {}
+    for r in rows:
+        cells = lines.setdefault(r.figure, {})
+        for store in ([r.store] if r.store else stores):
+            cells[store] = r
+    header = ["figure", *(c for store in stores for c in (store or "value", *CELL))]
+    body = [[figure, *(c for store in stores for c in _cells(cells.get(store)))] for figure, cells in lines.items()]
+    return [header, *body]
+
+
+def _cells(row: Row | None) -> tuple[str, str, str, str]:
+    return ("", "", "", "") if row is None else (row.value, row.target, row.ratio, row.result)
 
 
 def print_table(rows: Sequence[Row]) -> None:
-    cells = [asdict(r) for r in rows]
-    widths = {c: max([len(c), *(len(r[c]) for r in cells)]) for c in COLUMNS}
-    say("  ".join(c.ljust(widths[c]) for c in COLUMNS))
-    say("  ".join("-" * widths[c] for c in COLUMNS))
-    for r in cells:
-        say("  ".join(r[c].ljust(widths[c]) for c in COLUMNS))
+    lines = grid(rows)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for i, line in enumerate(lines):
+        say("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+        if i == 0:
+            say("  ".join("-" * w for w in widths))
 
 
-def document(*, plan: Plan, machine: dict[str, Any], callbacks: str, elapsed_s: float, results: Sequence[Result],
-             rows: Sequence[Row], profiles: dict[str, Any]) -> dict[str, Any]:
+def document(*, plan: Plan, machine: dict[str, Any], callbacks: str, stores: Sequence[str], elapsed_s: float,
+             results: Sequence[Result], rows: Sequence[Row], profiles: dict[str, Any]) -> dict[str, Any]:
     """The JSON file: when, where, with which settings, every raw figure, the table, what was missed or failed."""
+    settings = {"duration_s": plan.duration, "warmup_s": plan.warmup, "connections": plan.connections,
+                "ttc_seconds": plan.ttc_seconds, "memory_webhooks": plan.memory_webhooks,
+                "simulator_callbacks": callbacks, "stores": list(stores), "config": "bench/config.yaml",
+                "storm": STORM}
+    if REDIS in stores:
+        settings["redis_server"] = DURABLE
     return {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": plan.name,
         "elapsed_s": round(elapsed_s, 1),
         "machine": machine,
-        "settings": {"duration_s": plan.duration, "warmup_s": plan.warmup, "connections": plan.connections,
-                     "ttc_seconds": plan.ttc_seconds, "memory_webhooks": plan.memory_webhooks,
-                     "simulator_callbacks": callbacks, "config": "bench/config.yaml", "storm": STORM},
-        "targets": TARGETS,
+        "settings": settings,
+        "targets": {store: targets(store) for store in stores},
         "results": results_json(results, profiles),
         "table": [asdict(r) for r in rows],
         "missed": missed(rows),

@@ -20,10 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench import loadgen, profile, say
 from bench.procs import LOOPBACK, Proc, alert2voice_command, free_port, wait_ready
+from bench.redis_server import MISSING, RedisServer, argv, redis_server_path
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 NUMBER = "+14155550101"  # the one contact of bench/config.yaml
+SQLITE, REDIS = "sqlite", "redis"
+STORES = (SQLITE, REDIS)  # the store backends a run can measure, in the order the table shows them
+REDIS_KEY_PREFIX = "a2v:"
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,14 @@ class Drain:
 
 @dataclass
 class Service:
-    """One `alert2voice serve` process and its URLs."""
+    """One `alert2voice serve` process, its URL, and its store: the SQLite file, or its own redis-server."""
 
     proc: Proc
     url: str
     db: Path
     startup_s: float
+    store: str = SQLITE
+    redis: RedisServer | None = None
 
 
 def _parse_stamp(text: str) -> float:
@@ -122,8 +128,9 @@ class Rig:
     session: aiohttp.ClientSession
     callbacks: str = "off"
     profile_dir: Path | None = None
+    stores: tuple[str, ...] = (SQLITE,)
     procs: list[Proc] = field(default_factory=list)
-    startups: list[float] = field(default_factory=list)  # every alert2voice started: seconds to ready
+    startups: dict[str, list[float]] = field(default_factory=dict)  # per store, every alert2voice: s to ready
     profiles: dict[str, Any] = field(default_factory=dict)
     token: str = field(default_factory=lambda: "bench-" + os.urandom(12).hex())
     service_key: str = field(default_factory=lambda: "bench-key-" + os.urandom(12).hex())
@@ -179,10 +186,38 @@ class Rig:
                                           "--number", NUMBER])
         wait_ready(f"{self.relay_url}/-/ready", self.relay)
 
-    def start_service(self, name: str, overrides: dict[str, Any] | None = None) -> Service:
-        """Write the config (bench/config.yaml plus overrides), start `alert2voice serve`, time it to ready."""
+    def start_redis(self, name: str) -> RedisServer:
+        """A redis-server of its own (folder workdir/name), answering before this returns."""
+        binary = redis_server_path()
+        if binary is None:
+            raise RuntimeError(MISSING)
+        port = free_port()
+        directory = self.workdir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        server = RedisServer(self.start(name, argv(binary, port, directory)), port)
+        try:
+            server.wait_ready()
+        except BaseException:
+            self.stop(server.proc)
+            raise
+        return server
+
+    def start_service(self, name: str, overrides: dict[str, Any] | None = None, store: str = SQLITE) -> Service:
+        """Write the config (bench/config.yaml plus overrides, and the store), start `alert2voice serve`
+        (after its redis-server, for the Redis store), time it to ready. Its name ends in the store's."""
+        redis = self.start_redis(f"{name}-redis-server") if store == REDIS else None
+        try:
+            return self._serve(f"{name}-{store}", overrides, store, redis)
+        except BaseException:
+            if redis is not None:
+                self.stop(redis.proc)
+            raise
+
+    def _serve(self, name: str, overrides: dict[str, Any] | None, store: str, redis: RedisServer | None) -> Service:
         config = yaml.safe_load((HERE / "config.yaml").read_text(encoding="utf-8"))
         config.update(overrides or {})
+        if redis is not None:
+            config["store"] = {"backend": REDIS, "url": redis.url, "key_prefix": REDIS_KEY_PREFIX}
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         port = free_port()
@@ -197,14 +232,16 @@ class Rig:
         except BaseException:
             self.stop(proc)
             raise
-        self.startups.append(startup)
+        self.startups.setdefault(store, []).append(startup)
         say(f"  {name}: alert2voice serve ready {startup * 1000:.0f} ms after start (pid {proc.pid})")
-        return Service(proc, url, db, startup)
+        return Service(proc, url, db, startup, store, redis)
 
     @contextlib.asynccontextmanager
-    async def service(self, name: str, overrides: dict[str, Any] | None = None) -> AsyncIterator[Service]:
-        """An `alert2voice serve` for the block: its log's tail is printed if the block fails; always stopped."""
-        svc = self.start_service(name, overrides)
+    async def service(self, name: str, overrides: dict[str, Any] | None = None,
+                      store: str = SQLITE) -> AsyncIterator[Service]:
+        """An `alert2voice serve` for the block: its log's tail is printed if the block fails; always stopped
+        (and its redis-server after it)."""
+        svc = self.start_service(name, overrides, store)
         try:
             yield svc
         except Exception:
@@ -212,6 +249,8 @@ class Rig:
             raise
         finally:
             self.stop(svc.proc)
+            if svc.redis is not None:
+                self.stop(svc.redis.proc)
 
     # --- HTTP helpers --------------------------------------------------------------------------------
 
@@ -220,19 +259,19 @@ class Rig:
             resp.raise_for_status()
             return Samples.parse(await resp.text())
 
-    async def script_numbers(self, *numbers: str) -> None:
-        """Simulator callbacks off (or instant: --callbacks instant) for these numbers."""
+    async def script_numbers(self, *numbers: str, callbacks: bool | None = None) -> None:
+        """Simulator callbacks off (or instant: --callbacks instant, or `callbacks`) for these numbers."""
+        on = self.callbacks != "off" if callbacks is None else callbacks
         for number in numbers:
-            async with self.session.put(f"{self.sim_url}/_sim/numbers/{number}",
-                                        json={"callbacks": self.callbacks != "off"}) as resp:
+            async with self.session.put(f"{self.sim_url}/_sim/numbers/{number}", json={"callbacks": on}) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"simulator refused the script for {number}: {await resp.text()}")
 
-    async def reset_simulator(self, *numbers: str) -> None:
+    async def reset_simulator(self, *numbers: str, callbacks: bool | None = None) -> None:
         """Forget every request and call (keeps /_sim/requests small), then script the numbers again."""
         async with self.session.post(f"{self.sim_url}/_sim/reset") as resp:
             resp.raise_for_status()
-        await self.script_numbers(*numbers)
+        await self.script_numbers(*numbers, callbacks=callbacks)
 
     async def sim_calls(self) -> list[dict[str, Any]]:
         """Accepted POST /v1/voice/messages requests the simulator logged: time, correlationId, number."""

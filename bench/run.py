@@ -1,7 +1,8 @@
 """`make bench`: how fast alert2voice is, as ratios to a bare aiohttp app measured in the same run.
 
-    .venv/bin/python -m bench.run            # full run, about 4 minutes
-    .venv/bin/python -m bench.run --quick    # smoke run, under a minute
+    .venv/bin/python -m bench.run                  # full run on SQLite and Redis, about 6 minutes
+    .venv/bin/python -m bench.run --quick          # smoke run, about 2 minutes
+    .venv/bin/python -m bench.run --store sqlite   # one store only
     .venv/bin/python bench/run.py --out /tmp/bench.json
 
 The phases (bench/phases.py) run on one rig (bench/rig.py) and return typed results; bench/report.py
@@ -29,19 +30,23 @@ import aiohttp
 
 from bench import loadgen, phases, report, say
 from bench.machine import ensure_wrk, machine
-from bench.rig import FULL, QUICK, Plan, Rig
+from bench.redis_server import MISSING, redis_server_path, redis_version
+from bench.rig import FULL, QUICK, REDIS, STORES, Plan, Rig
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Measure alert2voice against a bare aiohttp ceiling (make bench).")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (about two minutes on both stores)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator even if wrk is there")
     parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     parser.add_argument("--callbacks", choices=("off", "instant"), default="off",
                         help="simulator callbacks: off (default) or instant (4 receipts per call back to alert2voice)")
+    parser.add_argument("--store", choices=(*STORES, "both"), default="both",
+                        help="the store backend(s) of alert2voice measured side by side (default both); Redis on a "
+                             "redis-server of the bench's own, appendfsync always")
     parser.add_argument("--only", default=",".join(phases.NAMES),
                         help=f"comma-separated subset of {','.join(phases.NAMES)} (startup is always measured)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, logs, databases)")
@@ -53,6 +58,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = args.only - set(phases.NAMES)
     if unknown:
         parser.error(f"--only: unknown phase {', '.join(sorted(unknown))} (phases: {', '.join(phases.NAMES)})")
+    args.stores = STORES if args.store == "both" else (args.store,)
+    if REDIS in args.stores and redis_server_path() is None:
+        parser.error(MISSING)
     return args
 
 
@@ -67,8 +75,13 @@ def setup(args: argparse.Namespace, plan: Plan) -> tuple[dict[str, Any], str | N
     wrk = None if args.no_wrk else ensure_wrk(allow_install=not args.no_install)
     info["wrk"] = loadgen.wrk_version(wrk) if wrk else None
     info["load_generator"] = "wrk" if wrk else "python (aiohttp)"
-    say(f"alert2voice bench ({plan.name}) on {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB, "
-        f"Python {info['python']}, aiohttp {info['aiohttp']}, load: {info['load_generator']} {info['wrk'] or ''}")
+    redis = redis_server_path() if REDIS in args.stores else None
+    info["redis_server"] = redis_version(redis) if redis else None
+    say(f"alert2voice bench ({plan.name}, store {' and '.join(args.stores)}) on {info['cpu']}, {info['cores']} cores, "
+        f"{info['ram_gib']} GiB, Python {info['python']}, aiohttp {info['aiohttp']}, "
+        f"load: {info['load_generator']} {info['wrk'] or ''}")
+    if redis:
+        say(f"note: Redis {info['redis_server']} on loopback, a redis-server per alert2voice, appendfsync always")
     say("note: load generator, simulator and servers share this machine's cores: compare ratios, not absolutes")
     if not wrk:
         say("note: the Python load generator saturates before the ceiling does, so the ceiling reads low and every "
@@ -92,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     async def go() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             rig = Rig(plan=plan, workdir=workdir, wrk=wrk, session=session, callbacks=args.callbacks,
-                      profile_dir=args.out.parent if args.profile else None)
+                      profile_dir=args.out.parent if args.profile else None, stores=args.stores)
             rigs.append(rig)
             results.extend(await phases.run(rig, args.only))
 
@@ -127,8 +140,8 @@ def write(args: argparse.Namespace, plan: Plan, info: dict[str, Any], elapsed_s:
     rows = report.table(results)
     say("")
     report.print_table(rows)
-    doc = report.document(plan=plan, machine=info, callbacks=args.callbacks, elapsed_s=elapsed_s,
-                          results=results, rows=rows, profiles=profiles)
+    doc = report.document(plan=plan, machine=info, callbacks=args.callbacks, stores=args.stores,
+                          elapsed_s=elapsed_s, results=results, rows=rows, profiles=profiles)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     say("")

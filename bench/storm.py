@@ -75,6 +75,7 @@ class Burst:
 class Storms:
     """Both storms, the throttle they ran under, and the RSS the service was left with."""
 
+    store: str
     config: dict[str, Any]
     big_webhook: BigWebhook
     burst: Burst
@@ -85,9 +86,9 @@ def _results(answer: Any) -> list[Any]:
     return [p.get("result") for p in (answer.get("pages", []) if isinstance(answer, dict) else [])]
 
 
-async def storms(rig: Rig) -> Storms:
+async def storms(rig: Rig, store: str) -> Storms:
     """The big webhook, then the burst, on an alert2voice with the STORM contacts, routes and throttle."""
-    async with rig.service("storm", STORM) as svc:
+    async with rig.service("storm", STORM, store=store) as svc:
         await rig.reset_simulator(BIG_NUMBER, BURST_NUMBER)
         before = await rig.metrics(svc)
         big, sent_wall = await _big_webhook(rig, svc)
@@ -103,7 +104,7 @@ async def storms(rig: Rig) -> Storms:
                       time_to_call_s=round(big_arrival - sent_wall, 3) if big_arrival else None)
         burst = _burst_result(sent, t0, per_number, before, after)
         rss = round(svc.proc.rss_mb() or 0, 1)
-    return Storms(config=STORM["throttle"], big_webhook=big, burst=burst, rss_mb_after=rss)
+    return Storms(store=store, config=STORM["throttle"], big_webhook=big, burst=burst, rss_mb_after=rss)
 
 
 async def _big_webhook(rig: Rig, svc: Service) -> tuple[BigWebhook, float]:
@@ -148,10 +149,7 @@ async def _quiesce(rig: Rig, svc: Service, before: Samples) -> None:
 def _burst_result(sent: list[loadgen.Sent], t0: float, per_number: dict[str, int], before: Samples,
                   after: Samples) -> Burst:
     """The burst's figures; `t0` is when its load started (monotonic), per_number the calls each number got."""
-    statuses: dict[str, int] = {}
-    for s in sent:
-        key = str(s.status) if s.status is not None else (s.error or "error").split(":")[0]
-        statuses[key] = statuses.get(key, 0) + 1
+    statuses = loadgen.status_counts(sent)
     responses = [s.response_time for s in sent if s.response_time is not None]
     sending_s = sent[-1].sent - sent[0].sent if sent else 0.0
     burst_span = max((s.done or t0) for s in sent) - t0 if sent else 0.0

@@ -1,17 +1,19 @@
 """Phases 1-3: the ceiling and the duplicate path measured alternately, the new-page path, the relay floor.
 
-All on one alert2voice ("main"), against the same body and the same load generator; every figure is
-compared with the ceiling measured in the same rounds.
+On one alert2voice ("main") per store, against the same body and the same load generator; every figure of
+every store is compared with the one ceiling measured in the same rounds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from bench import loadgen, say
-from bench.rig import NUMBER, Load, Rig, Service
+from bench.rig import NUMBER, Load, Rig, Samples, Service
+from bench.store_stats import commands, per_request
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Duplicate:
     server_cpu_ms_per_request: float
     pages_duplicate: int
     pages_called: int
+    # Redis commands its service ran per request over the rounds, by command (a script's own commands too)
+    store_commands_per_request: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,15 +83,23 @@ class RelayFloor(Load):
 
 
 @dataclass(frozen=True)
-class Throughput:
-    """Phases 1-3, and the main alert2voice's RSS before and after them."""
+class Paths:
+    """One store's duplicate and new-page paths, and its main alert2voice's RSS before and after them."""
 
-    main_rss_idle_mb: float
-    ceiling: Ceiling
+    store: str
+    rss_idle_mb: float
     duplicate: Duplicate
     new_page: NewPage
+    rss_end_mb: float
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Phases 1-3: the ceiling and the relay floor, and each store's paths compared with them."""
+
+    ceiling: Ceiling
     relay_floor: RelayFloor
-    main_rss_end_mb: float
+    stores: tuple[Paths, ...]
 
 
 def _per(total: float, count: int) -> float | None:
@@ -99,67 +111,102 @@ def _ratio(value: float, to: float) -> float | None:
 
 
 async def throughput(rig: Rig) -> Throughput:
-    """Ceiling and duplicate path in alternate rounds, then the new-page path and the relay floor."""
+    """Ceiling and every store's duplicate path in alternate rounds, then each new-page path and the relay floor."""
     p = rig.plan
-    async with rig.service("main") as svc:
-        idle = round(svc.proc.rss_mb() or 0, 1)
+    async with contextlib.AsyncExitStack() as stack:
+        services = [await stack.enter_async_context(rig.service("main", store=store)) for store in rig.stores]
+        idle = [round(svc.proc.rss_mb() or 0, 1) for svc in services]
         fixed = rig.body("Dup")
         template = rig.body(loadgen.MARKER)
         say(f"  body: {len(fixed)} bytes, 2 alerts; load: {'wrk' if rig.wrk else 'python'} "
             f"{p.connections} connections, {p.duration:g} s per measurement after {p.warmup:g} s warm-up")
-        ceiling_runs, duplicate = await _rounds(rig, svc, fixed)
-        new = await _new_page(rig, svc, template)
+        ceiling_runs, duplicates = await _rounds(rig, services, fixed)
+        new = [await _new_page(rig, svc, template) for svc in services]
         floor = await _relay_floor(rig, template)
-        end = round(svc.proc.rss_mb() or 0, 1)
+        end = [round(svc.proc.rss_mb() or 0, 1) for svc in services]
     rps = statistics.median(r.rps for r in ceiling_runs)
     spread = (max(r.rps for r in ceiling_runs) - min(r.rps for r in ceiling_runs)) / rps if rps else 0.0
     floor = replace(floor, ratio=_ratio(floor.rps, rps))
-    new = replace(new, ratio=_ratio(new.sustained_rps, rps), accepted_ratio=_ratio(new.rps, rps),
-                  ratio_to_relay_floor=_ratio(new.sustained_rps, floor.rps))
-    say(f"  ceiling, median of {len(ceiling_runs)}: {rps:,.0f} requests/s -> duplicate "
-        f"{duplicate.ratio:.2f} x ceiling (median of the rounds), new-page "
-        f"{new.ratio or 0:.2f} x ceiling, relay floor {floor.ratio or 0:.2f} x ceiling")
-    return Throughput(main_rss_idle_mb=idle, ceiling=Ceiling(round(rps, 1), ceiling_runs, round(spread, 3)),
-                      duplicate=duplicate, new_page=new, relay_floor=floor, main_rss_end_mb=end)
+    paths = tuple(Paths(svc.store, i, d, _compared(n, rps, floor), e)
+                  for svc, i, d, n, e in zip(services, idle, duplicates, new, end, strict=True))
+    say(f"  ceiling, median of {len(ceiling_runs)}: {rps:,.0f} requests/s; relay floor "
+        f"{floor.ratio or 0:.2f} x ceiling")
+    for path in paths:
+        say(f"  {path.store}: duplicate {path.duplicate.ratio:.2f} x ceiling (median of the rounds), "
+            f"new-page {path.new_page.ratio or 0:.2f} x ceiling")
+    return Throughput(ceiling=Ceiling(round(rps, 1), ceiling_runs, round(spread, 3)), relay_floor=floor,
+                      stores=paths)
 
 
-async def _rounds(rig: Rig, svc: Service, fixed: str) -> tuple[list[CeilingRun], Duplicate]:
-    """The ceiling and the duplicate path, measured alternately `rounds` times.
+def _compared(new: NewPage, ceiling_rps: float, floor: RelayFloor) -> NewPage:
+    """The new-page path's ratios to the ceiling and to the relay floor."""
+    return replace(new, ratio=_ratio(new.sustained_rps, ceiling_rps), accepted_ratio=_ratio(new.rps, ceiling_rps),
+                   ratio_to_relay_floor=_ratio(new.sustained_rps, floor.rps))
+
+
+async def _rounds(rig: Rig, services: list[Service], fixed: str) -> tuple[list[CeilingRun], list[Duplicate]]:
+    """The ceiling and every store's duplicate path, measured alternately `rounds` times.
 
     This machine's speed drifts (shared cores, a VM's neighbours) by more than the difference being
-    measured, and a pair measured back to back sees the same machine. Each figure is the median over the rounds.
+    measured, and a pair measured back to back sees the same machine. Each round measures the ceiling,
+    then the stores one after the other, in turn first; each figure is the median over the rounds.
     """
     p = rig.plan
+    for svc in services:
+        await _first_page(rig, svc, fixed)
+    await rig.load(f"{rig.ceiling_url}/alerts", template=fixed, mode="fixed", duration=p.warmup)
+    for svc in services:
+        await rig.load(f"{svc.url}/alerts", template=fixed, mode="fixed", duration=p.warmup)
+    before = [await rig.metrics(svc) for svc in services]
+    commands_before = [await commands(svc) for svc in services]
+    ceiling_runs: list[CeilingRun] = []
+    runs: list[list[DuplicateRun]] = [[] for _ in services]
+    for round_ in range(p.rounds):
+        ceiling_runs.append(await _ceiling_run(rig, fixed))
+        order = range(len(services)) if round_ % 2 == 0 else reversed(range(len(services)))
+        for i in order:
+            runs[i].append(await _duplicate_run(rig, services[i], fixed, ceiling_runs[-1], profiled=round_ == 0))
+        each = ", ".join(f"{svc.store} {r[-1].rps:,.0f} requests/s -> {r[-1].ratio or 0:.2f}"
+                         for svc, r in zip(services, runs, strict=True))
+        say(f"  round {round_ + 1}/{p.rounds}: ceiling {ceiling_runs[-1].rps:,.0f} requests/s, duplicate path {each}")
+    after = [await rig.metrics(svc) for svc in services]
+    spent = [per_request(b, await commands(svc), sum(r.requests for r in rs))
+             for svc, b, rs in zip(services, commands_before, runs, strict=True)]
+    return ceiling_runs, [_duplicate(*each) for each in zip(runs, before, after, spent, strict=True)]
+
+
+async def _first_page(rig: Rig, svc: Service, fixed: str) -> None:
+    """Page the duplicate group once: every later request of it is a resend."""
     status, answer, _ = await rig.post(f"{svc.url}/alerts", fixed.encode())
     first = answer["pages"][0]["result"] if status == 200 else f"HTTP {status}"
     if first != "called":
-        raise RuntimeError(f"the first webhook of the duplicate group was not called: {status} {answer}")
-    await rig.load(f"{rig.ceiling_url}/alerts", template=fixed, mode="fixed", duration=p.warmup)
-    await rig.load(f"{svc.url}/alerts", template=fixed, mode="fixed", duration=p.warmup)
-    before = await rig.metrics(svc)
-    ceiling_runs: list[CeilingRun] = []
-    dup_runs: list[DuplicateRun] = []
-    for round_ in range(p.rounds):
-        ceiling_runs.append(await _ceiling_run(rig, fixed))
-        cpu0 = svc.proc.cpu_s()
-        load = rig.load(f"{svc.url}/alerts", template=fixed, mode="fixed", duration=p.duration)
-        dup = await (rig.profiled("duplicate", svc.proc, p.duration, load) if round_ == 0 else load)
-        dup_runs.append(DuplicateRun(**dup.to_json(),
-                                     server_cpu_ms_per_request=_per((svc.proc.cpu_s() - cpu0) * 1000, dup.requests),
-                                     ratio=_ratio(dup.rps, ceiling_runs[-1].rps)))
-        say(f"  round {round_ + 1}/{p.rounds}: ceiling {ceiling_runs[-1].rps:,.0f} requests/s, duplicate path "
-            f"{dup.rps:,.0f} requests/s -> {dup_runs[-1].ratio or 0:.2f}")
-    after = await rig.metrics(svc)
-    duplicate = Duplicate(
-        rps=round(statistics.median(r.rps for r in dup_runs), 1),
-        ratio=statistics.median(r.ratio or 0.0 for r in dup_runs),
-        runs=dup_runs,
-        non_2xx=sum(r.non_2xx for r in dup_runs),
-        server_cpu_ms_per_request=statistics.median(r.server_cpu_ms_per_request or 0.0 for r in dup_runs),
+        raise RuntimeError(f"the first webhook of the duplicate group was not called ({svc.store}): "
+                           f"{status} {answer}")
+
+
+async def _duplicate_run(rig: Rig, svc: Service, fixed: str, ceiling: CeilingRun, *, profiled: bool) -> DuplicateRun:
+    """One round's duplicate path on `svc`, and its ratio to the round's ceiling."""
+    duration = rig.plan.duration
+    cpu0 = svc.proc.cpu_s()
+    load = rig.load(f"{svc.url}/alerts", template=fixed, mode="fixed", duration=duration)
+    dup = await (rig.profiled(f"duplicate-{svc.store}", svc.proc, duration, load) if profiled else load)
+    return DuplicateRun(**dup.to_json(), server_cpu_ms_per_request=_per((svc.proc.cpu_s() - cpu0) * 1000, dup.requests),
+                        ratio=_ratio(dup.rps, ceiling.rps))
+
+
+def _duplicate(runs: list[DuplicateRun], before: Samples, after: Samples, spent: dict[str, float]) -> Duplicate:
+    """A store's duplicate path: medians over its rounds, the pages its service counted meanwhile, and the Redis
+    commands it ran per request."""
+    return Duplicate(
+        rps=round(statistics.median(r.rps for r in runs), 1),
+        ratio=statistics.median(r.ratio or 0.0 for r in runs),
+        runs=runs,
+        non_2xx=sum(r.non_2xx for r in runs),
+        server_cpu_ms_per_request=statistics.median(r.server_cpu_ms_per_request or 0.0 for r in runs),
         pages_duplicate=int(after.delta(before, "alert2voice_pages_total", result="duplicate")),
         pages_called=int(after.delta(before, "alert2voice_pages_total", result="called")),
+        store_commands_per_request=spent,
     )
-    return ceiling_runs, duplicate
 
 
 async def _ceiling_run(rig: Rig, body: str) -> CeilingRun:
@@ -181,8 +228,8 @@ async def _new_page(rig: Rig, svc: Service, template: str) -> NewPage:
     before = await rig.metrics(svc)
     cpu0, sim_cpu0 = svc.proc.cpu_s(), rig.sim.cpu_s()
     load_start = time.time()
-    new = await rig.profiled("new_page", svc.proc, p.duration, rig.profiled(
-        "new_page_simulator", rig.sim, p.duration, rig.load(
+    new = await rig.profiled(f"new_page-{svc.store}", svc.proc, p.duration, rig.profiled(
+        f"new_page_simulator-{svc.store}", rig.sim, p.duration, rig.load(
             f"{svc.url}/alerts", template=template, mode="distinct", duration=p.duration, prefix="np")))
     load_end = time.time()
     drain = await rig.wait_placed(svc, before, route="bench", within=p.drain_timeout)
@@ -194,7 +241,7 @@ async def _new_page(rig: Rig, svc: Service, template: str) -> NewPage:
     span = max(last, load_end) - load_start
     sustained = len(calls) / span if span > 0 else 0.0
     accepted = int(after.delta(before, "alert2voice_webhooks_total", result="accepted"))
-    say(f"  new-page path: {new.rps:,.0f} webhooks/s answered; {len(calls):,} of {drain.called:,} calls "
+    say(f"  new-page path ({svc.store}): {new.rps:,.0f} webhooks/s answered; {len(calls):,} of {drain.called:,} calls "
         f"placed, the last {max(0.0, last - load_end):.2f} s after the load -> {sustained:,.0f}/s sustained")
     return NewPage(
         **new.to_json(),

@@ -1,7 +1,8 @@
 """Phase 4, time to call: webhook sent -> the simulator receiving its provider request, at 100 webhooks/s.
 
 On its own alert2voice: the throughput loads leave thousands of pages awaiting callbacks behind them,
-which are not what a latency figure is about.
+which are not what a latency figure is about. A call is matched to its webhook by the page key its
+correlationId carries (`a2v-<hex of the page key>-<nonce>-<attempt>`; the nonce is not in the answer).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ RATE = 100.0  # webhooks per second, open loop
 class TimeToCall:
     """p50/p99 of (simulator received - webhook sent), with what tells a host stall from our own."""
 
+    store: str
     rate_per_s: float
     webhooks: int
     answered_200: int
+    statuses: dict[str, int]  # every answer's status (or, unanswered, the error)
     calls_matched: int
     missing: int
     ms: dict[str, float | None]
@@ -67,11 +70,11 @@ async def settle() -> None:
     await asyncio.to_thread(os.sync)
 
 
-async def time_to_call(rig: Rig) -> TimeToCall:
+async def time_to_call(rig: Rig, store: str) -> TimeToCall:
     """Open loop at RATE/s for plan.ttc_seconds, each webhook a new group; its call matched by correlationId."""
     # The earlier phases' files are written back first, so that neither this start nor its latencies wait on it.
     await settle()
-    async with rig.service("ttc") as svc:
+    async with rig.service("ttc", store=store) as svc:
         return await _measure(rig, svc)
 
 
@@ -79,34 +82,36 @@ async def _measure(rig: Rig, svc: Service) -> TimeToCall:
     count = int(RATE * rig.plan.ttc_seconds)
     await rig.reset_simulator(NUMBER)
     await settle()
-    # Every webhook waits for one SQLite commit (fdatasync of the WAL) before its call is placed.
-    fsync = await asyncio.to_thread(fsync_probe, rig.workdir)
+    # Every webhook waits for one commit before its call is placed: an fdatasync of SQLite's WAL, or of
+    # Redis's append-only file (appendfsync always) in the same folder.
+    fsync = await asyncio.to_thread(fsync_probe, rig.workdir, count=min(300, count))
     say(f"  host fdatasync of 4 KiB at 100/s, nothing of ours running: p50 {fsync['p50'] or 0:.2f} ms, "
         f"p99 {fsync['p99'] or 0:.2f} ms, max {fsync['max'] or 0:.2f} ms")
     template = rig.body(loadgen.MARKER)
     bodies = [template.replace(loadgen.MARKER, f"ttc{i}").encode() for i in range(count)]
     before = await rig.metrics(svc)
-    sent = await rig.profiled("time_to_call", svc.proc, rig.plan.ttc_seconds, loadgen.open_loop(
+    sent = await rig.profiled(f"time_to_call-{svc.store}", svc.proc, rig.plan.ttc_seconds, loadgen.open_loop(
         f"{svc.url}/alerts", token=rig.token, bodies=bodies, rate=RATE))
     drain = await rig.wait_placed(svc, before, route="bench", within=rig.plan.drain_timeout)
     after = await rig.metrics(svc)
-    by_correlation = _by_correlation(sent)
-    arrivals: dict[str, float] = {}
-    for c in await rig.sim_calls():
-        arrivals.setdefault(c["correlationId"], c["time"])
-    timed = [(arrivals[k] - s.sent_wall, s) for k, s in by_correlation.items() if k in arrivals]
+    by_page = by_page_key(sent)
+    timed = match_calls(by_page, await rig.sim_calls())
     latencies = [latency for latency, _ in timed]
     ttc_sum = after.delta(before, "alert2voice_time_to_call_seconds_sum")
     ttc_count = after.delta(before, "alert2voice_time_to_call_seconds_count")
     summary = loadgen.latency_summary(latencies)
-    say(f"  time to call at {RATE:g}/s: p50 {summary['p50'] or 0:.1f} ms, p99 {summary['p99'] or 0:.1f} ms, "
-        f"max {summary['max'] or 0:.1f} ms ({len(latencies)} of {count} calls matched)")
+    statuses = loadgen.status_counts(sent)
+    say(f"  time to call at {RATE:g}/s ({svc.store}): p50 {summary['p50'] or 0:.1f} ms, "
+        f"p99 {summary['p99'] or 0:.1f} ms, max {summary['max'] or 0:.1f} ms "
+        f"({len(latencies)} of {count} calls matched; answers {statuses})")
     return TimeToCall(
+        store=svc.store,
         rate_per_s=RATE,
         webhooks=count,
-        answered_200=sum(1 for s in sent if s.status == 200),
+        answered_200=statuses.get("200", 0),
+        statuses=statuses,
         calls_matched=len(latencies),
-        missing=len(by_correlation) - len(latencies),
+        missing=len(by_page) - len(latencies),
         ms=summary,
         webhook_response_ms=loadgen.latency_summary([s.response_time for s in sent if s.response_time is not None]),
         send_lateness_ms=loadgen.latency_summary([s.sent - s.scheduled for s in sent]),
@@ -118,15 +123,34 @@ async def _measure(rig: Rig, svc: Service) -> TimeToCall:
     )
 
 
-def _by_correlation(sent: list[loadgen.Sent]) -> dict[str, loadgen.Sent]:
-    """Each answered webhook by its call's correlationId (`a2v-<32 hex of the page key>-1`)."""
+def by_page_key(sent: list[loadgen.Sent]) -> dict[str, loadgen.Sent]:
+    """Each answered webhook by the key of the page it called."""
     out: dict[str, loadgen.Sent] = {}
     for s in sent:
         pages = (s.body or {}).get("pages", []) if isinstance(s.body, dict) else []
         called = [p for p in pages if p.get("result") == "called"]
         if s.status == 200 and called:
-            out[f"a2v-{called[0]['page_key'][:32]}-1"] = s
+            out[called[0]["page_key"]] = s
     return out
+
+
+def key_in(correlation_id: str | None) -> str | None:
+    """The start of the page key a correlationId carries: `a2v-<hex of the key>-<nonce>-<attempt>`."""
+    prefix, _, rest = (correlation_id or "").partition("-")
+    if prefix != "a2v":
+        return None
+    return rest.split("-", 1)[0] or None
+
+
+def match_calls(by_page: dict[str, loadgen.Sent], calls: list[dict[str, Any]]) -> list[tuple[float, loadgen.Sent]]:
+    """(simulator received - webhook sent, the webhook) for every webhook whose page's first call arrived."""
+    arrivals: dict[str, float] = {}
+    for c in calls:
+        key = key_in(c["correlationId"])
+        if key:
+            arrivals.setdefault(key, c["time"])
+    width = len(next(iter(arrivals), ""))  # every id carries the same number of the key's characters
+    return [(arrivals[key[:width]] - s.sent_wall, s) for key, s in by_page.items() if key[:width] in arrivals]
 
 
 def _slowest(timed: list[tuple[float, loadgen.Sent]], *, first: float, top: int = 10) -> list[dict[str, Any]]:
