@@ -84,7 +84,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         t for r in config.routes for t in (r.template, r.resolved_template) if t}
     print(f"{args.file}: OK — {len(config.routes)} routes, {len(config.contacts)} contacts, "
           f"{len(config.rotations)} rotations, {len(templates)} templates rendered, "
-          f"provider {config.provider.url} ({config.provider.mode} mode), store {config.store.backend}")
+          f"provider {config.provider.url} ({config.provider.mode} mode), store {config.store.backend}, "
+          f"config hash {config.digest[:12]}")
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -292,7 +293,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for warning in config.warnings:
             log.warning(warning)
         log.info("alert2voice listening", extra={"listen": f"{host}:{port}", "version": __version__,
-                                                 "provider": config.provider.url, "store": config.store.backend})
+                                                 "provider": config.provider.url, "store": config.store.backend,
+                                                 "config_hash": config.digest[:12]})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -557,6 +558,13 @@ class Config(_Model):
     # The renderer that checked this config's templates (parse_config): serving with it speaks exactly
     # what was checked, and the first call does not compile them again.
     _speech: Any = PrivateAttr(default=None)
+    # SHA-256 of the config file's text: replicas loaded from the same file show the same (config_hash metric).
+    _digest: str = PrivateAttr(default="")
+
+    @property
+    def digest(self) -> str:
+        """The SHA-256 (hex) of the text this config was parsed from."""
+        return self._digest
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -744,6 +752,7 @@ def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = N
     problems += _template_problems(config, file, lines)
     if problems:
         raise ConfigError(problems)
+    config._digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return config
 
 

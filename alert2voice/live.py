@@ -24,6 +24,11 @@ def make_speech(config: Config) -> Speech:
                   max_chars=config.speech.max_chars)
 
 
+def config_hash(config: Config) -> int:
+    """The config's digest as the config_hash gauge shows it: its first 48 bits, exact in a float."""
+    return int(config.digest[:12] or "0", 16)
+
+
 class LiveConfig:
     """What a reload swaps, together: the config, its speech renderer, and the plans cached under it."""
 
@@ -43,6 +48,7 @@ class LiveConfig:
         self.plans.clear()  # entries of the old config would miss anyway; this frees them
         SCRUBBER.set_secrets(secrets_of(config))
         self.metrics.precreate([r.name for r in config.routes])
+        self.metrics.config_hash.set(config_hash(config))
 
     async def reload(self) -> None:
         """Re-read the config file and its secret files; on error the last good config stays."""
@@ -59,6 +65,6 @@ class LiveConfig:
             self.apply(config)
             self.metrics.reload_ok.set(1)
             self.metrics.reload_time.set(time.time())
-            log.info("config reloaded", extra={"routes": len(config.routes)})
+            log.info("config reloaded", extra={"routes": len(config.routes), "config_hash": config.digest[:12]})
             for warning in config.warnings:
                 log.warning(warning)

@@ -104,6 +104,8 @@ class Metrics:
                                  "Timestamp of the last successful configuration reload.", registry=r)
         self.provider_up = Gauge(p + "provider_healthy",
                                  "0 while the provider rejects our credentials (401/403).", registry=r)
+        self.config_hash = Gauge(p + "config_hash", "The loaded config file's SHA-256, its first 48 bits as a "
+                                 "number: replicas showing different values run different configs.", registry=r)
         self.build_info = Info(p + "build", "Build information.", registry=r)
         self.build_info.info({"version": __version__})
         self.provider_up.set(1)

@@ -93,6 +93,7 @@ class Page:
     resolved_at: datetime | None = None
     updated_at: datetime | None = None
     nonce: str = ""                # this admission's part of every correlationId (empty on pages stored before)
+    route_missing_since: datetime | None = None  # when a replica first found its route missing from its config
     # The store's version when read: put() writes only over this one (0: new). Not part of what a page says.
     version: int = field(default=0, compare=False)
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from alert2voice.admission import Admission
 from alert2voice.alertmanager import parse_payload
+from alert2voice.dispatch.loop import ROUTE_RECHECK
 from alert2voice.live import LiveConfig
 from alert2voice.pages import CallState, PageState
 from alert2voice.routing import plan
@@ -226,3 +227,18 @@ async def test_a_replica_whose_lease_was_taken_over_during_a_wait_does_not_send(
     assert provider_a.requests == []  # A's renewal before sending found the page B's
     page = await store.get((await store.recent(1))[0].key)
     assert [(c.attempt, c.state) for c in page.calls] == [(1, CallState.ACCEPTED)]
+
+
+async def test_a_replica_whose_config_lacks_the_route_leaves_the_page_to_one_that_has_it():
+    # A rolling reload: replica A runs the new config (route renamed), B still the old one that admitted the page.
+    renamed = make_config(**{"  - name: payments\n": "  - name: payments-v2\n"})
+    a, store, provider_a, clock = make_dispatcher(renamed)
+    b, _, provider_b, _ = make_dispatcher(make_config(), store=store, clock=clock)
+    await queue(b, store, make_config(), alert(PAYMENTS))
+    await settle(a)  # A takes the page first and does not know its route
+    [page] = await store.recent(1)
+    assert page.state is PageState.ACTIVE and page.due_at == clock.now() + ROUTE_RECHECK
+    clock.advance(ROUTE_RECHECK)
+    await settle(b)
+    assert provider_a.requests == [] and len(provider_b.requests) == 1  # B, which has the route, called
+    assert (await store.get(page.key)).route_missing_since is None

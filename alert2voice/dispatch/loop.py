@@ -26,6 +26,11 @@ from .speaking import Speaker
 
 log = logging.getLogger("alert2voice.dispatch")
 
+# A page whose route is missing from this replica's config is cancelled only once it has been missing this long
+# (longer than a rolling reload takes), and looked at again this often meanwhile.
+ROUTE_GRACE = timedelta(minutes=5)
+ROUTE_RECHECK = timedelta(seconds=30)
+
 
 class Dispatcher:
     """Places the calls pages need, one page at a time per key, within the provider limits.
@@ -229,8 +234,12 @@ class Dispatcher:
             return
         cfg = self.config
         if page.state is PageState.ACTIVE and route_of(cfg, page) is None:
-            # A reload removed the route: stop its escalation cleanly rather than call on a stale plan.
+            if not self._route_gone(page, now):
+                await self.store.put(page)
+                return
+            # A reload removed the route everywhere: stop its escalation cleanly rather than call on a stale plan.
             self._cancel(page, now, "route removed by a config reload")
+        page.route_missing_since = None
         call = page.open_call
         if call is None and page.state is PageState.ACTIVE:
             had_calls = any(c.kind == "page" for c in page.calls)
@@ -272,6 +281,19 @@ class Dispatcher:
         stored.tries, stored.interactive, stored.storm = call.tries, call.interactive, call.storm
         page.due_at, page.updated_at = due_at, now
         await self.store.put(page)
+
+    def _route_gone(self, page: Page, now: datetime) -> bool:
+        """Whether a page whose route this config lacks is to be cancelled: only once it has been missing for
+        ROUTE_GRACE. Until then another replica may run a config that has it (a rolling reload): nothing is
+        called on it here, and it is looked at again in ROUTE_RECHECK, by whichever replica takes it."""
+        page.route_missing_since = page.route_missing_since or now
+        if now - page.route_missing_since >= ROUTE_GRACE:
+            return True
+        page.due_at, page.updated_at = now + ROUTE_RECHECK, now
+        log.warning("page's route is not in this replica's config; left for a replica that has it",
+                    extra={"page_key": page.key, "route": page.route,
+                           "missing_since": page.route_missing_since.isoformat()})
+        return False
 
     def _cancel(self, page: Page, now: datetime, why: str) -> None:
         cancelled = cancel_queued(page, now, why)
