@@ -343,3 +343,17 @@ def alertmanagers(workdir: Path, stack: Stack) -> Iterator[Callable[[str], Alert
 def dumps(obj: Any) -> str:
     """Compact JSON for assertion messages."""
     return json.dumps(obj, ensure_ascii=False)[:2000]
+
+
+async def one_page(stack: Stack, http: aiohttp.ClientSession, alertname: str,
+                   ready: Callable[[dict[str, Any]], bool], what: str, *, within: float = 20.0) -> dict[str, Any]:
+    """Wait until the store (through this stack's alert2voice) holds exactly one page for this alertname and `ready(page)` holds."""
+    async def probe() -> dict[str, Any] | None:
+        pages = await stack.pages_for(http, alertname)
+        assert len(pages) <= 1, f"more than one page for {alertname}: {dumps(pages)}"
+        return pages[0] if pages and ready(pages[0]) else None
+
+    try:
+        return await eventually(probe, f"{what} ({alertname})", within=within)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; pages: {dumps(await stack.pages_for(http, alertname))}") from None

@@ -27,6 +27,7 @@ from tests.e2e_support import (
     dumps,
     eventually,
     in_ci,
+    one_page,
     require_alertmanager,
     running_stack,
 )
@@ -77,20 +78,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def payments(alertname: str, **labels: str) -> dict[str, str]:
     return {"alertname": alertname, "team": "payments", "severity": "critical", **labels}
-
-
-async def one_page(stack: Stack, http: aiohttp.ClientSession, alertname: str,
-                   ready: Callable[[dict[str, Any]], bool], what: str, *, within: float = 20.0) -> dict[str, Any]:
-    """Wait until alert2voice has exactly one page for this alertname and `ready(page)` holds."""
-    async def probe() -> dict[str, Any] | None:
-        pages = await stack.pages_for(http, alertname)
-        assert len(pages) <= 1, f"more than one page for {alertname}: {dumps(pages)}"
-        return pages[0] if pages and ready(pages[0]) else None
-
-    try:
-        return await eventually(probe, f"{what} ({alertname})", within=within)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; pages: {dumps(await stack.pages_for(http, alertname))}") from None
 
 
 async def until_metrics(stack: Stack, http: aiohttp.ClientSession, before: Samples,

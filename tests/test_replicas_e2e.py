@@ -35,6 +35,7 @@ from tests.e2e_support import (
     eventually,
     free_port,
     in_ci,
+    one_page,
     require_alertmanager,
     start_alertmanager,
     stop_all,
@@ -245,20 +246,6 @@ async def accepted_messages(http: aiohttp.ClientSession, stack: Stack) -> list[d
             if (r["method"], r["path"], r["status"]) == ("POST", MESSAGES, 202)]
 
 
-async def page_named(http: aiohttp.ClientSession, stack: Stack, alertname: str,
-                     ready: Callable[[dict[str, Any]], bool], what: str, *, within: float = 20.0) -> dict[str, Any]:
-    """Wait until the store holds exactly one page for this alertname and `ready(page)` holds."""
-    async def probe() -> dict[str, Any] | None:
-        pages = await stack.pages_for(http, alertname)
-        assert len(pages) <= 1, f"more than one page for {alertname}: {dumps(pages)}"
-        return pages[0] if pages and ready(pages[0]) else None
-
-    try:
-        return await eventually(probe, f"{what} ({alertname})", within=within)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; pages: {dumps(await stack.pages_for(http, alertname))}") from None
-
-
 async def calls_of(http: aiohttp.ClientSession, stack: Stack, page: dict[str, Any]) -> list[dict[str, Any]]:
     """The simulator's calls whose correlationId belongs to this page."""
     prefix = f"a2v-{page['key'][:24]}-"
@@ -370,7 +357,7 @@ async def test_a_replica_killed_mid_escalation_the_other_places_the_next_step_on
     await pair.sim.script_number(http, ALICE, {"outcome": "no_answer"})
     for am in pair.start_alertmanagers():
         await am.fire(http, payments("HAKilled"), {"summary": "killed mid-escalation"})
-    page = await page_named(http, pair.replicas[0], "HAKilled", first_call_unanswered, "alice not answering")
+    page = await one_page(pair.replicas[0], http, "HAKilled", first_call_unanswered, "alice not answering")
     by = [await placed(http, stack) for stack in pair.replicas]
     assert sorted(by) == [0, 1], by
     killed = by.index(1)
@@ -389,7 +376,7 @@ async def test_a_replica_killed_mid_escalation_the_other_places_the_next_step_on
     late = at(second["accepted_time"]) - due
     assert timedelta(0) <= late <= ON_TIME, f"the second step was placed {late.total_seconds():.1f}s after it was due"
     assert await placed(http, survivor) == 1
-    page = await page_named(http, survivor, "HAKilled", lambda p: p["state"] == "answered", "bob answering")
+    page = await one_page(survivor, http, "HAKilled", lambda p: p["state"] == "answered", "bob answering")
     assert [(c["contact"], c["state"]) for c in page["calls"]] == [("alice", "no_answer"), ("bob", "answered")]
 
     # The killed replica comes back: it takes work again (a new page is called) and adds no call to the old one.
@@ -413,7 +400,7 @@ async def test_redis_stopped_and_started_again_from_its_aof(replicas, redis: Red
     await pair.sim.script_number(http, ALICE, {"outcome": "no_answer"})
     for am in pair.start_alertmanagers():
         await am.fire(http, payments("HABeforeOutage"), {"summary": "paged before the outage"})
-    page = await page_named(http, pair.replicas[0], "HABeforeOutage", first_call_unanswered, "alice not answering")
+    page = await one_page(pair.replicas[0], http, "HABeforeOutage", first_call_unanswered, "alice not answering")
     due = at(page["due_at"])
 
     redis.stop()
@@ -444,7 +431,7 @@ async def test_redis_stopped_and_started_again_from_its_aof(replicas, redis: Red
     back = datetime.now(UTC)
 
     # The page accepted before the outage is escalated: its second step, bob, is called once.
-    page = await page_named(http, pair.replicas[1], "HABeforeOutage", lambda p: p["state"] == "answered",
+    page = await one_page(pair.replicas[1], http, "HABeforeOutage", lambda p: p["state"] == "answered",
                             "bob answering after the outage")
     assert [(c["contact"], c["state"]) for c in page["calls"]] == [("alice", "no_answer"), ("bob", "answered")]
     calls = await calls_of(http, pair.sim, page)
