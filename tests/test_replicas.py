@@ -7,6 +7,7 @@ MemoryStore, the reference implementation of the protocol that every backend pas
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 from alert2voice.admission import Admission
@@ -242,3 +243,30 @@ async def test_a_replica_whose_config_lacks_the_route_leaves_the_page_to_one_tha
     await settle(b)
     assert provider_a.requests == [] and len(provider_b.requests) == 1  # B, which has the route, called
     assert (await store.get(page.key)).route_missing_since is None
+
+
+async def test_a_receipt_whose_first_write_lost_a_race_is_counted_and_logged_once(caplog):
+    caplog.set_level(logging.INFO, logger="alert2voice.dispatch")
+    a, b, store, (provider_a, _), clock = replicas()
+    await queue(a, store, ONE_NUMBER, alert(PAYMENTS))
+    await settle(a)
+    [request] = provider_a.requests
+    key = await store.find_call(correlation_id=request.correlation_id)
+    read, raced = store.get, []
+
+    async def get_then_another_writer(k):
+        page = await read(k)
+        if not raced:  # replica A writes the page between B's read and B's write (a poll's bookkeeping, say)
+            raced.append(k)
+            other = await read(k)
+            other.updated_at = clock.now()
+            await store.put(other)
+        return page
+
+    store.get = get_then_another_writer
+    assert await b.outcomes.receipt(key, correlation=request.correlation_id,
+                                    message_id=provider_a.accepted[0].message_id, outcome=CallState.ANSWERED) == "ok"
+    assert raced and (await read(key)).state is PageState.ANSWERED
+    assert b.metrics.registry.get_sample_value("alert2voice_calls_total",
+                                               {"route": "payments", "outcome": "answered"}) == 1
+    assert sum(r.getMessage() == "call answered" for r in caplog.records) == 1

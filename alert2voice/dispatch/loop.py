@@ -17,7 +17,7 @@ from ..provider import Provider
 from ..speech import Speech
 from ..store import Store, StoreUnavailable
 from ..store.base import Conflict, Lease
-from .context import Context, lease_span, retry_conflicts
+from .context import Context, after_write, lease_span, retry_conflicts, written
 from .limits import RateLimiter
 from .locks import KeyedLocks
 from .outcomes import Outcomes
@@ -218,7 +218,7 @@ class Dispatcher:
         """
         async with self.locks[key]:
             try:
-                await self._process(key, fresh)
+                await written(lambda: self._process(key, fresh))
             except Conflict:
                 # Another replica wrote the page since we read it (a callback it took, say): whatever we did
                 # is in the page it wrote or will be redone, and the page is due again for whoever takes it.
@@ -246,7 +246,7 @@ class Dispatcher:
             call = next_call(page, cfg, now)
             if call is not None:
                 if had_calls:
-                    self.metrics.escalations.labels(page.route).inc()
+                    after_write(self.metrics.escalations.labels(page.route).inc)
                 # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
                 # after a crash the same correlationId and Idempotency-Key are reused, not new ones. The page
                 # stays held by this process: nobody else may send the attempt meanwhile.
@@ -297,6 +297,7 @@ class Dispatcher:
 
     def _cancel(self, page: Page, now: datetime, why: str) -> None:
         cancelled = cancel_queued(page, now, why)
-        self.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc(len(cancelled))
+        count = len(cancelled)
+        after_write(lambda: self.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc(count))
         page.state, page.due_at = PageState.CANCELLED, None
         log.warning("page cancelled", extra={"page_key": page.key, "route": page.route, "reason": why})

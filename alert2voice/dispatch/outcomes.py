@@ -12,7 +12,7 @@ from ..config import Config
 from ..interactive import Answer
 from ..pages import REACHED, Call, CallState, Page
 from ..provider import Accepted, ProviderError, normalize_status
-from .context import Context, retry_conflicts
+from .context import Context, after_write, retry_conflicts
 from .speaking import Speaker
 
 _STATUS_OUTCOMES = {
@@ -151,10 +151,11 @@ class Outcomes:
         if call.state is CallState.QUEUED and message_id:
             ctx = self.ctx
             cfg = ctx.config()
-            await ctx.store.reserve_call(call.number, now, ())  # the call did happen: it counts, whatever the tiers
+            # The call did happen: it counts, whatever the tiers (once the adoption is written).
+            after_write(lambda: ctx.store.reserve_call(call.number, now, ()))
             ctx.accepted(page, call, cfg, Accepted(message_id, call.correlation_id, None), now)
-            ctx.log(page, call, "provider took a request whose answer was lost; its retry is not sent",
-                    logging.WARNING, message_id=message_id, tries=call.tries)
+            ctx.log_after_write(page, call, "provider took a request whose answer was lost; its retry is not sent",
+                                logging.WARNING, message_id=message_id, tries=call.tries)
         return True
 
     async def _spread(self, key: str, call: Call, outcome: CallState, now: datetime) -> list[Page]:

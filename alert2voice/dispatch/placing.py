@@ -13,7 +13,7 @@ from ..logs import SCRUBBER
 from ..pages import Call, CallState, Page
 from ..provider import AuthFailed, CallRequest, InteractiveProvider, ProviderError
 from ..store.base import Conflict
-from .context import Context
+from .context import Context, after_write
 from .limits import RateLimiter, tiers
 from .speaking import Speaker
 from .storms import Hold, Storms
@@ -56,8 +56,9 @@ class Placer:
         if allowed is not None:
             if call.error != "throttled":
                 call.error = "throttled"
-                self.ctx.metrics.page(page.route, "throttled").inc()
-                self.ctx.log(page, call, "call deferred by throttle", logging.WARNING, until=allowed.isoformat())
+                after_write(self.ctx.metrics.page(page.route, "throttled").inc)
+                self.ctx.log_after_write(page, call, "call deferred by throttle", logging.WARNING,
+                                         until=allowed.isoformat())
             page.due_at = allowed
             return
         if call.kind == "page" and cfg.throttle.storm is not None:

@@ -11,7 +11,7 @@ from ..config import Config
 from ..pages import Call, CallState, Page, PageState
 from ..provider import Accepted, CallRequest
 from ..store.base import StormBatch
-from .context import Context, retry_conflicts
+from .context import Context, after_write, retry_conflicts
 from .speaking import Speaker
 
 # Sends one attempt; True when the provider accepted it (Placer.send).
@@ -51,9 +51,9 @@ class Storms:
             batch = await store.storm_join(number, page.key, recent[-rule.pages] + rule.per)
             page.due_at = batch.release_at
             call.error = "storm: held for a summary call"
-            self.ctx.metrics.page(page.route, "throttled").inc()
-            self.ctx.log(page, call, "call folded into a storm summary", logging.WARNING,
-                         until=batch.release_at.isoformat(), pages_waiting=len(batch.keys))
+            after_write(self.ctx.metrics.page(page.route, "throttled").inc)
+            self.ctx.log_after_write(page, call, "call folded into a storm summary", logging.WARNING,
+                                     until=batch.release_at.isoformat(), pages_waiting=len(batch.keys))
             return Hold.HELD
         if now < batch.release_at:
             page.due_at = batch.release_at
