@@ -11,7 +11,7 @@ from .dispatch import Dispatcher
 from .live import LiveConfig
 from .metrics import Metrics
 from .pages import PageState, new_page, next_call, resolve
-from .routing import Plan
+from .routing import Plan, PlannedPage
 from .store import Store
 from .store.base import OpenPage
 
@@ -44,11 +44,13 @@ class Admission:
         for planned in the_plan.pages:
             route = planned.route
             # Pages of this group whose alerts all stopped firing are resolved (unless the group was truncated,
-            # when absence proves nothing).
-            if payload.truncatedAlerts == 0:
-                for page in await store.by_group(route.name, payload.groupKey):
-                    if not set(page.identities) & firing_ids and await self.resolve(page, route.send_resolved, now):
-                        summary["pages"].append({"route": route.name, "page_key": page.key, "result": "resolved"})
+            # when absence proves nothing). Resolving them cannot change whether this page is seen: their
+            # identities, so their claims and keys, are not this page's.
+            group, seen = await self._look(planned, payload.groupKey, now, group=payload.truncatedAlerts == 0,
+                                           dedup=bool(planned.firing and route.escalation))
+            for page in group:
+                if not set(page.identities) & firing_ids and await self.resolve(page, route.send_resolved, now):
+                    summary["pages"].append({"route": route.name, "page_key": page.key, "result": "resolved"})
             if not planned.firing:
                 continue
             entry = {"route": route.name, "page_key": planned.key, "alerts": len(planned.firing)}
@@ -59,7 +61,7 @@ class Admission:
                 continue
             claims = planned.claims
             # The common case, a resend of a paged group, is answered before any page is built.
-            if await store.seen(planned.key, claims, now):
+            if seen:
                 entry["result"] = "duplicate"
             else:
                 page = new_page(planned, _group(payload), now)
@@ -89,6 +91,17 @@ class Admission:
         if any(e["result"] in NEW_WORK for e in summary["pages"]):
             self.dispatcher.poke()
         return summary
+
+    async def _look(self, planned: PlannedPage, group_key: str, now: datetime, *, group: bool,
+                    dedup: bool) -> tuple[list[OpenPage], bool]:
+        """The group's unresolved pages (if `group`) and whether admit() would refuse the page (if `dedup`), in
+        one store operation when both are wanted: a resend costs one round trip per planned page."""
+        route, store = planned.route.name, self.store
+        if group and dedup:
+            return await store.look(route, group_key, planned.key, planned.claims, now)
+        if group:
+            return await store.by_group(route, group_key), False
+        return [], dedup and await store.seen(planned.key, planned.claims, now)
 
     async def resolve(self, page: OpenPage, send_resolved: bool, now: datetime) -> bool:
         """Resolve a page whose alerts all stopped firing; False when it was already resolved."""

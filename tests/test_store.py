@@ -15,7 +15,7 @@ import pytest
 
 from alert2voice.pages import Call, CallState, Page, PageState
 from alert2voice.store import Store, StoreUnavailable
-from alert2voice.store.base import Conflict, Lease, StormBatch, Tier
+from alert2voice.store.base import Conflict, Lease, OpenPage, StormBatch, Tier
 from alert2voice.store.memory import MemoryStore
 from alert2voice.store.redis import RedisStore
 from alert2voice.store.sqlite import MIGRATIONS, SQLiteStore
@@ -347,6 +347,25 @@ async def test_seen_tells_whether_admit_would_refuse(store):
     assert not await store.seen("p", ["a"], at(1))
     assert await store.admit(make_page("q"), ["c"], WINDOW, at(1))
     assert not await store.seen("r", ["c"], at(1) + WINDOW)  # expired
+
+
+async def test_look_answers_by_group_and_seen_in_one_operation(store):
+    group = make_page("k").group_key
+    assert await store.look("db", group, "p", ["a"], T0) == ([], False)
+    assert await store.admit(make_page("p"), ["a", "b"], WINDOW, T0)
+    await overwrite(store, make_page("gone", state=PageState.RESOLVED, resolved_at=at(1)))
+    await overwrite(store, make_page("other-route", route="web"))
+    p = [OpenPage("p", ("id-p",))]
+    assert await store.look("db", group, "q", ["a", "b"], at(1)) == (p, True)  # every claim held
+    assert await store.look("db", group, "q", ["a", "c"], at(1)) == (p, False)  # c is free
+    assert await store.look("web", group, "q", ["a"], at(1)) == ([OpenPage("other-route", ("id-other-route",))], True)
+    await store.release(["a", "b"])
+    assert await store.look("db", group, "p", ["a"], at(1)) == (p, True)  # p itself is active
+    assert await store.look("db", group, "q", ["a"], at(1)) == (p, False)
+    assert await store.look("db", "x", "q", ["a"], at(1)) == ([], False)
+    for key, claims, moment in (("p", ["a"], at(1)), ("q", ["c"], at(2)), ("r", ["b"], at(1) + WINDOW)):
+        expected = (await store.by_group("db", group), await store.seen(key, claims, moment))
+        assert await store.look("db", group, key, claims, moment) == expected
 
 
 # ------------------------------------------------------------------------------ versions and leases

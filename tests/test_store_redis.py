@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from alert2voice.pages import CallState, PageState
 from alert2voice.store import StoreUnavailable
 from alert2voice.store import redis as redis_store
-from alert2voice.store.base import Lease, Tier
+from alert2voice.store.base import Lease, OpenPage, Tier
 from alert2voice.store.redis import RETAIN, RedisStore
 from alert2voice.store.redis_url import parse_sentinel_url
 from tests.e2e_support import eventually
@@ -201,6 +201,22 @@ async def test_a_stopped_redis_is_unavailable_at_once_and_the_store_recovers_by_
         await asyncio.to_thread(own_server.start)
         await store.ping()  # the same store, not reopened
         assert keys(await store.take_due(T0, 10, LEASE, "me")) == ["p"]
+
+
+async def test_scripts_redis_forgot_are_loaded_again_and_run_once(own_server):
+    client = own_server.client()
+    try:
+        async with opened(own_server) as store:
+            assert await store.admit(make_page("p", due_at=T0), ["c"], WINDOW, T0)
+            client.script_flush()  # as a Redis restarted without its script cache
+            assert await store.look("db", make_page("p").group_key, "q", ["c"], at(1)) == (
+                [OpenPage("p", ("id-p",))], True)
+            assert not await store.admit(make_page("q"), ["c"], WINDOW, at(1))
+            client.script_flush()
+            assert keys(await store.take_due(T0, 10, LEASE, "me")) == ["p"]
+            assert (await store.get("p")).version == 2  # the lease's token, bumped once
+    finally:
+        client.close()
 
 
 async def test_a_store_opened_before_redis_answers_is_unavailable_until_it_does(own_server, caplog):

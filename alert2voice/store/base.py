@@ -85,6 +85,11 @@ class Store(Protocol):
         """True when admit() would refuse this page now (all claims held, or the page active): a cheap
         pre-check for resends; admit() stays the authority."""
 
+    async def look(self, route: str, group_key: str, key: str, claims: Sequence[str],
+                   now: datetime) -> tuple[list[OpenPage], bool]:
+        """by_group(route, group_key) and seen(key, claims, now) at once: what the admission asks of every
+        planned page of a resend, in one operation (one round trip on Redis)."""
+
     async def release(self, claims: Sequence[str]) -> None:
         """Drop dedup claims (their alerts resolved), so the same alerts firing again page again."""
 

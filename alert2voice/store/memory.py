@@ -41,6 +41,11 @@ class MemoryStore(LocalLimits):
         held = all(self._claims.get(c, now) > now for c in claims)
         return held or (existing is not None and existing.state not in FINAL_PAGE_STATES)
 
+    async def look(self, route: str, group_key: str, key: str, claims: Sequence[str],
+                   now: datetime) -> tuple[list[OpenPage], bool]:
+        """by_group() and seen(), one after the other: both are in this process."""
+        return await self.by_group(route, group_key), await self.seen(key, claims, now)
+
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
                     lease: Lease | None = None) -> bool:
         if await self.seen(page.key, claims, now):

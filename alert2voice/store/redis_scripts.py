@@ -94,15 +94,35 @@ save(version, last + 1)
 return version
 """
 
-# KEYS: page, claim keys. ARGV: now. 1 when admit() would refuse.
-SEEN = r"""
-if redis.call('HGET', KEYS[1], 'st') == 'active' then return 1 end
-for i = 2, #KEYS do
-  local until_ = redis.call('GET', KEYS[i])
-  if not until_ or tonumber(until_) <= tonumber(ARGV[1]) then return 0 end
+_HELD = r"""
+local function held(page, first_claim, now)  -- 1 when admit() would refuse: the page active, or every claim held
+  if redis.call('HGET', KEYS[page], 'st') == 'active' then return 1 end
+  for i = first_claim, #KEYS do
+    local until_ = redis.call('GET', KEYS[i])
+    if not until_ or tonumber(until_) <= tonumber(now) then return 0 end
+  end
+  return 1
 end
-return 1
 """
+
+_OPEN = r"""
+local function open_pages(group, prefix)  -- key, identities pairs of the group's unresolved pages, first seen first
+  local out = {}
+  for _, key in ipairs(redis.call('ZRANGE', group, 0, -1)) do
+    local ids = redis.call('HGET', prefix .. key, 'ids')
+    if ids then
+      out[#out + 1] = key
+      out[#out + 1] = ids
+    else
+      redis.call('ZREM', group, key)  -- expired
+    end
+  end
+  return out
+end
+"""
+
+# KEYS: page, claim keys. ARGV: now. 1 when admit() would refuse.
+SEEN = _HELD + "return held(1, 2, ARGV[1])"
 
 # KEYS: claims, claim keys.
 RELEASE = r"""
@@ -157,17 +177,13 @@ return 1
 """
 
 # KEYS: group. ARGV: prefix. Returns key, identities pairs in first-seen order.
-BY_GROUP = r"""
-local out = {}
-for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local ids = redis.call('HGET', ARGV[1] .. key, 'ids')
-  if ids then
-    out[#out + 1] = key
-    out[#out + 1] = ids
-  else
-    redis.call('ZREM', KEYS[1], key)  -- expired
-  end
-end
+BY_GROUP = _OPEN + "return open_pages(KEYS[1], ARGV[1])"
+
+# What a resend asks, in one round trip. KEYS: group, page, claim keys. ARGV: prefix, now. Returns
+# held (as SEEN) and then BY_GROUP's pairs.
+LOOK = _HELD + _OPEN + r"""
+local out = open_pages(KEYS[1], ARGV[1])
+table.insert(out, 1, held(2, 3, ARGV[2]))
 return out
 """
 

@@ -407,6 +407,11 @@ class SQLiteStore(LocalLimits):
             return False  # not known: admit() decides
         return key in self._active or all(self._claims.get(c, 0.0) > _ts(now) for c in claims)
 
+    async def look(self, route: str, group_key: str, key: str, claims: Sequence[str],
+                   now: datetime) -> tuple[list[OpenPage], bool]:
+        """by_group() and seen(), one after the other: both are in this process."""
+        return await self.by_group(route, group_key), await self.seen(key, claims, now)
+
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
                     lease: Lease | None = None) -> bool:
         """Save the page and hold its claims until now + window, unless all are held or the page is active."""
