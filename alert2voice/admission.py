@@ -8,9 +8,10 @@ from typing import Any
 
 from .alertmanager import Payload
 from .dispatch import Dispatcher
+from .dispatch.context import after_write, retry_conflicts
 from .live import LiveConfig
 from .metrics import Metrics
-from .pages import PageState, new_page, next_call, resolve
+from .pages import Page, PageState, new_page, next_call, resolve
 from .routing import Plan, PlannedPage
 from .store import Store
 from .store.base import OpenPage
@@ -106,12 +107,20 @@ class Admission:
     async def resolve(self, page: OpenPage, send_resolved: bool, now: datetime) -> bool:
         """Resolve a page whose alerts all stopped firing; False when it was already resolved."""
         async with self.dispatcher.locks[page.key]:
-            fresh = await self.store.get(page.key)
-            if fresh is None or fresh.resolved_at is not None:
+            # Another replica may write the page meanwhile (a callback, its lease): re-read and resolve again.
+            fresh = await retry_conflicts(lambda: self._resolve(page.key, send_resolved, now))
+            if fresh is None:
                 return False
-            cancelled = resolve(fresh, now, send_resolved=send_resolved)
-            self.metrics.calls.labels(fresh.route, "cancelled").inc(len(cancelled))
-            await self.store.put(fresh)
             await self.store.release(fresh.claims)
         log.debug("page resolved", extra={"page_key": fresh.key, "route": fresh.route})
         return True
+
+    async def _resolve(self, key: str, send_resolved: bool, now: datetime) -> Page | None:
+        """One read-modify-write of a resolution: the page resolved, or None when it was already."""
+        fresh = await self.store.get(key)
+        if fresh is None or fresh.resolved_at is not None:
+            return None
+        cancelled = len(resolve(fresh, now, send_resolved=send_resolved))
+        after_write(lambda: self.metrics.calls.labels(fresh.route, "cancelled").inc(cancelled))
+        await self.store.put(fresh)
+        return fresh

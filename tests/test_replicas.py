@@ -270,3 +270,25 @@ async def test_a_receipt_whose_first_write_lost_a_race_is_counted_and_logged_onc
     assert b.metrics.registry.get_sample_value("alert2voice_calls_total",
                                                {"route": "payments", "outcome": "answered"}) == 1
     assert sum(r.getMessage() == "call answered" for r in caplog.records) == 1
+
+
+async def test_a_resolution_whose_first_write_lost_a_race_is_applied_again():
+    a, b, store, _, clock = replicas()
+    await queue(a, store, ONE_NUMBER, alert(PAYMENTS))
+    await settle(a)
+    [page] = await store.recent(1)
+    read, raced = store.get, []
+
+    async def get_then_another_writer(k):
+        got = await read(k)
+        if not raced:  # replica A takes the page (its deadline poll) between B's read and B's write
+            raced.append(k)
+            await store.take_due(clock.now() + timedelta(hours=1), 10, timedelta(seconds=25), a.owner)
+        return got
+
+    store.get = get_then_another_writer
+    live = LiveConfig(ONE_NUMBER, b.metrics, None)
+    resolved = parse_payload(payload(alert(PAYMENTS, status="resolved"), group_key="g"))
+    summary = await Admission(live, store, b.metrics, b).accept(resolved, plan(ONE_NUMBER, resolved), clock.now())
+    assert raced and [p["result"] for p in summary["pages"]] == ["resolved"]
+    assert (await read(page.key)).state is PageState.RESOLVED

@@ -11,6 +11,7 @@ from ..auth import authorized
 from ..live import LiveConfig
 from ..routing import Plan, plan
 from ..store import StoreUnavailable
+from ..store.base import Conflict
 from .http import error, read_json, unauthorized
 from .keys import ADMISSION, CLOCK, LIVE, METRICS, SHUTDOWN
 
@@ -68,7 +69,7 @@ async def handle_alerts(request: web.Request) -> web.Response:
     metrics.alerts_resolved.inc(len(parsed.alerts) - firing)
     try:
         summary = await app[ADMISSION].accept(parsed, the_plan, app[CLOCK].now())
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, Conflict) as exc:  # Conflict: a page kept changing under us (CAS_ATTEMPTS times)
         metrics.webhook["unavailable"].inc()
         log.error("store unavailable; answering 503 so Alertmanager retries", extra={"error": str(exc)})
         return error(503, "store unavailable, retry later")
