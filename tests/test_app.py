@@ -143,6 +143,21 @@ async def test_store_unavailable_is_503_then_recovers(client, env):
     assert (await resp.json())["pages"][0]["result"] == "called"
 
 
+async def test_a_callback_while_the_store_is_unavailable_is_503_and_applied_when_sent_again(client, env):
+    resp = await post(client, payload(alert(PAYMENTS)))
+    await settle(client.app[DISPATCHER])
+    [request] = env["provider"].requests
+    env["store"].available = False
+    resp = await callback(client, receipt("ANSWERED", correlation=request.correlation_id))
+    assert resp.status == 503 and "store unavailable" in (await resp.json())["error"]
+    assert metric(env, "alert2voice_callbacks_total", event="answered", result="unavailable") == 1
+    env["store"].available = True
+    resp = await callback(client, receipt("ANSWERED", correlation=request.correlation_id))  # the provider's retry
+    assert resp.status == 200
+    [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert page["state"] == "answered"
+
+
 # ------------------------------------------------------------------------------------ dedup and calls
 
 

@@ -11,6 +11,8 @@ from .. import callbacks
 from ..interactive import HANGUP, Answer
 from ..provider.base import MAX_BODY_BYTES, read_at_most
 from ..silences import silences_for
+from ..store import StoreUnavailable
+from ..store.base import Conflict
 from .http import error, read_timeout
 from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SILENCER, STORE
 
@@ -35,6 +37,19 @@ async def handle_callback(request: web.Request) -> web.Response:
     except callbacks.CallbackError as exc:
         metrics.callbacks.labels("unknown", "bad_request").inc()
         return error(400, str(exc))
+    try:
+        return await _apply(app, event)
+    except (StoreUnavailable, Conflict) as exc:
+        # Nothing was applied: the provider sends the callback again (receipts), or the call event's caller
+        # hears silence and the deadline poll finds the call's outcome later.
+        metrics.callbacks.labels(event.event, "unavailable").inc()
+        log.warning("store unavailable; callback answered 503", extra={"event": event.event, "error": str(exc)})
+        return error(503, "store unavailable, retry later")
+
+
+async def _apply(app: web.Application, event: callbacks.Event) -> web.Response:
+    """Apply a parsed, authenticated callback through the store."""
+    metrics = app[METRICS]
     key = await app[STORE].find_call(correlation_id=event.correlation_id, message_id=event.message_id)
     if event.call_event:
         # Keyed on the event, not on provider.mode: calls placed before a reload still get their answers.
