@@ -140,3 +140,18 @@ class MemoryStore(LocalLimits):
         for c in [c for c, exp in self._claims.items() if exp <= before]:
             del self._claims[c]
         return len(gone)
+
+    # ------------------------------------------------------------------------------------ heartbeats
+
+    _beats: dict[str, datetime] | None = None  # made at the first beat
+
+    async def beat(self, name: str, at: datetime) -> None:
+        self._check()
+        if self._beats is None:
+            self._beats = {}
+        stored = self._beats.get(name)
+        self._beats[name] = at if stored is None else max(stored, at)
+
+    async def beats(self) -> dict[str, datetime]:
+        self._check()
+        return dict(self._beats or {})
