@@ -72,6 +72,7 @@ def _config(path: str):
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
+    from .units import format_duration
 
     try:
         config = load_config(args.file)
@@ -86,6 +87,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
           f"{len(config.rotations)} rotations, {len(templates)} templates rendered, "
           f"provider {config.provider.url} ({config.provider.mode} mode), store {config.store.backend}, "
           f"config hash {config.digest[:12]}")
+    for hb in config.heartbeats:
+        fed = f"alerts matching {', '.join(map(str, hb.matchers))} or" if hb.matchers else "only"
+        print(f"heartbeat {hb.name}: pages after {format_duration(hb.timeout)} without a refresh ({fed} "
+              f"POST /heartbeats/{hb.name}); calls {', '.join(s.call for s in hb.escalation)}")
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -150,29 +155,47 @@ def _speak(ssml: str, out: str) -> None:
 
 
 def cmd_routes_test(args: argparse.Namespace) -> int:
-    from .routing import explain_route, match_routes
+    from .routing import match_heartbeat, match_routes
     from .units import format_duration
 
     config = _config(args.config)
     labels = _labels(args.labels)
     at = _parse_at(args.at)
+    heartbeat = match_heartbeat(config, labels)
+    if heartbeat is not None:
+        print(f"heartbeat {heartbeat.name}: a firing alert with these labels refreshes it and is not routed "
+              f"(no refresh for {format_duration(heartbeat.timeout)}: a page on route {heartbeat.route.name})")
+        _print_steps(config, heartbeat.route, at, "")
+        return _expected(args.expect, heartbeat.route.name)
     routes = match_routes(config, labels)
     if not routes:
         print(f"no route matches {labels}; routes: {', '.join(r.name for r in config.routes) or 'none'}")
         return 0 if not args.expect else 1
     for route in routes:
         print(f"route {route.name}" + (" (continue: true)" if route.continue_ else ""))
-        targets = explain_route(config, route, at, [labels.get("severity", "")])
-        if not targets:
-            print("  nobody is called (empty escalation)")
-        for t, step in zip(targets, route.escalation, strict=True):
-            who = t.contact or "nobody"
-            state = "SKIPPED, quiet hours" if t.quiet else ("SKIPPED" if t.contact is None else "calls")
-            print(f"  step {t.step + 1}: {step.call} -> {who} ({state}; {step.attempts} attempt(s), "
-                  f"{format_duration(step.interval)} apart) — {t.reason}")
-    names = ",".join(r.name for r in routes)
-    if args.expect and args.expect != names:
-        print(f"expected {args.expect}, got {names}", file=sys.stderr)
+        _print_steps(config, route, at, labels.get("severity", ""))
+    return _expected(args.expect, ",".join(r.name for r in routes))
+
+
+def _print_steps(config, route, at: datetime, severity: str) -> None:
+    """Who each step of a route's escalation calls at `at`, and why."""
+    from .routing import explain_route
+    from .units import format_duration
+
+    targets = explain_route(config, route, at, [severity])
+    if not targets:
+        print("  nobody is called (empty escalation)")
+    for t, step in zip(targets, route.escalation, strict=True):
+        who = t.contact or "nobody"
+        state = "SKIPPED, quiet hours" if t.quiet else ("SKIPPED" if t.contact is None else "calls")
+        print(f"  step {t.step + 1}: {step.call} -> {who} ({state}; {step.attempts} attempt(s), "
+              f"{format_duration(step.interval)} apart) — {t.reason}")
+
+
+def _expected(expect: str | None, names: str) -> int:
+    """`routes test --expect`: 1 unless exactly these routes matched."""
+    if expect and expect != names:
+        print(f"expected {expect}, got {names}", file=sys.stderr)
         return 1
     return 0
 

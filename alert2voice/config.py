@@ -508,6 +508,40 @@ class RouteConfig(_Model):
         return name
 
 
+# ----------------------------------------------------------------------------------------- heartbeats
+
+# A heartbeat's pages belong to the route of this name (route names allow ':', heartbeat names do not).
+HEARTBEAT_ROUTE_PREFIX = "heartbeat:"
+
+
+class HeartbeatConfig(_Model):
+    """A dead-man's switch: matching firing alerts (or POST /heartbeats/{name}) refresh it; silence pages."""
+
+    # It is a URL path segment (POST /heartbeats/{name}) and, prefixed, a route name.
+    name: str = Field(min_length=1, max_length=90, pattern=r"^[A-Za-z0-9_.-]+$")
+    matchers: Matchers = Field(default_factory=list)
+    timeout: Duration
+    escalation: list[EscalationStep] = Field(min_length=1)
+    repeat: int = Field(default=0, ge=0, le=20)
+    send_resolved: bool = False
+    _route: RouteConfig | None = PrivateAttr(default=None)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: timedelta) -> timedelta:
+        if v < timedelta(seconds=1):
+            raise ValueError("timeout must be at least 1s")
+        return v
+
+    @property
+    def route(self) -> RouteConfig:
+        """The route its pages escalate on, named `heartbeat:<name>` (route_of, metrics and the API see it)."""
+        if self._route is None:
+            self._route = RouteConfig(name=HEARTBEAT_ROUTE_PREFIX + self.name, escalation=self.escalation,
+                                      repeat=self.repeat, send_resolved=self.send_resolved)
+        return self._route
+
+
 # ------------------------------------------------------------------------ throttle and acknowledgement
 
 
@@ -555,6 +589,7 @@ class Config(_Model):
     routes: list[RouteConfig] = Field(default_factory=list)
     throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
     acknowledgement: AcknowledgementConfig = Field(default_factory=AcknowledgementConfig)
+    heartbeats: list[HeartbeatConfig] = Field(default_factory=list)
     # The renderer that checked this config's templates (parse_config): serving with it speaks exactly
     # what was checked, and the first call does not compile them again.
     _speech: Any = PrivateAttr(default=None)
@@ -577,23 +612,32 @@ class Config(_Model):
                 if o.contact not in self.contacts:
                     problems.append((("rotations", name, "overrides", i, "contact"),
                                      f"unknown contact {o.contact!r}"))
-        seen: set[str] = set()
-        for r, route in enumerate(self.routes):
-            if route.name in seen:
-                problems.append((("routes", r, "name"), f"duplicate route name {route.name!r}"))
-            seen.add(route.name)
-            for s, step in enumerate(route.escalation):
-                rot = step.rotation
-                if rot is not None and rot not in self.rotations:
-                    problems.append((("routes", r, "escalation", s, "call"),
-                                     f"unknown rotation {rot!r} (rotations: {_names(self.rotations)})"))
-                elif rot is None and step.call not in self.contacts:
-                    problems.append((("routes", r, "escalation", s, "call"),
-                                     f"unknown contact {step.call!r} (contacts: {_names(self.contacts)};"
-                                     " write rotation:NAME for a rotation)"))
+        for section, items in (("routes", self.routes), ("heartbeats", self.heartbeats)):
+            seen: set[str] = set()
+            for r, item in enumerate(items):
+                if item.name in seen:
+                    problems.append(((section, r, "name"), f"duplicate {section[:-1]} name {item.name!r}"))
+                seen.add(item.name)
+                if section == "routes" and item.name.startswith(HEARTBEAT_ROUTE_PREFIX):
+                    problems.append(((section, r, "name"), f"route names starting with {HEARTBEAT_ROUTE_PREFIX!r}"
+                                     " are the heartbeats' own"))
+                problems += _step_problems(self, (section, r), item.escalation)
         if problems:
             raise ConfigReferenceError(problems)
         return self
+
+    @property
+    def paging_routes(self) -> list[RouteConfig]:
+        """Every route a page can be on: the configured routes, then each heartbeat's."""
+        return [*self.routes, *(hb.route for hb in self.heartbeats)]
+
+    def route(self, name: str) -> RouteConfig | None:
+        """The route (or heartbeat's route) of this name."""
+        return next((r for r in self.paging_routes if r.name == name), None)
+
+    def heartbeat(self, name: str) -> HeartbeatConfig | None:
+        """The heartbeat of this name."""
+        return next((hb for hb in self.heartbeats if hb.name == name), None)
 
     def rotation(self, name: str) -> oncall.Rotation:
         """The named rotation as the on-call calculator's value object."""
@@ -609,6 +653,24 @@ class Config(_Model):
             out.append("provider.callback.allow_unauthenticated is true: anyone who can reach /callbacks/webex"
                        " can end escalations and acknowledge pages")
         return out
+
+
+_KeyProblem = tuple[tuple[Any, ...], str]  # a key path and what is wrong there
+
+
+def _step_problems(config: Config, at: tuple[Any, ...], steps: list[EscalationStep]) -> list[_KeyProblem]:
+    """Escalation steps naming a contact or rotation that does not exist."""
+    problems: list[_KeyProblem] = []
+    for s, step in enumerate(steps):
+        rot = step.rotation
+        if rot is not None and rot not in config.rotations:
+            problems.append(((*at, "escalation", s, "call"),
+                             f"unknown rotation {rot!r} (rotations: {_names(config.rotations)})"))
+        elif rot is None and step.call not in config.contacts:
+            problems.append(((*at, "escalation", s, "call"),
+                             f"unknown contact {step.call!r} (contacts: {_names(config.contacts)};"
+                             " write rotation:NAME for a rotation)"))
+    return problems
 
 
 def _names(d: Mapping[str, Any]) -> str:

@@ -47,7 +47,7 @@ class LiveConfig:
         self.speech = make_speech(config)
         self.plans.clear()  # entries of the old config would miss anyway; this frees them
         SCRUBBER.set_secrets(secrets_of(config))
-        self.metrics.precreate([r.name for r in config.routes])
+        self.metrics.precreate([r.name for r in config.paging_routes])
         self.metrics.config_hash.set(config_hash(config))
 
     async def reload(self) -> None:

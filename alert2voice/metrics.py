@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -106,6 +108,11 @@ class Metrics:
                                  "0 while the provider rejects our credentials (401/403).", registry=r)
         self.config_hash = Gauge(p + "config_hash", "The loaded config file's SHA-256, its first 48 bits as a "
                                  "number: replicas showing different values run different configs.", registry=r)
+        self.heartbeat_last_seen = Gauge(p + "heartbeat_last_seen_timestamp_seconds",
+                                         "When each heartbeat was last refreshed (0: never since it was configured).",
+                                         ["heartbeat"], registry=r)
+        self.heartbeat_up = Gauge(p + "heartbeat_up", "1 while a heartbeat is refreshed within its timeout; 0 when "
+                                  "it is missing, or was never refreshed.", ["heartbeat"], registry=r)
         self.build_info = Info(p + "build", "Build information.", registry=r)
         self.build_info.info({"version": __version__})
         self.provider_up.set(1)
@@ -131,6 +138,14 @@ class Metrics:
             self.escalations.labels(route)
             self.template_errors.labels(route)
         self.page("", "no_route")
+
+    def heartbeats(self, states: Iterable[tuple[str, float, bool]]) -> None:
+        """Show exactly these heartbeats: (name, last seen as Unix time or 0, up); removed ones disappear."""
+        self.heartbeat_last_seen.clear()
+        self.heartbeat_up.clear()
+        for name, last_seen, up in states:
+            self.heartbeat_last_seen.labels(name).set(last_seen)
+            self.heartbeat_up.labels(name).set(1 if up else 0)
 
     def observe_provider(self, endpoint: str, code: str, seconds: float) -> None:
         """Hook for the provider client: one call per HTTP request."""

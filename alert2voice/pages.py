@@ -196,7 +196,7 @@ def next_call(page: Page, config: Config, now: datetime) -> Call | None:
 
 def route_of(config: Config, page: Page) -> RouteConfig | None:
     """The page's route in the current config, or None when a reload removed it."""
-    return next((r for r in config.routes if r.name == page.route), None)
+    return config.route(page.route)
 
 
 def interval_after(config: Config, page: Page, call: Call) -> timedelta:

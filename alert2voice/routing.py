@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .alertmanager import Alert, Payload
-from .config import Config, EscalationStep, RouteConfig
+from .config import Config, EscalationStep, HeartbeatConfig, RouteConfig
 from .matchers import matches_all
 
 # Webex Connect accepts at most 50 characters of [A-Za-z0-9-] as correlationId.
@@ -27,6 +27,12 @@ def match_routes(config: Config, labels: Mapping[str, str]) -> list[RouteConfig]
             if not route.continue_:
                 break
     return out
+
+
+def match_heartbeat(config: Config, labels: Mapping[str, str]) -> HeartbeatConfig | None:
+    """The heartbeat an alert with these labels refreshes (such an alert is not routed); a heartbeat without
+    matchers is refreshed only by POST /heartbeats/{name}."""
+    return next((hb for hb in config.heartbeats if hb.matchers and matches_all(hb.matchers, labels)), None)
 
 
 def alert_identity(labels: Mapping[str, str], ignore: Iterable[str]) -> str:
@@ -92,17 +98,28 @@ class PlannedPage:
 
 @dataclass(frozen=True)
 class Plan:
-    """What one webhook implies: a planned page per route, and the alerts no route matched."""
+    """What one webhook implies: a planned page per route, the alerts no route matched, and the heartbeats its
+    firing alerts refresh."""
 
     pages: list[PlannedPage] = field(default_factory=list)
     unrouted: list[Alert] = field(default_factory=list)
+    beats: list[str] = field(default_factory=list)
 
 
 def plan(config: Config, payload: Payload) -> Plan:
-    """Route every alert of the group; each route that matched at least one alert gets a planned page."""
+    """Route every alert of the group; each route that matched at least one alert gets a planned page.
+
+    An alert that matches a heartbeat is not routed: firing, it refreshes the heartbeat.
+    """
     by_route: dict[str, tuple[RouteConfig, list[Alert], list[Alert]]] = {}
     unrouted: list[Alert] = []
+    beats: list[str] = []
     for alert in payload.alerts:
+        heartbeat = match_heartbeat(config, alert.labels) if config.heartbeats else None
+        if heartbeat is not None:
+            if alert.firing and heartbeat.name not in beats:
+                beats.append(heartbeat.name)
+            continue
         routes = match_routes(config, alert.labels)
         if not routes:
             unrouted.append(alert)
@@ -123,7 +140,7 @@ def plan(config: Config, payload: Payload) -> Plan:
             resolved_identities=tuple(sorted({alert_identity(a.labels, ignore) for a in resolved})),
             claims=tuple(claim_key(route.name, payload.groupKey, i) for i in identities),
         ))
-    return Plan(pages, unrouted)
+    return Plan(pages, unrouted, beats)
 
 
 class PlanCache:

@@ -166,8 +166,10 @@ class Stack:
 
 
 def alert2voice_config(*, port: int, sim_url: str, token: str, service_key: str, callback_token: str,
-                       admin_token: str, number: str, caller_id: str, store: str, workdir: Path) -> dict[str, Any]:
-    """config.example.yaml cut down to the e2e needs: one paging route, one catch-all calling nobody."""
+                       admin_token: str, number: str, caller_id: str, store: str, workdir: Path,
+                       heartbeats: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """config.example.yaml cut down to the e2e needs: one paging route, one catch-all calling nobody (and the
+    heartbeats given)."""
     store_cfg: dict[str, Any] = {"backend": store}
     if store == "sqlite":
         store_cfg["path"] = str(workdir / "alert2voice.db")
@@ -193,10 +195,12 @@ def alert2voice_config(*, port: int, sim_url: str, token: str, service_key: str,
         ],
         # Every test calls the same number; the default carrier-safe tiers (3 per 15m) would defer calls.
         "throttle": {"per_number": [{"calls": 1000, "per": "1m"}], "global": {"calls": 1000, "per": "1m"}},
+        **({"heartbeats": [dict(hb) for hb in heartbeats]} if heartbeats else {}),
     }
 
 
-def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args: Sequence[str] = ()) -> Stack:
+def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args: Sequence[str] = (),
+                heartbeats: Sequence[Mapping[str, Any]] = ()) -> Stack:
     """Start the simulator and `alert2voice serve`, and wait until both answer."""
     token, service_key, callback_token, admin_token = (f"e2e-{os.urandom(12).hex()}" for _ in range(4))
     number, caller_id = "+14155550101", "+15550001234"
@@ -204,7 +208,7 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args:
     sim_url, a2v_url = f"http://{LOOPBACK}:{sim_port}", f"http://{LOOPBACK}:{a2v_port}"
     config = alert2voice_config(port=a2v_port, sim_url=sim_url, token=token, service_key=service_key,
                                 callback_token=callback_token, admin_token=admin_token, number=number,
-                                caller_id=caller_id, store=store, workdir=workdir)
+                                caller_id=caller_id, store=store, workdir=workdir, heartbeats=heartbeats)
     config_path = workdir / "alert2voice.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     stack = Stack(a2v_url=a2v_url, sim_url=sim_url, token=token, service_key=service_key,
@@ -230,12 +234,12 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args:
 
 @contextlib.contextmanager
 def running_stack(request: pytest.FixtureRequest, workdir: Path, *, store: str,
-                  simulator_args: Sequence[str] = ()) -> Iterator[Stack]:
+                  simulator_args: Sequence[str] = (), heartbeats: Sequence[Mapping[str, Any]] = ()) -> Iterator[Stack]:
     """The simulator and `alert2voice serve` for a fixture: started, logs attached to failing tests, stopped."""
     logs = ProcessLogs()
     request.config.pluginmanager.register(logs, f"e2e-process-logs-{id(logs)}")
     try:
-        stack = start_stack(workdir, logs, store=store, simulator_args=simulator_args)
+        stack = start_stack(workdir, logs, store=store, simulator_args=simulator_args, heartbeats=heartbeats)
         try:
             yield stack
         finally:

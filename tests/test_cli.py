@@ -479,3 +479,25 @@ def test_check_config_reports_template_problems(capsys, tmp_path):
     assert code == 1
     assert out == ""
     assert err.splitlines()[0] == f"{path}:5: routes.0.template: bad.ssml.j2:2: 'nope' is undefined"
+
+
+def test_check_config_lists_the_heartbeats(capsys, example_config_path):
+    code, out, _ = run(capsys, "check-config", example_config_path)
+    assert code == 0
+    assert out.splitlines()[1] == (
+        'heartbeat alertmanager-watchdog: pages after 5m without a refresh (alerts matching alertname="Watchdog" or '
+        "POST /heartbeats/alertmanager-watchdog); calls rotation:payments-primary")
+
+
+def test_routes_test_says_a_heartbeat_takes_the_alert(capsys, example_config_path):
+    code, out, err = run(capsys, "routes", "test", "--config", example_config_path, "alertname=Watchdog",
+                         "severity=none", "--at", AT, "--expect", "heartbeat:alertmanager-watchdog")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "heartbeat alertmanager-watchdog: a firing alert with these labels refreshes it and is not routed "
+        "(no refresh for 5m: a page on route heartbeat:alertmanager-watchdog)",
+        f"  step 1: rotation:payments-primary -> alice (calls; 1 attempt(s), 5m apart) — {SHIFT_47}",
+    ]
+    code, _, err = run(capsys, "routes", "test", "--config", example_config_path, "alertname=Watchdog",
+                       "--expect", "everything-else")
+    assert code == 1 and "got heartbeat:alertmanager-watchdog" in err

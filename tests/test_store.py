@@ -775,3 +775,55 @@ async def test_the_sqlite_mirror_changes_only_on_the_event_loop_thread(tmp_path,
         assert len(await store.by_group("db", "{}:{alertname=\"Down\"}")) == 20  # applied before put() returned
     finally:
         await store.close()
+
+
+# -------------------------------------------------------------------------------------- heartbeats (contract)
+
+
+async def test_a_heartbeat_never_seen_is_not_in_beats(store):
+    assert await store.beats() == {}
+
+
+async def test_beat_keeps_the_latest_last_seen_time(store):
+    await store.beat("watchdog", at(10))
+    await store.beat("watchdog", at(5))  # a late refresh does not move it back
+    await store.beat("cron", at(7.25))
+    assert await store.beats() == {"watchdog": at(10), "cron": at(7.25)}
+    await store.beat("watchdog", at(12.5))
+    assert (await store.beats())["watchdog"] == at(12.5)
+
+
+async def test_concurrent_beats_keep_the_latest(store):
+    await asyncio.gather(*(store.beat("watchdog", at(s)) for s in (3, 9, 1, 8, 9, 2)))
+    assert await store.beats() == {"watchdog": at(9)}
+
+
+async def test_last_seen_times_survive_a_restart(tmp_path):
+    path = tmp_path / "a2v.db"
+    first = SQLiteStore(path)
+    await first.open()
+    await first.beat("watchdog", at(42))
+    await first.close()
+    second = SQLiteStore(path)
+    await second.open()
+    try:
+        assert await second.beats() == {"watchdog": at(42)}
+    finally:
+        await second.close()
+
+
+async def test_a_database_from_before_heartbeats_is_migrated(tmp_path):
+    path = tmp_path / "a2v.db"
+    conn = sqlite3.connect(path)
+    for statement in (s for migration in MIGRATIONS[:2] for s in migration):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.beat("watchdog", at(1))
+        assert await store.beats() == {"watchdog": at(1)}
+    finally:
+        await store.close()

@@ -167,3 +167,11 @@ class Store(Protocol):
 
     async def wake_others(self) -> None:
         """Tell the other replicas that due work was added or changed (nothing to do in one process)."""
+
+    # ------------------------------------------------------------------------------------ heartbeats
+
+    async def beat(self, name: str, at: datetime) -> None:
+        """A heartbeat was refreshed at `at`: its last-seen time becomes the later of the stored one and `at`."""
+
+    async def beats(self) -> dict[str, datetime]:
+        """The last-seen time of every heartbeat ever refreshed (a heartbeat not in it was never seen)."""

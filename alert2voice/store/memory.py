@@ -20,6 +20,7 @@ class MemoryStore(LocalLimits):
         self._claims: dict[str, datetime] = {}
         self._leases: dict[str, Lease] = {}
         self._calls: dict[str, str] = {}
+        self._beats: dict[str, datetime] = {}  # heartbeat name -> last seen
         self.available = True
 
     async def open(self) -> None:
@@ -145,3 +146,14 @@ class MemoryStore(LocalLimits):
         for c in [c for c, exp in self._claims.items() if exp <= before]:
             del self._claims[c]
         return len(gone)
+
+    # ------------------------------------------------------------------------------------ heartbeats
+
+    async def beat(self, name: str, at: datetime) -> None:
+        self._check()
+        stored = self._beats.get(name)
+        self._beats[name] = at if stored is None else max(stored, at)
+
+    async def beats(self) -> dict[str, datetime]:
+        self._check()
+        return dict(self._beats)

@@ -20,6 +20,7 @@ Key layout (prefix `a2v:` by default; times are Unix seconds):
     placed-all        expiring after RETAIN (every number's calls).
     storm:<number>    hash: release (ISO 8601), keys, leader; RETAIN after its last change.
     tokens            hash: the provider's token bucket (tokens, t); expires once it would be full again.
+    beats             hash: each heartbeat's last-seen time, by heartbeat name; no TTL.
     wake              the pub/sub channel of wake-ups; a message is the sender's instance id.
 """
 
@@ -70,6 +71,7 @@ POOL = 64  # operations in flight at once per store; more wait for a connection,
 # The operations that are one Lua script each (EVALSHA; loaded again when Redis lost its script cache).
 SCRIPTS = {"admit": lua.ADMIT, "seen": lua.SEEN, "release": lua.RELEASE, "put": lua.PUT, "take_due": lua.TAKE_DUE,
            "renew": lua.RENEW, "by_group": lua.BY_GROUP, "look": lua.LOOK, "recent": lua.RECENT, "purge": lua.PURGE,
+           "beat": lua.BEAT,
            "reserve_call": lua.RESERVE_CALL, "unreserve_call": lua.UNRESERVE_CALL, "storm_join": lua.STORM_JOIN,
            "storm_lead": lua.STORM_LEAD, "storm_end": lua.STORM_END, "take_token": lua.RATE_LIMIT}
 
@@ -510,3 +512,14 @@ class RedisStore:
                     raise TimeoutError("no answer to PING on the wake-up subscription")
             if message["type"] == "message" and message["data"] != self.instance:
                 self._wake()
+
+    # ------------------------------------------------------------------------------------ heartbeats
+
+    async def beat(self, name: str, at: datetime) -> None:
+        """Keep the later of the stored last-seen time and `at` (one script: replicas race on it)."""
+        await self._script("beat", [self.keys.prefix + "beats"], [name, _ts(at)])
+
+    async def beats(self) -> dict[str, datetime]:
+        """Every heartbeat's last-seen time."""
+        seen = await self._call("beats", lambda redis: redis.hgetall(self.keys.prefix + "beats"))
+        return {name: _time(at) for name, at in seen.items()}

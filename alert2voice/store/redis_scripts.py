@@ -318,3 +318,10 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 't', strin
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return string.format('%.17g', wait)
 """
+
+# KEYS: the heartbeats hash. ARGV: name, seen at. Keeps the later of the stored last-seen time and ARGV[2].
+BEAT = r"""
+local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+if not stored or stored < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 0
+"""

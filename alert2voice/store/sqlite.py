@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,6 +53,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Versioned writes (compare-and-set) and leases with an owner (the version is their fencing token).
         "ALTER TABLE pages ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE pages ADD COLUMN lease_owner TEXT",
+    ),
+    (
+        # Heartbeats' last-seen times (IF NOT EXISTS: whatever number this migration ends up with).
+        "CREATE TABLE IF NOT EXISTS heartbeats (name TEXT PRIMARY KEY, last_seen REAL NOT NULL)",
     ),
 )
 
@@ -577,3 +581,17 @@ class SQLiteStore(LocalLimits):
             removed += pages
             if pages < PURGE_CHUNK and claims < PURGE_CHUNK:
                 return removed
+
+    # ------------------------------------------------------------------------------------ heartbeats
+
+    async def beat(self, name: str, at: datetime) -> None:
+        """Keep the later of the stored last-seen time and `at`."""
+        await self._run("beat", lambda conn, changes: conn.execute(
+            "INSERT INTO heartbeats (name, last_seen) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)", (name, _ts(at))))
+
+    async def beats(self) -> dict[str, datetime]:
+        """Every heartbeat's last-seen time."""
+        rows = await self._run("beats", lambda conn, changes: conn.execute(
+            "SELECT name, last_seen FROM heartbeats").fetchall())
+        return {name: datetime.fromtimestamp(seen, UTC) for name, seen in rows}

@@ -14,6 +14,7 @@ from ..admission import Admission
 from ..clock import Clock
 from ..config import Config
 from ..dispatch import Dispatcher
+from ..heartbeats import Heartbeats
 from ..live import LiveConfig
 from ..metrics import Metrics
 from ..provider import Provider
@@ -21,12 +22,13 @@ from ..provider.webex import WebexProvider
 from ..silences import Silencer
 from ..store import Store, open_store
 from ..supervisor import Supervisor
-from . import callbacks, ops, webhook
+from . import callbacks, heartbeats, ops, webhook
 from .keys import (
     ADMISSION,
     CLOCK,
     DISPATCHER,
     DISPATCHER_TASK,
+    HEARTBEATS,
     LIVE,
     METRICS,
     PROVIDER,
@@ -55,8 +57,10 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx)
+    app.cleanup_ctx.append(_heartbeats_ctx)
     app.router.add_post("/alerts", webhook.handle_alerts)
     app.router.add_post("/callbacks/webex", callbacks.handle_callback)
+    app.router.add_post("/heartbeats/{name}", heartbeats.handle_heartbeat)
     app.router.add_get("/metrics", ops.handle_metrics)
     app.router.add_get("/-/healthy", ops.handle_healthy)
     app.router.add_get("/-/ready", ops.handle_ready)
@@ -120,3 +124,19 @@ async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await drain(app)
+
+
+async def _heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The heartbeat watcher of this replica, kept alive like the dispatcher; stopped before the dispatcher."""
+    live, clock = app[LIVE], app[CLOCK]
+    watcher = app[HEARTBEATS] = Heartbeats(config=lambda: live.config, store=app[STORE], dispatcher=app[DISPATCHER],
+                                           metrics=app[METRICS], resolve=app[ADMISSION].resolve, clock=clock)
+    supervisor = Supervisor("heartbeat watcher", watcher.run, monotonic=clock.monotonic,
+                            sleep=getattr(clock, "sleep", asyncio.sleep), stopping=lambda: watcher.stopping)
+    task = asyncio.create_task(supervisor.run(), name="heartbeats")
+    try:
+        yield
+    finally:
+        watcher.stopping = True
+        watcher.poke()
+        await task

@@ -9,6 +9,7 @@ from aiohttp import web
 from ..admission import Admission
 from ..clock import Clock
 from ..dispatch import Dispatcher
+from ..heartbeats import Heartbeats
 from ..live import LiveConfig
 from ..metrics import Metrics
 from ..provider import Provider
@@ -30,3 +31,4 @@ DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher", Dispatcher)
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 DISPATCHER_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("dispatcher_task")
+HEARTBEATS: web.AppKey[Heartbeats] = web.AppKey("heartbeats", Heartbeats)

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..auth import authorized, is_loopback
 from ..config import ConfigError, WebhookAuth
+from ..heartbeats import heartbeat_of, is_up
 from ..logs import mask_number
 from ..pages import Page
 from ..preview import render_calls
@@ -60,9 +61,20 @@ async def handle_metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     with contextlib.suppress(StoreUnavailable):
         metrics.queue_depth.set(await request.app[STORE].depth())
+    with contextlib.suppress(StoreUnavailable):
+        await _heartbeat_metrics(request.app)
     resp = web.Response(body=generate_latest(metrics.registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp
+
+
+async def _heartbeat_metrics(app: web.Application) -> None:
+    """The heartbeat gauges from the store's last-seen times, so that every replica shows the same."""
+    heartbeats = app[LIVE].config.heartbeats
+    beats = await app[STORE].beats() if heartbeats else {}
+    now = app[CLOCK].now()
+    app[METRICS].heartbeats((hb.name, seen.timestamp() if (seen := beats.get(hb.name)) else 0.0,
+                             is_up(hb, seen, now)) for hb in heartbeats)
 
 
 async def handle_healthy(request: web.Request) -> web.Response:
@@ -123,9 +135,11 @@ async def handle_render(request: web.Request) -> web.Response:
 def page_json(page: Page) -> dict[str, Any]:
     """A page for /api/v1/pages: no secrets, numbers masked, the first ALERTS_LISTED alerts."""
     return {
-        "key": page.key, "route": page.route, "group_key": page.group_key, "state": page.state.value,
+        "key": page.key, "route": page.route, "heartbeat": heartbeat_of(page), "group_key": page.group_key,
+        "state": page.state.value,
         "received_at": page.received_at.isoformat(), "updated_at": page.updated_at.isoformat() if page.updated_at
         else None, "due_at": page.due_at.isoformat() if page.due_at else None,
+        "resolved_at": page.resolved_at.isoformat() if page.resolved_at else None,
         "alerts": [{"labels": a["labels"], "status": a["status"]} for a in page.alerts[:ALERTS_LISTED]],
         "alerts_total": len(page.alerts),
         "calls": [{"attempt": c.attempt, "kind": c.kind, "contact": c.contact, "number": mask_number(c.number),

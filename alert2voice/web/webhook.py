@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from datetime import datetime
 
 from aiohttp import web
 
@@ -13,7 +15,7 @@ from ..routing import Plan, plan
 from ..store import StoreUnavailable
 from ..store.base import Conflict
 from .http import error, read_json, unauthorized
-from .keys import ADMISSION, CLOCK, LIVE, METRICS, SHUTDOWN
+from .keys import ADMISSION, CLOCK, HEARTBEATS, LIVE, METRICS, SHUTDOWN
 
 log = logging.getLogger("alert2voice.webhook")
 
@@ -49,6 +51,13 @@ async def _read_plan(request: web.Request, live: LiveConfig, result: list[str]) 
     return payload, the_plan
 
 
+async def _refresh(app: web.Application, names: list[str], now: datetime) -> None:
+    """Refresh the heartbeats the webhook's firing alerts matched (durably, before the 200)."""
+    for name in names:
+        with contextlib.suppress(KeyError):  # a reload removed it since the body was planned
+            await app[HEARTBEATS].refresh(name, now)
+
+
 async def handle_alerts(request: web.Request) -> web.Response:
     """POST /alerts: the Alertmanager webhook; 200 only once every implied call is durably queued."""
     app = request.app
@@ -67,12 +76,16 @@ async def handle_alerts(request: web.Request) -> web.Response:
     firing = sum(1 for a in parsed.alerts if a.firing)
     metrics.alerts_firing.inc(firing)
     metrics.alerts_resolved.inc(len(parsed.alerts) - firing)
+    now = app[CLOCK].now()
     try:
-        summary = await app[ADMISSION].accept(parsed, the_plan, app[CLOCK].now())
+        await _refresh(app, the_plan.beats, now)
+        summary = await app[ADMISSION].accept(parsed, the_plan, now)
     except (StoreUnavailable, Conflict) as exc:  # Conflict: a page kept changing under us (CAS_ATTEMPTS times)
         metrics.webhook["unavailable"].inc()
         log.error("store unavailable; answering 503 so Alertmanager retries", extra={"error": str(exc)})
         return error(503, "store unavailable, retry later")
+    if the_plan.beats:
+        summary["heartbeats"] = the_plan.beats
     metrics.webhook["accepted"].inc()
     # One line per webhook, naming every page it touched (key, route, result): at info when it changed
     # something, at debug when it changed nothing. Alertmanager resends every group each repeat_interval

@@ -1,0 +1,181 @@
+"""The dead-man's switch: heartbeats refreshed by matching alerts or POST /heartbeats/{name}, and the watcher
+that opens a page when one stops arriving.
+
+Last-seen times live in the store, so every replica watches the same heartbeats. A page's key and its one
+dedup claim derive from the heartbeat and the last-seen time it is missing since: every replica that sees
+the same silence (and a restarted one) builds the same page, and store.admit() lets one of them open it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from .alertmanager import Alert
+from .clock import Clock
+from .config import HEARTBEAT_ROUTE_PREFIX, Config, HeartbeatConfig
+from .dispatch import Dispatcher
+from .metrics import Metrics
+from .pages import Page, PageState, new_page, next_call
+from .routing import PlannedPage, alert_identity, claim_key, page_key
+from .store import Store, StoreUnavailable
+from .store.base import OpenPage
+
+log = logging.getLogger("alert2voice.heartbeats")
+
+# The watcher looks at the store at least this often: another replica's refresh may have armed a heartbeat
+# this one has not seen, and a missing heartbeat's dedup claim may have ended.
+RECHECK = timedelta(seconds=5)
+ALERTNAME = "HeartbeatMissing"
+
+Resolve = Callable[[OpenPage, bool, datetime], Awaitable[bool]]
+
+
+def timeout_words(span: timedelta) -> str:
+    """A timeout as it is said: "6 seconds", "5 minutes", "1 hour and 30 minutes"."""
+    seconds = int(span.total_seconds())
+    units = [(86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")]
+    parts = []
+    for size, unit in units:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}" if count == 1 else f"{count} {unit}s")
+    return " and ".join(parts[:2]) or "0 seconds"
+
+
+def outage_page(hb: HeartbeatConfig, last_seen: datetime, now: datetime) -> Page:
+    """The page for `hb` missing since `last_seen`: the same key and claim on every replica, for this outage only."""
+    route = hb.route
+    since = last_seen.astimezone(UTC).isoformat()
+    labels = {"alertname": ALERTNAME, "heartbeat": hb.name}
+    annotations = {"summary": f"No heartbeat from {hb.name} for {timeout_words(hb.timeout)}"}
+    alert = Alert(status="firing", labels=labels, annotations=annotations, startsAt=last_seen + hb.timeout)
+    planned = PlannedPage(route=route, group_key=route.name, key=page_key(route.name, route.name, [since]),
+                          firing=(alert,), resolved=(), identities=(alert_identity(labels, ()),),
+                          resolved_identities=(), claims=(claim_key(route.name, route.name, since),))
+    group = {"receiver": route.name, "groupLabels": labels, "commonLabels": labels,
+             "commonAnnotations": annotations, "externalURL": "", "truncatedAlerts": 0}
+    return new_page(planned, group, now)
+
+
+def is_up(hb: HeartbeatConfig, last_seen: datetime | None, now: datetime) -> bool:
+    """Whether a heartbeat is fine now: refreshed within its timeout (never seen is not fine)."""
+    return last_seen is not None and now < last_seen + hb.timeout
+
+
+class Heartbeats:
+    """One replica's heartbeats: refreshes, and the watcher loop that pages for the missing ones."""
+
+    def __init__(self, *, config: Callable[[], Config], store: Store, dispatcher: Dispatcher, metrics: Metrics,
+                 resolve: Resolve, clock: Clock | None = None) -> None:
+        self.config, self.store, self.dispatcher, self.metrics = config, store, dispatcher, metrics
+        self.resolve = resolve  # Admission.resolve: cancels pending calls, queues the resolved call
+        self.clock = clock or Clock()
+        self.wakeup = asyncio.Event()
+        self._settled = asyncio.Event()  # set while the loop waits with nothing missing left unopened
+        self.running = False
+        self.stopping = False
+
+    # ------------------------------------------------------------------------------------- refresh
+
+    async def refresh(self, name: str, now: datetime) -> int:
+        """A heartbeat arrived: record it and resolve its open pages; returns how many were resolved.
+
+        Raises KeyError for a name the config does not have, StoreUnavailable when it cannot be recorded.
+        """
+        hb = self.config().heartbeat(name)
+        if hb is None:
+            raise KeyError(name)
+        await self.store.beat(name, now)
+        route = hb.route
+        resolved = 0
+        for page in await self.store.by_group(route.name, route.name):
+            if await self.resolve(page, hb.send_resolved, now):
+                resolved += 1
+                log.info("heartbeat back; its page resolved", extra={"heartbeat": name, "page_key": page.key,
+                                                                      "route": route.name})
+        if resolved:
+            self.dispatcher.poke()  # a resolved call may be queued
+        self.poke()  # re-armed: the next deadline may be earlier than the one the watcher waits for
+        return resolved
+
+    # ------------------------------------------------------------------------------------- watcher
+
+    def poke(self) -> None:
+        """Look at the heartbeats now rather than at the next deadline."""
+        self.wakeup.set()
+
+    async def settled(self) -> None:
+        """Look now, and return once every heartbeat missing now has its page (tests move the clock first)."""
+        self._settled.clear()
+        self.poke()
+        await self._settled.wait()
+
+    async def run(self) -> None:
+        """Wake at the earliest deadline of the armed heartbeats (at least every RECHECK) until stopped."""
+        self.running = True
+        try:
+            while not self.stopping:
+                self.wakeup.clear()
+                now = self.clock.now()
+                try:
+                    nxt = await self.check(now)
+                except StoreUnavailable as exc:
+                    log.warning("store unavailable; heartbeats are checked again in 1s", extra={"error": str(exc)})
+                    nxt = now + timedelta(seconds=1)
+                wait = min(RECHECK, max(timedelta(0), nxt - now) if nxt is not None else RECHECK)
+                if not self.wakeup.is_set():
+                    self._settled.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=wait.total_seconds() or 0.001)
+        finally:
+            self.running = False
+            self._settled.set()
+
+    async def check(self, now: datetime) -> datetime | None:
+        """Open the page of every armed heartbeat missing now; return the next deadline of the others."""
+        cfg = self.config()
+        if not cfg.heartbeats:
+            return None
+        beats = await self.store.beats()
+        nxt: datetime | None = None
+        for hb in cfg.heartbeats:
+            last_seen = beats.get(hb.name)
+            if last_seen is None:
+                continue  # never seen: not armed
+            deadline = last_seen + hb.timeout
+            if deadline > now:
+                nxt = deadline if nxt is None else min(nxt, deadline)
+            else:
+                await self._open(cfg, hb, last_seen, now)
+        return nxt
+
+    async def _open(self, cfg: Config, hb: HeartbeatConfig, last_seen: datetime, now: datetime) -> None:
+        """Open the outage's page unless it is open already (here, on another replica, or before a restart)."""
+        page = outage_page(hb, last_seen, now)
+        if await self.store.seen(page.key, page.claims, now):
+            return
+        call = next_call(page, cfg, now)
+        dispatcher = self.dispatcher
+        # Held by this process when it places the first call at once, as Admission does for a webhook's page.
+        lease = dispatcher.lease() if call is not None and dispatcher.has_room() else None
+        if not await self.store.admit(page, page.claims, cfg.dedup.window, now, lease=lease):
+            result = "duplicate"  # another replica opened it between seen() and admit()
+        else:
+            result = ("called" if call is not None else
+                      "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts")
+            log.warning("heartbeat missing; page opened", extra={
+                "heartbeat": hb.name, "page_key": page.key, "route": page.route, "result": result,
+                "last_seen": last_seen.isoformat(), "timeout": hb.timeout.total_seconds()})
+            if call is not None:
+                dispatcher.submit(page)
+            dispatcher.poke()
+        self.metrics.page(page.route, result).inc()
+
+
+def heartbeat_of(page: Page) -> str | None:
+    """The name of the heartbeat a page is for, None for a page of a route."""
+    return page.route.removeprefix(HEARTBEAT_ROUTE_PREFIX) if page.route.startswith(HEARTBEAT_ROUTE_PREFIX) else None
