@@ -163,16 +163,23 @@ class Heartbeats:
         # Held by this process when it places the first call at once, as Admission does for a webhook's page.
         lease = dispatcher.lease() if call is not None and dispatcher.has_room() else None
         if not await self.store.admit(page, page.claims, cfg.dedup.window, now, lease=lease):
-            result = "duplicate"  # another replica opened it between seen() and admit()
-        else:
-            result = ("called" if call is not None else
-                      "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts")
-            log.warning("heartbeat missing; page opened", extra={
-                "heartbeat": hb.name, "page_key": page.key, "route": page.route, "result": result,
-                "last_seen": last_seen.isoformat(), "timeout": hb.timeout.total_seconds()})
-            if call is not None:
-                dispatcher.submit(page)
+            self.metrics.page(page.route, "duplicate").inc()  # another replica opened it between seen() and admit()
+            return
+        if (await self.store.beats()).get(hb.name, last_seen) > last_seen:
+            # A refresh reached another replica while this one opened the page (and found nothing to resolve
+            # yet): the heartbeat is back, so the page is resolved before anyone is called.
+            await self.resolve(OpenPage(page.key, tuple(page.identities)), False, now)
+            log.info("heartbeat came back as its page opened; resolved", extra={"heartbeat": hb.name,
+                                                                                   "page_key": page.key})
             dispatcher.poke()
+            return
+        result = "called" if call is not None else "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts"
+        log.warning("heartbeat missing; page opened", extra={
+            "heartbeat": hb.name, "page_key": page.key, "route": page.route, "result": result,
+            "last_seen": last_seen.isoformat(), "timeout": hb.timeout.total_seconds()})
+        if call is not None:
+            dispatcher.submit(page)
+        dispatcher.poke()
         self.metrics.page(page.route, result).inc()
 
 

@@ -220,6 +220,24 @@ async def test_two_replicas_on_one_store_open_one_page():
         await asyncio.gather(a.stop(), b.stop())
 
 
+async def test_a_refresh_on_another_replica_while_the_page_opens_resolves_it_before_anyone_is_called(replica):
+    await replica.refresh()
+    replica.clock.advance(6)
+    admit = replica.store.admit
+
+    async def refreshed_meanwhile(*args, **kwargs):
+        # Replica B takes the Watchdog between this watcher's read of the beats and its admit: B finds no
+        # page to resolve yet.
+        await replica.store.beat("alertmanager-watchdog", replica.clock.now())
+        return await admit(*args, **kwargs)
+
+    replica.store.admit = refreshed_meanwhile
+    await replica.settle()
+    assert replica.provider.requests == []
+    [page] = await heartbeat_pages(replica.store)
+    assert page.state is PageState.RESOLVED
+
+
 async def test_a_restart_while_missing_keeps_one_page():
     first = Replica(config_with())
     await first.refresh()
