@@ -151,6 +151,7 @@ class Paused:
         dispatcher.placer.limiter.sleep = self.sleep
 
     async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)  # what was sent before the wait (the lease's renewal) is answered before it
         self.clock.advance(self.by)
         self.waiting.set()
         await self.resume.wait()

@@ -24,7 +24,10 @@ class RateLimiter:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.take, self.now, self.sleep = take, now, sleep
 
-    async def acquire(self, per_second: float) -> None:
-        """Wait until a request may be sent at the rate in force now (a reload may change it)."""
+    async def acquire(self, per_second: float) -> bool:
+        """Wait until a request may be sent at the rate in force now (a reload may change it); True if it waited."""
+        waited = False
         while (wait := await self.take(self.now(), per_second, max(1.0, per_second))) > 0:
             await self.sleep(wait)
+            waited = True
+        return waited

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
@@ -73,10 +74,8 @@ class Placer:
         """Send one attempt whose throttle slot was counted at `now`; True when the provider accepted it."""
         ctx = self.ctx
         call.tries += 1
-        await self.limiter.acquire(cfg.provider.rate_limit.per_second)
         try:
-            # After any wait, and before the request: the lease now outlasts the request (lease_span).
-            await ctx.hold(page, cfg)
+            await self._clear_to_send(page, cfg)
         except Conflict:
             await ctx.store.unreserve_call(call.number, now)
             raise
@@ -90,6 +89,23 @@ class Placer:
             return False
         ctx.accepted(page, call, cfg, accepted, ctx.clock.now())
         return True
+
+    async def _clear_to_send(self, page: Page, cfg: Config) -> None:
+        """Take a token of the provider's rate limit and renew the page's lease, so that it outlasts the request
+        (lease_span); Conflict when another replica took the page over.
+
+        Both at once (on Redis, two writes wait for one fsync rather than two); the lease is renewed again
+        after a wait for a token, which may have been long.
+        """
+        ctx = self.ctx
+        held = asyncio.ensure_future(ctx.hold(page, cfg))
+        try:
+            waited = await self.limiter.acquire(cfg.provider.rate_limit.per_second)
+        finally:
+            await asyncio.wait({held})
+        held.result()
+        if waited:
+            await ctx.hold(page, cfg)
 
     def _failed_try(self, page: Page, call: Call, cfg: Config, exc: ProviderError, now: datetime) -> None:
         ctx = self.ctx
