@@ -117,6 +117,13 @@ def _read_secret_file(path: Path, info: ValidationInfo, key: str) -> SecretStr:
     return SecretStr(text.removesuffix("\n").removesuffix("\r"))
 
 
+def _at_least(value: timedelta, minimum: timedelta, name: str) -> timedelta:
+    """A duration no shorter than `minimum`, or the ValueError that says so."""
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {format_duration(minimum)}")
+    return value
+
+
 def _secret(model: BaseModel, name: str, info: ValidationInfo, *, required: bool = False) -> None:
     """Resolve `name` / `name_file` into `name` (a SecretStr), refusing both at once."""
     inline, file = getattr(model, name), getattr(model, f"{name}_file")
@@ -427,12 +434,7 @@ class RotationConfig(_Model):
     timezone: TimeZone = ZoneInfo("UTC")
     overrides: list[OverrideConfig] = Field(default_factory=list)
 
-    @field_validator("shift")
-    @classmethod
-    def _shift(cls, v: timedelta) -> timedelta:
-        if v < timedelta(minutes=1):
-            raise ValueError("shift must be at least 1m")
-        return v
+    _shift = field_validator("shift")(lambda v: _at_least(v, timedelta(minutes=1), "shift"))
 
     def rotation(self, name: str) -> oncall.Rotation:
         """This rotation as the on-call calculator's value object."""
@@ -526,12 +528,7 @@ class HeartbeatConfig(_Model):
     send_resolved: bool = False
     _route: RouteConfig | None = PrivateAttr(default=None)
 
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: timedelta) -> timedelta:
-        if v < timedelta(seconds=1):
-            raise ValueError("timeout must be at least 1s")
-        return v
+    _timeout = field_validator("timeout")(lambda v: _at_least(v, timedelta(seconds=1), "timeout"))
 
     @property
     def route(self) -> RouteConfig:
