@@ -23,16 +23,22 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
-# Only what the wheel is built from (.dockerignore keeps the rest of the context out).
+# The dependencies first, from the lock alone: every file's hash is checked (`make lock` writes it), and the
+# layer stays cached until the lock changes. Every dependency ships binary wheels for amd64 and arm64, so no
+# compiler is needed, in this stage or the next (--only-binary makes sure of it).
+COPY requirements.lock ./
+RUN python -m venv /opt/alert2voice \
+    && /opt/alert2voice/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock
+
+# Then the project, built as a wheel so the venv holds an ordinary install, not a link to /src, and installed
+# without its dependencies: they all come from the lock, and `pip check` fails the build if the lock no
+# longer satisfies the wheel's requirements. pip byte-compiles what it installs, so the read-only final
+# image never writes .pyc files. (.dockerignore keeps the rest of the context out.)
 COPY pyproject.toml README.md ./
 COPY alert2voice ./alert2voice
-
-# Every dependency ships binary wheels for amd64 and arm64: no compiler is needed, in this stage or
-# the next. The project is built as a wheel first so the venv holds an ordinary install, not a link
-# to /src. pip byte-compiles what it installs, so the read-only final image never writes .pyc files.
-RUN python -m venv /opt/alert2voice \
-    && /opt/alert2voice/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
-    && /opt/alert2voice/bin/pip install /tmp/wheels/alert2voice-*.whl \
+RUN /opt/alert2voice/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
+    && /opt/alert2voice/bin/pip install --no-deps /tmp/wheels/alert2voice-*.whl \
+    && /opt/alert2voice/bin/pip check \
     && /opt/alert2voice/bin/alert2voice --version
 
 # ---------------------------------------------------------------------------------------------- final

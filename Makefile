@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check-config system-deps clean deploy-deps deploy-check bench bench-deps
+.PHONY: run test lint lock check-config system-deps clean deploy-deps deploy-check bench bench-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ deploy-check: $(STAMP) system-deps deploy-deps
 test: $(STAMP) system-deps deploy-deps
 	$(BIN)/ruff check alert2voice tests bench scripts
 	$(BIN)/python -m pytest
+
+# requirements.lock: the runtime dependencies of the image (Python 3.11, linux x86_64), pinned with hashes by
+# uv from pyproject.toml. Pins are kept where they still fit; `make lock LOCK_ARGS=--upgrade` moves them all.
+lock: $(STAMP)
+	$(BIN)/python scripts/lock.py write $(LOCK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check alert2voice tests bench scripts

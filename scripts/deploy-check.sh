@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Check what ships, without Docker or a cluster:
+#   - requirements.lock agrees with pyproject.toml's runtime dependencies (scripts/lock.py check)
 #   - hadolint on the Dockerfile
 #   - render deploy/base, deploy/ha, deploy/sidecar and deploy/ingress with kustomize (kubectl's
 #     built-in one, or kustomize)
@@ -9,7 +10,8 @@
 #   - alert2voice check-config on the three configs (base, ha, sidecar), with dummy files for their
 #     secrets (a redis:// URL for store.url_file)
 #   - amtool check-config on deploy/alertmanager/alertmanager.yml
-#   - with --image: the Dockerfile's build steps replayed into a temporary venv, then the service
+#   - with --image: the Dockerfile's build steps replayed into a temporary venv (dependencies from the
+#     lock, hashes checked), the wheel's templates, --help and check-config checked, then the service
 #     started, probed (/-/healthy, /-/ready, HEALTHCHECK) and stopped (tests/test_deploy.py does it)
 #
 # Usage: scripts/deploy-check.sh [--image] [--out DIR]   (rendered manifests kept in DIR)
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --image) image=1 ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "deploy-check: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -44,6 +46,9 @@ missing() {
   if [ "$ci" = 1 ]; then bad "$* (CI=true: required)"; else echo "skip  $*" >&2; fi
 }
 tool() { command -v "$1" 2>/dev/null || { [ -x ".venv/bin/$1" ] && echo ".venv/bin/$1"; } || true; }
+
+# ---------------------------------------------------------------------------------------- lock
+if "$PY" scripts/lock.py check; then ok "requirements.lock matches pyproject.toml"; else bad "requirements.lock"; fi
 
 # ---------------------------------------------------------------------------------------- Dockerfile
 hadolint=$(tool hadolint)
@@ -159,8 +164,8 @@ fi
 
 # ----------------------------------------------------------------------------------------- image
 if [ "$image" = 1 ]; then
-  if "$PY" -m pytest -q -p no:cacheprovider tests/test_deploy.py -k image_build_steps; then
-    ok "Dockerfile build steps replayed, service probed and stopped"
+  if "$PY" -m pytest -q -p no:cacheprovider tests/test_deploy.py -k test_image_; then
+    ok "Dockerfile build steps replayed (from the lock), wheel checked, service probed and stopped"
   else
     bad "image smoke test"
   fi

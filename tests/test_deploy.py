@@ -19,8 +19,10 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,8 +33,10 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import redis
 import yaml
+from packaging.utils import canonicalize_name
 
 from alert2voice.metrics import Metrics
+from scripts import lock
 from tests.e2e_support import LOOPBACK, Process, alert2voice_command, free_port, in_ci, skip_or_fail, wait_http_ok
 from tests.redis_support import require_redis_server
 
@@ -203,6 +207,18 @@ def test_dockerignore_keeps_only_the_build_inputs(dockerfile):
     assert "**/__pycache__" in lines
 
 
+def test_build_installs_the_lock_with_hashes_then_the_wheel_alone(dockerfile):
+    """Dependencies come only from requirements.lock, hash-checked and as wheels; the project's wheel adds none."""
+    build, _ = _stages(dockerfile)
+    runs = [" ".join(step.args.split()) for step in build.all("RUN")]
+    copies = [step.args.split()[:-1] for step in build.all("COPY")]
+    assert copies[0] == ["requirements.lock"], "the lock alone first: its layer is cached until it changes"
+    assert any("pip install --require-hashes --only-binary=:all: -r requirements.lock" in run for run in runs), runs
+    wheel_installs = [part for run in runs for part in run.split("&&") if "pip install" in part and ".whl" in part]
+    assert wheel_installs and all("--no-deps" in part for part in wheel_installs), wheel_installs
+    assert any("pip check" in run for run in runs), "the build fails if the lock no longer satisfies the wheel"
+
+
 def test_hadolint():
     hadolint = _tool("hadolint")
     if hadolint is None:
@@ -258,11 +274,30 @@ def _smoke_config(root: Path, listen: str, simulator: str, overlay: str = "base"
     return json.loads(_relocate(json.dumps(config, default=str), root))
 
 
-def test_image_build_steps_and_service_without_docker(dockerfile, tmp_path):
-    """Replay the Dockerfile's COPY and RUN steps into a stand-in root, then run ENTRYPOINT + CMD, probe it,
-    run the HEALTHCHECK, and stop it with SIGTERM: a clean exit, and nothing written outside the state volume."""
-    build, final = _stages(dockerfile)
-    root = tmp_path / "root"
+def _copy_into(sources: list[str], target: Path, into_dir: bool) -> None:
+    """COPY: each source from the build context (the repository) to `target`."""
+    for src in sources:
+        path = REPO / src
+        if path.is_dir():
+            shutil.copytree(path, target / path.name if into_dir else target,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / path.name)
+
+
+@dataclass
+class Image:
+    root: Path  # the stand-in for the image's filesystem
+    venv: Path  # /opt/alert2voice under root
+
+
+@pytest.fixture(scope="module")
+def image(dockerfile, tmp_path_factory) -> Image:
+    """The Dockerfile's build stage replayed once (WORKDIR, COPY from the context, RUN) into a stand-in root."""
+    build, _ = _stages(dockerfile)
+    home = tmp_path_factory.mktemp("image")
+    root = home / "root"
     # `python` of the base image: this machine's Python 3.11 (the base interpreter, not the test venv).
     usr_bin = root / "usr" / "local" / "bin"
     usr_bin.mkdir(parents=True)
@@ -271,8 +306,7 @@ def test_image_build_steps_and_service_without_docker(dockerfile, tmp_path):
     (usr_bin / "python").symlink_to(base_python)
     (usr_bin / "python3").symlink_to(base_python)
 
-    # ---- build stage: WORKDIR, COPY from the context, RUN.
-    env = _env_of(build, {"PATH": f"{usr_bin}:{os.environ['PATH']}", "HOME": str(tmp_path)})
+    env = _env_of(build, {"PATH": f"{usr_bin}:{os.environ['PATH']}", "HOME": str(home)})
     env.pop("PIP_NO_CACHE_DIR", None)  # the image build starts clean; here pip may reuse its local cache
     workdir = root
     for step in build.steps:
@@ -283,14 +317,7 @@ def test_image_build_steps_and_service_without_docker(dockerfile, tmp_path):
             *sources, dest = step.args.split()
             assert not any(s.startswith("--") for s in sources), f"line {step.line}: unsupported COPY flags"
             target = workdir / dest if not dest.startswith("/") else Path(_relocate(dest, root))
-            for src in sources:
-                path = REPO / src
-                if path.is_dir():
-                    shutil.copytree(path, target if not dest.endswith("/") else target / path.name,
-                                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-                else:
-                    target.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, target / path.name)
+            _copy_into(sources, target, into_dir=dest.endswith("/"))
         elif step.op == "RUN":
             command = _relocate(step.args, root)
             result = subprocess.run(["/bin/sh", "-c", command], cwd=workdir, env=env, capture_output=True,
@@ -300,13 +327,62 @@ def test_image_build_steps_and_service_without_docker(dockerfile, tmp_path):
             assert step.op in ("ENV", "ARG", "LABEL"), f"line {step.line}: {step.op} not replayed by this test"
     venv = root / "opt" / "alert2voice"
     assert (venv / "bin" / "alert2voice").exists()
-    # The venv holds a real install of the wheel, not a link back to the source tree.
-    assert not list(venv.glob("lib/python3.11/site-packages/__editable__*"))
+    return Image(root, venv)
 
+
+def _installed(venv: Path) -> dict[str, str]:
+    """The venv's distributions (canonical name: version), read from their metadata by the venv's Python."""
+    script = "import importlib.metadata as m, json; print(json.dumps({d.name: d.version for d in m.distributions()}))"
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, check=True,
+                         timeout=60).stdout
+    return {canonicalize_name(name): version for name, version in json.loads(out).items()}
+
+
+def test_image_installs_exactly_the_lock_then_the_wheel(image):
+    """The venv holds the lock's pins, the wheel (not a link to the source tree) and the venv's own installers:
+    nothing else, and every pin at its locked version (installed with --require-hashes: every hash checked)."""
+    locked = {name: pin.version for name, pin in lock.pins(lock.LOCK.read_text()).items()}
+    installed = _installed(image.venv)
+    assert installed.pop("alert2voice") == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    for own in ("pip", "setuptools"):  # what `python -m venv` puts in (3.11 bundles setuptools too)
+        installed.pop(own, None)
+    assert installed == locked
+    assert not list(image.venv.glob("lib/python3.11/site-packages/__editable__*"))
+
+
+def test_image_wheel_carries_the_templates_and_runs_in_the_clean_venv(image, tmp_path):
+    """The wheel the build made packages the built-in templates; its `alert2voice` answers --help and checks
+    config.example.yaml from a directory that is not the source tree."""
+    wheels = list((image.root / "tmp" / "wheels").glob("alert2voice-*.whl"))
+    assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        packaged = {name for name in wheel.namelist() if name.startswith("alert2voice/templates/")}
+    shipped = {f"alert2voice/templates/{p.name}" for p in (REPO / "alert2voice" / "templates").glob("*.j2")}
+    assert shipped and packaged >= shipped
+    config = tmp_path / "config.example.yaml"
+    shutil.copy2(REPO / "config.example.yaml", config)
+    cli = str(image.venv / "bin" / "alert2voice")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    helped = subprocess.run([cli, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "check-config" in helped.stdout, helped.stdout + helped.stderr
+    checked = subprocess.run([cli, "check-config", str(config)], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "OK" in checked.stdout and "templates rendered" in checked.stdout
+    origin = subprocess.run([str(image.venv / "bin" / "python"), "-c", "import alert2voice; print(alert2voice.__file__)"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert Path(origin.strip()).is_relative_to(image.venv), origin
+
+
+def test_image_build_steps_and_service_without_docker(dockerfile, image, tmp_path):
+    """Run the replayed image's ENTRYPOINT + CMD, probe it, run the HEALTHCHECK, and stop it with SIGTERM: a clean
+    exit, and nothing written outside the state volume."""
+    _, final = _stages(dockerfile)
+    root, venv = image.root, image.venv
     # ---- final stage: the venv stays at the same path (checked in test_final_stage_has_no_build_tools);
     # its RUN creates the user and the state directory, which needs root: here the directories only.
     state = root / "var" / "lib" / "alert2voice"
-    state.mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)
     (root / "etc" / "alert2voice").mkdir(parents=True, exist_ok=True)
     (root / "tmp").mkdir(exist_ok=True)
     run_env = _env_of(final, {"PATH": os.environ["PATH"], "HOME": str(state), "TMPDIR": str(root / "tmp")})
