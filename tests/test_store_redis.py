@@ -24,6 +24,7 @@ from alert2voice.store import StoreUnavailable
 from alert2voice.store import redis as redis_store
 from alert2voice.store.base import Lease, OpenPage, Tier
 from alert2voice.store.redis import RETAIN, RedisStore
+from alert2voice.store.redis_cache import LookCache
 from alert2voice.store.redis_url import parse_sentinel_url
 from tests.e2e_support import eventually
 from tests.redis_support import (
@@ -458,3 +459,131 @@ async def test_the_store_finds_its_redis_through_a_sentinel(server, tmp_path):
     finally:
         client.acl_deluser(user)
         client.close()
+
+
+# ------------------------------------------------------------------------------- remembered duplicates
+
+GROUP = "{}:{alertname=\"Down\"}"
+
+
+def evalsha_calls(client) -> int:
+    """How many scripts Redis has run (every store operation on pages is one)."""
+    return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+async def live(store: RedisStore) -> None:
+    """Wait until the store's subscription is confirmed: only then does it remember duplicates."""
+    await eventually(until(lambda: store.cache.live), "the subscription confirmed")
+
+
+async def admitted_and_remembered(store: RedisStore, key: str = "p", claims=("c",)) -> None:
+    await live(store)
+    assert await store.admit(make_page(key, due_at=T0, group_key=GROUP), list(claims), WINDOW, T0)
+    # The admit's own invalidation (the group gained a page) comes back through Redis: resends come later.
+    generation = store.cache.generation
+    await eventually(until(lambda: store.cache.generation > generation), "the admit's invalidation")
+    assert (await store.look("db", GROUP, key, list(claims), at(1)))[1]  # fetched, and remembered
+
+
+async def test_a_resend_is_answered_from_memory_until_its_claims_expire(server):
+    client = server.client()
+    try:
+        async with opened(server) as a:
+            await admitted_and_remembered(a)
+            before = evalsha_calls(client)
+            pages, seen = await a.look("db", GROUP, "p", ["c"], at(2))
+            assert seen and keys_of(pages) == ["p"] and evalsha_calls(client) == before  # no round trip
+            # At the claim's expiry the answer is Redis's again (the page is still active: a duplicate).
+            assert (await a.look("db", GROUP, "p", ["c"], T0 + WINDOW))[1]
+            assert evalsha_calls(client) == before + 1
+    finally:
+        client.close()
+
+
+async def test_claims_released_on_another_replica_are_not_answered_from_memory(server):
+    prefix = fresh_prefix()
+    async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b:
+        await admitted_and_remembered(a)
+        page = await b.get("p")
+        page.state, page.due_at, page.resolved_at = PageState.RESOLVED, None, at(2)
+        await b.put(page)
+        await b.release(["c"])  # B resolved it: the same alerts firing again must page again
+        # Within a second (without the invalidation it would be reused for MAX_AGE, 5 s).
+        await eventually(until_async(lambda: not_seen(a, "p", ["c"], at(3))), "a's answer forgotten", within=1.0)
+
+
+async def test_a_page_joining_the_group_on_another_replica_is_not_answered_from_memory(server):
+    prefix = fresh_prefix()
+    async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b:
+        await admitted_and_remembered(a)
+        assert await b.admit(make_page("q", due_at=T0, group_key=GROUP), ["d"], WINDOW, at(2))
+
+        async def lists_q() -> bool:
+            return keys_of((await a.look("db", GROUP, "p", ["c"], at(3)))[0]) == ["p", "q"]
+
+        await eventually(until_async(lists_q), "q in a's answer for the group", within=1.0)
+
+
+async def test_a_replicas_own_resolution_is_not_answered_from_memory_even_for_a_moment(server):
+    async with opened(server) as a:
+        await admitted_and_remembered(a)
+        page = await a.get("p")
+        page.state, page.due_at, page.resolved_at = PageState.RESOLVED, None, at(2)
+        await a.put(page)
+        await a.release(["c"])
+        assert await a.look("db", GROUP, "p", ["c"], at(3)) == ([], False)  # at once: no message awaited
+
+
+async def test_an_answer_fetched_while_an_invalidation_arrived_is_not_remembered(server, monkeypatch):
+    client = server.client()
+    try:
+        async with opened(server) as a:
+            await admitted_and_remembered(a)
+            a.cache.invalidate("*")
+            script = a._script
+
+            async def invalidated_meanwhile(name, keys, args):
+                result = await script(name, keys, args)
+                if name == "look":
+                    a.cache.invalidate(a.keys.group("db", GROUP))  # another replica's admit, read meanwhile
+                return result
+
+            monkeypatch.setattr(a, "_script", invalidated_meanwhile)
+            assert (await a.look("db", GROUP, "p", ["c"], at(1)))[1]
+            before = evalsha_calls(client)
+            assert (await a.look("db", GROUP, "p", ["c"], at(2)))[1]
+            assert evalsha_calls(client) == before + 1  # asked Redis again: nothing was kept
+    finally:
+        client.close()
+
+
+async def test_what_was_remembered_is_forgotten_when_the_subscription_drops(own_server, monkeypatch):
+    client = own_server.client()
+    try:
+        async with opened(own_server) as a:
+            await admitted_and_remembered(a)
+            dark = []
+            monkeypatch.setattr(a.cache, "dark", lambda real=a.cache.dark: (dark.append(1), real()))
+            client.client_kill_filter(_type="pubsub")  # invalidations published now would be missed
+            await eventually(until(lambda: dark), "the subscription lost")
+            await live(a)  # subscribed again by itself
+            before = evalsha_calls(client)
+            assert (await a.look("db", GROUP, "p", ["c"], at(2)))[1]
+            assert evalsha_calls(client) == before + 1  # asked Redis: nothing from before the gap was kept
+            assert not LookCache(monotonic=lambda: 0.0).live  # and a cache never subscribed keeps nothing
+    finally:
+        client.close()
+
+
+def keys_of(pages) -> list[str]:
+    return [p.key for p in pages]
+
+
+def until_async(check: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[object]]:
+    async def probe() -> object:
+        return True if await check() else None
+    return probe
+
+
+async def not_seen(store: RedisStore, key: str, claims, now) -> bool:
+    return not (await store.look("db", GROUP, key, list(claims), now))[1]

@@ -21,7 +21,8 @@ Key layout (prefix `a2v:` by default; times are Unix seconds):
     storm:<number>    hash: release (ISO 8601), keys, leader; RETAIN after its last change.
     tokens            hash: the provider's token bucket (tokens, t); expires once it would be full again.
     beats             hash: each heartbeat's last-seen time, by heartbeat name; no TTL.
-    wake              the pub/sub channel of wake-ups; a message is the sender's instance id.
+    wake              the pub/sub channel of wake-ups (a message is the sender's instance id) and of
+                      invalidations of remembered duplicates ("look|<group key>" or "look|*"; redis_cache.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -57,6 +58,7 @@ from ..pages import FINAL_PAGE_STATES, Page
 from . import redis_scripts as lua
 from .base import Conflict, Lease, OpenPage, StoreUnavailable, StormBatch, Tier
 from .codec import dump_page, load_page
+from .redis_cache import EVERYTHING, LookCache
 from .redis_url import SentinelTarget, check_url, parse_sentinel_url
 
 log = logging.getLogger("alert2voice.store")
@@ -173,6 +175,7 @@ class RedisStore:
         self._wakeups: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._durability_checked = False
+        self.cache = LookCache(live_within=WAKE_PING + 2 * socket_timeout)  # remembered duplicates
         # redis-py refuses a command beyond max_connections ("Too many connections") rather than wait for one.
         self._slots = asyncio.Semaphore(POOL)
 
@@ -309,8 +312,9 @@ class RedisStore:
         """Hold the claims until now + window and save the page, unless all are held or the page is active."""
         keys, args = self._save_args(page, lease)
         claim_keys = [self.keys.claim(c) for c in claims]
-        version = await self._script("admit", [*keys[:6], self.keys.claims, *claim_keys, *keys[6:]],
-                                     [*args, _ts(now), _ts(now + window), _ms(window), len(claim_keys)])
+        with self._changing(keys[4]):
+            version = await self._script("admit", [*keys[:6], self.keys.claims, *claim_keys, *keys[6:]],
+                                         [*args, _ts(now), _ts(now + window), _ms(window), len(claim_keys)])
         if not version:
             return False
         page.version = int(version)
@@ -323,7 +327,22 @@ class RedisStore:
 
     async def release(self, claims: Sequence[str]) -> None:
         """Drop these dedup claims."""
-        await self._script("release", [self.keys.claims, *(self.keys.claim(c) for c in claims)], [])
+        with self._changing(EVERYTHING):
+            await self._script("release", [self.keys.claims, *(self.keys.claim(c) for c in claims)], [self.keys.wake])
+
+    @contextlib.contextmanager
+    def _changing(self, group: str | None) -> Iterator[None]:
+        """Around a write that may change what look() says of a group (or of every one): remembered answers
+        are forgotten before it (none fetched meanwhile is kept) and after it (before its own invalidation
+        comes back through Redis)."""
+        if group is None:
+            yield
+            return
+        self.cache.invalidate(group)
+        try:
+            yield
+        finally:
+            self.cache.invalidate(group)
 
     def _save_args(self, page: Page, lease: Lease | None) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the save step that admit and put share (see redis_scripts._SAVE)."""
@@ -342,7 +361,8 @@ class RedisStore:
         """Compare-and-set at the version read; index the calls, release the lease (or keep it under `lease`),
         keep the indexes in step; due work written without a lease wakes the other replicas."""
         keys, args = self._save_args(page, lease)
-        version = await self._script("put", keys, [*args, page.version])
+        with self._changing(keys[4] if page.resolved_at is not None else None):
+            version = await self._script("put", keys, [*args, page.version])
         if version < 0:
             raise Conflict(f"page {page.key[:12]} changed since it was read (version {page.version})")
         page.version = int(version)
@@ -359,10 +379,17 @@ class RedisStore:
     async def look(self, route: str, group_key: str, key: str, claims: Sequence[str],
                    now: datetime) -> tuple[list[OpenPage], bool]:
         """by_group() and seen() in one script: one round trip per planned page of a resend."""
-        held, *flat = await self._script(
-            "look", [self.keys.group(route, group_key), self.keys.page(key), *(self.keys.claim(c) for c in claims)],
-            [self.keys.pages, _ts(now)])
-        return _open_pages(flat), bool(held)
+        group, cache = self.keys.group(route, group_key), self.cache
+        remembered = cache.get(group, key, now.timestamp())
+        if remembered is not None:
+            return remembered, True
+        generation = cache.generation
+        held, until, *flat = await self._script(
+            "look", [group, self.keys.page(key), *(self.keys.claim(c) for c in claims)], [self.keys.pages, _ts(now)])
+        pages = _open_pages(flat)
+        if until:
+            cache.put(group, key, pages, float(until), generation)
+        return pages, bool(held)
 
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
         """The key of the page holding the call with this correlationId (tried first) or messageId."""
@@ -403,9 +430,10 @@ class RedisStore:
         """Forget finished pages last updated before `before` and claims expired by then, in chunks."""
         removed = 0
         while True:
-            pages, done, claims = await self._script(
-                "purge", [self.keys.done, self.keys.claims, self.keys.recent],
-                [self.keys.pages, _ts(before), PURGE_CHUNK, self.keys.calls])
+            with self._changing(EVERYTHING):
+                pages, done, claims = await self._script(
+                    "purge", [self.keys.done, self.keys.claims, self.keys.recent],
+                    [self.keys.pages, _ts(before), PURGE_CHUNK, self.keys.calls, self.keys.wake])
             removed += pages
             if done < PURGE_CHUNK and claims < PURGE_CHUNK:
                 return removed
@@ -485,7 +513,7 @@ class RedisStore:
             assert self._redis is not None
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(self.keys.wake)
+                await pubsub.subscribe(self.keys.wake)  # its confirmation, read by _pump, makes the cache live
                 with contextlib.suppress(StoreUnavailable):
                     await self._check_durability()  # if Redis did not answer at open()
                 if subscribed_before:
@@ -496,6 +524,7 @@ class RedisStore:
                 log.debug("wake-up subscription lost; reconnecting", extra={"error": str(self._unavailable(
                     "subscribe", exc))})
             finally:
+                self.cache.dark()  # invalidations may be missed until subscribed again
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
             await asyncio.sleep(delay)
@@ -510,7 +539,13 @@ class RedisStore:
                 message = await pubsub.get_message(timeout=self.socket_timeout)
                 if message is None:
                     raise TimeoutError("no answer to PING on the wake-up subscription")
-            if message["type"] == "message" and message["data"] != self.instance:
+            self.cache.heard()  # the confirmation of the subscription, a message, a PONG: invalidations arrive
+            if message["type"] != "message":
+                continue
+            data = message["data"]
+            if data.startswith("look|"):
+                self.cache.invalidate(data.removeprefix("look|"))
+            elif data != self.instance:
                 self._wake()
 
     # ------------------------------------------------------------------------------------ heartbeats

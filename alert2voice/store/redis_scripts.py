@@ -52,7 +52,9 @@ local function save(version, first_call)
     seq = redis.call('INCR', KEYS[6])
     redis.call('HSET', page, 'seq', seq)
   end
-  if ARGV[8] == '1' then redis.call('ZREM', KEYS[5], key) else redis.call('ZADD', KEYS[5], seq, key) end
+  local moved  -- the page joined or left its group's unresolved pages: what replicas remember of it is stale
+  if ARGV[8] == '1' then moved = redis.call('ZREM', KEYS[5], key) else moved = redis.call('ZADD', KEYS[5], seq, key) end
+  if moved > 0 then redis.call('PUBLISH', ARGV[15], 'look|' .. KEYS[5]) end
   redis.call('ZADD', KEYS[3], ARGV[7], key)
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[12]) + 1))
   for i = first_call, #KEYS do
@@ -95,13 +97,20 @@ return version
 """
 
 _HELD = r"""
-local function held(page, first_claim, now)  -- 1 when admit() would refuse: the page active, or every claim held
-  if redis.call('HGET', KEYS[page], 'st') == 'active' then return 1 end
+local function claims_until(first_claim, now)  -- the earliest expiry of the claims if every one is held, else nil
+  local earliest = nil
   for i = first_claim, #KEYS do
     local until_ = redis.call('GET', KEYS[i])
-    if not until_ or tonumber(until_) <= tonumber(now) then return 0 end
+    if not until_ or tonumber(until_) <= tonumber(now) then return nil end
+    if not earliest or tonumber(until_) < tonumber(earliest) then earliest = until_ end
   end
-  return 1
+  return earliest
+end
+
+local function held(page, first_claim, now)  -- 1 when admit() would refuse: the page active, or every claim held
+  if redis.call('HGET', KEYS[page], 'st') == 'active' then return 1 end
+  if claims_until(first_claim, now) then return 1 end
+  return 0
 end
 """
 
@@ -124,12 +133,13 @@ end
 # KEYS: page, claim keys. ARGV: now. 1 when admit() would refuse.
 SEEN = _HELD + "return held(1, 2, ARGV[1])"
 
-# KEYS: claims, claim keys.
+# KEYS: claims, claim keys. ARGV: the wake-up channel (every replica forgets its remembered duplicates).
 RELEASE = r"""
 for i = 2, #KEYS do
   redis.call('DEL', KEYS[i])
   redis.call('ZREM', KEYS[1], KEYS[i])
 end
+redis.call('PUBLISH', ARGV[1], 'look|*')
 return 0
 """
 
@@ -183,6 +193,7 @@ BY_GROUP = _OPEN + "return open_pages(KEYS[1], ARGV[1])"
 # held (as SEEN) and then BY_GROUP's pairs.
 LOOK = _HELD + _OPEN + r"""
 local out = open_pages(KEYS[1], ARGV[1])
+table.insert(out, 1, claims_until(3, ARGV[2]) or '')  -- how long a replica may reuse a "duplicate" (redis_cache)
 table.insert(out, 1, held(2, 3, ARGV[2]))
 return out
 """
@@ -208,8 +219,8 @@ for _, key in ipairs(gone) do redis.call('ZREM', KEYS[1], key) end
 return out
 """
 
-# KEYS: done, claims, recent. ARGV: prefix, before, chunk, call-key prefix. Returns pages removed,
-# done entries and claims looked at.
+# KEYS: done, claims, recent. ARGV: prefix, before, chunk, call-key prefix, wake-up channel. Returns pages
+# removed, done entries and claims looked at.
 PURGE = r"""
 local before = tonumber(ARGV[2])
 local done = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
@@ -236,6 +247,7 @@ for _, claim in ipairs(claims) do
   if until_ and tonumber(until_) <= before then redis.call('DEL', claim) end
   redis.call('ZREM', KEYS[2], claim)
 end
+if removed > 0 or #claims > 0 then redis.call('PUBLISH', ARGV[5], 'look|*') end
 return {removed, #done, #claims}
 """
 
