@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry
 
 from alert2voice.config import ConfigError, load_config
@@ -22,7 +21,7 @@ from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import LIVE
-from tests.e2e_support import skip_or_fail
+from tests.e2e_support import eventually, require_alertmanager, running_stack, skip_or_fail, start_alertmanager
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, payload
 
 JSON = {"Content-Type": "application/json"}
@@ -255,5 +254,33 @@ async def test_a_client_ca_added_by_reload_asks_new_connections_for_certificates
     assert (await post_alerts(http, served, client_context(pki, "alertmanager")))[0] == 200
 
 
-def write_yaml(path: Path, data: Any) -> None:
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.e2e
+async def test_alertmanager_with_a_client_certificate_pages_over_https(request, pki, tmp_path):
+    """Real Alertmanager (tls_config: ca_file, cert_file, key_file) -> `alert2voice serve` over HTTPS -> simulator."""
+    require_alertmanager()
+    tls = {"cert_file": str(pki.dir / "server.pem"), "key_file": str(pki.dir / "server.key"),
+           "client_ca_file": str(pki.dir / "client-ca.pem")}
+    trust = client_context(pki)
+    (tmp_path / "stack").mkdir()
+    with running_stack(request, tmp_path / "stack", store="memory", tls=tls, trust=trust) as stack:
+        am = start_alertmanager(tmp_path, stack, "alertmanager-tls", tls_config={
+            "ca_file": str(pki.dir / "server-ca.pem"), "cert_file": str(pki.dir / "alertmanager.pem"),
+            "key_file": str(pki.dir / "alertmanager.key")})
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as http:
+                await am.fire(http, {"alertname": "TlsPage", "team": "payments", "severity": "critical"})
+
+                async def called() -> list[dict[str, Any]]:
+                    return [c for c in await stack.sim_calls(http) if stack.number in json.dumps(c)]
+
+                await eventually(called, "the simulator to receive the call Alertmanager's webhook placed")
+                pages = await stack.pages_for(http, "TlsPage")
+                assert len(pages) == 1 and pages[0]["route"] == "payments-critical", pages
+                # Without a certificate (and webhook_auth omitted), /alerts is refused.
+                async with http.post(f"{stack.a2v_url}/alerts", json=payload(alert(PAYMENTS))) as resp:
+                    assert resp.status == 401, await resp.text()
+        finally:
+            am.process.stop()
