@@ -1,4 +1,4 @@
-"""Credential checks shared by the HTTP endpoints: bearer tokens, basic auth, loopback clients."""
+"""Credential checks shared by the HTTP endpoints: bearer tokens, basic auth, client certificates, loopback clients."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import hmac
 import ipaddress
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -45,6 +45,12 @@ def authorized(auth: WebhookAuth, header: str) -> bool:
         return False
     return hmac.compare_digest(user.encode(), basic.username.encode()) & hmac.compare_digest(
         password.encode(), basic.password.get_secret_value().encode())
+
+
+def peer_verified(transport: Any) -> bool:
+    """Whether a connection's client presented a certificate the listener verified against server.tls.client_ca_file."""
+    # With CERT_OPTIONAL, a certificate that fails verification fails the handshake; one that is here passed it.
+    return bool(transport is not None and transport.get_extra_info("peercert"))
 
 
 def challenge(auth: WebhookAuth) -> str:

@@ -308,7 +308,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # Another process owns the store, or it cannot be opened at all: one line, exit 1.
             await runner.cleanup()
             raise UserError(str(exc)) from None
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=app[LIVE].ssl_context)
         await site.start()
         # Everything loaded so far (modules, schemas, templates, config) lives as long as the process:
         # keep it out of the garbage collector's generations, or every collection walks it again.
@@ -316,6 +316,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for warning in config.warnings:
             log.warning(warning)
         log.info("alert2voice listening", extra={"listen": f"{host}:{port}", "version": __version__,
+                                                 "tls": app[LIVE].ssl_context is not None,
                                                  "provider": config.provider.url, "store": config.store.backend,
                                                  "config_hash": config.digest[:12]})
         stop = asyncio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -29,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import oncall
+from . import oncall, tls
 from .auth import is_loopback
 from .matchers import Matcher, MatcherError, parse_matchers
 from .units import Rate, format_duration, parse_duration, parse_listen, parse_rate, parse_size
@@ -107,8 +108,7 @@ class _Model(BaseModel):
 
 
 def _read_secret_file(path: Path, info: ValidationInfo, key: str) -> SecretStr:
-    base = (info.context or {}).get("base_dir")
-    full = path if path.is_absolute() or base is None else Path(base) / path
+    full = _config_path(path, info)
     try:
         text = full.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -176,6 +176,44 @@ class WebhookAuth(_Model):
         return self
 
 
+def _config_path(path: Path, info: ValidationInfo) -> Path:
+    """A path from the config file, relative ones resolved against the config file's directory."""
+    base = (info.context or {}).get("base_dir")
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+class TLSConfig(_Model):
+    """HTTPS on the listener; with client_ca_file, client certificates verified if given (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    min_version: Literal["TLS1.2", "TLS1.3"] = "TLS1.2"
+    # The context built from these files when the config was validated: serving with it serves what was checked.
+    _context: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load(self, info: ValidationInfo) -> TLSConfig:
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, _config_path(getattr(self, key), info))
+        try:
+            self._context = tls.build_context(self.cert_file, self.key_file, self.client_ca_file, self.min_version)
+        except tls.TLSFileError as exc:
+            raise ConfigReferenceError([((exc.key,), str(exc))]) from None
+        return self
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The server context these files make."""
+        return self._context
+
+    @property
+    def mutual(self) -> bool:
+        """Whether client certificates are asked for (and, if given, verified)."""
+        return self.client_ca_file is not None
+
+
 class ServerConfig(_Model):
     listen: str = "0.0.0.0:9095"
     public_url: str = "http://127.0.0.1:9095"
@@ -184,6 +222,7 @@ class ServerConfig(_Model):
     shutdown_grace: Duration = timedelta(seconds=10)
     # Guards /-/reload, /-/render and /api/v1/pages; without it they answer loopback clients only.
     admin_auth: WebhookAuth | None = None
+    tls: TLSConfig | None = None
 
     @field_validator("listen")
     @classmethod
@@ -644,7 +683,7 @@ class Config(_Model):
     def warnings(self) -> list[str]:
         """What a valid config leaves open, said at every start (serve logs it, check-config prints it)."""
         out = []
-        if self.webhook_auth is None:
+        if self.webhook_auth is None and not (self.server.tls and self.server.tls.mutual):
             out.append("webhook_auth is not set: anyone who can reach /alerts can make phones ring")
         if not self.provider.callback.authenticated:
             out.append("provider.callback.allow_unauthenticated is true: anyone who can reach /callbacks/webex"

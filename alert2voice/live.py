@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from .logs import SCRUBBER
 from .metrics import Metrics
 from .routing import PlanCache
 from .speech import Speech
+from .tls import ServerTLS
 
 log = logging.getLogger("alert2voice.reload")
 
@@ -37,6 +39,8 @@ class LiveConfig:
         self.metrics = metrics
         self.plans = PlanCache()
         self._lock = asyncio.Lock()
+        # HTTPS or not is decided at start (the socket listens one way); certificates follow every reload.
+        self.tls = ServerTLS(config.server.tls.context) if config.server.tls else None
         self.apply(config)
         metrics.reload_ok.set(1)
         metrics.reload_time.set(time.time())
@@ -46,9 +50,23 @@ class LiveConfig:
         self.config = config
         self.speech = make_speech(config)
         self.plans.clear()  # entries of the old config would miss anyway; this frees them
+        self._apply_tls(config)
         SCRUBBER.set_secrets(secrets_of(config))
         self.metrics.precreate([r.name for r in config.paging_routes])
         self.metrics.config_hash.set(config_hash(config))
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What the listener serves HTTPS with (None: plain HTTP)."""
+        return self.tls.listener if self.tls else None
+
+    def _apply_tls(self, config: Config) -> None:
+        """New connections handshake with the config's certificates; a switch to or from HTTPS waits for a restart."""
+        if self.tls is not None and config.server.tls is not None:
+            self.tls.use(config.server.tls.context)
+        elif (self.tls is None) != (config.server.tls is None):
+            log.warning("server.tls was added or removed: the listener stays "
+                        f"{'HTTPS' if self.tls else 'plain HTTP'} until a restart")
 
     async def reload(self) -> None:
         """Re-read the config file and its secret files; on error the last good config stays."""

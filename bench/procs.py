@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -101,7 +102,8 @@ def _status_kb(pid: int, key: str) -> float | None:
     return None
 
 
-def wait_ready(url: str, proc: Proc, *, within: float = 20.0, interval: float = 0.01) -> float:
+def wait_ready(url: str, proc: Proc, *, within: float = 20.0, interval: float = 0.01,
+               context: ssl.SSLContext | None = None) -> float:
     """Poll url every `interval` until it answers 200, failing early if `proc` dies; seconds since its start."""
     deadline = time.monotonic() + within
     last = "no answer"
@@ -109,7 +111,7 @@ def wait_ready(url: str, proc: Proc, *, within: float = 20.0, interval: float = 
         if not proc.alive:
             raise RuntimeError(f"{proc.name} exited before {url} answered\n{proc.log_tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback URL we built)
+            with urllib.request.urlopen(url, timeout=1, context=context) as resp:  # noqa: S310 (loopback URL we built)
                 if resp.status == 200:
                     return time.monotonic() - proc.started
         except urllib.error.HTTPError as exc:

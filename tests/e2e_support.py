@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -200,15 +201,20 @@ def alert2voice_config(*, port: int, sim_url: str, token: str, service_key: str,
 
 
 def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args: Sequence[str] = (),
-                heartbeats: Sequence[Mapping[str, Any]] = ()) -> Stack:
-    """Start the simulator and `alert2voice serve`, and wait until both answer."""
+                heartbeats: Sequence[Mapping[str, Any]] = (), tls: Mapping[str, str] | None = None,
+                trust: ssl.SSLContext | None = None) -> Stack:
+    """Start the simulator and `alert2voice serve` (over HTTPS with `tls`, readiness checked trusting `trust`)."""
     token, service_key, callback_token, admin_token = (f"e2e-{os.urandom(12).hex()}" for _ in range(4))
     number, caller_id = "+14155550101", "+15550001234"
     sim_port, a2v_port = free_port(), free_port()
-    sim_url, a2v_url = f"http://{LOOPBACK}:{sim_port}", f"http://{LOOPBACK}:{a2v_port}"
+    sim_url, a2v_url = f"http://{LOOPBACK}:{sim_port}", f"http{'s' if tls else ''}://{LOOPBACK}:{a2v_port}"
     config = alert2voice_config(port=a2v_port, sim_url=sim_url, token=token, service_key=service_key,
                                 callback_token=callback_token, admin_token=admin_token, number=number,
                                 caller_id=caller_id, store=store, workdir=workdir, heartbeats=heartbeats)
+    if tls:
+        config["server"] |= {"tls": dict(tls), "public_url": a2v_url}
+        if "client_ca_file" in tls:
+            del config["webhook_auth"]  # the client certificate is the credential
     config_path = workdir / "alert2voice.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     stack = Stack(a2v_url=a2v_url, sim_url=sim_url, token=token, service_key=service_key,
@@ -225,7 +231,7 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args:
         proc.start()
     try:
         wait_http_ok(f"{sim_url}/_sim/calls", sim)
-        wait_http_ok(f"{a2v_url}/-/ready", a2v)
+        wait_http_ok(f"{a2v_url}/-/ready", a2v, context=trust)
     except BaseException:
         stop_all(stack.processes)
         raise
@@ -234,12 +240,14 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args:
 
 @contextlib.contextmanager
 def running_stack(request: pytest.FixtureRequest, workdir: Path, *, store: str,
-                  simulator_args: Sequence[str] = (), heartbeats: Sequence[Mapping[str, Any]] = ()) -> Iterator[Stack]:
+                  simulator_args: Sequence[str] = (), heartbeats: Sequence[Mapping[str, Any]] = (),
+                  tls: Mapping[str, str] | None = None, trust: ssl.SSLContext | None = None) -> Iterator[Stack]:
     """The simulator and `alert2voice serve` for a fixture: started, logs attached to failing tests, stopped."""
     logs = ProcessLogs()
     request.config.pluginmanager.register(logs, f"e2e-process-logs-{id(logs)}")
     try:
-        stack = start_stack(workdir, logs, store=store, simulator_args=simulator_args, heartbeats=heartbeats)
+        stack = start_stack(workdir, logs, store=store, simulator_args=simulator_args, heartbeats=heartbeats,
+                            tls=tls, trust=trust)
         try:
             yield stack
         finally:
@@ -292,24 +300,28 @@ class Alertmanager:
         return text
 
 
-def alertmanager_config(webhook_url: str, token: str) -> dict[str, Any]:
+def alertmanager_config(webhook_url: str, token: str, tls_config: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One webhook receiver: the bearer token, or with `tls_config` (ca_file, cert_file, key_file) a client certificate."""
+    http_config: dict[str, Any] = {"tls_config": dict(tls_config)} if tls_config else {
+        "authorization": {"credentials": token}}
     # Short timers so that repeats (repeat_interval) happen within a test.
     return {
         "route": {"receiver": "voice", "group_by": ["alertname"], "group_wait": "1s", "group_interval": "2s",
                   "repeat_interval": "3s"},
         "receivers": [{"name": "voice", "webhook_configs": [
             {"url": webhook_url, "send_resolved": True,
-             "http_config": {"authorization": {"credentials": token}}}]}],
+             "http_config": http_config}]}],
     }
 
 
-def start_alertmanager(workdir: Path, stack: Stack, name: str) -> Alertmanager:
+def start_alertmanager(workdir: Path, stack: Stack, name: str,
+                       tls_config: Mapping[str, str] | None = None) -> Alertmanager:
     """Start an unclustered Alertmanager (`--cluster.listen-address=` empty) and wait for /-/ready."""
     binary, amtool = require_alertmanager()
     home = workdir / name
     home.mkdir()
     config = home / "alertmanager.yml"
-    config.write_text(yaml.safe_dump(alertmanager_config(f"{stack.a2v_url}/alerts", stack.token)), encoding="utf-8")
+    config.write_text(yaml.safe_dump(alertmanager_config(f"{stack.a2v_url}/alerts", stack.token, tls_config)), encoding="utf-8")
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     proc = Process(name, [binary, f"--config.file={config}", f"--storage.path={home / 'data'}",

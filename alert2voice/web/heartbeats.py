@@ -6,10 +6,10 @@ import logging
 
 from aiohttp import web
 
-from ..auth import authorized
 from ..store import StoreUnavailable
-from .http import error, unauthorized
+from .http import error
 from .keys import CLOCK, HEARTBEATS, LIVE, SHUTDOWN
+from .webhook import credentials_refusal
 
 log = logging.getLogger("alert2voice.webhook")
 
@@ -20,11 +20,11 @@ async def handle_heartbeat(request: web.Request) -> web.Response:
     if app[SHUTDOWN].is_set():
         return error(503, "shutting down")
     config = app[LIVE].config
-    auth = config.webhook_auth
     # Credentials first: without them, nobody learns which heartbeat names exist.
-    if auth is not None and not authorized(auth, request.headers.get("Authorization", "")):
+    refusal = credentials_refusal(request, config)
+    if refusal is not None:
         log.warning("heartbeat refused", extra={"status": 401, "remote": request.remote})
-        return unauthorized(auth)
+        return refusal
     name = request.match_info["name"]
     try:
         resolved = await app[HEARTBEATS].refresh(name, app[CLOCK].now())

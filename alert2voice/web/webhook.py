@@ -9,7 +9,8 @@ from datetime import datetime
 from aiohttp import web
 
 from ..alertmanager import Payload, PayloadError, parse_payload
-from ..auth import authorized
+from ..auth import authorized, peer_verified
+from ..config import Config
 from ..live import LiveConfig
 from ..routing import Plan, plan
 from ..store import StoreUnavailable
@@ -29,13 +30,28 @@ def parse(body: bytes, result: list[str]) -> Payload | web.Response:
         return error(400, str(exc))
 
 
+def credentials_refusal(request: web.Request, config: Config) -> web.Response | None:
+    """The 401 for a client of /alerts or /heartbeats without credentials: webhook_auth's, or a verified certificate."""
+    tls = config.server.tls
+    mutual = tls is not None and tls.mutual
+    if mutual and peer_verified(request.transport):
+        return None
+    auth = config.webhook_auth
+    if auth is not None:
+        return None if authorized(auth, request.headers.get("Authorization", "")) else unauthorized(auth)
+    if mutual:
+        return error(401, "a verified client certificate is required (server.tls.client_ca_file is set,"
+                          " webhook_auth is not)", **{"WWW-Authenticate": 'Certificate realm="alert2voice"'})
+    return None
+
+
 async def _read_plan(request: web.Request, live: LiveConfig, result: list[str]) -> tuple[Payload, Plan] | web.Response:
     """Authenticate, read, parse and plan; a resent body's plan comes from the cache without parsing or routing."""
     config = live.config
-    auth = config.webhook_auth
-    if auth is not None and not authorized(auth, request.headers.get("Authorization", "")):
+    refusal = credentials_refusal(request, config)
+    if refusal is not None:
         result.append("unauthorized")
-        return unauthorized(auth)
+        return refusal
     body = await read_json(request, config, result)
     if isinstance(body, web.Response):
         return body
