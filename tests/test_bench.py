@@ -345,7 +345,8 @@ async def test_the_phases_run_on_the_redis_store_end_to_end(tmp_path):
     (paths,) = throughput.stores
     assert paths.store == REDIS
     assert paths.duplicate.pages_duplicate > 0 and paths.duplicate.pages_called == 0  # resends only
-    assert paths.duplicate.store_commands_per_request["evalsha"] > 0  # each resend asked Redis
+    # Resends are answered from the replica's memory of duplicates, not by a script each (redis_cache).
+    assert paths.duplicate.store_commands_per_request.get("evalsha", 0.0) < 0.5
     assert paths.new_page.every_call_placed
     assert ttc.store == REDIS and ttc.calls_matched == ttc.webhooks == int(RATE * TINY.ttc_seconds)
     assert ttc.statuses == {"200": ttc.webhooks}
