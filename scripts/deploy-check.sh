@@ -4,6 +4,8 @@
 #   - hadolint on the Dockerfile
 #   - render deploy/base, deploy/ha, deploy/sidecar and deploy/ingress with kustomize (kubectl's
 #     built-in one, or kustomize)
+#   - helm lint --strict on deploy/helm/alert2voice with each ci/*-values.yaml, and helm template of
+#     each (standalone, ha), validated with the renders above
 #   - kubernetes-validate --strict on every rendered core resource, and the prometheus-operator kinds
 #     (ServiceMonitor, PodMonitor, PrometheusRule, Alertmanager, AlertmanagerConfig) against
 #     deploy/schemas/prometheus-operator.yaml
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --image) image=1 ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "deploy-check: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -77,6 +79,31 @@ for overlay in base ha sidecar ingress; do
     bad "kustomize deploy/$overlay"
   fi
 done
+
+# ------------------------------------------------------------------------------------------- helm
+chart=deploy/helm/alert2voice
+helm=$(tool helm)
+if [ -n "$helm" ]; then
+  for values in "$chart"/ci/*-values.yaml; do
+    mode=$(basename "$values" -values.yaml)
+    if "$helm" lint --strict "$chart" -f "$values" >"$tmp/helm.out" 2>&1; then
+      ok "helm lint --strict $chart -f $values"
+    else
+      cat "$tmp/helm.out" >&2
+      bad "helm lint --strict $chart -f $values"
+    fi
+    if "$helm" template alert2voice "$chart" --namespace monitoring -f "$values" >"$out/helm-$mode.yaml" \
+        2>"$tmp/helm.out"; then
+      ok "helm template ($mode) -> $out/helm-$mode.yaml"
+      rendered+=("$out/helm-$mode.yaml")
+    else
+      cat "$tmp/helm.out" >&2
+      bad "helm template ($mode)"
+    fi
+  done
+else
+  missing "helm not found (make deploy-deps)"
+fi
 
 # ---------------------------------------------------------------------------------------- validate
 if ! "$PY" -c 'import kubernetes_validate' 2>/dev/null; then

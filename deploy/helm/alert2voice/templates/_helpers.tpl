@@ -1,0 +1,73 @@
+{{/* The release's name, the chart's when the release name already contains it; 63 characters at most. */}}
+{{- define "alert2voice.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Selects the alert2voice pods. app.kubernetes.io/name is the ServiceMonitor's jobLabel: job="alert2voice",
+which deploy/rules' alerts match. */}}
+{{- define "alert2voice.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "alert2voice.labels" -}}
+{{ include "alert2voice.selectorLabels" . }}
+app.kubernetes.io/component: notifier
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Whether this is the highly available mode; fails on an unknown mode. */}}
+{{- define "alert2voice.ha" -}}
+{{- if eq .Values.mode "ha" -}}true
+{{- else if ne .Values.mode "standalone" -}}
+{{- fail (printf "mode: %q is neither standalone nor ha" .Values.mode) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Replicas: one in standalone (SQLite has one writer), `replicas` (default 3, at least 2) in ha. */}}
+{{- define "alert2voice.replicas" -}}
+{{- if include "alert2voice.ha" . -}}
+{{- $n := int (default 3 .Values.replicas) -}}
+{{- if lt $n 2 -}}{{- fail "mode: ha needs replicas >= 2 (one replica: mode standalone)" -}}{{- end -}}
+{{- $n -}}
+{{- else -}}
+{{- if and .Values.replicas (ne (int .Values.replicas) 1) -}}
+{{- fail "mode: standalone runs one replica (the SQLite store has one writer): use mode: ha for more" -}}
+{{- end -}}
+1
+{{- end -}}
+{{- end -}}
+
+{{- define "alert2voice.configMapName" -}}
+{{- default (printf "%s-config" (include "alert2voice.fullname" .)) .Values.existingConfigMap -}}
+{{- end -}}
+
+{{/* The config: values' `config`, with `store` derived from the mode (values' config.store merged over it). */}}
+{{- define "alert2voice.config" -}}
+{{- $store := dict "backend" "sqlite" "path" "/var/lib/alert2voice/alert2voice.db" -}}
+{{- if include "alert2voice.ha" . -}}
+{{- $store = dict "backend" "redis" "url_file" "/etc/alert2voice/secrets/redis-url" "key_prefix" .Values.redis.keyPrefix -}}
+{{- end -}}
+{{- $config := deepCopy .Values.config -}}
+{{- $_ := set $config "store" (mergeOverwrite $store (default (dict) .Values.config.store)) -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* The restricted pod security of deploy/base, for every container. */}}
+{{- define "alert2voice.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
