@@ -20,7 +20,7 @@ from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, LIVE
 from tests.e2e_support import Stack, in_ci, one_page, running_stack
-from tests.support import PAYMENTS, FakeClock, alert, make_config, payload, settle
+from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload, settle
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 ROTATION = "rotations:\n  primary: {members: [bob, alice], shift: 1w, start: 2026-11-23T09:00:00}\nroutes:\n"
@@ -119,6 +119,30 @@ async def test_status_pages_are_admin_endpoints(aiohttp_client):
     refused = [await admin.get(p) for p in paths]
     assert [r.status for r in refused] == [401] * 3 and all("WWW-Authenticate" in r.headers for r in refused)
     assert (await admin.get("/", headers={"Authorization": "Bearer adm-token-secret"})).status == 200
+
+
+HEARTBEATS = """
+heartbeats:
+  - {name: nightly-backup, timeout: 6s, escalation: [{call: bob}]}
+  - {name: watchdog, matchers: ['alertname="Watchdog"'], timeout: 1m, escalation: [{call: bob}]}
+  - {name: never-seen, timeout: 1h, escalation: [{call: bob}]}
+"""
+
+
+async def test_heartbeats_up_missing_and_not_armed(aiohttp_client):
+    clock = FakeClock()
+    app = create_app(make_config(CONFIG + HEARTBEATS), provider=RecordingProvider(), store=MemoryStore(),
+                     clock=clock, registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    for name in ("nightly-backup", "watchdog"):
+        assert (await client.post(f"/heartbeats/{name}", headers=AUTH)).status == 200
+    clock.advance(10)  # past nightly-backup's 6s, within the watchdog's minute
+    html = await (await client.get("/")).text()
+    rows = {name: html[html.index(f"<td>{name}</td>"):].split("</tr>")[0] for name in
+            ("nightly-backup", "watchdog", "never-seen")}
+    assert '<td class="missing">missing</td><td>2026-11-26 15:00:00 UTC</td><td>6s</td>' in rows["nightly-backup"]
+    assert '<td class="up">up</td><td>2026-11-26 15:00:00 UTC</td><td>1m</td>' in rows["watchdog"]
+    assert '<td class="not_armed">not armed</td><td>—</td><td>1h</td>' in rows["never-seen"]
 
 
 # ------------------------------------------------------------------------------------ headless chromium
