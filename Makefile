@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages the tests drive (a real Alertmanager; espeak-ng for `render --wav`; a real Redis for the
-# Redis store); installed only when missing.
-SYSTEM_PACKAGES := prometheus-alertmanager:prometheus-alertmanager espeak-ng:espeak-ng redis-server:redis-server
+# Debian packages the tests drive (a real Alertmanager; espeak-ng for `render --wav` and the status page's play
+# button; a real Redis for the Redis store; chromium, headless, for the status page); installed only when missing.
+SYSTEM_PACKAGES := prometheus-alertmanager:prometheus-alertmanager espeak-ng:espeak-ng redis-server:redis-server \
+	chromium:chromium
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \

@@ -11,9 +11,7 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -141,17 +139,16 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def _speak(ssml: str, out: str) -> None:
+    from .preview import speak_wav
+
     espeak = shutil.which("espeak-ng") or shutil.which("espeak")
     if espeak is None:
         raise UserError("--wav needs espeak-ng (Debian: apt-get install espeak-ng)")
-    with tempfile.NamedTemporaryFile("w", suffix=".ssml", delete=False, encoding="utf-8") as f:
-        f.write(ssml)
     try:
-        subprocess.run([espeak, "-m", "-f", f.name, "-w", out], check=True, capture_output=True)  # noqa: S603
-    except subprocess.CalledProcessError as exc:
-        raise UserError(f"espeak-ng failed: {exc.stderr.decode(errors='replace').strip()}") from None
-    finally:
-        os.unlink(f.name)
+        wav = speak_wav(espeak, ssml)
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    Path(out).write_bytes(wav)
 
 
 def cmd_routes_test(args: argparse.Namespace) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 from datetime import datetime
 from typing import Any
 
@@ -37,3 +40,17 @@ def render_calls(config: Config, speech: Speech, payload: Payload, now: datetime
                      text_format=speech.text_format(name), ssml=ssml)
         out.append(entry)
     return out
+
+
+def speak_wav(espeak: str, ssml: str) -> bytes:
+    """The SSML (or plain text) spoken locally by espeak-ng, as WAV; RuntimeError saying why it failed."""
+    with tempfile.TemporaryDirectory(prefix="alert2voice-speak-") as tmp:
+        source, out = os.path.join(tmp, "call.ssml"), os.path.join(tmp, "call.wav")
+        with open(source, "w", encoding="utf-8") as f:
+            f.write(ssml)
+        try:
+            subprocess.run([espeak, "-m", "-f", source, "-w", out], check=True, capture_output=True)  # noqa: S603
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"espeak-ng failed: {exc.stderr.decode(errors='replace').strip()}") from None
+        with open(out, "rb") as f:
+            return f.read()

@@ -356,8 +356,10 @@ def test_image_wheel_carries_the_templates_and_runs_in_the_clean_venv(image, tmp
     wheels = list((image.root / "tmp" / "wheels").glob("alert2voice-*.whl"))
     assert len(wheels) == 1, wheels
     with zipfile.ZipFile(wheels[0]) as wheel:
-        packaged = {name for name in wheel.namelist() if name.startswith("alert2voice/templates/")}
-    shipped = {f"alert2voice/templates/{p.name}" for p in (REPO / "alert2voice" / "templates").glob("*.j2")}
+        packaged = set(wheel.namelist())
+    # The speech templates and the status page's.
+    shipped = {p.relative_to(REPO).as_posix() for folder in ("templates", "web/templates")
+               for p in (REPO / "alert2voice" / folder).glob("*.j2")}
     assert shipped and packaged >= shipped
     config = tmp_path / "config.example.yaml"
     shutil.copy2(REPO / "config.example.yaml", config)

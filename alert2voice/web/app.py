@@ -22,7 +22,7 @@ from ..provider.webex import WebexProvider
 from ..silences import Silencer
 from ..store import Store, open_store
 from ..supervisor import Supervisor
-from . import callbacks, heartbeats, ops, webhook
+from . import callbacks, heartbeats, ops, status, webhook
 from .keys import (
     ADMISSION,
     CLOCK,
@@ -67,6 +67,9 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     app.router.add_post("/-/reload", ops.handle_reload)
     app.router.add_post("/-/render", ops.handle_render)
     app.router.add_get("/api/v1/pages", ops.handle_pages)
+    app.router.add_get("/", status.handle_status)
+    app.router.add_get("/pages/{key}", status.handle_page)
+    app.router.add_get("/pages/{key}/calls/{attempt:[0-9]+}.wav", status.handle_call_wav)
     return app
 
 

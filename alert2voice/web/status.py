@@ -1,0 +1,145 @@
+"""The status page at / and a page's detail view: server-rendered HTML for people asking "did the phone ring?"."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from ..config import Config
+from ..heartbeats import heartbeat_of, is_up
+from ..logs import mask_number
+from ..pages import Call, Page
+from ..preview import speak_wav
+from ..provider import TtsAudio
+from ..store import StoreUnavailable
+from ..units import format_duration
+from .http import error
+from .keys import CLOCK, DISPATCHER, LIVE, METRICS, STORE
+from .ops import admin, readiness
+
+# The status page lists this many pages, newest first (/api/v1/pages?limit= shows more).
+PAGES_SHOWN = 50
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("alert2voice.web", "templates"), autoescape=True,
+                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def _time(at: datetime | None) -> str:
+    """An instant as the page shows it: UTC to the second, or a dash."""
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if at else "—"
+
+
+_ENV.filters["time"] = _time
+_ENV.filters["masked"] = mask_number
+_ENV.filters["duration"] = format_duration
+
+
+def espeak() -> str | None:
+    """The espeak-ng binary the play button needs, if installed."""
+    return shutil.which("espeak-ng") or shutil.which("espeak")
+
+
+def _html(template: str, **context: Any) -> web.Response:
+    return web.Response(text=_ENV.get_template(template).render(**context), content_type="text/html",
+                        charset="utf-8", headers={"Cache-Control": "no-store"})
+
+
+def on_call(config: Config, now: datetime) -> list[dict[str, Any]]:
+    """Who every rotation pages now, until when, and why."""
+    rows = []
+    for name in sorted(config.rotations):
+        now_on = config.rotation(name).on_call(now)
+        contact = config.contacts.get(now_on.contact or "")
+        rows.append({"rotation": name, "contact": now_on.contact, "number": contact.number if contact else None,
+                     "until": now_on.until, "reason": now_on.reason})
+    return rows
+
+
+async def heartbeat_rows(app: web.Application, config: Config, now: datetime) -> list[dict[str, Any]]:
+    """Every heartbeat with its last-seen time (from the store, as every replica sees it) and state."""
+    beats = await app[STORE].beats() if config.heartbeats else {}
+    rows = []
+    for hb in config.heartbeats:
+        seen = beats.get(hb.name)
+        state = "not armed" if seen is None else "up" if is_up(hb, seen, now) else "missing"
+        rows.append({"name": hb.name, "last_seen": seen, "timeout": hb.timeout, "state": state})
+    return rows
+
+
+def last_reload(app: web.Application) -> dict[str, Any]:
+    """The last reload's result and the time of the last successful one, from the reload gauges."""
+    metrics = app[METRICS]
+    ok = metrics.registry.get_sample_value("alert2voice_config_last_reload_successful")
+    at = metrics.registry.get_sample_value("alert2voice_config_last_reload_success_timestamp_seconds")
+    return {"ok": ok == 1, "at": datetime.fromtimestamp(at, UTC) if at else None}
+
+
+@admin
+async def handle_status(request: web.Request) -> web.Response:
+    """GET /: recent pages and their calls, who is on call, heartbeats, provider health, last reload."""
+    app = request.app
+    config, now = app[LIVE].config, app[CLOCK].now()
+    problems = await readiness(app)
+    try:
+        pages, store_error = await app[STORE].recent(PAGES_SHOWN), None
+        heartbeats = await heartbeat_rows(app, config, now)
+    except StoreUnavailable as exc:
+        pages, heartbeats, store_error = [], [], str(exc)
+    return _html("status.html.j2", now=now, pages=pages, heartbeat_of=heartbeat_of, on_call=on_call(config, now),
+                 heartbeats=heartbeats, store_error=store_error, problems=problems,
+                 provider_healthy=app[DISPATCHER].provider_healthy, reload=last_reload(app))
+
+
+async def _page(request: web.Request) -> Page | web.Response:
+    """The page named in the path, or the error response to send."""
+    try:
+        page = await request.app[STORE].get(request.match_info["key"])
+    except StoreUnavailable as exc:
+        return error(503, f"store unavailable: {exc}")
+    return page if page is not None else error(404, "no such page")
+
+
+def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
+    """What a call said, rendered again as of its creation: each part's format and text (or recording)."""
+    audio = app[DISPATCHER].speaker.audio_for(page, call, app[LIVE].config, call.created_at)
+    return [{"format": a.text_format, "text": a.text} if isinstance(a, TtsAudio)
+            else {"format": "recording", "text": getattr(a, "location", None) or getattr(a, "media_id", "")}
+            for a in audio]
+
+
+@admin
+async def handle_page(request: web.Request) -> web.Response:
+    """GET /pages/{key}: one page, its alerts, and what each of its calls said."""
+    page = await _page(request)
+    if isinstance(page, web.Response):
+        return page
+    calls = [(call, said(request.app, page, call)) for call in page.calls]
+    return _html("status_page.html.j2", now=request.app[CLOCK].now(), page=page, calls=calls,
+                 heartbeat=heartbeat_of(page), playable=espeak() is not None)
+
+
+@admin
+async def handle_call_wav(request: web.Request) -> web.Response:
+    """GET /pages/{key}/calls/{attempt}.wav: the call's speech, spoken locally by espeak-ng."""
+    page = await _page(request)
+    if isinstance(page, web.Response):
+        return page
+    call = next((c for c in page.calls if str(c.attempt) == request.match_info["attempt"]), None)
+    if call is None:
+        return error(404, "no such call")
+    binary = espeak()
+    if binary is None:
+        return error(404, "espeak-ng is not installed: no preview to play")
+    text = next((p["text"] for p in said(request.app, page, call) if p["format"] in ("SSML", "TEXT")), None)
+    if not text:
+        return error(404, "this call plays a recording: nothing to speak")
+    try:
+        wav = await asyncio.to_thread(speak_wav, binary, text)
+    except RuntimeError as exc:
+        return error(500, str(exc))
+    return web.Response(body=wav, content_type="audio/wav", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,215 @@
+"""The status page at / and a page's detail view: over real HTTP, and once in a real headless chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from alert2voice.config import secrets_of
+from alert2voice.provider.fake import RecordingProvider
+from alert2voice.store.memory import MemoryStore
+from alert2voice.web import create_app
+from alert2voice.web.keys import DISPATCHER, LIVE
+from tests.e2e_support import Stack, in_ci, one_page, running_stack
+from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload, settle
+
+AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
+ROTATION = "rotations:\n  primary: {members: [bob, alice], shift: 1w, start: 2026-11-23T09:00:00}\nroutes:\n"
+HOSTILE = {**PAYMENTS, "instance": "<script>alert(1)</script>"}
+FULL_NUMBERS = ("+14155550101", "+442071838750")
+
+
+def status_config(**replace: str):
+    return make_config(**{"routes:\n": ROTATION, **replace})
+
+
+@pytest.fixture
+async def client(aiohttp_client):
+    config = status_config()
+    app = create_app(config, provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
+                     registry=CollectorRegistry())
+    return await aiohttp_client(app)
+
+
+async def paged(client) -> dict:
+    """Post one hostile-labelled page, let the dispatcher place its call; the page as /api/v1/pages shows it."""
+    body = payload(alert(HOSTILE, summary="<img src=x onerror=alert(2)> & more"))
+    assert (await client.post("/alerts", data=json.dumps(body), headers=AUTH)).status == 200
+    await settle(client.app[DISPATCHER])
+    [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    return page
+
+
+def assert_nothing_leaks(html: str, config) -> None:
+    for secret in secrets_of(config):
+        assert secret not in html
+    for number in FULL_NUMBERS:
+        assert number not in html
+
+
+async def test_status_page_shows_pages_calls_on_call_and_service(client):
+    page = await paged(client)
+    resp = await client.get("/")
+    assert (resp.status, resp.content_type) == (200, "text/html")
+    html = await resp.text()
+    assert f'id="page-{page["key"]}"' in html and "payments" in html
+    assert "attempt 1 (page), step 1:" in html and "alice <code>+14*****0101</code>" in html
+    assert '<span class="outcome accepted">accepted</span>' in html
+    # bob holds the first week of the rotation (from Monday 09:00), T0 is that Thursday.
+    assert '<td class="contact">bob</td><td><code>+44******8750</code></td><td>2026-11-30 09:00:00 UTC</td>' in html
+    assert '<span class="ok">healthy</span>' in html and '<span class="ok">succeeded</span>' in html
+    for link in ('href="/metrics"', 'href="/api/v1/pages"', f'href="/pages/{page["key"]}"'):
+        assert link in html
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert_nothing_leaks(html, client.app[LIVE].config)
+
+
+async def test_page_detail_shows_what_was_said_escaped_and_plays_it(client):
+    page = await paged(client)
+    resp = await client.get(f"/pages/{page['key']}")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "<speak" not in html and "&lt;speak" in html  # the SSML shown as text
+    assert "<img" not in html and "&lt;img src=x onerror=alert(2)&gt; &amp; more" in html
+    assert_nothing_leaks(html, client.app[LIVE].config)
+    src = f'/pages/{page["key"]}/calls/1.wav'
+    if shutil.which("espeak-ng") is None:
+        assert "<audio" not in html
+        return
+    assert f'<audio controls preload="none" src="{src}">' in html
+    wav = await client.get(src)
+    assert (wav.status, wav.content_type) == (200, "audio/wav")
+    body = await wav.read()
+    assert body[:4] == b"RIFF" and body[8:12] == b"WAVE" and len(body) > 1000
+
+
+async def test_unknown_page_and_call_are_404(client):
+    page = await paged(client)
+    assert (await client.get("/pages/no-such-page")).status == 404
+    assert (await client.get(f"/pages/{page['key']}/calls/9.wav")).status == 404
+
+
+async def test_status_pages_are_admin_endpoints(aiohttp_client):
+    """Refused to a far peer without admin_auth (403), and without the admin token when it is set (401)."""
+
+    @web.middleware
+    async def peer(request: web.Request, handler):
+        return await handler(request.clone(remote=request.headers.get("X-Test-Peer", request.remote)))
+
+    paths = ("/", "/pages/some-key", "/pages/some-key/calls/1.wav")
+    app = create_app(status_config(), provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
+                     registry=CollectorRegistry())
+    app.middlewares.append(peer)
+    far = await aiohttp_client(app)
+    assert [(await far.get(p, headers={"X-Test-Peer": "10.0.0.7"})).status for p in paths] == [403] * 3
+    assert (await far.get("/", headers={"X-Test-Peer": "::ffff:127.0.0.1"})).status == 200
+    guarded = status_config(**{"max_body_bytes: 64KiB}": "max_body_bytes: 64KiB, admin_auth: "
+                                                        "{bearer_tokens: [adm-token-secret]}}"})
+    admin = await aiohttp_client(create_app(guarded, provider=RecordingProvider(), store=MemoryStore(),
+                                            clock=FakeClock(), registry=CollectorRegistry()))
+    refused = [await admin.get(p) for p in paths]
+    assert [r.status for r in refused] == [401] * 3 and all("WWW-Authenticate" in r.headers for r in refused)
+    assert (await admin.get("/", headers={"Authorization": "Bearer adm-token-secret"})).status == 200
+
+
+HEARTBEATS = """
+heartbeats:
+  - {name: nightly-backup, timeout: 6s, escalation: [{call: bob}]}
+  - {name: watchdog, matchers: ['alertname="Watchdog"'], timeout: 1m, escalation: [{call: bob}]}
+  - {name: never-seen, timeout: 1h, escalation: [{call: bob}]}
+"""
+
+
+async def test_heartbeats_up_missing_and_not_armed(aiohttp_client):
+    clock = FakeClock()
+    app = create_app(make_config(CONFIG + HEARTBEATS), provider=RecordingProvider(), store=MemoryStore(),
+                     clock=clock, registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    for name in ("nightly-backup", "watchdog"):
+        assert (await client.post(f"/heartbeats/{name}", headers=AUTH)).status == 200
+    clock.advance(10)  # past nightly-backup's 6s, within the watchdog's minute
+    html = await (await client.get("/")).text()
+    rows = {name: html[html.index(f"<td>{name}</td>"):].split("</tr>")[0] for name in
+            ("nightly-backup", "watchdog", "never-seen")}
+    assert '<td class="missing">missing</td><td>2026-11-26 15:00:00 UTC</td><td>6s</td>' in rows["nightly-backup"]
+    assert '<td class="up">up</td><td>2026-11-26 15:00:00 UTC</td><td>1m</td>' in rows["watchdog"]
+    assert '<td class="not_armed">not armed</td><td>—</td><td>1h</td>' in rows["never-seen"]
+
+
+# ------------------------------------------------------------------------------------ headless chromium
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(request, tmp_path_factory.mktemp("e2e-status"), store="sqlite") as s:
+        yield s
+
+
+def chromium() -> str:
+    """Debian's chromium; missing, the test skips (fails under CI)."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        if in_ci():
+            pytest.fail("chromium is not installed (make system-deps installs it)")
+        pytest.skip("chromium is not installed (make system-deps installs it)")
+    return binary
+
+
+async def browse(binary: str, url: str, workdir: Path, *flags: str) -> bytes:
+    """Run headless chromium on `url` with these flags; its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+        f"--user-data-dir={workdir / 'chromium-profile'}", *flags, url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    return out
+
+
+def on_rotation(stack: Stack) -> None:
+    """The stack's route calls a rotation alice is on now; no admin_auth, so the browser (on loopback) is let in."""
+    config = yaml.safe_load(stack.config_path.read_text(encoding="utf-8"))
+    config["rotations"] = {"primary": {"members": ["alice"], "shift": "1w", "start": "2026-01-05T09:00:00"}}
+    config["routes"][0]["escalation"][0]["call"] = "rotation:primary"
+    del config["server"]["admin_auth"]
+    stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+@pytest.mark.e2e
+async def test_a_page_just_called_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
+    binary = chromium()
+    on_rotation(stack)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.post(f"{stack.a2v_url}/-/reload", headers=stack.admin) as resp:
+            assert resp.status == 200, await resp.text()
+        labels = {"alertname": "StatusPageCheck", "team": "payments", "severity": "critical"}
+        async with http.post(f"{stack.a2v_url}/alerts", json=payload(alert(labels)),
+                             headers={"Authorization": f"Bearer {stack.token}"}) as resp:
+            assert resp.status == 200, await resp.text()
+        page = await one_page(stack, http, "StatusPageCheck", lambda p: p["state"] == "answered",
+                              "the page answered")
+    shot = tmp_path / "status.png"
+    dom = (await browse(binary, f"{stack.a2v_url}/", tmp_path, "--dump-dom")).decode()
+    await browse(binary, f"{stack.a2v_url}/", tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
+    assert f'id="page-{page["key"]}"' in dom
+    row = dom[dom.index(f'id="page-{page["key"]}"'):]
+    row = row[:row.index("</tr>")]
+    assert "StatusPageCheck" in row and '<span class="outcome answered">answered</span>' in row
+    assert '<tr class="rotation"><td>primary</td><td class="contact">alice</td>' in dom
+    for secret in (*stack.secrets.values(), stack.number):
+        assert secret not in dom
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
