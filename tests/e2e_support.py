@@ -134,6 +134,8 @@ class Stack:
     async def get_json(self, session: aiohttp.ClientSession, url: str) -> Any:
         headers = self.admin if url.startswith(self.a2v_url) else None
         async with session.get(url, headers=headers) as resp:
+            if resp.status == 503:
+                raise StoreAnswered503(f"GET {url}: 503 {await resp.text()}")
             assert resp.status == 200, f"GET {url}: {resp.status} {await resp.text()}"
             return await resp.json()
 
@@ -361,11 +363,19 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)[:2000]
 
 
+class StoreAnswered503(AssertionError):
+    """alert2voice answered 503 (store unavailable, retry later) to a read."""
+
+
 async def one_page(stack: Stack, http: aiohttp.ClientSession, alertname: str,
                    ready: Callable[[dict[str, Any]], bool], what: str, *, within: float = 20.0) -> dict[str, Any]:
-    """Wait until the store (through this stack's alert2voice) holds exactly one page for this alertname and `ready(page)` holds."""
+    """Wait until the store (through this stack's alert2voice) holds exactly one page for this alertname and
+    `ready(page)` holds."""
     async def probe() -> dict[str, Any] | None:
-        pages = await stack.pages_for(http, alertname)
+        try:
+            pages = await stack.pages_for(http, alertname)
+        except StoreAnswered503:
+            return None  # "retry later", as while Redis comes back (a stale pooled connection fails once)
         assert len(pages) <= 1, f"more than one page for {alertname}: {dumps(pages)}"
         return pages[0] if pages and ready(pages[0]) else None
 
