@@ -57,7 +57,7 @@ def _listen(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
 
 
 def _config(path: str):
-    from .config import ConfigError, load_config
+    from .config_file import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -69,7 +69,7 @@ def _config(path: str):
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from .config_file import ConfigError, load_config
     from .units import format_duration
 
     try:

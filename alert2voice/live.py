@@ -8,7 +8,8 @@ import ssl
 import time
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config, secrets_of
+from .config import Config
+from .config_file import ConfigError, load_config, secrets_of
 from .logs import SCRUBBER
 from .metrics import Metrics
 from .routing import PlanCache

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alert2voice.config import Config, parse_config
+from alert2voice.config import Config
+from alert2voice.config_file import parse_config
 
 # Captured Alertmanager payloads (alertmanager/*.json) and the matcher conformance table; scripts/capture-fixtures.py
 # regenerates the payloads from a real Alertmanager.

@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alert2voice.config import secrets_of
+from alert2voice.config_file import secrets_of
 from alert2voice.logs import setup_logging
 from alert2voice.provider import AuthFailed, CallStatus, Rejected, Unavailable
 from alert2voice.provider.fake import RecordingProvider

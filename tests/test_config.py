@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from alert2voice.config import (
-    Config,
-    ConfigError,
-    Problem,
-    load_config,
-    parse_config,
-    secrets_of,
-)
+from alert2voice.config import Config
+from alert2voice.config_file import ConfigError, Problem, load_config, parse_config, secrets_of
 from alert2voice.units import Rate
 
 FILE = "config.yaml"

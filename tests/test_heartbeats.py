@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from alert2voice.admission import Admission
 from alert2voice.alertmanager import parse_payload
-from alert2voice.config import Config, ConfigError
+from alert2voice.config import Config
+from alert2voice.config_file import ConfigError
 from alert2voice.heartbeats import Heartbeats, heartbeat_of, outage_page, timeout_words
 from alert2voice.live import LiveConfig
 from alert2voice.metrics import Metrics

@@ -11,7 +11,8 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from alert2voice.config import ProviderConfig, load_config
+from alert2voice.config import ProviderConfig
+from alert2voice.config_file import load_config
 from alert2voice.provider import (
     Accepted,
     AuthFailed,

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alert2voice.config import load_config
+from alert2voice.config_file import load_config
 from alert2voice.dispatch.loop import ROUTE_GRACE
 from alert2voice.provider import Unavailable
 from alert2voice.provider.fake import RecordingProvider

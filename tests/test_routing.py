@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from alert2voice.alertmanager import Payload, parse_payload
-from alert2voice.config import Config, load_config, parse_config
+from alert2voice.config import Config
+from alert2voice.config_file import load_config, parse_config
 from alert2voice.pages import new_nonce
 from alert2voice.routing import (
     PlanCache,

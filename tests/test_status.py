@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from alert2voice.config import secrets_of
+from alert2voice.config_file import secrets_of
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alert2voice.config import ConfigError, load_config
+from alert2voice.config_file import ConfigError, load_config
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app

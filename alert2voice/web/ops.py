@@ -12,7 +12,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..auth import authorized, is_loopback
-from ..config import ConfigError, WebhookAuth
+from ..config import WebhookAuth
+from ..config_file import ConfigError
 from ..heartbeats import heartbeat_of, is_up
 from ..logs import mask_number
 from ..pages import Page
