@@ -710,10 +710,18 @@ def test_config_passes_check_config_with_its_secret_files(rendered, overlay, tmp
         assert store["backend"] == "redis" and "url" not in store and mounted[store["url_file"]][2] == "redis-url"
     assert config["server"]["listen"].endswith(":9095")
 
-    for path in refs.values():
+    check_config_with_dummy_secrets(text, tmp_path)
+
+
+def check_config_with_dummy_secrets(text: str, tmp_path: Path) -> None:
+    """A deployed config.yaml, under tmp_path with a dummy file for every secret it reads, passes
+    `alert2voice check-config` without a warning (the Redis URL file holds a URL)."""
+    config = yaml.safe_load(text)
+    for path in dict(_file_refs(config)).values():
         target = Path(_relocate(path, tmp_path))
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(DUMMY_REDIS_URL if path == store.get("url_file") else "dummy-secret-one\ndummy-secret-two\n")
+        target.write_text(DUMMY_REDIS_URL if path == config["store"].get("url_file")
+                          else "dummy-secret-one\ndummy-secret-two\n")
     checked = tmp_path / "etc" / "alert2voice" / "config.yaml"
     checked.write_text(_relocate(text, tmp_path))
     result = subprocess.run([sys.executable, "-m", "alert2voice", "check-config", str(checked)],

@@ -20,7 +20,6 @@ from tests import test_deploy
 from tests.e2e_support import skip_or_fail
 from tests.test_deploy import (
     DEPLOY,
-    DUMMY_REDIS_URL,
     _container,
     _core_errors,
     _crd_errors,
@@ -30,8 +29,8 @@ from tests.test_deploy import (
     _load_all,
     _mounted_files,
     _one,
-    _relocate,
     _tool,
+    check_config_with_dummy_secrets,
 )
 
 # test_deploy's fixtures, shared: the validators of kubernetes-validate and of deploy/schemas.
@@ -262,17 +261,7 @@ def test_config_values_override_and_existing_configmap(rendered):
 def test_rendered_config_passes_check_config(rendered, mode, tmp_path):
     """The ConfigMap's config.yaml, with dummy files for the secrets it reads, passes `alert2voice check-config`."""
     config_text = _one(rendered[mode], "ConfigMap", f"{RELEASE}-config")["data"]["config.yaml"]
-    store = yaml.safe_load(config_text)["store"]
-    for path in dict(_file_refs(yaml.safe_load(config_text))).values():
-        target = Path(_relocate(path, tmp_path))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(DUMMY_REDIS_URL if path == store.get("url_file") else "dummy-secret-one\ndummy-secret-two\n")
-    checked = tmp_path / "etc" / "alert2voice" / "config.yaml"
-    checked.write_text(_relocate(config_text, tmp_path))
-    result = subprocess.run([sys.executable, "-m", "alert2voice", "check-config", str(checked)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "OK" in result.stdout and "warning" not in result.stderr
+    check_config_with_dummy_secrets(config_text, tmp_path)
 
 
 # =================================================================================== monitoring, toggles
