@@ -11,15 +11,12 @@ from .dispatch import Dispatcher
 from .dispatch.context import after_write, retry_conflicts
 from .live import LiveConfig
 from .metrics import Metrics
-from .pages import Page, PageState, new_page, next_call, resolve
+from .pages import Page, PageState, new_page, resolve
 from .routing import Plan, PlannedPage
 from .store import Store
 from .store.base import OpenPage
 
 log = logging.getLogger("alert2voice.admission")
-
-# Page results that give the dispatcher new work: only these wake it; a duplicate costs it nothing.
-NEW_WORK = frozenset({"called", "quiet_hours", "resolved"})
 
 
 def _group(payload: Payload) -> dict[str, Any]:
@@ -66,17 +63,11 @@ class Admission:
                 entry["result"] = "duplicate"
             else:
                 page = new_page(planned, _group(payload), now)
-                # The first attempt is committed with the page: the dispatcher can send it without another write.
-                call = next_call(page, config, now)
-                # Held by this process when it will place the first call at once; another replica must not.
-                lease = self.dispatcher.lease() if call is not None and self.dispatcher.has_room() else None
-                if not await store.admit(page, claims, config.dedup.window, now, lease=lease):
+                if not await self.dispatcher.open(page, claims, now):
                     entry["result"] = "duplicate"
                 else:
-                    entry["result"] = ("called" if call is not None else
+                    entry["result"] = ("called" if page.calls else
                                        "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts")
-                    if call is not None:
-                        self.dispatcher.submit(page)
             metrics.page(route.name, entry["result"]).inc()
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("page " + entry["result"], extra={"page_key": planned.key, "route": route.name,
@@ -89,8 +80,8 @@ class Admission:
             log.warning("no route matched", extra={"labels_tried": labels, "routes": [r.name for r in config.routes],
                                                    "group_key": payload.groupKey})
             summary["unrouted"] = len(the_plan.unrouted)
-        if any(e["result"] in NEW_WORK for e in summary["pages"]):
-            self.dispatcher.poke()
+        if any(e["result"] == "resolved" for e in summary["pages"]):
+            self.dispatcher.poke()  # a resolved call may be queued (a new page started or poked in open())
         return summary
 
     async def _look(self, planned: PlannedPage, group_key: str, now: datetime, *, group: bool,
@@ -121,6 +112,7 @@ class Admission:
         if fresh is None or fresh.resolved_at is not None:
             return None
         cancelled = len(resolve(fresh, now, send_resolved=send_resolved))
+        self.dispatcher.speaker.freeze_new(fresh, self.live.config)  # the resolved call, if one was queued
         after_write(lambda: self.metrics.calls.labels(fresh.route, "cancelled").inc(cancelled))
         await self.store.put(fresh)
         return fresh

@@ -19,7 +19,7 @@ from .clock import Clock
 from .config import HEARTBEAT_ROUTE_PREFIX, Config, HeartbeatConfig
 from .dispatch import Dispatcher
 from .metrics import Metrics
-from .pages import Page, PageState, new_page, next_call
+from .pages import Page, PageState, new_page
 from .routing import PlannedPage, alert_identity, claim_key, page_key
 from .store import Store, StoreUnavailable
 from .store.base import OpenPage
@@ -158,14 +158,15 @@ class Heartbeats:
         page = outage_page(hb, last_seen, now)
         if await self.store.seen(page.key, page.claims, now):
             return
-        call = next_call(page, cfg, now)
         dispatcher = self.dispatcher
-        # Held by this process when it places the first call at once, as Admission does for a webhook's page.
-        lease = dispatcher.lease() if call is not None and dispatcher.has_room() else None
-        if not await self.store.admit(page, page.claims, cfg.dedup.window, now, lease=lease):
+
+        async def still_missing() -> bool:
+            return (await self.store.beats()).get(hb.name, last_seen) <= last_seen
+
+        if not await dispatcher.open(page, page.claims, now, wanted=still_missing):
             self.metrics.page(page.route, "duplicate").inc()  # another replica opened it between seen() and admit()
             return
-        if (await self.store.beats()).get(hb.name, last_seen) > last_seen:
+        if not await still_missing():
             # A refresh reached another replica while this one opened the page (and found nothing to resolve
             # yet): the heartbeat is back, so the page is resolved before anyone is called.
             await self.resolve(OpenPage(page.key, tuple(page.identities)), False, now)
@@ -173,13 +174,10 @@ class Heartbeats:
                                                                                    "page_key": page.key})
             dispatcher.poke()
             return
-        result = "called" if call is not None else "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts"
+        result = "called" if page.calls else "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts"
         log.warning("heartbeat missing; page opened", extra={
             "heartbeat": hb.name, "page_key": page.key, "route": page.route, "result": result,
             "last_seen": last_seen.isoformat(), "timeout": hb.timeout.total_seconds()})
-        if call is not None:
-            dispatcher.submit(page)
-        dispatcher.poke()
         self.metrics.page(page.route, result).inc()
 
 

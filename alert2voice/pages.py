@@ -28,6 +28,8 @@ FINAL_PAGE_STATES = frozenset(s for s in PageState if s is not PageState.ACTIVE)
 class CallState(StrEnum):
     QUEUED = "queued"              # to be sent to the provider (also while retrying provider errors)
     ACCEPTED = "accepted"          # provider answered 202; waiting for the outcome
+    UNKNOWN = "unknown"            # a try was sent and its answer lost (timeout, reset, 5xx): repeated byte for
+                                   # byte, or settled by its receipts; never a new attempt by itself
     ANSWERED = "answered"
     ACKNOWLEDGED = "acknowledged"
     NO_ANSWER = "no_answer"
@@ -37,7 +39,9 @@ class CallState(StrEnum):
     CANCELLED = "cancelled"
 
 
-OPEN_CALL_STATES = frozenset({CallState.QUEUED, CallState.ACCEPTED})
+OPEN_CALL_STATES = frozenset({CallState.QUEUED, CallState.UNKNOWN, CallState.ACCEPTED})
+# Open calls the provider has not (knowingly) taken: their frozen request is (re)sent when the page is due.
+UNSENT_CALL_STATES = frozenset({CallState.QUEUED, CallState.UNKNOWN})
 REACHED = frozenset({CallState.ANSWERED, CallState.ACKNOWLEDGED})
 CALL_OUTCOMES = tuple(s.value for s in CallState if s not in OPEN_CALL_STATES)
 
@@ -65,6 +69,12 @@ class Call:
     storm: list[str] = field(default_factory=list)  # pages sharing this call (a storm summary), this one included
     interactive: bool = False      # placed through /v1/voice/calls: only a keypress acknowledges it
     prompts: int = 0               # interactive: how often the message and its prompt were played
+    # The attempt's whole request, built once when the attempt was created (provider.CallRequest.to_dict(), and
+    # for an interactive call what it says when answered): every try sends these bytes. None until frozen.
+    request: dict[str, Any] | None = None
+    # An unknown attempt no longer sent again (a repeat was refused, or retries gave up): until then its receipts
+    # may still say what became of it; past it, it counts as not reached.
+    settle_at: datetime | None = None
 
     @property
     def open(self) -> bool:
@@ -225,8 +235,9 @@ def record_outcome(page: Page, call: Call, outcome: CallState, config: Config, n
 
 
 def cancel_queued(page: Page, now: datetime, why: str | None = None) -> list[Call]:
-    """Cancel the page's calls that were not sent yet; returns them (for the cancelled-calls metric)."""
-    cancelled = [c for c in page.calls if c.state is CallState.QUEUED]
+    """Cancel the page's calls that were not sent yet, or not knowingly (unknown: a try's answer was lost, and a
+    receipt for it is stale from now on); returns them (for the cancelled-calls metric)."""
+    cancelled = [c for c in page.calls if c.state in UNSENT_CALL_STATES]
     for c in cancelled:
         c.state, c.ended_at = CallState.CANCELLED, now
         if why is not None:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from alert2voice.config_file import secrets_of
 from alert2voice.logs import setup_logging
-from alert2voice.provider import AuthFailed, CallStatus, Rejected, Unavailable
+from alert2voice.provider import AuthFailed, CallStatus, NetworkError, Rejected, Unavailable
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
@@ -378,16 +378,24 @@ async def test_auth_failure_keeps_call_queued_and_reports_not_ready(client, env)
     assert not any("provider" in p for p in await readiness(client.app))
 
 
-async def test_retries_give_up_then_next_contact(client, env):
-    env["provider"].fail_next(Unavailable(500), times=1000)
+@pytest.mark.parametrize(("error", "outcome"), [
+    # Nothing reached the provider (no connection): the attempt failed, for sure.
+    (NetworkError("connect: refused", connected=False), "failed"),
+    # A 500 after the body was sent: the call may have gone out; at the end it counts as not reached.
+    (Unavailable(500), "no_answer"),
+], ids=["refused-connection-fails", "5xx-is-unknown-then-no-answer"])
+async def test_retries_give_up_then_next_contact(client, env, error, outcome):
+    env["provider"].fail_next(error, times=1000)
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
-    for _ in range(40):
+    for _ in range(80):
         await settle(d)
         env["clock"].advance(timedelta(minutes=1))
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") >= 1
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome=outcome) >= 1
     numbers = {r.dialed_number for r in env["provider"].requests}
     assert "+442071838750" in numbers  # escalated past alice after giving up
+    first = [r for r in env["provider"].requests if r.correlation_id == env["provider"].requests[0].correlation_id]
+    assert len(first) > 1 and len(set(first)) == 1, "every try of an attempt is the same request"
 
 
 # ----------------------------------------------------------------------------------------- resolved

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from ..clock import Clock
 from ..config import Config
 from ..metrics import Metrics
-from ..pages import Call, CallState, Page, PageState, cancel_queued, next_call, route_of
+from ..pages import UNSENT_CALL_STATES, Call, CallState, Page, PageState, cancel_queued, next_call, route_of
 from ..provider import Provider
 from ..speech import Speech
 from ..store import Store, StoreUnavailable
@@ -45,8 +45,8 @@ class Dispatcher:
         self.ctx = ctx = Context(config=config, store=store, provider=provider, speech=speech, metrics=metrics,
                                  clock=clock, rng=rng or random.Random())
         self.store, self.metrics, self.clock = store, metrics, clock
-        limiter = RateLimiter(store.take_token, lambda: clock.now().timestamp(),
-                              sleep=getattr(clock, "sleep", asyncio.sleep))
+        self.sleep = getattr(clock, "sleep", asyncio.sleep)
+        limiter = RateLimiter(store.take_token, lambda: clock.now().timestamp(), sleep=self.sleep)
         self.speaker = Speaker(ctx)
         self.placer = Placer(ctx, limiter, self.speaker)
         self.outcomes = Outcomes(ctx, self.speaker, self.poke)
@@ -109,20 +109,43 @@ class Dispatcher:
         """A lease for a page this process is about to work on (see context.lease_span)."""
         return self.ctx.lease(self.config)
 
-    def submit(self, page: Page) -> None:
-        """A page just admitted with its first attempt: start it now if a slot is free, else the loop will."""
-        if not self.has_room():
-            self.poke()
-            return
-        self._start(page.key, page)
+    async def open(self, page: Page, claims: Sequence[str], now: datetime,
+                   wanted: Callable[[], Awaitable[bool]] | None = None) -> bool:
+        """Admit a new page (store.admit) with its first attempt queued and frozen; False when it is a duplicate.
 
-    def _start(self, key: str, fresh: Page | None = None) -> asyncio.Task[None] | None:
-        """Process a page in a task of its own, unless it is in progress here already.
+        The one way a page comes to be, for a webhook's group and a missing heartbeat alike. When a slot is free
+        the page is admitted leased to this process and started at once, its slot taken before the store is
+        asked (so no other start can take it meanwhile); otherwise it is admitted unleased and left to the loop
+        of whichever replica comes first. `wanted`, asked once the page is stored, may still stop it starting.
+        """
+        cfg = self.config
+        call = next_call(page, cfg, now)
+        if call is not None:
+            self.speaker.freeze(page, call, cfg)
+        slot = call is not None and self.has_room() and page.key not in self.active
+        if slot:
+            self.active.add(page.key)
+        started = False
+        try:
+            admitted = await self.store.admit(page, claims, cfg.dedup.window, now,
+                                              lease=self.lease() if slot else None)
+            if admitted and slot and (wanted is None or await wanted()):
+                self._start(page.key, page, reserved=True)
+                started = True
+        finally:
+            if slot and not started:
+                self.active.discard(page.key)
+        if admitted and call is not None and not started:
+            self.poke()
+        return admitted
+
+    def _start(self, key: str, fresh: Page | None = None, reserved: bool = False) -> asyncio.Task[None] | None:
+        """Process a page in a task of its own, unless it is in progress here already (or `reserved` by open()).
 
         The key takes its slot in `active` at once, not when the task first runs, so that every check of
         the free slots (against the current provider.max_in_flight) counts it.
         """
-        if key in self.active:
+        if key in self.active and not reserved:
             return None
         self.active.add(key)
         task = asyncio.create_task(self._guarded(key, fresh), name=f"page-{key[:12]}")
@@ -245,6 +268,7 @@ class Dispatcher:
             had_calls = any(c.kind == "page" for c in page.calls)
             call = next_call(page, cfg, now)
             if call is not None:
+                self.speaker.freeze(page, call, cfg)
                 if had_calls:
                     after_write(self.metrics.escalations.labels(page.route).inc)
                 # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
@@ -255,7 +279,7 @@ class Dispatcher:
         if call is None:
             if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:
                 page.due_at = None
-        elif call.state is CallState.QUEUED:
+        elif call.state in UNSENT_CALL_STATES:
             await self.placer.place(page, call, cfg, now)
             placed = call.state is CallState.ACCEPTED
         elif call.state is CallState.ACCEPTED:
@@ -263,22 +287,42 @@ class Dispatcher:
         page.updated_at = now
         try:
             await self.store.put(page)
-        except Conflict:
+        except (Conflict, StoreUnavailable):
             if not placed or call is None:
                 raise
-            # The provider took the call while another writer changed the page: that the call went out must
-            # not be lost, or its retry would ring the phone again.
-            await retry_conflicts(lambda: self._record_placed(key, call, page.due_at, now))
+            # The provider took the call, and the page could not be written as read (another writer changed it,
+            # or the store is away): that the call went out must not be lost, or its retry would ring again.
+            await self._keep_record(key, call, page.due_at, now)
+
+    async def _keep_record(self, key: str, call: Call, due_at: datetime | None, now: datetime) -> None:
+        """Write that `call` was accepted onto the page as stored, retrying until the store takes it.
+
+        Meanwhile the key stays in `active`: this process does not take the page again, and a replica that
+        does after the lease ends sends the same frozen request, which the provider answers with the same 202.
+        """
+        delay = 0.05
+        while True:
+            try:
+                await retry_conflicts(lambda: self._record_placed(key, call, due_at, now))
+                return
+            except StoreUnavailable as exc:
+                if self.stopping:
+                    raise
+                log.warning("store unavailable; the accepted call is written when it answers", extra={
+                    "page_key": key, "correlation_id": call.correlation_id, "error": str(exc)})
+                await self.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     async def _record_placed(self, key: str, call: Call, due_at: datetime | None, now: datetime) -> None:
         """Write onto the page as stored now that `call` was accepted (unless a callback said so already)."""
         page = await self.store.get(key)
         stored = page.call(call.correlation_id) if page is not None else None
-        if page is None or stored is None or stored.state is not CallState.QUEUED:
+        if page is None or stored is None or stored.state not in UNSENT_CALL_STATES:
             return
         stored.state, stored.message_id, stored.accepted_at, stored.error = (
             call.state, call.message_id, call.accepted_at, None)
         stored.tries, stored.interactive, stored.storm = call.tries, call.interactive, call.storm
+        stored.request, stored.idempotency_key = call.request, call.idempotency_key
         page.due_at, page.updated_at = due_at, now
         await self.store.put(page)
 

@@ -10,7 +10,7 @@ from .. import interactive
 from ..callbacks import Event
 from ..config import Config
 from ..interactive import Answer
-from ..pages import REACHED, Call, CallState, Page
+from ..pages import REACHED, UNSENT_CALL_STATES, Call, CallState, Page
 from ..provider import Accepted, ProviderError, normalize_status
 from .context import Context, after_write, retry_conflicts
 from .speaking import Speaker
@@ -63,7 +63,7 @@ class Outcomes:
         if call.interactive:
             # Delivery receipts belong to /v1/voice/messages; a programmable call moves by its call events.
             return "mismatched", None, now
-        queued = call.state is CallState.QUEUED
+        queued = call.state in UNSENT_CALL_STATES
         if not await self._reconcile(page, call, message_id, now):
             return "stale", None, now
         if outcome is None:
@@ -148,7 +148,7 @@ class Outcomes:
         """
         if call.message_id is not None:
             return message_id is None or message_id == call.message_id
-        if call.state is CallState.QUEUED and message_id:
+        if call.state in UNSENT_CALL_STATES and message_id:
             ctx = self.ctx
             cfg = ctx.config()
             # The call did happen: it counts, whatever the tiers (once the adoption is written).

@@ -45,11 +45,19 @@ class Placer:
         self.storms = Storms(ctx, speaker, self.send)
 
     async def place(self, page: Page, call: Call, cfg: Config, now: datetime) -> None:
-        """Send the call now, or defer it (throttle) or fold it (storm) by moving page.due_at."""
-        if call.tries == 0:
-            # Chosen once per attempt, so its retries send the same request after a reload changed the mode.
-            # Resolved notices (and test calls) stay play-and-hang-up: there is nothing to acknowledge.
-            call.interactive = cfg.provider.mode == "interactive" and call.kind == "page"
+        """Send the call's frozen request now, or defer it (throttle) or fold it (storm) by moving page.due_at.
+
+        An unknown attempt (a try went out and its answer was lost) is past the throttle and the storm rule
+        already, its slot counted: it is sent again byte for byte, or settled once no more tries are allowed.
+        """
+        if call.state is CallState.UNKNOWN:
+            if call.settle_at is None:
+                await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg))
+            elif now >= call.settle_at:
+                self.ctx.ended(page, call, CallState.NO_ANSWER, cfg, now, via="outcome unknown")
+            else:
+                page.due_at = call.settle_at
+            return
         store = self.ctx.store
         # Counted in the store before anything is awaited: concurrent pages, here or on another replica,
         # must not all pass the same check.
@@ -68,26 +76,30 @@ class Placer:
                 await store.unreserve_call(call.number, now)
             if held is not Hold.NONE:
                 return
-        await self.send(page, call, cfg, now, self.speaker.build_request(page, call, cfg, now))
+        await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg))
 
     async def send(self, page: Page, call: Call, cfg: Config, now: datetime, request: CallRequest) -> bool:
-        """Send one attempt whose throttle slot was counted at `now`; True when the provider accepted it."""
+        """Send one try of an attempt whose throttle slot was counted at `now`; True when the provider accepted it."""
         ctx = self.ctx
         call.tries += 1
         try:
             await self._clear_to_send(page, cfg)
         except Conflict:
-            await ctx.store.unreserve_call(call.number, now)
+            if call.state is CallState.QUEUED:
+                await ctx.store.unreserve_call(call.number, now)
             raise
         place = cast(InteractiveProvider, ctx.provider).place_interactive_call if call.interactive \
             else ctx.provider.place_call
         try:
             accepted = await place(request)
         except ProviderError as exc:
-            await ctx.store.unreserve_call(call.number, now)
+            if call.state is CallState.QUEUED and not exc.maybe_taken:
+                await ctx.store.unreserve_call(call.number, now)  # nothing went out: the slot is free again
             self._failed_try(page, call, cfg, exc, ctx.clock.now())
             return False
         ctx.accepted(page, call, cfg, accepted, ctx.clock.now())
+        if len(call.storm) > 1:
+            await self.storms.spoken_for(page, call, cfg)  # a summary call: its followers were spoken too
         return True
 
     async def _clear_to_send(self, page: Page, cfg: Config) -> None:
@@ -114,6 +126,9 @@ class Placer:
         message = SCRUBBER.scrub(str(exc))
         changed = call.error != message
         call.error = message
+        if exc.maybe_taken:
+            # The provider may have taken it: from now on only these bytes may go out for this attempt.
+            call.state = CallState.UNKNOWN
         if isinstance(exc, AuthFailed):
             # A credentials problem is not this call's fault: keep it queued, report not ready, retry slowly.
             ctx.provider_ok(False)
@@ -122,6 +137,14 @@ class Placer:
                     code=exc.code, reason=exc.reason)
             return
         gave_up = now - call.created_at >= cfg.provider.retry.give_up_after
+        if call.state is CallState.UNKNOWN and (not exc.retryable or gave_up):
+            # An earlier try may have rung the phone: a refused repeat (or the end of the retries) proves
+            # nothing. Its receipts may still come; without them it counts as not reached at the deadline,
+            # and the next attempt keeps its interval.
+            call.settle_at = page.due_at = now + cfg.provider.callback.deadline
+            ctx.log(page, call, "call outcome unknown; waiting for its receipts", logging.WARNING, code=exc.code,
+                    status=exc.status, reason=exc.reason, settle_at=call.settle_at.isoformat())
+            return
         if not exc.retryable or gave_up:
             ctx.ended(page, call, CallState.FAILED, cfg, now, via="provider rejected" if not exc.retryable
                       else "retries gave up", code=exc.code, status=exc.status, reason=exc.reason)
@@ -130,4 +153,4 @@ class Placer:
         page.due_at = now + wait
         if changed:
             ctx.log(page, call, "provider error; retrying", logging.WARNING, code=exc.code, status=exc.status,
-                    reason=exc.reason, retry_in=round(wait.total_seconds(), 3))
+                    reason=exc.reason, retry_in=round(wait.total_seconds(), 3), outcome=call.state.value)

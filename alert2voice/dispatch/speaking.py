@@ -10,8 +10,9 @@ from typing import Any
 from .. import interactive
 from ..alertmanager import Alert, Payload
 from ..config import Config, SpeechConfig
-from ..pages import Call, Page, route_of
+from ..pages import Call, CallState, Page, route_of
 from ..provider import Audio, CallRequest, MediaAudio, TtsAudio, UrlAudio
+from ..provider.base import audio_from_json
 from ..speech import SpeechContext, ssml_document
 from .context import Context
 
@@ -80,30 +81,56 @@ class Speaker:
             audio.append(self.tts(cfg, call, ssml_document(interactive.prompt_text(digit), audio[0].language)))
         return [recording, *audio] if recording is not None else audio
 
-    def build_request(self, page: Page, call: Call, cfg: Config, now: datetime,
-                      extra: Sequence[Page] = ()) -> CallRequest:
-        """The provider request for a call: what it says (message mode) and our callback."""
+    def freeze(self, page: Page, call: Call, cfg: Config, extra: Sequence[Page] = ()) -> None:
+        """Build the attempt's whole request once, as of its creation, and keep it on the call (SPEC §5).
+
+        Every try sends these bytes: the speech is rendered at `call.created_at`, never at a retry's `now`, so a
+        retry after a lost answer carries the same Idempotency-Key and the same body, and a reload or a template
+        change between tries changes nothing already frozen. `extra` pages (a storm summary) are spoken too.
+        """
+        # Resolved notices (and test calls) stay play-and-hang-up: there is nothing to acknowledge.
+        call.interactive = cfg.provider.mode == "interactive" and call.kind == "page"
+        spoken = self.audio_for(page, call, cfg, call.created_at, extra)
         # POST /v1/voice/calls carries no audio: interactive calls are spoken when answered (see reply()).
-        audio = _UNSPOKEN if call.interactive else self.audio_for(page, call, cfg, now, extra)[0]
-        return CallRequest(
+        request = CallRequest(
             caller_id=cfg.provider.caller_id,
             dialed_number=call.number,
-            audio=audio,
+            audio=_UNSPOKEN if call.interactive else spoken[0],
             correlation_id=call.correlation_id,
             callback_url=cfg.server.public_url + "/callbacks/webex",
             callback_auth_id=cfg.provider.callback.auth_id,
             idempotency_key=call.idempotency_key,
         )
+        call.request = request.to_dict()
+        if call.interactive:
+            call.request["say"] = [a.to_json() for a in spoken]
+
+    def freeze_new(self, page: Page, cfg: Config) -> None:
+        """Freeze every attempt of the page created since it was read (queued, with no request yet)."""
+        for call in page.calls:
+            if call.request is None and call.state is CallState.QUEUED:
+                self.freeze(page, call, cfg)
+
+    def request_of(self, page: Page, call: Call, cfg: Config) -> CallRequest:
+        """The attempt's frozen request (frozen now if an older version of us queued it without one)."""
+        if call.request is None:
+            self.freeze(page, call, cfg)
+        assert call.request is not None
+        return CallRequest.from_dict(call.request)
 
     async def reply(self, page: Page, call: Call, step: interactive.Step, cfg: Config,
                     now: datetime) -> dict[str, Any]:
         """The action answering an interactive call's event: the message and prompt, the thank-you, or hang up."""
         if step.reply == "prompt":
             call.prompts += 1
-            store = self.ctx.store
-            extra = [p for k in call.storm if k != page.key and (p := await store.get(k)) is not None]
-            # audio_for never fails on a template: the callee on the line hears a fallback at worst.
-            return interactive.prompt_action(self.audio_for(page, call, cfg, now, extra), cfg.acknowledgement.digit)
+            said = (call.request or {}).get("say")
+            if said is None:  # queued by an older version of us, before attempts were frozen
+                store = self.ctx.store
+                extra = [p for k in call.storm if k != page.key and (p := await store.get(k)) is not None]
+                audio = self.audio_for(page, call, cfg, call.created_at, extra)
+            else:
+                audio = [audio_from_json(a) for a in said]
+            return interactive.prompt_action(audio, cfg.acknowledgement.digit)
         if step.reply == "thanks":
             text = ssml_document(interactive.THANKS, self.voice(cfg, call).language)
             return interactive.play_action([self.tts(cfg, call, text)])

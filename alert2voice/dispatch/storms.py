@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from enum import Enum
 
 from ..config import Config
-from ..pages import Call, CallState, Page, PageState
+from ..pages import UNSENT_CALL_STATES, Call, CallState, Page, PageState
 from ..provider import Accepted, CallRequest
 from ..store.base import StormBatch
 from .context import Context, after_write, retry_conflicts
@@ -16,6 +17,12 @@ from .speaking import Speaker
 
 # Sends one attempt; True when the provider accepted it (Placer.send).
 Send = Callable[[Page, Call, Config, datetime, CallRequest], Awaitable[bool]]
+
+
+def _waits(page: Page | None, number: str, states: Collection[CallState]) -> bool:
+    """Whether the page is active with an open call to `number` in one of `states`."""
+    call = page.open_call if page is not None and page.state is PageState.ACTIVE else None
+    return call is not None and call.state in states and call.number == number
 
 
 class Hold(Enum):
@@ -41,6 +48,10 @@ class Storms:
         rule = cfg.throttle.storm
         assert rule is not None
         store, number = self.ctx.store, call.number
+        if call.storm:
+            # Its fan-out is written: a summary whose leader died while placing it; these bytes go out now.
+            await self._place_summary(page, call, cfg, now, StormBatch(now))
+            return Hold.SENT
         batch = await store.storm_batch(number)
         if batch is None or page.key not in batch.keys:
             recent = await store.calls_within(number, now, rule.per)
@@ -58,35 +69,58 @@ class Storms:
         if now < batch.release_at:
             page.due_at = batch.release_at
             return Hold.HELD
-        if batch.leader is not None or not await store.storm_lead(number, page.key):
-            page.due_at = now + timedelta(seconds=2)  # the summary is being placed; its result reaches us
+        if batch.leader not in (None, page.key):
+            if await self._leading(batch.leader, number):
+                page.due_at = now + timedelta(seconds=2)  # the summary is being placed; its result reaches us
+                return Hold.HELD
+            # Its leader page ended without finishing the summary (resolved, cancelled while its holder was
+            # gone): the batch is free, and this page is looked at again on its own.
+            await store.storm_end(number, batch.leader)
+            page.due_at = now
             return Hold.HELD
-        await self._place_summary(page, call, batch, cfg, now)
+        # Leading already: this replica took the leader page over from one that died before it wrote the fan-out.
+        if batch.leader is None and not await store.storm_lead(number, page.key):
+            page.due_at = now + timedelta(seconds=2)
+            return Hold.HELD
+        await self._place_summary(page, call, cfg, now, batch)
         return Hold.SENT
 
-    async def _place_summary(self, page: Page, call: Call, batch: StormBatch, cfg: Config, now: datetime) -> None:
+    async def _leading(self, key: str, number: str) -> bool:
+        """Whether the leader page `key` still has the summary call to place (whoever holds it now)."""
+        return _waits(await self.ctx.store.get(key), number, UNSENT_CALL_STATES)
+
+    async def _place_summary(self, page: Page, call: Call, cfg: Config, now: datetime, batch: StormBatch) -> None:
+        """Place the summary call, its fan-out written on the leader's page first; the batch ends with it."""
         ctx = self.ctx
-        followers: list[Page] = []
-        for key in batch.keys:
-            other = await ctx.store.get(key) if key != page.key else None
-            open_call = other.open_call if other is not None else None
-            if other is not None and other.state is PageState.ACTIVE and open_call is not None \
-                    and open_call.state is CallState.QUEUED and open_call.number == call.number:
-                followers.append(other)
-        request = self.speaker.build_request(page, call, cfg, now, extra=followers)
-        if not await self.send(page, call, cfg, now, request):
-            # Not accepted: the batch dissolves and each page is looked at again on its own.
-            await ctx.store.storm_end(call.number, page.key)
-            return
-        members = [page.key, *(p.key for p in followers)]
-        call.storm = members
+        try:
+            if not call.storm:
+                followers = []
+                for key in batch.keys:
+                    other = await ctx.store.get(key) if key != page.key else None
+                    if other is not None and _waits(other, call.number, {CallState.QUEUED}):
+                        followers.append(other)
+                call.storm = [page.key, *(p.key for p in followers)]
+                # The summary is a request of its own (what it says changed): a new key, frozen, and written
+                # before it is sent, so that a replica taking the page over sends these very bytes.
+                call.idempotency_key = str(uuid.uuid4())
+                self.speaker.freeze(page, call, cfg, extra=followers)
+                await ctx.store.put(page, lease=ctx.lease(cfg))
+            if await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg)):
+                ctx.log(page, call, "storm summary call placed", logging.WARNING, pages=len(call.storm))
+        finally:
+            if call.state is not CallState.UNKNOWN:
+                # Placed (its followers marked) or refused: the batch is over, and each page is looked at again
+                # on its own. An unknown one leads on: its followers wait for its receipts.
+                await ctx.store.storm_end(call.number, page.key)
+
+    async def spoken_for(self, page: Page, call: Call, cfg: Config) -> None:
+        """A summary call was accepted: every follower's queued call is accepted with the summary's ids."""
+        ctx = self.ctx
         accepted = Accepted(call.message_id or "", call.correlation_id, None)
-        for other in followers:
-            async with ctx.locks[other.key]:
-                await retry_conflicts(lambda key=other.key: self._spoken_for(key, call, members, accepted, cfg))
-        # Only now: until its followers are marked, they see a led batch and wait for its result.
-        await ctx.store.storm_end(call.number, page.key)
-        ctx.log(page, call, "storm summary call placed", logging.WARNING, pages=len(members))
+        for key in call.storm:
+            if key != page.key:
+                async with ctx.locks[key]:
+                    await retry_conflicts(lambda key=key: self._spoken_for(key, call, call.storm, accepted, cfg))
 
     async def _spoken_for(self, key: str, call: Call, members: list[str], accepted: Accepted, cfg: Config) -> None:
         """A follower's queued call was spoken in the summary call: it is accepted with the summary's ids."""

@@ -72,6 +72,16 @@ class MediaAudio:
 Audio = TtsAudio | UrlAudio | MediaAudio
 
 
+def audio_from_json(data: Mapping[str, Any]) -> Audio:
+    """The audio whose `to_json()` is `data`: what a frozen request stored."""
+    if data["type"] == "URL":
+        return UrlAudio(data["location"])
+    if data["type"] == "MEDIA":
+        return MediaAudio(data["mediaId"])
+    return TtsAudio(text=data["text"], language=data["language"], voice=data["voice"], gender=data["gender"],
+                    style=data["style"], engine=data["engine"], text_format=data["textFormat"])
+
+
 @dataclass(frozen=True)
 class CallRequest:
     """One call attempt; retries of the same attempt reuse it unchanged (same ids, same body)."""
@@ -83,6 +93,20 @@ class CallRequest:
     callback_url: str
     callback_auth_id: str | None = None
     idempotency_key: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request as JSON-able data, from which from_dict() builds it again unchanged (a frozen attempt)."""
+        return {"caller_id": self.caller_id, "dialed_number": self.dialed_number, "audio": self.audio.to_json(),
+                "correlation_id": self.correlation_id, "callback_url": self.callback_url,
+                "callback_auth_id": self.callback_auth_id, "idempotency_key": self.idempotency_key}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallRequest:
+        """The request to_dict() stored."""
+        return cls(caller_id=data["caller_id"], dialed_number=data["dialed_number"],
+                   audio=audio_from_json(data["audio"]), correlation_id=data["correlation_id"],
+                   callback_url=data["callback_url"], callback_auth_id=data["callback_auth_id"],
+                   idempotency_key=data["idempotency_key"])
 
     @property
     def effective_idempotency_key(self) -> str:
@@ -141,6 +165,9 @@ class ProviderError(Exception):
 
     reason = "unavailable"
     retryable = False
+    # Whether the provider may have taken the request all the same (its answer was lost on the way): the
+    # attempt's outcome is then unknown, and only the same request (same key, same body) may be sent again.
+    maybe_taken = False
 
     def __init__(self, message: str = "", *, status: int | None = None, code: str | None = None) -> None:
         self.status = status
@@ -205,6 +232,7 @@ class Unavailable(ProviderError):
 
     reason = "unavailable"
     retryable = True
+    maybe_taken = True  # a 5xx after the body was sent: a proxy's 502 or 504 says nothing of the platform behind
 
     def __init__(self, status: int | None, *, code: str | None = None, message: str = "") -> None:
         super().__init__(message, status=status, code=code)
@@ -216,8 +244,10 @@ class NetworkError(ProviderError):
     reason = "network"
     retryable = True
 
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
+    def __init__(self, message: str, *, timeout: bool = False, connected: bool = True) -> None:
         self.timeout = timeout
+        # A connection never made (refused, no route, DNS) sent nothing; a timeout or a reset may have.
+        self.maybe_taken = connected
         super().__init__(message)
 
 

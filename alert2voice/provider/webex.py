@@ -142,7 +142,8 @@ class WebexProvider:
             raise NetworkError(f"{endpoint}: timed out after {seconds:g}s", timeout=True) from exc
         except aiohttp.ClientError as exc:
             self._record(endpoint, "error", start)
-            raise NetworkError(f"{endpoint}: {_describe(exc, _key(settings))}") from exc
+            connected = not isinstance(exc, aiohttp.ClientConnectorError)
+            raise NetworkError(f"{endpoint}: {_describe(exc, _key(settings))}", connected=connected) from exc
         self._record(endpoint, str(status), start)
         if body is None:
             message = f"{endpoint}: response body over {MAX_BODY_BYTES} bytes, not read"
