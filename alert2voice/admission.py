@@ -36,7 +36,7 @@ class Admission:
 
         Raises StoreUnavailable (answered 503, so Alertmanager retries) before anything is promised.
         """
-        config, metrics, store = self.live.config, self.metrics, self.store
+        config, metrics = self.live.config, self.metrics
         summary: dict[str, Any] = {"status": "ok", "pages": []}
         firing_ids = {i for p in the_plan.pages for i in p.identities}
         for planned in the_plan.pages:

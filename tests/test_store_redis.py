@@ -121,7 +121,7 @@ async def test_a_wake_up_reaches_the_other_replica_and_not_the_sender(server):
             opened(server) as elsewhere:
         woken: dict[str, list[int]] = {"a": [], "b": [], "elsewhere": []}
         for name, store in (("a", a), ("b", b), ("elsewhere", elsewhere)):
-            store.on_wakeup(lambda name=name: woken[name].append(1))
+            store.on_wakeup(lambda at, name=name: woken[name].append(1))
         await subscribed(server, a, 2)
         await subscribed(server, elsewhere, 1)
         await a.wake_others()
@@ -133,23 +133,23 @@ async def test_a_wake_up_reaches_the_other_replica_and_not_the_sender(server):
         assert woken == {"a": [1], "b": [1], "elsewhere": []}
 
 
-async def test_due_work_written_without_a_lease_wakes_the_other_replicas(server):
+async def test_due_work_wakes_the_other_replicas_now_or_at_the_end_of_its_lease(server):
     prefix = fresh_prefix()
     async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b:
-        woken: list[str] = []
-        b.on_wakeup(lambda: woken.append("b"))
-        a.on_wakeup(lambda: woken.append("a"))
+        woken: list[tuple[str, datetime | None]] = []
+        b.on_wakeup(lambda at: woken.append(("b", at)))
+        a.on_wakeup(lambda at: woken.append(("a", at)))
         await subscribed(server, a, 2)
         held = Lease("replica-a", T0 + LEASE)
         page = make_page("p", due_at=at(300))
-        assert await a.admit(page, ["c"], WINDOW, T0, lease=held)  # a places it itself: nobody to wake
-        await a.put(make_page("idle"))  # nothing due
+        # a places it itself: b is told when a's lease ends, to take it over then if a died.
+        assert await a.admit(page, ["c"], WINDOW, T0, lease=held)
+        await a.put(make_page("idle"))  # nothing due: nobody is told
         await a.put(page)  # the next step, due in five minutes, for whoever is there then
-        await eventually(until(lambda: woken), "b woken by the due write")
         await a.put(page, lease=held)
         await b.put(make_page("q", due_at=T0))
-        await eventually(until(lambda: "a" in woken), "a woken by b's write")
-        assert woken == ["b", "a"]  # one wake-up each: the lease-held and idle writes woke nobody
+        await eventually(until(lambda: len(woken) == 4), "four wake-ups")
+        assert woken == [("b", T0 + LEASE), ("b", None), ("b", T0 + LEASE), ("a", None)]
 
 
 async def test_a_store_closes_at_once_even_while_its_subscriber_is_still_connecting(server):
@@ -176,7 +176,7 @@ async def test_a_quiet_subscriber_pings_and_stays_subscribed(own_server, monkeyp
         prefix = fresh_prefix()
         async with opened(own_server, key_prefix=prefix) as a, opened(own_server, key_prefix=prefix) as b:
             woken: list[int] = []
-            b.on_wakeup(lambda: woken.append(1))
+            b.on_wakeup(lambda at: woken.append(1))
             await subscribed(own_server, a, 2)
             before, listening = pings(), subscribers()
             await eventually(until(lambda: pings() >= before + 6), "the subscribers' PINGs")
@@ -274,8 +274,8 @@ async def test_wake_ups_flow_again_after_a_redis_restart(own_server):
     prefix = fresh_prefix()
     async with opened(own_server, key_prefix=prefix) as a, opened(own_server, key_prefix=prefix) as b:
         woken: dict[str, list[int]] = {"a": [], "b": []}
-        a.on_wakeup(lambda: woken["a"].append(1))
-        b.on_wakeup(lambda: woken["b"].append(1))
+        a.on_wakeup(lambda at: woken["a"].append(1))
+        b.on_wakeup(lambda at: woken["b"].append(1))
         await subscribed(own_server, a, 2)
         await asyncio.to_thread(own_server.stop)
         await asyncio.to_thread(own_server.start)

@@ -30,6 +30,8 @@ log = logging.getLogger("alert2voice.dispatch")
 # (longer than a rolling reload takes), and looked at again this often meanwhile.
 ROUTE_GRACE = timedelta(minutes=5)
 ROUTE_RECHECK = timedelta(seconds=30)
+# A look planned at another replica's lease end comes this much later, so that the lease has ended by then.
+LEASE_MARGIN = 0.05
 
 
 class Dispatcher:
@@ -58,6 +60,7 @@ class Dispatcher:
         self.running = False
         self.stopping = False
         self._purged_at: datetime | None = None
+        self._look_later: asyncio.TimerHandle | None = None  # a planned look at another replica's lease end
         self.active: set[str] = set()  # keys being processed now, in this process
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -87,8 +90,19 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def poke(self) -> None:
-        """New work was queued: look at the queue now rather than at the next due time."""
+    def poke(self, at: datetime | None = None) -> None:
+        """New work was queued: look at the queue now rather than at the next due time (or at `at`, when another
+        replica's lease on due work ends: one look then takes the page over if its holder died)."""
+        if at is None:
+            self.wakeup.set()
+            return
+        if self._look_later is not None and not self._look_later.cancelled():
+            return  # a look is planned already, no later than this lease's end (leases are equally long)
+        delay = max(0.0, (at - self.clock.now()).total_seconds()) + LEASE_MARGIN
+        self._look_later = asyncio.get_running_loop().call_later(delay, self._looked)
+
+    def _looked(self) -> None:
+        self._look_later = None
         self.wakeup.set()
 
     async def settled(self) -> None:
@@ -196,6 +210,8 @@ class Dispatcher:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             self.running = False
+            if self._look_later is not None:
+                self._look_later.cancel()
             self._settled.set()  # a stopped loop has nothing more to do
 
     async def _purge(self, cfg: Config) -> None:

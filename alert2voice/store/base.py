@@ -162,8 +162,9 @@ class Store(Protocol):
 
     # ------------------------------------------------------------------------------------- wake-ups
 
-    def on_wakeup(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (on the event loop) when another replica adds or changes due work."""
+    def on_wakeup(self, callback: Callable[[datetime | None], None]) -> None:
+        """Call `callback` (on the event loop) when another replica adds or changes due work: with None to look
+        now, or with the end of the lease under which it was written, to look then (its holder may die)."""
 
     async def wake_others(self) -> None:
         """Tell the other replicas that due work was added or changed (nothing to do in one process)."""

@@ -30,7 +30,7 @@ class LocalLimits:
         self._storms: dict[str, StormBatch] = {}
         self._tokens: float | None = None
         self._token_time = 0.0
-        self._wakeups: list[Callable[[], None]] = []
+        self._wakeups: list[Callable[[datetime | None], None]] = []
 
     def _counter(self, number: str, tier: Tier) -> deque[datetime]:
         return self._placed[_ALL if tier.scope == "all" else number]
@@ -91,7 +91,7 @@ class LocalLimits:
             return 0.0
         return max(MIN_WAIT, (1 - self._tokens) / rate)
 
-    def on_wakeup(self, callback: Callable[[], None]) -> None:
+    def on_wakeup(self, callback: Callable[[datetime | None], None]) -> None:
         self._wakeups.append(callback)
 
     async def wake_others(self) -> None:

@@ -172,7 +172,7 @@ class RedisStore:
         self._redis: Redis | None = None
         self._sentinels: Sentinel | None = None
         self._scripts: dict[str, Any] = {}
-        self._wakeups: list[Callable[[], None]] = []
+        self._wakeups: list[Callable[[datetime | None], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._durability_checked = False
         self.cache = LookCache(live_within=WAKE_PING + 2 * socket_timeout)  # remembered duplicates
@@ -491,18 +491,19 @@ class RedisStore:
 
     # ------------------------------------------------------------------------------------- wake-ups
 
-    def on_wakeup(self, callback: Callable[[], None]) -> None:
-        """Call `callback` on the event loop when another replica publishes a wake-up."""
+    def on_wakeup(self, callback: Callable[[datetime | None], None]) -> None:
+        """Call `callback` on the event loop when another replica publishes a wake-up (None: look now), or
+        writes due work under a lease (the lease's end: look then, in case its holder died)."""
         self._wakeups.append(callback)
 
     async def wake_others(self) -> None:
         """Publish a wake-up, signed with this instance's id so that it does not wake itself."""
         await self._call("wake_others", lambda redis: redis.publish(self.keys.wake, self.instance))
 
-    def _wake(self) -> None:
+    def _wake(self, at: datetime | None = None) -> None:
         for callback in self._wakeups:
             try:
-                callback()
+                callback(at)
             except Exception:
                 log.exception("wake-up callback failed")
 
@@ -545,6 +546,10 @@ class RedisStore:
             data = message["data"]
             if data.startswith("look|"):
                 self.cache.invalidate(data.removeprefix("look|"))
+            elif data.startswith("lease|"):
+                _, until, sender = data.split("|", 2)
+                if sender != self.instance:
+                    self._wake(_time(until))
             elif data != self.instance:
                 self._wake()
 

@@ -36,7 +36,8 @@ end
 -- Write the page at `version`. KEYS: page, due, recent, done, group, seq, then (from `first_call`) the
 -- keys of its call ids. ARGV: prefix, key, data, state, live, due, updated, resolved, identities, call
 -- ids, retention ms, recent kept, lease until and owner ('' for none), wake channel, instance.
--- Due work written without a lease (nobody is on it) wakes the other replicas.
+-- Due work written without a lease (nobody is on it) wakes the other replicas; with one, it tells them when
+-- the lease ends, so that a replica whose holder died takes it over then.
 local function save(version, first_call)
   local page, key, live, ms = KEYS[1], ARGV[2], ARGV[5] == '1', ARGV[11]
   redis.call('HSET', page, 'd', ARGV[3], 'v', version, 'st', ARGV[4], 'live', ARGV[5], 'upd', ARGV[7],
@@ -70,7 +71,10 @@ local function save(version, first_call)
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('(%.17g', tonumber(ARGV[7]) - tonumber(ms) / 1000))
   end
   if live and ARGV[8] ~= '1' then redis.call('PERSIST', KEYS[5]) else settle_group(KEYS[5], ms) end
-  if ARGV[6] ~= '' and ARGV[13] == '' then redis.call('PUBLISH', ARGV[15], ARGV[16]) end
+  if ARGV[6] ~= '' then  -- due work: the others look now, or when its writer's lease ends (if it died by then)
+    if ARGV[13] == '' then redis.call('PUBLISH', ARGV[15], ARGV[16])
+    else redis.call('PUBLISH', ARGV[15], 'lease|' .. ARGV[13] .. '|' .. ARGV[16]) end
+  end
 end
 """
 
