@@ -26,7 +26,6 @@ import pytest
 from alert2voice.config_file import load_config
 from alert2voice.dispatch.context import lease_span
 from tests.e2e_support import (
-    ProcessLogs,
     Stack,
     dumps,
     eventually,
@@ -43,7 +42,7 @@ from tests.test_replicas_e2e import (
     at,
     payments,
     post_webhook,
-    start_replicas,
+    replica_pairs,
     webhook,
 )
 
@@ -64,31 +63,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own (one test makes it refuse writes)."""
-    with redis_server_in(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
-def pair(request: pytest.FixtureRequest, tmp_path: Path, redis: RedisServer) -> Iterator[Callable[..., Replicas]]:
-    """Start the simulator and two replicas on `redis` (keyword arguments as start_replicas'), stopped at the end."""
-    logs = ProcessLogs()
-    request.config.pluginmanager.register(logs, f"e2e-engine-logs-{id(logs)}")
-    started: list[Replicas] = []
-
-    def start(*, cross_callbacks: bool = False, throttle: dict[str, Any] = NO_THROTTLE,
-              provider_timeout: str = "2s") -> Replicas:
-        started.append(start_replicas(tmp_path, logs, redis, cross_callbacks=cross_callbacks, throttle=throttle,
-                                      provider_timeout=provider_timeout))
-        return started[-1]
-
-    try:
+def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Replicas]]:
+    """Start the simulator and two replicas on a redis-server of the test's own (keyword arguments as
+    start_replicas'), stopped at the end."""
+    with redis_server_in(tmp_path / "redis") as redis, replica_pairs(request, tmp_path, redis) as start:
         yield start
-    finally:
-        for replicas in started:
-            replicas.stop()
-        request.config.pluginmanager.unregister(logs)
 
 
 @contextlib.contextmanager
@@ -201,10 +180,11 @@ async def test_a_retry_after_a_timeout_sends_the_same_request_and_rings_once(
                                                            "interval": f"{interval.seconds}s"}])) as stack:
         # The first try is answered after the client gave up (1 s); its retry is answered at once.
         await stack.script_number(http, ALICE, {"outcome": "no_answer", "delay": 2.5, "delay_count": 1})
-        # Firing for 59.4 s at the first try, more than a minute at the retry: "for less than a minute" is
-        # what the default template says of the first, "for 1 minute" of a request rendered again.
-        starts = datetime.now(UTC) - timedelta(seconds=59.4) + timedelta(minutes=5)  # alert() takes 5 min off
-        body = payload(alert(payments("EngineSlowAnswer"), starts=starts),
+        # Firing for 59 s when the webhook comes, over a minute at the retry (1 s timeout and a backoff later):
+        # "for less than a minute" is what the default template says at the first try, "for 1 minute" of a
+        # request rendered again.
+        starts_at = datetime.now(UTC) - timedelta(seconds=59)
+        body = payload(alert(payments("EngineSlowAnswer"), starts=starts_at + timedelta(minutes=5)),  # alert() -5m
                        group_key='{}:{alertname="EngineSlowAnswer"}')
         status, answer, _ = await post_webhook(http, stack, body)
         assert status == 200 and answer["pages"][0]["result"] == "called", answer
@@ -228,13 +208,16 @@ async def test_a_retry_after_a_timeout_sends_the_same_request_and_rings_once(
             problems.append(f"attempt 2 was sent {gap.total_seconds():.1f}s after attempt 1 (interval "
                             f"{interval.seconds}s)")
         assert not problems, "\n".join(problems)
+        if sim_time(first) - starts_at >= timedelta(minutes=1):
+            pytest.skip("the first try went out over a minute after the alert started (a loaded machine): the "
+                        "retry did not cross the minute, so nothing was tested")
 
 
 async def test_a_replica_killed_sending_a_storm_summary_the_other_completes_the_batch(
         pair: Callable[..., Replicas], http: aiohttp.ClientSession) -> None:
     # Crossed callbacks: the summary call's receipts reach the survivor, as they would through a load balancer.
     storm = {**NO_THROTTLE, "storm": {"pages": 1, "per": "3s"}}
-    replicas = pair(cross_callbacks=True, throttle=storm)
+    replicas = pair(cross_callbacks=True, throttle=storm, provider_timeout="2s")
     a = replicas.replicas[0]
     names = [f"EngineStorm{i}" for i in range(4)]
     status, answer, _ = await post_webhook(http, a, webhook(names[0]))
@@ -334,18 +317,26 @@ async def test_a_replica_killed_placing_a_call_the_other_takes_the_page_when_its
     except AssertionError as exc:
         raise AssertionError(f"{exc}: nothing sent for the page 10s after the killed replica's lease ended "
                              f"(lease {lease.total_seconds():g}s)") from None
+    problems = []
     late = sim_time(later) - lease_ends
-    assert late <= timedelta(seconds=2), (f"the survivor sent the page's next request {late.total_seconds():.1f}s "
-                                          f"after the killed replica's lease ended")
-    # The same attempt, sent again byte for byte: the simulator replayed it, alice's phone rang once.
-    assert later["headers"].get("Idempotency-Key") == first["headers"].get("Idempotency-Key")
-    one_body_per_key(of_page(await posts(http, survivor), page))
-    assert len(await survivor.sim_calls(http)) == 1
+    if late > timedelta(seconds=2):
+        problems.append(f"the survivor sent the page's next request {late.total_seconds():.1f}s after the killed "
+                        f"replica's lease ended (lease {lease.total_seconds():g}s)")
+    # The same attempt, sent again byte for byte: the simulator replays it, alice's phone rings once.
+    if later["headers"].get("Idempotency-Key") != first["headers"].get("Idempotency-Key"):
+        problems.append(f"the survivor sent another attempt ({later['body']['correlationId']}) rather than the "
+                        f"killed replica's ({first['body']['correlationId']})")
+    problems += bodies_differing(of_page(await posts(http, survivor), page))
+    calls = await survivor.sim_calls(http)
+    if len(calls) != 1:
+        problems.append(f"{len(calls)} calls placed, to {[c['dialed_number'] for c in calls]}, for one attempt")
+    assert not problems, "\n".join(problems)
 
 
 async def test_a_call_accepted_while_redis_refuses_writes_is_not_sent_again(
-        request: pytest.FixtureRequest, tmp_path: Path, redis: RedisServer, http: aiohttp.ClientSession) -> None:
-    with running_stack(request, tmp_path, store="sqlite", configure=single("2s", redis=redis)) as stack:
+        request: pytest.FixtureRequest, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    with redis_server_in(tmp_path / "redis") as redis, running_stack(
+            request, tmp_path, store="sqlite", configure=single("2s", redis=redis)) as stack:
         # The 202 comes 1 s after the call was placed: by then Redis refuses every write.
         await stack.script_number(http, ALICE, {"callbacks": False, "delay": 1.0, "delay_count": 1})
         status, answer, _ = await post_webhook(http, stack, webhook("EngineRedisFull"))
