@@ -329,7 +329,8 @@ async def test_a_replica_killed_placing_a_call_the_other_takes_the_page_when_its
     problems += bodies_differing(of_page(await posts(http, survivor), page))
     calls = await survivor.sim_calls(http)
     if len(calls) != 1:
-        problems.append(f"{len(calls)} calls placed, to {[c['dialed_number'] for c in calls]}, for one attempt")
+        problems.append(f"{len(calls)} calls placed, to {[c['dialed_number'] for c in calls]}: one expected (the "
+                        f"killed replica's, its retry replayed)")
     assert not problems, "\n".join(problems)
 
 
