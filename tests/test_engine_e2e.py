@@ -251,8 +251,10 @@ async def test_a_replica_killed_sending_a_storm_summary_the_other_completes_the_
         pages = [p for p in await survivor.pages(http) if p["alerts"][0]["labels"]["alertname"] in names]
         held = [(p["alerts"][0]["labels"]["alertname"], p["state"], [(c["state"], c["error"]) for c in p["calls"]],
                  p["due_at"]) for p in pages]
+        calls = [(c["correlation_id"], c["accepted_time"]) for c in await survivor.sim_calls(http)]
         raise AssertionError(f"{exc}; {datetime.now(UTC) - killed_at} after the kill, the pages "
-                             f"(name, state, calls, due): {held}") from None
+                             f"(name, state, calls, due): {held}; the calls to alice (two expected: the first "
+                             f"page's and the summary): {calls}") from None
     # One summary call spoke for the three folded pages; every try of it was the same request.
     calls = await survivor.sim_calls(http)
     assert len(calls) == 2, dumps(calls)
