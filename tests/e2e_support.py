@@ -204,8 +204,10 @@ def alert2voice_config(*, port: int, sim_url: str, token: str, service_key: str,
 
 def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args: Sequence[str] = (),
                 heartbeats: Sequence[Mapping[str, Any]] = (), tls: Mapping[str, str] | None = None,
-                trust: ssl.SSLContext | None = None) -> Stack:
-    """Start the simulator and `alert2voice serve` (over HTTPS with `tls`, readiness checked trusting `trust`)."""
+                trust: ssl.SSLContext | None = None,
+                configure: Callable[[dict[str, Any]], None] | None = None) -> Stack:
+    """Start the simulator and `alert2voice serve` (over HTTPS with `tls`, readiness checked trusting `trust`);
+    `configure` changes the config (a dict, as alert2voice_config() made it) before it is written."""
     token, service_key, callback_token, admin_token = (f"e2e-{os.urandom(12).hex()}" for _ in range(4))
     number, caller_id = "+14155550101", "+15550001234"
     sim_port, a2v_port = free_port(), free_port()
@@ -217,6 +219,8 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args:
         config["server"] |= {"tls": dict(tls), "public_url": a2v_url}
         if "client_ca_file" in tls:
             del config["webhook_auth"]  # the client certificate is the credential
+    if configure is not None:
+        configure(config)
     config_path = workdir / "alert2voice.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     stack = Stack(a2v_url=a2v_url, sim_url=sim_url, token=token, service_key=service_key,
@@ -243,13 +247,14 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args:
 @contextlib.contextmanager
 def running_stack(request: pytest.FixtureRequest, workdir: Path, *, store: str,
                   simulator_args: Sequence[str] = (), heartbeats: Sequence[Mapping[str, Any]] = (),
-                  tls: Mapping[str, str] | None = None, trust: ssl.SSLContext | None = None) -> Iterator[Stack]:
+                  tls: Mapping[str, str] | None = None, trust: ssl.SSLContext | None = None,
+                  configure: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Stack]:
     """The simulator and `alert2voice serve` for a fixture: started, logs attached to failing tests, stopped."""
     logs = ProcessLogs()
     request.config.pluginmanager.register(logs, f"e2e-process-logs-{id(logs)}")
     try:
         stack = start_stack(workdir, logs, store=store, simulator_args=simulator_args, heartbeats=heartbeats,
-                            tls=tls, trust=trust)
+                            tls=tls, trust=trust, configure=configure)
         try:
             yield stack
         finally:

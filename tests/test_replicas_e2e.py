@@ -9,6 +9,7 @@ Escalation intervals are real but short (3s); nothing sleeps for them: the tests
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import time
@@ -170,12 +171,11 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture
-def replicas(request: pytest.FixtureRequest, tmp_path: Path,
-             redis: RedisServer) -> Iterator[Callable[..., Replicas]]:
-    """Start the pair (keyword arguments as start_replicas'); its logs go with a failing test's report."""
-    if not in_ci():
-        require_alertmanager()  # skips before starting anything; in CI the test fails instead
+@contextlib.contextmanager
+def replica_pairs(request: pytest.FixtureRequest, tmp_path: Path,
+                  redis: RedisServer) -> Iterator[Callable[..., Replicas]]:
+    """A starter of pairs (keyword arguments as start_replicas'), all stopped on exit; their logs go with a
+    failing test's report."""
     logs = ProcessLogs()
     request.config.pluginmanager.register(logs, f"e2e-replica-logs-{id(logs)}")
     started: list[Replicas] = []
@@ -192,6 +192,16 @@ def replicas(request: pytest.FixtureRequest, tmp_path: Path,
         for pair in started:
             pair.stop()
         request.config.pluginmanager.unregister(logs)
+
+
+@pytest.fixture
+def replicas(request: pytest.FixtureRequest, tmp_path: Path,
+             redis: RedisServer) -> Iterator[Callable[..., Replicas]]:
+    """Start the pair (keyword arguments as start_replicas'); its logs go with a failing test's report."""
+    if not in_ci():
+        require_alertmanager()  # skips before starting anything; in CI the test fails instead
+    with replica_pairs(request, tmp_path, redis) as start:
+        yield start
 
 
 @pytest.fixture

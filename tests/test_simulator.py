@@ -561,10 +561,37 @@ async def test_delay_before_answering(aiohttp_client):
     assert log[0]["delay"] == 3.5
 
 
+async def test_delay_count_holds_only_the_next_answers(aiohttp_client):
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    sim = await aiohttp_client(create_simulator_app(callback_delay=0, sleep=sleep))
+    script = await admin(sim, "PUT", f"/_sim/numbers/{NUMBER}", {"outcome": "no_answer", "delay": 3.5,
+                                                                 "delay_count": 1})
+    assert script["delay_count"] == 1
+    headers = {**AUTH, "Idempotency-Key": "p-held-1"}
+    first = await post(sim, message(), headers)
+    # The try whose answer was held placed the call; its retry (same key, same body) gets the same 202 at once.
+    again = await post(sim, message(), headers)
+    assert (first.status, again.status) == (202, 202)
+    assert (await again.json())["messageId"] == (await first.json())["messageId"]
+    assert slept == [3.5]
+    log = await admin(sim, "GET", "/_sim/requests")
+    assert [(r["delay"], r.get("replayed", False)) for r in log] == [(3.5, False), (0.0, True)]
+    assert len(await admin(sim, "GET", "/_sim/calls")) == 1
+    # Spent: the script is the number's outcome without a delay, not the default.
+    numbers = await admin(sim, "GET", "/_sim/numbers")
+    assert (numbers[NUMBER]["delay"], numbers[NUMBER]["delay_count"], numbers[NUMBER]["outcome"]) == (
+        0.0, None, "no_answer")
+
+
 @pytest.mark.parametrize(
     ("path", "body", "error"),
     [
         (f"/_sim/numbers/{NUMBER}", {"outcome": "explode"}, "outcome must be one of"),
+        (f"/_sim/numbers/{NUMBER}", {"delay": 1, "delay_count": 0}, "delay_count must be"),
         (f"/_sim/numbers/{NUMBER}", {"colour": "red"}, "unknown keys: colour"),
         (f"/_sim/numbers/{NUMBER}", {"digit": "x"}, "digit must be"),
         (f"/_sim/numbers/{NUMBER}", {"delay": -1}, "delay must be"),

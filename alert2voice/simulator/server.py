@@ -73,6 +73,17 @@ class NumberScript:
     delay: float = 0.0
     callbacks: bool = True
     no_input_event: str = "COLLECTED_DIGITS"
+    # How many of the next requests for the number wait `delay` before their answer; None: all of them.
+    delay_count: int | None = None
+
+    def take_delay(self) -> float:
+        """The wait before answering this request, counting it against `delay_count`."""
+        delay = self.delay
+        if self.delay_count is not None:
+            self.delay_count -= 1
+            if self.delay_count <= 0:
+                self.delay, self.delay_count = 0.0, None
+        return delay
 
 
 @dataclass(slots=True)
@@ -319,7 +330,7 @@ class Simulator:
         if call is None:
             return web.Response(status=404)
         entry.message_id = call.message_id
-        entry.delay = self._script(call.dialed_number).delay
+        entry.delay = self._script(call.dialed_number).take_delay()
         return web.json_response(call.status_json())
 
     def _check_outage(self) -> None:
@@ -358,7 +369,7 @@ class Simulator:
     def _script_for_request(self, body: dict[str, Any], entry: LoggedRequest) -> NumberScript:
         number = body.get("dialedNumber")
         script = self._script(number if isinstance(number, str) else "")
-        entry.delay = script.delay
+        entry.delay = script.take_delay()
         if script.fail is not None:
             failure = script.fail
             failure.count = (failure.count or 1) - 1
@@ -704,7 +715,8 @@ def _default_code(status: int) -> str:
 
 # Loopback test tool, so no auth. Routes:
 #   PUT    /_sim/numbers/{number}  {"outcome", "digit", "fail": {"status", "count", "retry_after", "code"},
-#                                   "delay", "callbacks", "no_input_event"}  (replaces that number's script)
+#                                   "delay", "delay_count", "callbacks", "no_input_event"}  (replaces that
+#                                   number's script; "delay_count": only the next N requests wait "delay")
 #   GET    /_sim/numbers           DELETE /_sim/numbers/{number}
 #   PUT    /_sim/fail              {"status", "count"?, "retry_after"?, "code"?}: every number, until DELETE
 #   GET    /_sim/fail              DELETE /_sim/fail
@@ -750,7 +762,7 @@ def parse_failure(data: object, *, with_count_default: int | None) -> Failure:
 
 def parse_script(data: dict[str, Any]) -> NumberScript:
     """Parse a PUT /_sim/numbers/{number} body; raise ValueError when invalid."""
-    unknown = set(data) - {"outcome", "digit", "fail", "delay", "callbacks", "no_input_event"}
+    unknown = set(data) - {"outcome", "digit", "fail", "delay", "delay_count", "callbacks", "no_input_event"}
     if unknown:
         raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
     script = NumberScript()
@@ -763,6 +775,10 @@ def parse_script(data: dict[str, Any]) -> NumberScript:
     delay = data.get("delay", 0.0)
     if not _is_number(delay) or delay < 0:
         raise ValueError("delay must be a non-negative number of seconds")
+    delay_count = data.get("delay_count")
+    if delay_count is not None and (not isinstance(delay_count, int) or isinstance(delay_count, bool)
+                                    or delay_count < 1):
+        raise ValueError("delay_count must be a positive integer")
     callbacks = data.get("callbacks", True)
     if not isinstance(callbacks, bool):
         raise ValueError("callbacks must be true or false")
@@ -770,7 +786,7 @@ def parse_script(data: dict[str, Any]) -> NumberScript:
     if no_input not in NO_INPUT_EVENTS:
         raise ValueError(f"no_input_event must be one of {', '.join(NO_INPUT_EVENTS)}")
     fail = parse_failure(data["fail"], with_count_default=1) if data.get("fail") is not None else None
-    return NumberScript(outcome, digit, fail, float(delay), callbacks, no_input)
+    return NumberScript(outcome, digit, fail, float(delay), callbacks, no_input, delay_count)
 
 
 def _is_number(value: object) -> bool:
