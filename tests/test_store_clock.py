@@ -6,16 +6,21 @@ import asyncio
 import logging
 from collections import deque
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from alert2voice.clock import Clock
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.base import StoreUnavailable
 from alert2voice.store.clock import KEPT, MEASURE_EVERY, QUICK, RETRY_EVERY, StoreClock
 from alert2voice.store.memory import MemoryStore
+from alert2voice.store.redis import RedisStore
 from alert2voice.web import create_app
+from tests.redis_support import opened, redis_server_in
 from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
+from tests.test_store import keys, make_page
 
 AUTH = {"Authorization": "Bearer tok-one-secret"}
 
@@ -199,3 +204,42 @@ async def test_not_ready_until_the_stores_clock_is_measured(aiohttp_client, proc
     resp = await client.get("/-/ready")
     assert resp.status == 503 and "the store's clock not measured yet" in await resp.text()
     assert registry.get_sample_value("alert2voice_clock_skew_seconds") == 0
+
+
+# ------------------------------------------------------------------------------------------ on real Redis
+
+
+class Ahead(Clock):
+    """This process's clocks, its wall clock `seconds` ahead (as libfaketime makes it in the e2e test)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.ahead = timedelta(seconds=seconds)
+
+    def now(self) -> datetime:
+        return super().now() + self.ahead
+
+
+async def test_two_replicas_read_one_time_from_redis_and_respect_each_others_leases(tmp_path: Path) -> None:
+    with redis_server_in(tmp_path / "redis") as server:
+        async with opened(server) as store_a, opened(server, key_prefix=store_a.keys.prefix) as store_b:
+            await replicas_on_one_redis(store_a, store_b)
+
+
+async def replicas_on_one_redis(store_a: RedisStore, store_b: RedisStore) -> None:
+    """Replica A's wall clock 30s ahead, B's right: one time, and a lease B holds is B's to A."""
+    ahead = Ahead(30.0)
+    a, b = StoreClock(ahead, store_a.time), StoreClock(Clock(), store_b.time)
+    for _ in range(QUICK):
+        await a.measure()
+        await b.measure()
+    # redis-server runs on this host's clock: B's wall clock is the store's, A's is 30s ahead of it.
+    assert abs((a.now() - b.now()).total_seconds()) < 0.05
+    assert a.skew == pytest.approx(30.0, abs=0.05) and b.skew == pytest.approx(0.0, abs=0.05)
+    # B takes a due page under a 10s lease; A, 30s ahead by its own wall clock, leaves it to B.
+    page = make_page("held", due_at=b.now() - timedelta(seconds=1))
+    assert await store_b.admit(page, page.claims, timedelta(minutes=5), b.now())
+    lease = timedelta(seconds=10)
+    assert keys(await store_b.take_due(b.now(), 10, lease, "replica-b")) == ["held"]
+    assert await store_a.take_due(a.now(), 10, lease, "replica-a") == []
+    # What A would have done reading its own wall clock: taken the page B holds.
+    assert keys(await store_a.take_due(ahead.now(), 10, lease, "replica-a")) == ["held"]
