@@ -124,6 +124,7 @@ class StoreClock(Clock):
             log.warning("the store's clock moved: measuring it afresh", extra={
                 "moved_seconds": round(new.offset - best.offset, 6)})
             self._kept.clear()
+            self._quick = QUICK
         self._kept.append(new)
         self._quick = max(0, self._quick - 1)
         # The measurement with the shortest round trip (aged by the drift since) is the best there is.
