@@ -28,9 +28,10 @@ MEASURE_EVERY = 30.0  # seconds between measurements of the store's clock
 RETRY_EVERY = 1.0  # seconds before measuring again after a failure, and between the first QUICK measurements
 QUICK = 3  # measurements taken RETRY_EVERY apart at start, so that the filter has a choice soon
 KEPT = 8  # measurements the filter chooses from
-# How fast two clocks may drift apart: quartz is good to about 50 ppm; twice that, to be sure. An older
-# measurement is that much less sure.
-DRIFT = 100e-6
+# How fast this process's monotonic clock and the store's clock may run apart: NTP slews a clock by up to
+# 500 ppm, and the two hosts may slew in opposite directions. An older measurement is that much less sure
+# (so a fresh one is believed unless its round trip was slow), and no slewing passes for a step.
+DRIFT = 1000e-6
 RESOLUTION = 1e-5  # seconds: what the store's clock and float timestamps resolve, with room to spare
 WARN_SKEW = 1.0  # seconds between this process's wall clock and the store's above which a warning is logged
 
