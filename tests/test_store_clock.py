@@ -147,6 +147,19 @@ async def test_a_stepped_store_clock_voids_what_was_measured_before(process, cap
     assert len(moved) == 1 and moved[0].moved_seconds == pytest.approx(-20.0, abs=0.1)
 
 
+async def test_a_slewed_clock_is_followed_without_calling_it_a_step(process, caplog) -> None:
+    store = StoreTime(process)
+    clock = StoreClock(process, store.read)
+    with caplog.at_level(logging.WARNING, "alert2voice.store"):
+        for _ in range(2 * KEPT):
+            await clock.measure()
+            assert off_by(clock, store) < 0.002
+            # NTP slews the store's host clock 500 ppm fast, and this host's 500 ppm slow.
+            process.advance(MEASURE_EVERY)
+            store.behind -= 1000e-6 * MEASURE_EVERY
+    assert not caplog.records
+
+
 async def test_measurements_come_quickly_at_start_and_after_the_store_was_away(process) -> None:
     store = StoreTime(process)
     clock = StoreClock(process, store.read)
