@@ -14,10 +14,11 @@ from prometheus_client import CollectorRegistry
 from alert2voice.clock import Clock
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.base import StoreUnavailable
-from alert2voice.store.clock import KEPT, MEASURE_EVERY, QUICK, RETRY_EVERY, StoreClock
+from alert2voice.store.clock import FIRST_RETRY, KEPT, MEASURE_EVERY, QUICK, RETRY_EVERY, StoreClock
 from alert2voice.store.memory import MemoryStore
 from alert2voice.store.redis import RedisStore
 from alert2voice.web import create_app
+from alert2voice.web.keys import CLOCK, DISPATCHER, HEARTBEATS
 from tests.redis_support import opened, redis_server_in
 from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
 from tests.test_store import keys, make_page
@@ -164,8 +165,8 @@ async def test_measurements_come_quickly_at_start_and_after_the_store_was_away(p
     store = StoreTime(process)
     clock = StoreClock(process, store.read)
     waits: list[float] = []
-    # Whether the store is away at each measurement: QUICK + 2 answered, two not, then five answered again.
-    script = deque([*[False] * (QUICK + 2), True, True, *[False] * 5])
+    # Whether the store is away at each measurement: two not answered, QUICK + 2 answered, two not, five answered.
+    script = deque([True, True, *[False] * (QUICK + 2), True, True, *[False] * 5])
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
@@ -175,10 +176,11 @@ async def test_measurements_come_quickly_at_start_and_after_the_store_was_away(p
 
     with pytest.raises(asyncio.CancelledError):
         await clock.run(sleep=sleep)
-    # The first QUICK measurements quickly, then every MEASURE_EVERY; after a failure, quickly again until QUICK
-    # have been answered (the store may be another host now), then slowly.
-    quick, slow = RETRY_EVERY, MEASURE_EVERY
-    assert waits == [*[quick] * QUICK, slow, slow, slow, quick, *[quick] * QUICK, slow, slow, slow]
+    # Until the store first answers, at once again; the first QUICK measurements quickly, then every MEASURE_EVERY;
+    # after a failure, quickly again until QUICK have been answered (the store may be another host now), then slowly.
+    first, quick, slow = FIRST_RETRY, RETRY_EVERY, MEASURE_EVERY
+    assert waits == [first, first, first, *[quick] * (QUICK - 1), slow, slow, slow, quick, *[quick] * QUICK,
+                     slow, slow, slow]
     assert clock.measured
 
 
@@ -209,14 +211,23 @@ async def test_the_app_writes_the_stores_time_and_shows_the_skew(aiohttp_client,
     assert registry.get_sample_value("alert2voice_clock_skew_seconds") == pytest.approx(30.0, abs=0.01)
 
 
-async def test_not_ready_until_the_stores_clock_is_measured(aiohttp_client, process) -> None:
+async def test_nothing_compares_shared_times_until_the_stores_clock_is_measured(aiohttp_client, process) -> None:
     store, registry = StoreBehind(process, behind=2.0), CollectorRegistry()
-    store.clock.away = True
-    client = await aiohttp_client(create_app(make_config(), provider=RecordingProvider(), store=store,
-                                             clock=process, registry=registry))
+    store.clock.away = True  # the store's clock does not answer at start (Redis not up yet, say)
+    app = create_app(make_config(), provider=RecordingProvider(), store=store, clock=process, registry=registry)
+    client = await aiohttp_client(app)
     resp = await client.get("/-/ready")
-    assert resp.status == 503 and "the store's clock not measured yet" in await resp.text()
+    text = await resp.text()
+    assert resp.status == 503 and "the store's clock not measured yet" in text, text
+    # The dispatcher and the heartbeat watcher wait: they would take leases and judge heartbeats on this clock.
+    assert "dispatcher not running" in text and not app[HEARTBEATS].running
     assert registry.get_sample_value("alert2voice_clock_skew_seconds") == 0
+    store.clock.away = False
+    await app[CLOCK].measure()  # as the clock's own loop does, a moment after the store answers
+    await app[DISPATCHER].settled()
+    await app[HEARTBEATS].settled()
+    assert (await client.get("/-/ready")).status == 200
+    assert registry.get_sample_value("alert2voice_clock_skew_seconds") == pytest.approx(2.0, abs=0.01)
 
 
 # ------------------------------------------------------------------------------------------ on real Redis

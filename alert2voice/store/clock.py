@@ -26,6 +26,7 @@ log = logging.getLogger("alert2voice.store")
 
 MEASURE_EVERY = 30.0  # seconds between measurements of the store's clock
 RETRY_EVERY = 1.0  # seconds before measuring again after a failure, and between the first QUICK measurements
+FIRST_RETRY = 0.1  # seconds between attempts while the store never answered: the loops wait for the first
 QUICK = 3  # measurements taken RETRY_EVERY apart at start, so that the filter has a choice soon
 KEPT = 8  # measurements the filter chooses from
 # How fast this process's monotonic clock and the store's clock may run apart: NTP slews a clock by up to
@@ -72,6 +73,7 @@ class StoreClock(Clock):
         self._warned: float | None = None  # the skew last warned about, while beyond WARN_SKEW
         self.local = False  # the store has no clock of its own: the process's is the one
         self._quick = QUICK  # measurements still to take RETRY_EVERY apart
+        self._on_measured: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------------------------ the clock
 
@@ -87,6 +89,10 @@ class StoreClock(Clock):
     async def sleep(self, seconds: float) -> None:
         """The process clock's sleep (a test's clock may have one that moves it), else asyncio's."""
         await getattr(self.process, "sleep", asyncio.sleep)(seconds)
+
+    def on_measured(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when `now()` first becomes the store's time (see `measured`)."""
+        self._on_measured.append(callback)
 
     @property
     def measured(self) -> bool:
@@ -106,16 +112,19 @@ class StoreClock(Clock):
 
     async def measure(self) -> None:
         """Read the store's clock once and keep the measurement; raises StoreUnavailable."""
-        process = self.process
+        process, first = self.process, not self.measured
         wall, start = process.now().timestamp(), process.monotonic()
         store_now = await self._read()
         end = process.monotonic()
         if store_now is None:
             self.local = True
-            return
-        half = (end - start) / 2
-        self._keep(Measurement(offset=store_now.timestamp() - (start + half), error=half, at=start + half,
-                               wall=wall + half))
+        else:
+            half = (end - start) / 2
+            self._keep(Measurement(offset=store_now.timestamp() - (start + half), error=half, at=start + half,
+                                   wall=wall + half))
+        if first:
+            for callback in self._on_measured:
+                callback()
 
     def _keep(self, new: Measurement) -> None:
         best = self._best
@@ -152,6 +161,8 @@ class StoreClock(Clock):
 
     def next_wait(self) -> float:
         """Seconds until the next measurement: sooner while the store is away or the first ones are taken."""
+        if self._best is None:
+            return FIRST_RETRY
         return RETRY_EVERY if self._quick else MEASURE_EVERY
 
     async def run(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:

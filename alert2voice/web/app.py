@@ -135,8 +135,10 @@ async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher = _make_dispatcher(app)
     clock = app[CLOCK]
     # Whatever escapes the loop (a bug, not only an unavailable store) is logged and the loop restarts.
-    supervisor = app[SUPERVISOR] = Supervisor("dispatcher", dispatcher.run, monotonic=clock.monotonic,
-                                              sleep=clock.sleep, stopping=lambda: dispatcher.stopping)
+    clock.on_measured(dispatcher.poke)
+    supervisor = app[SUPERVISOR] = Supervisor("dispatcher", lambda: _when_measured(clock, dispatcher),
+                                              monotonic=clock.monotonic, sleep=clock.sleep,
+                                              stopping=lambda: dispatcher.stopping)
     app[DISPATCHER_TASK] = asyncio.create_task(supervisor.run(), name="dispatcher")
     # Let the loop start so /-/ready is true as soon as the server listens.
     await asyncio.sleep(0)
@@ -146,12 +148,23 @@ async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         await drain(app)
 
 
+async def _when_measured(clock: StoreClock, loop: Dispatcher | Heartbeats) -> None:
+    """Run the loop once `now()` is the store's time: a loop that compares shared times (leases, due times, last-seen
+    times) must not run on this process's clock. It waits only when the store did not answer at start."""
+    while not clock.measured and not loop.stopping:
+        loop.wakeup.clear()
+        await loop.wakeup.wait()  # poked when the clock is measured (on_measured), or to stop
+    if not loop.stopping:
+        await loop.run()
+
+
 async def _heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
     """The heartbeat watcher of this replica, kept alive like the dispatcher; stopped before the dispatcher."""
     live, clock = app[LIVE], app[CLOCK]
     watcher = app[HEARTBEATS] = Heartbeats(config=lambda: live.config, store=app[STORE], dispatcher=app[DISPATCHER],
                                            metrics=app[METRICS], resolve=app[ADMISSION].resolve, clock=clock)
-    supervisor = Supervisor("heartbeat watcher", watcher.run, monotonic=clock.monotonic,
+    clock.on_measured(watcher.poke)
+    supervisor = Supervisor("heartbeat watcher", lambda: _when_measured(clock, watcher), monotonic=clock.monotonic,
                             sleep=clock.sleep, stopping=lambda: watcher.stopping)
     task = asyncio.create_task(supervisor.run(), name="heartbeats")
     try:
