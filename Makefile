@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian packages the tests drive (a real Alertmanager; espeak-ng for `render --wav` and the status page's play
-# button; a real Redis for the Redis store; chromium, headless, for the status page); installed only when missing.
+# button; a real Redis for the Redis store; chromium, headless, for the status page; libfaketime's `faketime`, to
+# run a replica whose wall clock is wrong); installed only when missing.
 SYSTEM_PACKAGES := prometheus-alertmanager:prometheus-alertmanager espeak-ng:espeak-ng redis-server:redis-server \
-	chromium:chromium
+	chromium:chromium faketime:faketime
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \

@@ -1,4 +1,8 @@
-"""Wall-clock and monotonic time in one injectable object: tests pass a clock they move by hand."""
+"""Wall-clock and monotonic time in one injectable object: tests pass a clock they move by hand.
+
+This is the process's clock. The app reads every time replicas share through store/clock.py's StoreClock,
+which runs the store's clock on this one's monotonic time.
+"""
 
 from __future__ import annotations
 

@@ -113,6 +113,9 @@ class Metrics:
                                          ["heartbeat"], registry=r)
         self.heartbeat_up = Gauge(p + "heartbeat_up", "1 while a heartbeat is refreshed within its timeout; 0 when "
                                   "it is missing, or was never refreshed.", ["heartbeat"], registry=r)
+        self.clock_skew = Gauge(p + "clock_skew_seconds", "How far this process's wall clock is ahead of the store's"
+                                " (negative: behind), which every shared time is read from; 0 for a store in"
+                                " this process.", registry=r)
         self.build_info = Info(p + "build", "Build information.", registry=r)
         self.build_info.info({"version": __version__})
         self.provider_up.set(1)

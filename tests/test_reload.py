@@ -16,7 +16,7 @@ from alert2voice.provider.fake import RecordingProvider
 from alert2voice.simulator import create_simulator_app
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
-from alert2voice.web.keys import CLOCK, DISPATCHER, LIVE, PROVIDER
+from alert2voice.web.keys import DISPATCHER, LIVE, PROVIDER
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, payload, settle
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
@@ -80,7 +80,7 @@ async def test_pending_page_survives_reload(client, config_file):
     assert provider.accepted == []
     config_file.write_text(CONFIG.replace("interval: 3m", "interval: 4m"))
     assert (await client.post("/-/reload")).status == 200
-    d.clock.advance(timedelta(minutes=1))
+    d.clock.process.advance(timedelta(minutes=1))
     await settle(d)
     assert len(provider.accepted) == 1
 
@@ -93,13 +93,13 @@ async def test_route_removed_by_reload_stops_its_escalation(client, config_file)
     await settle(d)
     config_file.write_text(CONFIG.replace("  - name: payments\n", "  - name: renamed\n"))
     assert (await client.post("/-/reload")).status == 200
-    d.clock.advance(timedelta(minutes=1))
+    d.clock.process.advance(timedelta(minutes=1))
     await settle(d)
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
     # Not yet: in a rolling reload another replica may still have the route (see the drift test).
     # (The 503 came after the body was sent: the attempt's outcome is unknown, and it stays open.)
     assert (page["state"], page["calls"][0]["state"]) == ("active", "unknown")
-    d.clock.advance(ROUTE_GRACE)
+    d.clock.process.advance(ROUTE_GRACE)
     await settle(d)
     assert provider.accepted == []
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
@@ -118,7 +118,8 @@ async def test_a_reload_rotates_the_service_key_of_the_running_provider_client(a
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG.replace("service_key: svc-key-secret", "service_key_file: key")
                     .replace("base_url: http://127.0.0.1:1", f"base_url: {str(sim.make_url('')).rstrip('/')}"))
-    app = create_app(load_config(path), config_path=path, store=MemoryStore(), clock=FakeClock(),
+    clock = FakeClock()
+    app = create_app(load_config(path), config_path=path, store=MemoryStore(), clock=clock,
                      registry=CollectorRegistry())
     client = await aiohttp_client(app)
     await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
@@ -126,7 +127,7 @@ async def test_a_reload_rotates_the_service_key_of_the_running_provider_client(a
     assert not app[DISPATCHER].provider_healthy  # 403 7001: the old key is refused
     (tmp_path / "key").write_text("new-service-key\n")
     assert (await client.post("/-/reload")).status == 200
-    app[CLOCK].advance(timedelta(minutes=2))  # past the slow retry of a refused key (retry.max, 1m)
+    clock.advance(timedelta(minutes=2))  # past the slow retry of a refused key (retry.max, 1m)
     await app[DISPATCHER].settled()
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert page["calls"][0]["state"] == "accepted"

@@ -8,12 +8,17 @@ Escalation intervals are real but short (3s); nothing sleeps for them: the tests
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
+import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +43,7 @@ from tests.e2e_support import (
     in_ci,
     one_page,
     require_alertmanager,
+    skip_or_fail,
     start_alertmanager,
     stop_all,
     wait_http_ok,
@@ -67,6 +73,7 @@ class Replicas:
     logs: ProcessLogs
     simulator: Process
     replicas: list[Stack]
+    envs: Sequence[Mapping[str, str] | None] = (None, None)  # each replica's environment (None: this one's)
     alertmanagers: list[Alertmanager] = field(default_factory=list)
 
     @property
@@ -80,8 +87,9 @@ class Replicas:
     def start_serve(self, i: int, name: str) -> Process:
         """Start replica i's `serve` process on its config (again, after a kill) and wait until it is ready."""
         stack = self.replicas[i]
+        env = self.envs[i]
         proc = Process(name, [*alert2voice_command(), "serve", "--config", str(stack.config_path)],
-                       self.workdir / f"{name}.log")
+                       self.workdir / f"{name}.log", env=dict(env) if env is not None else None)
         stack.processes.append(proc)
         self.logs.processes.append(proc)
         proc.start()
@@ -126,8 +134,10 @@ def replica_config(base: dict[str, Any], *, port: int, public_port: int, redis: 
 
 
 def start_replicas(workdir: Path, logs: ProcessLogs, redis: RedisServer, *, cross_callbacks: bool,
-                   throttle: dict[str, Any], provider_timeout: str) -> Replicas:
-    """The simulator and two replicas; with `cross_callbacks` each one's public_url is the other's address."""
+                   throttle: dict[str, Any], provider_timeout: str, extra: Mapping[str, Any] | None = None,
+                   envs: Sequence[Mapping[str, str] | None] = (None, None)) -> Replicas:
+    """The simulator and two replicas; with `cross_callbacks` each one's public_url is the other's address. `extra`
+    replaces top-level sections of both configs; `envs` are the replicas' environments."""
     token, service_key, callback_token, admin_token = (f"e2e-{os.urandom(12).hex()}" for _ in range(4))
     sim_port, ports = free_port(), [free_port(), free_port()]
     sim_url = f"http://{LOOPBACK}:{sim_port}"
@@ -139,7 +149,7 @@ def start_replicas(workdir: Path, logs: ProcessLogs, redis: RedisServer, *, cros
     for i, port in enumerate(ports):
         public = ports[1 - i] if cross_callbacks else port
         config = replica_config(base, port=port, public_port=public, redis=redis, prefix=prefix,
-                                throttle=throttle, provider_timeout=provider_timeout)
+                                throttle=throttle, provider_timeout=provider_timeout) | dict(extra or {})
         path = workdir / f"replica-{'ab'[i]}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         stacks.append(Stack(a2v_url=f"http://{LOOPBACK}:{port}", sim_url=sim_url, token=token, service_key=service_key,
@@ -150,7 +160,7 @@ def start_replicas(workdir: Path, logs: ProcessLogs, redis: RedisServer, *, cros
                                 "--callback-auth", f"A2VE2E01=Authorization:Bearer {callback_token}",
                                 "--callback-delay", "0.05"], workdir / "simulator.log")
     logs.processes.append(sim)
-    pair = Replicas(workdir, logs, sim.start(), stacks)
+    pair = Replicas(workdir, logs, sim.start(), stacks, envs)
     try:
         wait_http_ok(f"{sim_url}/_sim/calls", sim)
         for i in range(2):
@@ -181,9 +191,10 @@ def replica_pairs(request: pytest.FixtureRequest, tmp_path: Path,
     started: list[Replicas] = []
 
     def start(*, cross_callbacks: bool = False, throttle: dict[str, Any] = NO_THROTTLE,
-              provider_timeout: str = "5s") -> Replicas:
+              provider_timeout: str = "5s", extra: Mapping[str, Any] | None = None,
+              envs: Sequence[Mapping[str, str] | None] = (None, None)) -> Replicas:
         started.append(start_replicas(tmp_path, logs, redis, cross_callbacks=cross_callbacks, throttle=throttle,
-                                      provider_timeout=provider_timeout))
+                                      provider_timeout=provider_timeout, extra=extra, envs=envs))
         return started[-1]
 
     try:
@@ -450,3 +461,102 @@ async def test_redis_stopped_and_started_again_from_its_aof(replicas, redis: Red
     late = at(calls[1]["accepted_time"]) - max(due, back)
     assert late <= ON_TIME, f"the second step was placed {late.total_seconds():.1f}s late"
     assert await pair.replicas[0].pages_for(http, "HADuringOutage") == []
+
+
+# ------------------------------------------------------------------------- a replica's wall clock 30s ahead
+
+
+SKEW = 30.0  # seconds replica B's wall clock runs ahead (libfaketime); more than a lease and a heartbeat's timeout
+CLOCK_STEP = timedelta(seconds=8)  # alice, then bob after this
+EARLY = timedelta(seconds=2)  # how much before its interval a step may go and still count as on time
+BEATS = {"via-a": 0, "via-b": 1}  # heartbeat name -> the replica it is refreshed through
+BEAT_TIMEOUT, BEAT_EVERY = 6, 2.0  # seconds
+
+
+def faketime_env(offset: float) -> dict[str, str]:
+    """This environment plus what `faketime -f +OFFSETs` gives a program (libfaketime preloaded), the monotonic
+    clock left alone. The process is started with it directly: the faketime wrapper stays in between and does not
+    pass SIGTERM on to its child. Checked: Python started with it sees time.time() shifted."""
+    binary = shutil.which("faketime")
+    if binary is None:
+        skip_or_fail("faketime not on PATH: a replica whose wall clock is wrong runs under libfaketime; `make test` "
+                     "installs Debian's faketime (or: apt-get install faketime)")
+    show = "import json, os; print(json.dumps({k: os.environ[k] for k in ('LD_PRELOAD', 'FAKETIME')}))"
+    given = json.loads(subprocess.run([binary, "-f", f"+{offset:g}s", sys.executable, "-c", show], check=True,
+                                      capture_output=True, text=True, timeout=30).stdout)
+    env = {**os.environ, **given, "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    probe = "import datetime, time; print(time.time(), datetime.datetime.now(datetime.UTC).timestamp())"
+    before = time.time()
+    seen = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True,
+                          timeout=30).stdout.split()
+    shifts = [float(t) - before for t in seen]
+    assert all(offset - 1 < s < offset + 5 for s in shifts), f"libfaketime did not shift Python's time: {shifts}"
+    return env
+
+
+async def refresh_heartbeats(http: aiohttp.ClientSession, pair: Replicas, rounds: int) -> None:
+    """POST every heartbeat through its replica, `rounds` times BEAT_EVERY seconds apart, as a sender would."""
+    for n in range(rounds):
+        for name, i in BEATS.items():
+            stack = pair.replicas[i]
+            async with http.post(f"{stack.a2v_url}/heartbeats/{name}",
+                                 headers={"Authorization": f"Bearer {stack.token}"}) as resp:
+                assert resp.status == 200, f"POST /heartbeats/{name}: {resp.status} {await resp.text()}"
+        if n < rounds - 1:
+            await asyncio.sleep(BEAT_EVERY)
+
+
+async def test_a_replica_whose_wall_clock_is_30s_ahead_keeps_the_others_leases_intervals_and_heartbeats(
+        replicas, http) -> None:
+    heartbeats = [{"name": name, "matchers": [f'alertname="ClockBeat{name}"'], "timeout": f"{BEAT_TIMEOUT}s",
+                   "escalation": [{"call": "alice"}]} for name in BEATS]
+    routes = [{"name": ROUTE, "matchers": ['team="payments"', 'severity="critical"'],
+               "escalation": [{"call": "alice", "attempts": 1, "interval": f"{CLOCK_STEP.seconds}s"}, {"call": "bob"}]},
+              {"name": "everything-else", "matchers": [], "escalation": []}]
+    # A short provider timeout makes the leases short (2 x 3s + 5s = 11s): well within B's 30s of skew.
+    pair = replicas(provider_timeout="3s", extra={"routes": routes, "heartbeats": heartbeats},
+                    envs=(None, faketime_env(SKEW)))
+    a, b = pair.replicas
+    skews = [(await stack.metrics(http)).get("alert2voice_clock_skew_seconds") for stack in (a, b)]
+    assert abs(skews[0]) < 1 and abs(skews[1] - SKEW) < 2, f"measured skew of A, B: {skews}"
+
+    # Refreshed for three timeouts, through A and through B, while the pages escalate.
+    beating = asyncio.create_task(refresh_heartbeats(http, pair, rounds=int(3 * BEAT_TIMEOUT / BEAT_EVERY) + 1))
+    try:
+        # Each attempt's request takes 1.5s: attempts are in flight, under their placer's lease, when the other
+        # replica looks at the due work.
+        await pair.sim.script_number(http, ALICE, {"outcome": "no_answer", "delay": 1.5})
+        await pair.sim.script_number(http, BOB, {"outcome": "answer", "delay": 1.5})
+        names = [f"ClockSkew{i}" for i in range(10)]
+        for i, name in enumerate(names):
+            status, answer, _ = await post_webhook(http, pair.replicas[i % 2], webhook(name))
+            assert status == 200 and answer["pages"][0]["result"] == "called", answer
+
+        async def every_page_answered() -> list[dict[str, Any]] | None:
+            pages = [p for p in await listed(http, a) if p["alerts"][0]["labels"]["alertname"] in names]
+            return pages if len(pages) == len(names) and all(p["state"] == "answered" for p in pages) else None
+
+        pages = await eventually(every_page_answered, "every page answered by bob", within=40)
+        await beating
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+
+    # No attempt was sent twice: neither replica took a page the other held.
+    sent = collections.Counter(r["body"]["correlationId"] for r in await pair.sim.sim_requests(http)
+                               if (r["method"], r["path"]) == ("POST", MESSAGES))
+    assert len(sent) == 2 * len(names) and set(sent.values()) == {1}, f"attempts sent more than once: {sent}"
+    # No step went early: bob was called no sooner than the interval after alice (by the simulator's clock).
+    for page in pages:
+        assert [(c["contact"], c["state"]) for c in page["calls"]] == [("alice", "no_answer"), ("bob", "answered")]
+        alice, bob = sorted(await calls_of(http, pair.sim, page), key=lambda c: c["accepted_time"])
+        gap = at(bob["accepted_time"]) - at(alice["accepted_time"])
+        assert gap >= CLOCK_STEP - EARLY, f"bob called {gap.total_seconds():.1f}s after alice: {dumps(page)}"
+    # Neither heartbeat was missing on either replica, whichever replica it was refreshed through.
+    for stack in (a, b):
+        samples = await stack.metrics(http)
+        assert [samples.get("alert2voice_heartbeat_up", heartbeat=name) for name in BEATS] == [1, 1], stack.a2v_url
+    outages = [p for p in await a.pages(http) if p["route"].startswith("heartbeat:")]
+    assert not outages, f"heartbeat pages opened: {dumps(outages)}"
+    assert len(await pair.sim.sim_calls(http)) == 2 * len(names)

@@ -72,6 +72,10 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve."""
 
+    async def time(self) -> datetime | None:
+        """The store's own clock, the one every time replicas compare is read from (store/clock.py); None for
+        a store that serves one process, whose clock is that process's. Raises StoreUnavailable."""
+
     # ------------------------------------------------------------------------------- pages and claims
 
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,

@@ -91,6 +91,9 @@ class LocalLimits:
             return 0.0
         return max(MIN_WAIT, (1 - self._tokens) / rate)
 
+    async def time(self) -> None:
+        return None  # one process: its own clock is the one
+
     def on_wakeup(self, callback: Callable[[datetime | None], None]) -> None:
         self._wakeups.append(callback)
 

@@ -278,6 +278,11 @@ class RedisStore:
         """Raise StoreUnavailable unless Redis answers."""
         await self._call("ping", lambda redis: redis.ping())
 
+    async def time(self) -> datetime:
+        """Redis's clock (TIME): the one every replica reads the times it writes and compares from."""
+        seconds, micros = await self._call("time", lambda redis: redis.time())
+        return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
+
     async def _check_durability(self) -> None:
         """Warn when Redis would lose acknowledged writes in a restart (AOF off); CONFIG may be refused.
 

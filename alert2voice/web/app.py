@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from ..metrics import Metrics
 from ..provider import Provider
 from ..provider.webex import WebexProvider
 from ..silences import Silencer
-from ..store import Store, open_store
+from ..store import Store, StoreUnavailable, open_store
+from ..store.clock import StoreClock
 from ..supervisor import Supervisor
 from . import callbacks, heartbeats, ops, status, webhook
 from .keys import (
@@ -49,12 +51,14 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     metrics = Metrics(registry)
     app[METRICS] = metrics
     app[LIVE] = LiveConfig(config, metrics, config_path)
-    app[CLOCK] = clock or Clock()
-    app[STORE] = store or open_store(config)
+    app[STORE] = store = store or open_store(config)
+    # `clock` is this process's; what replicas compare is read from the store's (a replica's wall clock may be off).
+    app[CLOCK] = StoreClock(clock or Clock(), store.time, skew=metrics.clock_skew.set)
     app[SHUTDOWN] = asyncio.Event()
     if provider is not None:
         app[PROVIDER] = provider
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_clock_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx)
     app.cleanup_ctx.append(_heartbeats_ctx)
@@ -90,6 +94,20 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _clock_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Measure the store's clock before anything is written, then again and again while the app runs."""
+    clock = app[CLOCK]
+    with contextlib.suppress(StoreUnavailable):  # not answering yet: /-/ready is false until it is measured
+        await clock.measure()
+    task = asyncio.create_task(clock.run(), name="store-clock")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     """The app's one HTTP client session: provider requests and Alertmanager silences."""
     async with aiohttp.ClientSession() as session:
@@ -117,8 +135,9 @@ async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher = _make_dispatcher(app)
     clock = app[CLOCK]
     # Whatever escapes the loop (a bug, not only an unavailable store) is logged and the loop restarts.
-    supervisor = app[SUPERVISOR] = Supervisor("dispatcher", dispatcher.run, monotonic=clock.monotonic,
-                                              sleep=getattr(clock, "sleep", asyncio.sleep),
+    clock.on_measured(dispatcher.poke)
+    supervisor = app[SUPERVISOR] = Supervisor("dispatcher", lambda: _when_measured(clock, dispatcher),
+                                              monotonic=clock.monotonic, sleep=clock.sleep,
                                               stopping=lambda: dispatcher.stopping)
     app[DISPATCHER_TASK] = asyncio.create_task(supervisor.run(), name="dispatcher")
     # Let the loop start so /-/ready is true as soon as the server listens.
@@ -129,13 +148,24 @@ async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         await drain(app)
 
 
+async def _when_measured(clock: StoreClock, loop: Dispatcher | Heartbeats) -> None:
+    """Run the loop once `now()` is the store's time: a loop that compares shared times (leases, due times, last-seen
+    times) must not run on this process's clock. It waits only when the store did not answer at start."""
+    while not clock.measured and not loop.stopping:
+        loop.wakeup.clear()
+        await loop.wakeup.wait()  # poked when the clock is measured (on_measured), or to stop
+    if not loop.stopping:
+        await loop.run()
+
+
 async def _heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
     """The heartbeat watcher of this replica, kept alive like the dispatcher; stopped before the dispatcher."""
     live, clock = app[LIVE], app[CLOCK]
     watcher = app[HEARTBEATS] = Heartbeats(config=lambda: live.config, store=app[STORE], dispatcher=app[DISPATCHER],
                                            metrics=app[METRICS], resolve=app[ADMISSION].resolve, clock=clock)
-    supervisor = Supervisor("heartbeat watcher", watcher.run, monotonic=clock.monotonic,
-                            sleep=getattr(clock, "sleep", asyncio.sleep), stopping=lambda: watcher.stopping)
+    clock.on_measured(watcher.poke)
+    supervisor = Supervisor("heartbeat watcher", lambda: _when_measured(clock, watcher), monotonic=clock.monotonic,
+                            sleep=clock.sleep, stopping=lambda: watcher.stopping)
     task = asyncio.create_task(supervisor.run(), name="heartbeats")
     try:
         yield

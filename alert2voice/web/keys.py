@@ -7,7 +7,6 @@ import asyncio
 from aiohttp import web
 
 from ..admission import Admission
-from ..clock import Clock
 from ..dispatch import Dispatcher
 from ..heartbeats import Heartbeats
 from ..live import LiveConfig
@@ -15,11 +14,13 @@ from ..metrics import Metrics
 from ..provider import Provider
 from ..silences import Silencer
 from ..store import Store
+from ..store.clock import StoreClock
 from ..supervisor import Supervisor
 
 LIVE: web.AppKey[LiveConfig] = web.AppKey("live", LiveConfig)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
-CLOCK: web.AppKey[Clock] = web.AppKey("clock", Clock)
+# The store's clock (store/clock.py): every time replicas write and compare is read from it.
+CLOCK: web.AppKey[StoreClock] = web.AppKey("clock", StoreClock)
 STORE: web.AppKey[Store] = web.AppKey("store")
 # Set while SIGTERM drains: new webhooks get 503 (Alertmanager retries), /-/ready turns false.
 SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown", asyncio.Event)

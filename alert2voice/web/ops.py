@@ -96,6 +96,9 @@ async def readiness(app: web.Application) -> list[str]:
         await app[STORE].ping()
     except StoreUnavailable as exc:
         problems.append(f"store unavailable: {exc}")
+    else:
+        if not app[CLOCK].measured:  # measured within a second of the store answering
+            problems.append("the store's clock not measured yet")
     dispatcher = app[DISPATCHER]
     if not dispatcher.running:
         problems.append("dispatcher not running")
