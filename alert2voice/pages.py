@@ -227,7 +227,8 @@ def record_outcome(page: Page, call: Call, outcome: CallState, config: Config, n
         return True
     if outcome in REACHED:
         page.state = PageState.ACKNOWLEDGED if outcome is CallState.ACKNOWLEDGED else PageState.ANSWERED
-        page.due_at = None
+        if not any(c.open for c in page.calls):
+            page.due_at = None  # (a resolved call queued meanwhile keeps the page due: it is still to be placed)
     elif page.state is PageState.ACTIVE:
         wait = timedelta(0) if outcome is CallState.FAILED else interval_after(config, page, call)
         page.due_at = now + wait
