@@ -25,6 +25,12 @@ def _waits(page: Page | None, number: str, states: Collection[CallState]) -> boo
     return call is not None and call.state in states and call.number == number
 
 
+def _summary_for(leader: Page | None, key: str) -> Call | None:
+    """The leader page's summary call that the provider took and that speaks for page `key`, if any."""
+    calls = leader.calls if leader is not None else []
+    return next((c for c in reversed(calls) if key in c.storm and c.message_id is not None), None)
+
+
 class Hold(Enum):
     """What the storm rule made of a call: no storm, held for a summary, or sent as the summary."""
 
@@ -70,9 +76,20 @@ class Storms:
             page.due_at = batch.release_at
             return Hold.HELD
         if batch.leader not in (None, page.key):
-            if await self._leading(batch.leader, number):
+            leader = await store.get(batch.leader)
+            if _waits(leader, number, UNSENT_CALL_STATES):
                 page.due_at = now + timedelta(seconds=2)  # the summary is being placed; its result reaches us
                 return Hold.HELD
+            summary = _summary_for(leader, page.key)
+            if summary is not None:
+                # The summary went out and spoke for this page, but its leader never marked it (spoken_for): the
+                # leader's replica died with the 202 pending and a receipt adopted the call on the leader page
+                # alone (outcomes._reconcile). Ending the batch here would fold this page into a second summary.
+                await store.unreserve_call(number, reserved)
+                self._speak_for(page, call, summary, cfg, now)
+                if not summary.open:
+                    self.ctx.ended(page, call, summary.state, cfg, now, via="storm summary")
+                return Hold.SENT
             # Its leader page ended without finishing the summary (resolved, cancelled while its holder was
             # gone): the batch is free, and this page is looked at again on its own.
             await store.storm_end(number, batch.leader)
@@ -84,10 +101,6 @@ class Storms:
             return Hold.HELD
         await self._place_summary(page, call, cfg, now, batch)
         return Hold.SENT
-
-    async def _leading(self, key: str, number: str) -> bool:
-        """Whether the leader page `key` still has the summary call to place (whoever holds it now)."""
-        return _waits(await self.ctx.store.get(key), number, UNSENT_CALL_STATES)
 
     async def _place_summary(self, page: Page, call: Call, cfg: Config, now: datetime, batch: StormBatch) -> None:
         """Place the summary call, its fan-out written on the leader's page first; the batch ends with it."""
@@ -116,20 +129,23 @@ class Storms:
     async def spoken_for(self, page: Page, call: Call, cfg: Config) -> None:
         """A summary call was accepted: every follower's queued call is accepted with the summary's ids."""
         ctx = self.ctx
-        accepted = Accepted(call.message_id or "", call.correlation_id, None)
         for key in call.storm:
             if key != page.key:
                 async with ctx.locks[key]:
-                    await retry_conflicts(lambda key=key: self._spoken_for(key, call, call.storm, accepted, cfg))
+                    await retry_conflicts(lambda key=key: self._spoken_for(key, call, cfg))
 
-    async def _spoken_for(self, key: str, call: Call, members: list[str], accepted: Accepted, cfg: Config) -> None:
+    async def _spoken_for(self, key: str, call: Call, cfg: Config) -> None:
         """A follower's queued call was spoken in the summary call: it is accepted with the summary's ids."""
         ctx = self.ctx
         fresh = await ctx.store.get(key)
         c = fresh.open_call if fresh is not None else None
         if fresh is None or c is None or c.state is not CallState.QUEUED:
             return
-        c.storm, c.error = members, f"spoken in storm summary call {call.correlation_id}"
-        c.interactive = call.interactive
-        ctx.accepted(fresh, c, cfg, accepted, ctx.clock.now())
+        self._speak_for(fresh, c, call, cfg, ctx.clock.now())
         await ctx.store.put(fresh)
+
+    def _speak_for(self, page: Page, call: Call, summary: Call, cfg: Config, now: datetime) -> None:
+        """A follower's queued call was spoken in the summary call (found on the leader page): accepted with its ids."""
+        call.storm, call.error = summary.storm, f"spoken in storm summary call {summary.correlation_id}"
+        call.interactive = summary.interactive
+        self.ctx.accepted(page, call, cfg, Accepted(summary.message_id or "", summary.correlation_id, None), now)
