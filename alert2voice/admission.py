@@ -8,7 +8,7 @@ from typing import Any
 
 from .alertmanager import Payload
 from .dispatch import Dispatcher
-from .dispatch.context import after_write, retry_conflicts
+from .dispatch.work import Effects
 from .live import LiveConfig
 from .metrics import Metrics
 from .pages import Page, PageState, new_page, resolve
@@ -97,22 +97,20 @@ class Admission:
 
     async def resolve(self, page: OpenPage, send_resolved: bool, now: datetime) -> bool:
         """Resolve a page whose alerts all stopped firing; False when it was already resolved."""
-        async with self.dispatcher.locks[page.key]:
-            # Another replica may write the page meanwhile (a callback, its lease): re-read and resolve again.
-            fresh = await retry_conflicts(lambda: self._resolve(page.key, send_resolved, now))
-            if fresh is None:
-                return False
-            await self.store.release(fresh.claims)
+        # Another replica may write the page meanwhile (a callback, its lease): Work.change decides again.
+        fresh = await self.dispatcher.ctx.work.change(page.key, lambda p, fx: self._resolve(p, send_resolved, now, fx))
+        if fresh is None:
+            return False
+        await self.store.release(fresh.claims)
         log.debug("page resolved", extra={"page_key": fresh.key, "route": fresh.route})
         return True
 
-    async def _resolve(self, key: str, send_resolved: bool, now: datetime) -> Page | None:
-        """One read-modify-write of a resolution: the page resolved, or None when it was already."""
-        fresh = await self.store.get(key)
+    async def _resolve(self, fresh: Page | None, send_resolved: bool, now: datetime, fx: Effects) -> Page | None:
+        """The decision of a resolution: the page resolved, or None when it was already."""
         if fresh is None or fresh.resolved_at is not None:
             return None
         cancelled = len(resolve(fresh, now, send_resolved=send_resolved))
         self.dispatcher.speaker.freeze_new(fresh, self.live.config)  # the resolved call, if one was queued
-        after_write(lambda: self.metrics.calls.labels(fresh.route, "cancelled").inc(cancelled))
-        await self.store.put(fresh)
+        fx(lambda: self.metrics.calls.labels(fresh.route, "cancelled").inc(cancelled))
+        fx.save()
         return fresh

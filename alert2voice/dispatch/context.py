@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from ..clock import Clock
 from ..config import Config
@@ -24,52 +21,9 @@ from ..speech import Speech
 from ..store import Store
 from ..store.base import Conflict, Lease
 from .locks import KeyedLocks
+from .work import Effects, Work
 
 log = logging.getLogger("alert2voice.dispatch")
-T = TypeVar("T")
-
-# A page's compare-and-set write is tried this often: each loss means another replica wrote it in between.
-CAS_ATTEMPTS = 5
-
-
-# What the read-modify-write in progress (in this task) has to report once it is written: counts and log lines
-# of the state it changed. A write that loses its race reports nothing; its retry reports what it did.
-_EFFECTS: ContextVar[list[Callable[[], object]] | None] = ContextVar("alert2voice_effects", default=None)
-
-
-def after_write(effect: Callable[[], object]) -> None:
-    """Run `effect` once the read-modify-write in progress is written (never if it loses); outside one, now."""
-    pending = _EFFECTS.get()
-    if pending is None:
-        effect()
-    else:
-        pending.append(effect)
-
-
-async def written(update: Callable[[], Awaitable[T]]) -> T:
-    """One read-modify-write: its after_write() effects run when it returns, and are dropped when it raises."""
-    token = _EFFECTS.set([])
-    try:
-        result = await update()
-        effects = _EFFECTS.get() or []
-    finally:
-        _EFFECTS.reset(token)
-    for effect in effects:
-        outcome = effect()
-        if inspect.isawaitable(outcome):
-            await outcome
-    return result
-
-
-async def retry_conflicts(update: Callable[[], Awaitable[T]]) -> T:
-    """Run a read-modify-write until its write wins: a lost race re-reads the page and applies the change again."""
-    for attempt in range(1, CAS_ATTEMPTS + 1):
-        try:
-            return await written(update)
-        except Conflict:
-            if attempt == CAS_ATTEMPTS:
-                raise
-    raise AssertionError("unreachable")
 
 
 def lease_span(cfg: Config) -> timedelta:
@@ -110,39 +64,43 @@ class Context:
         if not await self.store.renew(page.key, self.lease(cfg)):
             raise Conflict(f"lease on page {page.key[:12]} lost: another replica took it over")
 
+    @property
+    def work(self) -> Work:
+        """The one way a page changes (see work.py)."""
+        return Work(self.store, self.locks)
+
     def log(self, page: Page, call: Call, msg: str, level: int = logging.INFO, **fields) -> None:
         """One log line about a call, with the page key, route, correlationId and masked number."""
-        self._line(page, call, msg, level, fields)()
-
-    def log_after_write(self, page: Page, call: Call, msg: str, level: int = logging.INFO, **fields) -> None:
-        """log(), about a change in the read-modify-write in progress: once it is written (after_write)."""
-        after_write(self._line(page, call, msg, level, fields))
+        self.line(page, call, msg, level, **fields)()
 
     @staticmethod
-    def _line(page: Page, call: Call, msg: str, level: int, fields: dict) -> Callable[[], None]:
+    def line(page: Page, call: Call, msg: str, level: int = logging.INFO, **fields) -> Callable[[], None]:
+        """log(), as an effect to run once the change it reports is written: `fx(ctx.line(...))`."""
         extra = {"page_key": page.key, "route": page.route, "correlation_id": call.correlation_id,
                  "contact": call.contact, "number": mask_number(call.number), "attempt": call.attempt, **fields}
         return lambda: log.log(level, msg, extra=extra)
 
-    def accepted(self, page: Page, call: Call, cfg: Config, accepted: Accepted, now: datetime) -> None:
+    def accepted(self, page: Page, call: Call, cfg: Config, accepted: Accepted, now: datetime, fx: Effects) -> None:
         """The provider took the call: record its messageId and wait for its outcome until the deadline."""
         call.state, call.message_id, call.accepted_at, call.error = CallState.ACCEPTED, accepted.message_id, now, None
+        call.settle_at = None
         page.due_at = now + cfg.provider.callback.deadline
         self.provider_ok(True)
         if call.kind == "page" and call.attempt == 1:
             seconds = max(0.0, (now - page.received_at).total_seconds())
-            after_write(lambda: self.metrics.time_to_call.observe(seconds))
+            fx(lambda: self.metrics.time_to_call.observe(seconds))
         # Debug only: the info line for an attempt is its outcome (one line per attempt at info level).
-        self.log_after_write(page, call, "call accepted by provider", logging.DEBUG, message_id=accepted.message_id,
-                             tries=call.tries, seconds_since_webhook=round((now - page.received_at).total_seconds(), 3))
+        fx(self.line(page, call, "call accepted by provider", logging.DEBUG, message_id=accepted.message_id,
+                     tries=call.tries, seconds_since_webhook=round((now - page.received_at).total_seconds(), 3)))
 
-    def ended(self, page: Page, call: Call, outcome: CallState, cfg: Config, now: datetime, **fields) -> None:
+    def ended(self, page: Page, call: Call, outcome: CallState, cfg: Config, now: datetime, fx: Effects,
+              **fields) -> None:
         """Record a call's final outcome (once), count it and log it."""
         if record_outcome(page, call, outcome, cfg, now):
-            after_write(self.metrics.calls.labels(page.route, outcome.value).inc)
+            fx(self.metrics.calls.labels(page.route, outcome.value).inc)
             level = logging.INFO if outcome is not CallState.FAILED else logging.ERROR
-            self.log_after_write(page, call, f"call {outcome.value}", level, message_id=call.message_id,
-                                 tries=call.tries, kind=call.kind, step=call.step + 1, error=call.error, **fields)
+            fx(self.line(page, call, f"call {outcome.value}", level, message_id=call.message_id, tries=call.tries,
+                         kind=call.kind, step=call.step + 1, error=call.error, **fields))
 
     def provider_ok(self, healthy: bool) -> None:
         """Whether the provider takes our credentials (AuthFailed says no); /-/ready reports it."""

@@ -17,12 +17,13 @@ from ..provider import Provider
 from ..speech import Speech
 from ..store import Store, StoreUnavailable
 from ..store.base import Conflict, Lease
-from .context import Context, after_write, lease_span, retry_conflicts, written
+from .context import Context, lease_span
 from .limits import RateLimiter
 from .locks import KeyedLocks
 from .outcomes import Outcomes
 from .placing import Placer
 from .speaking import Speaker
+from .work import Effects
 
 log = logging.getLogger("alert2voice.dispatch")
 
@@ -255,16 +256,15 @@ class Dispatcher:
         `fresh` is a page the caller has just committed and nobody else has seen (a new page: no call
         of it was sent, so no callback can have changed it); otherwise the page is read from the store.
         """
-        async with self.locks[key]:
-            try:
-                await written(lambda: self._process(key, fresh))
-            except Conflict:
-                # Another replica wrote the page since we read it (a callback it took, say): whatever we did
-                # is in the page it wrote or will be redone, and the page is due again for whoever takes it.
-                log.info("page changed by another writer while it was processed; it is taken again",
-                         extra={"page_key": key})
+        try:
+            await self.ctx.work.step(key, lambda fx: self._process(key, fresh, fx))
+        except Conflict:
+            # Another replica wrote the page since we read it (a callback it took, say): whatever we did
+            # is in the page it wrote or will be redone, and the page is due again for whoever takes it.
+            log.info("page changed by another writer while it was processed; it is taken again",
+                     extra={"page_key": key})
 
-    async def _process(self, key: str, fresh: Page | None) -> None:
+    async def _process(self, key: str, fresh: Page | None, fx: Effects) -> None:
         page = fresh if fresh is not None else await self.store.get(key)
         now = self.clock.now()
         if page is None or page.due_at is None or page.due_at > now:
@@ -277,7 +277,7 @@ class Dispatcher:
                 await self.store.put(page)
                 return
             # A reload removed the route everywhere: stop its escalation cleanly rather than call on a stale plan.
-            self._cancel(page, now, "route removed by a config reload")
+            self._cancel(page, now, "route removed by a config reload", fx)
         page.route_missing_since = None
         call = page.open_call
         if call is None and page.state is PageState.ACTIVE:
@@ -286,7 +286,7 @@ class Dispatcher:
             if call is not None:
                 self.speaker.freeze(page, call, cfg)
                 if had_calls:
-                    after_write(self.metrics.escalations.labels(page.route).inc)
+                    fx(self.metrics.escalations.labels(page.route).inc)
                 # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
                 # after a crash the same correlationId and Idempotency-Key are reused, not new ones. The page
                 # stays held by this process: nobody else may send the attempt meanwhile.
@@ -296,10 +296,10 @@ class Dispatcher:
             if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:
                 page.due_at = None
         elif call.state in UNSENT_CALL_STATES:
-            await self.placer.place(page, call, cfg, now)
+            await self.placer.place(page, call, cfg, now, fx)
             placed = call.state is CallState.ACCEPTED
         elif call.state is CallState.ACCEPTED:
-            await self.outcomes.poll(page, call, cfg, now)
+            await self.outcomes.poll(page, call, cfg, now, fx)
         page.updated_at = now
         try:
             await self.store.put(page)
@@ -319,7 +319,8 @@ class Dispatcher:
         delay = 0.05
         while True:
             try:
-                await retry_conflicts(lambda: self._record_placed(key, call, due_at, now))
+                await self.ctx.work.change(key, lambda page, fx: self._record_placed(page, call, due_at, now, fx),
+                                           held=True)  # under the step's lock (see process())
                 return
             except StoreUnavailable as exc:
                 if self.stopping:
@@ -329,9 +330,9 @@ class Dispatcher:
                 await self.sleep(delay)
                 delay = min(1.0, delay * 2)
 
-    async def _record_placed(self, key: str, call: Call, due_at: datetime | None, now: datetime) -> None:
+    async def _record_placed(self, page: Page | None, call: Call, due_at: datetime | None, now: datetime,
+                             fx: Effects) -> None:
         """Write onto the page as stored now that `call` was accepted (unless a callback said so already)."""
-        page = await self.store.get(key)
         stored = page.call(call.correlation_id) if page is not None else None
         if page is None or stored is None or stored.state not in UNSENT_CALL_STATES:
             return
@@ -340,7 +341,7 @@ class Dispatcher:
         stored.tries, stored.interactive, stored.storm = call.tries, call.interactive, call.storm
         stored.request, stored.idempotency_key = call.request, call.idempotency_key
         page.due_at, page.updated_at = due_at, now
-        await self.store.put(page)
+        fx.save()
 
     def _route_gone(self, page: Page, now: datetime) -> bool:
         """Whether a page whose route this config lacks is to be cancelled: only once it has been missing for
@@ -355,9 +356,9 @@ class Dispatcher:
                            "missing_since": page.route_missing_since.isoformat()})
         return False
 
-    def _cancel(self, page: Page, now: datetime, why: str) -> None:
+    def _cancel(self, page: Page, now: datetime, why: str, fx: Effects) -> None:
         cancelled = cancel_queued(page, now, why)
         count = len(cancelled)
-        after_write(lambda: self.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc(count))
+        fx(lambda: self.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc(count))
         page.state, page.due_at = PageState.CANCELLED, None
         log.warning("page cancelled", extra={"page_key": page.key, "route": page.route, "reason": why})

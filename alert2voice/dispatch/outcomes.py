@@ -12,8 +12,9 @@ from ..config import Config
 from ..interactive import Answer
 from ..pages import REACHED, UNSENT_CALL_STATES, Call, CallState, Page
 from ..provider import Accepted, ProviderError, normalize_status
-from .context import Context, after_write, retry_conflicts
+from .context import Context
 from .speaking import Speaker
+from .work import Effects
 
 _STATUS_OUTCOMES = {
     "ANSWERED": CallState.ANSWERED,
@@ -42,19 +43,18 @@ class Outcomes:
     async def receipt(self, key: str, *, correlation: str | None, message_id: str | None,
                       outcome: CallState | None, grace: timedelta | None = None) -> str:
         """Apply a delivery receipt to its call; returns 'ok', 'unknown', 'stale' or 'mismatched'."""
-        async with self.ctx.locks[key]:
-            result, call, now = await retry_conflicts(
-                lambda: self._receipt(key, correlation, message_id, outcome, grace))
+        result, call, now = await self.ctx.work.change(
+            key, lambda page, fx: self._receipt(page, correlation, message_id, outcome, grace, fx))
         if call is not None and outcome is not None:
             await self._spread(key, call, outcome, now)
         return result
 
-    async def _receipt(self, key: str, correlation: str | None, message_id: str | None, outcome: CallState | None,
-                       grace: timedelta | None) -> tuple[str, Call | None, datetime]:
-        """One read-modify-write of a receipt: (result, the call it ended or None, when)."""
+    async def _receipt(self, page: Page | None, correlation: str | None, message_id: str | None,
+                       outcome: CallState | None, grace: timedelta | None,
+                       fx: Effects) -> tuple[str, Call | None, datetime]:
+        """The decision of a receipt: (result, the call it ended or None, when)."""
         ctx = self.ctx
         now = ctx.clock.now()
-        page = await ctx.store.get(key)
         call = page.call(correlation, message_id) if page else None
         if page is None or call is None:
             return "unknown", None, now
@@ -64,23 +64,22 @@ class Outcomes:
             # Delivery receipts belong to /v1/voice/messages; a programmable call moves by its call events.
             return "mismatched", None, now
         queued = call.state in UNSENT_CALL_STATES
-        if not await self._reconcile(page, call, message_id, now):
+        if not self._reconcile(page, call, message_id, now, fx):
             return "stale", None, now
         if outcome is None:
             if grace is not None:
                 # A drop without its final receipt: give the receipt a moment, then poll.
                 page.due_at = min(page.due_at or now + grace, now + grace)
             if grace is not None or queued:
-                await ctx.store.put(page)
+                fx.save()
             return "ok", None, now
-        ctx.ended(page, call, outcome, ctx.config(), now, via="callback")
-        await ctx.store.put(page)
+        ctx.ended(page, call, outcome, ctx.config(), now, fx, via="callback")
+        fx.save()
         return "ok", call, now
 
     async def call_event(self, key: str, event: Event) -> Answer:
         """Apply an interactive call's event (SPEC §5) and return the action that answers it."""
-        async with self.ctx.locks[key]:
-            answer, page, call, now = await retry_conflicts(lambda: self._call_event(key, event))
+        answer, page, call, now = await self.ctx.work.change(key, lambda page, fx: self._call_event(page, event, fx))
         if page is None or call is None:
             return answer
         ended = call.state if not call.open else None
@@ -88,12 +87,12 @@ class Outcomes:
         acknowledged = [page, *others] if ended is CallState.ACKNOWLEDGED else []
         return Answer("ok", answer.action, acknowledged, call.contact)
 
-    async def _call_event(self, key: str, event: Event) -> tuple[Answer, Page | None, Call | None, datetime]:
-        """One read-modify-write of a call event: the answer, and the page and call it moved (None: none)."""
+    async def _call_event(self, page: Page | None, event: Event,
+                          fx: Effects) -> tuple[Answer, Page | None, Call | None, datetime]:
+        """The decision of a call event: the answer, and the page and call it moved (None: none)."""
         ctx = self.ctx
         cfg = ctx.config()
         now = ctx.clock.now()
-        page = await ctx.store.get(key)
         call = page.call(event.correlation_id, event.message_id) if page else None
         if page is None or call is None:
             return Answer("unknown", interactive.HANGUP), None, None, now
@@ -103,7 +102,7 @@ class Outcomes:
         if not call.interactive:
             # A play-and-hang-up call has no programmable session: nothing an event says applies to it.
             return Answer("mismatched", interactive.HANGUP), None, None, now
-        if not await self._reconcile(page, call, event.message_id, now):
+        if not self._reconcile(page, call, event.message_id, now, fx):
             return Answer("stale", interactive.HANGUP), None, None, now
         step = interactive.decide(call, event, cfg.acknowledgement.digit)
         action = await self.speaker.reply(page, call, step, cfg, now)
@@ -111,11 +110,11 @@ class Outcomes:
         page.due_at = now + cfg.provider.callback.deadline
         if step.outcome is not None:
             call.error = step.error
-            ctx.ended(page, call, step.outcome, cfg, now, via="call event", event=event.event)
-        await ctx.store.put(page)
+            ctx.ended(page, call, step.outcome, cfg, now, fx, via="call event", event=event.event)
+        fx.save()
         return Answer("ok", action), page, call, now
 
-    async def poll(self, page: Page, call: Call, cfg: Config, now: datetime) -> None:
+    async def poll(self, page: Page, call: Call, cfg: Config, now: datetime, fx: Effects) -> None:
         """No final callback within the deadline: ask the provider (GET /v1/voice/calls/{id})."""
         ctx = self.ctx
         call.polls += 1
@@ -134,10 +133,10 @@ class Outcomes:
         if outcome is None and call.polls < 3:
             page.due_at = now + cfg.provider.callback.deadline / 2
             return
-        ctx.ended(page, call, outcome or CallState.NO_ANSWER, cfg, now, via="status poll",
+        ctx.ended(page, call, outcome or CallState.NO_ANSWER, cfg, now, fx, via="status poll",
                   status=status.status if status else None)
 
-    async def _reconcile(self, page: Page, call: Call, message_id: str | None, now: datetime) -> bool:
+    def _reconcile(self, page: Page, call: Call, message_id: str | None, now: datetime, fx: Effects) -> bool:
         """Match a callback's messageId (receipt `transid`, event `sessionId`) with its call; False when stale.
 
         A callback naming another messageId than the call holds is about another request (a replay, or the
@@ -152,10 +151,10 @@ class Outcomes:
             ctx = self.ctx
             cfg = ctx.config()
             # The call did happen: it counts, whatever the tiers (once the adoption is written).
-            after_write(lambda: ctx.store.reserve_call(call.number, now, ()))
-            ctx.accepted(page, call, cfg, Accepted(message_id, call.correlation_id, None), now)
-            ctx.log_after_write(page, call, "provider took a request whose answer was lost; its retry is not sent",
-                                logging.WARNING, message_id=message_id, tries=call.tries)
+            fx(lambda: ctx.store.reserve_call(call.number, now, ()))
+            ctx.accepted(page, call, cfg, Accepted(message_id, call.correlation_id, None), now, fx)
+            fx(ctx.line(page, call, "provider took a request whose answer was lost; its retry is not sent",
+                        logging.WARNING, message_id=message_id, tries=call.tries))
         return True
 
     async def _spread(self, key: str, call: Call, outcome: CallState, now: datetime) -> list[Page]:
@@ -164,19 +163,19 @@ class Outcomes:
         for other in call.storm:
             if other == key:
                 continue
-            async with self.ctx.locks[other]:
-                page = await retry_conflicts(lambda other=other: self._end_shared(other, call, outcome, now))
+            page = await self.ctx.work.change(other, lambda p, fx: self._end_shared(p, call, outcome, now, fx))
             if page is not None:
                 ended.append(page)
         self.poke()
         return ended
 
-    async def _end_shared(self, key: str, call: Call, outcome: CallState, now: datetime) -> Page | None:
+    async def _end_shared(self, p: Page | None, call: Call, outcome: CallState, now: datetime,
+                          fx: Effects) -> Page | None:
+        """The decision for a page a summary call spoke for: its call ends as the summary did."""
         ctx = self.ctx
-        p = await ctx.store.get(key)
         c = p.call(message_id=call.message_id) if p is not None else None
         if p is None or c is None or not c.open:
             return None
-        ctx.ended(p, c, outcome, ctx.config(), now, via="storm summary callback")
-        await ctx.store.put(p)
+        ctx.ended(p, c, outcome, ctx.config(), now, fx, via="storm summary callback")
+        fx.save()
         return p

@@ -14,10 +14,11 @@ from ..logs import SCRUBBER
 from ..pages import Call, CallState, Page
 from ..provider import AuthFailed, CallRequest, InteractiveProvider, ProviderError
 from ..store.base import Conflict
-from .context import Context, after_write
+from .context import Context
 from .limits import RateLimiter, tiers
 from .speaking import Speaker
 from .storms import Hold, Storms
+from .work import Effects
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Placer:
         self.ctx, self.limiter, self.speaker = ctx, limiter, speaker
         self.storms = Storms(ctx, speaker, self.send)
 
-    async def place(self, page: Page, call: Call, cfg: Config, now: datetime) -> None:
+    async def place(self, page: Page, call: Call, cfg: Config, now: datetime, fx: Effects) -> None:
         """Send the call's frozen request now, or defer it (throttle) or fold it (storm) by moving page.due_at.
 
         An unknown attempt (a try went out and its answer was lost) is past the throttle and the storm rule
@@ -52,9 +53,9 @@ class Placer:
         """
         if call.state is CallState.UNKNOWN:
             if call.settle_at is None:
-                await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg))
+                await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg), fx)
             elif now >= call.settle_at:
-                self.ctx.ended(page, call, CallState.NO_ANSWER, cfg, now, via="outcome unknown")
+                self.ctx.ended(page, call, CallState.NO_ANSWER, cfg, now, fx, via="outcome unknown")
             else:
                 page.due_at = call.settle_at
             return
@@ -65,20 +66,20 @@ class Placer:
         if allowed is not None:
             if call.error != "throttled":
                 call.error = "throttled"
-                after_write(self.ctx.metrics.page(page.route, "throttled").inc)
-                self.ctx.log_after_write(page, call, "call deferred by throttle", logging.WARNING,
-                                         until=allowed.isoformat())
+                fx(self.ctx.metrics.page(page.route, "throttled").inc)
+                fx(self.ctx.line(page, call, "call deferred by throttle", logging.WARNING, until=allowed.isoformat()))
             page.due_at = allowed
             return
         if call.kind == "page" and cfg.throttle.storm is not None:
-            held = await self.storms.hold(page, call, cfg, now, reserved=now)
+            held = await self.storms.hold(page, call, cfg, now, fx, reserved=now)
             if held is Hold.HELD:
                 await store.unreserve_call(call.number, now)
             if held is not Hold.NONE:
                 return
-        await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg))
+        await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg), fx)
 
-    async def send(self, page: Page, call: Call, cfg: Config, now: datetime, request: CallRequest) -> bool:
+    async def send(self, page: Page, call: Call, cfg: Config, now: datetime, request: CallRequest,
+                   fx: Effects) -> bool:
         """Send one try of an attempt whose throttle slot was counted at `now`; True when the provider accepted it."""
         ctx = self.ctx
         call.tries += 1
@@ -95,9 +96,9 @@ class Placer:
         except ProviderError as exc:
             if call.state is CallState.QUEUED and not exc.maybe_taken:
                 await ctx.store.unreserve_call(call.number, now)  # nothing went out: the slot is free again
-            self._failed_try(page, call, cfg, exc, ctx.clock.now())
+            self._failed_try(page, call, cfg, exc, ctx.clock.now(), fx)
             return False
-        ctx.accepted(page, call, cfg, accepted, ctx.clock.now())
+        ctx.accepted(page, call, cfg, accepted, ctx.clock.now(), fx)
         if len(call.storm) > 1:
             await self.storms.spoken_for(page, call, cfg)  # a summary call: its followers were spoken too
         return True
@@ -119,7 +120,8 @@ class Placer:
         if waited:
             await ctx.hold(page, cfg)
 
-    def _failed_try(self, page: Page, call: Call, cfg: Config, exc: ProviderError, now: datetime) -> None:
+    def _failed_try(self, page: Page, call: Call, cfg: Config, exc: ProviderError, now: datetime,
+                    fx: Effects) -> None:
         ctx = self.ctx
         ctx.metrics.provider_errors.labels(exc.reason).inc()
         # Provider error text can echo what we sent; keep secrets out of the stored state and the API.
@@ -146,7 +148,7 @@ class Placer:
                     status=exc.status, reason=exc.reason, settle_at=call.settle_at.isoformat())
             return
         if not exc.retryable or gave_up:
-            ctx.ended(page, call, CallState.FAILED, cfg, now, via="provider rejected" if not exc.retryable
+            ctx.ended(page, call, CallState.FAILED, cfg, now, fx, via="provider rejected" if not exc.retryable
                       else "retries gave up", code=exc.code, status=exc.status, reason=exc.reason)
             return
         wait = Backoff(cfg.provider.retry, ctx.rng).delay(call.tries, getattr(exc, "retry_after", None))

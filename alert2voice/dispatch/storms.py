@@ -12,11 +12,12 @@ from ..config import Config
 from ..pages import UNSENT_CALL_STATES, Call, CallState, Page, PageState
 from ..provider import Accepted, CallRequest
 from ..store.base import StormBatch
-from .context import Context, after_write, retry_conflicts
+from .context import Context
 from .speaking import Speaker
+from .work import Effects
 
 # Sends one attempt; True when the provider accepted it (Placer.send).
-Send = Callable[[Page, Call, Config, datetime, CallRequest], Awaitable[bool]]
+Send = Callable[[Page, Call, Config, datetime, CallRequest, Effects], Awaitable[bool]]
 
 
 def _waits(page: Page | None, number: str, states: Collection[CallState]) -> bool:
@@ -45,7 +46,7 @@ class Storms:
     def __init__(self, ctx: Context, speaker: Speaker, send: Send) -> None:
         self.ctx, self.speaker, self.send = ctx, speaker, send
 
-    async def hold(self, page: Page, call: Call, cfg: Config, now: datetime, reserved: datetime) -> Hold:
+    async def hold(self, page: Page, call: Call, cfg: Config, now: datetime, fx: Effects, reserved: datetime) -> Hold:
         """Apply throttle.storm to a call whose throttle slot (at `reserved`) is counted already.
 
         Past `pages` calls to a number within `per`, further pages for it are folded: they wait until
@@ -56,7 +57,7 @@ class Storms:
         store, number = self.ctx.store, call.number
         if call.storm:
             # Its fan-out is written: a summary whose leader died while placing it; these bytes go out now.
-            await self._place_summary(page, call, cfg, now, StormBatch(now))
+            await self._place_summary(page, call, cfg, now, StormBatch(now), fx)
             return Hold.SENT
         batch = await store.storm_batch(number)
         if batch is None or page.key not in batch.keys:
@@ -68,9 +69,9 @@ class Storms:
             batch = await store.storm_join(number, page.key, recent[-rule.pages] + rule.per)
             page.due_at = batch.release_at
             call.error = "storm: held for a summary call"
-            after_write(self.ctx.metrics.page(page.route, "throttled").inc)
-            self.ctx.log_after_write(page, call, "call folded into a storm summary", logging.WARNING,
-                                     until=batch.release_at.isoformat(), pages_waiting=len(batch.keys))
+            fx(self.ctx.metrics.page(page.route, "throttled").inc)
+            fx(self.ctx.line(page, call, "call folded into a storm summary", logging.WARNING,
+                             until=batch.release_at.isoformat(), pages_waiting=len(batch.keys)))
             return Hold.HELD
         if now < batch.release_at:
             page.due_at = batch.release_at
@@ -86,9 +87,9 @@ class Storms:
                 # leader's replica died with the 202 pending and a receipt adopted the call on the leader page
                 # alone (outcomes._reconcile). Ending the batch here would fold this page into a second summary.
                 await store.unreserve_call(number, reserved)
-                self._speak_for(page, call, summary, cfg, now)
+                self._speak_for(page, call, summary, cfg, now, fx)
                 if not summary.open:
-                    self.ctx.ended(page, call, summary.state, cfg, now, via="storm summary")
+                    self.ctx.ended(page, call, summary.state, cfg, now, fx, via="storm summary")
                 return Hold.SENT
             # Its leader page ended without finishing the summary (resolved, cancelled while its holder was
             # gone): the batch is free, and this page is looked at again on its own.
@@ -99,10 +100,11 @@ class Storms:
         if batch.leader is None and not await store.storm_lead(number, page.key):
             page.due_at = now + timedelta(seconds=2)
             return Hold.HELD
-        await self._place_summary(page, call, cfg, now, batch)
+        await self._place_summary(page, call, cfg, now, batch, fx)
         return Hold.SENT
 
-    async def _place_summary(self, page: Page, call: Call, cfg: Config, now: datetime, batch: StormBatch) -> None:
+    async def _place_summary(self, page: Page, call: Call, cfg: Config, now: datetime, batch: StormBatch,
+                             fx: Effects) -> None:
         """Place the summary call, its fan-out written on the leader's page first; the batch ends with it."""
         ctx = self.ctx
         try:
@@ -118,7 +120,7 @@ class Storms:
                 call.idempotency_key = str(uuid.uuid4())
                 self.speaker.freeze(page, call, cfg, extra=followers)
                 await ctx.store.put(page, lease=ctx.lease(cfg))
-            if await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg)):
+            if await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg), fx):
                 ctx.log(page, call, "storm summary call placed", logging.WARNING, pages=len(call.storm))
         finally:
             if call.state is not CallState.UNKNOWN:
@@ -128,24 +130,20 @@ class Storms:
 
     async def spoken_for(self, page: Page, call: Call, cfg: Config) -> None:
         """A summary call was accepted: every follower's queued call is accepted with the summary's ids."""
-        ctx = self.ctx
         for key in call.storm:
             if key != page.key:
-                async with ctx.locks[key]:
-                    await retry_conflicts(lambda key=key: self._spoken_for(key, call, cfg))
+                await self.ctx.work.change(key, lambda fresh, fx: self._spoken_for(fresh, call, cfg, fx))
 
-    async def _spoken_for(self, key: str, call: Call, cfg: Config) -> None:
-        """A follower's queued call was spoken in the summary call: it is accepted with the summary's ids."""
-        ctx = self.ctx
-        fresh = await ctx.store.get(key)
+    async def _spoken_for(self, fresh: Page | None, call: Call, cfg: Config, fx: Effects) -> None:
+        """The decision for a follower: its queued call was spoken in the summary call, accepted with its ids."""
         c = fresh.open_call if fresh is not None else None
         if fresh is None or c is None or c.state is not CallState.QUEUED:
             return
-        self._speak_for(fresh, c, call, cfg, ctx.clock.now())
-        await ctx.store.put(fresh)
+        self._speak_for(fresh, c, call, cfg, self.ctx.clock.now(), fx)
+        fx.save()
 
-    def _speak_for(self, page: Page, call: Call, summary: Call, cfg: Config, now: datetime) -> None:
+    def _speak_for(self, page: Page, call: Call, summary: Call, cfg: Config, now: datetime, fx: Effects) -> None:
         """A follower's queued call was spoken in the summary call (found on the leader page): accepted with its ids."""
         call.storm, call.error = summary.storm, f"spoken in storm summary call {summary.correlation_id}"
         call.interactive = summary.interactive
-        self.ctx.accepted(page, call, cfg, Accepted(summary.message_id or "", summary.correlation_id, None), now)
+        self.ctx.accepted(page, call, cfg, Accepted(summary.message_id or "", summary.correlation_id, None), now, fx)
