@@ -60,13 +60,12 @@ from .base import Conflict, Lease, OpenPage, StoreUnavailable, StormBatch, Tier
 from .codec import dump_page, load_page
 from .redis_cache import EVERYTHING, LookCache
 from .redis_url import SentinelTarget, check_url, parse_sentinel_url
+from .rules import PURGE_CHUNK, RETAIN
 
 log = logging.getLogger("alert2voice.store")
 T = TypeVar("T")
 
-RETAIN = timedelta(days=1)  # how long placed calls and storm batches are kept, as in store/local.py
 RECENT_KEPT = 1000  # pages the recent index holds: more than GET /api/v1/pages lists
-PURGE_CHUNK = 500  # pages and claims one purge script removes at most
 WAKE_PING = 5.0  # seconds of silence after which the wake-up subscriber checks its connection
 RECONNECT_MAX = 2.0  # seconds between the wake-up subscriber's attempts to reconnect, at most
 POOL = 64  # operations in flight at once per store; more wait for a connection, within the deadline

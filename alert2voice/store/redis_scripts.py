@@ -9,6 +9,10 @@ primary), not on Redis Cluster.
 
 from __future__ import annotations
 
+from string import Template
+
+from . import rules
+
 # Helpers, prepended to the scripts that use them (Redis keeps nothing between two scripts).
 _EXTEND = r"""
 local function extend(key, ms)  -- a TTL at least `ms` from now (a key without one gets one)
@@ -316,20 +320,28 @@ return 0
 """
 
 # KEYS: the bucket. ARGV: now, rate, burst, ttl ms. Returns the seconds to wait (0: a token was taken).
-RATE_LIMIT = r"""
+# rules.take_token, step for step in the same float operations; its constants interpolated below.
+RATE_LIMIT = Template(r"""
 local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local row = redis.call('HMGET', KEYS[1], 'tokens', 't')
 local tokens, t = tonumber(row[1]), tonumber(row[2])
-if not tokens then tokens, t = burst, now end
-tokens = math.min(burst, tokens + math.max(0, now - t) * rate)
-t = math.max(t, now)
+local function refill(at) return math.min(burst, tokens + math.max(0, at - t) * rate), math.max(t, at) end
+if not tokens then tokens, t = burst, now else tokens, t = refill(now) end
 local wait = 0
--- With a tolerance: a wait of exactly (1 - tokens) / rate can earn 0.999... of a token in floats.
-if tokens >= 1 - 1e-9 then tokens = math.max(0, tokens - 1) else wait = (1 - tokens) / rate end
+if tokens >= 1 - $TOKEN_TOLERANCE then
+  tokens = math.max(0, tokens - 1)
+else  -- nudged until a try made exactly at now + wait finds the token
+  wait = (t - now) + (1 - tokens) / rate
+  for _ = 1, $WAIT_NUDGES do
+    if refill(now + wait) >= 1 - $TOKEN_TOLERANCE then break end
+    wait = wait + $WAIT_STEP
+  end
+end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 't', string.format('%.17g', t))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return string.format('%.17g', wait)
-"""
+""").substitute(TOKEN_TOLERANCE=repr(rules.TOKEN_TOLERANCE), WAIT_NUDGES=rules.WAIT_NUDGES,
+                WAIT_STEP=repr(rules.WAIT_STEP))
 
 # KEYS: the heartbeats hash. ARGV: name, seen at. Keeps the later of the stored last-seen time and ARGV[2].
 BEAT = r"""

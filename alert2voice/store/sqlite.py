@@ -1,10 +1,11 @@
-"""The SQLite store: one file, durable on every commit, for a single alert2voice replica."""
+"""The SQLite store: one file, durable on every commit, for a single alert2voice replica; its rules are rules.py's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import queue
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..pages import FINAL_PAGE_STATES, Page
+from . import rules
 from .base import Conflict, Lease, OpenPage, StoreLocked, StoreUnavailable
 from .codec import dump_page as _dump
 from .codec import load_page as _load
 from .local import LocalLimits
+from .rules import PURGE_CHUNK
 
 T = TypeVar("T")
 
@@ -61,15 +64,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before reporting unavailable
-PURGE_CHUNK = 500  # rows of each kind one purge operation deletes at most
 # The writer checkpoints between batches (see _checkpoint): once idle and CHECKPOINT_IDLE seconds after the
 # last checkpoint, or after CHECKPOINT_EVERY seconds even if writes never pause.
 CHECKPOINT_IDLE = 0.25
 CHECKPOINT_EVERY = 1.0
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the -wal file is truncated to after a checkpoint
 MAX_BATCH = 256  # operations committed together at most (group commit)
-
-_FINAL = json.dumps(sorted(FINAL_PAGE_STATES))
 
 
 def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -409,7 +409,7 @@ class SQLiteStore(LocalLimits):
         """Whether admit() would refuse: answered from the mirror of committed state, without a transaction."""
         if not self._mirrored:
             return False  # not known: admit() decides
-        return key in self._active or all(self._claims.get(c, 0.0) > _ts(now) for c in claims)
+        return rules.would_refuse(key in self._active, [self._claims.get(c) for c in claims], _ts(now))
 
     async def look(self, route: str, group_key: str, key: str, claims: Sequence[str],
                    now: datetime) -> tuple[list[OpenPage], bool]:
@@ -426,10 +426,9 @@ class SQLiteStore(LocalLimits):
     def _admit(self, conn: sqlite3.Connection, changes: Changes, page: Page, claims: Sequence[str],
                window: timedelta, now: datetime, lease: Lease | None) -> bool:
         row = conn.execute("SELECT state FROM pages WHERE key = ?", (page.key,)).fetchone()
-        if row is not None and row[0] not in FINAL_PAGE_STATES:
-            return False
-        if all(conn.execute("SELECT 1 FROM claims WHERE key = ? AND expires_at > ?", (c, _ts(now))).fetchone()
-               for c in claims):
+        expiries = [conn.execute("SELECT max(expires_at) FROM claims WHERE key = ?", (c,)).fetchone()[0]
+                    for c in claims]
+        if rules.would_refuse(row is not None and row[0] not in FINAL_PAGE_STATES, expiries, _ts(now)):
             return False
         until = _ts(now + window)
         conn.executemany("INSERT INTO claims (key, expires_at) VALUES (?, ?)"
@@ -513,15 +512,20 @@ class SQLiteStore(LocalLimits):
         skipped = frozenset(skip)  # a copy: the caller's set changes while the worker runs this
 
         def take(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
-            rows = [(key, data, version) for key, data, version in conn.execute(
-                "SELECT key, data, version FROM pages WHERE due_at <= ?1"
-                " AND (lease_until IS NULL OR lease_until <= ?1 OR lease_owner = ?2)"
-                " ORDER BY due_at, rowid LIMIT ?3", (_ts(now), owner, limit + len(skipped)))
-                if key not in skipped][:limit]
+            taken: list[str] = []
+            due = conn.execute("SELECT key, lease_until, lease_owner FROM pages WHERE due_at <= ?"
+                               " ORDER BY due_at, key", (_ts(now),))  # rules.take_order
+            for key, until, holder in due:
+                if len(taken) == limit:
+                    break
+                held = Lease(holder, datetime.fromtimestamp(until, UTC)) if until is not None else None
+                if key not in skipped and rules.lease_free(held, now, owner):
+                    taken.append(key)
+            due.close()
             # Taking the lease bumps the version, its fencing token: whoever read the page before cannot write.
-            conn.executemany("UPDATE pages SET lease_until = ?, lease_owner = ?, version = version + 1 WHERE key = ?",
-                             [(_ts(now + lease), owner, key) for key, _, _ in rows])
-            return [_load(data, version + 1) for _, data, version in rows]
+            return [_load(*conn.execute("UPDATE pages SET lease_until = ?, lease_owner = ?, version = version + 1"
+                                        " WHERE key = ? RETURNING data, version",
+                                        (_ts(now + lease), owner, key)).fetchone()) for key in taken]
         return await self._run("take_due", take)
 
     async def renew(self, key: str, lease: Lease) -> bool:
@@ -559,12 +563,21 @@ class SQLiteStore(LocalLimits):
         hold the writer (and the webhooks waiting for it) in one long transaction.
         """
         def purge(conn: sqlite3.Connection, changes: Changes) -> tuple[int, int]:
-            gone = conn.execute(
-                "SELECT key, route, group_key FROM pages WHERE due_at IS NULL AND updated_at < ?"
-                " AND state IN (SELECT value FROM json_each(?)) LIMIT ?", (_ts(before), _FINAL, PURGE_CHUNK)).fetchall()
+            cutoff = _ts(before)
+            # The index narrows the pages down, the rule decides.
+            old = conn.execute("SELECT key, route, group_key, state, due_at, updated_at FROM pages"
+                               " WHERE updated_at < ? ORDER BY updated_at", (cutoff,))
+            gone = list(itertools.islice(((key, route, group_key) for key, route, group_key, *snapshot in old
+                                          if rules.purgeable(*snapshot, cutoff)), PURGE_CHUNK))
+            old.close()
             conn.executemany("DELETE FROM pages WHERE key = ?", [(key,) for key, _, _ in gone])
-            expired = [key for key, in conn.execute("SELECT key FROM claims WHERE expires_at <= ? LIMIT ?",
-                                                      (_ts(before), PURGE_CHUNK))]
+            expired: list[str] = []
+            claims = conn.execute("SELECT key, expires_at FROM claims ORDER BY expires_at")
+            for key, expires in claims:
+                if len(expired) == PURGE_CHUNK or rules.claim_held(expires, cutoff):
+                    break  # the rest expire later still
+                expired.append(key)
+            claims.close()
             conn.executemany("DELETE FROM claims WHERE key = ?", [(k,) for k in expired])
 
             def apply() -> None:
