@@ -124,7 +124,8 @@ class MemoryStore(LocalLimits):
 
     async def recent(self, limit: int) -> list[Page]:
         self._check()
-        pages = sorted(self._pages.values(), key=lambda p: p.updated_at or p.received_at, reverse=True)
+        pages = sorted(self._pages.values(), key=lambda p: rules.recent_order(p.updated_at or p.received_at, p.key),
+                       reverse=True)
         return [copy.deepcopy(p) for p in pages[:limit]]
 
     async def depth(self) -> int:

@@ -111,9 +111,9 @@ local function claims_until(first_claim, now)  -- the earliest expiry of the cla
   return earliest
 end
 
-local function held(page, first_claim, now)  -- 1 when admit() would refuse: the page active, or every claim held
+local function held(page, first_claim, now)  -- rules.would_refuse: the page active, or every claim held
   if redis.call('HGET', KEYS[page], 'st') == 'active' then return 1 end
-  if claims_until(first_claim, now) then return 1 end
+  if first_claim > #KEYS or claims_until(first_claim, now) then return 1 end  -- no claims: nothing to hold
   return 0
 end
 """

@@ -67,6 +67,12 @@ def take_order(due_at: datetime, key: str) -> tuple[datetime, str]:
     return due_at, key
 
 
+def recent_order(updated: datetime, key: str) -> tuple[datetime, str]:
+    """recent() lists the latest updated (else received) first; at equal times, the greater key first (Redis
+    reads its index of equal scores backwards)."""
+    return updated, key
+
+
 # ------------------------------------------------------------------------------------ throttle tiers
 
 

@@ -28,6 +28,9 @@ from .rules import PURGE_CHUNK
 
 T = TypeVar("T")
 
+# The mirror of a group's unresolved pages: key -> (rowid, identities), in rowid order (first seen first).
+Group = dict[str, tuple[int, tuple[str, ...]]]
+
 # Each migration is a list of statements; migration N leaves the database at PRAGMA user_version N.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -176,7 +179,7 @@ class SQLiteStore(LocalLimits):
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._claims: dict[str, float] = {}
-        self._groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
+        self._groups: dict[tuple[str, str], Group] = {}
         self._active: set[str] = set()
         self._mirrored = False
         self._lock_fd: int | None = None
@@ -223,22 +226,25 @@ class SQLiteStore(LocalLimits):
     def _load_mirror(self, conn: sqlite3.Connection) -> None:
         """Read the claims and the unresolved pages into memory (at every (re)connect: the file is the truth)."""
         claims = dict(conn.execute("SELECT key, expires_at FROM claims"))
-        groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
+        groups: dict[tuple[str, str], Group] = {}
         active = set()
-        rows = conn.execute("SELECT key, route, group_key, state, json_extract(data, '$.identities'),"
+        rows = conn.execute("SELECT rowid, key, route, group_key, state, json_extract(data, '$.identities'),"
                             " json_extract(data, '$.resolved_at') FROM pages ORDER BY rowid")
-        for key, route, group_key, state, identities, resolved_at in rows:
+        for rowid, key, route, group_key, state, identities, resolved_at in rows:
             if state not in FINAL_PAGE_STATES:
                 active.add(key)
             if resolved_at is None:
-                groups.setdefault((route, group_key), {})[key] = tuple(json.loads(identities))
+                groups.setdefault((route, group_key), {})[key] = (rowid, tuple(json.loads(identities)))
         self._claims, self._groups, self._active, self._mirrored = claims, groups, active, True
 
-    def _mirror_page(self, page: Page) -> Changes:
+    def _mirror_page(self, page: Page, rowid: int) -> Changes:
         def apply() -> None:
             group = self._groups.setdefault((page.route, page.group_key), {})
             if page.resolved_at is None:
-                group[page.key] = tuple(page.identities)
+                rejoins = page.key not in group and any(other > rowid for other, _ in group.values())
+                group[page.key] = (rowid, tuple(page.identities))
+                if rejoins:  # unresolved again (admitted anew): back to its place, first seen first
+                    self._groups[(page.route, page.group_key)] = dict(sorted(group.items(), key=lambda kv: kv[1][0]))
             else:
                 group.pop(page.key, None)
             if page.state in FINAL_PAGE_STATES:
@@ -459,20 +465,20 @@ class SQLiteStore(LocalLimits):
             " route = excluded.route, group_key = excluded.group_key, state = excluded.state,"
             " due_at = excluded.due_at, lease_until = ?9, lease_owner = ?10, updated_at = excluded.updated_at,"
             " data = excluded.data, version = pages.version + 1 WHERE ?8 IS NULL OR pages.version = ?8"
-            " RETURNING version",
+            " RETURNING version, rowid",
             (page.key, page.route, page.group_key, page.state.value,
              _ts(page.due_at) if page.due_at is not None else None,
              _ts(page.updated_at or page.received_at), _dump(page), expect,
              _ts(lease.until) if lease is not None else None, lease.owner if lease is not None else None)).fetchone()
         if row is None:
             raise Conflict(f"page {page.key[:12]} changed since it was read (version {expect})")
-        version = row[0]
+        version, rowid = row
         changes.append(lambda: setattr(page, "version", version))
         ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
         conn.executemany("INSERT INTO calls (id, page_key) VALUES (?, ?)"
                          " ON CONFLICT (id) DO UPDATE SET page_key = excluded.page_key",
                          [(i, page.key) for i in ids])
-        changes.extend(self._mirror_page(page))
+        changes.extend(self._mirror_page(page, rowid))
 
     async def put(self, page: Page, lease: Lease | None = None) -> None:
         """Compare-and-set the page at the version it was read at, index its calls, and release its lease
@@ -490,9 +496,9 @@ class SQLiteStore(LocalLimits):
     async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
         """Pages of this route and group whose alerts have not been resolved, in insertion order."""
         if self._mirrored:
-            return [OpenPage(k, ids) for k, ids in self._groups.get((route, group_key), {}).items()]
+            return [OpenPage(k, ids) for k, (_, ids) in self._groups.get((route, group_key), {}).items()]
         def by_group(conn: sqlite3.Connection, changes: Changes) -> list[OpenPage]:
-            return [OpenPage(k, ids) for k, ids in self._groups.get((route, group_key), {}).items()]
+            return [OpenPage(k, ids) for k, (_, ids) in self._groups.get((route, group_key), {}).items()]
         return await self._run("by_group", by_group)
 
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
@@ -547,7 +553,8 @@ class SQLiteStore(LocalLimits):
     async def recent(self, limit: int) -> list[Page]:
         """The most recently updated pages, newest first."""
         def recent(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
-            rows = conn.execute("SELECT data, version FROM pages ORDER BY updated_at DESC, rowid LIMIT ?", (limit,))
+            rows = conn.execute("SELECT data, version FROM pages ORDER BY updated_at DESC, key DESC LIMIT ?",
+                                (limit,))  # rules.recent_order
             return [_load(data, version) for data, version in rows]
         return await self._run("recent", recent)
 
