@@ -6,7 +6,6 @@ memory: these are exact, and start from zero after a restart. The rules themselv
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -37,9 +36,9 @@ class LocalLimits:
         return None
 
     async def unreserve_call(self, number: str, at: datetime) -> None:
-        for counter in (self._placed[number], self._placed[_ALL]):
-            with contextlib.suppress(ValueError):
-                counter.remove(at)
+        if at in self._placed[number]:  # a call to this number, counted at `at`: out of its counters, and only then
+            self._placed[number].remove(at)
+            self._placed[_ALL].remove(at)
 
     async def calls_within(self, number: str, now: datetime, per: timedelta) -> list[datetime]:
         return rules.counted_within(self._placed[number], now, per)
