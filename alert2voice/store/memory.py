@@ -138,6 +138,7 @@ class MemoryStore(LocalLimits):
                 if rules.purgeable(p.state, p.due_at, p.updated_at or p.received_at, before)]
         for k in gone:
             page = self._pages.pop(k)
+            self._leases.pop(k, None)  # forgotten with its page: nobody holds (or renews) what is not stored
             for call in page.calls:
                 self._calls.pop(call.correlation_id, None)
                 self._calls.pop(call.message_id or "", None)
