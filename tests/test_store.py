@@ -40,7 +40,7 @@ def make_call(attempt: int, state: CallState = CallState.QUEUED, *, key: str = "
 async def overwrite(store, page: Page) -> None:
     """put() the page over whatever the store holds under its key (as a writer that read it just now)."""
     stored = await store.get(page.key)
-    page.version = stored.version if stored is not None else 0
+    page.version, page.epoch = (stored.version, stored.epoch) if stored is not None else (0, "")
     await store.put(page)
 
 

@@ -109,13 +109,15 @@ class Run:
 
     def __init__(self, stores: dict[str, Store]) -> None:
         self.stores = stores
-        self.reads: dict[str, list[Page]] = {}  # per page key, what was read of it, latest last
+        # Per store and page key, what was read of it, latest last (the same pages, each at its store's version).
+        self.reads: dict[str, dict[str, list[Page]]] = {name: {} for name in stores}
         self.token_now = T0.timestamp()
         self.token_wait = 0.0
 
-    def read(self, page: Page | None) -> None:
-        if page is not None:
-            self.reads.setdefault(page.key, []).append(copy.deepcopy(page))
+    def read(self, pages: dict[str, Page | None]) -> None:
+        for name, page in pages.items():
+            if page is not None:
+                self.reads[name].setdefault(page.key, []).append(copy.deepcopy(page))
 
     async def each(self, call: Callable[[Store], Any]) -> dict[str, Any]:
         """The answer of every store (a Conflict is an answer too)."""
@@ -127,6 +129,9 @@ class Run:
                 answers[name] = "Conflict"
         return answers
 
+    def name(self, store: Store) -> str:
+        return next(name for name, s in self.stores.items() if s is store)
+
     async def apply(self, op: tuple) -> dict[str, Any]:
         name, *args = op
         return await getattr(self, "op_" + name)(*args)
@@ -135,12 +140,13 @@ class Run:
         pages: dict[str, Page] = {}
 
         async def admit(store):
-            page = pages[id(store)] = new_page(key, due_at)
+            page = new_page(key, due_at)
             admitted = await store.admit(page, claims, WINDOW, now, lease)
+            if admitted:
+                pages[self.name(store)] = page
             return admitted, page.version if admitted else None
         answers = await self.each(admit)
-        if answers["memory"][0]:
-            self.read(pages[id(self.stores["memory"])])
+        self.read(pages)
         return answers
 
     async def op_seen(self, key, claims, now):
@@ -153,30 +159,29 @@ class Run:
         return await self.each(lambda store: store.release(claims))
 
     async def op_put(self, key, which, state, due_at, updated, resolved, lease):
-        reads = self.reads.get(key) or [new_page(key, None)]
-        base = reads[-1 - which % len(reads)]
         written: dict[str, Page] = {}
 
         async def put(store):
-            page = written[id(store)] = copy.deepcopy(base)
+            reads = self.reads[self.name(store)].get(key) or [new_page(key, None)]
+            page = copy.deepcopy(reads[-1 - which % len(reads)])
             page.state, page.due_at, page.updated_at = state, due_at, updated
             page.resolved_at = updated if resolved else None
             await store.put(page, lease)
+            written[self.name(store)] = page
             return page.version
         answers = await self.each(put)
-        if answers["memory"] != "Conflict":
-            self.read(written[id(self.stores["memory"])])
+        self.read(written)
         return answers
 
     async def op_get(self, key):
         answers = await self.each(lambda store: store.get(key))
-        self.read(answers["memory"])
+        self.read(answers)
         return {name: seen_as(page) for name, page in answers.items()}
 
     async def op_take_due(self, now, limit, owner, skip):
         answers = await self.each(lambda store: store.take_due(now, limit, LEASE, owner, skip))
-        for page in answers["memory"]:
-            self.read(page)
+        for taken in zip(*answers.values(), strict=False):  # the same pages, if the stores agree
+            self.read(dict(zip(answers, taken, strict=True)))
         return {name: [seen_as(p) for p in pages] for name, pages in answers.items()}
 
     async def op_renew(self, key, lease):

@@ -37,14 +37,24 @@ local function settle_group(group, ms)
   redis.call('PEXPIRE', group, ms)
 end
 
--- Write the page at `version`. KEYS: page, due, recent, done, group, seq, then (from `first_call`) the
--- keys of its call ids. ARGV: prefix, key, data, state, live, due, updated, resolved, identities, call
--- ids, retention ms, recent kept, lease until and owner ('' for none), wake channel, instance.
--- Due work written without a lease (nobody is on it) wakes the other replicas.
-local function save(version, first_call)
+local function current_epoch(key, candidate)
+  -- The store's epoch: a random id, made anew (from the caller's fresh `candidate`) whenever Redis lost it.
+  local epoch = redis.call('GET', key)
+  if not epoch then
+    redis.call('SET', key, candidate)
+    epoch = candidate
+  end
+  return epoch
+end
+
+-- Write the page at `version` under `epoch`. KEYS: page, due, recent, done, group, seq, then (from
+-- `first_call`) the keys of its call ids. ARGV: prefix, key, data, state, live, due, updated, resolved,
+-- identities, call ids, retention ms, recent kept, lease until and owner ('' for none), wake channel,
+-- instance. Due work written without a lease (nobody is on it) wakes the other replicas.
+local function save(version, first_call, epoch)
   local page, key, live, ms = KEYS[1], ARGV[2], ARGV[5] == '1', ARGV[11]
-  redis.call('HSET', page, 'd', ARGV[3], 'v', version, 'st', ARGV[4], 'live', ARGV[5], 'upd', ARGV[7],
-             'ids', ARGV[9], 'calls', ARGV[10], 'grp', KEYS[5])
+  redis.call('HSET', page, 'd', ARGV[3], 'v', version, 'e', epoch, 'st', ARGV[4], 'live', ARGV[5],
+             'upd', ARGV[7], 'ids', ARGV[9], 'calls', ARGV[10], 'grp', KEYS[5])
   if ARGV[13] == '' then
     redis.call('HDEL', page, 'lu', 'lo')  -- a write releases the lease
   else
@@ -79,7 +89,8 @@ end
 """
 
 # KEYS: page, due, recent, done, group, seq, claims, the claim keys (ARGV[20] of them), the call keys.
-# ARGV: save's sixteen, now, until, window ms, claim count. Returns the version saved, 0 when refused.
+# ARGV: save's sixteen, now, until, window ms, claim count, the epoch's key, a fresh epoch candidate.
+# Returns the version and epoch saved, 0 when refused.
 ADMIT = _EXTEND + _SAVE + r"""
 if redis.call('HGET', KEYS[1], 'st') == 'active' then return 0 end
 local now, last = tonumber(ARGV[17]), 7 + tonumber(ARGV[20])
@@ -96,8 +107,9 @@ for i = 8, last do
 end
 extend(KEYS[7], ARGV[19])
 local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') + 1  -- a finished incarnation's, continued
-save(version, last + 1)
-return version
+local epoch = current_epoch(ARGV[21], ARGV[22])
+save(version, last + 1, epoch)
+return {version, epoch}
 """
 
 _HELD = r"""
@@ -147,27 +159,32 @@ redis.call('PUBLISH', ARGV[1], 'look|*')
 return 0
 """
 
-# KEYS and ARGV: save's, then ARGV[17] the version read. Returns the new version, -1 on a conflict.
+# KEYS and ARGV: save's, then the version and the epoch read, the epoch's key, a fresh epoch candidate.
+# Returns the new version and the epoch, -1 on a conflict: another write came first, or the page was read
+# before Redis lost its data (its versions started over, under another epoch).
 PUT = _SAVE + r"""
-local stored = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+local row = redis.call('HMGET', KEYS[1], 'v', 'e')
+local stored = tonumber(row[1] or '0')
 if stored ~= tonumber(ARGV[17]) then return -1 end
-save(stored + 1, 7)
-return stored + 1
+if stored > 0 and (row[2] or '') ~= ARGV[18] then return -1 end  -- '': written before epochs
+local epoch = current_epoch(ARGV[19], ARGV[20])
+save(stored + 1, 7, epoch)
+return {stored + 1, epoch}
 """
 
-# KEYS: due. ARGV: prefix, now, limit, lease until, owner, keys to skip... Returns data, version pairs.
+# KEYS: due. ARGV: prefix, now, limit, lease until, owner, keys to skip... Returns data, version, epoch triples.
 TAKE_DUE = r"""
 local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 local skip = {}
 for i = 6, #ARGV do skip[ARGV[i]] = true end
 local out, offset = {}, 0
-while #out < 2 * limit do
+while #out < 3 * limit do
   local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', offset, 100)
   if #batch == 0 then break end
   offset = offset + #batch
   for _, key in ipairs(batch) do
     local page = ARGV[1] .. key
-    local row = redis.call('HMGET', page, 'd', 'lu', 'lo')
+    local row = redis.call('HMGET', page, 'd', 'lu', 'lo', 'e')
     if not row[1] then  -- a page deleted behind our back: drop its entry
       redis.call('ZREM', KEYS[1], key)
       offset = offset - 1
@@ -176,7 +193,8 @@ while #out < 2 * limit do
       redis.call('HSET', page, 'lu', ARGV[4], 'lo', ARGV[5])
       out[#out + 1] = row[1]
       out[#out + 1] = version
-      if #out >= 2 * limit then break end
+      out[#out + 1] = row[4] or ''
+      if #out >= 3 * limit then break end
     end
   end
 end
@@ -202,20 +220,21 @@ table.insert(out, 1, held(2, 3, ARGV[2]))
 return out
 """
 
-# KEYS: recent. ARGV: prefix, limit. Returns data, version pairs, newest first.
+# KEYS: recent. ARGV: prefix, limit. Returns data, version, epoch triples, newest first.
 RECENT = r"""
 local limit, start, out, gone = tonumber(ARGV[2]), 0, {}, {}
-while #out < 2 * limit do
+while #out < 3 * limit do
   local batch = redis.call('ZREVRANGE', KEYS[1], start, start + limit - 1)
   if #batch == 0 then break end
   start = start + #batch
   for _, key in ipairs(batch) do
-    local row = redis.call('HMGET', ARGV[1] .. key, 'd', 'v')
+    local row = redis.call('HMGET', ARGV[1] .. key, 'd', 'v', 'e')
     if not row[1] then
       gone[#gone + 1] = key
-    elseif #out < 2 * limit then
+    elseif #out < 3 * limit then
       out[#out + 1] = row[1]
       out[#out + 1] = row[2]
+      out[#out + 1] = row[3] or ''
     end
   end
 end
