@@ -26,7 +26,7 @@ from alert2voice.store.base import Conflict, Lease, Store, Tier
 from alert2voice.store.memory import MemoryStore
 from alert2voice.store.redis import RedisStore
 from alert2voice.store.sqlite import SQLiteStore
-from tests.e2e_support import LOOPBACK
+from tests.e2e_support import LOOPBACK, eventually
 from tests.redis_support import RedisServer, redis_server  # noqa: F401 (a fixture)
 from tests.test_store import T0, make_call, make_page
 
@@ -244,6 +244,13 @@ async def run_sequence(server: RedisServer, directory: Path, ops: list[tuple]) -
                                 "redis": RedisStore(server.url.rsplit("/", 1)[0] + f"/{DB}", key_prefix=PREFIX)}
     for store in stores.values():
         await store.open()
+    redis_store = stores["redis"]
+    assert isinstance(redis_store, RedisStore)
+
+    async def listening() -> bool:
+        return redis_store.cache.live
+    # Subscribed to invalidations, so that look() answers from its remembered duplicates as in production.
+    await eventually(listening, "the wake-up subscription", within=10, interval=0.002)
     try:
         run = Run(stores)
         for done, op in enumerate(ops):
