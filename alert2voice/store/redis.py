@@ -57,8 +57,9 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from ..pages import FINAL_PAGE_STATES, Page
+from ..pages import Page
 from . import redis_scripts as lua
+from . import rules
 from .base import Conflict, Lease, OpenPage, StoreUnavailable, StormBatch, Tier
 from .codec import dump_page, load_page
 from .redis_cache import EVERYTHING, LookCache
@@ -366,7 +367,7 @@ class RedisStore:
     def _save_args(self, page: Page, lease: Lease | None) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the save step that admit and put share (see redis_scripts._SAVE)."""
         ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
-        live = page.state not in FINAL_PAGE_STATES or page.due_at is not None
+        live = not rules.finished(page.state, page.due_at)
         keys = [self.keys.page(page.key), self.keys.due, self.keys.recent, self.keys.done,
                 self.keys.group(page.route, page.group_key), self.keys.seq, *(self.keys.call(i) for i in ids)]
         args = [self.keys.pages, page.key, dump_page(page), page.state.value, "1" if live else "0",
@@ -465,8 +466,8 @@ class RedisStore:
                                      [_ts(now), uuid.uuid4().hex, _ts(now - RETAIN), _ms(RETAIN), *windows])
         if not blocked:
             return None
-        return max(_time(score) + tiers[int(index)].per for index, score in zip(blocked[::2], blocked[1::2],
-                                                                                  strict=True))
+        return max(rules.leaves_window(_time(score), tiers[int(index)])
+                   for index, score in zip(blocked[::2], blocked[1::2], strict=True))
 
     async def unreserve_call(self, number: str, at: datetime) -> None:
         """Give back the slot counted at `at`."""

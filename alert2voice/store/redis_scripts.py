@@ -1,5 +1,9 @@
 """The Lua scripts of the Redis store: every step that must be atomic across replicas is one script.
 
+Each script encodes rules of store/rules.py (named where they are applied), the rules memory and SQLite
+call; numbers both sides use are interpolated from rules.py's constants, and the differential test
+(tests/test_store_differential.py) pins the two encodings to each other.
+
 Times are Unix seconds, passed in as strings (Python's repr of a float, which Redis and Lua read back
 exactly) and compared as numbers. Scripts never format a time themselves: Lua's tostring() keeps 14
 digits only. ARGV[1] of the page scripts is the prefix of page keys ("a2v:page:"), from which a script
@@ -188,7 +192,7 @@ while #out < 3 * limit do
     if not row[1] then  -- a page deleted behind our back: drop its entry
       redis.call('ZREM', KEYS[1], key)
       offset = offset - 1
-    elseif not skip[key] and (not row[2] or tonumber(row[2]) <= now or row[3] == ARGV[5]) then
+    elseif not skip[key] and (not row[2] or tonumber(row[2]) <= now or row[3] == ARGV[5]) then  -- rules.lease_free
       local version = redis.call('HINCRBY', page, 'v', 1)  -- the lease's fencing token
       redis.call('HSET', page, 'lu', ARGV[4], 'lo', ARGV[5])
       out[#out + 1] = row[1]
@@ -251,7 +255,7 @@ local removed = 0
 for _, key in ipairs(done) do
   local page = ARGV[1] .. key
   local row = redis.call('HMGET', page, 'live', 'calls', 'grp')
-  if row[1] ~= '1' then  -- finished (or expired already): forget it everywhere
+  if row[1] ~= '1' then  -- rules.purgeable (done holds finished pages by update time), or expired already
     if row[1] then
       for _, id in ipairs(cjson.decode(row[2])) do
         if redis.call('GET', ARGV[4] .. id) == key then redis.call('DEL', ARGV[4] .. id) end
@@ -276,7 +280,8 @@ return {removed, #done, #claims}
 
 # KEYS: the number's placements, everyone's. ARGV: now, member, cutoff, retain ms, then per tier: scope,
 # calls, the start of its window. Counts the call and returns {} when every tier has room; else, for
-# each full tier, its index and the placement time that must leave the window first.
+# each full tier, its index and the placement time that must leave the window first (rules.tier_fit; the
+# caller adds the tier's span). Trimmed as rules.retained.
 RESERVE_CALL = r"""
 local blocked = {}
 for i = 5, #ARGV, 3 do
@@ -308,6 +313,7 @@ return 0
 """
 
 # KEYS: the number's storm batch. ARGV: page key, release time (ISO 8601), ttl ms. Returns release, keys.
+# rules.storm_join; STORM_LEAD is rules.storm_lead, STORM_END rules.storm_ends.
 STORM_JOIN = _MEMBER + r"""
 local row = redis.call('HMGET', KEYS[1], 'release', 'keys', 'leader')
 if not row[1] or row[3] then  -- none, or led already (its summary is going out): open a new one

@@ -81,6 +81,11 @@ def counted_within(placed: Iterable[datetime], now: datetime, per: timedelta) ->
     return sorted(t for t in placed if t > now - per)
 
 
+def leaves_window(placed_at: datetime, tier: Tier) -> datetime:
+    """When a call placed at `placed_at` stops counting against the tier."""
+    return placed_at + tier.per
+
+
 def tier_fit(counters: Sequence[Iterable[datetime]], tiers: Sequence[Tier], now: datetime) -> datetime | None:
     """Given each tier's counter (its placement times: the number's, or every call's for scope "all"), None
     when a call at `now` fits every tier; else the earliest instant it fits them all: for each full tier, when
@@ -89,7 +94,7 @@ def tier_fit(counters: Sequence[Iterable[datetime]], tiers: Sequence[Tier], now:
     for placed, tier in zip(counters, tiers, strict=True):
         recent = counted_within(placed, now, tier.per)
         if len(recent) >= tier.calls:
-            ready = recent[-tier.calls] + tier.per
+            ready = leaves_window(recent[-tier.calls], tier)
             at = ready if at is None else max(at, ready)
     return at if at is not None and at > now else None
 
