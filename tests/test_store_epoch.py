@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from alert2voice.pages import PageState
-from alert2voice.store.base import Conflict
+from alert2voice.store.base import Conflict, Lease
 from tests.redis_support import opened, redis_server_in
 from tests.test_store import T0, WINDOW, at, make_page
 
@@ -32,6 +32,20 @@ async def test_a_writer_from_before_a_data_loss_cannot_win(tmp_path: Path):
             assert await store.get("p") == fresh  # unchanged
             await store.put(fresh)  # a writer that read after the loss writes as ever
             assert (await store.get("p")).version == 3
+
+
+async def test_a_lease_read_before_a_data_loss_is_not_renewed_even_by_its_owner(tmp_path: Path):
+    with redis_server_in(tmp_path / "redis") as server:
+        async with opened(server) as store:
+            assert await store.admit(make_page("p"), ["a"], WINDOW, T0, Lease("r1", at(60)))
+            stale = await store.get("p")
+            assert await store.renew("p", Lease("r1", at(70), stale.epoch))
+
+            server.client().flushall()
+            assert await store.admit(make_page("p"), ["a"], WINDOW, at(1), Lease("r1", at(61)))  # r1 again
+            assert not await store.renew("p", Lease("r1", at(80), stale.epoch))
+            assert await store.renew("p", Lease("r1", at(80)))  # no epoch given: the owner alone decides
+            assert await store.renew("p", Lease("r1", at(90), (await store.get("p")).epoch))
 
 
 async def test_the_epoch_is_made_at_open_and_kept_while_redis_keeps_its_data(tmp_path: Path):

@@ -45,10 +45,15 @@ class Tier(NamedTuple):
 
 
 class Lease(NamedTuple):
-    """A page held by one replica until `until`: nobody else takes it from the due work meanwhile."""
+    """A page held by one replica until `until`: nobody else takes it from the due work meanwhile.
+
+    `epoch` is the store epoch of the page its holder read (Page.epoch; "" checks none): renew() refuses a
+    lease on a page read before the store lost its data, even where the same owner holds the page again.
+    """
 
     owner: str
     until: datetime
+    epoch: str = ""
 
 
 @dataclass

@@ -428,7 +428,7 @@ class RedisStore:
 
     async def renew(self, key: str, lease: Lease) -> bool:
         """Extend the lease `lease.owner` holds on the page; False when it holds none."""
-        return bool(await self._script("renew", [self.keys.page(key)], [lease.owner, _ts(lease.until)]))
+        return bool(await self._script("renew", [self.keys.page(key)], [lease.owner, _ts(lease.until), lease.epoch]))
 
     async def next_due(self) -> datetime | None:
         """The earliest due time of any page, leased or not."""

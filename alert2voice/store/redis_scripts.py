@@ -205,9 +205,12 @@ end
 return out
 """
 
-# KEYS: page. ARGV: owner, lease until. 1 when the owner held the lease (now extended), else 0.
+# KEYS: page. ARGV: owner, lease until, the epoch its holder read ('' checks none). 1 when the owner held
+# the lease (now extended), else 0.
 RENEW = r"""
-if redis.call('HGET', KEYS[1], 'lo') ~= ARGV[1] then return 0 end
+local row = redis.call('HMGET', KEYS[1], 'lo', 'e')
+if row[1] ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '' and (row[2] or '') ~= ARGV[3] then return 0 end  -- held under another epoch
 redis.call('HSET', KEYS[1], 'lu', ARGV[2])
 return 1
 """
