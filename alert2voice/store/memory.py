@@ -113,7 +113,7 @@ class MemoryStore(LocalLimits):
     async def renew(self, key: str, lease: Lease) -> bool:
         self._check()
         held = self._leases.get(key)
-        if held is None or held.owner != lease.owner:
+        if not rules.renewable(held.owner if held is not None else None, "", lease):
             return False
         self._leases[key] = lease
         return True

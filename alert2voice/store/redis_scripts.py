@@ -209,7 +209,7 @@ return out
 # the lease (now extended), else 0.
 RENEW = r"""
 local row = redis.call('HMGET', KEYS[1], 'lo', 'e')
-if row[1] ~= ARGV[1] then return 0 end
+if row[1] ~= ARGV[1] then return 0 end  -- rules.renewable
 if ARGV[3] ~= '' and (row[2] or '') ~= ARGV[3] then return 0 end  -- held under another epoch
 redis.call('HSET', KEYS[1], 'lu', ARGV[2])
 return 1

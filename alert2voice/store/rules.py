@@ -61,6 +61,13 @@ def lease_free(lease: Lease | None, now: datetime, owner: str) -> bool:
     return lease is None or lease.until <= now or lease.owner == owner
 
 
+def renewable(holder: str | None, epoch: str, lease: Lease) -> bool:
+    """renew() extends a lease when `lease.owner` holds the page now (`holder`: its lease's owner, None when
+    nobody holds it) and the page was read under the store's epoch (`epoch`; memory and SQLite have none, "")
+    or the lease names none."""
+    return holder == lease.owner and lease.epoch in ("", epoch)
+
+
 def take_order(due_at: datetime, key: str) -> tuple[datetime, str]:
     """take_due() takes the earliest due first; at equal due times, in the order of their keys (as Redis
     orders a sorted set's equal scores)."""

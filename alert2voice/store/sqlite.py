@@ -507,8 +507,11 @@ class SQLiteStore(LocalLimits):
     async def renew(self, key: str, lease: Lease) -> bool:
         """Extend the lease `lease.owner` holds on the page; False when it holds none."""
         def renew(conn: sqlite3.Connection, changes: Changes) -> bool:
-            return conn.execute("UPDATE pages SET lease_until = ? WHERE key = ? AND lease_owner = ?",
-                                (_ts(lease.until), key, lease.owner)).rowcount == 1
+            row = conn.execute("SELECT lease_owner FROM pages WHERE key = ?", (key,)).fetchone()
+            if not rules.renewable(row[0] if row is not None else None, "", lease):
+                return False
+            conn.execute("UPDATE pages SET lease_until = ? WHERE key = ?", (_ts(lease.until), key))
+            return True
         return await self._run("renew", renew)
 
     async def next_due(self) -> datetime | None:
