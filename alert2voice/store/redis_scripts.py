@@ -353,23 +353,21 @@ RATE_LIMIT = Template(r"""
 local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local row = redis.call('HMGET', KEYS[1], 'tokens', 't')
 local tokens, t = tonumber(row[1]), tonumber(row[2])
-local function refill(at) return math.min(burst, tokens + math.max(0, at - t) * rate), math.max(t, at) end
-if not tokens then tokens, t = burst, now else tokens, t = refill(now) end
+if not tokens then
+  tokens, t = burst, now
+else
+  tokens, t = math.min(burst, tokens + math.max(0, now - t) * rate), math.max(t, now)
+end
 local wait = 0
-if tokens >= 1 - $TOKEN_TOLERANCE then
+if tokens >= 1 - rate * $TOKEN_EARLY then
   tokens = math.max(0, tokens - 1)
-else  -- nudged until a try made exactly at now + wait finds the token
+else
   wait = (t - now) + (1 - tokens) / rate
-  for _ = 1, $WAIT_NUDGES do
-    if refill(now + wait) >= 1 - $TOKEN_TOLERANCE then break end
-    wait = wait + $WAIT_STEP
-  end
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 't', string.format('%.17g', t))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return string.format('%.17g', wait)
-""").substitute(TOKEN_TOLERANCE=repr(rules.TOKEN_TOLERANCE), WAIT_NUDGES=rules.WAIT_NUDGES,
-                WAIT_STEP=repr(rules.WAIT_STEP))
+""").substitute(TOKEN_EARLY=repr(rules.TOKEN_EARLY))
 
 # KEYS: the heartbeats hash. ARGV: name, seen at. Keeps the later of the stored last-seen time and ARGV[2].
 BEAT = r"""

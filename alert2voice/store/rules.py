@@ -22,13 +22,10 @@ M = TypeVar("M", datetime, float)  # a moment: a datetime, or Unix seconds
 
 RETAIN = timedelta(days=1)  # how long placed calls and storm batches are kept: longer than any sensible window
 PURGE_CHUNK = 500  # pages and claims one purge operation removes at most
-# A token is there when the bucket holds at least 1 - TOKEN_TOLERANCE of one: floats add up with rounding.
-TOKEN_TOLERANCE = 1e-9
-# The wait of an empty bucket is nudged by steps of WAIT_STEP seconds, at most WAIT_NUDGES times, until a call
-# made exactly `now + wait` finds the token: Unix time has about 0.24 µs of resolution, so `now + wait` may
-# land short of the instant the token is there.
-WAIT_STEP = 1e-6
-WAIT_NUDGES = 8
+# A token is there from TOKEN_EARLY seconds before it has refilled in full: Unix time as a float has about
+# 0.24 µs of resolution (under 0.5 µs until the year 2106), so a try made exactly `now + wait` may land that much
+# short of the instant itself, and still finds its token.
+TOKEN_EARLY = 1e-6
 
 
 # ------------------------------------------------------------------------------------- claims and pages
@@ -125,22 +122,17 @@ def _refill(bucket: Bucket, now: float, rate: float, burst: float) -> Bucket:
     return Bucket(min(burst, bucket.tokens + max(0.0, now - bucket.t) * rate), max(bucket.t, now))
 
 
-def _has_token(bucket: Bucket) -> bool:
-    return bucket.tokens >= 1 - TOKEN_TOLERANCE
+def _has_token(bucket: Bucket, rate: float) -> bool:
+    return bucket.tokens >= 1 - rate * TOKEN_EARLY
 
 
 def take_token(bucket: Bucket | None, now: float, rate: float, burst: float) -> tuple[Bucket, float]:
     """The bucket after a try at `now` (None: never used, so full) and the wait: 0 when a token was taken,
     else the seconds after which a try, made exactly at `now + wait`, takes one (nothing taken now)."""
     bucket = Bucket(burst, now) if bucket is None else _refill(bucket, now, rate, burst)
-    if _has_token(bucket):
+    if _has_token(bucket, rate):
         return Bucket(max(0.0, bucket.tokens - 1), bucket.t), 0.0
-    wait = (bucket.t - now) + (1 - bucket.tokens) / rate
-    for _ in range(WAIT_NUDGES):
-        if _has_token(_refill(bucket, now + wait, rate, burst)):
-            break
-        wait += WAIT_STEP
-    return bucket, wait
+    return bucket, (bucket.t - now) + (1 - bucket.tokens) / rate
 
 
 # ------------------------------------------------------------------------------------------ storm batches
