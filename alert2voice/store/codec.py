@@ -23,6 +23,9 @@ def dump_page(page: Page) -> str:
     """The page as compact JSON (times as ISO 8601)."""
     # Shallow views, not dataclasses.asdict: it deep-copies every alert, and this runs on every state change.
     d = {**vars(page), "calls": [vars(c) for c in page.calls]}
+    # Not the epoch: it is the store's (Redis keeps it beside the JSON), and a replica of the version before it,
+    # reading this JSON during a rolling update, would not know the field.
+    del d["epoch"]
     return json.dumps(d, default=_encode, separators=(",", ":"))
 
 
