@@ -106,6 +106,9 @@ class Page:
     route_missing_since: datetime | None = None  # when a replica first found its route missing from its config
     # The store's version when read: put() writes only over this one (0: new). Not part of what a page says.
     version: int = field(default=0, compare=False)
+    # The store's epoch when read (Redis; "" elsewhere): a version read before the store lost its data never
+    # matches again. Not part of what a page says either.
+    epoch: str = field(default="", compare=False)
 
     @property
     def open_call(self) -> Call | None:

@@ -21,8 +21,8 @@ COUNTS = {
 }
 # The Redis store's indexes (alert2voice/store/redis.py): one key each, no TTL, each kept bounded by the
 # store itself: due <= pages with work due, recent <= 1,000, done <= finished pages within the retention,
-# claims <= claims within the dedup window, seq one counter.
-INDEXES = ("due", "recent", "done", "claims", "seq", "placed-all", "tokens")
+# claims <= claims within the dedup window, seq one counter, epoch one short string.
+INDEXES = ("due", "recent", "done", "claims", "seq", "placed-all", "tokens", "epoch")
 # Atomic, so that no page finishes between reading a key's TTL and reading its page. ARGV: the prefix, then
 # the indexes. Returns keys, keys with a TTL, keys of live work, live pages, finished pages, the indexes
 # (name, size pairs), and the keys that neither expire nor belong to live work (at most 20 of them, then

@@ -301,7 +301,7 @@ async def test_redis_stats_tell_live_work_and_expiring_keys_from_keys_that_never
     assert (live.live_pages, live.finished_pages) == (1, 1)
     assert live.live_work == 4  # page one, its correlationId and messageId, its alert group
     assert (done.live_pages, done.finished_pages, done.live_work) == (0, 2, 0)  # a finished page's keys expire
-    assert set(done.indexes) <= {"due", "recent", "done", "claims", "seq", "placed-all", "tokens"}
+    assert set(done.indexes) <= {"due", "recent", "done", "claims", "seq", "placed-all", "tokens", "epoch"}
 
 
 # ------------------------------------------------------------------------------------ real processes

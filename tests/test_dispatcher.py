@@ -235,9 +235,14 @@ async def test_storm_rule_folds_pages_into_one_summary_call():
     assert len(provider.requests) == 3
     summary = provider.requests[2]
     spoken = "".join(ET.fromstring(summary.audio.text).itertext())
-    for name in ("Storm 2", "Storm 3", "Storm 4"):
-        assert name in spoken or name.replace(" ", "") in spoken, spoken
     pages = {p.key: p for p in await store.recent(10)}
+    # Pages due at the same instant are taken in the order of their keys (store/rules.py, take_order): the
+    # three folded are the ones not called first, whichever they are.
+    called = {r.correlation_id for r in provider.requests[:2]}
+    folded = [p.alerts[0]["labels"]["alertname"] for p in pages.values() if p.calls[0].correlation_id not in called]
+    assert len(folded) == 3
+    for name in folded:
+        assert name in spoken, spoken
     members = [p for p in pages.values() if p.calls[0].correlation_id != summary.correlation_id
                and p.calls[0].message_id == provider.accepted[2].message_id]
     assert len(members) == 2  # the two other folded pages share the summary's messageId

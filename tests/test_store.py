@@ -40,7 +40,7 @@ def make_call(attempt: int, state: CallState = CallState.QUEUED, *, key: str = "
 async def overwrite(store, page: Page) -> None:
     """put() the page over whatever the store holds under its key (as a writer that read it just now)."""
     stored = await store.get(page.key)
-    page.version = stored.version if stored is not None else 0
+    page.version, page.epoch = (stored.version, stored.epoch) if stored is not None else (0, "")
     await store.put(page)
 
 
@@ -761,13 +761,13 @@ async def test_the_sqlite_mirror_changes_only_on_the_event_loop_thread(tmp_path,
         threads: set[int] = set()
         mirror_page = store._mirror_page
 
-        def spied(page: Page):
+        def spied(page: Page, *rest):
             def record(change):
                 def apply() -> None:
                     threads.add(threading.get_ident())
                     change()
                 return apply
-            return [record(change) for change in mirror_page(page)]
+            return [record(change) for change in mirror_page(page, *rest)]
 
         monkeypatch.setattr(store, "_mirror_page", spied)
         await asyncio.gather(*(store.put(make_page(f"p{i}")) for i in range(20)))

@@ -306,7 +306,8 @@ async def test_every_key_expires_or_is_purged_or_is_one_of_a_bounded_few(server)
 
         k, client = store.keys, server.client()
         live = {k.page("open"), k.group("db", "g-open"), k.due}  # an escalation in progress stays
-        indexes = {k.seq, k.recent, k.done}  # a counter, the newest RECENT_KEPT, and what purge() walks
+        # A counter, the newest RECENT_KEPT, what purge() walks, and the store's epoch (one short string).
+        indexes = {k.seq, k.recent, k.done, k.epoch}
         limits = {k.placed(ALICE), k.placed_all, k.storm(ALICE), k.tokens}
 
         def stored() -> set[str]:
@@ -321,7 +322,7 @@ async def test_every_key_expires_or_is_purged_or_is_one_of_a_bounded_few(server)
             # the claims go.
             await eventually(until(lambda: stored() <= live | indexes | limits), "keys expired", within=10)
             assert await store.purge(datetime.now(UTC)) == 0  # gone already; purge() cleans the indexes
-            assert stored() == live | limits | {k.seq, k.recent}
+            assert stored() == live | limits | {k.seq, k.recent, k.epoch}
             assert keys(await store.recent(10)) == ["open"]
             assert await store.find_call(message_id="m-p0") is None
         finally:

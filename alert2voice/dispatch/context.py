@@ -61,7 +61,8 @@ class Context:
 
     async def hold(self, page: Page, cfg: Config) -> None:
         """Renew this process's lease on the page before a side effect; Conflict when another replica took it."""
-        if not await self.store.renew(page.key, self.lease(cfg)):
+        # With the epoch the page was read under: a page read before the store lost its data is not held.
+        if not await self.store.renew(page.key, self.lease(cfg)._replace(epoch=page.epoch)):
             raise Conflict(f"lease on page {page.key[:12]} lost: another replica took it over")
 
     @property

@@ -4,7 +4,9 @@ The store is the only memory replicas share. Everything that must hold across pr
 dedup claims with expiry, pages under versioned writes (compare-and-set), due work taken under a lease
 with an owner, the throttle's counters, storm batches and the provider's rate limit, and a wake-up when
 another replica adds or changes due work. The in-process backends (memory, SQLite) implement the same
-protocol, trivially, and pass the same contract suite (tests/test_store.py).
+protocol, trivially, and pass the same contract suite (tests/test_store.py). The rules behind the answers
+(when admit refuses, when a lease is free, tier arithmetic, the token bucket, storm batches, what purge
+forgets) are written once, in rules.py; tests/test_store_differential.py holds every backend to them.
 """
 
 from __future__ import annotations
@@ -45,10 +47,15 @@ class Tier(NamedTuple):
 
 
 class Lease(NamedTuple):
-    """A page held by one replica until `until`: nobody else takes it from the due work meanwhile."""
+    """A page held by one replica until `until`: nobody else takes it from the due work meanwhile.
+
+    `epoch` is the store epoch of the page its holder read (Page.epoch; "" checks none): renew() refuses a
+    lease on a page read before the store lost its data, even where the same owner holds the page again.
+    """
 
     owner: str
     until: datetime
+    epoch: str = ""
 
 
 @dataclass
@@ -98,7 +105,8 @@ class Store(Protocol):
         """Drop dedup claims (their alerts resolved), so the same alerts firing again page again."""
 
     async def put(self, page: Page, lease: Lease | None = None) -> None:
-        """Compare-and-set: replace the page if the stored version is still `page.version`, then bump it (on
+        """Compare-and-set: replace the page if the stored version is still `page.version` (and the store's epoch
+        still `page.epoch`, on Redis: see redis.py), then bump it (on
         the object too), index its calls' correlationIds and messageIds, and release its lease (or, with
         `lease`, leave it held by that owner until then); raise Conflict (changing nothing) when another
         writer came first."""
@@ -107,7 +115,8 @@ class Store(Protocol):
         """The page with this key, with the version it is stored at."""
 
     async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
-        """Pages of this route and alert group whose alerts have not been resolved (resolved_at is None)."""
+        """Pages of this route and alert group whose alerts have not been resolved (resolved_at is None), first
+        seen first (a page admitted anew keeps its place; one purged and admitted again comes last)."""
 
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
         """The key of the page holding the call with this correlationId or messageId."""
@@ -115,9 +124,9 @@ class Store(Protocol):
     async def take_due(self, now: datetime, limit: int, lease: timedelta, owner: str,
                        skip: Collection[str] = ()) -> list[Page]:
         """Up to `limit` pages due at `now` that nobody else holds (unleased, lease expired, or leased to
-        `owner` itself), leased to `owner` until now + lease. Taking a lease bumps the page's version (its
-        fencing token): a holder whose lease passed to another cannot write any more. Pages whose key is in
-        `skip` (the caller is processing them already) are passed over."""
+        `owner` itself), earliest due first (then by key), leased to `owner` until now + lease. Taking a lease
+        bumps the page's version (its fencing token): a holder whose lease passed to another cannot write any
+        more. Pages whose key is in `skip` (the caller is processing them already) are passed over."""
 
     async def renew(self, key: str, lease: Lease) -> bool:
         """Extend the lease `lease.owner` holds on the page to `lease.until`; False when it holds none now
@@ -127,7 +136,7 @@ class Store(Protocol):
         """The earliest due time of any page, leased or not."""
 
     async def recent(self, limit: int) -> list[Page]:
-        """The most recently updated pages, newest first."""
+        """The most recently updated pages, newest first (at equal times, the greater key first)."""
 
     async def depth(self) -> int:
         """How many pages have work due (the queue_depth metric)."""

@@ -23,6 +23,9 @@ def dump_page(page: Page) -> str:
     """The page as compact JSON (times as ISO 8601)."""
     # Shallow views, not dataclasses.asdict: it deep-copies every alert, and this runs on every state change.
     d = {**vars(page), "calls": [vars(c) for c in page.calls]}
+    # Not the epoch: it is the store's (Redis keeps it beside the JSON), and a replica of the version before it,
+    # reading this JSON during a rolling update, would not know the field.
+    del d["epoch"]
     return json.dumps(d, default=_encode, separators=(",", ":"))
 
 
@@ -32,10 +35,11 @@ def _times(d: dict[str, Any], names: tuple[str, ...]) -> None:
             d[name] = datetime.fromisoformat(d[name])
 
 
-def load_page(data: str, version: int) -> Page:
-    """A page from dump_page()'s JSON, at the version its backend stores it at."""
+def load_page(data: str, version: int, epoch: str = "") -> Page:
+    """A page from dump_page()'s JSON, at the version (and epoch, on Redis) its backend stores it at."""
     d = json.loads(data)
-    d["version"] = version  # the store's own version is the truth; the JSON holds the version the writer had read
+    # The store's own version and epoch are the truth; the JSON holds those the writer had read.
+    d["version"], d["epoch"] = version, epoch
     _times(d, _PAGE_TIMES)
     d["state"] = PageState(d["state"])
     for call in d.get("calls", []):

@@ -1,4 +1,4 @@
-"""An in-memory store for tests and `store.backend: memory`: same semantics, no durability."""
+"""An in-memory store for tests and `store.backend: memory`: same semantics (store/rules.py), no durability."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from ..pages import FINAL_PAGE_STATES, Page
+from . import rules
 from .base import Conflict, Lease, OpenPage, StoreUnavailable
 from .local import LocalLimits
 
@@ -39,8 +40,8 @@ class MemoryStore(LocalLimits):
     async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
         self._check()
         existing = self._pages.get(key)
-        held = all(self._claims.get(c, now) > now for c in claims)
-        return held or (existing is not None and existing.state not in FINAL_PAGE_STATES)
+        active = existing is not None and existing.state not in FINAL_PAGE_STATES
+        return rules.would_refuse(active, [self._claims.get(c) for c in claims], now)
 
     async def look(self, route: str, group_key: str, key: str, claims: Sequence[str],
                    now: datetime) -> tuple[list[OpenPage], bool]:
@@ -99,13 +100,9 @@ class MemoryStore(LocalLimits):
     async def take_due(self, now: datetime, limit: int, lease: timedelta, owner: str,
                        skip: Collection[str] = ()) -> list[Page]:
         self._check()
-        def free(key: str) -> bool:
-            held = self._leases.get(key)
-            return held is None or held.until <= now or held.owner == owner
-
-        due = sorted((p for p in self._pages.values()
-                      if p.due_at is not None and p.due_at <= now and free(p.key) and p.key not in skip),
-                     key=lambda p: p.due_at)
+        due = sorted((p for p in self._pages.values() if p.due_at is not None and p.due_at <= now
+                      and rules.lease_free(self._leases.get(p.key), now, owner) and p.key not in skip),
+                     key=lambda p: rules.take_order(p.due_at, p.key))
         out = []
         for p in due[:limit]:
             self._leases[p.key] = Lease(owner, now + lease)
@@ -116,7 +113,7 @@ class MemoryStore(LocalLimits):
     async def renew(self, key: str, lease: Lease) -> bool:
         self._check()
         held = self._leases.get(key)
-        if held is None or held.owner != lease.owner:
+        if not rules.renewable(held.owner if held is not None else None, "", lease):
             return False
         self._leases[key] = lease
         return True
@@ -127,7 +124,8 @@ class MemoryStore(LocalLimits):
 
     async def recent(self, limit: int) -> list[Page]:
         self._check()
-        pages = sorted(self._pages.values(), key=lambda p: p.updated_at or p.received_at, reverse=True)
+        pages = sorted(self._pages.values(), key=lambda p: rules.recent_order(p.updated_at or p.received_at, p.key),
+                       reverse=True)
         return [copy.deepcopy(p) for p in pages[:limit]]
 
     async def depth(self) -> int:
@@ -137,13 +135,14 @@ class MemoryStore(LocalLimits):
     async def purge(self, before: datetime) -> int:
         self._check()
         gone = [k for k, p in self._pages.items()
-                if p.due_at is None and p.state in FINAL_PAGE_STATES and (p.updated_at or p.received_at) < before]
+                if rules.purgeable(p.state, p.due_at, p.updated_at or p.received_at, before)]
         for k in gone:
             page = self._pages.pop(k)
+            self._leases.pop(k, None)  # forgotten with its page: nobody holds (or renews) what is not stored
             for call in page.calls:
                 self._calls.pop(call.correlation_id, None)
                 self._calls.pop(call.message_id or "", None)
-        for c in [c for c, exp in self._claims.items() if exp <= before]:
+        for c in [c for c, exp in self._claims.items() if not rules.claim_held(exp, before)]:
             del self._claims[c]
         return len(gone)
 

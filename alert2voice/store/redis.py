@@ -2,7 +2,10 @@
 
 Key layout (prefix `a2v:` by default; times are Unix seconds):
 
-    page:<key>        hash: d (page JSON), v (version), st, live (1 unless finished with nothing due),
+    epoch             string: a random id, made anew whenever Redis lost its data (set at open, at every
+                      reconnection and by any write that finds it missing). Each page is stored with
+                      the epoch it was written under; put() refuses a page read under another.
+    page:<key>        hash: d (page JSON), v (version), e (epoch), st, live (1 unless finished with nothing due),
                       upd, ids, calls, grp, seq; lu, lo while leased. No TTL while live; `retention`
                       once finished.
     claim:<claim>     string: the claim's expiry (now + window); PX window.
@@ -54,19 +57,19 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from ..pages import FINAL_PAGE_STATES, Page
+from ..pages import Page
 from . import redis_scripts as lua
+from . import rules
 from .base import Conflict, Lease, OpenPage, StoreUnavailable, StormBatch, Tier
 from .codec import dump_page, load_page
 from .redis_cache import EVERYTHING, LookCache
 from .redis_url import SentinelTarget, check_url, parse_sentinel_url
+from .rules import PURGE_CHUNK, RETAIN
 
 log = logging.getLogger("alert2voice.store")
 T = TypeVar("T")
 
-RETAIN = timedelta(days=1)  # how long placed calls and storm batches are kept, as in store/local.py
 RECENT_KEPT = 1000  # pages the recent index holds: more than GET /api/v1/pages lists
-PURGE_CHUNK = 500  # pages and claims one purge script removes at most
 WAKE_PING = 5.0  # seconds of silence after which the wake-up subscriber checks its connection
 RECONNECT_MAX = 2.0  # seconds between the wake-up subscriber's attempts to reconnect, at most
 POOL = 64  # operations in flight at once per store; more wait for a connection, within the deadline
@@ -102,6 +105,7 @@ class Keys:
         self.seq = prefix + "seq"
         self.placed_all = prefix + "placed-all"
         self.tokens = prefix + "tokens"
+        self.epoch = prefix + "epoch"
         self.wake = prefix + "wake"
 
     def page(self, key: str) -> str:
@@ -135,6 +139,11 @@ def _time(score: str | float) -> datetime:
 
 def _ms(span: timedelta) -> int:
     return max(1, math.ceil(span.total_seconds() * 1000))
+
+
+def _load_pages(flat: Sequence[str]) -> list[Page]:
+    """Pages from a script's data, version, epoch triples."""
+    return [load_page(data, int(version), epoch) for data, version, epoch in zip(*[iter(flat)] * 3, strict=True)]
 
 
 def _open_pages(flat: Sequence[str]) -> list[OpenPage]:
@@ -242,6 +251,7 @@ class RedisStore:
         self._scripts = {op: redis.register_script(source) for op, source in SCRIPTS.items()}
         try:
             await self._check_durability()
+            await self._claim_epoch()
         except RedisRefused:
             await self.close()
             raise
@@ -318,11 +328,12 @@ class RedisStore:
         keys, args = self._save_args(page, lease)
         claim_keys = [self.keys.claim(c) for c in claims]
         with self._changing(keys[4]):
-            version = await self._script("admit", [*keys[:6], self.keys.claims, *claim_keys, *keys[6:]],
-                                         [*args, _ts(now), _ts(now + window), _ms(window), len(claim_keys)])
-        if not version:
+            saved = await self._script("admit", [*keys[:6], self.keys.claims, *claim_keys, *keys[6:]],
+                                       [*args, _ts(now), _ts(now + window), _ms(window), len(claim_keys),
+                                        *self._epoch_args()])
+        if not saved:
             return False
-        page.version = int(version)
+        page.version, page.epoch = int(saved[0]), saved[1]
         return True
 
     async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
@@ -349,10 +360,19 @@ class RedisStore:
         finally:
             self.cache.invalidate(group)
 
+    def _epoch_args(self) -> list[str]:
+        """The epoch's key and a fresh random candidate: a write that finds the epoch missing makes it anew."""
+        return [self.keys.epoch, uuid.uuid4().hex]
+
+    async def _claim_epoch(self) -> None:
+        """Make the store's epoch if Redis has none (a new store, or one that lost its data): at open and at
+        every reconnection of the wake-up subscription; writes make it too."""
+        await self._call("open", lambda redis: redis.set(self.keys.epoch, uuid.uuid4().hex, nx=True))
+
     def _save_args(self, page: Page, lease: Lease | None) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the save step that admit and put share (see redis_scripts._SAVE)."""
         ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
-        live = page.state not in FINAL_PAGE_STATES or page.due_at is not None
+        live = not rules.finished(page.state, page.due_at)
         keys = [self.keys.page(page.key), self.keys.due, self.keys.recent, self.keys.done,
                 self.keys.group(page.route, page.group_key), self.keys.seq, *(self.keys.call(i) for i in ids)]
         args = [self.keys.pages, page.key, dump_page(page), page.state.value, "1" if live else "0",
@@ -367,15 +387,15 @@ class RedisStore:
         keep the indexes in step; due work written without a lease wakes the other replicas."""
         keys, args = self._save_args(page, lease)
         with self._changing(keys[4] if page.resolved_at is not None else None):
-            version = await self._script("put", keys, [*args, page.version])
-        if version < 0:
+            saved = await self._script("put", keys, [*args, page.version, page.epoch, *self._epoch_args()])
+        if not isinstance(saved, list):
             raise Conflict(f"page {page.key[:12]} changed since it was read (version {page.version})")
-        page.version = int(version)
+        page.version, page.epoch = int(saved[0]), saved[1]
 
     async def get(self, key: str) -> Page | None:
         """The page with this key."""
-        data, version = await self._call("get", lambda redis: redis.hmget(self.keys.page(key), "d", "v"))
-        return load_page(data, int(version)) if data is not None else None
+        data, version, epoch = await self._call("get", lambda redis: redis.hmget(self.keys.page(key), "d", "v", "e"))
+        return load_page(data, int(version), epoch or "") if data is not None else None
 
     async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
         """Pages of this route and group whose alerts have not been resolved, in first-seen order."""
@@ -409,11 +429,11 @@ class RedisStore:
         """Up to `limit` due pages nobody holds, earliest first, leased to `owner` until now + lease."""
         flat = await self._script("take_due", [self.keys.due],
                                   [self.keys.pages, _ts(now), limit, _ts(now + lease), owner, *skip])
-        return [load_page(data, int(version)) for data, version in zip(flat[::2], flat[1::2], strict=True)]
+        return _load_pages(flat)
 
     async def renew(self, key: str, lease: Lease) -> bool:
         """Extend the lease `lease.owner` holds on the page; False when it holds none."""
-        return bool(await self._script("renew", [self.keys.page(key)], [lease.owner, _ts(lease.until)]))
+        return bool(await self._script("renew", [self.keys.page(key)], [lease.owner, _ts(lease.until), lease.epoch]))
 
     async def next_due(self) -> datetime | None:
         """The earliest due time of any page, leased or not."""
@@ -424,8 +444,7 @@ class RedisStore:
         """The most recently updated pages, newest first (of the RECENT_KEPT last updated)."""
         if limit <= 0:
             return []
-        flat = await self._script("recent", [self.keys.recent], [self.keys.pages, limit])
-        return [load_page(data, int(version)) for data, version in zip(flat[::2], flat[1::2], strict=True)]
+        return _load_pages(await self._script("recent", [self.keys.recent], [self.keys.pages, limit]))
 
     async def depth(self) -> int:
         """How many pages have work due."""
@@ -452,8 +471,8 @@ class RedisStore:
                                      [_ts(now), uuid.uuid4().hex, _ts(now - RETAIN), _ms(RETAIN), *windows])
         if not blocked:
             return None
-        return max(_time(score) + tiers[int(index)].per for index, score in zip(blocked[::2], blocked[1::2],
-                                                                                  strict=True))
+        return max(rules.leaves_window(_time(score), tiers[int(index)])
+                   for index, score in zip(blocked[::2], blocked[1::2], strict=True))
 
     async def unreserve_call(self, number: str, at: datetime) -> None:
         """Give back the slot counted at `at`."""
@@ -522,6 +541,7 @@ class RedisStore:
                 await pubsub.subscribe(self.keys.wake)  # its confirmation, read by _pump, makes the cache live
                 with contextlib.suppress(StoreUnavailable):
                     await self._check_durability()  # if Redis did not answer at open()
+                    await self._claim_epoch()
                 if subscribed_before:
                     self._wake()  # wake-ups published while we were away are lost: look once
                 subscribed_before, delay = True, 0.1

@@ -1,5 +1,9 @@
 """The Lua scripts of the Redis store: every step that must be atomic across replicas is one script.
 
+Each script encodes rules of store/rules.py (named where they are applied), the rules memory and SQLite
+call; numbers both sides use are interpolated from rules.py's constants, and the differential test
+(tests/test_store_differential.py) pins the two encodings to each other.
+
 Times are Unix seconds, passed in as strings (Python's repr of a float, which Redis and Lua read back
 exactly) and compared as numbers. Scripts never format a time themselves: Lua's tostring() keeps 14
 digits only. ARGV[1] of the page scripts is the prefix of page keys ("a2v:page:"), from which a script
@@ -8,6 +12,10 @@ primary), not on Redis Cluster.
 """
 
 from __future__ import annotations
+
+from string import Template
+
+from . import rules
 
 # Helpers, prepended to the scripts that use them (Redis keeps nothing between two scripts).
 _EXTEND = r"""
@@ -33,15 +41,25 @@ local function settle_group(group, ms)
   redis.call('PEXPIRE', group, ms)
 end
 
--- Write the page at `version`. KEYS: page, due, recent, done, group, seq, then (from `first_call`) the
--- keys of its call ids. ARGV: prefix, key, data, state, live, due, updated, resolved, identities, call
--- ids, retention ms, recent kept, lease until and owner ('' for none), wake channel, instance.
--- Due work written without a lease (nobody is on it) wakes the other replicas; with one, it tells them when
--- the lease ends, so that a replica whose holder died takes it over then.
-local function save(version, first_call)
+local function current_epoch(key, candidate)
+  -- The store's epoch: a random id, made anew (from the caller's fresh `candidate`) whenever Redis lost it.
+  local epoch = redis.call('GET', key)
+  if not epoch then
+    redis.call('SET', key, candidate)
+    epoch = candidate
+  end
+  return epoch
+end
+
+-- Write the page at `version` under `epoch`. KEYS: page, due, recent, done, group, seq, then (from
+-- `first_call`) the keys of its call ids. ARGV: prefix, key, data, state, live, due, updated, resolved,
+-- identities, call ids, retention ms, recent kept, lease until and owner ('' for none), wake channel,
+-- instance. Due work written without a lease (nobody is on it) wakes the other replicas; with one, it tells
+-- them when the lease ends, so that a replica whose holder died takes it over then.
+local function save(version, first_call, epoch)
   local page, key, live, ms = KEYS[1], ARGV[2], ARGV[5] == '1', ARGV[11]
-  redis.call('HSET', page, 'd', ARGV[3], 'v', version, 'st', ARGV[4], 'live', ARGV[5], 'upd', ARGV[7],
-             'ids', ARGV[9], 'calls', ARGV[10], 'grp', KEYS[5])
+  redis.call('HSET', page, 'd', ARGV[3], 'v', version, 'e', epoch, 'st', ARGV[4], 'live', ARGV[5],
+             'upd', ARGV[7], 'ids', ARGV[9], 'calls', ARGV[10], 'grp', KEYS[5])
   if ARGV[13] == '' then
     redis.call('HDEL', page, 'lu', 'lo')  -- a write releases the lease
   else
@@ -79,7 +97,8 @@ end
 """
 
 # KEYS: page, due, recent, done, group, seq, claims, the claim keys (ARGV[20] of them), the call keys.
-# ARGV: save's sixteen, now, until, window ms, claim count. Returns the version saved, 0 when refused.
+# ARGV: save's sixteen, now, until, window ms, claim count, the epoch's key, a fresh epoch candidate.
+# Returns the version and epoch saved, 0 when refused.
 ADMIT = _EXTEND + _SAVE + r"""
 if redis.call('HGET', KEYS[1], 'st') == 'active' then return 0 end
 local now, last = tonumber(ARGV[17]), 7 + tonumber(ARGV[20])
@@ -96,8 +115,9 @@ for i = 8, last do
 end
 extend(KEYS[7], ARGV[19])
 local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') + 1  -- a finished incarnation's, continued
-save(version, last + 1)
-return version
+local epoch = current_epoch(ARGV[21], ARGV[22])
+save(version, last + 1, epoch)
+return {version, epoch}
 """
 
 _HELD = r"""
@@ -111,9 +131,9 @@ local function claims_until(first_claim, now)  -- the earliest expiry of the cla
   return earliest
 end
 
-local function held(page, first_claim, now)  -- 1 when admit() would refuse: the page active, or every claim held
+local function held(page, first_claim, now)  -- rules.would_refuse: the page active, or every claim held
   if redis.call('HGET', KEYS[page], 'st') == 'active' then return 1 end
-  if claims_until(first_claim, now) then return 1 end
+  if first_claim > #KEYS or claims_until(first_claim, now) then return 1 end  -- no claims: nothing to hold
   return 0
 end
 """
@@ -147,45 +167,54 @@ redis.call('PUBLISH', ARGV[1], 'look|*')
 return 0
 """
 
-# KEYS and ARGV: save's, then ARGV[17] the version read. Returns the new version, -1 on a conflict.
+# KEYS and ARGV: save's, then the version and the epoch read, the epoch's key, a fresh epoch candidate.
+# Returns the new version and the epoch, -1 on a conflict: another write came first, or the page was read
+# before Redis lost its data (its versions started over, under another epoch).
 PUT = _SAVE + r"""
-local stored = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+local row = redis.call('HMGET', KEYS[1], 'v', 'e')
+local stored = tonumber(row[1] or '0')
 if stored ~= tonumber(ARGV[17]) then return -1 end
-save(stored + 1, 7)
-return stored + 1
+if stored > 0 and (row[2] or '') ~= ARGV[18] then return -1 end  -- '': written before epochs
+local epoch = current_epoch(ARGV[19], ARGV[20])
+save(stored + 1, 7, epoch)
+return {stored + 1, epoch}
 """
 
-# KEYS: due. ARGV: prefix, now, limit, lease until, owner, keys to skip... Returns data, version pairs.
+# KEYS: due. ARGV: prefix, now, limit, lease until, owner, keys to skip... Returns data, version, epoch triples.
 TAKE_DUE = r"""
 local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 local skip = {}
 for i = 6, #ARGV do skip[ARGV[i]] = true end
 local out, offset = {}, 0
-while #out < 2 * limit do
+while #out < 3 * limit do
   local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', offset, 100)
   if #batch == 0 then break end
   offset = offset + #batch
   for _, key in ipairs(batch) do
     local page = ARGV[1] .. key
-    local row = redis.call('HMGET', page, 'd', 'lu', 'lo')
+    local row = redis.call('HMGET', page, 'd', 'lu', 'lo', 'e')
     if not row[1] then  -- a page deleted behind our back: drop its entry
       redis.call('ZREM', KEYS[1], key)
       offset = offset - 1
-    elseif not skip[key] and (not row[2] or tonumber(row[2]) <= now or row[3] == ARGV[5]) then
+    elseif not skip[key] and (not row[2] or tonumber(row[2]) <= now or row[3] == ARGV[5]) then  -- rules.lease_free
       local version = redis.call('HINCRBY', page, 'v', 1)  -- the lease's fencing token
       redis.call('HSET', page, 'lu', ARGV[4], 'lo', ARGV[5])
       out[#out + 1] = row[1]
       out[#out + 1] = version
-      if #out >= 2 * limit then break end
+      out[#out + 1] = row[4] or ''
+      if #out >= 3 * limit then break end
     end
   end
 end
 return out
 """
 
-# KEYS: page. ARGV: owner, lease until. 1 when the owner held the lease (now extended), else 0.
+# KEYS: page. ARGV: owner, lease until, the epoch its holder read ('' checks none). 1 when the owner held
+# the lease (now extended), else 0.
 RENEW = r"""
-if redis.call('HGET', KEYS[1], 'lo') ~= ARGV[1] then return 0 end
+local row = redis.call('HMGET', KEYS[1], 'lo', 'e')
+if row[1] ~= ARGV[1] then return 0 end  -- rules.renewable
+if ARGV[3] ~= '' and (row[2] or '') ~= ARGV[3] then return 0 end  -- held under another epoch
 redis.call('HSET', KEYS[1], 'lu', ARGV[2])
 return 1
 """
@@ -202,20 +231,21 @@ table.insert(out, 1, held(2, 3, ARGV[2]))
 return out
 """
 
-# KEYS: recent. ARGV: prefix, limit. Returns data, version pairs, newest first.
+# KEYS: recent. ARGV: prefix, limit. Returns data, version, epoch triples, newest first.
 RECENT = r"""
 local limit, start, out, gone = tonumber(ARGV[2]), 0, {}, {}
-while #out < 2 * limit do
+while #out < 3 * limit do
   local batch = redis.call('ZREVRANGE', KEYS[1], start, start + limit - 1)
   if #batch == 0 then break end
   start = start + #batch
   for _, key in ipairs(batch) do
-    local row = redis.call('HMGET', ARGV[1] .. key, 'd', 'v')
+    local row = redis.call('HMGET', ARGV[1] .. key, 'd', 'v', 'e')
     if not row[1] then
       gone[#gone + 1] = key
-    elseif #out < 2 * limit then
+    elseif #out < 3 * limit then
       out[#out + 1] = row[1]
       out[#out + 1] = row[2]
+      out[#out + 1] = row[3] or ''
     end
   end
 end
@@ -232,7 +262,7 @@ local removed = 0
 for _, key in ipairs(done) do
   local page = ARGV[1] .. key
   local row = redis.call('HMGET', page, 'live', 'calls', 'grp')
-  if row[1] ~= '1' then  -- finished (or expired already): forget it everywhere
+  if row[1] ~= '1' then  -- rules.purgeable (done holds finished pages by update time), or expired already
     if row[1] then
       for _, id in ipairs(cjson.decode(row[2])) do
         if redis.call('GET', ARGV[4] .. id) == key then redis.call('DEL', ARGV[4] .. id) end
@@ -257,7 +287,8 @@ return {removed, #done, #claims}
 
 # KEYS: the number's placements, everyone's. ARGV: now, member, cutoff, retain ms, then per tier: scope,
 # calls, the start of its window. Counts the call and returns {} when every tier has room; else, for
-# each full tier, its index and the placement time that must leave the window first.
+# each full tier, its index and the placement time that must leave the window first (rules.tier_fit; the
+# caller adds the tier's span). Trimmed as rules.retained.
 RESERVE_CALL = r"""
 local blocked = {}
 for i = 5, #ARGV, 3 do
@@ -289,6 +320,7 @@ return 0
 """
 
 # KEYS: the number's storm batch. ARGV: page key, release time (ISO 8601), ttl ms. Returns release, keys.
+# rules.storm_join; STORM_LEAD is rules.storm_lead, STORM_END rules.storm_ends.
 STORM_JOIN = _MEMBER + r"""
 local row = redis.call('HMGET', KEYS[1], 'release', 'keys', 'leader')
 if not row[1] or row[3] then  -- none, or led already (its summary is going out): open a new one
@@ -320,20 +352,26 @@ return 0
 """
 
 # KEYS: the bucket. ARGV: now, rate, burst, ttl ms. Returns the seconds to wait (0: a token was taken).
-RATE_LIMIT = r"""
+# rules.take_token, step for step in the same float operations; its constants interpolated below.
+RATE_LIMIT = Template(r"""
 local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local row = redis.call('HMGET', KEYS[1], 'tokens', 't')
 local tokens, t = tonumber(row[1]), tonumber(row[2])
-if not tokens then tokens, t = burst, now end
-tokens = math.min(burst, tokens + math.max(0, now - t) * rate)
-t = math.max(t, now)
+if not tokens then
+  tokens, t = burst, now
+else
+  tokens, t = math.min(burst, tokens + math.max(0, now - t) * rate), math.max(t, now)
+end
 local wait = 0
--- With a tolerance: a wait of exactly (1 - tokens) / rate can earn 0.999... of a token in floats.
-if tokens >= 1 - 1e-9 then tokens = math.max(0, tokens - 1) else wait = (1 - tokens) / rate end
+if tokens >= 1 - rate * $TOKEN_EARLY then
+  tokens = math.max(0, tokens - 1)
+else
+  wait = (t - now) + (1 - tokens) / rate
+end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 't', string.format('%.17g', t))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return string.format('%.17g', wait)
-"""
+""").substitute(TOKEN_EARLY=repr(rules.TOKEN_EARLY))
 
 # KEYS: the heartbeats hash. ARGV: name, seen at. Keeps the later of the stored last-seen time and ARGV[2].
 BEAT = r"""

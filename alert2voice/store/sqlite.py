@@ -1,10 +1,10 @@
-"""The SQLite store: one file, durable on every commit, for a single alert2voice replica."""
+"""The SQLite store: one file, durable on every commit, for a single alert2voice replica; its rules are rules.py's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
+import itertools
 import json
 import os
 import queue
@@ -18,12 +18,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..pages import FINAL_PAGE_STATES, Page
-from .base import Conflict, Lease, OpenPage, StoreLocked, StoreUnavailable
+from . import rules
+from .base import Conflict, Lease, OpenPage, StoreUnavailable
 from .codec import dump_page as _dump
 from .codec import load_page as _load
 from .local import LocalLimits
+from .lockfile import lock_path, take_lock
+from .rules import PURGE_CHUNK
 
 T = TypeVar("T")
+
+# The mirror of a group's unresolved pages: key -> (rowid, identities), in rowid order (first seen first).
+Group = dict[str, tuple[int, tuple[str, ...]]]
 
 # Each migration is a list of statements; migration N leaves the database at PRAGMA user_version N.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -61,15 +67,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before reporting unavailable
-PURGE_CHUNK = 500  # rows of each kind one purge operation deletes at most
 # The writer checkpoints between batches (see _checkpoint): once idle and CHECKPOINT_IDLE seconds after the
 # last checkpoint, or after CHECKPOINT_EVERY seconds even if writes never pause.
 CHECKPOINT_IDLE = 0.25
 CHECKPOINT_EVERY = 1.0
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the -wal file is truncated to after a checkpoint
 MAX_BATCH = 256  # operations committed together at most (group commit)
-
-_FINAL = json.dumps(sorted(FINAL_PAGE_STATES))
 
 
 def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -85,36 +88,6 @@ _FATAL_CODES = frozenset({13, 10, 11, 14, 26})
 
 def _fatal(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _FATAL_CODES
-
-
-def lock_path(path: Path) -> Path:
-    """The lock file beside a database: `alert2voice.db` -> `alert2voice.db.lock`."""
-    return path.with_name(path.name + ".lock")
-
-
-def take_lock(path: Path) -> int:
-    """Hold the exclusive lock beside the database (as Prometheus does for its TSDB); returns its descriptor.
-
-    Two processes on one file each answer dedup from their own mirror and lease without seeing the other:
-    they would ring phones twice. The lock is an flock(2), so the kernel drops it when the holder dies,
-    even by kill -9; the file holds the holder's pid, to name it in the error of the next one.
-    """
-    lock = lock_path(path)
-    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise StoreLocked(f"{lock} is locked by another alert2voice process (pid {holder}): one process per "
-                          "SQLite store: stop that one first (several replicas need a shared store)") from None
-    except OSError:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 def _ts(moment: datetime) -> float:
@@ -176,7 +149,7 @@ class SQLiteStore(LocalLimits):
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._claims: dict[str, float] = {}
-        self._groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
+        self._groups: dict[tuple[str, str], Group] = {}
         self._active: set[str] = set()
         self._mirrored = False
         self._lock_fd: int | None = None
@@ -223,22 +196,25 @@ class SQLiteStore(LocalLimits):
     def _load_mirror(self, conn: sqlite3.Connection) -> None:
         """Read the claims and the unresolved pages into memory (at every (re)connect: the file is the truth)."""
         claims = dict(conn.execute("SELECT key, expires_at FROM claims"))
-        groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
+        groups: dict[tuple[str, str], Group] = {}
         active = set()
-        rows = conn.execute("SELECT key, route, group_key, state, json_extract(data, '$.identities'),"
+        rows = conn.execute("SELECT rowid, key, route, group_key, state, json_extract(data, '$.identities'),"
                             " json_extract(data, '$.resolved_at') FROM pages ORDER BY rowid")
-        for key, route, group_key, state, identities, resolved_at in rows:
+        for rowid, key, route, group_key, state, identities, resolved_at in rows:
             if state not in FINAL_PAGE_STATES:
                 active.add(key)
             if resolved_at is None:
-                groups.setdefault((route, group_key), {})[key] = tuple(json.loads(identities))
+                groups.setdefault((route, group_key), {})[key] = (rowid, tuple(json.loads(identities)))
         self._claims, self._groups, self._active, self._mirrored = claims, groups, active, True
 
-    def _mirror_page(self, page: Page) -> Changes:
+    def _mirror_page(self, page: Page, rowid: int) -> Changes:
         def apply() -> None:
             group = self._groups.setdefault((page.route, page.group_key), {})
             if page.resolved_at is None:
-                group[page.key] = tuple(page.identities)
+                rejoins = page.key not in group and any(other > rowid for other, _ in group.values())
+                group[page.key] = (rowid, tuple(page.identities))
+                if rejoins:  # unresolved again (admitted anew): back to its place, first seen first
+                    self._groups[(page.route, page.group_key)] = dict(sorted(group.items(), key=lambda kv: kv[1][0]))
             else:
                 group.pop(page.key, None)
             if page.state in FINAL_PAGE_STATES:
@@ -409,7 +385,7 @@ class SQLiteStore(LocalLimits):
         """Whether admit() would refuse: answered from the mirror of committed state, without a transaction."""
         if not self._mirrored:
             return False  # not known: admit() decides
-        return key in self._active or all(self._claims.get(c, 0.0) > _ts(now) for c in claims)
+        return rules.would_refuse(key in self._active, [self._claims.get(c) for c in claims], _ts(now))
 
     async def look(self, route: str, group_key: str, key: str, claims: Sequence[str],
                    now: datetime) -> tuple[list[OpenPage], bool]:
@@ -426,10 +402,9 @@ class SQLiteStore(LocalLimits):
     def _admit(self, conn: sqlite3.Connection, changes: Changes, page: Page, claims: Sequence[str],
                window: timedelta, now: datetime, lease: Lease | None) -> bool:
         row = conn.execute("SELECT state FROM pages WHERE key = ?", (page.key,)).fetchone()
-        if row is not None and row[0] not in FINAL_PAGE_STATES:
-            return False
-        if all(conn.execute("SELECT 1 FROM claims WHERE key = ? AND expires_at > ?", (c, _ts(now))).fetchone()
-               for c in claims):
+        expiries = [conn.execute("SELECT max(expires_at) FROM claims WHERE key = ?", (c,)).fetchone()[0]
+                    for c in claims]
+        if rules.would_refuse(row is not None and row[0] not in FINAL_PAGE_STATES, expiries, _ts(now)):
             return False
         until = _ts(now + window)
         conn.executemany("INSERT INTO claims (key, expires_at) VALUES (?, ?)"
@@ -460,20 +435,20 @@ class SQLiteStore(LocalLimits):
             " route = excluded.route, group_key = excluded.group_key, state = excluded.state,"
             " due_at = excluded.due_at, lease_until = ?9, lease_owner = ?10, updated_at = excluded.updated_at,"
             " data = excluded.data, version = pages.version + 1 WHERE ?8 IS NULL OR pages.version = ?8"
-            " RETURNING version",
+            " RETURNING version, rowid",
             (page.key, page.route, page.group_key, page.state.value,
              _ts(page.due_at) if page.due_at is not None else None,
              _ts(page.updated_at or page.received_at), _dump(page), expect,
              _ts(lease.until) if lease is not None else None, lease.owner if lease is not None else None)).fetchone()
         if row is None:
             raise Conflict(f"page {page.key[:12]} changed since it was read (version {expect})")
-        version = row[0]
+        version, rowid = row
         changes.append(lambda: setattr(page, "version", version))
         ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
         conn.executemany("INSERT INTO calls (id, page_key) VALUES (?, ?)"
                          " ON CONFLICT (id) DO UPDATE SET page_key = excluded.page_key",
                          [(i, page.key) for i in ids])
-        changes.extend(self._mirror_page(page))
+        changes.extend(self._mirror_page(page, rowid))
 
     async def put(self, page: Page, lease: Lease | None = None) -> None:
         """Compare-and-set the page at the version it was read at, index its calls, and release its lease
@@ -491,9 +466,9 @@ class SQLiteStore(LocalLimits):
     async def by_group(self, route: str, group_key: str) -> list[OpenPage]:
         """Pages of this route and group whose alerts have not been resolved, in insertion order."""
         if self._mirrored:
-            return [OpenPage(k, ids) for k, ids in self._groups.get((route, group_key), {}).items()]
+            return [OpenPage(k, ids) for k, (_, ids) in self._groups.get((route, group_key), {}).items()]
         def by_group(conn: sqlite3.Connection, changes: Changes) -> list[OpenPage]:
-            return [OpenPage(k, ids) for k, ids in self._groups.get((route, group_key), {}).items()]
+            return [OpenPage(k, ids) for k, (_, ids) in self._groups.get((route, group_key), {}).items()]
         return await self._run("by_group", by_group)
 
     async def find_call(self, *, correlation_id: str | None = None, message_id: str | None = None) -> str | None:
@@ -513,22 +488,30 @@ class SQLiteStore(LocalLimits):
         skipped = frozenset(skip)  # a copy: the caller's set changes while the worker runs this
 
         def take(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
-            rows = [(key, data, version) for key, data, version in conn.execute(
-                "SELECT key, data, version FROM pages WHERE due_at <= ?1"
-                " AND (lease_until IS NULL OR lease_until <= ?1 OR lease_owner = ?2)"
-                " ORDER BY due_at, rowid LIMIT ?3", (_ts(now), owner, limit + len(skipped)))
-                if key not in skipped][:limit]
+            taken: list[str] = []
+            due = conn.execute("SELECT key, lease_until, lease_owner FROM pages WHERE due_at <= ?"
+                               " ORDER BY due_at, key", (_ts(now),))  # rules.take_order
+            for key, until, holder in due:
+                if len(taken) == limit:
+                    break
+                held = Lease(holder, datetime.fromtimestamp(until, UTC)) if until is not None else None
+                if key not in skipped and rules.lease_free(held, now, owner):
+                    taken.append(key)
+            due.close()
             # Taking the lease bumps the version, its fencing token: whoever read the page before cannot write.
-            conn.executemany("UPDATE pages SET lease_until = ?, lease_owner = ?, version = version + 1 WHERE key = ?",
-                             [(_ts(now + lease), owner, key) for key, _, _ in rows])
-            return [_load(data, version + 1) for _, data, version in rows]
+            return [_load(*conn.execute("UPDATE pages SET lease_until = ?, lease_owner = ?, version = version + 1"
+                                        " WHERE key = ? RETURNING data, version",
+                                        (_ts(now + lease), owner, key)).fetchone()) for key in taken]
         return await self._run("take_due", take)
 
     async def renew(self, key: str, lease: Lease) -> bool:
         """Extend the lease `lease.owner` holds on the page; False when it holds none."""
         def renew(conn: sqlite3.Connection, changes: Changes) -> bool:
-            return conn.execute("UPDATE pages SET lease_until = ? WHERE key = ? AND lease_owner = ?",
-                                (_ts(lease.until), key, lease.owner)).rowcount == 1
+            row = conn.execute("SELECT lease_owner FROM pages WHERE key = ?", (key,)).fetchone()
+            if not rules.renewable(row[0] if row is not None else None, "", lease):
+                return False
+            conn.execute("UPDATE pages SET lease_until = ? WHERE key = ?", (_ts(lease.until), key))
+            return True
         return await self._run("renew", renew)
 
     async def next_due(self) -> datetime | None:
@@ -543,7 +526,8 @@ class SQLiteStore(LocalLimits):
     async def recent(self, limit: int) -> list[Page]:
         """The most recently updated pages, newest first."""
         def recent(conn: sqlite3.Connection, changes: Changes) -> list[Page]:
-            rows = conn.execute("SELECT data, version FROM pages ORDER BY updated_at DESC, rowid LIMIT ?", (limit,))
+            rows = conn.execute("SELECT data, version FROM pages ORDER BY updated_at DESC, key DESC LIMIT ?",
+                                (limit,))  # rules.recent_order
             return [_load(data, version) for data, version in rows]
         return await self._run("recent", recent)
 
@@ -559,12 +543,21 @@ class SQLiteStore(LocalLimits):
         hold the writer (and the webhooks waiting for it) in one long transaction.
         """
         def purge(conn: sqlite3.Connection, changes: Changes) -> tuple[int, int]:
-            gone = conn.execute(
-                "SELECT key, route, group_key FROM pages WHERE due_at IS NULL AND updated_at < ?"
-                " AND state IN (SELECT value FROM json_each(?)) LIMIT ?", (_ts(before), _FINAL, PURGE_CHUNK)).fetchall()
+            cutoff = _ts(before)
+            # The index narrows the pages down, the rule decides.
+            old = conn.execute("SELECT key, route, group_key, state, due_at, updated_at FROM pages"
+                               " WHERE updated_at < ? ORDER BY updated_at", (cutoff,))
+            gone = list(itertools.islice(((key, route, group_key) for key, route, group_key, *snapshot in old
+                                          if rules.purgeable(*snapshot, cutoff)), PURGE_CHUNK))
+            old.close()
             conn.executemany("DELETE FROM pages WHERE key = ?", [(key,) for key, _, _ in gone])
-            expired = [key for key, in conn.execute("SELECT key FROM claims WHERE expires_at <= ? LIMIT ?",
-                                                      (_ts(before), PURGE_CHUNK))]
+            expired: list[str] = []
+            claims = conn.execute("SELECT key, expires_at FROM claims ORDER BY expires_at")
+            for key, expires in claims:
+                if len(expired) == PURGE_CHUNK or rules.claim_held(expires, cutoff):
+                    break  # the rest expire later still
+                expired.append(key)
+            claims.close()
             conn.executemany("DELETE FROM claims WHERE key = ?", [(k,) for k in expired])
 
             def apply() -> None:
