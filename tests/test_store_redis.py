@@ -288,6 +288,27 @@ async def test_wake_ups_flow_again_after_a_redis_restart(own_server):
 # ------------------------------------------------------------------------------------------- memory
 
 
+async def test_a_page_admitted_again_over_one_with_a_call_still_due_leaves_no_call_key_without_a_ttl(server):
+    # The earlier incarnation resolved with its "resolved" call still queued (the page live, its call keys
+    # without a TTL); the same alerts fire again before it went out: its call ids go with it.
+    async with opened(server) as store:
+        resolved = make_call(2, CallState.QUEUED, key="p", message_id=None)
+        page = make_page("p", due_at=T0, calls=[make_call(1, CallState.ANSWERED, key="p", message_id="m-1"),
+                                                  resolved])
+        assert await store.admit(page, ["c"], WINDOW, T0)
+        page.state, page.resolved_at = PageState.ANSWERED, T0
+        await store.put(page)
+        await store.release(["c"])
+        keys, redis = store.keys, server.client()
+        earlier = [keys.call(page.calls[0].correlation_id), keys.call("m-1"), keys.call(resolved.correlation_id)]
+        assert [redis.pttl(k) for k in earlier] == [-1, -1, -1]  # live: no TTL
+        again = make_page("p", due_at=at(60), calls=[make_call(1, CallState.QUEUED, key="p2", message_id=None)])
+        assert await store.admit(again, ["c"], WINDOW, at(60))
+        assert [redis.pttl(k) for k in earlier] == [-2, -2, -2]  # gone with their incarnation
+        assert await store.find_call(correlation_id=resolved.correlation_id) is None
+        assert await store.find_call(correlation_id=again.calls[0].correlation_id) == "p"
+
+
 async def test_every_key_expires_or_is_purged_or_is_one_of_a_bounded_few(server):
     # Real times: the TTLs run on Redis's clock. One second of retention, and of dedup window.
     second = timedelta(seconds=1)

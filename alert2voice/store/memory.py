@@ -56,6 +56,9 @@ class MemoryStore(LocalLimits):
             self._claims[c] = now + window
         stored = self._pages.get(page.key)  # a finished earlier incarnation: versions go on from it
         page.version = stored.version if stored is not None else 0
+        for call in stored.calls if stored is not None else ():  # its call ids go with it, as on Redis
+            self._calls.pop(call.correlation_id, None)
+            self._calls.pop(call.message_id or "", None)
         self._store(page, lease)
         return True
 

@@ -330,7 +330,7 @@ class RedisStore:
         with self._changing(keys[4]):
             saved = await self._script("admit", [*keys[:6], self.keys.claims, *claim_keys, *keys[6:]],
                                        [*args, _ts(now), _ts(now + window), _ms(window), len(claim_keys),
-                                        *self._epoch_args()])
+                                        *self._epoch_args(), self.keys.calls])
         if not saved:
             return False
         page.version, page.epoch = int(saved[0]), saved[1]

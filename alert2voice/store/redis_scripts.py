@@ -97,7 +97,8 @@ end
 """
 
 # KEYS: page, due, recent, done, group, seq, claims, the claim keys (ARGV[20] of them), the call keys.
-# ARGV: save's sixteen, now, until, window ms, claim count, the epoch's key, a fresh epoch candidate.
+# ARGV: save's sixteen, now, until, window ms, claim count, the epoch's key, a fresh epoch candidate, the
+# call-key prefix (an earlier incarnation's call ids are dropped).
 # Returns the version and epoch saved, 0 when refused.
 ADMIT = _EXTEND + _SAVE + r"""
 if redis.call('HGET', KEYS[1], 'st') == 'active' then return 0 end
@@ -115,6 +116,12 @@ for i = 8, last do
 end
 extend(KEYS[7], ARGV[19])
 local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') + 1  -- a finished incarnation's, continued
+-- That incarnation's call ids go with it (it may still have had a call due, a "resolved" one: its keys had
+-- no TTL then), so that no key outlives what it points at.
+local earlier = redis.call('HGET', KEYS[1], 'calls')
+if earlier then
+  for _, id in ipairs(cjson.decode(earlier)) do redis.call('DEL', ARGV[23] .. id) end
+end
 local epoch = current_epoch(ARGV[21], ARGV[22])
 save(version, last + 1, epoch)
 return {version, epoch}
