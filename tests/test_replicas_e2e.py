@@ -321,12 +321,15 @@ async def test_two_replicas_behind_two_alertmanagers_place_one_call_per_page(rep
     for page in pages:
         assert [(c["contact"], c["state"]) for c in page["calls"]] == [("alice", "answered")], dumps(page)
 
-    # Each replica's public_url is the other's address: a call placed by A is called back on B and vice versa.
+    # Each replica's public_url is the other's address, and an attempt's request is frozen by the replica that
+    # created it (here: admitted the page), whichever then placed it: a page admitted by A is called back on B.
     placed_by = {stack.a2v_url: await placed(http, stack) for stack in (a, b)}
     assert sum(placed_by.values()) == PAGES, placed_by
+    admitted_by = {stack.a2v_url: m.sum("alert2voice_pages_total", route=ROUTE, result="called")
+                   for stack, m in zip((a, b), samples, strict=True)}
     called_back = {a.a2v_url: f"{b.a2v_url}/callbacks/webex", b.a2v_url: f"{a.a2v_url}/callbacks/webex"}
-    for placer, url in called_back.items():
-        assert sum(c["callback_url"] == url for c in calls) == placed_by[placer], (placer, placed_by)
+    for admitter, url in called_back.items():
+        assert sum(c["callback_url"] == url for c in calls) == admitted_by[admitter], (admitter, admitted_by)
     callbacks = await pair.sim.get_json(http, f"{pair.sim.sim_url}/_sim/callbacks")
     assert callbacks and all(cb["status"] == 200 for cb in callbacks), dumps([c for c in callbacks
                                                                              if c["status"] != 200])

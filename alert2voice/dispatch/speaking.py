@@ -118,6 +118,15 @@ class Speaker:
         assert call.request is not None
         return CallRequest.from_dict(call.request)
 
+    def said(self, page: Page, call: Call, cfg: Config) -> list[Audio]:
+        """What the call says, as frozen with its request (rendered as of its creation for an older record)."""
+        frozen = call.request or {}
+        if "say" in frozen:
+            return [audio_from_json(a) for a in frozen["say"]]
+        if "audio" in frozen and not call.interactive:
+            return [audio_from_json(frozen["audio"])]
+        return self.audio_for(page, call, cfg, call.created_at)
+
     async def reply(self, page: Page, call: Call, step: interactive.Step, cfg: Config,
                     now: datetime) -> dict[str, Any]:
         """The action answering an interactive call's event: the message and prompt, the thank-you, or hang up."""

@@ -105,8 +105,8 @@ async def _page(request: web.Request) -> Page | web.Response:
 
 
 def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
-    """What a call said, rendered again as of its creation: each part's format and text (or recording)."""
-    audio = app[DISPATCHER].speaker.audio_for(page, call, app[LIVE].config, call.created_at)
+    """What a call said, as its request was frozen: each part's format and text (or recording)."""
+    audio = app[DISPATCHER].speaker.said(page, call, app[LIVE].config)
     return [{"format": a.text_format, "text": a.text} if isinstance(a, TtsAudio)
             else {"format": "recording", "text": getattr(a, "location", None) or getattr(a, "media_id", "")}
             for a in audio]
