@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from alert2voice.config_file import load_config
-from alert2voice.dispatch.loop import ROUTE_GRACE
+from alert2voice.dispatch.stepping import ROUTE_GRACE
 from alert2voice.provider import Unavailable
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.simulator import create_simulator_app

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from alert2voice.admission import Admission
 from alert2voice.alertmanager import parse_payload
-from alert2voice.dispatch.loop import ROUTE_RECHECK
+from alert2voice.dispatch.stepping import ROUTE_RECHECK
 from alert2voice.live import LiveConfig
 from alert2voice.pages import CallState, PageState
 from alert2voice.routing import plan

@@ -1,5 +1,6 @@
-"""The dispatcher in rooms: the loop and its leases (loop), what may go out when (limits, storms), sending
-(placing), how calls end (outcomes), what is said (speaking), shared dependencies (context), page locks."""
+"""The dispatcher in rooms: the loop and its leases (loop), one page moved on (stepping), the one way a page
+changes (work), what may go out when (limits, storms), sending (placing), how calls end (outcomes), what is
+said and frozen (speaking), shared dependencies (context), page locks."""
 
 from .limits import RateLimiter, tiers
 from .locks import KeyedLocks
