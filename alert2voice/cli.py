@@ -47,6 +47,16 @@ def _labels(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _duration_arg(text: str) -> timedelta:
+    """An argparse type: a duration such as 90s or 10m (argparse names the flag in its error)."""
+    from .units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _listen(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
     from .units import parse_listen
 
@@ -72,16 +82,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .config_file import ConfigError, load_config
     from .units import format_duration
 
+    if args.file and args.config and args.file != args.config:
+        raise UserError(f"check-config: two config files given ({args.file} and --config {args.config})")
+    path = args.config or args.file
+    if not path:
+        print("usage: alert2voice check-config --config FILE\n"
+              "alert2voice check-config: error: which config? --config FILE", file=sys.stderr)
+        return 2
     try:
-        config = load_config(args.file)
+        config = load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
     templates = {config.templates.firing, config.templates.resolved} | {
         t for r in config.routes for t in (r.template, r.resolved_template) if t}
-    print(f"{args.file}: OK — {len(config.routes)} routes, {len(config.contacts)} contacts, "
+    print(f"{path}: OK — {len(config.routes)} routes, {len(config.contacts)} contacts, "
           f"{len(config.rotations)} rotations, {len(templates)} templates rendered, "
           f"provider {config.provider.url} ({config.provider.mode} mode), store {config.store.backend}, "
           f"config hash {config.digest[:12]}")
@@ -222,7 +239,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     status = "resolved" if args.resolve else "firing"
     alert = {"status": status, "labels": labels, "annotations": annotations,
-             "startsAt": (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
+             "startsAt": (now - args.backdate).isoformat().replace("+00:00", "Z"),
              "endsAt": now.isoformat().replace("+00:00", "Z") if args.resolve else "0001-01-01T00:00:00Z",
              "generatorURL": "",
              "fingerprint": uuid.uuid5(uuid.NAMESPACE_OID, json.dumps(labels, sort_keys=True)).hex[:16]}
@@ -394,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-config", parents=[logging_flags],
                        help="validate the config and every template; exit 1 on problems")
-    s.add_argument("file")
+    s.add_argument("--config", help="the YAML config file, as every other command takes it")
+    s.add_argument("file", nargs="?", help="the config file (the older, positional form)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("render", parents=[logging_flags],
@@ -427,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("labels", nargs="*", metavar="label=value")
     s.add_argument("--annotation", action="append", metavar="name=value")
     s.add_argument("--resolve", action="store_true", help="send the group as resolved")
+    s.add_argument("--backdate", type=_duration_arg, default=timedelta(0), metavar="DURATION",
+                   help="the alert started this long ago (say 10m); default: now, as a new alert")
     s.add_argument("--token", help="bearer token (or env ALERT2VOICE_TOKEN)")
     s.add_argument("--token-file", help="read the bearer token from this file")
     s.set_defaults(func=cmd_fire)

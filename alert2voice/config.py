@@ -686,6 +686,9 @@ class Config(_Model):
         if not self.provider.callback.authenticated:
             out.append("provider.callback.allow_unauthenticated is true: anyone who can reach /callbacks/webex"
                        " can end escalations and acknowledge pages")
+        if not any(route.escalation for route in self.routes):
+            out.append("no route calls anyone (routes is empty, or no route has an escalation): every alert is "
+                       "answered 200 and nobody is called")
         return out
 
 

@@ -101,6 +101,20 @@ def test_check_config_of_the_example(capsys, example_config_path):
     assert "warning" not in err
 
 
+def test_check_config_takes_config_as_every_other_command_does(capsys, example_config_path, tmp_path):
+    code, out, _ = run(capsys, "check-config", "--config", example_config_path)
+    assert code == 0 and out.startswith(f"{example_config_path}: OK")
+    other = write(tmp_path / "other.yaml", example_config_path.read_text())
+    code, _, err = run(capsys, "check-config", "--config", example_config_path, other)
+    assert code == 1 and "two config files given" in err
+
+
+def test_check_config_warns_when_no_route_calls_anyone(capsys, tmp_path):
+    code, out, err = run(capsys, "check-config", write(tmp_path / "c.yaml", MINIMAL))  # no routes at all
+    assert code == 0 and ": OK — 0 routes" in out
+    assert "warning: no route calls anyone" in err
+
+
 def test_check_config_warns_without_webhook_auth(capsys, tmp_path):
     code, out, err = run(capsys, "check-config", write(tmp_path / "c.yaml", MINIMAL))
     assert code == 0

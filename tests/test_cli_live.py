@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,6 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def sim_calls(stack: Stack) -> list[dict]:
-    import json
     import urllib.request
 
     with urllib.request.urlopen(f"{stack.sim_url}/_sim/calls", timeout=5) as resp:
@@ -42,6 +43,20 @@ def test_fire_places_one_call_then_duplicate_then_resolve(stack: Stack):
     assert second.returncode == 0 and '"duplicate"' in second.stdout
     resolved = run(*args, "--resolve")
     assert resolved.returncode == 0, resolved.stderr
+
+
+@pytest.mark.parametrize(("backdate", "spoken"), [((), "less than a minute"), (("--backdate", "10m"), "10 minutes")],
+                         ids=["a-new-alert", "backdated"])
+def test_fire_sends_a_new_alert_unless_backdated(stack: Stack, backdate: tuple[str, ...], spoken: str):
+    stack.reset_simulator()
+    out = run("fire", "--url", f"{stack.a2v_url}/alerts", "--token", stack.token, "team=payments",
+              "severity=critical", f"alertname=CliAge{len(backdate)}", *backdate)
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 20
+    while not (calls := sim_calls(stack)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the call is placed by the service's dispatcher, after the 200
+    [call] = calls
+    assert spoken in json.dumps(call), call
 
 
 def test_fire_with_a_wrong_token_exits_1(stack: Stack):
