@@ -18,6 +18,7 @@ from .alertmanager import Alert
 from .clock import Clock
 from .config import HEARTBEAT_ROUTE_PREFIX, Config, HeartbeatConfig
 from .dispatch import Dispatcher
+from .logs import Repeated
 from .metrics import Metrics
 from .pages import Page, PageState, new_page
 from .routing import PlannedPage, alert_identity, claim_key, page_key
@@ -78,6 +79,8 @@ class Heartbeats:
         self._settled = asyncio.Event()  # set while the loop waits with nothing missing left unopened
         self.running = False
         self.stopping = False
+        self._store_away = Repeated(log, "store unavailable; heartbeats are checked again every second",
+                                    monotonic=self.clock.monotonic)
 
     # ------------------------------------------------------------------------------------- refresh
 
@@ -124,8 +127,10 @@ class Heartbeats:
                 try:
                     nxt = await self.check(now)
                 except StoreUnavailable as exc:
-                    log.warning("store unavailable; heartbeats are checked again in 1s", extra={"error": str(exc)})
+                    self._store_away(str(exc))
                     nxt = now + timedelta(seconds=1)
+                else:
+                    self._store_away.over()
                 wait = min(RECHECK, max(timedelta(0), nxt - now) if nxt is not None else RECHECK)
                 if not self.wakeup.is_set():
                     self._settled.set()

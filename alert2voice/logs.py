@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _NUMBER_RE = re.compile(r"\+\d{7,15}")
@@ -183,6 +183,36 @@ class LineHandler(logging.StreamHandler):
 
 
 SCRUBBER = Scrubber()
+
+
+class Repeated:
+    """A warning that can come every second for minutes (the store away): logged when its error changes, then
+    once per `every` seconds with how often it came meanwhile; `over()` logs once that it ended."""
+
+    def __init__(self, logger: logging.Logger, msg: str, *, every: float = 60.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.msg, self.every, self.monotonic = logger, msg, every, monotonic
+        self._error: str | None = None
+        self._at = 0.0
+        self._since_logged = 0
+
+    def __call__(self, error: str, **fields: object) -> None:
+        """It happened (again)."""
+        now = self.monotonic()
+        if error == self._error and now - self._at < self.every:
+            self._since_logged += 1
+            return
+        extra: dict[str, object] = {"error": error, **fields}
+        if self._since_logged:
+            extra["repeated"] = self._since_logged  # times since the last line, not logged one by one
+        self.logger.warning(self.msg, extra=extra)
+        self._error, self._at, self._since_logged = error, now, 0
+
+    def over(self) -> None:
+        """It stopped: one line if it had been logged."""
+        if self._error is not None:
+            self.logger.info(self.msg.split(";")[0] + ": over", extra={"repeated": self._since_logged})
+            self._error, self._since_logged = None, 0
 
 
 def setup_logging(fmt: str = "json", level: str = "info", stream=None) -> logging.Handler:

@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 
-from alert2voice.logs import setup_logging
+from alert2voice.logs import Repeated, setup_logging
 
 
 class CountingStream(io.StringIO):
@@ -88,3 +88,25 @@ def test_scrubber_redacts_every_form_of_a_secret_and_masks_numbers():
     assert "+44******8750" in out
     assert scrubber.scrub("no secret, +14155550101") == "no secret, +14*****0101"
     assert scrubber.scrub("nothing at all") == "nothing at all"
+
+
+def test_a_repeated_warning_is_logged_on_change_then_once_a_minute_with_its_count(caplog):
+    now = [0.0]
+    away = Repeated(logging.getLogger("alert2voice.test"), "store unavailable; retried every second",
+                    monotonic=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="alert2voice.test")
+    for second in range(150):  # two and a half minutes of the same error, once a second
+        now[0] = float(second)
+        away("connection refused")
+    away("out of memory")  # another error: at once
+    away.over()
+    away.over()  # over already: nothing more
+    lines = [(r.levelname, r.getMessage(), getattr(r, "error", None), getattr(r, "repeated", None))
+             for r in caplog.records]
+    assert lines == [
+        ("WARNING", "store unavailable; retried every second", "connection refused", None),
+        ("WARNING", "store unavailable; retried every second", "connection refused", 59),
+        ("WARNING", "store unavailable; retried every second", "connection refused", 59),
+        ("WARNING", "store unavailable; retried every second", "out of memory", 29),
+        ("INFO", "store unavailable: over", None, 0),
+    ]

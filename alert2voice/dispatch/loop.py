@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from ..clock import Clock
 from ..config import Config
+from ..logs import Repeated
 from ..metrics import Metrics
 from ..pages import Page, next_call
 from ..provider import Provider
@@ -65,6 +66,8 @@ class Dispatcher:
         self.stopping = False
         self._purged_at: datetime | None = None
         self._look_later: asyncio.TimerHandle | None = None  # a planned look at another replica's lease end
+        self._store_away = Repeated(log, "store unavailable; dispatcher retries every second",
+                                    monotonic=clock.monotonic)
         self.active: set[str] = set()  # keys being processed now, in this process
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -203,8 +206,10 @@ class Dispatcher:
                         # Due but leased (in flight here, or a crashed attempt): a finishing page pokes us.
                         nxt = clock.now() + timedelta(seconds=1)
                 except StoreUnavailable as exc:
-                    log.warning("store unavailable; dispatcher retries in 1s", extra={"error": str(exc)})
+                    self._store_away(str(exc))
                     nxt = clock.now() + timedelta(seconds=1)
+                else:
+                    self._store_away.over()
                 wait = 60.0 if nxt is None else max(0.0, (nxt - clock.now()).total_seconds())
                 if not self.active and wait > 0 and not self.wakeup.is_set():
                     self._settled.set()
