@@ -3,7 +3,7 @@
 #   - requirements.lock agrees with pyproject.toml's runtime dependencies (scripts/lock.py check)
 #   - hadolint on the Dockerfile
 #   - render deploy/base, deploy/ha, deploy/sidecar and deploy/ingress with kustomize (kubectl's
-#     built-in one, or kustomize)
+#     built-in one, or kustomize); none may render a Secret (the operator creates them)
 #   - helm lint --strict on deploy/helm/alert2voice with each ci/*-values.yaml, and helm template of
 #     each (standalone, ha), validated with the renders above
 #   - kubernetes-validate --strict on every rendered core resource, and the prometheus-operator kinds
@@ -72,6 +72,8 @@ for overlay in base ha sidecar ingress; do
   if render "deploy/$overlay" >"$out/$overlay.yaml" 2>"$tmp/render.err"; then
     ok "kustomize deploy/$overlay -> $out/$overlay.yaml"
     rendered+=("$out/$overlay.yaml")
+    # The Secrets are the operator's: a rendered one would overwrite theirs at every `kubectl apply -k`.
+    if grep -qE '^kind: Secret$|REPLACE-ME' "$out/$overlay.yaml"; then bad "deploy/$overlay renders a Secret"; fi
   elif [ $? = 127 ]; then
     missing "neither kubectl nor kustomize found to render deploy/$overlay"
   else

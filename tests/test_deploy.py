@@ -9,7 +9,6 @@ truthy) it fails them instead.
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import os
@@ -606,6 +605,35 @@ def test_deployment_shape(rendered):
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
 
 
+def _referenced_secrets(node: Any) -> Iterator[tuple[str, str]]:
+    """(Secret name, key) of every reference in a manifest: projected sources, secretKeyRefs, and the
+    prometheus-operator's SecretKeySelectors (AlertmanagerConfig's credentials)."""
+    if isinstance(node, dict):
+        if "secret" in node and isinstance(node["secret"], dict) and "items" in node["secret"]:
+            yield from ((node["secret"]["name"], item["key"]) for item in node["secret"]["items"])
+        for key, value in node.items():
+            if key in ("secretKeyRef", "credentials") and isinstance(value, dict) and "key" in value:
+                yield value["name"], value["key"]
+            else:
+                yield from _referenced_secrets(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _referenced_secrets(value)
+
+
+@pytest.mark.parametrize("overlay", ["base", "ha", "sidecar", "ingress"])
+def test_manifests_reference_secrets_they_do_not_generate(rendered, overlay):
+    """No kustomization renders a Secret, placeholder or not (issue 20: `kubectl apply -k` overwrote the Secret
+    created out of band with REPLACE-ME values), and every key a manifest reads from a Secret is one the
+    deploy/README.md command creating that Secret gives."""
+    docs = rendered[overlay]
+    assert not [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+    assert "REPLACE-ME" not in yaml.safe_dump_all(docs)
+    documented = _documented_secrets()
+    for name, key in _referenced_secrets(docs):
+        assert key in documented.get(name, {}), f"{overlay}: {name}/{key} is not created in deploy/README.md"
+
+
 def test_ingress_exposes_only_callbacks(rendered):
     ingress = _one(rendered["ingress"], "Ingress")
     paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
@@ -632,10 +660,10 @@ def test_sidecar_shape(rendered):
     amc = _one(docs, "AlertmanagerConfig")
     hooks = [w for r in amc["spec"]["receivers"] for w in r.get("webhookConfigs", [])]
     assert [w["url"] for w in hooks] == [f"http://127.0.0.1:{port}/alerts"]
-    secret = _one(docs, "Secret", "alert2voice-sidecar-secrets")
     for hook in hooks:
         credentials = hook["httpConfig"]["authorization"]["credentials"]
-        assert credentials["name"] == secret["metadata"]["name"] and credentials["key"] in secret["data"]
+        assert credentials["name"] == "alert2voice-sidecar-secrets"
+        assert credentials["key"] in _secret_data(docs, credentials["name"])
     monitor = _one(docs, "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == sidecar["ports"][0]["name"]
 
@@ -673,12 +701,30 @@ def _alert2voice_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return _one(docs, "Alertmanager")["spec"]
 
 
-def _secret_data(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
-    """A rendered Secret's values, decoded."""
-    return {key: base64.b64decode(value).decode() for key, value in _one(docs, "Secret", name)["data"].items()}
-
-
 DUMMY_REDIS_URL = "redis://:dummy-password@alert2voice-redis.monitoring.svc:6379/0"
+DUMMY_PASSWORD = "dummy-redis-password-0123"  # the documented commands' $pw
+
+
+def _documented_secrets() -> dict[str, dict[str, str]]:
+    """The Secrets deploy/README.md has the operator create (`kubectl create secret generic`): name -> key -> a
+    value, dummy for a --from-file, the command's own for a --from-literal with a dummy for its $pw."""
+    text = (DEPLOY / "README.md").read_text().replace("\\\n", " ")
+    secrets: dict[str, dict[str, str]] = {}
+    for name, args in re.findall(r"create secret generic (\S+)([^\n]*)", text):
+        data = secrets.setdefault(name, {})
+        for kind, key, value in re.findall(r"--from-(file|literal)=([\w-]+)=(\S+)", args):
+            data[key] = (value.strip('"').replace("$pw", DUMMY_PASSWORD) if kind == "literal"
+                         else "dummy-secret-one\ndummy-secret-two\n")
+    return secrets
+
+
+def _secret_data(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    """A Secret the manifests reference, as the operator creates it out of band following deploy/README.md:
+    the manifests never render it (`kubectl apply -k` would overwrite the operator's with theirs)."""
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == name], name
+    documented = _documented_secrets()
+    assert name in documented, f"deploy/README.md does not say how to create the Secret {name}"
+    return documented[name]
 
 
 @pytest.mark.parametrize("overlay", ["base", "ha", "sidecar"])

