@@ -105,7 +105,7 @@ async def test_each_page_shows_its_next_call_and_the_replica_its_name(client):
     owner = client.app[DISPATCHER].owner
     assert f'<span id="replica">replica <code>{owner}</code></span>' in html
     row = html[html.index(f'id="page-{page["key"]}"'):].split("</tr>")[0]
-    assert '<span class="next accepted">alice <code>+14*****0101</code>, outcome due 2026-11-26 15:02:00 UTC ' \
+    assert '<span class="next next-accepted">alice <code>+14*****0101</code>, outcome due 2026-11-26 15:02:00 UTC ' \
            "(attempt 1, page, accepted)</span>" in row
     assert '<span class="held">waiting for the outcome until 2026-11-26 15:02:00 UTC</span>' in row
     detail = await (await client.get(f"/pages/{page['key']}")).text()
@@ -279,11 +279,11 @@ async def test_a_page_just_called_in_headless_chromium(stack: Stack, tmp_path: P
     await browse(binary, f"{stack.a2v_url}/", tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
     row = page_row(dom, page["key"])
     assert "StatusPageCheck" in row and '<span class="outcome answered">answered</span>' in row
-    assert '<span class="next none">no further call</span>' in row
+    assert '<span class="next next-none">no further call</span>' in row
     row = page_row(dom, waiting["key"])
     assert '<span class="outcome no_answer">no_answer</span>' in row
     due = datetime.fromisoformat(waiting["due_at"])
-    assert f'<span class="next planned">alice <code>{mask_number(stack.number)}</code>, at {format_instant(due)} ' \
+    assert f'<span class="next next-planned">alice <code>{mask_number(stack.number)}</code>, at {format_instant(due)} ' \
            "(step 1, not queued yet)</span>" in row
     assert f'<span class="held">next attempt after the interval at {format_instant(due)}</span>' in row
     assert '<tr class="rotation"><td>primary</td><td class="contact">alice</td>' in dom
