@@ -44,10 +44,6 @@ OPEN_CALL_STATES = frozenset({CallState.QUEUED, CallState.UNKNOWN, CallState.ACC
 UNSENT_CALL_STATES = frozenset({CallState.QUEUED, CallState.UNKNOWN})
 REACHED = frozenset({CallState.ANSWERED, CallState.ACKNOWLEDGED})
 CALL_OUTCOMES = tuple(s.value for s in CallState if s not in OPEN_CALL_STATES)
-# Why a queued call waits, as its Call.error says while it is held: the dispatcher writes these, and the API and
-# the status page read them back (upcoming.py).
-THROTTLED = "throttled"
-STORM_HELD = "storm: held for a summary call"
 
 
 @dataclass
@@ -83,6 +79,12 @@ class Call:
     @property
     def open(self) -> bool:
         return self.state in OPEN_CALL_STATES
+
+
+# Why a queued call waits, as its Call.error says while it is held: the dispatcher writes these, and the API and
+# the status page read them back (upcoming.py).
+HELD_THROTTLED = "throttled"
+HELD_STORM = "storm: held for a summary call"
 
 
 @dataclass
@@ -176,60 +178,36 @@ def _queue_call(page: Page, target: Target, now: datetime, kind: str = "page") -
     return call
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where a page's escalation goes from where it stands: the next target and the position that calls it, or
-    nobody (`target` None): wait until `quiet_until` when only quiet hours stand in the way, else the chain is over."""
-
-    target: Target | None
-    step: int
-    round: int
-    attempts_in_step: int
-    quiet_until: datetime | None = None
-
-
-def next_position(page: Page, route: RouteConfig, config: Config, at: datetime) -> Position:
-    """Who the page's next attempt would call at `at`, walking the chain past quiet or empty steps. Pure: the page is
-    not changed (next_call applies it; the API and the status page preview it)."""
-    step_no, round_no, attempts = page.step, page.round, page.attempts_in_step
-    quiet_until: list[datetime] = []
-    while round_no <= route.repeat:
-        while step_no < len(route.escalation):
-            step = route.escalation[step_no]
-            if attempts < step.attempts:
-                target = resolve_step(config, step_no, step, at, page.severities)
-                attempts += 1
-                if target.contact is not None and not target.quiet:
-                    return Position(target, step_no, round_no, attempts)
-                if target.quiet and target.contact in config.contacts:
-                    hours = config.contacts[target.contact].quiet()
-                    end = hours.ends_after(at) if hours else None
-                    if end is not None:
-                        quiet_until.append(end)
-                # Quiet or nobody on call: this step is skipped, as if nobody answered.
-                attempts = step.attempts
-            step_no += 1
-            attempts = 0
-        round_no += 1
-        step_no = 0
-    if quiet_until and not any(c.kind == "page" for c in page.calls):
-        # Nobody was callable only because of quiet hours: wait for the first window to end, then start over.
-        return Position(None, 0, 0, 0, quiet_until=min(quiet_until))
-    return Position(None, step_no, round_no, attempts)
-
-
 def next_call(page: Page, config: Config, now: datetime) -> Call | None:
-    """Queue the page's next attempt (next_position); None when it waits for quiet hours to end or is exhausted."""
+    """Queue the page's next attempt, walking the chain past quiet or empty steps; None when it is exhausted."""
     route = route_of(config, page)
     if route is None:
         page.state, page.due_at = PageState.CANCELLED, None
         return None
-    pos = next_position(page, route, config, now)
-    page.step, page.round, page.attempts_in_step = pos.step, pos.round, pos.attempts_in_step
-    if pos.target is not None:
-        return _queue_call(page, pos.target, now)
-    if pos.quiet_until is not None:
-        page.due_at = pos.quiet_until
+    quiet_until: list[datetime] = []
+    while page.round <= route.repeat:
+        while page.step < len(route.escalation):
+            step = route.escalation[page.step]
+            if page.attempts_in_step < step.attempts:
+                target = resolve_step(config, page.step, step, now, page.severities)
+                page.attempts_in_step += 1
+                if target.contact is not None and not target.quiet:
+                    return _queue_call(page, target, now)
+                if target.quiet and target.contact in config.contacts:
+                    hours = config.contacts[target.contact].quiet()
+                    end = hours.ends_after(now) if hours else None
+                    if end is not None:
+                        quiet_until.append(end)
+                # Quiet or nobody on call: this step is skipped, as if nobody answered.
+                page.attempts_in_step = step.attempts
+            page.step += 1
+            page.attempts_in_step = 0
+        page.round += 1
+        page.step = 0
+    if quiet_until and not any(c.kind == "page" for c in page.calls):
+        # Nobody was callable only because of quiet hours: wait for the first window to end, then start over.
+        page.round = page.step = page.attempts_in_step = 0
+        page.due_at = min(quiet_until)
         return None
     page.state, page.due_at = PageState.EXHAUSTED, None
     return None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from .config import Config
 from .logs import mask_number
-from .pages import STORM_HELD, THROTTLED, Call, CallState, Page, PageState, next_position, route_of
+from .pages import HELD_STORM, HELD_THROTTLED, Call, CallState, Page, PageState, next_call, route_of
+from .routing import resolve_step
 from .units import format_instant
 
 
@@ -69,9 +71,9 @@ def _open(page: Page, call: Call, now: datetime) -> Upcoming:
         held = (f"outcome unknown: waiting for receipts until {format_instant(call.settle_at)}"
                 if call.settle_at is not None else f"outcome unknown: the same request is sent again at {until}")
     elif due is not None and due > now:
-        if call.error == THROTTLED:
+        if call.error == HELD_THROTTLED:
             held = f"throttled until {until}"
-        elif call.error == STORM_HELD:
+        elif call.error == HELD_STORM:
             held = f"storm: held for a summary until {until}"
         elif call.error:
             held = f"provider error ({call.error}): tried again at {until}"
@@ -79,16 +81,14 @@ def _open(page: Page, call: Call, now: datetime) -> Upcoming:
 
 
 def _planned(page: Page, config: Config, now: datetime, due: datetime) -> Upcoming:
-    """No call open: who the escalation would queue when the page is due (pages.next_position, the page unchanged)."""
+    """No call open: whom the escalation would queue when the page is due, and why it waits until then."""
     at = max(due, now)
-    route = route_of(config, page)
-    if route is None:
-        return Upcoming("planned", None, None, due, f"route {page.route} is not in this replica's config")
-    pos = next_position(page, route, config, at)
-    if pos.target is None:
-        if pos.quiet_until is not None:
-            return Upcoming("planned", None, None, pos.quiet_until,
-                            f"quiet hours until {format_instant(pos.quiet_until)}")
+    call, after = preview(page, config, at)
+    if call is None:
+        if after.state is PageState.CANCELLED:
+            return Upcoming("planned", None, None, due, f"route {page.route} is not in this replica's config")
+        if after.state is PageState.ACTIVE and after.due_at is not None:
+            return Upcoming("planned", None, None, after.due_at, f"quiet hours until {format_instant(after.due_at)}")
         return Upcoming("planned", None, None, None, reason="nobody left to call: the page ends exhausted")
     held = None
     if due > now:
@@ -96,6 +96,13 @@ def _planned(page: Page, config: Config, now: datetime, due: datetime) -> Upcomi
         # quiet hours before its first call (pages.next_call waits for the first window to end).
         held = (f"next attempt after the interval at {format_instant(due)}" if any(c.kind == "page" for c in page.calls)
                 else f"quiet hours until {format_instant(due)}")
-    target = pos.target
-    return Upcoming("planned", target.contact, target.number, at, held, kind="page", step=target.step,
-                    reason=target.reason)
+    route = route_of(config, page)
+    reason = resolve_step(config, call.step, route.escalation[call.step], at, page.severities).reason if route else None
+    return Upcoming("planned", call.contact, call.number, at, held, step=call.step, reason=reason)
+
+
+def preview(page: Page, config: Config, at: datetime) -> tuple[Call | None, Page]:
+    """What pages.next_call would do at `at` (the one rule for whom a page calls next), done to a copy: the call it
+    would queue, and the page after it. `page` itself is not changed."""
+    trial = copy.deepcopy(page)
+    return next_call(trial, config, at), trial

@@ -28,7 +28,6 @@ from alert2voice.pages import (
     interval_after,
     new_page,
     next_call,
-    next_position,
     record_outcome,
     resolve,
     route_of,
@@ -192,26 +191,6 @@ def test_next_call(case: Next) -> None:
         assert call is not None
         assert page.calls[:-1] == before
         queued(page, call, case.calls, case.after[1], case.now)
-
-
-@pytest.mark.parametrize("case", [c for c in NEXT.values() if c.route != "removed"],
-                         ids=[k for k, c in NEXT.items() if c.route != "removed"])
-def test_next_position_is_what_next_call_applies_and_changes_nothing(case: Next) -> None:
-    """The API's and the status page's preview of the next call (next_position) is the rule next_call applies."""
-    page = make_page(case.route, severities=case.severities, at=case.at, due_at=case.now)
-    for _ in range(case.earlier):
-        add_call(page, "bob", CallState.NO_ANSWER)
-    before = copy.deepcopy(page)
-    route = route_of(CONFIG, page)
-    assert route is not None
-    pos = next_position(page, route, CONFIG, case.now)
-    assert page == before and position(page) == position(before)
-    assert (pos.target.contact if pos.target else None) == case.calls
-    call = next_call(page, CONFIG, case.now)
-    assert (pos.step, pos.round, pos.attempts_in_step) == position(page)[1:4]
-    assert (call.step if call else None) == (pos.target.step if pos.target else None)
-    if pos.quiet_until is not None:
-        assert page.due_at == pos.quiet_until and page.state is PageState.ACTIVE
 
 
 @dataclass(frozen=True)

@@ -122,21 +122,22 @@ async def test_what_a_call_said_is_worded_by_its_outcome(client):
     assert "Attempt 1: what alice heard</h3>" in detail
 
 
-@pytest.mark.parametrize(("state", "heading"), [
-    ("queued", "what will be said to alice"),
-    ("unknown", "what was sent for alice (outcome unknown: it may have rung)"),
-    ("accepted", "what alice hears on answering (the call is under way)"),
-    ("answered", "what alice heard"),
-    ("acknowledged", "what alice heard"),
-    ("no_answer", "what alice would have heard (not reached: no answer)"),
-    ("busy", "what alice would have heard (not reached: busy)"),
-    ("voicemail", "what alice would have heard (not reached: voicemail)"),
-    ("failed", "what alice would have heard (not reached: failed)"),
-    ("cancelled", "what alice would have heard (cancelled before it was sent)"),
+@pytest.mark.parametrize(("state", "placed", "heading"), [
+    ("queued", False, "what will be said to alice"),
+    ("unknown", False, "what was sent for alice (outcome unknown: it may have rung)"),
+    ("accepted", True, "what alice hears on answering (the call is under way)"),
+    ("answered", True, "what alice heard"),
+    ("acknowledged", True, "what alice heard"),
+    ("no_answer", True, "what alice would have heard (not reached: no answer)"),
+    ("busy", True, "what alice would have heard (not reached: busy)"),
+    ("voicemail", True, "what alice would have heard (not reached: voicemail)"),
+    ("failed", True, "what alice would have heard (not reached: failed)"),
+    ("failed", False, "what alice would have heard (not placed: failed)"),
+    ("cancelled", False, "what alice would have heard (not placed: cancelled)"),
 ])
-def test_said_heading(state: str, heading: str) -> None:
+def test_said_heading(state: str, placed: bool, heading: str) -> None:
     call = Call(attempt=1, correlation_id="c", idempotency_key="k", contact="alice", number="+14155550101", step=0,
-                round=0, created_at=T0, state=CallState(state))
+                round=0, created_at=T0, state=CallState(state), message_id="msg-1" if placed else None)
     assert said_heading(call) == heading
 
 

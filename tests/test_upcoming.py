@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from alert2voice.pages import STORM_HELD, THROTTLED, CallState, Page, PageState
+from alert2voice.pages import HELD_STORM, HELD_THROTTLED, CallState, Page, PageState
 from alert2voice.upcoming import Upcoming, upcoming
 from tests.test_pages import CONFIG, DAY, NIGHT, NOON, NUMBERS, add_call, make_page
 
@@ -76,13 +76,13 @@ def alice(state: str, at: datetime, held: str | None, **kw) -> Upcoming:
 
 
 CASES: dict[str, tuple[Callable[[], Page], datetime, Upcoming | None]] = {
-    "a queued call, throttled": (queued(THROTTLED), DAY, alice("queued", LATER, "throttled until 2026-11-26 15:09:00 UTC")),
+    "a queued call, throttled": (queued(HELD_THROTTLED), DAY, alice("queued", LATER, "throttled until 2026-11-26 15:09:00 UTC")),
     "a queued call, held for a storm summary": (
-        queued(STORM_HELD), DAY, alice("queued", LATER, "storm: held for a summary until 2026-11-26 15:09:00 UTC")),
+        queued(HELD_STORM), DAY, alice("queued", LATER, "storm: held for a summary until 2026-11-26 15:09:00 UTC")),
     "a queued call, retrying a provider error": (
         queued("provider unavailable (503)"), DAY,
         alice("queued", LATER, "provider error (provider unavailable (503)): tried again at 2026-11-26 15:09:00 UTC")),
-    "a throttled call due now: no longer held": (queued(THROTTLED, DAY), DAY, alice("queued", DAY, None)),
+    "a throttled call due now: no longer held": (queued(HELD_THROTTLED, DAY), DAY, alice("queued", DAY, None)),
     "a fresh queued call": (queued(None, DAY), DAY, alice("queued", DAY, None)),
     "outcome unknown, settling": (
         lambda: unknown(True), DAY,
@@ -104,6 +104,15 @@ CASES: dict[str, tuple[Callable[[], Page], datetime, Upcoming | None]] = {
         after_no_answer(at=(0, 0, 2)), DAY + timedelta(minutes=4),
         Upcoming("planned", "bob", NUMBERS["bob"], DAY + timedelta(minutes=4), None, step=1,
                  reason="named in step 2")),
+    "a rotation: whoever is on call when the page is due": (
+        lambda: make_page("rota", due_at=DAY), DAY,
+        Upcoming("planned", "carol", NUMBERS["carol"], DAY, None, step=0,
+                 reason="shift 26 of primary (bob, carol), 2026-11-26 00:00 → 2026-11-27 00:00 UTC")),
+    "a rotation, due after its handover: the next one on call": (
+        lambda: make_page("rota", due_at=DAY + timedelta(days=1)), DAY,
+        Upcoming("planned", "bob", NUMBERS["bob"], DAY + timedelta(days=1),
+                 "quiet hours until 2026-11-27 15:00:00 UTC", step=0,
+                 reason="shift 27 of primary (bob, carol), 2026-11-27 00:00 → 2026-11-28 00:00 UTC")),
     "the chain run: nobody left": (
         after_no_answer("bob", at=(1, 1, 1)), DAY,
         Upcoming("planned", None, None, None, reason="nobody left to call: the page ends exhausted")),
@@ -134,7 +143,7 @@ def test_upcoming(build: Callable[[], Page], now: datetime, expected: Upcoming |
 
 
 def test_upcoming_json_masks_the_number_and_counts_steps_from_one() -> None:
-    nxt = upcoming(queued(THROTTLED)(), CONFIG, DAY)
+    nxt = upcoming(queued(HELD_THROTTLED)(), CONFIG, DAY)
     assert nxt is not None
     assert nxt.to_json() == {"state": "queued", "attempt": 1, "kind": "page", "contact": "alice",
                              "number": "+14*****0101", "step": 1, "reason": None,

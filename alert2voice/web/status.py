@@ -100,7 +100,7 @@ def replica(app: web.Application) -> str:
 
 
 def said_heading(call: Call) -> str:
-    """How the detail page introduces what a call said: heard only when someone answered it."""
+    """How the detail page introduces what a call said: "heard" only when someone answered it."""
     who = call.contact or "the callee"
     if call.state in REACHED:
         return f"what {who} heard"
@@ -110,9 +110,9 @@ def said_heading(call: Call) -> str:
         return f"what {who} hears on answering (the call is under way)"
     if call.state is CallState.UNKNOWN:
         return f"what was sent for {who} (outcome unknown: it may have rung)"
-    if call.state is CallState.CANCELLED:
-        return f"what {who} would have heard (cancelled before it was sent)"
-    return f"what {who} would have heard (not reached: {call.state.value.replace('_', ' ')})"
+    # Ended without reaching anyone: placed and not answered, or never placed (no messageId: cancelled, refused).
+    placed = "not reached" if call.message_id else "not placed"
+    return f"what {who} would have heard ({placed}: {call.state.value.replace('_', ' ')})"
 
 
 def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
