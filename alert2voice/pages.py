@@ -81,6 +81,12 @@ class Call:
         return self.state in OPEN_CALL_STATES
 
 
+# Why a queued call waits, as its Call.error says while it is held: the dispatcher writes these, and the API and
+# the status page read them back (upcoming.py).
+HELD_THROTTLED = "throttled"
+HELD_STORM = "storm: held for a summary call"
+
+
 @dataclass
 class Page:
     """A route's page for a set of firing alerts, and every call made for it."""

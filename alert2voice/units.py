@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 _DURATION_UNITS = {
     "ms": timedelta(milliseconds=1),
@@ -57,6 +57,11 @@ def format_duration(td: timedelta) -> str:
     if ms:
         out.append(f"{ms}ms")
     return "".join(out)
+
+
+def format_instant(at: datetime | None) -> str:
+    """An instant as people read it on the status page and in the API's sentences: UTC to the second, or a dash."""
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if at else "—"
 
 
 def parse_size(text: str | int) -> int:

@@ -432,6 +432,68 @@ async def test_resolved_before_anyone_answered_stops_escalation(client, env):
     assert (await resp.json())["pages"][0]["result"] == "called"
 
 
+# --------------------------------------------------------------------------------- GET /api/v1/pages/{key}
+
+
+async def page_api(client, key: str) -> dict:
+    """GET /api/v1/pages/{key}: 200, and the page as /api/v1/pages lists it, plus its next_call."""
+    resp = await client.get(f"/api/v1/pages/{key}")
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    listed = {p["key"]: p for p in (await (await client.get("/api/v1/pages")).json())["pages"]}
+    assert {k: v for k, v in body.items() if k != "next_call"} == listed[key]
+    return body
+
+
+async def test_page_api_shows_a_throttled_call_and_when_it_goes(client, env):
+    # The tier allows alice 3 calls per 15 minutes: a fourth incident's call to her waits for the first to age out.
+    for n in range(4):
+        labels = {**PAYMENTS, "instance": f"node{n}:9100"}
+        assert (await post(client, payload(alert(labels), group_key=f'{{}}:{{n="{n}"}}'))).status == 200
+        await settle(client.app[DISPATCHER])
+    assert len(env["provider"].requests) == 3
+    [held] = [p for p in (await (await client.get("/api/v1/pages")).json())["pages"]
+              if p["calls"][0]["state"] == "queued"]
+    page = await page_api(client, held["key"])
+    assert page["calls"][0]["error"] == "throttled"
+    assert page["next_call"] == {"state": "queued", "attempt": 1, "kind": "page", "contact": "alice",
+                                 "number": "+14*****0101", "step": 1, "reason": None,
+                                 "at": "2026-11-26T15:15:00+00:00", "held": "throttled until 2026-11-26 15:15:00 UTC"}
+
+
+async def test_page_api_shows_the_next_attempt_after_the_interval(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    d = client.app[DISPATCHER]
+    await settle(d)
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    page = await page_api(client, listed["key"])
+    assert page["next_call"] == {"state": "accepted", "attempt": 1, "kind": "page", "contact": "alice",
+                                 "number": "+14*****0101", "step": 1, "reason": None,
+                                 "at": "2026-11-26T15:02:00+00:00",
+                                 "held": "waiting for the outcome until 2026-11-26 15:02:00 UTC"}
+    await callback(client, receipt("REJECTED", correlation=env["provider"].requests[0].correlation_id, code="7401"))
+    await settle(d)
+    page = await page_api(client, listed["key"])
+    assert page["next_call"] == {"state": "planned", "attempt": None, "kind": "page", "contact": "alice",
+                                 "number": "+14*****0101", "step": 1, "reason": "named in step 1",
+                                 "at": "2026-11-26T15:03:00+00:00",
+                                 "held": "next attempt after the interval at 2026-11-26 15:03:00 UTC"}
+    env["clock"].advance(timedelta(minutes=3))
+    await settle(d)
+    second = env["provider"].requests[1]
+    assert (await page_api(client, listed["key"]))["next_call"]["attempt"] == 2
+    await callback(client, receipt("ANSWERED", correlation=second.correlation_id))
+    assert (await page_api(client, listed["key"]))["next_call"] is None
+
+
+async def test_page_api_unknown_page_is_404_and_an_unavailable_store_503(client, env):
+    resp = await client.get("/api/v1/pages/no-such-page")
+    assert resp.status == 404 and (await resp.json())["error"] == "no such page"
+    env["store"].available = False
+    resp = await client.get("/api/v1/pages/no-such-page")
+    assert resp.status == 503 and (await resp.json())["error"].startswith("store unavailable: ")
+
+
 # ---------------------------------------------------------------------------------- ops endpoints
 
 

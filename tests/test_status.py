@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -15,12 +17,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from alert2voice.config_file import secrets_of
+from alert2voice.logs import mask_number
+from alert2voice.pages import Call, CallState
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
+from alert2voice.units import format_instant
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, LIVE
+from alert2voice.web.status import said_heading
 from tests.e2e_support import Stack, in_ci, one_page, running_stack
-from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload, settle
+from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
+from tests.test_app import callback, receipt
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 ROTATION = "rotations:\n  primary: {members: [bob, alice], shift: 1w, start: 2026-11-23T09:00:00}\nroutes:\n"
@@ -92,6 +99,63 @@ async def test_page_detail_shows_what_was_said_escaped_and_plays_it(client):
     assert body[:4] == b"RIFF" and body[8:12] == b"WAVE" and len(body) > 1000
 
 
+async def test_each_page_shows_its_next_call_and_the_replica_its_name(client):
+    page = await paged(client)
+    html = await (await client.get("/")).text()
+    owner = client.app[DISPATCHER].owner
+    assert f'<span id="replica">replica <code>{owner}</code></span>' in html
+    row = html[html.index(f'id="page-{page["key"]}"'):].split("</tr>")[0]
+    assert '<span class="next next-accepted">alice <code>+14*****0101</code>, outcome due 2026-11-26 15:02:00 UTC ' \
+           "(attempt 1, page, accepted)</span>" in row
+    assert '<span class="held">waiting for the outcome until 2026-11-26 15:02:00 UTC</span>' in row
+    detail = await (await client.get(f"/pages/{page['key']}")).text()
+    assert f"<code>{owner}</code>" in detail and "waiting for the outcome until 2026-11-26 15:02:00 UTC" in detail
+
+
+async def test_what_a_call_said_is_worded_by_its_outcome(client):
+    page = await paged(client)
+    detail = await (await client.get(f"/pages/{page['key']}")).text()
+    assert "Attempt 1: what alice hears on answering (the call is under way)</h3>" in detail
+    assert "heard</h3>" not in detail
+    assert (await callback(client, receipt("ANSWERED", correlation=page["calls"][0]["correlation_id"]))).status == 200
+    detail = await (await client.get(f"/pages/{page['key']}")).text()
+    assert "Attempt 1: what alice heard</h3>" in detail
+
+
+@pytest.mark.parametrize(("state", "placed", "heading"), [
+    ("queued", False, "what will be said to alice"),
+    ("unknown", False, "what was sent for alice (outcome unknown: it may have rung)"),
+    ("accepted", True, "what alice hears on answering (the call is under way)"),
+    ("answered", True, "what alice heard"),
+    ("acknowledged", True, "what alice heard"),
+    ("no_answer", True, "what alice would have heard (not reached: no answer)"),
+    ("busy", True, "what alice would have heard (not reached: busy)"),
+    ("voicemail", True, "what alice would have heard (not reached: voicemail)"),
+    ("failed", True, "what alice would have heard (not reached: failed)"),
+    ("failed", False, "what alice would have heard (not placed: failed)"),
+    ("cancelled", False, "what alice would have heard (not placed: cancelled)"),
+])
+def test_said_heading(state: str, placed: bool, heading: str) -> None:
+    call = Call(attempt=1, correlation_id="c", idempotency_key="k", contact="alice", number="+14155550101", step=0,
+                round=0, created_at=T0, state=CallState(state), message_id="msg-1" if placed else None)
+    assert said_heading(call) == heading
+
+
+async def test_an_unavailable_store_is_shown_as_such_not_as_no_pages(aiohttp_client):
+    store = MemoryStore()
+    app = create_app(make_config(CONFIG + HEARTBEATS), provider=RecordingProvider(), store=store, clock=FakeClock(),
+                     registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    store.available = False
+    resp = await client.get("/")
+    assert resp.status == 200
+    html = await resp.text()
+    assert '<p class="bad" id="store-error">store unavailable: ' in html
+    assert "No pages yet." not in html and "No heartbeats configured." not in html
+    store.available = True
+    assert "No pages yet." in await (await client.get("/")).text()
+
+
 async def test_unknown_page_and_call_are_404(client):
     page = await paged(client)
     assert (await client.get("/pages/no-such-page")).status == 404
@@ -105,19 +169,19 @@ async def test_status_pages_are_admin_endpoints(aiohttp_client):
     async def peer(request: web.Request, handler):
         return await handler(request.clone(remote=request.headers.get("X-Test-Peer", request.remote)))
 
-    paths = ("/", "/pages/some-key", "/pages/some-key/calls/1.wav")
+    paths = ("/", "/pages/some-key", "/pages/some-key/calls/1.wav", "/api/v1/pages/some-key")
     app = create_app(status_config(), provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
                      registry=CollectorRegistry())
     app.middlewares.append(peer)
     far = await aiohttp_client(app)
-    assert [(await far.get(p, headers={"X-Test-Peer": "10.0.0.7"})).status for p in paths] == [403] * 3
+    assert [(await far.get(p, headers={"X-Test-Peer": "10.0.0.7"})).status for p in paths] == [403] * 4
     assert (await far.get("/", headers={"X-Test-Peer": "::ffff:127.0.0.1"})).status == 200
     guarded = status_config(**{"max_body_bytes: 64KiB}": "max_body_bytes: 64KiB, admin_auth: "
                                                         "{bearer_tokens: [adm-token-secret]}}"})
     admin = await aiohttp_client(create_app(guarded, provider=RecordingProvider(), store=MemoryStore(),
                                             clock=FakeClock(), registry=CollectorRegistry()))
     refused = [await admin.get(p) for p in paths]
-    assert [r.status for r in refused] == [401] * 3 and all("WWW-Authenticate" in r.headers for r in refused)
+    assert [r.status for r in refused] == [401] * 4 and all("WWW-Authenticate" in r.headers for r in refused)
     assert (await admin.get("/", headers={"Authorization": "Bearer adm-token-secret"})).status == 200
 
 
@@ -196,20 +260,46 @@ async def test_a_page_just_called_in_headless_chromium(stack: Stack, tmp_path: P
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         async with http.post(f"{stack.a2v_url}/-/reload", headers=stack.admin) as resp:
             assert resp.status == 200, await resp.text()
+        fire = {"Authorization": f"Bearer {stack.token}"}
         labels = {"alertname": "StatusPageCheck", "team": "payments", "severity": "critical"}
-        async with http.post(f"{stack.a2v_url}/alerts", json=payload(alert(labels)),
-                             headers={"Authorization": f"Bearer {stack.token}"}) as resp:
+        async with http.post(f"{stack.a2v_url}/alerts", json=payload(alert(labels)), headers=fire) as resp:
             assert resp.status == 200, await resp.text()
         page = await one_page(stack, http, "StatusPageCheck", lambda p: p["state"] == "answered",
                               "the page answered")
+        # A second incident nobody answers: its page waits the step's 3m interval before alice's second attempt.
+        await stack.script_number(http, stack.number, {"outcome": "no_answer"})
+        unanswered = {**labels, "alertname": "StatusPageUnanswered"}
+        async with http.post(f"{stack.a2v_url}/alerts", json=payload(alert(unanswered), group_key="{}:{unanswered}"),
+                             headers=fire) as resp:
+            assert resp.status == 200, await resp.text()
+        waiting = await one_page(stack, http, "StatusPageUnanswered",
+                                 lambda p: p["state"] == "active" and p["calls"][0]["state"] == "no_answer",
+                                 "the page waiting for its next attempt")
     shot = tmp_path / "status.png"
     dom = (await browse(binary, f"{stack.a2v_url}/", tmp_path, "--dump-dom")).decode()
     await browse(binary, f"{stack.a2v_url}/", tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
-    assert f'id="page-{page["key"]}"' in dom
-    row = dom[dom.index(f'id="page-{page["key"]}"'):]
-    row = row[:row.index("</tr>")]
+    row = page_row(dom, page["key"])
     assert "StatusPageCheck" in row and '<span class="outcome answered">answered</span>' in row
+    assert '<span class="next next-none">no further call</span>' in row
+    row = page_row(dom, waiting["key"])
+    assert '<span class="outcome no_answer">no_answer</span>' in row
+    due = datetime.fromisoformat(waiting["due_at"])
+    assert f'<span class="next next-planned">alice <code>{mask_number(stack.number)}</code>, at {format_instant(due)} ' \
+           "(step 1, not queued yet)</span>" in row
+    assert f'<span class="held">next attempt after the interval at {format_instant(due)}</span>' in row
     assert '<tr class="rotation"><td>primary</td><td class="contact">alice</td>' in dom
-    for secret in (*stack.secrets.values(), stack.number):
-        assert secret not in dom
+    assert re.search(r'<span id="replica">replica <code>[^<]+-\d+-[0-9a-f]{6}</code></span>', dom)
+    detail = (await browse(binary, f"{stack.a2v_url}/pages/{waiting['key']}", tmp_path, "--dump-dom")).decode()
+    assert "Attempt 1: what alice would have heard (not reached: no answer)</h3>" in detail
+    assert "what alice heard" not in detail
+    assert f"next attempt after the interval at {format_instant(due)}" in detail
+    for html in (dom, detail):
+        for secret in (*stack.secrets.values(), stack.number):
+            assert secret not in html
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def page_row(dom: str, key: str) -> str:
+    """The status page's table row of the page with this key."""
+    row = dom[dom.index(f'id="page-{key}"'):]
+    return row[:row.index("</tr>")]

@@ -11,7 +11,7 @@ from typing import cast
 
 from ..config import Config, RetryConfig
 from ..logs import SCRUBBER
-from ..pages import Call, CallState, Page
+from ..pages import HELD_THROTTLED, Call, CallState, Page
 from ..provider import AuthFailed, CallRequest, InteractiveProvider, ProviderError
 from ..store.base import Conflict
 from .context import Context
@@ -64,8 +64,8 @@ class Placer:
         # must not all pass the same check.
         allowed = await store.reserve_call(call.number, now, tiers(cfg))
         if allowed is not None:
-            if call.error != "throttled":
-                call.error = "throttled"
+            if call.error != HELD_THROTTLED:
+                call.error = HELD_THROTTLED
                 fx(self.ctx.metrics.page(page.route, "throttled").inc)
                 fx(self.ctx.line(page, call, "call deferred by throttle", logging.WARNING, until=allowed.isoformat()))
             page.due_at = allowed

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from ..config import Config
-from ..pages import UNSENT_CALL_STATES, Call, CallState, Page, PageState
+from ..pages import HELD_STORM, UNSENT_CALL_STATES, Call, CallState, Page, PageState
 from ..provider import Accepted, CallRequest
 from ..store.base import StormBatch
 from .context import Context
@@ -68,7 +68,7 @@ class Storms:
                 return Hold.NONE
             batch = await store.storm_join(number, page.key, recent[-rule.pages] + rule.per)
             page.due_at = batch.release_at
-            call.error = "storm: held for a summary call"
+            call.error = HELD_STORM
             fx(self.ctx.metrics.page(page.route, "throttled").inc)
             fx(self.ctx.line(page, call, "call folded into a storm summary", logging.WARNING,
                              until=batch.release_at.isoformat(), pages_waiting=len(batch.keys)))

@@ -71,6 +71,7 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     app.router.add_post("/-/reload", ops.handle_reload)
     app.router.add_post("/-/render", ops.handle_render)
     app.router.add_get("/api/v1/pages", ops.handle_pages)
+    app.router.add_get("/api/v1/pages/{key}", ops.handle_page)
     app.router.add_get("/", status.handle_status)
     app.router.add_get("/pages/{key}", status.handle_page)
     app.router.add_get("/pages/{key}/calls/{attempt:[0-9]+}.wav", status.handle_call_wav)

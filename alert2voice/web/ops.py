@@ -19,6 +19,7 @@ from ..logs import mask_number
 from ..pages import Page
 from ..preview import render_calls
 from ..store import StoreUnavailable
+from ..upcoming import upcoming
 from .http import error, read_json, unauthorized
 from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SHUTDOWN, STORE, SUPERVISOR
 from .webhook import parse
@@ -153,6 +154,25 @@ def page_json(page: Page) -> dict[str, Any]:
                    "ended_at": c.ended_at.isoformat() if c.ended_at else None, "error": c.error}
                   for c in page.calls],
     }
+
+
+async def stored_page(request: web.Request) -> Page | web.Response:
+    """The page named in the path ({key}), or the error response to send: 404 unknown, 503 store unavailable."""
+    try:
+        page = await request.app[STORE].get(request.match_info["key"])
+    except StoreUnavailable as exc:
+        return error(503, f"store unavailable: {exc}")
+    return page if page is not None else error(404, "no such page")
+
+
+@admin
+async def handle_page(request: web.Request) -> web.Response:
+    """GET /api/v1/pages/{key}: one page as /api/v1/pages gives it, and its next call (who, when, why held)."""
+    page = await stored_page(request)
+    if isinstance(page, web.Response):
+        return page
+    nxt = upcoming(page, request.app[LIVE].config, request.app[CLOCK].now())
+    return web.json_response({**page_json(page), "next_call": nxt.to_json() if nxt else None})
 
 
 @admin

@@ -13,14 +13,15 @@ from aiohttp import web
 from ..config import Config
 from ..heartbeats import heartbeat_of, is_up
 from ..logs import mask_number
-from ..pages import Call, Page
+from ..pages import REACHED, Call, CallState, Page
 from ..preview import speak_wav
 from ..provider import TtsAudio
 from ..store import StoreUnavailable
-from ..units import format_duration
+from ..units import format_duration, format_instant
+from ..upcoming import upcoming
 from .http import error
 from .keys import CLOCK, DISPATCHER, LIVE, METRICS, STORE
-from .ops import admin, readiness
+from .ops import admin, readiness, stored_page
 
 # The status page lists this many pages, newest first (/api/v1/pages?limit= shows more).
 PAGES_SHOWN = 50
@@ -29,12 +30,7 @@ _ENV = jinja2.Environment(loader=jinja2.PackageLoader("alert2voice.web", "templa
                           undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def _time(at: datetime | None) -> str:
-    """An instant as the page shows it: UTC to the second, or a dash."""
-    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if at else "—"
-
-
-_ENV.filters["time"] = _time
+_ENV.filters["time"] = format_instant
 _ENV.filters["masked"] = mask_number
 _ENV.filters["duration"] = format_duration
 
@@ -89,19 +85,34 @@ async def handle_status(request: web.Request) -> web.Response:
         pages, store_error = await app[STORE].recent(PAGES_SHOWN), None
         heartbeats = await heartbeat_rows(app, config, now)
     except StoreUnavailable as exc:
-        pages, heartbeats, store_error = [], [], str(exc)
-    return _html("status.html.j2", now=now, pages=pages, heartbeat_of=heartbeat_of, on_call=on_call(config, now),
+        # Shown as such: an unreadable store is not "no pages yet" (nor "no heartbeats").
+        pages, store_error = [], str(exc)
+        heartbeats = None if config.heartbeats else []
+    return _html("status.html.j2", now=now, replica=replica(app), pages=pages, heartbeat_of=heartbeat_of,
+                 upcoming={p.key: upcoming(p, config, now) for p in pages}, on_call=on_call(config, now),
                  heartbeats=heartbeats, store_error=store_error, problems=problems,
                  provider_healthy=app[DISPATCHER].provider_healthy, reload=last_reload(app))
 
 
-async def _page(request: web.Request) -> Page | web.Response:
-    """The page named in the path, or the error response to send."""
-    try:
-        page = await request.app[STORE].get(request.match_info["key"])
-    except StoreUnavailable as exc:
-        return error(503, f"store unavailable: {exc}")
-    return page if page is not None else error(404, "no such page")
+def replica(app: web.Application) -> str:
+    """This replica's name as its leases carry it (host, process id and a random part): which one answered."""
+    return app[DISPATCHER].owner
+
+
+def said_heading(call: Call) -> str:
+    """How the detail page introduces what a call said: "heard" only when someone answered it."""
+    who = call.contact or "the callee"
+    if call.state in REACHED:
+        return f"what {who} heard"
+    if call.state is CallState.QUEUED:
+        return f"what will be said to {who}"
+    if call.state is CallState.ACCEPTED:
+        return f"what {who} hears on answering (the call is under way)"
+    if call.state is CallState.UNKNOWN:
+        return f"what was sent for {who} (outcome unknown: it may have rung)"
+    # Ended without reaching anyone: placed and not answered, or never placed (no messageId: cancelled, refused).
+    placed = "not reached" if call.message_id else "not placed"
+    return f"what {who} would have heard ({placed}: {call.state.value.replace('_', ' ')})"
 
 
 def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
@@ -115,18 +126,20 @@ def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
 @admin
 async def handle_page(request: web.Request) -> web.Response:
     """GET /pages/{key}: one page, its alerts, and what each of its calls said."""
-    page = await _page(request)
+    page = await stored_page(request)
     if isinstance(page, web.Response):
         return page
-    calls = [(call, said(request.app, page, call)) for call in page.calls]
-    return _html("status_page.html.j2", now=request.app[CLOCK].now(), page=page, calls=calls,
-                 heartbeat=heartbeat_of(page), playable=espeak() is not None)
+    app, now = request.app, request.app[CLOCK].now()
+    calls = [(call, said_heading(call), said(app, page, call)) for call in page.calls]
+    return _html("status_page.html.j2", now=now, replica=replica(app), page=page, calls=calls,
+                 heartbeat=heartbeat_of(page), next_call=upcoming(page, app[LIVE].config, now),
+                 playable=espeak() is not None)
 
 
 @admin
 async def handle_call_wav(request: web.Request) -> web.Response:
     """GET /pages/{key}/calls/{attempt}.wav: the call's speech, spoken locally by espeak-ng."""
-    page = await _page(request)
+    page = await stored_page(request)
     if isinstance(page, web.Response):
         return page
     call = next((c for c in page.calls if str(c.attempt) == request.match_info["attempt"]), None)
