@@ -15,6 +15,7 @@ from alert2voice.alertmanager import parse_payload
 from alert2voice.callbacks import Event
 from alert2voice.config import RetryConfig
 from alert2voice.dispatch import Backoff, Dispatcher, RateLimiter, tiers
+from alert2voice.dispatch.limits import tiers_for
 from alert2voice.live import make_speech
 from alert2voice.metrics import Metrics
 from alert2voice.pages import CallState, PageState, new_page, resolve
@@ -78,6 +79,19 @@ async def test_throttle_tiers():
     # A slot given back (the provider did not take the call) is free again.
     await store.unreserve_call("+32", now + timedelta(minutes=15, seconds=2))
     assert await store.reserve_call("+4", now + timedelta(minutes=15, seconds=5), rules) is None
+
+
+@pytest.mark.parametrize(("per_number", "kind", "fits"), [
+    ("[{calls: 3, per: 15m}, {calls: 7, per: 1h}]", "page", [(3, 15), (7, 60), (60, 1)]),
+    ("[{calls: 3, per: 15m}, {calls: 7, per: 1h}]", "resolved", [(2, 15), (6, 60), (59, 1)]),
+    ("[{calls: 1, per: 15m}]", "page", [(1, 15), (60, 1)]),
+    ("[{calls: 1, per: 15m}]", "resolved", None),
+], ids=["page call (a heartbeat's too): the tiers", "resolved call: one slot spared in each tier",
+        "a tier of one call", "resolved call, a tier of one call: no slot to spare, never fits"])
+def test_tiers_for_a_kind_of_call(per_number, kind, fits):
+    config = make_config(**{"per_number: [{calls: 3, per: 15m}]": f"per_number: {per_number}\n  global: {{calls: 60, per: 1m}}"})
+    rules = tiers_for(config, kind)
+    assert fits == (None if rules is None else [(t.calls, t.per // timedelta(minutes=1)) for t in rules])
 
 
 async def test_rate_limiter_waits_on_injected_clock():
@@ -153,10 +167,11 @@ async def test_a_call_held_within_max_hold_is_deferred_not_dropped():
 ELI, DANA = "+14155550101", "+442071838750"
 # The test config with the throttle tiers left at their defaults (3 calls per 15m, 7 per 1h; max_hold 1m), eli
 # then dana on the payments route, and a route "db" that calls eli alone.
-TEAM = make_config(CONFIG.replace("alice", "eli").replace("bob", "dana"), **{
-    "throttle:\n  per_number: [{calls: 3, per: 15m}]\n": "",
-    "  - name: catch-all\n": "  - name: db\n    matchers: ['team=\"db\"']\n    escalation: [{call: eli}]\n"
-                             "  - name: catch-all\n"})
+TEAM_TEXT = CONFIG.replace("alice", "eli").replace("bob", "dana").replace(
+    "throttle:\n  per_number: [{calls: 3, per: 15m}]\n", "").replace(
+    "  - name: catch-all\n", "  - name: db\n    matchers: ['team=\"db\"']\n    escalation: [{call: eli}]\n"
+                             "  - name: catch-all\n")
+TEAM = make_config(TEAM_TEXT)
 DB = {**PAYMENTS, "team": "db"}
 
 
@@ -242,6 +257,21 @@ async def test_a_resolved_call_does_not_take_the_slot_a_firing_page_needs():
     page = await open_page(d, {**PAYMENTS, "alertname": "Other"}, "other")
     assert [r.dialed_number for r in provider.requests] == [ELI] * 3
     assert (await store.get(page.key)).calls[0].state is CallState.ACCEPTED
+
+
+async def test_a_resolved_call_never_takes_the_only_slot_of_a_tier_of_one():
+    config = make_config(TEAM_TEXT + "throttle: {per_number: [{calls: 1, per: 15m}]}\n")
+    d, store, provider, clock = make_dispatcher(config)
+    first = await open_page(d, PAYMENTS, "payments")
+    call = (await store.get(first.key)).calls[0]
+    await d.outcomes.receipt(first.key, correlation=call.correlation_id, message_id=None,
+                             outcome=CallState.ANSWERED)
+    clock.advance(timedelta(hours=1))  # eli's slot is free, and still not for a resolved call
+    await resolve_page(d, first.key)
+    assert len(provider.requests) == 1
+    stored = await store.get(first.key)
+    assert (stored.calls[-1].kind, stored.calls[-1].state, stored.due_at) == ("resolved", CallState.THROTTLED, None)
+    assert calls_total(d, "throttled") == 1
 
 
 async def test_a_resolved_call_waits_within_max_hold_for_a_spare_slot():
