@@ -204,6 +204,28 @@ def _print_steps(config, route, at: datetime, severity: str) -> None:
         state = "SKIPPED, quiet hours" if t.quiet else ("SKIPPED" if t.contact is None else "calls")
         print(f"  step {t.step + 1}: {step.call} -> {who} ({state}; {step.attempts} attempt(s), "
               f"{format_duration(step.interval)} apart) — {t.reason}")
+    if targets:
+        print(f"  {_limits(config)}")
+
+
+def _limits(config) -> str:
+    """The throttle in force, as `routes test` says it: what each tier allows and what max_hold does.
+
+    The tiers' counters are in the store, which a running `serve` holds: how full they are now is on
+    the status page, not here.
+    """
+    from .units import format_duration
+
+    t = config.throttle
+    tiers = ", ".join(f"{r.calls} calls per {format_duration(r.per)}" for r in t.per_number) or "none"
+    text = f"per-number limit: {tiers}"
+    if t.global_ is not None:
+        text += f"; all numbers: {t.global_.calls} calls per {format_duration(t.global_.per)}"
+    text += (f"; held calls move on after max_hold {format_duration(t.max_hold)} "
+             "(a resolved call is dropped)")
+    if t.storm is not None:
+        text += f"; storm: past {t.storm.pages} calls per {format_duration(t.storm.per)}, one summary call"
+    return text
 
 
 def _expected(expect: str | None, names: str) -> int:

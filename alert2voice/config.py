@@ -595,6 +595,9 @@ class ThrottleConfig(_Model):
                                  ThrottleRule(calls=7, per=timedelta(hours=1))])
     global_: ThrottleRule | None = Field(default=None, alias="global")
     storm: StormRule | None = None
+    # How long a per-number or global tier may hold a call before it gives way (pages.held_too_long): a page
+    # call is recorded throttled and the page moves on to its next person; a "resolved" call is dropped.
+    max_hold: Duration = timedelta(minutes=1)
 
 
 class SilenceConfig(_Model):

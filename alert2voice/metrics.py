@@ -9,9 +9,9 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .pages import CALL_OUTCOMES  # every final call state: a new one is pre-created with the others
 
 PAGE_RESULTS = ("called", "duplicate", "no_route", "quiet_hours", "throttled", "no_contacts")
-CALL_OUTCOMES = ("answered", "acknowledged", "no_answer", "busy", "failed", "voicemail", "cancelled")
 SILENCE_RESULTS = ("created", "failed")
 WEBHOOK_RESULTS = ("accepted", "bad_request", "unauthorized", "too_large", "unsupported_media_type",
                    "unavailable")

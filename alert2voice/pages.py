@@ -37,12 +37,15 @@ class CallState(StrEnum):
     VOICEMAIL = "voicemail"
     FAILED = "failed"              # provider rejected it, or retries gave up
     CANCELLED = "cancelled"
+    THROTTLED = "throttled"        # a tier held it past throttle.max_hold: never sent (held_too_long)
 
 
 OPEN_CALL_STATES = frozenset({CallState.QUEUED, CallState.UNKNOWN, CallState.ACCEPTED})
 # Open calls the provider has not (knowingly) taken: their frozen request is (re)sent when the page is due.
 UNSENT_CALL_STATES = frozenset({CallState.QUEUED, CallState.UNKNOWN})
 REACHED = frozenset({CallState.ANSWERED, CallState.ACKNOWLEDGED})
+# Not reached, and nothing to wait for: the page's next call is due at once, not after the step's interval.
+MOVE_ON_AT_ONCE = frozenset({CallState.FAILED, CallState.THROTTLED})
 CALL_OUTCOMES = tuple(s.value for s in CallState if s not in OPEN_CALL_STATES)
 
 
@@ -178,32 +181,48 @@ def _queue_call(page: Page, target: Target, now: datetime, kind: str = "page") -
     return call
 
 
-def next_call(page: Page, config: Config, now: datetime) -> Call | None:
-    """Queue the page's next attempt, walking the chain past quiet or empty steps; None when it is exhausted."""
-    route = route_of(config, page)
-    if route is None:
-        page.state, page.due_at = PageState.CANCELLED, None
-        return None
+# Where a page is in its chain: (round, step, attempts made in the step).
+Position = tuple[int, int, int]
+
+
+def _walk(route: RouteConfig, config: Config, page: Page, at: Position,
+          now: datetime) -> tuple[Position, Target | None, list[datetime]]:
+    """From `at`, the next callable target past quiet or empty steps (None: the chain is exhausted), the
+    position once it is called, and the ends of the quiet windows skipped on the way."""
+    rnd, index, attempts = at
     quiet_until: list[datetime] = []
-    while page.round <= route.repeat:
-        while page.step < len(route.escalation):
-            step = route.escalation[page.step]
-            if page.attempts_in_step < step.attempts:
-                target = resolve_step(config, page.step, step, now, page.severities)
-                page.attempts_in_step += 1
+    while rnd <= route.repeat:
+        while index < len(route.escalation):
+            step = route.escalation[index]
+            if attempts < step.attempts:
+                target = resolve_step(config, index, step, now, page.severities)
+                attempts += 1
                 if target.contact is not None and not target.quiet:
-                    return _queue_call(page, target, now)
+                    return (rnd, index, attempts), target, quiet_until
                 if target.quiet and target.contact in config.contacts:
                     hours = config.contacts[target.contact].quiet()
                     end = hours.ends_after(now) if hours else None
                     if end is not None:
                         quiet_until.append(end)
                 # Quiet or nobody on call: this step is skipped, as if nobody answered.
-                page.attempts_in_step = step.attempts
-            page.step += 1
-            page.attempts_in_step = 0
-        page.round += 1
-        page.step = 0
+                attempts = step.attempts
+            index += 1
+            attempts = 0
+        rnd += 1
+        index = 0
+    return (rnd, index, attempts), None, quiet_until
+
+
+def next_call(page: Page, config: Config, now: datetime) -> Call | None:
+    """Queue the page's next attempt, walking the chain past quiet or empty steps; None when it is exhausted."""
+    route = route_of(config, page)
+    if route is None:
+        page.state, page.due_at = PageState.CANCELLED, None
+        return None
+    (page.round, page.step, page.attempts_in_step), target, quiet_until = _walk(
+        route, config, page, (page.round, page.step, page.attempts_in_step), now)
+    if target is not None:
+        return _queue_call(page, target, now)
     if quiet_until and not any(c.kind == "page" for c in page.calls):
         # Nobody was callable only because of quiet hours: wait for the first window to end, then start over.
         page.round = page.step = page.attempts_in_step = 0
@@ -239,9 +258,42 @@ def record_outcome(page: Page, call: Call, outcome: CallState, config: Config, n
         if not any(c.open for c in page.calls):
             page.due_at = None  # (a resolved call queued meanwhile keeps the page due: it is still to be placed)
     elif page.state is PageState.ACTIVE:
-        wait = timedelta(0) if outcome is CallState.FAILED else interval_after(config, page, call)
+        if outcome is CallState.THROTTLED:
+            _end_step(page, call, config)
+        wait = timedelta(0) if outcome in MOVE_ON_AT_ONCE else interval_after(config, page, call)
         page.due_at = now + wait
     return True
+
+
+def _end_step(page: Page, call: Call, config: Config) -> None:
+    """A throttled call ends its step: the step's other attempts would be held by the same limit."""
+    route = route_of(config, page)
+    if route is not None and (page.round, page.step) == (call.round, call.step) and call.step < len(route.escalation):
+        page.attempts_in_step = route.escalation[call.step].attempts
+
+
+def held_too_long(page: Page, call: Call, until: datetime, config: Config, now: datetime) -> bool:
+    """Whether a call a throttle tier holds until `until` gives way now (recorded THROTTLED) rather than wait.
+
+    It waits while `until` is within throttle.max_hold of the call's creation. Past that, a "resolved" call is
+    dropped (it is information); a page call moves the page on, as if unanswered but at once, when the chain
+    has someone else to call next (another number: the same one is held by the same limit). With nobody else,
+    it waits for the limit: a page is never ended by a throttle without anyone called.
+    """
+    if until <= call.created_at + config.throttle.max_hold:
+        return False
+    if call.kind != "page":
+        return True
+    route = route_of(config, page)
+    if route is None or call.step >= len(route.escalation):
+        return False
+    at: Position = (call.round, call.step, route.escalation[call.step].attempts)
+    while True:
+        at, target, _ = _walk(route, config, page, at, now)
+        if target is None:
+            return False
+        if target.number != call.number:
+            return True
 
 
 def cancel_queued(page: Page, now: datetime, why: str | None = None) -> list[Call]:

@@ -297,6 +297,11 @@ def test_render_rejects_a_bad_at(capsys, example_config_path, payloads_dir):
 # ------------------------------------------------------------------------------------------- routes test
 
 
+# What `routes test` says of the example config's throttle, after each route's steps.
+EXAMPLE_LIMITS = ("  per-number limit: 3 calls per 15m, 7 calls per 1h; all numbers: 60 calls per 1m; held calls move"
+                  " on after max_hold 1m (a resolved call is dropped); storm: past 5 calls per 2m, one summary call")
+
+
 def test_routes_test_shows_route_contacts_and_why(capsys, example_config_path):
     code, out, err = run(capsys, "routes", "test", "--config", example_config_path, "team=payments",
                          "severity=critical", "--at", AT)
@@ -305,6 +310,7 @@ def test_routes_test_shows_route_contacts_and_why(capsys, example_config_path):
         "route payments-critical",
         f"  step 1: rotation:payments-primary -> alice (calls; 2 attempt(s), 3m apart) — {SHIFT_47}",
         "  step 2: bob -> bob (calls; 1 attempt(s), 5m apart) — named in step 2",
+        EXAMPLE_LIMITS,
     ]
 
 
@@ -313,7 +319,7 @@ def test_routes_test_skips_a_contact_in_quiet_hours(capsys, example_config_path)
     code, out, _ = run(capsys, "routes", "test", "--config", example_config_path, "team=payments",
                        "severity=page", "--at", NIGHT_LA)
     assert code == 0
-    step1, step2 = out.splitlines()[1:]
+    step1, step2 = out.splitlines()[1:3]
     assert step1.startswith("  step 1: rotation:payments-primary -> alice (SKIPPED, quiet hours;")
     assert step1.endswith(f"{SHIFT_47}; in quiet hours (00:00 PST, severity page)")
     assert step2.startswith("  step 2: bob -> bob (calls;")
@@ -477,7 +483,7 @@ def test_routes_test_prints_intervals_as_durations(capsys, tmp_path):
         """))
     code, out, _ = run(capsys, "routes", "test", "--config", path, "team=x", "--at", AT)
     assert code == 0
-    step1, step2 = out.splitlines()[1:]
+    step1, step2 = out.splitlines()[1:3]
     assert "3 attempt(s), 1m30s apart" in step1
     assert "2 attempt(s), 30s apart" in step2
 
@@ -511,6 +517,7 @@ def test_routes_test_says_a_heartbeat_takes_the_alert(capsys, example_config_pat
         "heartbeat alertmanager-watchdog: a firing alert with these labels refreshes it and is not routed "
         "(no refresh for 5m: a page on route heartbeat:alertmanager-watchdog)",
         f"  step 1: rotation:payments-primary -> alice (calls; 1 attempt(s), 5m apart) — {SHIFT_47}",
+        EXAMPLE_LIMITS,
     ]
     code, _, err = run(capsys, "routes", "test", "--config", example_config_path, "alertname=Watchdog",
                        "--expect", "everything-else")

@@ -113,6 +113,7 @@ def test_example_config_loads_with_its_values_and_defaults(example_config_path):
 
     assert [(r.calls, r.per) for r in config.throttle.per_number] == [
         (3, timedelta(minutes=15)), (7, timedelta(hours=1))]
+    assert config.throttle.max_hold == timedelta(minutes=1)
     assert config.acknowledgement.digit == "1"
     assert config.acknowledgement.silence is None
 
@@ -134,6 +135,7 @@ def test_minimal_config_takes_every_default():
     assert config.dedup.ignore_labels == ["replica", "prometheus_replica"]
     assert (config.contacts, config.rotations, config.routes) == ({}, {}, [])
     assert config.throttle.global_ is None
+    assert config.throttle.max_hold == timedelta(minutes=1)
     assert config.acknowledgement.digit == "1"
 
 
@@ -208,6 +210,8 @@ PROBLEMS = [
                  "invalid size", id="invalid-size"),
     pytest.param('digit: "1"', 'digit: "12"', "acknowledgement.digit", 'digit: "12"', "pattern",
                  id="invalid-digit"),
+    pytest.param("max_hold: 1m", "max_hold: a minute", "throttle.max_hold", "a minute", "invalid duration",
+                 id="invalid-max-hold"),
     pytest.param("listen: 127.0.0.1:9095", "listen: 127.0.0.1", "server.listen", "listen: 127.0.0.1 ",
                  "host:port", id="listen-without-port"),
 ]

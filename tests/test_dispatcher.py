@@ -15,9 +15,10 @@ from alert2voice.alertmanager import parse_payload
 from alert2voice.callbacks import Event
 from alert2voice.config import RetryConfig
 from alert2voice.dispatch import Backoff, Dispatcher, RateLimiter, tiers
+from alert2voice.dispatch.limits import tiers_for
 from alert2voice.live import make_speech
 from alert2voice.metrics import Metrics
-from alert2voice.pages import CallState, PageState, new_page
+from alert2voice.pages import CallState, PageState, new_page, resolve
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.routing import plan
 from alert2voice.speech import Speech
@@ -80,6 +81,19 @@ async def test_throttle_tiers():
     assert await store.reserve_call("+4", now + timedelta(minutes=15, seconds=5), rules) is None
 
 
+@pytest.mark.parametrize(("per_number", "kind", "fits"), [
+    ("[{calls: 3, per: 15m}, {calls: 7, per: 1h}]", "page", [(3, 15), (7, 60), (60, 1)]),
+    ("[{calls: 3, per: 15m}, {calls: 7, per: 1h}]", "resolved", [(2, 15), (6, 60), (59, 1)]),
+    ("[{calls: 1, per: 15m}]", "page", [(1, 15), (60, 1)]),
+    ("[{calls: 1, per: 15m}]", "resolved", None),
+], ids=["page call (a heartbeat's too): the tiers", "resolved call: one slot spared in each tier",
+        "a tier of one call", "resolved call, a tier of one call: no slot to spare, never fits"])
+def test_tiers_for_a_kind_of_call(per_number, kind, fits):
+    config = make_config(**{"per_number: [{calls: 3, per: 15m}]": f"per_number: {per_number}\n  global: {{calls: 60, per: 1m}}"})
+    rules = tiers_for(config, kind)
+    assert fits == (None if rules is None else [(t.calls, t.per // timedelta(minutes=1)) for t in rules])
+
+
 async def test_rate_limiter_waits_on_injected_clock():
     clock = FakeClock()
     waits: list[float] = []
@@ -134,8 +148,8 @@ async def test_max_in_flight_is_enforced():
     assert provider.peak == 2
 
 
-async def test_throttled_call_is_deferred_not_dropped():
-    config = make_config(**{"per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 1, per: 15m}]"})
+async def test_a_call_held_within_max_hold_is_deferred_not_dropped():
+    config = make_config(**{"per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 1, per: 15m}]\n  max_hold: 15m"})
     d, store, provider, clock = make_dispatcher(config)
     await queue(d, store, config, alert(PAYMENTS), group="a")
     await queue(d, store, config, alert({**PAYMENTS, "alertname": "Other"}), group="b")
@@ -146,6 +160,135 @@ async def test_throttled_call_is_deferred_not_dropped():
     clock.advance(timedelta(minutes=15))
     await settle(d)
     assert len(provider.accepted) == 2
+
+
+# ------------------------------------------------------------------------- a limit never stalls a page (issue 20)
+
+ELI, DANA = "+14155550101", "+442071838750"
+# The test config with the throttle tiers left at their defaults (3 calls per 15m, 7 per 1h; max_hold 1m), eli
+# then dana on the payments route, and a route "db" that calls eli alone.
+TEAM_TEXT = CONFIG.replace("alice", "eli").replace("bob", "dana").replace(
+    "throttle:\n  per_number: [{calls: 3, per: 15m}]\n", "").replace(
+    "  - name: catch-all\n", "  - name: db\n    matchers: ['team=\"db\"']\n    escalation: [{call: eli}]\n"
+                             "  - name: catch-all\n")
+TEAM = make_config(TEAM_TEXT)
+DB = {**PAYMENTS, "team": "db"}
+
+
+async def open_page(d, labels, group):
+    """Open a page for one alert through Dispatcher.open(), as the admission does, and let the loop run."""
+    [planned] = plan(d.config, parse_payload(payload(alert(labels), group_key=group))).pages
+    page = new_page(planned, {}, d.clock.now())
+    assert await d.open(page, planned.claims, d.clock.now())
+    await settle(d)
+    return page
+
+
+async def unanswered_calls_to_eli(d, store, n):
+    """`n` db pages, from a minute from now on and a minute apart, each calling eli, who does not answer."""
+    for i in range(n):
+        d.clock.advance(timedelta(minutes=1))
+        page = await open_page(d, {**DB, "instance": f"db{i}"}, f"db{i}")
+        [call] = (await store.get(page.key)).calls
+        assert await d.outcomes.receipt(page.key, correlation=call.correlation_id, message_id=None,
+                                        outcome=CallState.NO_ANSWER) == "ok"
+    await settle(d)
+
+
+async def resolve_page(d, key):
+    """The page's alerts resolved (as admission.resolve does): its resolved call is queued and frozen."""
+    async def decide(page, fx):
+        resolve(page, d.clock.now(), send_resolved=True)
+        d.speaker.freeze_new(page, d.config)
+        fx.save()
+    await d.ctx.work.change(key, decide)
+    await settle(d)
+
+
+def calls_total(d, outcome, route="payments"):
+    return d.metrics.registry.get_sample_value("alert2voice_calls_total", {"route": route, "outcome": outcome})
+
+
+async def test_a_page_a_tier_holds_past_max_hold_calls_the_next_person_at_once():
+    d, store, provider, clock = make_dispatcher(TEAM)
+    await unanswered_calls_to_eli(d, store, 3)
+    assert [r.dialed_number for r in provider.requests] == [ELI] * 3
+    opened = clock.now()
+    # A new critical page for eli then dana: eli's next slot is 13 minutes away (T0 + 1m + 15m).
+    page = await open_page(d, PAYMENTS, "payments")
+    assert [r.dialed_number for r in provider.requests] == [ELI] * 3 + [DANA]
+    assert clock.now() - opened <= TEAM.throttle.max_hold  # dana is called within max_hold (at once, in fact)
+    stored = await store.get(page.key)
+    assert [(c.contact, c.state) for c in stored.calls] == [("eli", CallState.THROTTLED), ("dana", CallState.ACCEPTED)]
+    assert stored.calls[0].error == "throttled" and stored.state is PageState.ACTIVE
+    assert calls_total(d, "throttled") == 1
+    assert d.metrics.registry.get_sample_value("alert2voice_pages_total",
+                                               {"route": "payments", "result": "throttled"}) == 1
+
+
+async def test_a_page_with_nobody_else_to_call_waits_for_the_limit():
+    d, store, provider, clock = make_dispatcher(TEAM)
+    await unanswered_calls_to_eli(d, store, 3)
+    page = await open_page(d, {**DB, "instance": "db9"}, "db9")  # eli alone: a throttle never ends it uncalled
+    stored = await store.get(page.key)
+    assert [c.state for c in stored.calls] == [CallState.QUEUED]
+    assert stored.due_at == T0 + timedelta(minutes=16)
+    clock.advance(stored.due_at - clock.now())
+    await settle(d)
+    assert [r.dialed_number for r in provider.requests] == [ELI] * 4
+
+
+async def test_a_resolved_call_does_not_take_the_slot_a_firing_page_needs():
+    d, store, provider, _ = make_dispatcher(TEAM)
+    first = await open_page(d, PAYMENTS, "payments")  # eli is called and answers
+    call = (await store.get(first.key)).calls[0]
+    await d.outcomes.receipt(first.key, correlation=call.correlation_id, message_id=None,
+                             outcome=CallState.ANSWERED)
+    await unanswered_calls_to_eli(d, store, 1)  # eli: 2 calls of 3 in 15 minutes, one slot left
+    await resolve_page(d, first.key)
+    # Eli's one slot is for a page: the resolved call cannot go out within max_hold, and is dropped.
+    assert [r.dialed_number for r in provider.requests] == [ELI] * 2
+    stored = await store.get(first.key)
+    assert [(c.kind, c.state) for c in stored.calls] == [("page", CallState.ANSWERED),
+                                                         ("resolved", CallState.THROTTLED)]
+    assert stored.due_at is None
+    assert calls_total(d, "throttled") == 1
+    # A new critical page takes the slot at once.
+    page = await open_page(d, {**PAYMENTS, "alertname": "Other"}, "other")
+    assert [r.dialed_number for r in provider.requests] == [ELI] * 3
+    assert (await store.get(page.key)).calls[0].state is CallState.ACCEPTED
+
+
+async def test_a_resolved_call_never_takes_the_only_slot_of_a_tier_of_one():
+    config = make_config(TEAM_TEXT + "throttle: {per_number: [{calls: 1, per: 15m}]}\n")
+    d, store, provider, clock = make_dispatcher(config)
+    first = await open_page(d, PAYMENTS, "payments")
+    call = (await store.get(first.key)).calls[0]
+    await d.outcomes.receipt(first.key, correlation=call.correlation_id, message_id=None,
+                             outcome=CallState.ANSWERED)
+    clock.advance(timedelta(hours=1))  # eli's slot is free, and still not for a resolved call
+    await resolve_page(d, first.key)
+    assert len(provider.requests) == 1
+    stored = await store.get(first.key)
+    assert (stored.calls[-1].kind, stored.calls[-1].state, stored.due_at) == ("resolved", CallState.THROTTLED, None)
+    assert calls_total(d, "throttled") == 1
+
+
+async def test_a_resolved_call_waits_within_max_hold_for_a_spare_slot():
+    d, store, provider, clock = make_dispatcher(TEAM)
+    first = await open_page(d, PAYMENTS, "payments")
+    call = (await store.get(first.key)).calls[0]
+    await d.outcomes.receipt(first.key, correlation=call.correlation_id, message_id=None,
+                             outcome=CallState.ANSWERED)
+    clock.advance(timedelta(minutes=13, seconds=30))
+    await unanswered_calls_to_eli(d, store, 1)  # eli: 2 calls; the first leaves the window 30 s from now
+    await resolve_page(d, first.key)
+    stored = await store.get(first.key)
+    assert stored.calls[-1].state is CallState.QUEUED and stored.due_at == T0 + timedelta(minutes=15)
+    clock.advance(stored.due_at - clock.now())
+    await settle(d)
+    assert [r.dialed_number for r in provider.requests] == [ELI] * 3
+    assert (await store.get(first.key)).calls[-1].state is CallState.ACCEPTED
 
 
 async def test_quiet_hours_defer_until_window_ends():
@@ -201,8 +344,10 @@ async def test_throttle_holds_under_concurrency():
     provider, run = await gated_run(max_in_flight=8, per_number=2, pages=6)
     provider.gate.set()
     await run
-    # All six were in flight together; only the two the tier allows reached the provider.
-    assert len(provider.accepted) == 2
+    # All six were in flight together; only the two the tier allows reached each number: alice's, then (the
+    # other four held past max_hold, moving on) bob's.
+    numbers = [r.dialed_number for r in provider.requests]
+    assert (numbers.count("+14155550101"), numbers.count("+442071838750")) == (2, 2)
 
 
 async def test_loop_purges_finished_pages_after_the_dedup_window():

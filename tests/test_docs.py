@@ -13,7 +13,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from alert2voice.config import Config
+from alert2voice.config import Config, ThrottleConfig
+from alert2voice.units import format_duration
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "configuration.md"
@@ -88,6 +89,14 @@ def test_every_config_key_is_in_the_reference():
     text = REFERENCE.read_text(encoding="utf-8")
     missing = [path for path in key_paths() if f"`{path}`" not in text]
     assert missing == [], f"docs/configuration.md does not document {missing}"
+
+
+def test_the_reference_states_the_throttle_defaults_the_models_have():
+    """Defaults live in the models; the reference's default column says the same (the durations of `throttle`)."""
+    text = REFERENCE.read_text(encoding="utf-8")
+    defaults = ThrottleConfig()
+    documented = dict(re.findall(r"^\| `throttle\.(\w+)` \| duration \| `([^`]+)` \|", text, re.M))
+    assert documented == {"max_hold": format_duration(defaults.max_hold)}
 
 
 def test_the_example_config_uses_only_model_keys(example_config_path: Path):

@@ -37,5 +37,7 @@ def test_metrics_count_pages_by_route_and_result():
     get = m.registry.get_sample_value
     assert get("alert2voice_pages_total", {"route": "payments", "result": "called"}) == 1
     assert get("alert2voice_pages_total", {"route": "payments", "result": "duplicate"}) == 0
+    for outcome in ("cancelled", "throttled"):  # every final call state, pre-created at zero
+        assert get("alert2voice_calls_total", {"route": "payments", "outcome": outcome}) == 0
     assert get("alert2voice_webhooks_total", {"result": "accepted"}) == 1
     assert get("alert2voice_alerts_received_total", {"status": "firing"}) == 3

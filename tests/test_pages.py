@@ -25,6 +25,7 @@ from alert2voice.pages import (
     Page,
     PageState,
     cancel_queued,
+    held_too_long,
     interval_after,
     new_page,
     next_call,
@@ -267,6 +268,7 @@ class Outcome:
     state: PageState
     wait: timedelta | None
     step: int = 0                                   # the call's step: its interval is the wait
+    attempts: int = 1                               # the page's attempts_in_step afterwards
 
 
 OUTCOMES = {
@@ -279,6 +281,9 @@ OUTCOMES = {
     "failed: moves on at once": Outcome(CallState.FAILED, A, timedelta(0)),
     "failed on step 2: at once too": Outcome(CallState.FAILED, A, timedelta(0), step=1),
     "cancelled (not recorded through here today): not reached, the interval": Outcome(CallState.CANCELLED, A, 3 * MIN),
+    "throttled: at once, the step's other attempt skipped (same number)": Outcome(CallState.THROTTLED, A,
+                                                                                   timedelta(0), attempts=2),
+    "throttled on step 2: at once too": Outcome(CallState.THROTTLED, A, timedelta(0), step=1),
 }
 OPEN = {"from queued (outcome before the 202)": CallState.QUEUED, "from accepted": CallState.ACCEPTED,
         "from unknown (a try's answer lost; its receipt settles it)": CallState.UNKNOWN}
@@ -301,7 +306,7 @@ def test_record_outcome(case: Outcome, was: CallState, storm: tuple[str, ...]) -
     now = DAY + 7 * MIN
     assert record_outcome(page, call, case.outcome, CONFIG, now)
     due = None if case.wait is None else now + case.wait
-    assert position(page) == (case.state, case.step, 0, 1, due)
+    assert position(page) == (case.state, case.step, 0, case.attempts, due)
     assert (call.state, call.ended_at, call.storm, page.updated_at) == (case.outcome, now, list(storm), now)
     assert (earlier.state, earlier.ended_at) == (CallState.NO_ANSWER, NIGHT)
 
@@ -325,7 +330,7 @@ def test_second_outcome_of_an_ended_call_changes_nothing(first: CallState, secon
     ("resolved", PageState.ANSWERED),
     ("test", PageState.ACTIVE),
 ], ids=["resolved call of a resolved page", "resolved call of an answered page", "test call"])
-@pytest.mark.parametrize("outcome", [CallState.ANSWERED, CallState.NO_ANSWER, CallState.FAILED],
+@pytest.mark.parametrize("outcome", [CallState.ANSWERED, CallState.NO_ANSWER, CallState.FAILED, CallState.THROTTLED],
                          ids=lambda s: s.value)
 def test_outcome_of_a_call_that_is_not_a_page_call(kind: str, state: PageState, outcome: CallState) -> None:
     page = make_page(state=state, at=(1, 0, 1), due_at=DAY)
@@ -382,6 +387,53 @@ def test_answer_after_resolve_leaves_the_resolved_call_due(reached: CallState, n
     notice.state, page.due_at = notice_state, notice_due
     assert record_outcome(page, ringing, reached, CONFIG, DAY + MIN)
     assert (notice.state, page.due_at) == (notice_state, notice_due)
+
+
+# ------------------------------------------------------------------------------------------ held_too_long
+
+
+@dataclass(frozen=True)
+class Held:
+    """A throttle tier holds a queued call (contact, step, round) created at `now` until `now + held`: whether it
+    gives way (recorded throttled) rather than wait. throttle.max_hold is the default 1m."""
+
+    contact: str
+    step: int
+    held: timedelta
+    gives_way: bool
+    route: str = "chain"
+    round: int = 0
+    kind: str = "page"
+    now: datetime = DAY
+    severities: tuple[str, ...] = ()
+
+
+SEC = timedelta(seconds=1)
+HELD = {
+    "held up to max_hold: waits": Held("alice", 0, MIN, False),
+    "held past max_hold, someone else next: moves on": Held("alice", 0, MIN + SEC, True),
+    "held for 9 minutes (issue 20): moves on": Held("alice", 0, 9 * MIN, True),
+    "last step of the first round: the next round's first person": Held("bob", 1, 9 * MIN, True),
+    "last call of the chain: nobody else, waits for the limit": Held("bob", 1, 9 * MIN, False, round=1),
+    "only the same number later (alice quiet at night): waits": Held("bob", 1, 9 * MIN, False, now=NIGHT),
+    "a rotation, nobody on the next step, a contact after it: moves on": Held("carol", 0, 9 * MIN, True,
+                                                                              route="rota"),
+    "route removed by a reload: waits (the loop cancels the page)": Held("bob", 0, 9 * MIN, False,
+                                                                        route="removed"),
+    "resolved call within max_hold: waits": Held("bob", 1, MIN, False, kind="resolved"),
+    "resolved call past max_hold: dropped, even as the last call": Held("bob", 1, MIN + SEC, True, round=1,
+                                                                        kind="resolved"),
+}
+
+
+@pytest.mark.parametrize("case", HELD.values(), ids=HELD.keys())
+def test_held_too_long(case: Held) -> None:
+    page = make_page(case.route, severities=case.severities, at=(case.step, case.round, 1), due_at=case.now)
+    call = add_call(page, case.contact, CallState.QUEUED, step=case.step, message_id=False, kind=case.kind)
+    call.created_at = case.now
+    before = copy.deepcopy(page)
+    assert held_too_long(page, call, case.now + case.held, CONFIG, case.now + 2 * SEC) is case.gives_way
+    assert page == before  # a pure look ahead: the page is not moved
 
 
 # ------------------------------------------------------------------------------------- interval, route

@@ -99,7 +99,7 @@ class Context:
         """Record a call's final outcome (once), count it and log it."""
         if record_outcome(page, call, outcome, cfg, now):
             fx(self.metrics.calls.labels(page.route, outcome.value).inc)
-            level = logging.INFO if outcome is not CallState.FAILED else logging.ERROR
+            level = {CallState.FAILED: logging.ERROR, CallState.THROTTLED: logging.WARNING}.get(outcome, logging.INFO)
             fx(self.line(page, call, f"call {outcome.value}", level, message_id=call.message_id, tries=call.tries,
                          kind=call.kind, step=call.step + 1, error=call.error, **fields))
 

@@ -17,6 +17,19 @@ def tiers(cfg: Config) -> list[Tier]:
     return out
 
 
+def tiers_for(cfg: Config, kind: str) -> list[Tier] | None:
+    """The tiers a call of `kind` must fit. A "resolved" call is information and firing pages come first: it
+    takes a slot only when a page call would still fit after it, so it fits every tier with one call fewer
+    (None: a tier of one call has no slot to spare, and it never fits). Page calls, heartbeats' included,
+    fit the tiers as they are."""
+    out = tiers(cfg)
+    if kind != "resolved":
+        return out
+    if any(t.calls <= 1 for t in out):
+        return None
+    return [t._replace(calls=t.calls - 1) for t in out]
+
+
 class RateLimiter:
     """`provider.rate_limit`: one token bucket in the store, shared by every replica (the tenant's limit is one)."""
 

@@ -11,11 +11,12 @@ from typing import cast
 
 from ..config import Config, RetryConfig
 from ..logs import SCRUBBER
-from ..pages import HELD_THROTTLED, Call, CallState, Page
+from ..pages import HELD_THROTTLED, Call, CallState, Page, held_too_long
 from ..provider import AuthFailed, CallRequest, InteractiveProvider, ProviderError
 from ..store.base import Conflict
+from ..units import format_duration
 from .context import Context
-from .limits import RateLimiter, tiers
+from .limits import RateLimiter, tiers_for
 from .speaking import Speaker
 from .storms import Hold, Storms
 from .work import Effects
@@ -60,15 +61,12 @@ class Placer:
                 page.due_at = call.settle_at
             return
         store = self.ctx.store
+        rules = tiers_for(cfg, call.kind)
         # Counted in the store before anything is awaited: concurrent pages, here or on another replica,
         # must not all pass the same check.
-        allowed = await store.reserve_call(call.number, now, tiers(cfg))
-        if allowed is not None:
-            if call.error != HELD_THROTTLED:
-                call.error = HELD_THROTTLED
-                fx(self.ctx.metrics.page(page.route, "throttled").inc)
-                fx(self.ctx.line(page, call, "call deferred by throttle", logging.WARNING, until=allowed.isoformat()))
-            page.due_at = allowed
+        allowed = await store.reserve_call(call.number, now, rules) if rules is not None else None
+        if rules is None or allowed is not None:
+            self._held(page, call, cfg, now, allowed, fx)
             return
         if call.kind == "page" and cfg.throttle.storm is not None:
             held = await self.storms.hold(page, call, cfg, now, fx, reserved=now)
@@ -77,6 +75,24 @@ class Placer:
             if held is not Hold.NONE:
                 return
         await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg), fx)
+
+    def _held(self, page: Page, call: Call, cfg: Config, now: datetime, until: datetime | None,
+              fx: Effects) -> None:
+        """A throttle tier holds the call until `until` (None: it never fits): the page waits for it, or the
+        call gives way (pages.held_too_long), recorded throttled: the page moves on at once, or a resolved call
+        is dropped."""
+        first = call.error != HELD_THROTTLED
+        if first:
+            call.error = HELD_THROTTLED
+            fx(self.ctx.metrics.page(page.route, "throttled").inc)
+        fits_at = until.isoformat() if until is not None else None
+        if until is None or held_too_long(page, call, until, cfg, now):
+            self.ctx.ended(page, call, CallState.THROTTLED, cfg, now, fx, via="throttle", fits_at=fits_at,
+                           max_hold=format_duration(cfg.throttle.max_hold))
+            return
+        page.due_at = until
+        if first:
+            fx(self.ctx.line(page, call, "call deferred by throttle", logging.WARNING, until=fits_at))
 
     async def send(self, page: Page, call: Call, cfg: Config, now: datetime, request: CallRequest,
                    fx: Effects) -> bool:
