@@ -101,3 +101,15 @@ def test_render_wav_speaks_with_espeak(tmp_path: Path, fixtures_dir: Path):
     assert out.returncode == 0, out.stderr
     with wave.open(str(out_wav)) as w:
         assert w.getnframes() / w.getframerate() > 2.0  # seconds of speech, not an empty file
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(example_config_path):
+    # `alert2voice oncall ... | head -1`: the pipe closes while thousands of lines are still to come.
+    proc = subprocess.Popen([*alert2voice_command(), "oncall", "--config", str(example_config_path), "--next", "20000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err, err
