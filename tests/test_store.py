@@ -827,3 +827,19 @@ async def test_a_database_from_before_heartbeats_is_migrated(tmp_path):
         assert await store.beats() == {"watchdog": at(1)}
     finally:
         await store.close()
+
+
+async def test_a_page_admitted_again_forgets_its_earlier_incarnations_call_ids(store):
+    # The earlier incarnation ended with its "resolved" call still queued; the same alerts fire again.
+    first = make_page("p", due_at=T0, calls=[make_call(1, CallState.ANSWERED, message_id="m-1"),
+                                             make_call(2, CallState.QUEUED)])
+    assert await store.admit(first, ["c"], WINDOW, T0)
+    first.state, first.resolved_at = PageState.ANSWERED, T0
+    await store.put(first)
+    await store.release(["c"])
+    again = make_page("p", due_at=at(60), calls=[make_call(1, key="p-again")])
+    assert await store.admit(again, ["c"], WINDOW, at(60))
+    for old in ("p-1", "p-2"):
+        assert await store.find_call(correlation_id=old) is None, old
+    assert await store.find_call(message_id="m-1") is None
+    assert await store.find_call(correlation_id="p-again-1") == "p"

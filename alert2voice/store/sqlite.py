@@ -411,6 +411,8 @@ class SQLiteStore(LocalLimits):
                          " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
                          [(c, until) for c in claims])
         changes.append(lambda: self._claims.update(dict.fromkeys(claims, until)))
+        if row is not None:  # an earlier incarnation's call ids go with it, as on Redis and in memory
+            conn.execute("DELETE FROM calls WHERE page_key = ?", (page.key,))
         self._save(conn, changes, page, expect=None, lease=lease)
         return True
 
