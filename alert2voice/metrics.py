@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .pages import CALL_OUTCOMES  # every final call state: a new one is pre-created with the others
 
+ACK_VIAS = ("api", "web", "phone")
 PAGE_RESULTS = ("called", "duplicate", "no_route", "quiet_hours", "throttled", "no_contacts")
 SILENCE_RESULTS = ("created", "failed")
 WEBHOOK_RESULTS = ("accepted", "bad_request", "unauthorized", "too_large", "unsupported_media_type",
@@ -97,6 +98,9 @@ class Metrics:
                                        " instead, by route.", ["route"], registry=r)
         self.callbacks = Counter(p + "callbacks_total", "Provider callbacks by event and result.",
                                  ["event", "result"], registry=r)
+        self.pages_acknowledged = Counter(p + "pages_acknowledged_total",
+                                          "Pages acknowledged, by how: api, web (the status page), phone (the"
+                                          " acknowledgement digit).", ["via"], registry=r)
         self.silence_requests = Counter(p + "silence_requests_total",
                                         "Alertmanager silences for acknowledged pages, by result (created, failed).",
                                         ["result"], registry=r)
@@ -125,6 +129,8 @@ class Metrics:
         self.alerts_resolved = self.alerts_received.labels("resolved")
         for result in SILENCE_RESULTS:
             self.silence_requests.labels(result)
+        for via in ACK_VIAS:
+            self.pages_acknowledged.labels(via)
 
     def page(self, route: str, result: str) -> _Count:
         """pages_total's child for (route, result)."""

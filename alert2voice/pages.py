@@ -113,6 +113,11 @@ class Page:
     updated_at: datetime | None = None
     nonce: str = ""                # this admission's part of every correlationId (empty on pages stored before)
     route_missing_since: datetime | None = None  # when a replica first found its route missing from its config
+    # Who acknowledged the page without answering a call of it (the API, the status page), when, how and why.
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_via: str | None = None  # api | web | phone
+    acknowledged_comment: str | None = None
     # The store's version when read: put() writes only over this one (0: new). Not part of what a page says.
     version: int = field(default=0, compare=False)
     # The store's epoch when read (Redis; "" elsewhere): a version read before the store lost its data never
@@ -254,7 +259,10 @@ def record_outcome(page: Page, call: Call, outcome: CallState, config: Config, n
     if call.kind != "page":
         return True
     if outcome in REACHED:
-        page.state = PageState.ACKNOWLEDGED if outcome is CallState.ACKNOWLEDGED else PageState.ANSWERED
+        if page.state is not PageState.ACKNOWLEDGED:  # acknowledged (from the API, say) while it rang: it stays so
+            page.state = PageState.ACKNOWLEDGED if outcome is CallState.ACKNOWLEDGED else PageState.ANSWERED
+            if outcome is CallState.ACKNOWLEDGED:
+                page.acknowledged_by, page.acknowledged_at, page.acknowledged_via = call.contact, now, "phone"
         if not any(c.open for c in page.calls):
             page.due_at = None  # (a resolved call queued meanwhile keeps the page due: it is still to be placed)
     elif page.state is PageState.ACTIVE:
@@ -322,3 +330,46 @@ def resolve(page: Page, now: datetime, *, send_resolved: bool) -> list[Call]:
         who = (answered or page_calls)[-1]
         _queue_call(page, Target(who.step, who.contact, who.number, "resolved notice"), now, kind="resolved")
     return cancelled
+
+
+class PageEnded(Exception):
+    """A person's action on a page that has ended already (answered, resolved, exhausted, cancelled)."""
+
+    def __init__(self, page: Page) -> None:
+        self.state = page.state
+        super().__init__(f"page {page.key[:12]} has ended already ({page.state.value})")
+
+
+def acknowledge(page: Page, now: datetime, *, by: str, via: str, comment: str | None = None) -> list[Call] | None:
+    """Someone acknowledged the page without its phone: no further call, queued ones cancelled (returned), one in
+    flight left to finish. None when it was acknowledged already (nothing changes); PageEnded when it ended."""
+    if page.state is PageState.ACKNOWLEDGED:
+        return None
+    if page.state is not PageState.ACTIVE:
+        raise PageEnded(page)
+    cancelled = cancel_queued(page, now, f"acknowledged by {by}")
+    page.state, page.updated_at = PageState.ACKNOWLEDGED, now
+    page.acknowledged_by, page.acknowledged_at, page.acknowledged_via = by, now, via
+    page.acknowledged_comment = comment
+    if not any(c.open for c in page.calls):
+        page.due_at = None  # a call still ringing keeps the page due for its outcome (its deadline poll)
+    return cancelled
+
+
+def escalate(page: Page, now: datetime, *, by: str, step: int | None = None) -> list[Call] | None:
+    """Skip to the next escalation step now: the open call is given up (cancelled, returned), the next is due at
+    once. `step` (0-based), when given, is the step the person saw: already past it, nothing changes (None).
+    PageEnded when the page ended."""
+    if page.state is not PageState.ACTIVE:
+        raise PageEnded(page)
+    current = page.open_call
+    rnd, at = (current.round, current.step) if current is not None else (page.round, page.step)
+    if step is not None and step != at:
+        return None
+    given_up = [c for c in page.calls if c.open]
+    for c in given_up:
+        c.state, c.ended_at, c.error = CallState.CANCELLED, now, f"escalated by {by}"
+    # Past the last step, next_call's walk goes on to the next round (or finds the chain exhausted).
+    page.round, page.step, page.attempts_in_step = rnd, at + 1, 0
+    page.due_at, page.updated_at = now, now
+    return given_up

@@ -31,7 +31,7 @@ def matchers(labels: Mapping[str, str], ignore: Collection[str]) -> list[dict[st
 
 
 def silences_for(pages: Sequence[Page], contact: str, now: datetime, config: SilenceConfig,
-                 ignore: Collection[str]) -> list[dict[str, Any]]:
+                 ignore: Collection[str], *, how: str = "by phone", note: str | None = None) -> list[dict[str, Any]]:
     """One silence per distinct alert of the pages, matching all its identifying labels."""
     # Common labels would also silence the group's other alerts, so each alert gets its own full set of
     # equality matchers; `dedup.ignore_labels` are left out (as in page keys): every HA replica's copy is silenced.
@@ -44,7 +44,8 @@ def silences_for(pages: Sequence[Page], contact: str, now: datetime, config: Sil
                 continue  # no matcher would silence every alert: Alertmanager refuses that anyway
             out[key] = {"matchers": ms, "startsAt": _stamp(now), "endsAt": _stamp(now + config.duration),
                         "createdBy": "alert2voice",
-                        "comment": f"Acknowledged by {contact} by phone (page {page.key[:12]})"}
+                        "comment": f"Acknowledged by {contact} {how} (page {page.key[:12]})"
+                                   + (f": {note}" if note else "")}
     return list(out.values())
 
 

@@ -111,6 +111,8 @@ class Outcomes:
         if step.outcome is not None:
             call.error = step.error
             ctx.ended(page, call, step.outcome, cfg, now, fx, via="call event", event=event.event)
+            if page.acknowledged_via == "phone" and page.acknowledged_at == now:
+                fx(ctx.metrics.pages_acknowledged.labels("phone").inc)
         fx.save()
         return Answer("ok", action), page, call, now
 

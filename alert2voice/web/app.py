@@ -24,7 +24,7 @@ from ..silences import Silencer
 from ..store import Store, StoreUnavailable, open_store
 from ..store.clock import StoreClock
 from ..supervisor import Supervisor
-from . import callbacks, heartbeats, ops, status, webhook
+from . import callbacks, heartbeats, ops, page_actions, status, webhook
 from .keys import (
     ADMISSION,
     CLOCK,
@@ -72,6 +72,8 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     app.router.add_post("/-/render", ops.handle_render)
     app.router.add_get("/api/v1/pages", ops.handle_pages)
     app.router.add_get("/api/v1/pages/{key}", ops.handle_page)
+    app.router.add_post("/api/v1/pages/{key}/ack", page_actions.handle_ack)
+    app.router.add_post("/api/v1/pages/{key}/escalate", page_actions.handle_escalate)
     app.router.add_get("/", status.handle_status)
     app.router.add_get("/pages/{key}", status.handle_page)
     app.router.add_get("/pages/{key}/calls/{attempt:[0-9]+}.wav", status.handle_call_wav)

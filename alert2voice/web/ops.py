@@ -145,6 +145,9 @@ def page_json(page: Page) -> dict[str, Any]:
         "received_at": page.received_at.isoformat(), "updated_at": page.updated_at.isoformat() if page.updated_at
         else None, "due_at": page.due_at.isoformat() if page.due_at else None,
         "resolved_at": page.resolved_at.isoformat() if page.resolved_at else None,
+        "acknowledged": {"by": page.acknowledged_by, "via": page.acknowledged_via,
+                         "at": page.acknowledged_at.isoformat() if page.acknowledged_at else None,
+                         "comment": page.acknowledged_comment} if page.acknowledged_at else None,
         "alerts": [{"labels": a["labels"], "status": a["status"]} for a in page.alerts[:ALERTS_LISTED]],
         "alerts_total": len(page.alerts),
         "calls": [{"attempt": c.attempt, "kind": c.kind, "contact": c.contact, "number": mask_number(c.number),

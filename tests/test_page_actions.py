@@ -1,0 +1,147 @@
+"""POST /api/v1/pages/{key}/ack and /escalate (issue 21): a person stops or moves a page without its phone."""
+# ruff: noqa: F811 (the fixtures imported from test_app and test_interactive are requested by name)
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from alert2voice.web import create_app
+from alert2voice.web.keys import DISPATCHER, SILENCER
+from tests.support import CONFIG, PAYMENTS, alert, make_config, payload, settle
+from tests.test_app import callback, client, env, metric, post, receipt  # noqa: F401 (fixtures)
+from tests.test_interactive import alertmanager  # noqa: F401 (fixture)
+
+ALICE, BOB = "+14155550101", "+442071838750"
+
+
+async def act(client, key: str, action: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    resp = await client.post(f"/api/v1/pages/{key}/{action}", data=json.dumps(body) if body is not None else b"",
+                             headers={"Content-Type": "application/json"})
+    return resp.status, await resp.json()
+
+
+async def escalating(client, env) -> str:
+    """A page whose first call (alice) was not answered: its next attempt waits for the interval."""
+    await post(client, payload(alert(PAYMENTS)))
+    await settle(client.app[DISPATCHER])
+    await callback(client, receipt("REJECTED", correlation=env["provider"].requests[0].correlation_id, code="7401"))
+    [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    return page["key"]
+
+
+def dialed(env) -> list[str]:
+    return [r.dialed_number for r in env["provider"].requests]
+
+
+async def test_an_acknowledged_page_places_no_further_call(client, env):
+    key = await escalating(client, env)
+    status, body = await act(client, key, "ack", {"by": "dana", "comment": "on it"})
+    assert status == 200 and body["changed"] is True
+    page = body["page"]
+    assert page["state"] == "acknowledged" and page["due_at"] is None
+    assert {k: page["acknowledged"][k] for k in ("by", "via", "comment")} == {"by": "dana", "via": "api",
+                                                                                 "comment": "on it"}
+    for _ in range(3):  # well past every interval of the chain
+        env["clock"].advance(timedelta(minutes=10))
+        await settle(client.app[DISPATCHER])
+    assert dialed(env) == [ALICE]
+    assert metric(env, "alert2voice_pages_acknowledged_total", via="api") == 1
+    # Idempotent: a second acknowledgement is 200 and changes nothing.
+    status, again = await act(client, key, "ack", {"by": "eli"})
+    assert (status, again["changed"], again["page"]["acknowledged"]["by"]) == (200, False, "dana")
+    assert metric(env, "alert2voice_pages_acknowledged_total", via="api") == 1
+
+
+async def test_a_call_ringing_when_the_page_is_acknowledged_finishes_and_the_page_stays_acknowledged(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    await settle(client.app[DISPATCHER])
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    status, body = await act(client, listed["key"], "ack")
+    assert status == 200 and body["page"]["calls"][0]["state"] == "accepted"  # left to finish
+    assert body["page"]["acknowledged"]["by"] == "api"
+    await callback(client, receipt("ANSWERED", correlation=env["provider"].requests[0].correlation_id))
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert (listed["state"], listed["calls"][0]["state"]) == ("acknowledged", "answered")
+
+
+async def test_escalate_calls_the_next_step_now_and_once_per_step_seen(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    d = client.app[DISPATCHER]
+    await settle(d)
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    # Alice's phone is ringing; the person looking at it passes the page to the next step (bob) now.
+    status, body = await act(client, listed["key"], "escalate", {"by": "dana", "step": 1})
+    assert status == 200 and body["changed"] is True
+    assert body["page"]["calls"][0]["state"] == "cancelled" and body["page"]["calls"][0]["error"] == "escalated by dana"
+    await settle(d)  # the clock did not move
+    assert dialed(env) == [ALICE, BOB]
+    # The same click again (still saying step 1): the page is past it already, nothing changes.
+    status, body = await act(client, listed["key"], "escalate", {"step": 1})
+    assert (status, body["changed"]) == (200, False)
+    await settle(d)
+    assert dialed(env) == [ALICE, BOB]
+    # A late receipt of alice's call is stale: it neither answers the page nor moves it.
+    await callback(client, receipt("ANSWERED", correlation=env["provider"].requests[0].correlation_id))
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert listed["state"] == "active"
+
+
+@pytest.mark.parametrize("action", ["ack", "escalate"])
+async def test_unknown_and_ended_pages(client, env, action):
+    status, body = await act(client, "f" * 64, action)
+    assert (status, body["error"]) == (404, "no such page")
+    await post(client, payload(alert(PAYMENTS)))
+    await settle(client.app[DISPATCHER])
+    await callback(client, receipt("ANSWERED", correlation=env["provider"].requests[0].correlation_id))
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    status, body = await act(client, listed["key"], action)
+    assert status == 409 and "ended already (answered)" in body["error"]
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ("[1]", "must be a JSON object"),
+    ("{nope", "not JSON"),
+    (json.dumps({"by": 7}), "by must be a string"),
+    (json.dumps({"comment": "x" * 201}), "comment must be a string of at most 200"),
+    (json.dumps({"step": 0}), "step must be the step number"),
+    ("x" * 5000, "over 4096 bytes"),
+])
+async def test_a_bad_body_is_refused_and_changes_nothing(client, env, body, fragment):
+    key = await escalating(client, env)
+    resp = await client.post(f"/api/v1/pages/{key}/ack", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 400 and fragment in (await resp.json())["error"]
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert listed["state"] == "active" and listed["acknowledged"] is None
+
+
+@pytest.mark.parametrize(("headers", "expected"), [({}, 401), ({"Authorization": "Bearer adm-token-secret"}, 404)],
+                         ids=["no-credentials", "admin-token"])
+async def test_the_actions_are_admin_endpoints(aiohttp_client, env, headers, expected):
+    config = make_config(CONFIG.replace("max_body_bytes: 64KiB}",
+                                        "max_body_bytes: 64KiB, admin_auth: {bearer_tokens: [adm-token-secret]}}"))
+    app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
+                     registry=env["registry"])
+    guarded = await aiohttp_client(app)
+    for action in ("ack", "escalate"):
+        resp = await guarded.post(f"/api/v1/pages/{'f' * 64}/{action}", headers=headers)
+        assert resp.status == expected, action
+
+
+async def test_acknowledging_through_the_api_silences_the_pages_alerts(aiohttp_client, env, alertmanager):
+    config = make_config(f"{CONFIG}acknowledgement: {{silence: {{alertmanager_url: "
+                         f"'http://127.0.0.1:{alertmanager.port}/', duration: 2h}}}}\n")
+    app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
+                     registry=env["registry"])
+    c = await aiohttp_client(app)
+    key = await escalating(c, env)
+    status, _ = await act(c, key, "ack", {"by": "dana", "comment": "deploy rolled back"})
+    assert status == 200
+    await c.app[SILENCER].idle()
+    [silence] = alertmanager.received
+    assert silence["comment"] == f"Acknowledged by dana through the API (page {key[:12]}): deploy rolled back"
+    assert {m["name"]: m["value"] for m in silence["matchers"]} == PAYMENTS
+
