@@ -1,4 +1,5 @@
-"""The `alert2voice` command line: serve, check-config, render, routes test, oncall, fire, test-call, simulator."""
+"""The `alert2voice` command line: serve, check-config, render, routes test, oncall, fire, pages, test-call,
+simulator."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, cli_pages
 
 log = logging.getLogger("alert2voice")
 
@@ -473,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token-file", help="read the bearer token from this file")
     s.set_defaults(func=cmd_fire)
 
+    cli_pages.add_parser(sub, [logging_flags])
+
     s = sub.add_parser("test-call", parents=[logging_flags], help="place one real test call to a contact")
     s.add_argument("--config", required=True)
     s.add_argument("contact")
@@ -498,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     setup_logging(args.log_format, args.log_level)
     try:
         code = args.func(args)
-    except UserError as exc:
+    except (UserError, cli_pages.Refused) as exc:
         print(f"alert2voice: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.request
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +114,43 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(example_config_path):
     with proc.stderr:
         err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err, err
+
+
+def test_pages_commands_list_show_acknowledge_and_escalate_as_amtool_would(stack: Stack, tmp_path: Path):
+    stack.reset_simulator()
+    req = urllib.request.Request(f"{stack.sim_url}/_sim/numbers/{stack.number}", method="PUT",
+                                 data=json.dumps({"outcome": "no_answer"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=5).close()  # nobody answers: the pages stay active
+    token = tmp_path / "admin-token"
+    token.write_text(stack.admin_token + "\n")
+    admin = ["--url", stack.a2v_url, "--token-file", str(token)]
+    for name in ("CliAckMe", "CliEscalateMe"):
+        fired = run("fire", "--url", f"{stack.a2v_url}/alerts", "--token", stack.token, "team=payments",
+                    "severity=critical", f"alertname={name}")
+        assert fired.returncode == 0, fired.stderr
+    listed = run("pages", "list", *admin)
+    assert listed.returncode == 0, listed.stderr
+    keys = {}
+    for line in listed.stdout.splitlines()[1:]:
+        for name in ("CliAckMe", "CliEscalateMe"):
+            if f" {name} " in f"{line} " or line.rstrip().endswith(name):
+                keys[name] = line.split()[0]
+    assert set(keys) == {"CliAckMe", "CliEscalateMe"}, listed.stdout
+    # A 12-character prefix, as `list` prints it, names the page.
+    acked = run("pages", "ack", keys["CliAckMe"], "--by", "dana", "--comment", "on it", *admin)
+    assert (acked.returncode, acked.stdout.split()[1:]) == (0, ["acknowledged:", "acknowledged"]), acked.stderr
+    again = run("pages", "ack", keys["CliAckMe"], *admin)
+    assert again.returncode == 0 and "unchanged" in again.stdout
+    shown = run("pages", "show", keys["CliAckMe"], *admin)
+    assert shown.returncode == 0 and "acknowledged by dana (api)" in shown.stdout and ": on it" in shown.stdout
+    escalated = run("pages", "escalate", keys["CliEscalateMe"], "--step", "1", *admin)
+    assert escalated.returncode == 0 and "escalated" in escalated.stdout, escalated.stderr
+    # Exit codes that mean something: an unknown page, wrong credentials, nobody listening.
+    assert run("pages", "show", "0123456789ab", *admin).returncode == 1
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("nope")
+    refused = run("pages", "list", "--url", stack.a2v_url, "--token-file", str(wrong))
+    assert refused.returncode == 1 and refused.stderr.startswith("alert2voice: 401")
+    assert run("pages", "list", "--url", "http://127.0.0.1:9").returncode == 1
+    assert run("pages", "ack").returncode == 2
