@@ -356,14 +356,19 @@ def acknowledge(page: Page, now: datetime, *, by: str, via: str, comment: str | 
     return cancelled
 
 
+def current_step(page: Page) -> tuple[int, int]:
+    """The (round, step) the page is at: its open call's, else where its escalation stands (0-based)."""
+    call = page.open_call
+    return (call.round, call.step) if call is not None else (page.round, page.step)
+
+
 def escalate(page: Page, now: datetime, *, by: str, step: int | None = None) -> list[Call] | None:
     """Skip to the next escalation step now: the open call is given up (cancelled, returned), the next is due at
     once. `step` (0-based), when given, is the step the person saw: already past it, nothing changes (None).
     PageEnded when the page ended."""
     if page.state is not PageState.ACTIVE:
         raise PageEnded(page)
-    current = page.open_call
-    rnd, at = (current.round, current.step) if current is not None else (page.round, page.step)
+    rnd, at = current_step(page)
     if step is not None and step != at:
         return None
     given_up = [c for c in page.calls if c.open]

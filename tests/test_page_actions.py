@@ -145,3 +145,56 @@ async def test_acknowledging_through_the_api_silences_the_pages_alerts(aiohttp_c
     assert silence["comment"] == f"Acknowledged by dana through the API (page {key[:12]}): deploy rolled back"
     assert {m["name"]: m["value"] for m in silence["matchers"]} == PAYMENTS
 
+
+
+# ------------------------------------------------------------------------------------------ the status page
+
+
+async def click(client, key: str, action: str, headers: dict[str, str], **form: str):
+    return await client.post(f"/pages/{key}/{action}", data={"back": f"/pages/{key}", **form}, headers=headers,
+                             allow_redirects=False)
+
+
+def own_origin(client) -> str:
+    return str(client.make_url("/")).rstrip("/")
+
+
+async def test_the_status_pages_buttons_act_and_go_back(client, env):
+    key = await escalating(client, env)
+    html = await (await client.get(f"/pages/{key}")).text()
+    assert f'action="/pages/{key}/ack"' in html and 'name="step" value="1"' in html
+    resp = await click(client, key, "ack", {"Origin": own_origin(client)})
+    assert (resp.status, resp.headers["Location"]) == (303, f"/pages/{key}")
+    html = await (await client.get(f"/pages/{key}")).text()
+    assert "acknowledged by status page (web)" in html and 'action="/pages/' not in html
+    assert metric(env, "alert2voice_pages_acknowledged_total", via="web") == 1
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+    {"Sec-Fetch-Site": "same-site"},
+    {},  # no browser said where it came from: not from our page
+], ids=["other-origin", "opaque-origin", "cross-site", "same-site-subdomain", "neither-header"])
+async def test_a_cross_site_post_is_refused_and_changes_nothing(client, env, headers):
+    key = await escalating(client, env)
+    for action in ("ack", "escalate"):
+        resp = await click(client, key, action, headers, step="1")
+        assert resp.status == 403 and "cross-site request refused" in (await resp.json())["error"]
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert listed["state"] == "active" and listed["acknowledged"] is None and len(listed["calls"]) == 1
+
+
+async def test_the_escalate_button_passes_the_page_on_once_and_never_redirects_off_site(client, env):
+    await post(client, payload(alert(PAYMENTS)))
+    await settle(client.app[DISPATCHER])
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    same = {"Sec-Fetch-Site": "same-origin"}
+    resp = await client.post(f"/pages/{listed['key']}/escalate", data={"step": "1", "back": "//evil.example/x"},
+                             headers=same, allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (303, "/")
+    resp = await click(client, listed["key"], "escalate", same, step="1")  # the same button, clicked twice
+    assert resp.status == 303
+    await settle(client.app[DISPATCHER])
+    assert dialed(env) == [ALICE, BOB]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -249,7 +250,7 @@ def on_rotation(stack: Stack) -> None:
     config = yaml.safe_load(stack.config_path.read_text(encoding="utf-8"))
     config["rotations"] = {"primary": {"members": ["alice"], "shift": "1w", "start": "2026-01-05T09:00:00"}}
     config["routes"][0]["escalation"][0]["call"] = "rotation:primary"
-    del config["server"]["admin_auth"]
+    config["server"].pop("admin_auth", None)
     stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
@@ -303,3 +304,92 @@ def page_row(dom: str, key: str) -> str:
     """The status page's table row of the page with this key."""
     row = dom[dom.index(f'id="page-{key}"'):]
     return row[:row.index("</tr>")]
+
+
+class DevTools:
+    """Headless chromium driven over the DevTools protocol (its own websocket): load a page, click, read the DOM."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws, self.next_id = ws, 0
+
+    async def send(self, method: str, **params: object) -> dict:
+        self.next_id += 1
+        await self.ws.send_json({"id": self.next_id, "method": method, "params": params})
+        async for message in self.ws:  # events interleave with the answer
+            data = json.loads(message.data)
+            if data.get("id") == self.next_id:
+                assert "error" not in data, data
+                return data["result"]
+        raise AssertionError(f"DevTools closed before answering {method}")
+
+    async def evaluate(self, expression: str) -> object:
+        return (await self.send("Runtime.evaluate", expression=expression, returnByValue=True))["result"].get("value")
+
+    async def until(self, expression: str, what: str, within: float = 20.0) -> object:
+        """Poll a JavaScript expression until it is truthy (a page loading, a form posted and redirected)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def devtools(binary: str, url: str, workdir: Path) -> AsyncIterator[DevTools]:
+    proc = await asyncio.create_subprocess_exec(
+        binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+        f"--user-data-dir={workdir / 'chromium-devtools'}", "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0", url, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        endpoint = None
+        while endpoint is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            assert line, "chromium ended before it listened for DevTools"
+            if found := re.search(r"DevTools listening on (ws://\S+)", line):
+                endpoint = found.group(1)
+        port = int(endpoint.split(":")[2].split("/")[0])
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                [tab] = [t for t in await resp.json() if t["type"] == "page"]
+            async with http.ws_connect(tab["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                yield DevTools(ws)
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+@pytest.mark.e2e
+async def test_acknowledge_clicked_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
+    binary = chromium()
+    on_rotation(stack)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.post(f"{stack.a2v_url}/-/reload", headers=stack.admin) as resp:
+            assert resp.status == 200, await resp.text()
+        await stack.script_number(http, stack.number, {"outcome": "no_answer"})
+        labels = {"alertname": "ClickToAcknowledge", "team": "payments", "severity": "critical"}
+        async with http.post(f"{stack.a2v_url}/alerts", json=payload(alert(labels), group_key="{}:{click}"),
+                             headers={"Authorization": f"Bearer {stack.token}"}) as resp:
+            assert resp.status == 200, await resp.text()
+        page = await one_page(stack, http, "ClickToAcknowledge",
+                              lambda p: p["state"] == "active" and p["calls"][0]["state"] == "no_answer",
+                              "the page waiting for its next attempt")
+    detail = f"{stack.a2v_url}/pages/{page['key']}"
+    async with devtools(binary, detail, tmp_path) as browser:
+        await browser.until("document.readyState === 'complete' && !!document.querySelector('form.ack button')",
+                            "the page's Acknowledge button")
+        await browser.evaluate("document.querySelector('form.ack button').click()")
+        text = await browser.until("document.readyState === 'complete' && location.pathname.startsWith('/pages/')"
+                                   " && document.body.innerText.includes('acknowledged by') && document.body.innerText",
+                                   "the page shown again, acknowledged")
+    assert "acknowledged by status page (web)" in str(text) and "Escalate now" not in str(text)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        [stored] = [p for p in await stack.pages(http) if p["key"] == page["key"]]
+        assert stored["state"] == "acknowledged" and stored["acknowledged"]["via"] == "web"
+        # The same POST from another site's page is refused, and changes nothing.
+        async with http.post(f"{detail}/escalate", data={"step": "1"},
+                             headers={"Origin": "https://elsewhere.example"}, allow_redirects=False) as resp:
+            assert resp.status == 403

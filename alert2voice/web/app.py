@@ -76,6 +76,7 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     app.router.add_post("/api/v1/pages/{key}/escalate", page_actions.handle_escalate)
     app.router.add_get("/", status.handle_status)
     app.router.add_get("/pages/{key}", status.handle_page)
+    app.router.add_post("/pages/{key}/{action:ack|escalate}", page_actions.handle_form)
     app.router.add_get("/pages/{key}/calls/{attempt:[0-9]+}.wav", status.handle_call_wav)
     return app
 

@@ -7,6 +7,8 @@ names the step it saw (`step`) does nothing once the page is past that step.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from ..dispatch.work import Effects
 from ..pages import Call, Page, PageEnded, acknowledge, escalate
@@ -59,43 +62,55 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _act(request: web.Request, name: str, act: Act) -> tuple[web.Response, Page | None]:
-    """Apply `act` to the page in one unit of work; the answer, and the page when `act` changed it."""
-    app, key = request.app, request.match_info["key"]
-    try:
-        body = await _body(request)
-    except BadBody as exc:
-        return error(400, str(exc)), None
-    by = body.get("by") or "api"
+async def change(app: web.Application, key: str, name: str, act: Act, body: dict[str, Any],
+                 via: str) -> tuple[Page | None, bool]:
+    """Apply `act` to the page in one unit of work: the page (None: no such page) and whether it changed.
+
+    Raises PageEnded (409) and StoreUnavailable (503). An acknowledgement that changed the page is counted and
+    silenced (acknowledgement.silence) here, whichever way it came.
+    """
+    by = body.get("by") or via
     metrics, now = app[METRICS], app[CLOCK].now()
 
     async def decide(page: Page | None, fx: Effects) -> tuple[Page | None, bool]:
         if page is None:
             return None, False
-        given_up = act(page, now, by, body)  # PageEnded: nothing written
+        given_up = act(page, now, by, {**body, "via": via})  # PageEnded: nothing written
         if given_up is None:
             return page, False
         fx(lambda: metrics.calls.labels(page.route, "cancelled").inc(len(given_up)))
-        fx(lambda: log.info(f"page {name}", extra={"page_key": page.key, "route": page.route, "by": by,
+        fx(lambda: log.info(f"page {name}", extra={"page_key": page.key, "route": page.route, "by": by, "via": via,
                                                     "comment": body.get("comment"), "calls_given_up": len(given_up)}))
         fx.save()
         return page, True
 
-    try:
-        page, changed = await app[DISPATCHER].ctx.work.change(key, decide)
-    except PageEnded as exc:
-        return error(409, str(exc)), None
-    except StoreUnavailable as exc:
-        return error(503, f"store unavailable: {exc}"), None
-    if page is None:
-        return error(404, "no such page"), None
-    if changed:
+    page, changed = await app[DISPATCHER].ctx.work.change(key, decide)
+    if page is not None and changed:
         app[DISPATCHER].poke()  # an escalation is due now
-    return web.json_response({"status": "ok", "changed": changed, "page": page_json(page)}), page if changed else None
+        if page.acknowledged_at == now and page.acknowledged_via == via:
+            metrics.pages_acknowledged.labels(via).inc()
+            _silence(app, page)
+    return page, changed
+
+
+async def _act(request: web.Request, name: str, act: Act) -> web.Response:
+    """The JSON API's answer to `act` on the page named in the path."""
+    try:
+        body = await _body(request)
+        page, changed = await change(request.app, request.match_info["key"], name, act, body, "api")
+    except BadBody as exc:
+        return error(400, str(exc))
+    except PageEnded as exc:
+        return error(409, str(exc))
+    except StoreUnavailable as exc:
+        return error(503, f"store unavailable: {exc}")
+    if page is None:
+        return error(404, "no such page")
+    return web.json_response({"status": "ok", "changed": changed, "page": page_json(page)})
 
 
 def _acknowledge(page: Page, now: datetime, by: str, body: dict[str, Any]) -> list[Call] | None:
-    return acknowledge(page, now, by=by, via="api", comment=body.get("comment"))
+    return acknowledge(page, now, by=by, via=body["via"], comment=body.get("comment"))
 
 
 def _escalate(page: Page, now: datetime, by: str, body: dict[str, Any]) -> list[Call] | None:
@@ -103,21 +118,19 @@ def _escalate(page: Page, now: datetime, by: str, body: dict[str, Any]) -> list[
     return escalate(page, now, by=by, step=step - 1 if step is not None else None)
 
 
+ACTIONS: dict[str, tuple[str, Act]] = {"ack": ("acknowledged", _acknowledge), "escalate": ("escalated", _escalate)}
+
+
 @admin
 async def handle_ack(request: web.Request) -> web.Response:
     """POST /api/v1/pages/{key}/ack: no further call for the page; the Alertmanager silence, if configured."""
-    response, page = await _act(request, "acknowledged", _acknowledge)
-    if page is not None:
-        request.app[METRICS].pages_acknowledged.labels("api").inc()
-        _silence(request.app, page)
-    return response
+    return await _act(request, *ACTIONS["ack"])
 
 
 @admin
 async def handle_escalate(request: web.Request) -> web.Response:
     """POST /api/v1/pages/{key}/escalate: give up the current call and call the next step now."""
-    response, _ = await _act(request, "escalated", _escalate)
-    return response
+    return await _act(request, *ACTIONS["escalate"])
 
 
 def _silence(app: web.Application, page: Page) -> None:
@@ -126,6 +139,57 @@ def _silence(app: web.Application, page: Page) -> None:
     silence = config.acknowledgement.silence
     if silence is None or page.resolved_at is not None:  # a resolved alert needs no silence
         return
-    app[SILENCER].create(silence, silences_for([page], page.acknowledged_by or "api", app[CLOCK].now(), silence,
-                                               config.dedup.ignore_labels, how="through the API",
+    how = {"api": "through the API", "web": "on the status page"}.get(page.acknowledged_via or "", "")
+    app[SILENCER].create(silence, silences_for([page], page.acknowledged_by or "", app[CLOCK].now(), silence,
+                                               config.dedup.ignore_labels, how=how,
                                                note=page.acknowledged_comment), page.key)
+
+
+def same_origin(request: web.Request) -> bool:
+    """Whether a browser's POST comes from our own pages (Fetch Metadata, else the Origin header): a form on
+    another site cannot make a logged-in operator's browser acknowledge or escalate a page."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site == "same-origin"
+    origin = request.headers.get("Origin")
+    return origin is not None and origin != "null" and URL(origin).raw_authority == request.host
+
+
+def _back(value: object) -> str:
+    """Where to send the browser afterwards: a path of ours, never another site."""
+    path = value if isinstance(value, str) else "/"
+    return path if path.startswith("/") and not path.startswith(("//", "/\\")) and "\n" not in path else "/"
+
+
+def _who(request: web.Request) -> str:
+    """Who clicked: the admin user name when basic auth is configured, else "status page"."""
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Basic "):
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            user = base64.b64decode(auth[6:], validate=True).decode().partition(":")[0]
+            if user:
+                return user[:MAX_TEXT]
+    return "status page"
+
+
+@admin
+async def handle_form(request: web.Request) -> web.StreamResponse:
+    """POST /pages/{key}/ack or /escalate: the status page's buttons (plain forms), then back where they were."""
+    if not same_origin(request):
+        log.warning("cross-site request refused", extra={"path": request.path, "remote": request.remote,
+                                                         "origin": request.headers.get("Origin")})
+        return error(403, "cross-site request refused: these buttons work from alert2voice's own status page")
+    name, act = ACTIONS[request.match_info["action"]]
+    form = await request.post()
+    step = form.get("step")
+    body: dict[str, Any] = {"by": _who(request),
+                            "step": int(step) if isinstance(step, str) and step.isdigit() and int(step) > 0 else None}
+    try:
+        page, _ = await change(request.app, request.match_info["key"], name, act, body, "web")
+    except PageEnded as exc:
+        return error(409, str(exc))
+    except StoreUnavailable as exc:
+        return error(503, f"store unavailable: {exc}")
+    if page is None:
+        return error(404, "no such page")
+    raise web.HTTPSeeOther(location=_back(form.get("back")))

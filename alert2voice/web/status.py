@@ -13,7 +13,7 @@ from aiohttp import web
 from ..config import Config
 from ..heartbeats import heartbeat_of, is_up
 from ..logs import mask_number
-from ..pages import REACHED, Call, CallState, Page
+from ..pages import REACHED, Call, CallState, Page, current_step
 from ..preview import speak_wav
 from ..provider import TtsAudio
 from ..store import StoreUnavailable
@@ -33,6 +33,7 @@ _ENV = jinja2.Environment(loader=jinja2.PackageLoader("alert2voice.web", "templa
 _ENV.filters["time"] = format_instant
 _ENV.filters["masked"] = mask_number
 _ENV.filters["duration"] = format_duration
+_ENV.filters["step"] = lambda page: current_step(page)[1] + 1  # the step a button acts on, from 1
 
 
 def espeak() -> str | None:
