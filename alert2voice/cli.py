@@ -108,7 +108,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"POST /heartbeats/{hb.name}); calls {', '.join(s.call for s in hb.escalation)}")
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return 0
+    return _probe(config) if args.probe else 0
+
+
+def _probe(config) -> int:
+    """check-config --probe: one health probe of the provider, as `serve` makes them; 1 unless it takes the key."""
+    import aiohttp
+
+    from .provider import ProviderError
+    from .provider.health import describe, status_of
+    from .provider.webex import WebexProvider
+
+    async def probe() -> ProviderError | None:
+        async with aiohttp.ClientSession() as session:
+            try:
+                await WebexProvider(session, lambda: config.provider).probe()
+            except ProviderError as exc:
+                return exc
+            return None
+
+    error = asyncio.run(probe())
+    status = status_of(error)
+    print(f"provider {status}: {describe(status, config.provider.url, str(error or ''))}",
+          file=sys.stdout if status == "ok" else sys.stderr)
+    return 0 if status == "ok" else 1
 
 
 def _load_payload(path: str):
@@ -435,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="validate the config and every template; exit 1 on problems")
     s.add_argument("--config", help="the YAML config file, as every other command takes it")
     s.add_argument("file", nargs="?", help="the config file (the older, positional form)")
+    s.add_argument("--probe", action="store_true",
+                   help="also send the provider one health probe with the service key (exit 1 unless it is taken)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("render", parents=[logging_flags],

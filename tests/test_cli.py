@@ -167,6 +167,61 @@ def test_check_config_of_a_missing_file(capsys, tmp_path):
     assert "cannot read" in err
 
 
+@pytest.fixture
+def simulator_url():
+    """The simulator on a loopback port, served by its own event loop in a thread (the CLI runs its own loop)."""
+    import asyncio
+    import contextlib
+    import threading
+
+    from alert2voice.simulator import run_simulator
+
+    loop, listening, urls = asyncio.new_event_loop(), threading.Event(), []
+    serving = loop.create_task(run_simulator("127.0.0.1", 0, service_key="sim-key",
+                                             on_listening=lambda url: (urls.append(url), listening.set())))
+
+    def serve() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(serving)
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert listening.wait(10)
+    yield urls[0]
+    loop.call_soon_threadsafe(serving.cancel)
+    thread.join(10)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_check_config_probe_says_whether_the_provider_takes_the_key(capsys, tmp_path, simulator_url):
+    def probe(key: str, base_url: str = simulator_url) -> tuple[int, str, str]:
+        config = MINIMAL.replace("service_key: k", f"service_key: {key}, base_url: '{base_url}'")
+        return run(capsys, "check-config", "--config", write(tmp_path / "c.yaml", config), "--probe")
+
+    code, out, _ = probe("sim-key")
+    assert code == 0 and "provider ok: healthy: the service key is accepted" in out
+    code, out, err = probe("a-revoked-key")
+    assert code == 1 and "provider auth: service key refused (auth HTTP 403 code 7001" in err
+    assert "a-revoked-key" not in out + err
+    port = _closed_port()
+    code, _, err = probe("sim-key", f"http://127.0.0.1:{port}")
+    assert code == 1 and f"provider unreachable: cannot connect to http://127.0.0.1:{port}" in err
+
+
+def test_check_config_without_probe_sends_nothing(capsys, tmp_path):
+    config = MINIMAL.replace("service_key: k", f"service_key: k, base_url: 'http://127.0.0.1:{_closed_port()}'")
+    code, _, err = run(capsys, "check-config", write(tmp_path / "c.yaml", config))
+    assert code == 0 and "provider unreachable" not in err
+
+
 @pytest.mark.parametrize("command", [["oncall"], ["routes", "test"]])
 def test_other_commands_refuse_a_broken_config(capsys, tmp_path, command):
     path = write(tmp_path / "c.yaml", MINIMAL + "dedup: {window: 4 hours}\n")
