@@ -317,6 +317,7 @@ def cmd_test_call(args: argparse.Namespace) -> int:
     import aiohttp
 
     from .provider import CallRequest, ProviderError, TtsAudio
+    from .provider.health import TEST_CALL_PREFIX
     from .provider.webex import WebexProvider
 
     config = _config(args.config)
@@ -328,7 +329,7 @@ def cmd_test_call(args: argparse.Namespace) -> int:
             "This is a test call from alert2voice. No action is needed. Goodbye.</speak>")
     request = CallRequest(caller_id=config.provider.caller_id, dialed_number=contact.number,
                           audio=TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender),
-                          correlation_id=f"a2v-test-{uuid.uuid4().hex[:24]}",
+                          correlation_id=f"{TEST_CALL_PREFIX}{uuid.uuid4().hex[:24]}",
                           callback_url=config.server.public_url + "/callbacks/webex",
                           callback_auth_id=config.provider.callback.auth_id, idempotency_key=str(uuid.uuid4()))
 
@@ -343,7 +344,8 @@ def cmd_test_call(args: argparse.Namespace) -> int:
     from .logs import mask_number
 
     print(f"accepted: messageId {accepted.message_id}, correlationId {request.correlation_id}, "
-          f"calling {args.contact} at {mask_number(contact.number)}")
+          f"calling {args.contact} at {mask_number(contact.number)}; its receipts show on the status page of the "
+          f"replica they reach ({config.server.public_url}/)")
     return 0
 
 

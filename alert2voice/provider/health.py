@@ -27,6 +27,9 @@ PROBE_INTERVAL = 60.0
 PROBE_INTERVAL_AFTER_FAILURE = 15.0
 JITTER = 0.1
 
+# The correlationId prefix of `alert2voice test-call`: its receipts come to /callbacks/webex, and find no page.
+TEST_CALL_PREFIX = "a2v-test-"
+
 Probe = Callable[[], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -44,6 +47,15 @@ class Health:
     def healthy(self) -> bool:
         """Whether calls can go out, as far as is known (not known yet counts as yes)."""
         return self.status in ("ok", "unknown")
+
+
+@dataclass
+class TestCall:
+    """What the receipts of the last `alert2voice test-call` said, in order, as this replica received them."""
+
+    correlation_id: str
+    events: list[str]
+    at: datetime
 
 
 def status_of(exc: ProviderError | None) -> str:
@@ -84,6 +96,7 @@ class ProviderHealth:
         self.rng = rng or random.Random()
         self.interval, self.after_failure = interval, after_failure
         self.current = Health("unknown", describe("unknown", ""))
+        self.test_call: TestCall | None = None
         self.probes = 0
         self.checked = asyncio.Event()  # set after each probe: tests and the CLI wait on it
         self._sooner = asyncio.Event()  # a call failed: probe after `after_failure`, not at the planned time
@@ -117,6 +130,13 @@ class ProviderHealth:
             return
         self.record(exc, "call")
         self._sooner.set()
+
+    def test_call_event(self, correlation_id: str, event: str, at: datetime) -> None:
+        """A receipt of a test call (TEST_CALL_PREFIX): kept for the status page, the last test call's only."""
+        if self.test_call is None or self.test_call.correlation_id != correlation_id:
+            self.test_call = TestCall(correlation_id, [], at)
+        self.test_call.events.append(event)
+        self.test_call.at = at
 
     async def check(self, probe: Probe) -> Health:
         """Probe once and record the result."""

@@ -91,7 +91,7 @@ async def handle_status(request: web.Request) -> web.Response:
     return _html("status.html.j2", now=now, replica=replica(app), pages=pages, heartbeat_of=heartbeat_of,
                  upcoming={p.key: upcoming(p, config, now) for p in pages}, on_call=on_call(config, now),
                  heartbeats=heartbeats, store_error=store_error, problems=problems,
-                 provider=app[HEALTH].current, reload=last_reload(app))
+                 provider=app[HEALTH].current, test_call=app[HEALTH].test_call, reload=last_reload(app))
 
 
 def replica(app: web.Application) -> str:
