@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from alert2voice.cli import main
+from bench.procs import free_port
 
 SPEAK = "{http://www.w3.org/2001/10/synthesis}speak"
 AT = "2026-11-26T15:00:00+00:00"  # 07:00 in Los Angeles, 15:00 in London: alice's rotation week
@@ -193,14 +194,6 @@ def simulator_url():
     thread.join(10)
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_check_config_probe_says_whether_the_provider_takes_the_key(capsys, tmp_path, simulator_url):
     def probe(key: str, base_url: str = simulator_url) -> tuple[int, str, str]:
         config = MINIMAL.replace("service_key: k", f"service_key: {key}, base_url: '{base_url}'")
@@ -211,13 +204,13 @@ def test_check_config_probe_says_whether_the_provider_takes_the_key(capsys, tmp_
     code, out, err = probe("a-revoked-key")
     assert code == 1 and "provider auth: service key refused (auth HTTP 403 code 7001" in err
     assert "a-revoked-key" not in out + err
-    port = _closed_port()
+    port = free_port()
     code, _, err = probe("sim-key", f"http://127.0.0.1:{port}")
     assert code == 1 and f"provider unreachable: cannot connect to http://127.0.0.1:{port}" in err
 
 
 def test_check_config_without_probe_sends_nothing(capsys, tmp_path):
-    config = MINIMAL.replace("service_key: k", f"service_key: k, base_url: 'http://127.0.0.1:{_closed_port()}'")
+    config = MINIMAL.replace("service_key: k", f"service_key: k, base_url: 'http://127.0.0.1:{free_port()}'")
     code, _, err = run(capsys, "check-config", write(tmp_path / "c.yaml", config))
     assert code == 0 and "provider unreachable" not in err
 

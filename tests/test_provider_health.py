@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 
 import aiohttp
 import pytest
@@ -15,12 +14,14 @@ from prometheus_client import CollectorRegistry
 from alert2voice.config_file import load_config
 from alert2voice.metrics import Metrics
 from alert2voice.provider import AuthFailed, NetworkError, RateLimited, Rejected, Unavailable
+from alert2voice.provider.fake import RecordingProvider
 from alert2voice.provider.health import PROBE_INTERVAL, PROBE_INTERVAL_AFTER_FAILURE, ProviderHealth, status_of
 from alert2voice.simulator import create_simulator_app
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import HEALTH
-from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, payload
+from bench.procs import free_port
+from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload
 
 AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 SIM_KEY = "the-right-service-key"
@@ -138,12 +139,6 @@ async def test_a_failed_call_brings_the_next_probe_closer():
 # ------------------------------------------------------------------------- the app, against the simulator
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _serve(aiohttp_client, tmp_path, *, base_url: str, key: str):
     (tmp_path / "key").write_text(key + "\n")
     path = tmp_path / "config.yaml"
@@ -196,7 +191,7 @@ async def test_a_wrong_service_key_is_known_at_start_and_the_service_stays_ready
 
 
 async def test_an_unreachable_provider_is_known_at_start_and_the_service_stays_ready(aiohttp_client, tmp_path):
-    port = _closed_port()
+    port = free_port()
     client = await _serve(aiohttp_client, tmp_path, base_url=f"http://127.0.0.1:{port}", key=SIM_KEY)
     assert client.registry.get_sample_value("alert2voice_provider_healthy") == 0
     assert client.registry.get_sample_value("alert2voice_provider_status", {"status": "unreachable"}) == 1
@@ -210,3 +205,22 @@ async def test_a_provider_answering_errors_is_error(aiohttp_client, aiohttp_serv
     client = await _serve(aiohttp_client, tmp_path, base_url=base, key=SIM_KEY)
     assert client.registry.get_sample_value("alert2voice_provider_status", {"status": "error"}) == 1
     await _says(client, f"{base} answers with an error (unavailable HTTP 503")
+
+
+async def test_a_test_calls_receipts_show_on_the_status_page(aiohttp_client):
+    """`alert2voice test-call` places its call from another process; its receipts find no page, and are shown."""
+    registry = CollectorRegistry()
+    app = create_app(make_config(), provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
+                     registry=registry)
+    client = await aiohttp_client(app)
+    assert "none received by this replica" in await (await client.get("/")).text()
+    for status, code in (("OFFERED", "7407"), ("ANSWERED", "7519"), ("DROPPED", "7409")):
+        receipt = {"deliveryInfoNotification": {
+            "deliveryInfo": {"timeStamp": "2026-11-26T15:00:00.000Z", "Description": status, "code": code,
+                             "deliveryStatus": status, "destination": "+14155550101"},
+            "transid": "msg-x", "correlationid": "a2v-test-0123456789abcdef01234567"}}
+        resp = await client.post("/callbacks/webex", json=receipt, headers={"Authorization": "Bearer cb-token-secret"})
+        assert resp.status == 200
+    html = await (await client.get("/")).text()
+    assert "<code>a2v-test-0123456789abcdef01234567</code>: offered, answered, dropped" in html
+    assert registry.get_sample_value("alert2voice_callbacks_total", {"event": "answered", "result": "test_call"}) == 1
