@@ -224,3 +224,26 @@ async def test_a_test_calls_receipts_show_on_the_status_page(aiohttp_client):
     html = await (await client.get("/")).text()
     assert "<code>a2v-test-0123456789abcdef01234567</code>: offered, answered, dropped" in html
     assert registry.get_sample_value("alert2voice_callbacks_total", {"event": "answered", "result": "test_call"}) == 1
+
+
+async def test_failing_calls_never_make_probes_more_frequent_than_after_a_failure():
+    sleeps, clock = Sleeps(), FakeClock()
+    health = ProviderHealth(Metrics(CollectorRegistry()), target=lambda: "https://x", now=clock.now, sleep=sleeps,
+                            rng=random.Random(3))
+
+    async def probe() -> None:
+        raise NetworkError("connect: refused", connected=False)
+
+    task = asyncio.create_task(health.run(probe))
+    try:
+        await sleeps.called.wait()
+        sleeps.called.clear()
+        first = sleeps.asked[0]
+        assert first <= PROBE_INTERVAL_AFTER_FAILURE * 1.1
+        clock.advance(first - 1)  # a call fails a second before the planned probe: the wait is not restarted
+        health.call_failed(NetworkError("connect: refused", connected=False))
+        await sleeps.called.wait()
+        assert sleeps.asked[1] == pytest.approx(1)
+        assert health.probes == 1
+    finally:
+        task.cancel()

@@ -167,7 +167,9 @@ class ProviderHealth:
             await self._wait(self.next_delay())
 
     async def _wait(self, seconds: float) -> None:
-        """Sleep `seconds`, cut short to `after_failure` when a call fails meanwhile."""
+        """Sleep `seconds`; a call failing meanwhile brings the end to at most `after_failure` from then, once per
+        wait, so that failing calls never make probes more frequent than that."""
+        start = self.now()
         sleeping = asyncio.ensure_future(self.sleep(seconds))
         sooner = asyncio.ensure_future(self._sooner.wait())
         try:
@@ -175,8 +177,12 @@ class ProviderHealth:
         finally:
             for task in (sleeping, sooner):
                 task.cancel()
-        if sleeping not in done and seconds > self.after_failure:
-            await self.sleep(self.after_failure * self.rng.uniform(1 - JITTER, 1 + JITTER))
+        if sleeping in done:
+            return
+        left = seconds - (self.now() - start).total_seconds()
+        rest = min(left, self.after_failure * self.rng.uniform(1 - JITTER, 1 + JITTER))
+        if rest > 0:
+            await self.sleep(rest)
 
     def _show(self) -> None:
         self.metrics.provider_up.set(1 if self.current.healthy else 0)
