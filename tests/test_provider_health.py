@@ -176,6 +176,8 @@ async def test_a_wrong_service_key_is_known_at_start_and_the_service_stays_ready
     assert client.registry.get_sample_value("alert2voice_provider_requests_total",
                                             {"endpoint": "probe", "code": "403"}) == 1
     await _says(client, "service key refused (auth HTTP 403 code 7001")
+    shown = await (await client.get("/")).text() + await (await client.get("/-/ready")).text()
+    assert "a-revoked-key" not in shown + await (await client.get("/metrics")).text()
     # The key is fixed and reloaded: the next probe (15 s after a failure) sees it.
     (tmp_path / "key").write_text(SIM_KEY + "\n")
     assert (await client.post("/-/reload")).status == 200

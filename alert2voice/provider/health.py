@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..logs import SCRUBBER
 from ..metrics import PROVIDER_STATUSES, Metrics
 from .base import AuthFailed, NetworkError, ProviderError, RateLimited, Rejected
 
@@ -98,7 +99,7 @@ class ProviderHealth:
         self.current = Health("unknown", describe("unknown", ""))
         self.test_call: TestCall | None = None
         self.probes = 0
-        self.checked = asyncio.Event()  # set after each probe: tests and the CLI wait on it
+        self.checked = asyncio.Event()  # set after each probe (tests wait on it)
         self._sooner = asyncio.Event()  # a call failed: probe after `after_failure`, not at the planned time
         self._show()
 
@@ -109,7 +110,8 @@ class ProviderHealth:
     def record(self, exc: ProviderError | None, via: str) -> Health:
         """Take one result (None: the provider took the request); log a change of status."""
         status = status_of(exc)
-        detail = "" if exc is None else str(exc)
+        # The provider's text may echo what was sent: no secret reaches the status page, /-/ready or a log line.
+        detail = "" if exc is None else SCRUBBER.scrub(str(exc))
         before = self.current
         self.current = Health(status, describe(status, self.target(), detail), self.now(), via)
         if status != before.status:
