@@ -101,6 +101,7 @@ class ProviderHealth:
         self.probes = 0
         self.checked = asyncio.Event()  # set after each probe (tests wait on it)
         self._sooner = asyncio.Event()  # a call failed: probe after `after_failure`, not at the planned time
+        self._recheck = asyncio.Event()  # probe now
         self._show()
 
     @property
@@ -158,33 +159,44 @@ class ProviderHealth:
         base = self.interval if self.current.status == "ok" else self.after_failure
         return base * self.rng.uniform(1 - JITTER, 1 + JITTER)
 
+    def recheck(self) -> None:
+        """Probe now, not at the planned time: a reload may have changed the key or the address."""
+        self._recheck.set()
+
     async def run(self, probe: Probe) -> None:
-        """Probe now, then about every `interval` (sooner after a failure) until cancelled."""
+        """Probe now, then about every `interval` (sooner after a failure, at once after recheck()) until cancelled."""
         while True:
+            self._sooner.clear()
+            self._recheck.clear()
             try:
                 await self.check(probe)
             except Exception:  # a bug, not the provider's answer (check() takes those): logged, and probed again
                 log.exception("provider probe failed")
-            self._sooner.clear()
             await self._wait(self.next_delay())
 
     async def _wait(self, seconds: float) -> None:
         """Sleep `seconds`; a call failing meanwhile brings the end to at most `after_failure` from then, once per
-        wait, so that failing calls never make probes more frequent than that."""
+        wait, so that failing calls never make probes more frequent than that; recheck() ends it."""
         start = self.now()
-        sleeping = asyncio.ensure_future(self.sleep(seconds))
-        sooner = asyncio.ensure_future(self._sooner.wait())
-        try:
-            done, _ = await asyncio.wait({sleeping, sooner}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeping, sooner):
-                task.cancel()
-        if sleeping in done:
-            return
+        if await self._sleep(seconds, self._sooner, self._recheck) is not self._sooner:
+            return  # the time has come, or a recheck
         left = seconds - (self.now() - start).total_seconds()
         rest = min(left, self.after_failure * self.rng.uniform(1 - JITTER, 1 + JITTER))
         if rest > 0:
-            await self.sleep(rest)
+            await self._sleep(rest, self._recheck)
+
+    async def _sleep(self, seconds: float, *events: asyncio.Event) -> asyncio.Event | None:
+        """Sleep `seconds` or until one of `events` is set: which one (None when the time passed)."""
+        sleeping = asyncio.ensure_future(self.sleep(seconds))
+        waits = {asyncio.ensure_future(event.wait()): event for event in events}
+        try:
+            done, _ = await asyncio.wait({sleeping, *waits}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeping, *waits):
+                task.cancel()
+        if sleeping in done:
+            return None
+        return next(event for task, event in waits.items() if task in done)
 
     def _show(self) -> None:
         self.metrics.provider_up.set(1 if self.current.healthy else 0)

@@ -58,8 +58,9 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     app[CLOCK] = StoreClock(clock or Clock(), store.time, skew=metrics.clock_skew.set)
     app[SHUTDOWN] = asyncio.Event()
     live, process_clock = app[LIVE], app[CLOCK]
-    app[HEALTH] = ProviderHealth(metrics, target=lambda: live.config.provider.url, now=process_clock.now,
-                                 sleep=process_clock.sleep)
+    app[HEALTH] = health = ProviderHealth(metrics, target=lambda: live.config.provider.url, now=process_clock.now,
+                                          sleep=process_clock.sleep)
+    live.on_reload.append(lambda _: health.recheck())  # a new key or address is known at once, fixed or broken
     if provider is not None:
         app[PROVIDER] = provider
     app.cleanup_ctx.append(_store_ctx)
