@@ -51,7 +51,7 @@ class Health:
 
 
 @dataclass
-class TestCall:
+class ReceivedTestCall:
     """What the receipts of the last `alert2voice test-call` said, in order, as this replica received them."""
 
     correlation_id: str
@@ -97,7 +97,7 @@ class ProviderHealth:
         self.rng = rng or random.Random()
         self.interval, self.after_failure = interval, after_failure
         self.current = Health("unknown", describe("unknown", ""))
-        self.test_call: TestCall | None = None
+        self.test_call: ReceivedTestCall | None = None
         self.probes = 0
         self.checked = asyncio.Event()  # set after each probe (tests wait on it)
         self._sooner = asyncio.Event()  # a call failed: probe after `after_failure`, not at the planned time
@@ -137,7 +137,7 @@ class ProviderHealth:
     def test_call_event(self, correlation_id: str, event: str, at: datetime) -> None:
         """A receipt of a test call (TEST_CALL_PREFIX): kept for the status page, the last test call's only."""
         if self.test_call is None or self.test_call.correlation_id != correlation_id:
-            self.test_call = TestCall(correlation_id, [], at)
+            self.test_call = ReceivedTestCall(correlation_id, [], at)
         self.test_call.events.append(event)
         self.test_call.at = at
 
