@@ -109,7 +109,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"POST /heartbeats/{hb.name}); calls {', '.join(s.call for s in hb.escalation)}")
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return 0
+    return _probe(config) if args.probe else 0
+
+
+def _probe(config) -> int:
+    """check-config --probe: one health probe of the provider, as `serve` makes them; 1 unless it takes the key."""
+    import aiohttp
+
+    from .provider import ProviderError
+    from .provider.health import describe, status_of
+    from .provider.webex import WebexProvider
+
+    async def probe() -> ProviderError | None:
+        async with aiohttp.ClientSession() as session:
+            try:
+                await WebexProvider(session, lambda: config.provider).probe()
+            except ProviderError as exc:
+                return exc
+            return None
+
+    error = asyncio.run(probe())
+    status = status_of(error)
+    print(f"provider {status}: {describe(status, config.provider.url, str(error or ''))}",
+          file=sys.stdout if status == "ok" else sys.stderr)
+    return 0 if status == "ok" else 1
 
 
 def _load_payload(path: str):
@@ -295,6 +318,7 @@ def cmd_test_call(args: argparse.Namespace) -> int:
     import aiohttp
 
     from .provider import CallRequest, ProviderError, TtsAudio
+    from .provider.health import TEST_CALL_PREFIX
     from .provider.webex import WebexProvider
 
     config = _config(args.config)
@@ -306,7 +330,7 @@ def cmd_test_call(args: argparse.Namespace) -> int:
             "This is a test call from alert2voice. No action is needed. Goodbye.</speak>")
     request = CallRequest(caller_id=config.provider.caller_id, dialed_number=contact.number,
                           audio=TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender),
-                          correlation_id=f"a2v-test-{uuid.uuid4().hex[:24]}",
+                          correlation_id=f"{TEST_CALL_PREFIX}{uuid.uuid4().hex[:24]}",
                           callback_url=config.server.public_url + "/callbacks/webex",
                           callback_auth_id=config.provider.callback.auth_id, idempotency_key=str(uuid.uuid4()))
 
@@ -321,7 +345,8 @@ def cmd_test_call(args: argparse.Namespace) -> int:
     from .logs import mask_number
 
     print(f"accepted: messageId {accepted.message_id}, correlationId {request.correlation_id}, "
-          f"calling {args.contact} at {mask_number(contact.number)}")
+          f"calling {args.contact} at {mask_number(contact.number)}; its receipts show on the status page of the "
+          f"replica they reach ({config.server.public_url}/)")
     return 0
 
 
@@ -436,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="validate the config and every template; exit 1 on problems")
     s.add_argument("--config", help="the YAML config file, as every other command takes it")
     s.add_argument("file", nargs="?", help="the config file (the older, positional form)")
+    s.add_argument("--probe", action="store_true",
+                   help="also send the provider one health probe with the service key (exit 1 unless it is taken)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("render", parents=[logging_flags],

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config
@@ -40,6 +41,8 @@ class LiveConfig:
         self.metrics = metrics
         self.plans = PlanCache()
         self._lock = asyncio.Lock()
+        # Told the new config after each successful reload.
+        self.on_reload: list[Callable[[Config], None]] = []
         # HTTPS or not is decided at start (the socket listens one way); certificates follow every reload.
         self.tls = ServerTLS(config.server.tls.context) if config.server.tls else None
         self.apply(config)
@@ -82,6 +85,8 @@ class LiveConfig:
                           extra={"problems": [str(p) for p in exc.problems]})
                 raise
             self.apply(config)
+            for listener in self.on_reload:
+                listener(config)
             self.metrics.reload_ok.set(1)
             self.metrics.reload_time.set(time.time())
             log.info("config reloaded", extra={"routes": len(config.routes), "config_hash": config.digest[:12]})

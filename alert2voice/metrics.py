@@ -14,6 +14,8 @@ from .pages import CALL_OUTCOMES  # every final call state: a new one is pre-cre
 ACK_VIAS = ("api", "web", "phone")
 PAGE_RESULTS = ("called", "duplicate", "no_route", "quiet_hours", "throttled", "no_contacts")
 SILENCE_RESULTS = ("created", "failed")
+# What the provider's health probe (provider/health.py) last found: ok, the key refused, no connection, an error.
+PROVIDER_STATUSES = ("ok", "auth", "unreachable", "error")
 WEBHOOK_RESULTS = ("accepted", "bad_request", "unauthorized", "too_large", "unsupported_media_type",
                    "unavailable")
 
@@ -109,7 +111,14 @@ class Metrics:
         self.reload_time = Gauge(p + "config_last_reload_success_timestamp_seconds",
                                  "Timestamp of the last successful configuration reload.", registry=r)
         self.provider_up = Gauge(p + "provider_healthy",
-                                 "0 while the provider rejects our credentials (401/403).", registry=r)
+                                 "1 while the last probe or call found the provider taking our requests (or none"
+                                 " has yet); 0 while it refuses the service key, cannot be reached or answers with"
+                                 " errors (see provider_status).", registry=r)
+        self.provider_status = Gauge(p + "provider_status",
+                                     "1 for what the last provider probe or call found (ok, auth, unreachable,"
+                                     " error), 0 for the others; all 0 before the first.", ["status"], registry=r)
+        self.provider_probes = Counter(p + "provider_probes_total", "Provider health probes, by the status found.",
+                                       ["status"], registry=r)
         self.config_hash = Gauge(p + "config_hash", "The loaded config file's SHA-256, its first 48 bits as a "
                                  "number: replicas showing different values run different configs.", registry=r)
         self.heartbeat_last_seen = Gauge(p + "heartbeat_last_seen_timestamp_seconds",
@@ -131,6 +140,9 @@ class Metrics:
             self.silence_requests.labels(result)
         for via in ACK_VIAS:
             self.pages_acknowledged.labels(via)
+        for status in PROVIDER_STATUSES:
+            self.provider_status.labels(status)
+            self.provider_probes.labels(status)
 
     def page(self, route: str, result: str) -> _Count:
         """pages_total's child for (route, result)."""

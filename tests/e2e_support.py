@@ -21,6 +21,8 @@ import aiohttp
 import pytest
 import yaml
 
+from alert2voice.provider.webex import CALLS_PATH, PROBE_PREFIX
+
 # One implementation of child processes for the bench and the tests (the bench must not import tests/).
 from bench.procs import LOOPBACK, alert2voice_command, free_port
 from bench.procs import Proc as Process
@@ -155,8 +157,10 @@ class Stack:
     async def sim_calls(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
         return await self.get_json(session, f"{self.sim_url}/_sim/calls")
 
-    async def sim_requests(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
-        return await self.get_json(session, f"{self.sim_url}/_sim/requests")
+    async def sim_requests(self, session: aiohttp.ClientSession, *, probes: bool = False) -> list[dict[str, Any]]:
+        """The simulator's request log; without the service's health probes (provider/health.py) unless `probes`."""
+        logged = await self.get_json(session, f"{self.sim_url}/_sim/requests")
+        return [r for r in logged if probes or not r["path"].startswith(f"{CALLS_PATH}/{PROBE_PREFIX}")]
 
     async def script_number(self, session: aiohttp.ClientSession, number: str, script: dict[str, Any]) -> None:
         async with session.put(f"{self.sim_url}/_sim/numbers/{number}", json=script) as resp:

@@ -19,7 +19,7 @@ from alert2voice.provider import AuthFailed, CallStatus, NetworkError, Rejected,
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
-from alert2voice.web.keys import DISPATCHER, SHUTDOWN
+from alert2voice.web.keys import DISPATCHER, HEALTH, SHUTDOWN
 from alert2voice.web.ops import readiness
 from tests.support import PAYMENTS, FakeClock, alert, make_config, payload, settle
 
@@ -365,18 +365,27 @@ async def test_permanent_rejection_moves_to_next_contact_without_retry(client, e
     assert metric(env, "alert2voice_provider_errors_total", reason="rejected") == 1
 
 
-async def test_auth_failure_keeps_call_queued_and_reports_not_ready(client, env):
+async def test_auth_failure_keeps_call_queued_and_is_reported_but_ready(client, env):
+    """A refused key is the provider's health (the status page, the metrics), never /-/ready's: a revoked key must
+    not take every replica out of the Service, or the webhooks that should wait in the store are refused."""
     env["provider"].fail_next(AuthFailed("7001", message="Authentication failed."))
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
     await settle(d)
-    assert any("provider refuses our credentials" in p for p in await readiness(client.app))
+    assert await readiness(client.app) == []
+    ready = await client.get("/-/ready")
+    assert ready.status == 200 and "provider: service key refused" in await ready.text()
+    assert metric(env, "alert2voice_provider_healthy") == 0
+    assert metric(env, "alert2voice_provider_status", status="auth") == 1
+    assert (client.app[HEALTH].current.status, client.app[HEALTH].current.via) == ("auth", "call")
     assert metric(env, "alert2voice_provider_errors_total", reason="auth") == 1
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") == 0
+    assert (await post(client, payload(alert(PAYMENTS)))).status == 200  # still taking webhooks
     env["clock"].advance(timedelta(minutes=1))
     await settle(d)
     assert len(env["provider"].accepted) == 1
-    assert not any("provider" in p for p in await readiness(client.app))
+    assert metric(env, "alert2voice_provider_healthy") == 1
+    assert metric(env, "alert2voice_provider_status", status="ok") == 1
 
 
 @pytest.mark.parametrize(("error", "outcome"), [

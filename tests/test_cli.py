@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from alert2voice.cli import main
+from bench.procs import free_port
 
 SPEAK = "{http://www.w3.org/2001/10/synthesis}speak"
 AT = "2026-11-26T15:00:00+00:00"  # 07:00 in Los Angeles, 15:00 in London: alice's rotation week
@@ -165,6 +166,53 @@ def test_check_config_of_a_missing_file(capsys, tmp_path):
     assert code == 1
     assert f"{tmp_path / 'nope.yaml'}" in err
     assert "cannot read" in err
+
+
+@pytest.fixture
+def simulator_url():
+    """The simulator on a loopback port, served by its own event loop in a thread (the CLI runs its own loop)."""
+    import asyncio
+    import contextlib
+    import threading
+
+    from alert2voice.simulator import run_simulator
+
+    loop, listening, urls = asyncio.new_event_loop(), threading.Event(), []
+    serving = loop.create_task(run_simulator("127.0.0.1", 0, service_key="sim-key",
+                                             on_listening=lambda url: (urls.append(url), listening.set())))
+
+    def serve() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(serving)
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert listening.wait(10)
+    yield urls[0]
+    loop.call_soon_threadsafe(serving.cancel)
+    thread.join(10)
+
+
+def test_check_config_probe_says_whether_the_provider_takes_the_key(capsys, tmp_path, simulator_url):
+    def probe(key: str, base_url: str = simulator_url) -> tuple[int, str, str]:
+        config = MINIMAL.replace("service_key: k", f"service_key: {key}, base_url: '{base_url}'")
+        return run(capsys, "check-config", "--config", write(tmp_path / "c.yaml", config), "--probe")
+
+    code, out, _ = probe("sim-key")
+    assert code == 0 and "provider ok: healthy: the service key is accepted" in out
+    code, out, err = probe("a-revoked-key")
+    assert code == 1 and "provider auth: service key refused (auth HTTP 403 code 7001" in err
+    assert "a-revoked-key" not in out + err
+    port = free_port()
+    code, _, err = probe("sim-key", f"http://127.0.0.1:{port}")
+    assert code == 1 and f"provider unreachable: cannot connect to http://127.0.0.1:{port}" in err
+
+
+def test_check_config_without_probe_sends_nothing(capsys, tmp_path):
+    config = MINIMAL.replace("service_key: k", f"service_key: k, base_url: 'http://127.0.0.1:{free_port()}'")
+    code, _, err = run(capsys, "check-config", write(tmp_path / "c.yaml", config))
+    assert code == 0 and "provider unreachable" not in err
 
 
 @pytest.mark.parametrize("command", [["oncall"], ["routes", "test"]])

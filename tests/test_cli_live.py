@@ -81,6 +81,17 @@ def test_test_call_reaches_the_provider(stack: Stack):
     [call] = sim_calls(stack)
     assert call["dialed_number"] == stack.number
     assert call["correlation_id"].startswith("a2v-test-")
+    # Its receipts reach the service (no page is theirs): the status page tells how the test call went.
+    import urllib.request
+
+    deadline, html = time.monotonic() + 20, ""
+    while "answered" not in html and time.monotonic() < deadline:
+        time.sleep(0.1)  # the simulator's receipts come after its callback delay
+        request = urllib.request.Request(f"{stack.a2v_url}/", headers=stack.admin)
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            html = resp.read().decode()
+    row = html[html.index('id="test-call"'):].split("</td>")[0]
+    assert call["correlation_id"] in row and "answered" in row, row
 
 
 def test_test_call_unknown_contact(stack: Stack):

@@ -1087,7 +1087,8 @@ def test_alert_rules_cover_alert2voice_failures():
         "Alert2VoiceCallsFailing": 'alert2voice_calls_total{outcome="failed"}',
         "Alert2VoiceQueueGrowing": "alert2voice_queue_depth",
         "Alert2VoiceConfigReloadFailed": "alert2voice_config_last_reload_successful == 0",
-        "Alert2VoiceProviderCredentialsRefused": "alert2voice_provider_healthy == 0",
+        "Alert2VoiceProviderCredentialsRefused": 'alert2voice_provider_status{status="auth"} == 1',
+        "Alert2VoiceProviderUnreachable": 'alert2voice_provider_status{status=~"unreachable|error"} == 1',
         "Alert2VoiceNoWebhooks": "alert2voice_webhooks_total",
     }
     for name, fragment in expected.items():
@@ -1102,6 +1103,19 @@ def test_alert_rules_cover_alert2voice_failures():
         assert rule["labels"]["severity"] in ("critical", "warning")
         assert rule["labels"]["component"] == "alert2voice"  # routed away from alert2voice itself
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_every_provider_status_but_ok_alerts():
+    """The provider health alerts name statuses the probe reports, and together cover every one but ok."""
+    from alert2voice.metrics import PROVIDER_STATUSES
+
+    covered = set()
+    for rule in _rules():
+        for op, value in re.findall(r'alert2voice_provider_status\{status(=~?)"([^"]+)"\}', rule["expr"]):
+            matched = {s for s in PROVIDER_STATUSES if (re.fullmatch(value, s) if op == "=~" else s == value)}
+            assert matched, f"{rule['alert']}: {value!r} matches no status of {PROVIDER_STATUSES}"
+            covered |= matched
+    assert covered == set(PROVIDER_STATUSES) - {"ok"}
 
 
 def test_alert_rules_use_only_exported_metrics():

@@ -473,6 +473,14 @@ async def test_status_of_unknown_id_is_404_with_empty_body(sim):
     assert await resp.read() == b""
 
 
+async def test_the_health_probe_is_answered_as_the_platform_would(sim):
+    """alert2voice's probe (provider/health.py): an unknown id is 404 with a good key, 403 7001 with a wrong one."""
+    assert (await sim.get("/v1/voice/calls/a2v-probe-0123abcd", headers={"Authorization": KEY})).status == 404
+    resp = await sim.get("/v1/voice/calls/a2v-probe-0123abcd", headers={"Authorization": "wrong-key"})
+    assert resp.status == 403
+    assert await resp.json() == {"code": "7001", "message": "Authentication failed."}
+
+
 async def test_status_needs_the_service_key(sim):
     resp = await sim.get("/v1/voice/calls/x")
     assert resp.status == 403

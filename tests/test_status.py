@@ -74,7 +74,7 @@ async def test_status_page_shows_pages_calls_on_call_and_service(client):
     assert '<span class="outcome accepted">accepted</span>' in html
     # bob holds the first week of the rotation (from Monday 09:00), T0 is that Thursday.
     assert '<td class="contact">bob</td><td><code>+44******8750</code></td><td>2026-11-30 09:00:00 UTC</td>' in html
-    assert '<span class="ok">healthy</span>' in html and '<span class="ok">succeeded</span>' in html
+    assert '<span class="ok">healthy: the service key is accepted</span>' in html and '<span class="ok">succeeded</span>' in html
     for link in ('href="/metrics"', 'href="/api/v1/pages"', f'href="/pages/{page["key"]}"'):
         assert link in html
     assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html

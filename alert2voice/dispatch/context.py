@@ -17,6 +17,7 @@ from ..logs import mask_number
 from ..metrics import Metrics
 from ..pages import Call, CallState, Page, record_outcome
 from ..provider import Accepted, Provider
+from ..provider.health import ProviderHealth
 from ..speech import Speech
 from ..store import Store
 from ..store.base import Conflict, Lease
@@ -50,9 +51,9 @@ class Context:
     speech: Callable[[], Speech]
     metrics: Metrics
     clock: Clock
+    health: ProviderHealth  # what calls meet feeds the same health the probes do
     rng: random.Random = field(default_factory=random.Random)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
-    provider_healthy: bool = True
     owner: str = field(default_factory=new_owner)
 
     def lease(self, cfg: Config) -> Lease:
@@ -86,7 +87,7 @@ class Context:
         call.state, call.message_id, call.accepted_at, call.error = CallState.ACCEPTED, accepted.message_id, now, None
         call.settle_at = None
         page.due_at = now + cfg.provider.callback.deadline
-        self.provider_ok(True)
+        self.health.call_succeeded()
         if call.kind == "page" and call.attempt == 1:
             seconds = max(0.0, (now - page.received_at).total_seconds())
             fx(lambda: self.metrics.time_to_call.observe(seconds))
@@ -102,9 +103,3 @@ class Context:
             level = {CallState.FAILED: logging.ERROR, CallState.THROTTLED: logging.WARNING}.get(outcome, logging.INFO)
             fx(self.line(page, call, f"call {outcome.value}", level, message_id=call.message_id, tries=call.tries,
                          kind=call.kind, step=call.step + 1, error=call.error, **fields))
-
-    def provider_ok(self, healthy: bool) -> None:
-        """Whether the provider takes our credentials (AuthFailed says no); /-/ready reports it."""
-        if healthy != self.provider_healthy:
-            self.provider_healthy = healthy
-            self.metrics.provider_up.set(1 if healthy else 0)

@@ -15,6 +15,7 @@ from ..logs import Repeated
 from ..metrics import Metrics
 from ..pages import Page, next_call
 from ..provider import Provider
+from ..provider.health import ProviderHealth
 from ..speech import Speech
 from ..store import Store, StoreUnavailable
 from ..store.base import Lease
@@ -45,10 +46,13 @@ class Dispatcher:
     """
 
     def __init__(self, *, config: Callable[[], Config], store: Store, provider: Provider, speech: Callable[[], Speech],
-                 metrics: Metrics, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+                 metrics: Metrics, clock: Clock | None = None, rng: random.Random | None = None,
+                 health: ProviderHealth | None = None) -> None:
         clock = clock or Clock()
+        # The app's (its probes feed it too), or one of its own fed by the calls alone.
+        health = health or ProviderHealth(metrics, target=lambda: config().provider.url, now=clock.now)
         self.ctx = ctx = Context(config=config, store=store, provider=provider, speech=speech, metrics=metrics,
-                                 clock=clock, rng=rng or random.Random())
+                                 clock=clock, health=health, rng=rng or random.Random())
         self.store, self.metrics, self.clock = store, metrics, clock
         self.sleep = getattr(clock, "sleep", asyncio.sleep)
         limiter = RateLimiter(store.take_token, lambda: clock.now().timestamp(), sleep=self.sleep)
@@ -81,7 +85,7 @@ class Dispatcher:
 
     @property
     def provider_healthy(self) -> bool:
-        return self.ctx.provider_healthy
+        return self.ctx.health.healthy
 
     # ---------------------------------------------------------------------------------------- loop
 

@@ -147,9 +147,10 @@ class Placer:
         if exc.maybe_taken:
             # The provider may have taken it: from now on only these bytes may go out for this attempt.
             call.state = CallState.UNKNOWN
+        ctx.health.call_failed(exc)
         if isinstance(exc, AuthFailed):
-            # A credentials problem is not this call's fault: keep it queued, report not ready, retry slowly.
-            ctx.provider_ok(False)
+            # A credentials problem is not this call's fault: keep it queued, report it (the status page, the
+            # metrics; /-/ready stays true so that webhooks are still stored), retry slowly.
             page.due_at = now + cfg.provider.retry.max
             ctx.log(page, call, "provider refused our credentials; call kept queued", logging.ERROR,
                     code=exc.code, reason=exc.reason)

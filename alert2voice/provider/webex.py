@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from .base import (
 
 MESSAGES_PATH = "/v1/voice/messages"
 CALLS_PATH = "/v1/voice/calls"
+# The call id of a health probe: never a real call's, and recognisable in a request log.
+PROBE_PREFIX = "a2v-probe-"
 _USER_AGENT = f"alert2voice/{__version__}"
 
 Observe = Callable[[str, str, float], None]
@@ -91,6 +94,14 @@ class WebexProvider:
 
     async def call_status(self, message_id: str) -> CallStatus | None:
         """GET /v1/voice/calls/{id}; None when the provider answers 404."""
+        return await self._get_call("call_status", message_id)
+
+    async def probe(self) -> None:
+        """GET /v1/voice/calls/a2v-probe-<random>: returns when the provider takes the key (404 for an id it cannot
+        know), raises the typed ProviderError otherwise (AuthFailed, NetworkError, ...); see provider/health.py."""
+        await self._get_call("probe", PROBE_PREFIX + secrets.token_hex(8))
+
+    async def _get_call(self, endpoint: str, message_id: str) -> CallStatus | None:
         settings = self._settings()
         key = _key(settings)
         # The id comes from the provider, but it still goes into a path: quote it as one segment.
@@ -100,7 +111,7 @@ class WebexProvider:
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
         }
-        status, body, resp_headers = await self._send(settings, "call_status", "GET", url, headers, None)
+        status, body, resp_headers = await self._send(settings, endpoint, "GET", url, headers, None)
         return classify_status_response(status, body, resp_headers, redact=[key])
 
     async def _post(self, endpoint: str, path: str, body: dict[str, Any], request: CallRequest) -> Accepted:

@@ -19,6 +19,7 @@ from ..heartbeats import Heartbeats
 from ..live import LiveConfig
 from ..metrics import Metrics
 from ..provider import Provider
+from ..provider.health import ProviderHealth
 from ..provider.webex import WebexProvider
 from ..silences import Silencer
 from ..store import Store, StoreUnavailable, open_store
@@ -30,6 +31,7 @@ from .keys import (
     CLOCK,
     DISPATCHER,
     DISPATCHER_TASK,
+    HEALTH,
     HEARTBEATS,
     LIVE,
     METRICS,
@@ -55,11 +57,16 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     # `clock` is this process's; what replicas compare is read from the store's (a replica's wall clock may be off).
     app[CLOCK] = StoreClock(clock or Clock(), store.time, skew=metrics.clock_skew.set)
     app[SHUTDOWN] = asyncio.Event()
+    live, process_clock = app[LIVE], app[CLOCK]
+    app[HEALTH] = health = ProviderHealth(metrics, target=lambda: live.config.provider.url, now=process_clock.now,
+                                          sleep=process_clock.sleep)
+    live.on_reload.append(lambda _: health.recheck())  # a new key or address is known at once, fixed or broken
     if provider is not None:
         app[PROVIDER] = provider
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_clock_ctx)
     app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_probe_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx)
     app.cleanup_ctx.append(_heartbeats_ctx)
     app.router.add_post("/alerts", webhook.handle_alerts)
@@ -126,10 +133,24 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
             await silencer.close(grace=5.0)
 
 
+async def _probe_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Probe the provider at start and then periodically (provider/health.py), without holding the start up: until
+    the first answer the health is "not checked yet". A provider without probe() (a test's fake) is not probed."""
+    probe = getattr(app[PROVIDER], "probe", None)
+    task = asyncio.create_task(app[HEALTH].run(probe), name="provider-probe") if probe is not None else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def _make_dispatcher(app: web.Application) -> Dispatcher:
     live = app[LIVE]
     dispatcher = Dispatcher(config=lambda: live.config, store=app[STORE], provider=app[PROVIDER],
-                            speech=lambda: live.speech, metrics=app[METRICS], clock=app[CLOCK])
+                            speech=lambda: live.speech, metrics=app[METRICS], clock=app[CLOCK], health=app[HEALTH])
     app[DISPATCHER] = dispatcher
     app[ADMISSION] = Admission(live, app[STORE], app[METRICS], dispatcher)
     return dispatcher

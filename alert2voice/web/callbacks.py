@@ -10,11 +10,12 @@ from aiohttp import web
 from .. import callbacks
 from ..interactive import HANGUP, Answer
 from ..provider.base import MAX_BODY_BYTES, read_at_most
+from ..provider.health import TEST_CALL_PREFIX
 from ..silences import silences_for
 from ..store import StoreUnavailable
 from ..store.base import Conflict
 from .http import error, read_timeout
-from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SILENCER, STORE
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, SILENCER, STORE
 
 log = logging.getLogger("alert2voice.callbacks")
 
@@ -59,6 +60,11 @@ async def _apply(app: web.Application, event: callbacks.Event) -> web.Response:
         result = await app[DISPATCHER].outcomes.receipt(key, correlation=event.correlation_id,
                                                          message_id=event.message_id, outcome=event.outcome,
                                                          grace=event.grace)
+    elif (event.correlation_id or "").startswith(TEST_CALL_PREFIX):
+        # `alert2voice test-call` placed it (no page): the status page shows how it went.
+        said = event.outcome.value.replace("_", " ") if event.outcome else event.event
+        app[HEALTH].test_call_event(event.correlation_id or "", said, app[CLOCK].now())
+        result = "test_call"
     metrics.callbacks.labels(event.event, result).inc()
     if result == "unknown":
         log.warning("callback for an unknown call", extra={"event": event.event,

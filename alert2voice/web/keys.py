@@ -12,6 +12,7 @@ from ..heartbeats import Heartbeats
 from ..live import LiveConfig
 from ..metrics import Metrics
 from ..provider import Provider
+from ..provider.health import ProviderHealth
 from ..silences import Silencer
 from ..store import Store
 from ..store.clock import StoreClock
@@ -26,6 +27,8 @@ STORE: web.AppKey[Store] = web.AppKey("store")
 SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown", asyncio.Event)
 # Given to create_app (tests) or made by the provider context from the config.
 PROVIDER: web.AppKey[Provider] = web.AppKey("provider")
+# What probes and calls found of the provider; made by create_app (a test may swap its `sleep` before start).
+HEALTH: web.AppKey[ProviderHealth] = web.AppKey("health", ProviderHealth)
 # Made at startup by the cleanup contexts.
 SILENCER: web.AppKey[Silencer] = web.AppKey("silencer", Silencer)
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher", Dispatcher)

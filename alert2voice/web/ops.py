@@ -21,7 +21,7 @@ from ..preview import render_calls
 from ..store import StoreUnavailable
 from ..upcoming import upcoming
 from .http import error, read_json, unauthorized
-from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SHUTDOWN, STORE, SUPERVISOR
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, SHUTDOWN, STORE, SUPERVISOR
 from .webhook import parse
 
 log = logging.getLogger("alert2voice.web")
@@ -100,20 +100,20 @@ async def readiness(app: web.Application) -> list[str]:
     else:
         if not app[CLOCK].measured:  # measured within a second of the store answering
             problems.append("the store's clock not measured yet")
-    dispatcher = app[DISPATCHER]
-    if not dispatcher.running:
+    if not app[DISPATCHER].running:
         problems.append("dispatcher not running")
-    if not dispatcher.provider_healthy:
-        problems.append("provider refuses our credentials (401/403): check provider.service_key")
+    # Not the provider's health: a refused key or a provider away must not take every replica out of the Service,
+    # which would refuse the webhooks and callbacks that should be stored while the provider is fixed.
     return problems
 
 
 async def handle_ready(request: web.Request) -> web.Response:
-    """GET /-/ready: config loaded, store reachable, dispatcher running, provider taking our key."""
+    """GET /-/ready: config loaded, store reachable, dispatcher running; the provider's health is told, not required."""
     problems = await readiness(request.app)
+    provider = f"provider: {request.app[HEALTH].current.words}\n"
     if problems:
-        return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n")
-    return web.Response(text="alert2voice is ready.\n")
+        return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n" + provider)
+    return web.Response(text="alert2voice is ready.\n" + provider)
 
 
 @admin

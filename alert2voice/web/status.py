@@ -20,7 +20,7 @@ from ..store import StoreUnavailable
 from ..units import format_duration, format_instant
 from ..upcoming import upcoming
 from .http import error
-from .keys import CLOCK, DISPATCHER, LIVE, METRICS, STORE
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, STORE
 from .ops import admin, readiness, stored_page
 
 # The status page lists this many pages, newest first (/api/v1/pages?limit= shows more).
@@ -92,7 +92,7 @@ async def handle_status(request: web.Request) -> web.Response:
     return _html("status.html.j2", now=now, replica=replica(app), pages=pages, heartbeat_of=heartbeat_of,
                  upcoming={p.key: upcoming(p, config, now) for p in pages}, on_call=on_call(config, now),
                  heartbeats=heartbeats, store_error=store_error, problems=problems,
-                 provider_healthy=app[DISPATCHER].provider_healthy, reload=last_reload(app))
+                 provider=app[HEALTH].current, test_call=app[HEALTH].test_call, reload=last_reload(app))
 
 
 def replica(app: web.Application) -> str:
