@@ -533,6 +533,8 @@ class RouteConfig(_Model):
     escalation: list[EscalationStep] = Field(default_factory=list)
     repeat: int = Field(default=0, ge=0, le=20)
     send_resolved: bool = False
+    # An acknowledged page whose alerts still fire this long after is re-opened from its first step (off: None).
+    ack_timeout: Duration | None = None
     template: str | None = None
     resolved_template: str | None = None
     audio: AudioConfig | None = None

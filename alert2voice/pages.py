@@ -118,6 +118,7 @@ class Page:
     acknowledged_at: datetime | None = None
     acknowledged_via: str | None = None  # api | web | phone
     acknowledged_comment: str | None = None
+    reopened_at: datetime | None = None  # when routes[].ack_timeout last re-opened it (acknowledged, still firing)
     # The store's version when read: put() writes only over this one (0: new). Not part of what a page says.
     version: int = field(default=0, compare=False)
     # The store's epoch when read (Redis; "" elsewhere): a version read before the store lost its data never
@@ -264,7 +265,7 @@ def record_outcome(page: Page, call: Call, outcome: CallState, config: Config, n
             if outcome is CallState.ACKNOWLEDGED:
                 page.acknowledged_by, page.acknowledged_at, page.acknowledged_via = call.contact, now, "phone"
         if not any(c.open for c in page.calls):
-            page.due_at = None  # (a resolved call queued meanwhile keeps the page due: it is still to be placed)
+            page.due_at = idle_until(page, config)  # (a resolved call queued meanwhile keeps the page due)
     elif page.state is PageState.ACTIVE:
         if outcome is CallState.THROTTLED:
             _end_step(page, call, config)
@@ -340,7 +341,8 @@ class PageEnded(Exception):
         super().__init__(f"page {page.key[:12]} has ended already ({page.state.value})")
 
 
-def acknowledge(page: Page, now: datetime, *, by: str, via: str, comment: str | None = None) -> list[Call] | None:
+def acknowledge(page: Page, config: Config, now: datetime, *, by: str, via: str,
+                comment: str | None = None) -> list[Call] | None:
     """Someone acknowledged the page without its phone: no further call, queued ones cancelled (returned), one in
     flight left to finish. None when it was acknowledged already (nothing changes); PageEnded when it ended."""
     if page.state is PageState.ACKNOWLEDGED:
@@ -351,9 +353,32 @@ def acknowledge(page: Page, now: datetime, *, by: str, via: str, comment: str | 
     page.state, page.updated_at = PageState.ACKNOWLEDGED, now
     page.acknowledged_by, page.acknowledged_at, page.acknowledged_via = by, now, via
     page.acknowledged_comment = comment
-    if not any(c.open for c in page.calls):
-        page.due_at = None  # a call still ringing keeps the page due for its outcome (its deadline poll)
+    if not any(c.open for c in page.calls):  # a call still ringing keeps the page due for its outcome (its poll)
+        page.due_at = idle_until(page, config)
     return cancelled
+
+
+def idle_until(page: Page, config: Config) -> datetime | None:
+    """When a page with nothing to place or poll is due again: an acknowledged page whose route has an
+    `ack_timeout` is looked at once it runs out (re-opened if its alerts still fire); else never."""
+    route = route_of(config, page)
+    if (page.state is PageState.ACKNOWLEDGED and page.resolved_at is None and page.acknowledged_at is not None
+            and route is not None and route.ack_timeout is not None):
+        return page.acknowledged_at + route.ack_timeout
+    return None
+
+
+def reopen(page: Page, config: Config, now: datetime) -> bool:
+    """An acknowledged page whose alerts still fire `ack_timeout` after: active again, from its first step, with
+    new correlationIds (a new nonce) — once per acknowledgement. False when it is not due for that."""
+    due = idle_until(page, config)
+    if due is None or now < due or any(c.open for c in page.calls):
+        return False
+    page.state, page.round, page.step, page.attempts_in_step = PageState.ACTIVE, 0, 0, 0
+    page.nonce, page.due_at, page.updated_at = new_nonce(), now, now
+    page.reopened_at = now
+    page.acknowledged_by = page.acknowledged_at = page.acknowledged_via = page.acknowledged_comment = None
+    return True
 
 
 def current_step(page: Page) -> tuple[int, int]:

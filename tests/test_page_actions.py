@@ -198,3 +198,54 @@ async def test_the_escalate_button_passes_the_page_on_once_and_never_redirects_o
     assert resp.status == 303
     await settle(client.app[DISPATCHER])
     assert dialed(env) == [ALICE, BOB]
+
+
+# ------------------------------------------------------------------------------------------- ack_timeout
+
+ACK_TIMEOUT = {"    send_resolved: true\n": "    send_resolved: true\n    ack_timeout: 5s\n"}
+
+
+@pytest.mark.config(**ACK_TIMEOUT)
+async def test_an_acknowledged_page_still_firing_after_ack_timeout_escalates_again_once(client, env):
+    key = await escalating(client, env)
+    first = env["provider"].requests[0].correlation_id
+    status, body = await act(client, key, "ack", {"by": "dana"})
+    assert status == 200 and body["page"]["due_at"] is not None  # looked at again when the timeout runs out
+    d = client.app[DISPATCHER]
+    env["clock"].advance(timedelta(seconds=4))
+    await settle(d)
+    assert dialed(env) == [ALICE]
+    env["clock"].advance(timedelta(seconds=1))
+    await settle(d)
+    # Re-opened from its first step, with a new correlationId (a new nonce), and nobody acknowledged now.
+    assert dialed(env) == [ALICE, ALICE]
+    again = env["provider"].requests[1].correlation_id
+    assert again != first and again.rsplit("-", 2)[1] != first.rsplit("-", 2)[1]
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert (listed["state"], listed["acknowledged"]) == ("active", None)
+    # Once per acknowledgement: acknowledged again, it is re-opened again only after another 5 s.
+    await callback(client, receipt("REJECTED", correlation=again, code="7401"))
+    assert (await act(client, key, "ack", {"by": "dana"}))[0] == 200
+    env["clock"].advance(timedelta(seconds=4))
+    await settle(d)
+    assert len(dialed(env)) == 2
+
+
+@pytest.mark.config(**ACK_TIMEOUT)
+async def test_an_acknowledged_page_whose_alerts_resolved_is_not_reopened(client, env):
+    key = await escalating(client, env)
+    assert (await act(client, key, "ack", {"by": "dana"}))[0] == 200
+    await post(client, payload(alert(PAYMENTS, status="resolved")))
+    env["clock"].advance(timedelta(minutes=1))
+    await settle(client.app[DISPATCHER])
+    [listed] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert listed["state"] == "acknowledged" and listed["resolved_at"] is not None
+    # The resolved call goes to whoever was called (send_resolved); the escalation never starts again.
+    assert [r.dialed_number for r in env["provider"].requests] == [ALICE, ALICE]
+    assert env["provider"].requests[1].correlation_id.endswith("r2")
+
+
+async def test_without_ack_timeout_an_acknowledged_page_stays_acknowledged(client, env):
+    key = await escalating(client, env)
+    status, body = await act(client, key, "ack")
+    assert status == 200 and body["page"]["due_at"] is None

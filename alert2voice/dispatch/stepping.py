@@ -7,7 +7,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from ..pages import UNSENT_CALL_STATES, Call, CallState, Page, PageState, cancel_queued, next_call, route_of
+from ..pages import (
+    UNSENT_CALL_STATES,
+    Call,
+    CallState,
+    Page,
+    PageState,
+    cancel_queued,
+    idle_until,
+    next_call,
+    reopen,
+    route_of,
+)
 from ..store import StoreUnavailable
 from ..store.base import Conflict
 from .context import Context
@@ -69,6 +80,9 @@ class Stepper:
             # A reload removed the route everywhere: stop its escalation cleanly rather than call on a stale plan.
             self._cancel(page, now, "route removed by a config reload", fx)
         page.route_missing_since = None
+        if reopen(page, cfg, now):
+            fx(lambda: log.warning("acknowledged page re-opened: its alerts still fire after ack_timeout",
+                                   extra={"page_key": page.key, "route": page.route}))
         call = page.open_call
         if call is None and page.state is PageState.ACTIVE:
             had_calls = any(c.kind == "page" for c in page.calls)
@@ -84,7 +98,7 @@ class Stepper:
         placed = False
         if call is None:
             if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:
-                page.due_at = None
+                page.due_at = idle_until(page, cfg)
         elif call.state in UNSENT_CALL_STATES:
             await self.placer.place(page, call, cfg, now, fx)
             placed = call.state is CallState.ACCEPTED

@@ -75,7 +75,7 @@ async def change(app: web.Application, key: str, name: str, act: Act, body: dict
     async def decide(page: Page | None, fx: Effects) -> tuple[Page | None, bool]:
         if page is None:
             return None, False
-        given_up = act(page, now, by, {**body, "via": via})  # PageEnded: nothing written
+        given_up = act(page, now, by, {**body, "via": via, "config": app[LIVE].config})  # PageEnded: no write
         if given_up is None:
             return page, False
         fx(lambda: metrics.calls.labels(page.route, "cancelled").inc(len(given_up)))
@@ -110,7 +110,7 @@ async def _act(request: web.Request, name: str, act: Act) -> web.Response:
 
 
 def _acknowledge(page: Page, now: datetime, by: str, body: dict[str, Any]) -> list[Call] | None:
-    return acknowledge(page, now, by=by, via=body["via"], comment=body.get("comment"))
+    return acknowledge(page, body["config"], now, by=by, via=body["via"], comment=body.get("comment"))
 
 
 def _escalate(page: Page, now: datetime, by: str, body: dict[str, Any]) -> list[Call] | None:
