@@ -555,7 +555,7 @@ def test_validation_is_strict(rendered, kubernetes_validate, crd_validators):
 def test_kubernetes_validate_cli_on_rendered_files(rendered, kubernetes_validate, tmp_path):
     """The command CI users run: `kubernetes-validate --strict` passes every core kind (CRDs only warn)."""
     for name, docs in rendered.items():
-        path = tmp_path / f"{name}.yaml"
+        path = tmp_path / f"{name.replace('/', '-')}.yaml"
         path.write_text(yaml.safe_dump_all(docs))
         result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", str(path)],
                                 capture_output=True, text=True, timeout=120)
