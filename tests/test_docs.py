@@ -148,7 +148,7 @@ def anchors(page: Path) -> set[str]:
 def test_the_pages_are_there():
     names = {p.relative_to(REPO).as_posix() for p in PAGES}
     assert {"README.md", "docs/configuration.md", "docs/http-api.md", "docs/metrics.md", "docs/lifecycle.md",
-            "docs/operations.md"} <= names
+            "docs/operations.md", "docs/troubleshooting.md"} <= names
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
@@ -187,3 +187,42 @@ def test_relative_links_resolve(page: Path):
 def test_anchors_follow_github():
     page = REPO / "docs" / "http-api.md"
     assert {"post-alerts", "get--ready", "post-callbackswebex"} <= anchors(page)
+
+
+def _metric_names() -> set[str]:
+    """Every sample name the service exports (a counter's `_total`, a histogram's series, an info's `_info`)."""
+    from alert2voice.metrics import Metrics
+
+    suffixes = {"counter": ["_total"], "histogram": ["", "_bucket", "_sum", "_count"], "info": ["_info"]}
+    return {family.name + suffix for family in Metrics().registry.collect()
+            for suffix in suffixes.get(family.type, [""])}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_metric_named_exists(page: Path):
+    named = set(re.findall(r"\balert2voice_[a-z_]+[a-z]", page.read_text(encoding="utf-8")))
+    unknown = named - _metric_names()
+    assert not unknown, f"{page.name} names metrics the service does not export: {sorted(unknown)}"
+
+
+# The log lines docs/troubleshooting.md tells readers to look for, each as the service writes it.
+TROUBLESHOOTING_LOG_LINES = [
+    "webhook refused", "store unavailable; answering 503 so Alertmanager retries", "no route matched",
+    "call deferred by throttle", "call folded into a storm summary", "storm summary call placed",
+    "provider error; retrying", "provider refused our credentials; call kept queued",
+    "call outcome unknown; waiting for its receipts", "callback refused: wrong or missing credentials",
+    "callback for an unknown call", "heartbeat missing; page opened", "webhook accepted",
+]
+
+
+def test_troubleshooting_quotes_log_lines_the_service_writes():
+    page = " ".join((REPO / "docs" / "troubleshooting.md").read_text(encoding="utf-8").split())  # lines unwrapped
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "alert2voice").rglob("*.py"))
+    for line in TROUBLESHOOTING_LOG_LINES:
+        assert f"`{line}`" in page, f"troubleshooting.md no longer quotes {line!r}"
+        assert f'"{line}"' in source, f"no log line {line!r} in alert2voice/"
+    # Outcome lines are `call <outcome>`, built from CallState.
+    from alert2voice.pages import CALL_OUTCOMES
+
+    for outcome in re.findall(r"`call (\w+)`", page):
+        assert outcome in CALL_OUTCOMES, f"troubleshooting.md quotes `call {outcome}`, not an outcome"
