@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import types
 import typing
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ import yaml
 from pydantic import BaseModel
 
 from alert2voice.config import Config, ThrottleConfig
-from alert2voice.units import format_duration
+from alert2voice.units import format_duration, parse_duration
+from tests.e2e_support import require_alertmanager
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "configuration.md"
@@ -226,3 +228,78 @@ def test_troubleshooting_quotes_log_lines_the_service_writes():
 
     for outcome in re.findall(r"`call (\w+)`", page):
         assert outcome in CALL_OUTCOMES, f"troubleshooting.md quotes `call {outcome}`, not an outcome"
+
+
+def _readme_yaml_blocks() -> list[Any]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+
+
+def _readme_alertmanager_yml() -> dict[str, Any]:
+    """The README's Alertmanager example: the yaml block with both a `route` and `receivers`."""
+    found = [b for b in _readme_yaml_blocks() if isinstance(b, dict) and {"route", "receivers"} <= b.keys()]
+    assert len(found) == 1, "the README has one complete alertmanager.yml example"
+    return found[0]
+
+
+def refresh_period(group_interval: str, repeat_interval: str) -> float:
+    """Seconds between two notifications of an always-firing group: Alertmanager looks at a group every
+    group_interval and resends at the first look at which more than repeat_interval has passed since the last
+    send (logged a moment after its look, so a look exactly repeat_interval later is too early)."""
+    interval = parse_duration(group_interval).total_seconds()
+    repeat = parse_duration(repeat_interval).total_seconds()
+    return (repeat // interval + 1) * interval
+
+
+def test_refresh_period_as_measured():
+    """Measured with Alertmanager 0.25 (README): 1m/1m resends every 120 s, 30s/1m every 90 s."""
+    assert refresh_period("1m", "1m") == 120
+    assert refresh_period("30s", "1m") == 90
+    assert refresh_period("5m", "4h") == 4 * 3600 + 300
+
+
+def test_readme_alertmanager_example_groups_and_keeps_the_heartbeat_alive():
+    """The README's alertmanager.yml is complete: a route grouping by alertname (without group_by every alert
+    shares one group, one page, one resolution: issue 20), a receiver posting to /alerts with a credential, and
+    a Watchdog route whose real refresh period is at most half the README heartbeat's timeout, as stated."""
+    config = _readme_alertmanager_yml()
+    route = config["route"]
+    assert "alertname" in route["group_by"]
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert route["receiver"] in receivers
+    hooks = {name: r["webhook_configs"][0] for name, r in receivers.items() if r.get("webhook_configs")}
+    assert len(hooks) == 1
+    (voice, hook), = hooks.items()
+    assert hook["url"].endswith("/alerts") and hook["send_resolved"] is True
+    assert hook["http_config"]["authorization"]["credentials_file"]
+    children = route["routes"]
+    assert any(r["receiver"] == voice and "severity" in " ".join(r["matchers"]) for r in children)
+    watchdog, = (r for r in children if r.get("matchers") == ['alertname="Watchdog"'])
+    assert watchdog["receiver"] == voice
+    period = refresh_period(watchdog["group_interval"], watchdog["repeat_interval"])
+    heartbeat, = (h for b in _readme_yaml_blocks() if isinstance(b, dict) for h in b.get("heartbeats", [])
+                  if h.get("matchers") == ['alertname="Watchdog"'])
+    assert parse_duration(heartbeat["timeout"]).total_seconds() >= 2 * period
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert f"every {format_duration_words(period)}" in readme
+
+
+def format_duration_words(seconds: float) -> str:
+    """120 -> "2 minutes", 90 -> "90 s": how the README states a refresh period."""
+    return f"{int(seconds // 60)} minutes" if seconds % 60 == 0 else f"{int(seconds)} s"
+
+
+def test_readme_alertmanager_example_passes_amtool(tmp_path: Path):
+    """`amtool check-config` (Debian's prometheus-alertmanager) accepts the README's alertmanager.yml."""
+    _, amtool = require_alertmanager()
+    config = _readme_alertmanager_yml()
+    token = tmp_path / "token"
+    token.write_text("a-token\n")
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["http_config"]["authorization"]["credentials_file"] = str(token)
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
