@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from alert2voice.config import Config, ThrottleConfig
 from alert2voice.units import format_duration, parse_duration
-from tests.e2e_support import require_alertmanager
+from tests.e2e_support import readme_alertmanager_config, require_alertmanager
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "configuration.md"
@@ -235,13 +235,6 @@ def _readme_yaml_blocks() -> list[Any]:
     return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.S)]
 
 
-def _readme_alertmanager_yml() -> dict[str, Any]:
-    """The README's Alertmanager example: the yaml block with both a `route` and `receivers`."""
-    found = [b for b in _readme_yaml_blocks() if isinstance(b, dict) and {"route", "receivers"} <= b.keys()]
-    assert len(found) == 1, "the README has one complete alertmanager.yml example"
-    return found[0]
-
-
 def refresh_period(group_interval: str, repeat_interval: str) -> float:
     """Seconds between two notifications of an always-firing group: Alertmanager looks at a group every
     group_interval and resends at the first look at which more than repeat_interval has passed since the last
@@ -262,7 +255,7 @@ def test_readme_alertmanager_example_groups_and_keeps_the_heartbeat_alive():
     """The README's alertmanager.yml is complete: a route grouping by alertname (without group_by every alert
     shares one group, one page, one resolution: issue 20), a receiver posting to /alerts with a credential, and
     a Watchdog route whose real refresh period is at most half the README heartbeat's timeout, as stated."""
-    config = _readme_alertmanager_yml()
+    config = readme_alertmanager_config()
     route = config["route"]
     assert "alertname" in route["group_by"]
     receivers = {r["name"]: r for r in config["receivers"]}
@@ -292,7 +285,7 @@ def format_duration_words(seconds: float) -> str:
 def test_readme_alertmanager_example_passes_amtool(tmp_path: Path):
     """`amtool check-config` (Debian's prometheus-alertmanager) accepts the README's alertmanager.yml."""
     _, amtool = require_alertmanager()
-    config = _readme_alertmanager_yml()
+    config = readme_alertmanager_config()
     token = tmp_path / "token"
     token.write_text("a-token\n")
     for receiver in config["receivers"]:
