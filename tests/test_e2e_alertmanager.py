@@ -28,6 +28,7 @@ from tests.e2e_support import (
     eventually,
     in_ci,
     one_page,
+    readme_alertmanager_config,
     require_alertmanager,
     running_stack,
 )
@@ -186,6 +187,36 @@ async def test_critical_alert_places_exactly_one_call(stack: Stack, start_am, ht
     for what, secret in stack.secrets.items():
         assert secret not in exposed, f"the {what} appears in logs, /metrics or /api/v1/pages"
     assert stack.number not in exposed, "an unmasked phone number appears in logs, /metrics or /api/v1/pages"
+
+
+async def test_the_readme_alertmanager_example_pages_once_per_alertname(stack: Stack, start_am, tmp_path: Path,
+                                                                         http: aiohttp.ClientSession) -> None:
+    """The README's alertmanager.yml, with only its URL, credential file and root timings changed for a test:
+    two critical alerts of different names fired together are two groups, so two pages and two calls (issue 20:
+    without group_by they shared the group {} and one page)."""
+    config = readme_alertmanager_config()
+    token = tmp_path / "alert2voice-token"
+    token.write_text(stack.token + "\n", encoding="utf-8")
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = f"{stack.a2v_url}/alerts"
+            hook["http_config"]["authorization"]["credentials_file"] = str(token)
+    config["route"].update(group_wait="1s", group_interval="2s")
+    am = start_am("am", config)
+    before = await stack.metrics(http)
+    await asyncio.gather(am.fire(http, payments("E2EReadmeCheckout"), {"summary": "Checkout down"}),
+                         am.fire(http, payments("E2EReadmeLedger"), {"summary": "Ledger behind"}))
+
+    checkout = await one_page(stack, http, "E2EReadmeCheckout", answered, "the checkout page answered")
+    ledger = await one_page(stack, http, "E2EReadmeLedger", answered, "the ledger page answered")
+    assert checkout["key"] != ledger["key"]
+    for page, name in ((checkout, "E2EReadmeCheckout"), (ledger, "E2EReadmeLedger")):
+        assert [a["labels"]["alertname"] for a in page["alerts"]] == [name], dumps(page)
+        assert page["group_key"].endswith(f':{{alertname="{name}"}}'), page["group_key"]
+        assert len(await calls_of(stack, http, page)) == 1
+    after = await stack.metrics(http)
+    assert after.delta(before, "alert2voice_pages_total", route=PAGING, result="called") == 2
+    assert after.delta(before, "alert2voice_webhooks_total", result="unauthorized") == 0
 
 
 async def test_catch_all_route_calls_nobody(stack: Stack, start_am, http: aiohttp.ClientSession) -> None:

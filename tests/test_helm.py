@@ -253,8 +253,9 @@ def _without_store(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_example_config_is_the_kustomize_config(rendered):
-    """The chart's example, ci/standalone-values.yaml, renders deploy/base/config.yaml's config (comments aside)."""
-    assert _config(rendered["standalone"]) == yaml.safe_load((DEPLOY / "base" / "config.yaml").read_text())
+    """The chart's example, ci/standalone-values.yaml, renders deploy/examples/standalone/config.yaml's config
+    (comments aside)."""
+    assert _config(rendered["standalone"]) == yaml.safe_load((DEPLOY / "examples" / "standalone" / "config.yaml").read_text())
 
 
 def test_config_is_the_users_whole_plus_the_wiring(rendered):

@@ -443,7 +443,7 @@ def test_check_finds_labels_not_every_alert_carries(tmp_path: Path) -> None:
     )
     assert Speech(tmp_path).check("k8s.ssml.j2", NOW) == [
         "k8s.ssml.j2:2: 'dict object' has no attribute 'cluster' (not every alert has every label and annotation: "
-        'write .get("cluster"), as in alert.labels.get("cluster"))'
+        'write .get("cluster"): alert.labels.get("cluster") or alert.annotations.get("cluster"))'
     ]
 
 
@@ -453,7 +453,7 @@ def test_errors_in_imported_macros_name_the_macro_file(tmp_path: Path) -> None:
     write(tmp_path, "main.ssml.j2", SPEAK + '{% import "lib/macros.j2" as m %}{{ m.where(alerts[0]) }}</speak>')
     assert Speech(tmp_path).check("main.ssml.j2", NOW) == [
         "lib/macros.j2:2: 'dict object' has no attribute 'nope' (not every alert has every label and annotation: "
-        'write .get("nope"), as in alert.labels.get("nope"))'
+        'write .get("nope"): alert.labels.get("nope") or alert.annotations.get("nope"))'
     ]
 
 
@@ -963,7 +963,7 @@ def test_check_renders_an_alert_that_has_only_an_alertname(tmp_path: Path) -> No
     write(tmp_path, "k8s.ssml.j2", SPEAK + "{% for a in alerts_spoken %}<s>{{ a.labels.instance }}</s>{% endfor %}</speak>")
     assert Speech(tmp_path).check("k8s.ssml.j2", NOW) == [
         "k8s.ssml.j2:1: 'dict object' has no attribute 'instance' (not every alert has every label and annotation: "
-        'write .get("instance"), as in alert.labels.get("instance"))'
+        'write .get("instance"): alert.labels.get("instance") or alert.annotations.get("instance"))'
     ]
     write(tmp_path, "group.txt.j2", "{{ group_labels.cluster }}")
     [problem] = Speech(tmp_path).check("group.txt.j2", NOW)  # the sample group has a cluster; the bare one none
