@@ -425,7 +425,7 @@ async def test_callbacks_false_sends_nothing_but_the_call_completes(sim, receive
     assert call == {
         "message_id": message_id, "mode": "message", "caller_id": "+15550001234", "dialed_number": NUMBER,
         "correlation_id": "p-3f2a-1", "callback_url": receiver.url, "callback_auth_id": None, "outcome": "answer",
-        "digit": "1", "callbacks": False, "no_input_event": "COLLECTED_DIGITS", "detect_voicemail": False,
+        "digit": "1", "keys": ["1"], "callbacks": False, "no_input_event": "COLLECTED_DIGITS", "detect_voicemail": False,
         "audio": tts(), "fallbacks": [], "accepted_time": stamp, "status": "ANSWERED", "status_time": stamp,
         "offered_time": stamp, "answered_time": stamp, "duration_seconds": 0, "done": True,
         "events": ["OFFERED", "ACCEPTED", "ANSWERED", "DROPPED", "Released"], "actions": [],
