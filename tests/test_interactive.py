@@ -224,7 +224,7 @@ async def test_escalate_key_ends_the_call_and_calls_the_next_step_at_once(client
     assert page["state"] == "active"
     assert (page["calls"][0]["state"], page["calls"][0]["error"]) == ("cancelled", "escalated by alice")
     await client.app[DISPATCHER].settled()  # no clock advance: the next step (bob) is due now, not in 3m
-    first, second = env["provider"].placed
+    _, second = env["provider"].placed
     assert second.request.dialed_number == BOB and second.mode == "interactive"
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="cancelled") == 1
     assert metric(env, "alert2voice_pages_acknowledged_total", via="phone") == 0
@@ -541,3 +541,42 @@ async def test_end_to_end_keypress_acknowledges_and_silences(request, tmp_path, 
             assert silence["createdBy"] == "alert2voice"
             assert silence["comment"] == f"Acknowledged by alice by phone (page {page['key'][:12]})"
             assert {(m["name"], m["value"]) for m in silence["matchers"]} == set(labels.items())
+
+
+async def test_end_to_end_menu_repeat_then_escalate_calls_the_next_contact(request, tmp_path):
+    """alert2voice serve (interactive) -> the simulator pressing star, then 5 -> the next step called at once."""
+    bob = "+442071838750"
+
+    def menu_config(config: dict[str, Any]) -> None:
+        config["provider"]["mode"] = "interactive"
+        config["contacts"]["bob"] = {"number": bob, "timezone": "UTC"}
+        # alice's 3m interval would hold a not-reached page for the whole test: only the escalate key moves it.
+        config["routes"][0]["escalation"] = [{"call": "alice", "attempts": 2, "interval": "3m"},
+                                             {"call": "bob", "attempts": 1}]
+
+    with e2e_support.running_stack(request, tmp_path, store="sqlite", configure=menu_config) as stack:
+        async with aiohttp.ClientSession() as session:
+            await stack.script_number(session, stack.number, {"outcome": "press", "keys": ["*", "5"]})
+            await stack.script_number(session, bob, {"outcome": "no_answer"})
+            body = payload(alert({"alertname": "MenuE2E", "team": "payments", "severity": "critical"}))
+            async with session.post(f"{stack.a2v_url}/alerts", json=body,
+                                    headers={"Authorization": f"Bearer {stack.token}"}) as resp:
+                assert resp.status == 200, await resp.text()
+
+            async def both_called():
+                calls = {c["dialed_number"]: c for c in await stack.sim_calls(session)}
+                return calls if bob in calls and calls[stack.number]["done"] else None
+
+            calls = await e2e_support.eventually(both_called, "bob called after alice pressed 5")
+            alice = calls[stack.number]
+            assert [(a["event"], a["action"]["action"]) for a in alice["actions"]] == [
+                ("ANSWERED", "PLAY"), ("COLLECTED_DIGITS", "PLAY"), ("COLLECTED_DIGITS", "PLAY"),
+                ("PLAYED", "HANGUP")], e2e_support.dumps(alice)
+            first, repeated, passed = (a["action"] for a in alice["actions"][:3])
+            assert repeated == first and spoken(first["audio"][0]).endswith(MENU)
+            assert spoken(passed["audio"][0]) == "Passing this on to the next person. Goodbye."
+            assert calls[bob]["mode"] == "interactive"
+            [page] = await stack.pages_for(session, "MenuE2E")
+            assert [(c["contact"], c["state"], c["error"]) for c in page["calls"]][0] == (
+                "alice", "cancelled", "escalated by alice")
+            assert page["calls"][1]["contact"] == "bob"
