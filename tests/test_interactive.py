@@ -577,6 +577,6 @@ async def test_end_to_end_menu_repeat_then_escalate_calls_the_next_contact(reque
             assert spoken(passed["audio"][0]) == "Passing this on to the next person. Goodbye."
             assert calls[bob]["mode"] == "interactive"
             [page] = await stack.pages_for(session, "MenuE2E")
-            assert [(c["contact"], c["state"], c["error"]) for c in page["calls"]][0] == (
-                "alice", "cancelled", "escalated by alice")
+            pressed = page["calls"][0]
+            assert (pressed["contact"], pressed["state"], pressed["error"]) == ("alice", "cancelled", "escalated by alice")
             assert page["calls"][1]["contact"] == "bob"
