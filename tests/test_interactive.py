@@ -15,7 +15,8 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from alert2voice.config import SilenceConfig
+from alert2voice import interactive
+from alert2voice.config import AcknowledgementConfig, SilenceConfig
 from alert2voice.metrics import Metrics
 from alert2voice.provider import CallStatus
 from alert2voice.provider.fake import RecordingProvider
@@ -211,6 +212,15 @@ async def test_two_misses_hang_up_and_escalate(client, env, misses, menu_only):
 
 
 # ------------------------------------------------------------------------------------------ the menu
+
+
+@pytest.mark.parametrize(("keys", "said"), [
+    ({}, MENU),
+    ({"digit": "#", "escalate_digit": "0", "repeat_digit": None}, "Press pound to acknowledge, 0 to pass to the next person."),
+    ({"escalate_digit": None, "repeat_digit": None}, "Press 1 to acknowledge."),
+])
+def test_the_menu_says_the_configured_keys(keys, said):
+    assert interactive.prompt_text(AcknowledgementConfig(**keys)) == said
 
 
 async def test_escalate_key_ends_the_call_and_calls_the_next_step_at_once(client, env):
