@@ -492,6 +492,31 @@ async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_p
     assert names == ["Storm2", "Storm3", "Storm4"]
 
 
+async def test_escalate_key_on_a_storm_summary_passes_every_page_it_spoke_for_on(aiohttp_client, env):
+    config = make_config(CONFIG, **INTERACTIVE, **{"per_number: [{calls: 3, per: 15m}]":
+                                                   "per_number: [{calls: 100, per: 15m}]\n  storm: {pages: 2, per: 10m}"})
+    client = await start(aiohttp_client, env, config)
+    for i in range(5):
+        labels = {**PAYMENTS, "alertname": f"Storm{i}", "instance": f"node{i}:9100"}
+        resp = await client.post("/alerts", data=json.dumps(payload(alert(labels), group_key=f"g{i}")),
+                                 headers={**AUTH, "Content-Type": "application/json"})
+        assert resp.status == 200
+    d = client.app[DISPATCHER]
+    await settle(d)
+    env["clock"].advance(timedelta(minutes=10))
+    await settle(d)
+    session = env["provider"].accepted[2].message_id
+    await send(client, "ANSWERED", session)
+    await send(client, "COLLECTED_DIGITS", session, **digits("5"))
+    await settle(d)  # no clock advance: bob is due now for each of them
+    passed = [p for p in await pages(client) if p["calls"][0]["error"] == "escalated by alice"]
+    assert len(passed) == 3
+    assert all(p["state"] == "active" and p["calls"][0]["state"] == "cancelled" for p in passed)
+    assert all([c["contact"] for c in p["calls"]] == ["alice", "bob"] for p in passed)
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="cancelled") == 3
+    assert BOB in [p.request.dialed_number for p in env["provider"].placed]
+
+
 # ------------------------------------------------------------------------------------------ end to end
 
 
@@ -553,6 +578,7 @@ async def test_end_to_end_keypress_acknowledges_and_silences(request, tmp_path, 
             assert {(m["name"], m["value"]) for m in silence["matchers"]} == set(labels.items())
 
 
+@pytest.mark.e2e
 async def test_end_to_end_menu_repeat_then_escalate_calls_the_next_contact(request, tmp_path):
     """alert2voice serve (interactive) -> the simulator pressing star, then 5 -> the next step called at once."""
     bob = "+442071838750"
