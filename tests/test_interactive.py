@@ -462,12 +462,11 @@ async def test_silence_requests_are_counted_once_each_after_retries(alertmanager
     assert metric(env, "alert2voice_silence_requests_total", result="failed") == 1
 
 
-async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_page(aiohttp_client, env,
-                                                                                      alertmanager):
-    config = make_config(CONFIG + f"acknowledgement: {{silence: {{alertmanager_url: 'http://127.0.0.1:{alertmanager.port}',"
-                                  " duration: 2h}}\n", **INTERACTIVE,
-                         **{"per_number: [{calls: 3, per: 15m}]":
-                            "per_number: [{calls: 100, per: 15m}]\n  storm: {pages: 2, per: 10m}"})
+STORM = {"per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 100, per: 15m}]\n  storm: {pages: 2, per: 10m}"}
+
+
+async def storm_summary(aiohttp_client, env, config) -> tuple[Any, str]:
+    """Five pages for alice at once: two calls, then one summary call for the other three; its sessionId."""
     client = await start(aiohttp_client, env, config)
     for i in range(5):
         labels = {**PAYMENTS, "alertname": f"Storm{i}", "instance": f"node{i}:9100"}
@@ -479,7 +478,14 @@ async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_p
     env["clock"].advance(timedelta(minutes=10))
     await settle(d)
     assert [p.mode for p in env["provider"].placed] == ["interactive"] * 3
-    session = env["provider"].accepted[2].message_id
+    return client, env["provider"].accepted[2].message_id
+
+
+async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_page(aiohttp_client, env,
+                                                                                      alertmanager):
+    config = make_config(CONFIG + f"acknowledgement: {{silence: {{alertmanager_url: 'http://127.0.0.1:{alertmanager.port}',"
+                                  " duration: 2h}}\n", **INTERACTIVE, **STORM)
+    client, session = await storm_summary(aiohttp_client, env, config)
     text = spoken((await send(client, "ANSWERED", session))["audio"][0])
     for i in (2, 3, 4):
         assert f"Storm{i}" in text or f"Storm {i}" in text, text
@@ -493,22 +499,10 @@ async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_p
 
 
 async def test_escalate_key_on_a_storm_summary_passes_every_page_it_spoke_for_on(aiohttp_client, env):
-    config = make_config(CONFIG, **INTERACTIVE, **{"per_number: [{calls: 3, per: 15m}]":
-                                                   "per_number: [{calls: 100, per: 15m}]\n  storm: {pages: 2, per: 10m}"})
-    client = await start(aiohttp_client, env, config)
-    for i in range(5):
-        labels = {**PAYMENTS, "alertname": f"Storm{i}", "instance": f"node{i}:9100"}
-        resp = await client.post("/alerts", data=json.dumps(payload(alert(labels), group_key=f"g{i}")),
-                                 headers={**AUTH, "Content-Type": "application/json"})
-        assert resp.status == 200
-    d = client.app[DISPATCHER]
-    await settle(d)
-    env["clock"].advance(timedelta(minutes=10))
-    await settle(d)
-    session = env["provider"].accepted[2].message_id
+    client, session = await storm_summary(aiohttp_client, env, make_config(CONFIG, **INTERACTIVE, **STORM))
     await send(client, "ANSWERED", session)
     await send(client, "COLLECTED_DIGITS", session, **digits("5"))
-    await settle(d)  # no clock advance: bob is due now for each of them
+    await settle(client.app[DISPATCHER])  # no clock advance: bob is due now for each of them
     passed = [p for p in await pages(client) if p["calls"][0]["error"] == "escalated by alice"]
     assert len(passed) == 3
     assert all(p["state"] == "active" and p["calls"][0]["state"] == "cancelled" for p in passed)
