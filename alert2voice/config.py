@@ -607,9 +607,23 @@ class SilenceConfig(_Model):
     duration: Duration = timedelta(hours=2)
 
 
+Key = Annotated[str, Field(pattern=r"^[0-9*#]$")]
+
+
 class AcknowledgementConfig(_Model):
-    digit: str = Field(default="1", pattern=r"^[0-9*#]$")
+    """The keys of the phone menu in interactive mode, and the silence every acknowledgement creates."""
+
+    digit: Key = "1"
+    escalate_digit: Key | None = "5"  # pass the page to its next step now; null: no such key
+    repeat_digit: Key | None = "*"    # hear the message and the menu again; null: no such key
     silence: SilenceConfig | None = None
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> AcknowledgementConfig:
+        keys = [k for k in (self.digit, self.escalate_digit, self.repeat_digit) if k is not None]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"digit, escalate_digit and repeat_digit must be different keys (got {', '.join(keys)})")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------- root

@@ -72,6 +72,7 @@ class Call:
     storm: list[str] = field(default_factory=list)  # pages sharing this call (a storm summary), this one included
     interactive: bool = False      # placed through /v1/voice/calls: only a keypress acknowledges it
     prompts: int = 0               # interactive: how often the message and its prompt were played
+    misses: int = 0                # interactive: answers with no key, or a key not in the menu
     # The attempt's whole request, built once when the attempt was created (provider.CallRequest.to_dict(), and
     # for an interactive call what it says when answered): every try sends these bytes. None until frozen.
     request: dict[str, Any] | None = None

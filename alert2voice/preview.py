@@ -8,6 +8,7 @@ import tempfile
 from datetime import datetime
 from typing import Any
 
+from . import interactive
 from .alertmanager import Payload
 from .config import Config
 from .logs import mask_number
@@ -32,10 +33,10 @@ def render_calls(config: Config, speech: Speech, payload: Payload, now: datetime
         name = planned.route.template_for(config.templates, "firing")
         contact = config.contacts[target.contact] if target.contact else None
         voice = config.speech.for_contact(contact.speech if contact else None)
-        digit = config.acknowledgement.digit if config.provider.mode == "interactive" else None
+        keys = interactive.speech_keys(config, config.provider.mode == "interactive")
         ssml = speech.render(name, SpeechContext(payload=payload, alerts=list(planned.firing),
                                                  route=planned.route.name, contact=target.contact or "", now=now,
-                                                 language=voice.language, ack_digit=digit))
+                                                 language=voice.language, **keys))
         entry.update(contact=target.contact, number=mask_number(target.number), reason=target.reason,
                      text_format=speech.text_format(name), ssml=ssml)
         out.append(entry)

@@ -24,7 +24,9 @@ Template variables:
   the webhook; ``route``, ``contact``: the route and the contact being called; ``status``:
   "firing" or "resolved"; ``now``: the time of the call (aware datetime); ``language``: the
   call's language, for ``xml:lang``; ``ack_digit``: in interactive mode the key that acknowledges
-  the page ("1", "*" or "#"...), else None: a template that uses it ends with its own prompt.
+  the page ("1", "*" or "#"...), else None; ``menu``: in interactive mode the whole key menu as one
+  sentence ("Press 1 to acknowledge, 5 to pass to the next person, star to repeat."), else None. A
+  template that uses either says its own prompt; otherwise the menu follows it.
 
 A render is bounded in work, time and size (alert2voice.sandbox); over a bound it fails like any other
 error. render() raises a TemplateError; speak(), which calls use, falls back instead: to the packaged
@@ -105,6 +107,7 @@ class SpeechContext:
     status: Literal["firing", "resolved"] = "firing"
     language: str = "en-US"
     ack_digit: str | None = None
+    menu: str | None = None  # interactive.prompt_text(): the keys of the phone menu, as said
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -516,6 +519,7 @@ def _variables(ctx: SpeechContext, spoken: int, annotation_cut: int | None, labe
         "now": ctx.now,
         "language": _cut(ctx.language, label_cut),
         "ack_digit": ctx.ack_digit,
+        "menu": ctx.menu,
     }
 
 
@@ -758,7 +762,8 @@ class Speech:
 
     def _spoken(self, name: str, ctx: SpeechContext) -> Spoken:
         text = self.render(name, ctx)
-        return Spoken(text, self.text_format(name), ctx.ack_digit is not None and self.uses(name, "ack_digit"))
+        asks = ctx.ack_digit is not None and (self.uses(name, "menu") or self.uses(name, "ack_digit"))
+        return Spoken(text, self.text_format(name), asks)
 
     def _packaged_only(self) -> Speech:
         """A Speech that sees only the packaged templates: a user directory may shadow their names."""

@@ -114,7 +114,8 @@ def test_example_config_loads_with_its_values_and_defaults(example_config_path):
     assert [(r.calls, r.per) for r in config.throttle.per_number] == [
         (3, timedelta(minutes=15)), (7, timedelta(hours=1))]
     assert config.throttle.max_hold == timedelta(minutes=1)
-    assert config.acknowledgement.digit == "1"
+    assert (config.acknowledgement.digit, config.acknowledgement.escalate_digit,
+            config.acknowledgement.repeat_digit) == ("1", "5", "*")
     assert config.acknowledgement.silence is None
 
 
@@ -136,7 +137,13 @@ def test_minimal_config_takes_every_default():
     assert (config.contacts, config.rotations, config.routes) == ({}, {}, [])
     assert config.throttle.global_ is None
     assert config.throttle.max_hold == timedelta(minutes=1)
-    assert config.acknowledgement.digit == "1"
+    assert (config.acknowledgement.digit, config.acknowledgement.escalate_digit,
+            config.acknowledgement.repeat_digit) == ("1", "5", "*")
+
+
+def test_menu_keys_may_be_turned_off():
+    config = parse_config(MINIMAL + 'acknowledgement: {escalate_digit: null, repeat_digit: null}\n', file=FILE, env={})
+    assert (config.acknowledgement.escalate_digit, config.acknowledgement.repeat_digit) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -210,6 +217,10 @@ PROBLEMS = [
                  "invalid size", id="invalid-size"),
     pytest.param('digit: "1"', 'digit: "12"', "acknowledgement.digit", 'digit: "12"', "pattern",
                  id="invalid-digit"),
+    pytest.param('escalate_digit: "5"', 'escalate_digit: "A"', "acknowledgement.escalate_digit",
+                 'escalate_digit: "A"', "pattern", id="invalid-escalate-digit"),
+    pytest.param('repeat_digit: "*"', 'repeat_digit: "1"', "acknowledgement", "acknowledgement:",
+                 "digit, escalate_digit and repeat_digit must be different keys (got 1, 5, 1)", id="same-key-twice"),
     pytest.param("max_hold: 1m", "max_hold: a minute", "throttle.max_hold", "a minute", "invalid duration",
                  id="invalid-max-hold"),
     pytest.param("listen: 127.0.0.1:9095", "listen: 127.0.0.1", "server.listen", "listen: 127.0.0.1 ",

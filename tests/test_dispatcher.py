@@ -466,7 +466,8 @@ async def test_an_answered_interactive_call_hears_the_fallback(tmp_path):
     answer = await answered(d, store, config)
     [audio] = answer.action["audio"]  # the built-in template says the prompt itself
     heard = "".join(ET.fromstring(audio["text"]).itertext())
-    assert "High CPU" in heard and heard.strip().endswith("Press 1 to acknowledge.")
+    assert "High CPU" in heard and heard.strip().endswith(
+        "Press 1 to acknowledge, 5 to pass to the next person, star to repeat.")
     assert template_errors(d) == 1
 
 
@@ -478,7 +479,7 @@ async def test_when_no_template_fits_a_fixed_sentence_and_the_prompt_are_spoken(
     d.ctx.speech = lambda: short
     answer = await answered(d, store, config)
     heard = ["".join(ET.fromstring(a["text"]).itertext()) for a in answer.action["audio"]]
-    assert heard == ["Alert firing: HighCPU.", "Press 1 to acknowledge."]
+    assert heard == ["Alert firing: HighCPU.", "Press 1 to acknowledge, 5 to pass to the next person, star to repeat."]
     assert template_errors(d) == 1
 
 

@@ -15,7 +15,8 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from alert2voice.config import SilenceConfig
+from alert2voice import interactive
+from alert2voice.config import AcknowledgementConfig, SilenceConfig
 from alert2voice.metrics import Metrics
 from alert2voice.provider import CallStatus
 from alert2voice.provider.fake import RecordingProvider
@@ -32,6 +33,8 @@ SSML = "{http://www.w3.org/2001/10/synthesis}"
 INTERACTIVE = {'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'}
 COLLECT = {"maxDigits": 1, "digitTimeout": 8, "terminationDigit": "#"}
 ALICE, BOB = "+14155550101", "+442071838750"
+# The default menu (acknowledgement.digit, escalate_digit, repeat_digit), as every firing call says it.
+MENU = "Press 1 to acknowledge, 5 to pass to the next person, star to repeat."
 
 
 def interactive_config(text: str = CONFIG, **replace: str):
@@ -132,7 +135,7 @@ async def test_answered_plays_the_page_and_collects_the_configured_digit(aiohttp
         "engine": "AZURE", "textFormat": "SSML"}
     text = spoken(audio)
     assert "CPU high on node1" in text
-    assert text.endswith("Press 7 to acknowledge.")
+    assert text.endswith("Press 7 to acknowledge, 5 to pass to the next person, star to repeat.")
     assert metric(env, "alert2voice_callbacks_total", event="answered", result="ok") == 1
 
 
@@ -144,7 +147,7 @@ async def test_route_recording_plays_before_the_speech(aiohttp_client, env):
     action = await send(client, "ANSWERED", session)
     recording, speech = action["audio"]
     assert recording == {"type": "URL", "location": "https://example.com/incident.wav"}
-    assert spoken(speech).endswith("Press 1 to acknowledge.")
+    assert spoken(speech).endswith(MENU)
 
 
 async def test_user_template_without_prompt_gets_the_prompt_after_it(aiohttp_client, env, tmp_path: Path):
@@ -155,7 +158,7 @@ async def test_user_template_without_prompt_gets_the_prompt_after_it(aiohttp_cli
     client = await start(aiohttp_client, env, config)
     session = await page_and_call(client, env)
     action = await send(client, "ANSWERED", session)
-    assert [spoken(a) for a in action["audio"]] == ["HighCPU on payments.", "Press 1 to acknowledge."]
+    assert [spoken(a) for a in action["audio"]] == ["HighCPU on payments.", MENU]
 
 
 async def test_digit_acknowledges_thanks_and_ends_the_escalation(client, env):
@@ -179,18 +182,19 @@ async def test_digit_acknowledges_thanks_and_ends_the_escalation(client, env):
     assert len(env["provider"].placed) == 1
 
 
-@pytest.mark.parametrize("misses", [
-    [("COLLECTED_DIGITS", digits("5")), ("COLLECTED_DIGITS", digits(""))],
-    [("PLAYED", {"status": "SUCCESS", "playedDuration": 1})] * 2,  # the other way a digit timeout may show
+@pytest.mark.parametrize(("misses", "menu_only"), [
+    ([("COLLECTED_DIGITS", digits("9")), ("COLLECTED_DIGITS", digits(""))], True),  # a key not in the menu
+    ([("COLLECTED_DIGITS", digits("")), ("COLLECTED_DIGITS", digits("9"))], False),  # no key: the message again
+    ([("PLAYED", {"status": "SUCCESS", "playedDuration": 1})] * 2, False),  # the other way a digit timeout may show
 ])
-async def test_two_misses_hang_up_and_escalate(client, env, misses):
+async def test_two_misses_hang_up_and_escalate(client, env, misses, menu_only):
     session = await page_and_call(client, env)
     first = await send(client, "ANSWERED", session)
     (event1, fields1), (event2, fields2) = misses
     replay = await send(client, event1, session, **fields1)
     assert replay["action"] == "PLAY"
     assert replay["collectInput"] == COLLECT
-    assert spoken(replay["audio"][0]) == spoken(first["audio"][0])
+    assert [spoken(a) for a in replay["audio"]] == ([MENU] if menu_only else [spoken(first["audio"][0])])
     assert await send(client, event2, session, **fields2) == {"action": "HANGUP"}
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
     [page] = await pages(client)
@@ -205,6 +209,103 @@ async def test_two_misses_hang_up_and_escalate(client, env, misses):
     assert second.mode == "interactive"
     assert second.request.dialed_number == ALICE
     assert second.request.correlation_id.endswith("-2")
+
+
+# ------------------------------------------------------------------------------------------ the menu
+
+
+@pytest.mark.parametrize(("keys", "said"), [
+    ({}, MENU),
+    ({"digit": "#", "escalate_digit": "0", "repeat_digit": None}, "Press pound to acknowledge, 0 to pass to the next person."),
+    ({"escalate_digit": None, "repeat_digit": None}, "Press 1 to acknowledge."),
+])
+def test_the_menu_says_the_configured_keys(keys, said):
+    assert interactive.prompt_text(AcknowledgementConfig(**keys)) == said
+
+
+async def test_escalate_key_ends_the_call_and_calls_the_next_step_at_once(client, env):
+    session = await page_and_call(client, env)
+    await send(client, "ANSWERED", session)
+    action = await send(client, "COLLECTED_DIGITS", session, **digits("5"))
+    assert action["action"] == "PLAY" and "collectInput" not in action
+    assert [spoken(a) for a in action["audio"]] == ["Passing this on to the next person. Goodbye."]
+    assert await send(client, "PLAYED", session, status="SUCCESS", playedDuration=1) == {"action": "HANGUP"}
+    [page] = await pages(client)
+    assert page["state"] == "active"
+    assert (page["calls"][0]["state"], page["calls"][0]["error"]) == ("cancelled", "escalated by alice")
+    await client.app[DISPATCHER].settled()  # no clock advance: the next step (bob) is due now, not in 3m
+    _, second = env["provider"].placed
+    assert second.request.dialed_number == BOB and second.mode == "interactive"
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="cancelled") == 1
+    assert metric(env, "alert2voice_pages_acknowledged_total", via="phone") == 0
+
+
+async def test_escalate_key_on_a_page_acknowledged_meanwhile_only_hangs_up(client, env):
+    session = await page_and_call(client, env)
+    await send(client, "ANSWERED", session)
+    [page] = await pages(client)
+    resp = await client.post(f"/api/v1/pages/{page['key']}/ack", data=json.dumps({"by": "dana"}))
+    assert resp.status == 200
+    assert await send(client, "COLLECTED_DIGITS", session, **digits("5")) == {"action": "HANGUP"}
+    [page] = await pages(client)
+    assert page["state"] == "acknowledged"
+    assert page["calls"][0]["state"] == "cancelled"
+    assert page["calls"][0]["error"].startswith("escalated by alice: page ")
+    await client.app[DISPATCHER].settled()
+    assert len(env["provider"].placed) == 1
+
+
+async def test_repeat_key_plays_the_message_and_menu_again_then_the_digit_acknowledges(client, env):
+    session = await page_and_call(client, env)
+    first = await send(client, "ANSWERED", session)
+    assert spoken(first["audio"][0]).endswith(MENU)
+    for _ in range(3):  # a repeat is not a miss: it may be asked for more than once
+        again = await send(client, "COLLECTED_DIGITS", session, **digits("*"))
+        assert again == first
+    thanks = await send(client, "COLLECTED_DIGITS", session, **digits("1"))
+    assert [spoken(a) for a in thanks["audio"]] == ["Acknowledged. Thank you."]
+    [page] = await pages(client)
+    assert (page["state"], page["acknowledged"]["by"], page["acknowledged"]["via"]) == ("acknowledged", "alice", "phone")
+    assert metric(env, "alert2voice_pages_acknowledged_total", via="phone") == 1
+
+
+async def test_repeat_key_is_bounded(client, env):
+    session = await page_and_call(client, env)
+    await send(client, "ANSWERED", session)
+    for _ in range(4):  # five plays in all
+        assert (await send(client, "COLLECTED_DIGITS", session, **digits("*")))["action"] == "PLAY"
+    menu = await send(client, "COLLECTED_DIGITS", session, **digits("*"))  # then it is a key like any other
+    assert [spoken(a) for a in menu["audio"]] == [MENU]
+    assert await send(client, "COLLECTED_DIGITS", session, **digits("*")) == {"action": "HANGUP"}
+
+
+async def test_unknown_key_repeats_the_menu_once_then_counts_as_not_reached(client, env):
+    session = await page_and_call(client, env)
+    await send(client, "ANSWERED", session)
+    menu = await send(client, "COLLECTED_DIGITS", session, **digits("9"))
+    assert menu["collectInput"] == COLLECT
+    assert [spoken(a) for a in menu["audio"]] == [MENU]
+    assert await send(client, "COLLECTED_DIGITS", session, **digits("7")) == {"action": "HANGUP"}
+    [page] = await pages(client)
+    assert page["state"] == "active"
+    assert (page["calls"][0]["state"], page["calls"][0]["error"]) == ("no_answer", "answered but not acknowledged")
+    await client.app[DISPATCHER].settled()
+    assert len(env["provider"].placed) == 1  # not reached: the step's interval first, as for no answer
+
+
+async def test_keys_can_be_moved_or_turned_off(aiohttp_client, env):
+    config = interactive_config(CONFIG + 'acknowledgement: {digit: "#", escalate_digit: null, repeat_digit: "0"}\n')
+    client = await start(aiohttp_client, env, config)
+    session = await page_and_call(client, env)
+    first = await send(client, "ANSWERED", session)
+    assert spoken(first["audio"][0]).endswith("Press pound to acknowledge, 0 to repeat.")
+    assert first["collectInput"]["terminationDigit"] == "*"
+    assert await send(client, "COLLECTED_DIGITS", session, **digits("0")) == first
+    menu = await send(client, "COLLECTED_DIGITS", session, **digits("5"))  # no escalate key: unknown
+    assert [spoken(a) for a in menu["audio"]] == ["Press pound to acknowledge, 0 to repeat."]
+    assert (await send(client, "COLLECTED_DIGITS", session, **digits("#")))["action"] == "PLAY"
+    [page] = await pages(client)
+    assert page["state"] == "acknowledged"
 
 
 async def test_voicemail_hangs_up_and_counts_as_not_reached(client, env):
@@ -361,12 +462,11 @@ async def test_silence_requests_are_counted_once_each_after_retries(alertmanager
     assert metric(env, "alert2voice_silence_requests_total", result="failed") == 1
 
 
-async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_page(aiohttp_client, env,
-                                                                                      alertmanager):
-    config = make_config(CONFIG + f"acknowledgement: {{silence: {{alertmanager_url: 'http://127.0.0.1:{alertmanager.port}',"
-                                  " duration: 2h}}\n", **INTERACTIVE,
-                         **{"per_number: [{calls: 3, per: 15m}]":
-                            "per_number: [{calls: 100, per: 15m}]\n  storm: {pages: 2, per: 10m}"})
+STORM = {"per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 100, per: 15m}]\n  storm: {pages: 2, per: 10m}"}
+
+
+async def storm_summary(aiohttp_client, env, config) -> tuple[Any, str]:
+    """Five pages for alice at once: two calls, then one summary call for the other three; its sessionId."""
     client = await start(aiohttp_client, env, config)
     for i in range(5):
         labels = {**PAYMENTS, "alertname": f"Storm{i}", "instance": f"node{i}:9100"}
@@ -378,7 +478,14 @@ async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_p
     env["clock"].advance(timedelta(minutes=10))
     await settle(d)
     assert [p.mode for p in env["provider"].placed] == ["interactive"] * 3
-    session = env["provider"].accepted[2].message_id
+    return client, env["provider"].accepted[2].message_id
+
+
+async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_page(aiohttp_client, env,
+                                                                                      alertmanager):
+    config = make_config(CONFIG + f"acknowledgement: {{silence: {{alertmanager_url: 'http://127.0.0.1:{alertmanager.port}',"
+                                  " duration: 2h}}\n", **INTERACTIVE, **STORM)
+    client, session = await storm_summary(aiohttp_client, env, config)
     text = spoken((await send(client, "ANSWERED", session))["audio"][0])
     for i in (2, 3, 4):
         assert f"Storm{i}" in text or f"Storm {i}" in text, text
@@ -389,6 +496,19 @@ async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_p
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 3
     names = sorted(next(m["value"] for m in s["matchers"] if m["name"] == "alertname") for s in alertmanager.received)
     assert names == ["Storm2", "Storm3", "Storm4"]
+
+
+async def test_escalate_key_on_a_storm_summary_passes_every_page_it_spoke_for_on(aiohttp_client, env):
+    client, session = await storm_summary(aiohttp_client, env, make_config(CONFIG, **INTERACTIVE, **STORM))
+    await send(client, "ANSWERED", session)
+    await send(client, "COLLECTED_DIGITS", session, **digits("5"))
+    await settle(client.app[DISPATCHER])  # no clock advance: bob is due now for each of them
+    passed = [p for p in await pages(client) if p["calls"][0]["error"] == "escalated by alice"]
+    assert len(passed) == 3
+    assert all(p["state"] == "active" and p["calls"][0]["state"] == "cancelled" for p in passed)
+    assert all([c["contact"] for c in p["calls"]] == ["alice", "bob"] for p in passed)
+    assert metric(env, "alert2voice_calls_total", route="payments", outcome="cancelled") == 3
+    assert BOB in [p.request.dialed_number for p in env["provider"].placed]
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -437,7 +557,7 @@ async def test_end_to_end_keypress_acknowledges_and_silences(request, tmp_path, 
             prompt, thanks = call["actions"][0]["action"], call["actions"][1]["action"]
             assert prompt["collectInput"] == COLLECT
             assert "Checkout is failing" in spoken(prompt["audio"][0])
-            assert spoken(prompt["audio"][0]).endswith("Press 1 to acknowledge.")
+            assert spoken(prompt["audio"][0]).endswith(MENU)
             assert spoken(thanks["audio"][0]) == "Acknowledged. Thank you."
 
             async def suppressed():
@@ -450,3 +570,43 @@ async def test_end_to_end_keypress_acknowledges_and_silences(request, tmp_path, 
             assert silence["createdBy"] == "alert2voice"
             assert silence["comment"] == f"Acknowledged by alice by phone (page {page['key'][:12]})"
             assert {(m["name"], m["value"]) for m in silence["matchers"]} == set(labels.items())
+
+
+@pytest.mark.e2e
+async def test_end_to_end_menu_repeat_then_escalate_calls_the_next_contact(request, tmp_path):
+    """alert2voice serve (interactive) -> the simulator pressing star, then 5 -> the next step called at once."""
+    bob = "+442071838750"
+
+    def menu_config(config: dict[str, Any]) -> None:
+        config["provider"]["mode"] = "interactive"
+        config["contacts"]["bob"] = {"number": bob, "timezone": "UTC"}
+        # alice's 3m interval would hold a not-reached page for the whole test: only the escalate key moves it.
+        config["routes"][0]["escalation"] = [{"call": "alice", "attempts": 2, "interval": "3m"},
+                                             {"call": "bob", "attempts": 1}]
+
+    with e2e_support.running_stack(request, tmp_path, store="sqlite", configure=menu_config) as stack:
+        async with aiohttp.ClientSession() as session:
+            await stack.script_number(session, stack.number, {"outcome": "press", "keys": ["*", "5"]})
+            await stack.script_number(session, bob, {"outcome": "no_answer"})
+            body = payload(alert({"alertname": "MenuE2E", "team": "payments", "severity": "critical"}))
+            async with session.post(f"{stack.a2v_url}/alerts", json=body,
+                                    headers={"Authorization": f"Bearer {stack.token}"}) as resp:
+                assert resp.status == 200, await resp.text()
+
+            async def both_called():
+                calls = {c["dialed_number"]: c for c in await stack.sim_calls(session)}
+                return calls if bob in calls and calls[stack.number]["done"] else None
+
+            calls = await e2e_support.eventually(both_called, "bob called after alice pressed 5")
+            alice = calls[stack.number]
+            assert [(a["event"], a["action"]["action"]) for a in alice["actions"]] == [
+                ("ANSWERED", "PLAY"), ("COLLECTED_DIGITS", "PLAY"), ("COLLECTED_DIGITS", "PLAY"),
+                ("PLAYED", "HANGUP")], e2e_support.dumps(alice)
+            first, repeated, passed = (a["action"] for a in alice["actions"][:3])
+            assert repeated == first and spoken(first["audio"][0]).endswith(MENU)
+            assert spoken(passed["audio"][0]) == "Passing this on to the next person. Goodbye."
+            assert calls[bob]["mode"] == "interactive"
+            [page] = await stack.pages_for(session, "MenuE2E")
+            pressed = page["calls"][0]
+            assert (pressed["contact"], pressed["state"], pressed["error"]) == ("alice", "cancelled", "escalated by alice")
+            assert page["calls"][1]["contact"] == "bob"

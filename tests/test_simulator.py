@@ -425,7 +425,7 @@ async def test_callbacks_false_sends_nothing_but_the_call_completes(sim, receive
     assert call == {
         "message_id": message_id, "mode": "message", "caller_id": "+15550001234", "dialed_number": NUMBER,
         "correlation_id": "p-3f2a-1", "callback_url": receiver.url, "callback_auth_id": None, "outcome": "answer",
-        "digit": "1", "callbacks": False, "no_input_event": "COLLECTED_DIGITS", "detect_voicemail": False,
+        "digit": "1", "keys": ["1"], "callbacks": False, "no_input_event": "COLLECTED_DIGITS", "detect_voicemail": False,
         "audio": tts(), "fallbacks": [], "accepted_time": stamp, "status": "ANSWERED", "status_time": stamp,
         "offered_time": stamp, "answered_time": stamp, "duration_seconds": 0, "done": True,
         "events": ["OFFERED", "ACCEPTED", "ANSWERED", "DROPPED", "Released"], "actions": [],
@@ -602,6 +602,8 @@ async def test_delay_count_holds_only_the_next_answers(aiohttp_client):
         (f"/_sim/numbers/{NUMBER}", {"delay": 1, "delay_count": 0}, "delay_count must be"),
         (f"/_sim/numbers/{NUMBER}", {"colour": "red"}, "unknown keys: colour"),
         (f"/_sim/numbers/{NUMBER}", {"digit": "x"}, "digit must be"),
+        (f"/_sim/numbers/{NUMBER}", {"keys": "*1"}, "keys must be a list"),
+        (f"/_sim/numbers/{NUMBER}", {"keys": ["*", ""]}, "keys must be a list"),
         (f"/_sim/numbers/{NUMBER}", {"delay": -1}, "delay must be"),
         (f"/_sim/numbers/{NUMBER}", {"callbacks": "no"}, "callbacks must be"),
         (f"/_sim/numbers/{NUMBER}", {"fail": {"status": 200}}, "fail.status must be"),
@@ -695,6 +697,24 @@ async def test_interactive_press_acknowledges(sim, receiver):
     assert [a["action"]["action"] for a in call["actions"]] == ["PLAY", "PLAY", "HANGUP"]
     assert all(a["error"] is None for a in call["actions"])
     assert call["status"] == "ANSWERED" and call["done"]
+
+
+async def test_interactive_press_keys_one_per_prompt(sim, receiver):
+    # A phone menu: "*" repeats, "5" passes the page on. Every prompt collects a key; the keys run out, then none.
+    def menu(payload: dict[str, Any]) -> web.Response:
+        if payload["event"] == "DROPPED":
+            return web.Response()
+        if payload["event"] == "COLLECTED_DIGITS" and payload["digitsReceived"] == "5":
+            return web.json_response({"action": "HANGUP"})
+        return web.json_response(PLAY_AND_COLLECT)
+
+    receiver.respond = menu
+    await place_interactive(sim, receiver, "press", keys=["*", "9", "5"])
+    received = await receiver.wait_for(5)
+    assert receiver.events() == ["ANSWERED", "COLLECTED_DIGITS", "COLLECTED_DIGITS", "COLLECTED_DIGITS", "DROPPED"]
+    assert [r["json"]["digitsReceived"] for r in received[1:4]] == ["*", "9", "5"]
+    [call] = await admin(sim, "GET", "/_sim/calls")
+    assert call["keys"] == ["*", "9", "5"]
 
 
 async def test_interactive_answer_without_keypress(sim, receiver):

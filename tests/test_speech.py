@@ -996,3 +996,26 @@ def test_a_bare_speak_is_completed(tmp_path: Path, body: str, language: str, exp
     assert speech.render("plain.ssml.j2", ctx) == expected
     assert speech.check("plain.ssml.j2", NOW) == []
     parse(expected)
+
+
+MENU = "Press 1 to acknowledge, 5 to pass to the next person, star to repeat."
+
+
+@pytest.mark.parametrize("name", ["firing.ssml.j2", "firing.txt.j2"])
+def test_built_in_firing_templates_end_with_the_menu_they_are_given(name: str) -> None:
+    ctx = SpeechContext(bare_payload("HighCPU"), bare_payload("HighCPU").alerts, "payments", "alice", NOW,
+                        ack_digit="1", menu=MENU)
+    said = Speech(None).speak(name, ctx)
+    text = spoken(said.text) if said.text_format == "SSML" else " ".join(said.text.split())
+    assert text.endswith("Route payments. Again: High CPU. " + MENU)
+    assert said.asks_ack is True
+    plain = Speech(None).render(name, SpeechContext(bare_payload("HighCPU"), bare_payload("HighCPU").alerts,
+                                                    "payments", "alice", NOW))
+    assert "Press" not in plain  # message mode: no menu
+
+
+def test_a_template_that_says_the_menu_asks_for_the_keys_itself(tmp_path: Path) -> None:
+    write(tmp_path, "menu.ssml.j2", SPEAK + "<s>{{ alerts|length }} alerts. {{ menu }}</s></speak>")
+    ctx = SpeechContext(bare_payload("A"), bare_payload("A").alerts, "r", "alice", NOW, ack_digit="1", menu=MENU)
+    said = Speech(tmp_path).speak("menu.ssml.j2", ctx)
+    assert said == speech_module.Spoken(SPEAK + f"<s>1 alerts. {MENU}</s></speak>", "SSML", True)

@@ -10,7 +10,7 @@ from .. import interactive
 from ..callbacks import Event
 from ..config import Config
 from ..interactive import Answer
-from ..pages import REACHED, UNSENT_CALL_STATES, Call, CallState, Page
+from ..pages import REACHED, UNSENT_CALL_STATES, Call, CallState, Page, PageEnded, PageState, escalate
 from ..provider import Accepted, ProviderError, normalize_status
 from .context import Context
 from .speaking import Speaker
@@ -104,10 +104,16 @@ class Outcomes:
             return Answer("mismatched", interactive.HANGUP), None, None, now
         if not self._reconcile(page, call, event.message_id, now, fx):
             return Answer("stale", interactive.HANGUP), None, None, now
-        step = interactive.decide(call, event, cfg.acknowledgement.digit)
+        step = interactive.decide(call, event, cfg.acknowledgement)
+        call.misses += step.miss
+        if step.reply == "passed":
+            step = self._passed_on(page, call, now, fx)
         action = await self.speaker.reply(page, call, step, cfg, now)
-        # The deadline poll is for calls whose events stopped, not for one still talking to us.
-        page.due_at = now + cfg.provider.callback.deadline
+        if step.reply == "passed":
+            page.due_at = now  # escalate(): the next step is due at once
+        else:
+            # The deadline poll is for calls whose events stopped, not for one still talking to us.
+            page.due_at = now + cfg.provider.callback.deadline
         if step.outcome is not None:
             call.error = step.error
             ctx.ended(page, call, step.outcome, cfg, now, fx, via="call event", event=event.event)
@@ -115,6 +121,20 @@ class Outcomes:
                 fx(ctx.metrics.pages_acknowledged.labels("phone").inc)
         fx.save()
         return Answer("ok", action), page, call, now
+
+    def _passed_on(self, page: Page, call: Call, now: datetime, fx: Effects) -> interactive.Step:
+        """The escalate key: the page goes to its next step now, as POST /api/v1/pages/{key}/escalate does (the
+        call is given up); a page no longer escalating (acknowledged meanwhile) only hangs up."""
+        ctx = self.ctx
+        try:
+            given_up = escalate(page, now, by=call.contact, step=call.step)
+        except PageEnded as exc:
+            return interactive.Step("hangup", CallState.CANCELLED, f"escalated by {call.contact}: {exc}")
+        if given_up is None:  # the page is past this call's step already
+            return interactive.Step("hangup", CallState.CANCELLED, f"escalated by {call.contact}: past its step")
+        fx(lambda: ctx.metrics.calls.labels(page.route, "cancelled").inc(len(given_up)))
+        fx(ctx.line(page, call, "page escalated", via="phone", by=call.contact, calls_given_up=len(given_up)))
+        return interactive.Step("passed")
 
     async def poll(self, page: Page, call: Call, cfg: Config, now: datetime, fx: Effects) -> None:
         """No final callback within the deadline: ask the provider (GET /v1/voice/calls/{id})."""
@@ -178,6 +198,13 @@ class Outcomes:
         c = p.call(message_id=call.message_id) if p is not None else None
         if p is None or c is None or not c.open:
             return None
+        if outcome is CallState.CANCELLED and p.state is PageState.ACTIVE:
+            # Only the escalate key cancels a call from its events: every page the summary spoke for goes on.
+            given_up = escalate(p, now, by=call.contact, step=c.step)
+            if given_up is not None:
+                fx(lambda: ctx.metrics.calls.labels(p.route, "cancelled").inc(len(given_up)))
+                fx.save()
+                return p
         ctx.ended(p, c, outcome, ctx.config(), now, fx, via="storm summary callback")
         fx.save()
         return p

@@ -48,6 +48,10 @@ class Speaker:
         return TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender,
                         text_format=text_format)
 
+    def sentence(self, cfg: Config, call: Call, text: str) -> TtsAudio:
+        """One plain sentence (the menu, the thank-you) as an SSML document in the contact's voice."""
+        return self.tts(cfg, call, ssml_document(text, self.voice(cfg, call).language))
+
     def audio_for(self, page: Page, call: Call, cfg: Config, now: datetime, extra: Sequence[Page] = ()) -> list[Audio]:
         """What a call says: the recording, else the speech; interactive: both, the speech ending with the prompt."""
         # `extra` pages (a storm summary) add their alerts to what is said.
@@ -64,21 +68,21 @@ class Speaker:
             name = route.template_for(cfg.templates, status)
         else:
             name = cfg.templates.resolved if status == "resolved" else cfg.templates.firing
-        digit = cfg.acknowledgement.digit if call.interactive else None
+        keys = interactive.speech_keys(cfg, call.interactive)
         payload = payload_of(page, extra)
         # The page stores only the alerts it paged for (its firing ones), so they are what is spoken.
         spoken = speech.speak(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
                                                   contact=call.contact, now=now, status=status,
-                                                  language=self.voice(cfg, call).language, ack_digit=digit))
+                                                  language=self.voice(cfg, call).language, **keys))
         if spoken.error is not None:
             # The call goes out all the same: a template's mistake must not keep anyone from being called.
             self.ctx.metrics.template_errors.labels(page.route).inc()
             self.ctx.log(page, call, f"template failed; {spoken.fallback} is spoken instead", logging.WARNING,
                          template=name, error=str(spoken.error))
         audio = [self.tts(cfg, call, spoken.text, spoken.text_format)]
-        if digit is not None and not spoken.asks_ack:
-            # A template that does not say the prompt itself: it follows as a sentence of its own.
-            audio.append(self.tts(cfg, call, ssml_document(interactive.prompt_text(digit), audio[0].language)))
+        if keys["menu"] is not None and not spoken.asks_ack:
+            # A template that does not say the menu itself: it follows as a sentence of its own.
+            audio.append(self.sentence(cfg, call, keys["menu"]))
         return [recording, *audio] if recording is not None else audio
 
     def freeze(self, page: Page, call: Call, cfg: Config, extra: Sequence[Page] = ()) -> None:
@@ -129,7 +133,8 @@ class Speaker:
 
     async def reply(self, page: Page, call: Call, step: interactive.Step, cfg: Config,
                     now: datetime) -> dict[str, Any]:
-        """The action answering an interactive call's event: the message and prompt, the thank-you, or hang up."""
+        """The action answering an interactive call's event: the message and menu, the menu alone, the thank-you,
+        the word that the page goes on, or hang up."""
         if step.reply == "prompt":
             call.prompts += 1
             said = (call.request or {}).get("say")
@@ -139,8 +144,11 @@ class Speaker:
                 audio = self.audio_for(page, call, cfg, call.created_at, extra)
             else:
                 audio = [audio_from_json(a) for a in said]
-            return interactive.prompt_action(audio, cfg.acknowledgement.digit)
-        if step.reply == "thanks":
-            text = ssml_document(interactive.THANKS, self.voice(cfg, call).language)
-            return interactive.play_action([self.tts(cfg, call, text)])
+            return interactive.prompt_action(audio, cfg.acknowledgement)
+        if step.reply == "menu":
+            menu = self.sentence(cfg, call, interactive.prompt_text(cfg.acknowledgement))
+            return interactive.prompt_action([menu], cfg.acknowledgement)
+        if step.reply in ("thanks", "passed"):
+            said = interactive.THANKS if step.reply == "thanks" else interactive.PASSED_ON
+            return interactive.play_action([self.sentence(cfg, call, said)])
         return interactive.CONTINUE if step.reply == "continue" else interactive.HANGUP

@@ -75,6 +75,8 @@ class NumberScript:
     no_input_event: str = "COLLECTED_DIGITS"
     # How many of the next requests for the number wait `delay` before their answer; None: all of them.
     delay_count: int | None = None
+    # "press": the keys pressed, one for each prompt that collects input, in order (then none); empty: `digit` once.
+    keys: tuple[str, ...] = ()
 
     def take_delay(self) -> float:
         """The wait before answering this request, counting it against `delay_count`."""
@@ -99,6 +101,7 @@ class SimCall:
     callback_auth_id: str | None
     outcome: str
     digit: str
+    keys: tuple[str, ...]
     callbacks: bool
     no_input_event: str
     detect_voicemail: bool
@@ -151,6 +154,7 @@ class SimCall:
             "callback_auth_id": self.callback_auth_id,
             "outcome": self.outcome,
             "digit": self.digit,
+            "keys": list(self.keys),
             "callbacks": self.callbacks,
             "no_input_event": self.no_input_event,
             "detect_voicemail": self.detect_voicemail,
@@ -407,6 +411,7 @@ class Simulator:
             callback_auth_id=body.get("callbackUrlAuthId"),
             outcome=script.outcome,
             digit=script.digit,
+            keys=script.keys or (script.digit,),
             callbacks=script.callbacks,
             no_input_event=script.no_input_event,
             detect_voicemail=body.get("detectVoiceMail") is True,
@@ -546,7 +551,7 @@ class Simulator:
                 optional=True,
             )
             action = vm_action or action
-        pressed = False
+        pressed = 0
         for _ in range(MAX_INTERACTIVE_STEPS):
             if action is None:
                 await self._end(call, "APPLICATION", {"code": "3000", "message": "Invalid action"}, "FAILURE")
@@ -563,21 +568,22 @@ class Simulator:
                 await self._end(call, "CALLEE", {"code": "2008", "message": "Call Dropped by Network/End user"})
                 return
             event = self._after_play(call, action, pressed)
-            pressed = pressed or event.get("numOfDigits", 0) > 0
+            pressed += event.get("numOfDigits", 0) > 0
             action = await self._event(call, event)
         await self._end(call, "APPLICATION", {"code": "3000", "message": "Too many steps"}, "FAILURE")
 
-    def _after_play(self, call: SimCall, action: dict[str, Any], pressed: bool) -> dict[str, Any]:
+    def _after_play(self, call: SimCall, action: dict[str, Any], pressed: int) -> dict[str, Any]:
         transaction = {"transactionId": self.new_id()}
         collect = rules.collect_spec(action)
         if collect is None:
             return {"event": "PLAYED", "status": "SUCCESS", "playedDuration": 1, **transaction}
-        if call.outcome == "press" and not pressed:
+        if call.outcome == "press" and pressed < len(call.keys):
+            key = call.keys[pressed]
             return {
                 "event": "COLLECTED_DIGITS",
                 "status": "SUCCESS",
-                "numOfDigits": len(call.digit),
-                "digitsReceived": call.digit,
+                "numOfDigits": len(key),
+                "digitsReceived": key,
                 "terminationDigit": collect.get("terminationDigit", "#"),
                 "playedDuration": 1,
                 **transaction,
@@ -714,9 +720,10 @@ def _default_code(status: int) -> str:
 # --- the admin API ------------------------------------------------------------------------------------
 
 # Loopback test tool, so no auth. Routes:
-#   PUT    /_sim/numbers/{number}  {"outcome", "digit", "fail": {"status", "count", "retry_after", "code"},
+#   PUT    /_sim/numbers/{number}  {"outcome", "digit", "keys", "fail": {"status", "count", "retry_after", "code"},
 #                                   "delay", "delay_count", "callbacks", "no_input_event"}  (replaces that
-#                                   number's script; "delay_count": only the next N requests wait "delay")
+#                                   number's script; "delay_count": only the next N requests wait "delay";
+#                                   "keys": ["*", "1"] pressed one per prompt, for "press")
 #   GET    /_sim/numbers           DELETE /_sim/numbers/{number}
 #   PUT    /_sim/fail              {"status", "count"?, "retry_after"?, "code"?}: every number, until DELETE
 #   GET    /_sim/fail              DELETE /_sim/fail
@@ -762,7 +769,7 @@ def parse_failure(data: object, *, with_count_default: int | None) -> Failure:
 
 def parse_script(data: dict[str, Any]) -> NumberScript:
     """Parse a PUT /_sim/numbers/{number} body; raise ValueError when invalid."""
-    unknown = set(data) - {"outcome", "digit", "fail", "delay", "delay_count", "callbacks", "no_input_event"}
+    unknown = set(data) - {"outcome", "digit", "keys", "fail", "delay", "delay_count", "callbacks", "no_input_event"}
     if unknown:
         raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
     script = NumberScript()
@@ -770,8 +777,11 @@ def parse_script(data: dict[str, Any]) -> NumberScript:
     if outcome not in rules.OUTCOMES:
         raise ValueError(f"outcome must be one of {', '.join(rules.OUTCOMES)}")
     digit = data.get("digit", script.digit)
-    if not isinstance(digit, str) or not digit or any(c not in "0123456789*#" for c in digit):
+    if not _is_keys(digit):
         raise ValueError("digit must be a string of 0-9, * or #")
+    keys = data.get("keys", [])
+    if not isinstance(keys, list) or not all(_is_keys(k) for k in keys):
+        raise ValueError("keys must be a list of strings of 0-9, * or # (one for each prompt)")
     delay = data.get("delay", 0.0)
     if not _is_number(delay) or delay < 0:
         raise ValueError("delay must be a non-negative number of seconds")
@@ -786,7 +796,12 @@ def parse_script(data: dict[str, Any]) -> NumberScript:
     if no_input not in NO_INPUT_EVENTS:
         raise ValueError(f"no_input_event must be one of {', '.join(NO_INPUT_EVENTS)}")
     fail = parse_failure(data["fail"], with_count_default=1) if data.get("fail") is not None else None
-    return NumberScript(outcome, digit, fail, float(delay), callbacks, no_input, delay_count)
+    return NumberScript(outcome, digit, fail, float(delay), callbacks, no_input, delay_count, tuple(keys))
+
+
+def _is_keys(value: object) -> bool:
+    """Whether `value` is what a callee may press: a non-empty string of 0-9, * and #."""
+    return isinstance(value, str) and bool(value) and all(c in "0123456789*#" for c in value)
 
 
 def _is_number(value: object) -> bool:
