@@ -245,22 +245,22 @@ async def browse(binary: str, url: str, workdir: Path, *flags: str) -> bytes:
     return out
 
 
-def on_rotation(stack: Stack) -> None:
+async def on_rotation(stack: Stack, http: aiohttp.ClientSession) -> None:
     """The stack's route calls a rotation alice is on now; no admin_auth, so the browser (on loopback) is let in."""
     config = yaml.safe_load(stack.config_path.read_text(encoding="utf-8"))
     config["rotations"] = {"primary": {"members": ["alice"], "shift": "1w", "start": "2026-01-05T09:00:00"}}
     config["routes"][0]["escalation"][0]["call"] = "rotation:primary"
     config["server"].pop("admin_auth", None)
     stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    async with http.post(f"{stack.a2v_url}/-/reload", headers=stack.admin) as resp:
+        assert resp.status == 200, await resp.text()
 
 
 @pytest.mark.e2e
 async def test_a_page_just_called_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
     binary = chromium()
-    on_rotation(stack)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        async with http.post(f"{stack.a2v_url}/-/reload", headers=stack.admin) as resp:
-            assert resp.status == 200, await resp.text()
+        await on_rotation(stack, http)
         fire = {"Authorization": f"Bearer {stack.token}"}
         labels = {"alertname": "StatusPageCheck", "team": "payments", "severity": "critical"}
         async with http.post(f"{stack.a2v_url}/alerts", json=payload(alert(labels)), headers=fire) as resp:
@@ -365,10 +365,8 @@ async def devtools(binary: str, url: str, workdir: Path) -> AsyncIterator[DevToo
 @pytest.mark.e2e
 async def test_acknowledge_clicked_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
     binary = chromium()
-    on_rotation(stack)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        async with http.post(f"{stack.a2v_url}/-/reload", headers=stack.admin) as resp:
-            assert resp.status == 200, await resp.text()
+        await on_rotation(stack, http)
         await stack.script_number(http, stack.number, {"outcome": "no_answer"})
         labels = {"alertname": "ClickToAcknowledge", "team": "payments", "severity": "critical"}
         async with http.post(f"{stack.a2v_url}/alerts", json=payload(alert(labels), group_key="{}:{click}"),

@@ -93,19 +93,28 @@ async def change(app: web.Application, key: str, name: str, act: Act, body: dict
     return page, changed
 
 
-async def _act(request: web.Request, name: str, act: Act) -> web.Response:
-    """The JSON API's answer to `act` on the page named in the path."""
+async def _apply(request: web.Request, name: str, act: Act, body: dict[str, Any],
+                 via: str) -> tuple[Page, bool] | web.Response:
+    """change() on the page named in the path: the page and whether it changed, or the error to answer."""
     try:
-        body = await _body(request)
-        page, changed = await change(request.app, request.match_info["key"], name, act, body, "api")
-    except BadBody as exc:
-        return error(400, str(exc))
+        page, changed = await change(request.app, request.match_info["key"], name, act, body, via)
     except PageEnded as exc:
         return error(409, str(exc))
     except StoreUnavailable as exc:
         return error(503, f"store unavailable: {exc}")
-    if page is None:
-        return error(404, "no such page")
+    return (page, changed) if page is not None else error(404, "no such page")
+
+
+async def _act(request: web.Request, name: str, act: Act) -> web.Response:
+    """The JSON API's answer to `act` on the page named in the path."""
+    try:
+        body = await _body(request)
+    except BadBody as exc:
+        return error(400, str(exc))
+    done = await _apply(request, name, act, body, "api")
+    if isinstance(done, web.Response):
+        return done
+    page, changed = done
     return web.json_response({"status": "ok", "changed": changed, "page": page_json(page)})
 
 
@@ -184,12 +193,7 @@ async def handle_form(request: web.Request) -> web.StreamResponse:
     step = form.get("step")
     body: dict[str, Any] = {"by": _who(request),
                             "step": int(step) if isinstance(step, str) and step.isdigit() and int(step) > 0 else None}
-    try:
-        page, _ = await change(request.app, request.match_info["key"], name, act, body, "web")
-    except PageEnded as exc:
-        return error(409, str(exc))
-    except StoreUnavailable as exc:
-        return error(503, f"store unavailable: {exc}")
-    if page is None:
-        return error(404, "no such page")
+    done = await _apply(request, name, act, body, "web")
+    if isinstance(done, web.Response):
+        return done
     raise web.HTTPSeeOther(location=_back(form.get("back")))
