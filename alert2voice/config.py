@@ -5,6 +5,7 @@ Reading a file into them (YAML, `${ENV}` expansion, problems named by file, line
 
 from __future__ import annotations
 
+import base64
 import re
 import ssl
 from collections.abc import Mapping
@@ -601,13 +602,98 @@ class ThrottleConfig(_Model):
 
 
 class SilenceConfig(_Model):
-    alertmanager_url: str
+    alertmanager_url: str | None = None  # None: the first of alertmanager.urls (Config._silence_url)
     duration: Duration = timedelta(hours=2)
 
 
 class AcknowledgementConfig(_Model):
     digit: str = Field(default="1", pattern=r"^[0-9*#]$")
     silence: SilenceConfig | None = None
+
+
+# --------------------------------------------------------------------------------------- alertmanager
+
+
+class Authorization(_Model):
+    """Alertmanager's http_config `authorization`: the header `Authorization: <type> <credentials>`."""
+
+    type: str = Field(default="Bearer", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    credentials: SecretStr | None = None
+    credentials_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> Authorization:
+        _secret(self, "credentials", info, required=True)
+        return self
+
+
+class ClientTLSConfig(_Model):
+    """Alertmanager's http_config `tls_config`, as a client: the CA to trust, a client certificate, or no check."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+    _context: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load(self, info: ValidationInfo) -> ClientTLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        for key in ("ca_file", "cert_file", "key_file"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, _config_path(getattr(self, key), info))
+        try:
+            self._context = tls.client_context(self.ca_file, self.cert_file, self.key_file,
+                                               insecure=self.insecure_skip_verify)
+        except tls.TLSFileError as exc:
+            raise ConfigReferenceError([((exc.key,), str(exc))]) from None
+        return self
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The client context these files make (built when the config was validated)."""
+        return self._context
+
+
+class AlertmanagerConfig(_Model):
+    """Alertmanager's API v2, asked before each call whether a page's alerts are silenced or inhibited."""
+
+    urls: list[str] = Field(min_length=1)   # an HA pair's peers, asked in order until one answers
+    basic_auth: BasicAuth | None = None
+    authorization: Authorization | None = None
+    tls_config: ClientTLSConfig | None = None
+    timeout: Duration = timedelta(seconds=2)     # per request: a slow Alertmanager never holds a call back long
+    cache_ttl: Duration = timedelta(seconds=5)   # an answer about an alert is reused this long (a storm asks once)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"expected http(s) URLs such as http://alertmanager:9093, got {url!r}")
+        return [url.rstrip("/") for url in v]
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> AlertmanagerConfig:
+        if self.basic_auth is not None and self.authorization is not None:
+            raise ValueError("give either basic_auth or authorization, not both")
+        return self
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header every request to Alertmanager carries (none without credentials)."""
+        if self.authorization is not None and self.authorization.credentials is not None:
+            return {"Authorization": f"{self.authorization.type} {self.authorization.credentials.get_secret_value()}"}
+        if self.basic_auth is not None and self.basic_auth.password is not None:
+            pair = f"{self.basic_auth.username}:{self.basic_auth.password.get_secret_value()}"
+            return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
+        return {}
+
+    @property
+    def ssl(self) -> ssl.SSLContext | None:
+        """The TLS context for https URLs (None: the default, the system's CAs)."""
+        return self.tls_config.context if self.tls_config is not None else None
 
 
 # ----------------------------------------------------------------------------------------------- root
@@ -627,6 +713,7 @@ class Config(_Model):
     throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
     acknowledgement: AcknowledgementConfig = Field(default_factory=AcknowledgementConfig)
     heartbeats: list[HeartbeatConfig] = Field(default_factory=list)
+    alertmanager: AlertmanagerConfig | None = None
     # The renderer that checked this config's templates (parse_config): serving with it speaks exactly
     # what was checked, and the first call does not compile them again.
     _speech: Any = PrivateAttr(default=None)
@@ -659,6 +746,13 @@ class Config(_Model):
                     problems.append(((section, r, "name"), f"route names starting with {HEARTBEAT_ROUTE_PREFIX!r}"
                                      " are the heartbeats' own"))
                 problems += _step_problems(self, (section, r), item.escalation)
+        silence = self.acknowledgement.silence
+        if silence is not None and silence.alertmanager_url is None:
+            if self.alertmanager is None:
+                problems.append((("acknowledgement", "silence", "alertmanager_url"),
+                                 "required when alertmanager.urls is not set"))
+            else:
+                object.__setattr__(silence, "alertmanager_url", self.alertmanager.urls[0])
         if problems:
             raise ConfigReferenceError(problems)
         return self

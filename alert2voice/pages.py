@@ -20,6 +20,7 @@ class PageState(StrEnum):
     EXHAUSTED = "exhausted"        # the whole chain (and its repeats) ran without reaching anyone
     RESOLVED = "resolved"          # every alert resolved before anyone was reached
     CANCELLED = "cancelled"        # its route disappeared in a reload
+    SILENCED = "silenced"          # Alertmanager silenced or inhibited every firing alert of it before a call
 
 
 FINAL_PAGE_STATES = frozenset(s for s in PageState if s is not PageState.ACTIVE)
@@ -353,6 +354,14 @@ def acknowledge(page: Page, now: datetime, *, by: str, via: str, comment: str | 
     page.acknowledged_comment = comment
     if not any(c.open for c in page.calls):
         page.due_at = None  # a call still ringing keeps the page due for its outcome (its deadline poll)
+    return cancelled
+
+
+def end(page: Page, state: PageState, now: datetime, why: str) -> list[Call]:
+    """End an active page without anyone reached (its route removed, its alerts silenced): queued calls cancelled
+    (returned), nothing due any more."""
+    cancelled = cancel_queued(page, now, why)
+    page.state, page.due_at, page.updated_at = state, None, now
     return cancelled
 
 

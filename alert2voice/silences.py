@@ -73,7 +73,7 @@ class Silencer:
 
     def create(self, config: SilenceConfig, silences: Sequence[dict[str, Any]], page_key: str) -> None:
         """Start creating the silences; returns at once."""
-        url = config.alertmanager_url.rstrip("/") + "/api/v2/silences"
+        url = (config.alertmanager_url or "").rstrip("/") + "/api/v2/silences"
         for body in silences:
             self._spawn(self._create(url, body, page_key))
 

@@ -20,6 +20,7 @@ from ..provider import Accepted, Provider
 from ..speech import Speech
 from ..store import Store
 from ..store.base import Conflict, Lease
+from ..suppression import Suppression
 from .locks import KeyedLocks
 from .work import Effects, Work
 
@@ -54,6 +55,7 @@ class Context:
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     provider_healthy: bool = True
     owner: str = field(default_factory=new_owner)
+    suppression: Suppression | None = None  # asks Alertmanager before a call (alertmanager.urls); None: never
 
     def lease(self, cfg: Config) -> Lease:
         """A lease for this process from now, as long as lease_span()."""

@@ -18,6 +18,7 @@ from ..provider import Provider
 from ..speech import Speech
 from ..store import Store, StoreUnavailable
 from ..store.base import Lease
+from ..suppression import Suppression
 from .context import Context, lease_span
 from .limits import RateLimiter
 from .locks import KeyedLocks
@@ -45,10 +46,11 @@ class Dispatcher:
     """
 
     def __init__(self, *, config: Callable[[], Config], store: Store, provider: Provider, speech: Callable[[], Speech],
-                 metrics: Metrics, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+                 metrics: Metrics, clock: Clock | None = None, rng: random.Random | None = None,
+                 suppression: Suppression | None = None) -> None:
         clock = clock or Clock()
         self.ctx = ctx = Context(config=config, store=store, provider=provider, speech=speech, metrics=metrics,
-                                 clock=clock, rng=rng or random.Random())
+                                 clock=clock, rng=rng or random.Random(), suppression=suppression)
         self.store, self.metrics, self.clock = store, metrics, clock
         self.sleep = getattr(clock, "sleep", asyncio.sleep)
         limiter = RateLimiter(store.take_token, lambda: clock.now().timestamp(), sleep=self.sleep)

@@ -7,9 +7,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from ..pages import UNSENT_CALL_STATES, Call, CallState, Page, PageState, cancel_queued, next_call, route_of
+from ..pages import UNSENT_CALL_STATES, Call, CallState, Page, PageState, end, next_call, route_of
 from ..store import StoreUnavailable
 from ..store.base import Conflict
+from ..suppression import Verdict
 from .context import Context
 from .outcomes import Outcomes
 from .placing import Placer
@@ -67,9 +68,18 @@ class Stepper:
                 await self.ctx.store.put(page)
                 return
             # A reload removed the route everywhere: stop its escalation cleanly rather than call on a stale plan.
-            self._cancel(page, now, "route removed by a config reload", fx)
+            self._end(page, PageState.CANCELLED, now, "route removed by a config reload", fx)
         page.route_missing_since = None
         call = page.open_call
+        if page.state is PageState.ACTIVE and (call is None or call.state is CallState.QUEUED):
+            # Before anyone is called (again): Alertmanager tells no receiver that an alert became silenced.
+            # A network request, asked here, outside any write's retry; the decision below takes its answer.
+            verdict = await self._ask_alertmanager(page, fx)
+            now = self.ctx.clock.now()
+            if verdict is Verdict.SILENCED:
+                self._end(page, PageState.SILENCED, now, "silenced in Alertmanager", fx)
+                fx(self.ctx.metrics.pages_silenced.labels(page.route).inc)
+                call = None
         if call is None and page.state is PageState.ACTIVE:
             had_calls = any(c.kind == "page" for c in page.calls)
             call = next_call(page, cfg, now)
@@ -146,9 +156,20 @@ class Stepper:
                            "missing_since": page.route_missing_since.isoformat()})
         return False
 
-    def _cancel(self, page: Page, now: datetime, why: str, fx: Effects) -> None:
-        cancelled = cancel_queued(page, now, why)
-        count = len(cancelled)
+    async def _ask_alertmanager(self, page: Page, fx: Effects) -> Verdict | None:
+        """Alertmanager's verdict on the page's firing alerts (None: none configured), counted once written."""
+        suppression = self.ctx.suppression
+        verdict = await suppression.check(page.alerts) if suppression is not None else None
+        if verdict is not None:
+            fx(self.ctx.metrics.alertmanager_checks.labels(verdict.value).inc)
+            if verdict is not Verdict.ACTIVE:
+                fx(lambda: log.info("Alertmanager checked before a call", extra={
+                    "page_key": page.key, "route": page.route, "result": verdict.value}))
+        return verdict
+
+    def _end(self, page: Page, state: PageState, now: datetime, why: str, fx: Effects) -> None:
+        """End the page unreached (route removed, alerts silenced): its queued calls cancelled and counted."""
+        count = len(end(page, state, now, why))
         fx(lambda: self.ctx.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc(count))
-        page.state, page.due_at = PageState.CANCELLED, None
-        log.warning("page cancelled", extra={"page_key": page.key, "route": page.route, "reason": why})
+        fx(lambda: log.warning(f"page {state.value}", extra={"page_key": page.key, "route": page.route,
+                                                             "reason": why}))
