@@ -1,0 +1,231 @@
+"""Alertmanager's silences and inhibitions (issue 21, deliverable 4): asked before each call, against a fake
+Alertmanager answering GET /api/v2/alerts as the real one does, with an injected clock."""
+# ruff: noqa: F811 (the fixtures imported from test_app are requested by name)
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from alert2voice.config_file import ConfigError
+from alert2voice.suppression import suppressed
+from alert2voice.web import create_app
+from alert2voice.web.keys import DISPATCHER
+from tests.support import CONFIG, PAYMENTS, alert, make_config, payload, settle
+from tests.test_app import callback, env, metric, post, receipt  # noqa: F401 (fixtures)
+
+ALICE, BOB = "+14155550101", "+442071838750"
+NODE2 = {**PAYMENTS, "instance": "node2:9100"}
+
+
+def _matches(query: list[str], labels: dict[str, str]) -> bool:
+    """Alertmanager's filter=name="value" (equality matchers only: all alert2voice sends)."""
+    for f in query:
+        name, _, value = f.partition("=")
+        if labels.get(name) != json.loads(value):
+            return False
+    return True
+
+
+@pytest.fixture
+async def alertmanager(aiohttp_server):
+    """A fake Alertmanager: GET /api/v2/alerts over `alerts` (label sets), `silenced` ones suppressed; `down`
+    answers 503 (or `hang` never in time); `asked` records each request's filters."""
+    state: dict[str, Any] = {"alerts": [], "silenced": [], "status": 200, "asked": []}
+
+    async def get_alerts(request: web.Request) -> web.Response:
+        query = request.query.getall("filter", [])
+        state["asked"].append(query)
+        if state["status"] != 200:
+            return web.Response(status=state["status"], text="unavailable")
+        out = []
+        for labels in state["alerts"]:
+            if not _matches(query, labels):
+                continue
+            silenced = labels in state["silenced"]
+            out.append({"labels": labels, "annotations": {}, "fingerprint": "f", "receivers": [{"name": "voice"}],
+                        "startsAt": "2026-11-26T14:55:00Z", "endsAt": "2026-11-26T15:10:00Z",
+                        "updatedAt": "2026-11-26T14:55:00Z", "generatorURL": "",
+                        "status": {"state": "suppressed" if silenced else "active",
+                                   "silencedBy": ["s-1"] if silenced else [], "inhibitedBy": []}})
+        return web.json_response(out)
+
+    app = web.Application()
+    app.router.add_get("/api/v2/alerts", get_alerts)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    server.state = state
+    return server
+
+
+def am_config(*urls: str, ttl: str = "5s"):
+    return make_config(CONFIG + f"alertmanager: {{urls: [{', '.join(urls)}], timeout: 1s, cache_ttl: {ttl}}}\n")
+
+
+async def start(aiohttp_client, env, config):
+    env["config"] = config
+    app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
+                     registry=env["registry"])
+    return await aiohttp_client(app)
+
+
+async def page_unanswered(client, env, *alerts) -> dict[str, Any]:
+    """Post the alerts; alice's first call is not answered; returns the page as the API shows it."""
+    await post(client, payload(*alerts))
+    await settle(client.app[DISPATCHER])
+    await callback(client, receipt("REJECTED", correlation=env["provider"].requests[0].correlation_id, code="7401"))
+    [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    return page
+
+
+async def next_step(client, env) -> dict[str, Any]:
+    """The interval passes: the page's next call is due (and placed, unless Alertmanager says otherwise)."""
+    env["clock"].advance(timedelta(minutes=3))
+    await settle(client.app[DISPATCHER])
+    [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    return page
+
+
+def dialed(env) -> list[str]:
+    return [r.dialed_number for r in env["provider"].requests]
+
+
+def url(am) -> str:
+    return f"http://127.0.0.1:{am.port}/"
+
+
+async def test_every_alert_silenced_ends_the_page_silenced_and_nobody_else_is_called(aiohttp_client, env,
+                                                                                      alertmanager):
+    alertmanager.state["alerts"] = [PAYMENTS, NODE2]
+    client = await start(aiohttp_client, env, am_config(url(alertmanager)))
+    page = await page_unanswered(client, env, alert(PAYMENTS), alert(NODE2))
+    assert page["state"] == "active" and metric(env, "alert2voice_alertmanager_checks_total", result="active") == 1
+    alertmanager.state["silenced"] = [PAYMENTS, NODE2]  # someone silenced both in Alertmanager
+    page = await next_step(client, env)
+    assert (page["state"], page["due_at"]) == ("silenced", None)
+    for _ in range(3):  # well past every interval of the chain
+        await next_step(client, env)
+    assert dialed(env) == [ALICE]
+    assert metric(env, "alert2voice_alertmanager_checks_total", result="silenced") == 1
+    assert metric(env, "alert2voice_pages_silenced_total", route="payments") == 1
+    # One request per alert, selecting exactly its labels.
+    assert sorted(alertmanager.state["asked"][-2:]) == sorted(
+        [[f'{k}="{v}"' for k, v in sorted(labels.items())] for labels in (PAYMENTS, NODE2)])
+    status = await client.get(f"/pages/{page['key']}")
+    assert status.status == 200 and "silenced" in await status.text()
+
+
+async def test_a_queued_call_is_cancelled_when_the_alerts_are_silenced_before_it_is_placed(aiohttp_client, env,
+                                                                                          alertmanager):
+    alertmanager.state["alerts"] = [PAYMENTS]
+    client = await start(aiohttp_client, env, am_config(url(alertmanager)))
+    alertmanager.state["silenced"] = [PAYMENTS]  # between Alertmanager's notification and the first call
+    await post(client, payload(alert(PAYMENTS)))
+    await settle(client.app[DISPATCHER])
+    [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
+    assert page["state"] == "silenced" and dialed(env) == []
+
+
+async def test_one_of_two_silenced_the_call_goes_ahead(aiohttp_client, env, alertmanager):
+    alertmanager.state["alerts"] = [PAYMENTS, NODE2]
+    client = await start(aiohttp_client, env, am_config(url(alertmanager)))
+    await page_unanswered(client, env, alert(PAYMENTS), alert(NODE2))
+    alertmanager.state["silenced"] = [NODE2]
+    page = await next_step(client, env)
+    assert page["state"] == "active" and dialed(env) == [ALICE, ALICE]
+    assert metric(env, "alert2voice_alertmanager_checks_total", result="partly") == 1
+
+
+async def test_an_alert_alertmanager_does_not_hold_counts_as_active(aiohttp_client, env, alertmanager):
+    alertmanager.state["alerts"] = [PAYMENTS]  # node2 is not (or no longer) in Alertmanager
+    alertmanager.state["silenced"] = [PAYMENTS]
+    client = await start(aiohttp_client, env, am_config(url(alertmanager)))
+    await post(client, payload(alert(PAYMENTS), alert(NODE2)))
+    await settle(client.app[DISPATCHER])
+    assert dialed(env) == [ALICE]
+    assert metric(env, "alert2voice_alertmanager_checks_total", result="partly") == 1
+
+
+@pytest.mark.parametrize(("status", "result"), [(None, "unreachable"), (500, "error")])
+async def test_alertmanager_down_or_erroring_the_call_goes_ahead(aiohttp_client, env, alertmanager, unused_tcp_port,
+                                                                 status, result):
+    alertmanager.state["alerts"] = [PAYMENTS]
+    alertmanager.state["silenced"] = [PAYMENTS]
+    if status is None:
+        where = f"http://127.0.0.1:{unused_tcp_port}"  # nobody listens there
+    else:
+        alertmanager.state["status"], where = status, url(alertmanager)
+    client = await start(aiohttp_client, env, am_config(where))
+    await post(client, payload(alert(PAYMENTS)))
+    await settle(client.app[DISPATCHER])
+    assert dialed(env) == [ALICE]
+    assert metric(env, "alert2voice_alertmanager_checks_total", result=result) == 1
+
+
+async def test_the_next_peer_is_asked_when_the_first_does_not_answer(aiohttp_client, env, alertmanager,
+                                                                     unused_tcp_port):
+    alertmanager.state["alerts"] = [PAYMENTS]
+    alertmanager.state["silenced"] = [PAYMENTS]
+    client = await start(aiohttp_client, env, am_config(f"http://127.0.0.1:{unused_tcp_port}", url(alertmanager)))
+    await post(client, payload(alert(PAYMENTS)))
+    await settle(client.app[DISPATCHER])
+    assert dialed(env) == [] and metric(env, "alert2voice_alertmanager_checks_total", result="silenced") == 1
+
+
+async def test_an_answer_is_shared_within_its_ttl(aiohttp_client, env, alertmanager):
+    alertmanager.state["alerts"] = [PAYMENTS]
+    client = await start(aiohttp_client, env, am_config(url(alertmanager), ttl="10m"))
+    await page_unanswered(client, env, alert(PAYMENTS))
+    assert len(alertmanager.state["asked"]) == 1
+    alertmanager.state["silenced"] = [PAYMENTS]  # not seen: the answer of 3 minutes ago still stands
+    page = await next_step(client, env)
+    assert len(alertmanager.state["asked"]) == 1 and dialed(env) == [ALICE, ALICE] and page["state"] == "active"
+    await callback(client, receipt("REJECTED", correlation=env["provider"].requests[1].correlation_id, code="7401"))
+    env["clock"].advance(timedelta(minutes=7))  # past the TTL: asked again
+    page = await next_step(client, env)
+    assert len(alertmanager.state["asked"]) == 2 and page["state"] == "silenced" and dialed(env) == [ALICE, ALICE]
+
+
+async def test_a_silence_that_expires_while_the_alert_fires_reopens_the_page_on_the_next_notification(
+        aiohttp_client, env, alertmanager):
+    alertmanager.state["alerts"] = [PAYMENTS]
+    client = await start(aiohttp_client, env, make_config(
+        CONFIG.replace("store: {backend: memory}", "store: {backend: memory}\ndedup: {window: 30m}")
+        + f"alertmanager: {{urls: ['{url(alertmanager)}']}}\n"))
+    await page_unanswered(client, env, alert(PAYMENTS))
+    alertmanager.state["silenced"] = [PAYMENTS]
+    assert (await next_step(client, env))["state"] == "silenced"
+    alertmanager.state["silenced"] = []  # the silence expired; Alertmanager notifies again (repeat_interval)
+    env["clock"].advance(timedelta(minutes=30))
+    resp = await post(client, payload(alert(PAYMENTS)))
+    assert resp.status == 200
+    await settle(client.app[DISPATCHER])
+    [again] = (await (await client.get("/api/v1/pages")).json())["pages"]  # the same key, admitted anew
+    assert again["state"] == "active" and dialed(env) == [ALICE, ALICE]
+
+
+def test_suppressed_reads_alertmanagers_answer():
+    item = {"labels": {"a": "1"}, "status": {"state": "suppressed", "silencedBy": [], "inhibitedBy": ["x"]}}
+    assert suppressed([item], {"a": "1"}) is True
+    assert suppressed([{**item, "status": {"state": "active"}}], {"a": "1"}) is False
+    assert suppressed([{**item, "labels": {"a": "1", "b": "2"}}], {"a": "1"}) is None  # only an exact label set
+    with pytest.raises(ValueError):
+        suppressed({"error": "x"}, {"a": "1"})
+
+
+def test_config_silence_url_defaults_to_the_first_alertmanager(tmp_path):
+    (tmp_path / "secret").write_text("s3cret\n")
+    cfg = make_config(CONFIG + "alertmanager:\n  urls: [http://am-0:9093/, http://am-1:9093]\n"
+                      "  basic_auth: {username: a2v, password: pw}\n"
+                      "acknowledgement: {silence: {duration: 1h}}\n")
+    assert cfg.acknowledgement.silence is not None
+    assert cfg.acknowledgement.silence.alertmanager_url == "http://am-0:9093"
+    assert cfg.alertmanager is not None and cfg.alertmanager.headers() == {"Authorization": "Basic YTJ2OnB3"}
+    with pytest.raises(ConfigError, match="alertmanager_url"):
+        make_config(CONFIG + "acknowledgement: {silence: {duration: 1h}}\n")
+    with pytest.raises(ConfigError, match="either basic_auth or authorization"):
+        make_config(CONFIG + "alertmanager: {urls: [http://a:9093], basic_auth: {username: u, password: p},"
+                    " authorization: {credentials: t}}\n")
