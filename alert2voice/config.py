@@ -633,7 +633,6 @@ class ClientTLSConfig(_Model):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    server_name: str | None = None
     insecure_skip_verify: bool = False
     _context: Any = PrivateAttr(default=None)
 
