@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +37,20 @@ class Verdict(StrEnum):
 
 
 VERDICTS = tuple(v.value for v in Verdict)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A check's verdict, and for each alert asked about (in order) whether Alertmanager suppresses it."""
+
+    verdict: Verdict
+    suppressed: tuple[bool, ...] = ()
+
+    def active(self, alerts: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The alerts not suppressed (all of them when the answer is not known)."""
+        if len(self.suppressed) != len(alerts):
+            return list(alerts)
+        return [a for a, held in zip(alerts, self.suppressed, strict=True) if not held]
 
 
 class _Failed(Exception):
@@ -78,7 +93,7 @@ class Suppression:
         # label set -> (when the answer expires, or None while it is asked; the answer being asked or given)
         self._answers: dict[frozenset[tuple[str, str]], tuple[float | None, asyncio.Future[bool | None]]] = {}
 
-    async def check(self, alerts: Sequence[Mapping[str, Any]]) -> Verdict | None:
+    async def check(self, alerts: Sequence[Mapping[str, Any]]) -> Checked | None:
         """The verdict on these alerts (a page's firing ones); None when no Alertmanager is configured."""
         cfg = self.config()
         if cfg is None or not alerts:
@@ -90,11 +105,11 @@ class Suppression:
             first = failed[0]
             if not isinstance(first, _Failed):
                 raise first
-            return first.verdict
-        held = [a for a in answers if a is not None]
-        if held and all(held) and len(held) == len(answers):
-            return Verdict.SILENCED
-        return Verdict.PARTLY if any(held) else Verdict.ACTIVE
+            return Checked(first.verdict)
+        # None: Alertmanager does not hold the alert (resolved there, or never sent to it): it counts as active.
+        held = tuple(a is True for a in answers)
+        verdict = Verdict.SILENCED if all(held) else Verdict.PARTLY if any(held) else Verdict.ACTIVE
+        return Checked(verdict, held)
 
     async def _answer(self, cfg: AlertmanagerConfig, labels: Mapping[str, str]) -> bool | None:
         key = frozenset(labels.items())

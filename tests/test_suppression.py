@@ -137,6 +137,10 @@ async def test_one_of_two_silenced_the_call_goes_ahead(aiohttp_client, env, aler
     page = await next_step(client, env)
     assert page["state"] == "active" and dialed(env) == [ALICE, ALICE]
     assert metric(env, "alert2voice_alertmanager_checks_total", result="partly") == 1
+    # The new attempt speaks of the alert still active only; the first one said both.
+    first, second = (r.audio.text for r in env["provider"].requests)
+    assert "node2" in first and "node1" in first
+    assert "node2" not in second and "node1" in second
 
 
 async def test_an_alert_alertmanager_does_not_hold_counts_as_active(aiohttp_client, env, alertmanager):

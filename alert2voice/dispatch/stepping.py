@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from ..config import HEARTBEAT_ROUTE_PREFIX
 from ..pages import UNSENT_CALL_STATES, Call, CallState, Page, PageState, end, next_call, route_of
 from ..store import StoreUnavailable
 from ..store.base import Conflict
-from ..suppression import Verdict
+from ..suppression import Checked, Verdict
 from .context import Context
 from .outcomes import Outcomes
 from .placing import Placer
@@ -71,12 +73,13 @@ class Stepper:
             self._end(page, PageState.CANCELLED, now, "route removed by a config reload", fx)
         page.route_missing_since = None
         call = page.open_call
+        checked: Checked | None = None
         if page.state is PageState.ACTIVE and (call is None or call.state is CallState.QUEUED):
             # Before anyone is called (again): Alertmanager tells no receiver that an alert became silenced.
             # A network request, asked here, outside any write's retry; the decision below takes its answer.
-            verdict = await self._ask_alertmanager(page, fx)
+            checked = await self._ask_alertmanager(page, fx)
             now = self.ctx.clock.now()
-            if verdict is Verdict.SILENCED:
+            if checked is not None and checked.verdict is Verdict.SILENCED:
                 self._end(page, PageState.SILENCED, now, "silenced in Alertmanager", fx)
                 fx(self.ctx.metrics.pages_silenced.labels(page.route).inc)
                 call = None
@@ -84,7 +87,11 @@ class Stepper:
             had_calls = any(c.kind == "page" for c in page.calls)
             call = next_call(page, cfg, now)
             if call is not None:
-                self.speaker.freeze(page, call, cfg)
+                # Some alerts silenced or inhibited: the new attempt speaks of the others only. (An attempt made
+                # earlier keeps what it was frozen with: its request may have gone out already.)
+                partly = checked is not None and checked.verdict is Verdict.PARTLY
+                said = dataclasses.replace(page, alerts=checked.active(page.alerts)) if partly else page
+                self.speaker.freeze(said, call, cfg)
                 if had_calls:
                     fx(self.ctx.metrics.escalations.labels(page.route).inc)
                 # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
@@ -156,16 +163,22 @@ class Stepper:
                            "missing_since": page.route_missing_since.isoformat()})
         return False
 
-    async def _ask_alertmanager(self, page: Page, fx: Effects) -> Verdict | None:
-        """Alertmanager's verdict on the page's firing alerts (None: none configured), counted once written."""
+    async def _ask_alertmanager(self, page: Page, fx: Effects) -> Checked | None:
+        """Alertmanager's verdict on the page's firing alerts (None: none configured), counted once written.
+
+        A heartbeat's page is not asked about: its alert is alert2voice's own, and Alertmanager may be what died.
+        """
         suppression = self.ctx.suppression
-        verdict = await suppression.check(page.alerts) if suppression is not None else None
-        if verdict is not None:
-            fx(self.ctx.metrics.alertmanager_checks.labels(verdict.value).inc)
-            if verdict is not Verdict.ACTIVE:
+        if suppression is None or page.route.startswith(HEARTBEAT_ROUTE_PREFIX):
+            return None
+        checked = await suppression.check(page.alerts)
+        if checked is not None:
+            result = checked.verdict.value
+            fx(self.ctx.metrics.alertmanager_checks.labels(result).inc)
+            if checked.verdict is not Verdict.ACTIVE:
                 fx(lambda: log.info("Alertmanager checked before a call", extra={
-                    "page_key": page.key, "route": page.route, "result": verdict.value}))
-        return verdict
+                    "page_key": page.key, "route": page.route, "result": result}))
+        return checked
 
     def _end(self, page: Page, state: PageState, now: datetime, why: str, fx: Effects) -> None:
         """End the page unreached (route removed, alerts silenced): its queued calls cancelled and counted."""
