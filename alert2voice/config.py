@@ -690,9 +690,9 @@ class AlertmanagerConfig(_Model):
         return {}
 
     @property
-    def ssl(self) -> ssl.SSLContext | None:
-        """The TLS context for https URLs (None: the default, the system's CAs)."""
-        return self.tls_config.context if self.tls_config is not None else None
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """What aiohttp's `ssl=` takes for https URLs: tls_config's context, else True (the system's CAs)."""
+        return self.tls_config.context if self.tls_config is not None else True
 
 
 # ----------------------------------------------------------------------------------------------- root

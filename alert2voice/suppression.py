@@ -141,7 +141,7 @@ class Suppression:
             url = URL(base + "/api/v2/alerts").with_query(_filter(labels))
             where = str(URL(base).with_user(None))
             try:
-                async with self.session.get(url, headers=cfg.headers(), ssl=cfg.ssl if cfg.ssl is not None else True,
+                async with self.session.get(url, headers=cfg.headers(), ssl=cfg.ssl_context,
                                             allow_redirects=False,
                                             timeout=aiohttp.ClientTimeout(total=cfg.timeout.total_seconds())) as resp:
                     if resp.status != 200:

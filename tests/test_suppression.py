@@ -5,18 +5,24 @@ Alertmanager answering GET /api/v2/alerts as the real one does, with an injected
 from __future__ import annotations
 
 import json
+import ssl
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
+from alert2voice.config import SilenceConfig
 from alert2voice.config_file import ConfigError
-from alert2voice.suppression import suppressed
+from alert2voice.metrics import Metrics
+from alert2voice.silences import Silencer
+from alert2voice.suppression import Suppression, Verdict, suppressed
 from alert2voice.web import create_app
-from alert2voice.web.keys import DISPATCHER
-from tests.support import CONFIG, PAYMENTS, alert, make_config, payload, settle
+from alert2voice.web.keys import DISPATCHER, HEARTBEATS
+from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload, settle
 from tests.test_app import callback, env, metric, post, receipt  # noqa: F401 (fixtures)
+from tests.test_tls import pki  # noqa: F401 (fixture)
 
 ALICE, BOB = "+14155550101", "+442071838750"
 NODE2 = {**PAYMENTS, "instance": "node2:9100"}
@@ -233,3 +239,74 @@ def test_config_silence_url_defaults_to_the_first_alertmanager(tmp_path):
     with pytest.raises(ConfigError, match="either basic_auth or authorization"):
         make_config(CONFIG + "alertmanager: {urls: [http://a:9093], basic_auth: {username: u, password: p},"
                     " authorization: {credentials: t}}\n")
+
+
+async def test_checks_carry_alertmanagers_http_config_credentials_and_tls(aiohttp_server, pki, tmp_path):
+    """tls_config (CA, client certificate) and authorization.credentials_file, as Alertmanager's http_config."""
+    seen: list[str | None] = []
+
+    async def get_alerts(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        assert peer, "no client certificate"
+        return web.json_response([{"labels": PAYMENTS, "status": {"state": "suppressed", "silencedBy": ["s"],
+                                                                  "inhibitedBy": []}}])
+
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki.dir / "client-ca.pem")
+    server_tls.load_cert_chain(pki.dir / "server.pem", pki.dir / "server.key")
+    server_tls.verify_mode = ssl.CERT_REQUIRED
+    app = web.Application()
+    app.router.add_get("/api/v2/alerts", get_alerts)
+    server = await aiohttp_server(app, host="127.0.0.1", ssl=server_tls)
+    (tmp_path / "am-token").write_text("am-secret\n")
+    cfg = make_config(CONFIG + f"""alertmanager:
+  urls: ['https://127.0.0.1:{server.port}']
+  authorization: {{credentials_file: {tmp_path / 'am-token'}}}
+  tls_config: {{ca_file: {pki.dir / 'server-ca.pem'}, cert_file: {pki.dir / 'alertmanager.pem'},
+               key_file: {pki.dir / 'alertmanager.key'}}}
+""")
+    clock = FakeClock()
+    async with aiohttp.ClientSession() as session:
+        checked = await Suppression(session, lambda: cfg.alertmanager, clock.monotonic).check([{"labels": PAYMENTS}])
+        assert checked is not None and checked.verdict is Verdict.SILENCED and seen == ["Bearer am-secret"]
+        untrusted = cfg.model_copy(update={"alertmanager": cfg.alertmanager.model_copy(update={"tls_config": None})})
+        checked = await Suppression(session, lambda: untrusted.alertmanager, clock.monotonic).check(
+            [{"labels": PAYMENTS}])
+        assert checked is not None and checked.verdict is Verdict.UNREACHABLE and len(seen) == 1
+
+
+async def test_a_heartbeats_page_is_not_asked_about(aiohttp_client, env, alertmanager):
+    alertmanager.state["alerts"] = [{"alertname": "Watchdog"}]
+    alertmanager.state["silenced"] = [{"alertname": "Watchdog"}]
+    client = await start(aiohttp_client, env, make_config(
+        CONFIG + f"alertmanager: {{urls: ['{url(alertmanager)}']}}\n"
+        "heartbeats: [{name: wd, matchers: ['alertname=\"Watchdog\"'], timeout: 1m, escalation: [{call: bob}]}]\n"))
+    await post(client, payload(alert({"alertname": "Watchdog"})))  # arms it
+    env["clock"].advance(timedelta(minutes=2))
+    await client.app[HEARTBEATS].check(env["clock"].now())
+    await settle(client.app[DISPATCHER])
+    assert dialed(env) == [BOB] and alertmanager.state["asked"] == []
+
+
+async def test_acknowledgement_silences_carry_the_credentials_only_to_alertmanager_urls(aiohttp_server, env):
+    seen: list[str | None] = []
+
+    async def post_silence(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"silenceID": "s-1"})
+
+    app = web.Application()
+    app.router.add_post("/api/v2/silences", post_silence)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    base = f"http://127.0.0.1:{server.port}"
+    cfg = make_config(CONFIG + f"alertmanager: {{urls: ['{base}'], basic_auth: {{username: a2v, password: pw}}}}\n"
+                      "acknowledgement: {silence: {duration: 1h}}\n")
+    other = SilenceConfig(alertmanager_url=f"http://localhost:{server.port}")  # not one of alertmanager.urls
+    assert cfg.acknowledgement.silence is not None
+    async with aiohttp.ClientSession() as session:
+        silencer = Silencer(session, Metrics().silence_requests)
+        body = {"matchers": [{"name": "a", "value": "1", "isRegex": False, "isEqual": True}]}
+        silencer.create(cfg.acknowledgement.silence, [body], "k", cfg.alertmanager)
+        silencer.create(other, [body], "k", cfg.alertmanager)
+        await silencer.idle()
+    assert sorted(seen, key=str) == ["Basic YTJ2OnB3", None]
