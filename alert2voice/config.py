@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -134,18 +134,25 @@ def _secret(model: BaseModel, name: str, info: ValidationInfo, *, required: bool
         raise ConfigReferenceError([((name,), f"{name} or {name}_file is required")])
 
 
+class _OneSecret(_Model):
+    """A section whose one required secret is given as `<holds>` or `<holds>_file`."""
+
+    holds: ClassVar[str]  # the name of the field holding the secret
+
+    @model_validator(mode="after")
+    def _resolve_secret(self, info: ValidationInfo) -> _OneSecret:
+        _secret(self, self.holds, info, required=True)
+        return self
+
+
 # --------------------------------------------------------------------------------------------- server
 
 
-class BasicAuth(_Model):
+class BasicAuth(_OneSecret):
+    holds = "password"
     username: str
     password: SecretStr | None = None
     password_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> BasicAuth:
-        _secret(self, "password", info, required=True)
-        return self
 
 
 def _read_tokens_file(path: Path, info: ValidationInfo, key: str) -> list[SecretStr]:
@@ -243,15 +250,11 @@ class ServerConfig(_Model):
 
 # ------------------------------------------------------------------------------------------- provider
 
-class HeaderAuth(_Model):
+class HeaderAuth(_OneSecret):
+    holds = "value"
     name: str
     value: SecretStr | None = None
     value_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> HeaderAuth:
-        _secret(self, "value", info, required=True)
-        return self
 
 
 class CallbackConfig(_Model):
@@ -614,17 +617,13 @@ class AcknowledgementConfig(_Model):
 # --------------------------------------------------------------------------------------- alertmanager
 
 
-class Authorization(_Model):
+class Authorization(_OneSecret):
     """Alertmanager's http_config `authorization`: the header `Authorization: <type> <credentials>`."""
 
+    holds = "credentials"
     type: str = Field(default="Bearer", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
     credentials: SecretStr | None = None
     credentials_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> Authorization:
-        _secret(self, "credentials", info, required=True)
-        return self
 
 
 class ClientTLSConfig(_Model):

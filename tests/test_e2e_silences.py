@@ -4,11 +4,12 @@ A real, unclustered Alertmanager -> `alert2voice serve` (with `alertmanager.urls
 Webex Connect simulator, all on loopback. Alertmanager's port is chosen before alert2voice starts: each asks
 the other.
 """
+# ruff: noqa: F811 (the http fixture imported from test_e2e_alertmanager is requested by name)
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.e2e_support import (
     running_stack,
     start_alertmanager,
 )
+from tests.test_e2e_alertmanager import http, payments  # noqa: F401 (http: a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -50,16 +52,6 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
     with running_stack(request, tmp_path_factory.mktemp("e2e-silences"), store="sqlite", configure=configure) as s:
         yield s
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-def payments(alertname: str) -> dict[str, str]:
-    return {"alertname": alertname, "team": "payments", "severity": "critical", "instance": "node1:9100"}
 
 
 def steps(page: dict[str, Any]) -> list[tuple[str, str]]:
