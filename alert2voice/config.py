@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -188,6 +188,19 @@ def _config_path(path: Path, info: ValidationInfo) -> Path:
     return path if path.is_absolute() or base is None else Path(base) / path
 
 
+def _tls_context(model: BaseModel, info: ValidationInfo, keys: tuple[str, ...],
+                 build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """Resolve the model's file keys against the config file's directory, then build its context, naming the key
+    of a file that does not load (never its content)."""
+    for key in keys:
+        if getattr(model, key) is not None:
+            object.__setattr__(model, key, _config_path(getattr(model, key), info))
+    try:
+        return build()
+    except tls.TLSFileError as exc:
+        raise ConfigReferenceError([((exc.key,), str(exc))]) from None
+
+
 class TLSConfig(_Model):
     """HTTPS on the listener; with client_ca_file, client certificates verified if given (mutual TLS)."""
 
@@ -200,13 +213,8 @@ class TLSConfig(_Model):
 
     @model_validator(mode="after")
     def _load(self, info: ValidationInfo) -> TLSConfig:
-        for key in ("cert_file", "key_file", "client_ca_file"):
-            if getattr(self, key) is not None:
-                object.__setattr__(self, key, _config_path(getattr(self, key), info))
-        try:
-            self._context = tls.build_context(self.cert_file, self.key_file, self.client_ca_file, self.min_version)
-        except tls.TLSFileError as exc:
-            raise ConfigReferenceError([((exc.key,), str(exc))]) from None
+        self._context = _tls_context(self, info, ("cert_file", "key_file", "client_ca_file"), lambda: tls.build_context(
+            self.cert_file, self.key_file, self.client_ca_file, self.min_version))
         return self
 
     @property
@@ -639,14 +647,8 @@ class ClientTLSConfig(_Model):
     def _load(self, info: ValidationInfo) -> ClientTLSConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
-        for key in ("ca_file", "cert_file", "key_file"):
-            if getattr(self, key) is not None:
-                object.__setattr__(self, key, _config_path(getattr(self, key), info))
-        try:
-            self._context = tls.client_context(self.ca_file, self.cert_file, self.key_file,
-                                               insecure=self.insecure_skip_verify)
-        except tls.TLSFileError as exc:
-            raise ConfigReferenceError([((exc.key,), str(exc))]) from None
+        self._context = _tls_context(self, info, ("ca_file", "cert_file", "key_file"), lambda: tls.client_context(
+            self.ca_file, self.cert_file, self.key_file, insecure=self.insecure_skip_verify))
         return self
 
     @property
