@@ -227,7 +227,6 @@ def test_suppressed_reads_alertmanagers_answer():
 
 
 def test_config_silence_url_defaults_to_the_first_alertmanager(tmp_path):
-    (tmp_path / "secret").write_text("s3cret\n")
     cfg = make_config(CONFIG + "alertmanager:\n  urls: [http://am-0:9093/, http://am-1:9093]\n"
                       "  basic_auth: {username: a2v, password: pw}\n"
                       "acknowledgement: {silence: {duration: 1h}}\n")
@@ -236,6 +235,8 @@ def test_config_silence_url_defaults_to_the_first_alertmanager(tmp_path):
     assert cfg.alertmanager is not None and cfg.alertmanager.headers() == {"Authorization": "Basic YTJ2OnB3"}
     with pytest.raises(ConfigError, match="alertmanager_url"):
         make_config(CONFIG + "acknowledgement: {silence: {duration: 1h}}\n")
+    with pytest.raises(ConfigError, match=r"tls_config\.ca_file: cannot load ca_file"):
+        make_config(CONFIG + f"alertmanager: {{urls: [http://a:9093], tls_config: {{ca_file: {tmp_path / 'none'}}}}}\n")
     with pytest.raises(ConfigError, match="either basic_auth or authorization"):
         make_config(CONFIG + "alertmanager: {urls: [http://a:9093], basic_auth: {username: u, password: p},"
                     " authorization: {credentials: t}}\n")
