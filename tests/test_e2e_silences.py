@@ -46,8 +46,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
     def configure(config: dict[str, Any]) -> None:
         config["contacts"]["bob"] = {"number": BOB, "timezone": "UTC"}
-        # alice first; unanswered, bob 3 seconds later: the silence is created within those seconds.
-        config["routes"][0]["escalation"] = [{"call": "alice", "attempts": 1, "interval": "3s"}, {"call": "bob"}]
+        # alice first; unanswered, bob 4 seconds later: the silence is created (Alertmanager stopped) within them.
+        config["routes"][0]["escalation"] = [{"call": "alice", "attempts": 1, "interval": "4s"}, {"call": "bob"}]
         config["alertmanager"] = {"urls": [f"http://127.0.0.1:{am_port}"], "timeout": "1s", "cache_ttl": "1s"}
 
     with running_stack(request, tmp_path_factory.mktemp("e2e-silences"), store="sqlite", configure=configure) as s:
