@@ -19,6 +19,7 @@ import aiohttp
 from yarl import URL
 
 from .config import AlertmanagerConfig
+from .logs import Repeated
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,15 @@ class Suppression:
         self.session, self.config, self.monotonic = session, config, monotonic
         # label set -> (when the answer expires, or None while it is asked; the answer being asked or given)
         self._answers: dict[frozenset[tuple[str, str]], tuple[float | None, asyncio.Future[bool | None]]] = {}
+        self._failing: dict[str, Repeated] = {}  # per peer: logged when its error changes, not once per alert
+
+    def _peer(self, where: str) -> Repeated:
+        peer = self._failing.get(where)
+        if peer is None:
+            peer = self._failing[where] = Repeated(
+                log, "Alertmanager not asked successfully; the next peer, else the call goes ahead",
+                monotonic=self.monotonic)
+        return peer
 
     async def check(self, alerts: Sequence[Mapping[str, Any]]) -> Checked | None:
         """The verdict on these alerts (a page's firing ones); None when no Alertmanager is configured."""
@@ -147,13 +157,14 @@ class Suppression:
                     if resp.status != 200:
                         text = await resp.text(errors="replace")
                         raise _Failed(Verdict.ERROR, f"HTTP {resp.status}: {' '.join(text.split())[:200]}")
-                    return suppressed(await resp.json(content_type=None), labels)
+                    answer = suppressed(await resp.json(content_type=None), labels)
+                self._peer(where).over()
+                return answer
             except _Failed as exc:
                 failure = exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure = _Failed(Verdict.UNREACHABLE, f"{type(exc).__name__}: {exc}")
             except ValueError as exc:  # not JSON, or not Alertmanager's shape
                 failure = _Failed(Verdict.ERROR, f"unexpected answer: {exc}")
-            log.warning("Alertmanager not asked successfully; the next peer, else the call goes ahead",
-                        extra={"alertmanager": where, "error": str(failure), "result": failure.verdict.value})
+            self._peer(where)(str(failure), alertmanager=where, result=failure.verdict.value)
         raise failure

@@ -4,6 +4,7 @@ Alertmanager answering GET /api/v2/alerts as the real one does, with an injected
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from datetime import timedelta
@@ -311,3 +312,20 @@ async def test_acknowledgement_silences_carry_the_credentials_only_to_alertmanag
         silencer.create(other, [body], "k", cfg.alertmanager)
         await silencer.idle()
     assert sorted(seen, key=str) == ["Basic YTJ2OnB3", None]
+
+
+async def test_a_storm_asks_about_each_alert_once(alertmanager, caplog, unused_tcp_port):
+    """Concurrent checks share the request in flight; a peer that is down is logged once, not once per check."""
+    alertmanager.state["alerts"] = [PAYMENTS, NODE2]
+    cfg = am_config(f"http://127.0.0.1:{unused_tcp_port}", url(alertmanager)).alertmanager
+    clock = FakeClock()
+    async with aiohttp.ClientSession() as session:
+        suppression = Suppression(session, lambda: cfg, clock.monotonic)
+        pages = [[{"labels": PAYMENTS}, {"labels": NODE2}]] * 20
+        checked = await asyncio.gather(*(suppression.check(alerts) for alerts in pages))
+        assert {c.verdict for c in checked if c is not None} == {Verdict.ACTIVE}
+        assert len(alertmanager.state["asked"]) == 2
+        clock.advance(6)  # past the TTL
+        await suppression.check(pages[0])
+        assert len(alertmanager.state["asked"]) == 4
+    assert len([r for r in caplog.records if "not asked successfully" in r.getMessage()]) == 1
