@@ -675,6 +675,14 @@ class AlertmanagerConfig(_Model):
                 raise ValueError(f"expected http(s) URLs such as http://alertmanager:9093, got {url!r}")
         return [url.rstrip("/") for url in v]
 
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: timedelta) -> timedelta:
+        # A call waits for the answer, its page held meanwhile (its lease renewed only before the provider request).
+        if not timedelta(milliseconds=100) <= v <= timedelta(seconds=10):
+            raise ValueError("must be between 100ms and 10s: a call waits for the answer")
+        return v
+
     @model_validator(mode="after")
     def _one_auth(self) -> AlertmanagerConfig:
         if self.basic_auth is not None and self.authorization is not None:

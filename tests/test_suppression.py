@@ -238,6 +238,8 @@ def test_config_silence_url_defaults_to_the_first_alertmanager(tmp_path):
         make_config(CONFIG + "acknowledgement: {silence: {duration: 1h}}\n")
     with pytest.raises(ConfigError, match=r"tls_config\.ca_file: cannot load ca_file"):
         make_config(CONFIG + f"alertmanager: {{urls: [http://a:9093], tls_config: {{ca_file: {tmp_path / 'none'}}}}}\n")
+    with pytest.raises(ConfigError, match="between 100ms and 10s"):
+        make_config(CONFIG + "alertmanager: {urls: [http://a:9093], timeout: 30s}\n")
     with pytest.raises(ConfigError, match="either basic_auth or authorization"):
         make_config(CONFIG + "alertmanager: {urls: [http://a:9093], basic_auth: {username: u, password: p},"
                     " authorization: {credentials: t}}\n")
