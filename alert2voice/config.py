@@ -5,12 +5,13 @@ Reading a file into them (YAML, `${ENV}` expansion, problems named by file, line
 
 from __future__ import annotations
 
+import base64
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -133,18 +134,25 @@ def _secret(model: BaseModel, name: str, info: ValidationInfo, *, required: bool
         raise ConfigReferenceError([((name,), f"{name} or {name}_file is required")])
 
 
+class _OneSecret(_Model):
+    """A section whose one required secret is given as `<holds>` or `<holds>_file`."""
+
+    holds: ClassVar[str]  # the name of the field holding the secret
+
+    @model_validator(mode="after")
+    def _resolve_secret(self, info: ValidationInfo) -> _OneSecret:
+        _secret(self, self.holds, info, required=True)
+        return self
+
+
 # --------------------------------------------------------------------------------------------- server
 
 
-class BasicAuth(_Model):
+class BasicAuth(_OneSecret):
+    holds = "password"
     username: str
     password: SecretStr | None = None
     password_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> BasicAuth:
-        _secret(self, "password", info, required=True)
-        return self
 
 
 def _read_tokens_file(path: Path, info: ValidationInfo, key: str) -> list[SecretStr]:
@@ -180,6 +188,19 @@ def _config_path(path: Path, info: ValidationInfo) -> Path:
     return path if path.is_absolute() or base is None else Path(base) / path
 
 
+def _tls_context(model: BaseModel, info: ValidationInfo, keys: tuple[str, ...],
+                 build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """Resolve the model's file keys against the config file's directory, then build its context, naming the key
+    of a file that does not load (never its content)."""
+    for key in keys:
+        if getattr(model, key) is not None:
+            object.__setattr__(model, key, _config_path(getattr(model, key), info))
+    try:
+        return build()
+    except tls.TLSFileError as exc:
+        raise ConfigReferenceError([((exc.key,), str(exc))]) from None
+
+
 class TLSConfig(_Model):
     """HTTPS on the listener; with client_ca_file, client certificates verified if given (mutual TLS)."""
 
@@ -192,13 +213,8 @@ class TLSConfig(_Model):
 
     @model_validator(mode="after")
     def _load(self, info: ValidationInfo) -> TLSConfig:
-        for key in ("cert_file", "key_file", "client_ca_file"):
-            if getattr(self, key) is not None:
-                object.__setattr__(self, key, _config_path(getattr(self, key), info))
-        try:
-            self._context = tls.build_context(self.cert_file, self.key_file, self.client_ca_file, self.min_version)
-        except tls.TLSFileError as exc:
-            raise ConfigReferenceError([((exc.key,), str(exc))]) from None
+        self._context = _tls_context(self, info, ("cert_file", "key_file", "client_ca_file"), lambda: tls.build_context(
+            self.cert_file, self.key_file, self.client_ca_file, self.min_version))
         return self
 
     @property
@@ -242,15 +258,11 @@ class ServerConfig(_Model):
 
 # ------------------------------------------------------------------------------------------- provider
 
-class HeaderAuth(_Model):
+class HeaderAuth(_OneSecret):
+    holds = "value"
     name: str
     value: SecretStr | None = None
     value_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> HeaderAuth:
-        _secret(self, "value", info, required=True)
-        return self
 
 
 class CallbackConfig(_Model):
@@ -603,7 +615,7 @@ class ThrottleConfig(_Model):
 
 
 class SilenceConfig(_Model):
-    alertmanager_url: str
+    alertmanager_url: str | None = None  # None: the first of alertmanager.urls (Config._silence_url)
     duration: Duration = timedelta(hours=2)
 
 
@@ -626,6 +638,88 @@ class AcknowledgementConfig(_Model):
         return self
 
 
+# --------------------------------------------------------------------------------------- alertmanager
+
+
+class Authorization(_OneSecret):
+    """Alertmanager's http_config `authorization`: the header `Authorization: <type> <credentials>`."""
+
+    holds = "credentials"
+    type: str = Field(default="Bearer", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    credentials: SecretStr | None = None
+    credentials_file: Path | None = None
+
+
+class ClientTLSConfig(_Model):
+    """Alertmanager's http_config `tls_config`, as a client: the CA to trust, a client certificate, or no check."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+    _context: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load(self, info: ValidationInfo) -> ClientTLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        self._context = _tls_context(self, info, ("ca_file", "cert_file", "key_file"), lambda: tls.client_context(
+            self.ca_file, self.cert_file, self.key_file, insecure=self.insecure_skip_verify))
+        return self
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The client context these files make (built when the config was validated)."""
+        return self._context
+
+
+class AlertmanagerConfig(_Model):
+    """Alertmanager's API v2, asked before each call whether a page's alerts are silenced or inhibited."""
+
+    urls: list[str] = Field(min_length=1)   # an HA pair's peers, asked in order until one answers
+    basic_auth: BasicAuth | None = None
+    authorization: Authorization | None = None
+    tls_config: ClientTLSConfig | None = None
+    timeout: Duration = timedelta(seconds=2)     # per request: a slow Alertmanager never holds a call back long
+    cache_ttl: Duration = timedelta(seconds=5)   # an answer about an alert is reused this long (a storm asks once)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"expected http(s) URLs such as http://alertmanager:9093, got {url!r}")
+        return [url.rstrip("/") for url in v]
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: timedelta) -> timedelta:
+        # A call waits for the answer, its page held meanwhile (its lease renewed only before the provider request).
+        if not timedelta(milliseconds=100) <= v <= timedelta(seconds=10):
+            raise ValueError("must be between 100ms and 10s: a call waits for the answer")
+        return v
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> AlertmanagerConfig:
+        if self.basic_auth is not None and self.authorization is not None:
+            raise ValueError("give either basic_auth or authorization, not both")
+        return self
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header every request to Alertmanager carries (none without credentials)."""
+        if self.authorization is not None and self.authorization.credentials is not None:
+            return {"Authorization": f"{self.authorization.type} {self.authorization.credentials.get_secret_value()}"}
+        if self.basic_auth is not None and self.basic_auth.password is not None:
+            pair = f"{self.basic_auth.username}:{self.basic_auth.password.get_secret_value()}"
+            return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
+        return {}
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """What aiohttp's `ssl=` takes for https URLs: tls_config's context, else True (the system's CAs)."""
+        return self.tls_config.context if self.tls_config is not None else True
+
+
 # ----------------------------------------------------------------------------------------------- root
 
 
@@ -643,6 +737,7 @@ class Config(_Model):
     throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
     acknowledgement: AcknowledgementConfig = Field(default_factory=AcknowledgementConfig)
     heartbeats: list[HeartbeatConfig] = Field(default_factory=list)
+    alertmanager: AlertmanagerConfig | None = None
     # The renderer that checked this config's templates (parse_config): serving with it speaks exactly
     # what was checked, and the first call does not compile them again.
     _speech: Any = PrivateAttr(default=None)
@@ -675,6 +770,13 @@ class Config(_Model):
                     problems.append(((section, r, "name"), f"route names starting with {HEARTBEAT_ROUTE_PREFIX!r}"
                                      " are the heartbeats' own"))
                 problems += _step_problems(self, (section, r), item.escalation)
+        silence = self.acknowledgement.silence
+        if silence is not None and silence.alertmanager_url is None:
+            if self.alertmanager is None:
+                problems.append((("acknowledgement", "silence", "alertmanager_url"),
+                                 "required when alertmanager.urls is not set"))
+            else:
+                object.__setattr__(silence, "alertmanager_url", self.alertmanager.urls[0])
         if problems:
             raise ConfigReferenceError(problems)
         return self

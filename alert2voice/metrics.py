@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .pages import CALL_OUTCOMES  # every final call state: a new one is pre-created with the others
+from .suppression import VERDICTS
 
 ACK_VIAS = ("api", "web", "phone")
 PAGE_RESULTS = ("called", "duplicate", "no_route", "quiet_hours", "throttled", "no_contacts")
@@ -106,6 +107,13 @@ class Metrics:
         self.silence_requests = Counter(p + "silence_requests_total",
                                         "Alertmanager silences for acknowledged pages, by result (created, failed).",
                                         ["result"], registry=r)
+        self.alertmanager_checks = Counter(p + "alertmanager_checks_total",
+                                           "Checks with Alertmanager before a call, by result: silenced (the page"
+                                           " ends), active, partly, unreachable, error (the call goes ahead).",
+                                           ["result"], registry=r)
+        self.pages_silenced = Counter(p + "pages_silenced_total", "Pages ended before a call because Alertmanager"
+                                      " silenced or inhibited every firing alert of them, by route.", ["route"],
+                                      registry=r)
         self.reload_ok = Gauge(p + "config_last_reload_successful",
                                "Whether the last configuration reload succeeded.", registry=r)
         self.reload_time = Gauge(p + "config_last_reload_success_timestamp_seconds",
@@ -143,6 +151,8 @@ class Metrics:
         for status in PROVIDER_STATUSES:
             self.provider_status.labels(status)
             self.provider_probes.labels(status)
+        for verdict in VERDICTS:
+            self.alertmanager_checks.labels(verdict)
 
     def page(self, route: str, result: str) -> _Count:
         """pages_total's child for (route, result)."""
@@ -158,6 +168,7 @@ class Metrics:
                 self.calls.labels(route, outcome)
             self.escalations.labels(route)
             self.template_errors.labels(route)
+            self.pages_silenced.labels(route)
         self.page("", "no_route")
 
     def heartbeats(self, states: Iterable[tuple[str, float, bool]]) -> None:

@@ -20,6 +20,7 @@ class PageState(StrEnum):
     EXHAUSTED = "exhausted"        # the whole chain (and its repeats) ran without reaching anyone
     RESOLVED = "resolved"          # every alert resolved before anyone was reached
     CANCELLED = "cancelled"        # its route disappeared in a reload
+    SILENCED = "silenced"          # Alertmanager silenced or inhibited every firing alert of it before a call
 
 
 FINAL_PAGE_STATES = frozenset(s for s in PageState if s is not PageState.ACTIVE)
@@ -380,6 +381,14 @@ def reopen(page: Page, config: Config, now: datetime) -> bool:
     page.reopened_at = now
     page.acknowledged_by = page.acknowledged_at = page.acknowledged_via = page.acknowledged_comment = None
     return True
+
+
+def end(page: Page, state: PageState, now: datetime, why: str) -> list[Call]:
+    """End an active page without anyone reached (its route removed, its alerts silenced): queued calls cancelled
+    (returned), nothing due any more."""
+    cancelled = cancel_queued(page, now, why)
+    page.state, page.due_at, page.updated_at = state, None, now
+    return cancelled
 
 
 def current_step(page: Page) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import aiohttp
 from prometheus_client import Counter
 from yarl import URL
 
-from .config import SilenceConfig
+from .config import AlertmanagerConfig, SilenceConfig
 from .pages import Page
 
 log = logging.getLogger(__name__)
@@ -71,24 +71,30 @@ class Silencer:
         self.sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def create(self, config: SilenceConfig, silences: Sequence[dict[str, Any]], page_key: str) -> None:
-        """Start creating the silences; returns at once."""
-        url = config.alertmanager_url.rstrip("/") + "/api/v2/silences"
+    def create(self, config: SilenceConfig, silences: Sequence[dict[str, Any]], page_key: str,
+               client: AlertmanagerConfig | None = None) -> None:
+        """Start creating the silences; returns at once. With `client` (the alertmanager section) and a silence URL
+        among its urls, its credentials and TLS settings go with each request (never to another host)."""
+        base = (config.alertmanager_url or "").rstrip("/")
+        if client is None or base not in client.urls:
+            client = None
         for body in silences:
-            self._spawn(self._create(url, body, page_key))
+            self._spawn(self._create(base + "/api/v2/silences", body, page_key, client))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name="silence")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _create(self, url: str, body: dict[str, Any], page_key: str) -> None:
+    async def _create(self, url: str, body: dict[str, Any], page_key: str, client: AlertmanagerConfig | None) -> None:
         fields = {"page_key": page_key, "alertmanager": str(URL(url).with_user(None)),
                   "matchers": len(body["matchers"])}
         wait = RETRY_WAIT
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with self.session.post(url, json=body, allow_redirects=False,
+                                             headers=client.headers() if client is not None else None,
+                                             ssl=client.ssl_context if client is not None else True,
                                              timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as resp:
                     text = await resp.text(errors="replace")
             except (aiohttp.ClientError, TimeoutError) as exc:

@@ -28,12 +28,7 @@ def build_context(cert_file: Path, key_file: Path, client_ca_file: Path | None =
     """A server context with this chain and key; with a client CA, certificates are asked for and verified if given."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = VERSIONS[min_version]
-    try:
-        context.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as exc:
-        # Which of the two failed is not said by OpenSSL for every error: read the certificate alone to tell.
-        key, path = ("cert_file", cert_file) if _cert_unreadable(cert_file) else ("key_file", key_file)
-        raise TLSFileError(key, path, _why(exc)) from None
+    _load_chain(context, cert_file, key_file)
     if client_ca_file is not None:
         try:
             context.load_verify_locations(cafile=client_ca_file)
@@ -42,6 +37,16 @@ def build_context(cert_file: Path, key_file: Path, client_ca_file: Path | None =
         # OPTIONAL, not REQUIRED: the provider's callbacks share the listener and bring no certificate.
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def _load_chain(context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+    """Load a certificate chain and its key into `context`, or say which of the two files failed."""
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        # Which of the two failed is not said by OpenSSL for every error: read the certificate alone to tell.
+        key, path = ("cert_file", cert_file) if _cert_unreadable(cert_file) else ("key_file", key_file)
+        raise TLSFileError(key, path, _why(exc)) from None
 
 
 def _cert_unreadable(cert_file: Path) -> bool:
@@ -77,3 +82,21 @@ class ServerTLS:
                 context: ssl.SSLContext) -> None:
         if self.current is not context:
             connection.context = self.current
+
+
+def client_context(ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None, *,
+                   insecure: bool = False) -> ssl.SSLContext:
+    """A client context (alertmanager.tls_config): this CA trusted (else the system's), this client certificate
+    sent, or, with `insecure`, no check of the server's certificate at all."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSFileError("ca_file", ca_file, _why(exc)) from None
+    if cert_file is not None and key_file is not None:
+        _load_chain(context, cert_file, key_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

@@ -300,6 +300,17 @@ class Alertmanager:
         await self.post_alerts(session, [{"labels": dict(labels), "annotations": dict(annotations or {}),
                                           "endsAt": ended}])
 
+    async def silence(self, session: aiohttp.ClientSession, labels: Mapping[str, str], minutes: int = 10) -> str:
+        """Silence the alerts with these labels (POST /api/v2/silences, as amtool silence add does); its id."""
+        now = datetime.now(UTC)
+        body = {"matchers": [{"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in labels.items()],
+                "startsAt": now.isoformat().replace("+00:00", "Z"),
+                "endsAt": (now + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z"),
+                "createdBy": "e2e", "comment": "working on it"}
+        async with session.post(f"{self.url}/api/v2/silences", json=body) as resp:
+            assert resp.status == 200, f"POST /api/v2/silences: {resp.status} {await resp.text()}"
+            return (await resp.json())["silenceID"]
+
     async def amtool_add(self, labels: Mapping[str, str], annotations: Mapping[str, str]) -> str:
         """`amtool alert add`, as an operator would fire a test alert."""
         argv = [self.amtool, "alert", "add", *(f"{k}={v}" for k, v in labels.items()),
@@ -336,9 +347,10 @@ def readme_alertmanager_config() -> dict[str, Any]:
 
 
 def start_alertmanager(workdir: Path, stack: Stack, name: str, tls_config: Mapping[str, str] | None = None,
-                       config: Mapping[str, Any] | None = None) -> Alertmanager:
+                       config: Mapping[str, Any] | None = None, port: int | None = None) -> Alertmanager:
     """Start an unclustered Alertmanager (`--cluster.listen-address=` empty) and wait for /-/ready; its
-    configuration is `config`, or else alertmanager_config()'s."""
+    configuration is `config`, or else alertmanager_config()'s; on `port` when given (chosen before
+    alert2voice started, which asks it about silences), else a free one."""
     binary, amtool = require_alertmanager()
     home = workdir / name
     home.mkdir()
@@ -346,7 +358,7 @@ def start_alertmanager(workdir: Path, stack: Stack, name: str, tls_config: Mappi
     config_path.write_text(yaml.safe_dump(dict(config) if config is not None else
                                           alertmanager_config(f"{stack.a2v_url}/alerts", stack.token, tls_config)),
                            encoding="utf-8")
-    port = free_port()
+    port = port or free_port()
     url = f"http://{LOOPBACK}:{port}"
     proc = Process(name, [binary, f"--config.file={config_path}", f"--storage.path={home / 'data'}",
                           f"--web.listen-address={LOOPBACK}:{port}", "--cluster.listen-address=",

@@ -21,6 +21,7 @@ from ..provider.health import ProviderHealth
 from ..speech import Speech
 from ..store import Store
 from ..store.base import Conflict, Lease
+from ..suppression import Suppression
 from .locks import KeyedLocks
 from .work import Effects, Work
 
@@ -55,6 +56,7 @@ class Context:
     rng: random.Random = field(default_factory=random.Random)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     owner: str = field(default_factory=new_owner)
+    suppression: Suppression | None = None  # asks Alertmanager before a call (alertmanager.urls); None: never
 
     def lease(self, cfg: Config) -> Lease:
         """A lease for this process from now, as long as lease_span()."""

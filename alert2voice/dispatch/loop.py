@@ -19,6 +19,7 @@ from ..provider.health import ProviderHealth
 from ..speech import Speech
 from ..store import Store, StoreUnavailable
 from ..store.base import Lease
+from ..suppression import Suppression
 from .context import Context, lease_span
 from .limits import RateLimiter
 from .locks import KeyedLocks
@@ -47,12 +48,12 @@ class Dispatcher:
 
     def __init__(self, *, config: Callable[[], Config], store: Store, provider: Provider, speech: Callable[[], Speech],
                  metrics: Metrics, clock: Clock | None = None, rng: random.Random | None = None,
-                 health: ProviderHealth | None = None) -> None:
+                 health: ProviderHealth | None = None, suppression: Suppression | None = None) -> None:
         clock = clock or Clock()
         # The app's (its probes feed it too), or one of its own fed by the calls alone.
         health = health or ProviderHealth(metrics, target=lambda: config().provider.url, now=clock.now)
         self.ctx = ctx = Context(config=config, store=store, provider=provider, speech=speech, metrics=metrics,
-                                 clock=clock, health=health, rng=rng or random.Random())
+                                 clock=clock, health=health, rng=rng or random.Random(), suppression=suppression)
         self.store, self.metrics, self.clock = store, metrics, clock
         self.sleep = getattr(clock, "sleep", asyncio.sleep)
         limiter = RateLimiter(store.take_token, lambda: clock.now().timestamp(), sleep=self.sleep)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from ..config import HEARTBEAT_ROUTE_PREFIX
 from ..pages import (
     UNSENT_CALL_STATES,
     Call,
     CallState,
     Page,
     PageState,
-    cancel_queued,
+    end,
     idle_until,
     next_call,
     reopen,
@@ -21,6 +23,7 @@ from ..pages import (
 )
 from ..store import StoreUnavailable
 from ..store.base import Conflict
+from ..suppression import Checked, Verdict
 from .context import Context
 from .outcomes import Outcomes
 from .placing import Placer
@@ -78,17 +81,31 @@ class Stepper:
                 await self.ctx.store.put(page)
                 return
             # A reload removed the route everywhere: stop its escalation cleanly rather than call on a stale plan.
-            self._cancel(page, now, "route removed by a config reload", fx)
+            self._end(page, PageState.CANCELLED, now, "route removed by a config reload", fx)
         page.route_missing_since = None
         if reopen(page, cfg, now):
             fx(lambda: log.warning("acknowledged page re-opened: its alerts still fire after ack_timeout",
                                    extra={"page_key": page.key, "route": page.route}))
         call = page.open_call
+        checked: Checked | None = None
+        if page.state is PageState.ACTIVE and (call is None or call.state is CallState.QUEUED):
+            # Before anyone is called (again): Alertmanager tells no receiver that an alert became silenced.
+            # A network request, asked here, outside any write's retry; the decision below takes its answer.
+            checked = await self._ask_alertmanager(page, fx)
+            now = self.ctx.clock.now()
+            if checked is not None and checked.verdict is Verdict.SILENCED:
+                self._end(page, PageState.SILENCED, now, "silenced in Alertmanager", fx)
+                fx(self.ctx.metrics.pages_silenced.labels(page.route).inc)
+                call = None
         if call is None and page.state is PageState.ACTIVE:
             had_calls = any(c.kind == "page" for c in page.calls)
             call = next_call(page, cfg, now)
             if call is not None:
-                self.speaker.freeze(page, call, cfg)
+                # Some alerts silenced or inhibited: the new attempt speaks of the others only. (An attempt made
+                # earlier keeps what it was frozen with: its request may have gone out already.)
+                partly = checked is not None and checked.verdict is Verdict.PARTLY
+                said = dataclasses.replace(page, alerts=checked.active(page.alerts)) if partly else page
+                self.speaker.freeze(said, call, cfg)
                 if had_calls:
                     fx(self.ctx.metrics.escalations.labels(page.route).inc)
                 # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
@@ -160,9 +177,26 @@ class Stepper:
                            "missing_since": page.route_missing_since.isoformat()})
         return False
 
-    def _cancel(self, page: Page, now: datetime, why: str, fx: Effects) -> None:
-        cancelled = cancel_queued(page, now, why)
-        count = len(cancelled)
+    async def _ask_alertmanager(self, page: Page, fx: Effects) -> Checked | None:
+        """Alertmanager's verdict on the page's firing alerts (None: none configured), counted once written.
+
+        A heartbeat's page is not asked about: its alert is alert2voice's own, and Alertmanager may be what died.
+        """
+        suppression = self.ctx.suppression
+        if suppression is None or page.route.startswith(HEARTBEAT_ROUTE_PREFIX):
+            return None
+        checked = await suppression.check(page.alerts)
+        if checked is not None:
+            result = checked.verdict.value
+            fx(self.ctx.metrics.alertmanager_checks.labels(result).inc)
+            if checked.verdict is not Verdict.ACTIVE:
+                fx(lambda: log.info("Alertmanager checked before a call", extra={
+                    "page_key": page.key, "route": page.route, "result": result}))
+        return checked
+
+    def _end(self, page: Page, state: PageState, now: datetime, why: str, fx: Effects) -> None:
+        """End the page unreached (route removed, alerts silenced): its queued calls cancelled and counted."""
+        count = len(end(page, state, now, why))
         fx(lambda: self.ctx.metrics.calls.labels(page.route, CallState.CANCELLED.value).inc(count))
-        page.state, page.due_at = PageState.CANCELLED, None
-        log.warning("page cancelled", extra={"page_key": page.key, "route": page.route, "reason": why})
+        fx(lambda: log.warning(f"page {state.value}", extra={"page_key": page.key, "route": page.route,
+                                                             "reason": why}))

@@ -25,6 +25,7 @@ from ..silences import Silencer
 from ..store import Store, StoreUnavailable, open_store
 from ..store.clock import StoreClock
 from ..supervisor import Supervisor
+from ..suppression import Suppression
 from . import callbacks, heartbeats, ops, page_actions, status, webhook
 from .keys import (
     ADMISSION,
@@ -40,6 +41,7 @@ from .keys import (
     SILENCER,
     STORE,
     SUPERVISOR,
+    SUPPRESSION,
 )
 
 
@@ -120,13 +122,16 @@ async def _clock_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The app's one HTTP client session: provider requests and Alertmanager silences."""
+    """The app's one HTTP client session: provider requests, Alertmanager silences and checks."""
     async with aiohttp.ClientSession() as session:
         if PROVIDER not in app:
             live, metrics = app[LIVE], app[METRICS]
             # WebexProvider reads the provider section at every request: a reload reaches the next one.
             app[PROVIDER] = WebexProvider(session, lambda: live.config.provider, observe=metrics.observe_provider)
         app[SILENCER] = silencer = Silencer(session, app[METRICS].silence_requests)
+        live = app[LIVE]
+        # Reads the alertmanager section at every check: a reload reaches the next one.
+        app[SUPPRESSION] = Suppression(session, lambda: live.config.alertmanager, app[CLOCK].monotonic)
         try:
             yield
         finally:
@@ -150,7 +155,8 @@ async def _probe_ctx(app: web.Application) -> AsyncIterator[None]:
 def _make_dispatcher(app: web.Application) -> Dispatcher:
     live = app[LIVE]
     dispatcher = Dispatcher(config=lambda: live.config, store=app[STORE], provider=app[PROVIDER],
-                            speech=lambda: live.speech, metrics=app[METRICS], clock=app[CLOCK], health=app[HEALTH])
+                            speech=lambda: live.speech, metrics=app[METRICS], clock=app[CLOCK], health=app[HEALTH],
+                            suppression=app[SUPPRESSION])
     app[DISPATCHER] = dispatcher
     app[ADMISSION] = Admission(live, app[STORE], app[METRICS], dispatcher)
     return dispatcher

@@ -112,5 +112,5 @@ async def _call_event(app: web.Application, key: str | None, event: callbacks.Ev
     if pages and silence is not None:
         # In the background: the callee is waiting for the thank-you, not for Alertmanager.
         app[SILENCER].create(silence, silences_for(pages, answer.contact, app[CLOCK].now(), silence,
-                                                   config.dedup.ignore_labels), pages[0].key)
+                                                   config.dedup.ignore_labels), pages[0].key, config.alertmanager)
     return web.json_response(answer.action)

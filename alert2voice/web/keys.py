@@ -17,6 +17,7 @@ from ..silences import Silencer
 from ..store import Store
 from ..store.clock import StoreClock
 from ..supervisor import Supervisor
+from ..suppression import Suppression
 
 LIVE: web.AppKey[LiveConfig] = web.AppKey("live", LiveConfig)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
@@ -31,6 +32,7 @@ PROVIDER: web.AppKey[Provider] = web.AppKey("provider")
 HEALTH: web.AppKey[ProviderHealth] = web.AppKey("health", ProviderHealth)
 # Made at startup by the cleanup contexts.
 SILENCER: web.AppKey[Silencer] = web.AppKey("silencer", Silencer)
+SUPPRESSION: web.AppKey[Suppression] = web.AppKey("suppression", Suppression)
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher", Dispatcher)
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)

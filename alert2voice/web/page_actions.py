@@ -151,7 +151,7 @@ def _silence(app: web.Application, page: Page) -> None:
     how = {"api": "through the API", "web": "on the status page"}.get(page.acknowledged_via or "", "")
     app[SILENCER].create(silence, silences_for([page], page.acknowledged_by or "", app[CLOCK].now(), silence,
                                                config.dedup.ignore_labels, how=how,
-                                               note=page.acknowledged_comment), page.key)
+                                               note=page.acknowledged_comment), page.key, config.alertmanager)
 
 
 def same_origin(request: web.Request) -> bool:
