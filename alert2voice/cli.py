@@ -358,8 +358,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        def on_term() -> None:
-            log.info("SIGTERM: stopping; new webhooks get 503, queued calls stay queued")
+        def on_stop(sig: signal.Signals) -> None:
+            # A terminal's Ctrl-C reaches us and scripts/run.sh's SIGTERM follows it: said once, exit 0 either way.
+            if not stop.is_set():
+                log.info("stopping; new webhooks get 503, queued calls stay queued", extra={"signal": sig.name})
             app[SHUTDOWN].set()
             stop.set()
 
@@ -367,8 +369,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             task = asyncio.ensure_future(app[LIVE].reload())
             task.add_done_callback(lambda t: t.exception())  # the failure is logged by reload()
 
-        loop.add_signal_handler(signal.SIGTERM, on_term)
-        loop.add_signal_handler(signal.SIGINT, on_term)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         try:
             await stop.wait()
