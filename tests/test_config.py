@@ -364,24 +364,17 @@ def test_a_broken_default_template_is_one_problem_at_its_key_not_one_per_route(t
 
 
 def test_a_broken_template_named_twice_is_one_problem_naming_both_keys(tmp_path):
-    write(tmp_path / "etc" / "tpl" / "bad.ssml.j2", f"{SPEAK}{{% if route %}}</speak>\n")
-    write(tmp_path / "etc" / "tpl" / "firing.txt.j2", "{{ nope }}")
-    path = _template_config(tmp_path, """\
-        routes:
-          - name: one
-            template: bad.ssml.j2
-          - name: two
-            template: bad.ssml.j2
-            resolved_template: resolved.ssml.j2
-          - name: plain
-            text_format: TEXT
-        """)
+    # Two routes name bad.ssml.j2; a TEXT route names the twin of templates.firing by its text_format.
+    for name, body in {"bad.ssml.j2": f"{SPEAK}{{% if route %}}</speak>\n", "firing.txt.j2": "{{ nope }}"}.items():
+        write(tmp_path / "etc" / "tpl" / name, body)
+    routes = "routes:\n  - {name: one, template: bad.ssml.j2}\n  - name: two\n    template: bad.ssml.j2\n"
+    path = _template_config(tmp_path, routes + "  - {name: plain, text_format: TEXT}\n")
     text = path.read_text()
     with pytest.raises(ConfigError) as raised:
         load_config(path, env={})
-    second = text.index("template: bad", text.index("name: two"))
+    second = text.index("template: bad", text.index("name: two"))  # the second route's
     assert [(p.path, p.line) for p in raised.value.problems] == [
-        ("routes.0.template", line_of(text, "- name: one") + 1),
+        ("routes.0.template", line_of(text, "name: one")),
         ("routes.2.text_format", line_of(text, "text_format: TEXT"))]
     first, plain = raised.value.problems
     assert first.message.startswith("bad.ssml.j2:1: Unexpected end of template.")
