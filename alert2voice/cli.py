@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
@@ -324,6 +324,26 @@ def cmd_test_call(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _stop_signals(handler: Callable[[signal.Signals], object]) -> Iterator[None]:
+    """SIGINT and SIGTERM call `handler` inside; past it they are ignored, as the process is ending.
+
+    asyncio's close() shuts the loop's wakeup fd before it removes the handlers: a signal arriving then (a
+    terminal's Ctrl-C reaches us, and scripts/run.sh's SIGTERM follows it) prints "Exception ignored … Bad
+    file descriptor" with a traceback.
+    """
+    loop = asyncio.get_running_loop()
+    stops = (signal.SIGTERM, signal.SIGINT)
+    for sig in stops:
+        loop.add_signal_handler(sig, handler, sig)
+    try:
+        yield
+    finally:
+        for sig in stops:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -369,15 +389,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             task = asyncio.ensure_future(app[LIVE].reload())
             task.add_done_callback(lambda t: t.exception())  # the failure is logged by reload()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, on_hup)
-        try:
-            await stop.wait()
-            # Drain while still listening, so webhooks arriving meanwhile get 503 (Alertmanager retries).
-            await drain(app)
-        finally:
-            await runner.cleanup()
+        with _stop_signals(on_stop):
+            try:
+                await stop.wait()
+                # Drain while still listening, so webhooks arriving meanwhile get 503 (Alertmanager retries).
+                await drain(app)
+            finally:
+                await runner.cleanup()
 
     asyncio.run(main())
     return 0
@@ -399,10 +418,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
                                                    service_key=args.service_key, callback_auth=callback_auth,
                                                    callback_delay=args.callback_delay,
                                                    step_delay=args.step_delay))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
+        with _stop_signals(lambda _: task.cancel()), contextlib.suppress(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
