@@ -24,7 +24,6 @@ stop() {
   done
   exit "$status"
 }
-trap 'stop 0' INT TERM
 
 # Whether process $1 has a handler for SIGINT (signal 2: bit 1 of /proc/PID/status SigCgt).
 catches_sigint() {
@@ -47,6 +46,7 @@ fi
 "$BIN/alert2voice" --log-format text simulator --listen "$SIM_LISTEN" \
   --callback-auth "A2VSIM01=Authorization:Bearer example-callback-token" &
 pids+=($!)
+trap 'stop 0' INT TERM  # once pids has one: bash before 4.4 calls an empty "${pids[@]}" unbound under set -u
 
 cat <<TXT
 
