@@ -365,7 +365,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await runner.cleanup()
             raise UserError(str(exc)) from None
         site = web.TCPSite(runner, host, port, ssl_context=app[LIVE].ssl_context)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            # The address in use (a second `make run`) or not ours: one line, exit 1, not a traceback.
+            await runner.cleanup()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
         # Everything loaded so far (modules, schemas, templates, config) lives as long as the process:
         # keep it out of the garbage collector's generations, or every collection walks it again.
         gc.freeze()
