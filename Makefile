@@ -3,14 +3,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What running needs (`make run`, `make check-config`): the package and its runtime dependencies, no test tools.
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test lint lock check-config system-deps clean deploy-deps deploy-check bench bench-deps
 
-$(STAMP): pyproject.toml
+# $(call install,EXTRAS): the venv, then this package (editable) with those extras; touches the target stamp.
+define install
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e '.$(1)'
+	touch $@
+endef
+
+$(STAMP): pyproject.toml
+	$(call install,[test])
+
+$(RUN_STAMP): pyproject.toml
+	$(call install,)
 
 # Debian packages the tests drive (a real Alertmanager; espeak-ng for `render --wav` and the status page's play
 # button; a real Redis for the Redis store; chromium, headless, for the status page; libfaketime's `faketime`, to
@@ -78,10 +88,11 @@ bench: $(STAMP) bench-deps
 	$(BIN)/python -m compileall -q alert2voice
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-check-config: $(STAMP)
-	$(BIN)/alert2voice check-config config.example.yaml
+check-config: $(RUN_STAMP)
+	$(BIN)/alert2voice check-config --config config.example.yaml
 
-run: $(STAMP)
+# Ctrl-C (or SIGINT to make, or SIGTERM) stops the simulator and the service; scripts/run.sh says how.
+run: $(RUN_STAMP)
 	./scripts/run.sh
 
 clean:

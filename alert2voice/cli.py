@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
@@ -350,6 +350,26 @@ def cmd_test_call(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _stop_signals(handler: Callable[[signal.Signals], object]) -> Iterator[None]:
+    """SIGINT and SIGTERM call `handler` inside; past it they are ignored, as the process is ending.
+
+    asyncio's close() shuts the loop's wakeup fd before it removes the handlers: a signal arriving then (a
+    terminal's Ctrl-C reaches us, and scripts/run.sh's SIGTERM follows it) prints "Exception ignored … Bad
+    file descriptor" with a traceback.
+    """
+    loop = asyncio.get_running_loop()
+    stops = (signal.SIGTERM, signal.SIGINT)
+    for sig in stops:
+        loop.add_signal_handler(sig, handler, sig)
+    try:
+        yield
+    finally:
+        for sig in stops:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -371,7 +391,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await runner.cleanup()
             raise UserError(str(exc)) from None
         site = web.TCPSite(runner, host, port, ssl_context=app[LIVE].ssl_context)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            # The address in use (a second `make run`) or not ours: one line, exit 1, not a traceback.
+            await runner.cleanup()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
         # Everything loaded so far (modules, schemas, templates, config) lives as long as the process:
         # keep it out of the garbage collector's generations, or every collection walks it again.
         gc.freeze()
@@ -384,8 +410,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        def on_term() -> None:
-            log.info("SIGTERM: stopping; new webhooks get 503, queued calls stay queued")
+        def on_stop(sig: signal.Signals) -> None:
+            # A terminal's Ctrl-C reaches us and scripts/run.sh's SIGTERM follows it: said once, exit 0 either way.
+            if not stop.is_set():
+                log.info("stopping; new webhooks get 503, queued calls stay queued", extra={"signal": sig.name})
             app[SHUTDOWN].set()
             stop.set()
 
@@ -393,15 +421,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             task = asyncio.ensure_future(app[LIVE].reload())
             task.add_done_callback(lambda t: t.exception())  # the failure is logged by reload()
 
-        loop.add_signal_handler(signal.SIGTERM, on_term)
-        loop.add_signal_handler(signal.SIGINT, on_term)
         loop.add_signal_handler(signal.SIGHUP, on_hup)
-        try:
-            await stop.wait()
-            # Drain while still listening, so webhooks arriving meanwhile get 503 (Alertmanager retries).
-            await drain(app)
-        finally:
-            await runner.cleanup()
+        with _stop_signals(on_stop):
+            try:
+                await stop.wait()
+                # Drain while still listening, so webhooks arriving meanwhile get 503 (Alertmanager retries).
+                await drain(app)
+            finally:
+                await runner.cleanup()
 
     asyncio.run(main())
     return 0
@@ -423,10 +450,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
                                                    service_key=args.service_key, callback_auth=callback_auth,
                                                    callback_delay=args.callback_delay,
                                                    step_delay=args.step_delay))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
+        with _stop_signals(lambda _: task.cancel()), contextlib.suppress(asyncio.CancelledError):
             await task
 
     asyncio.run(main())

@@ -153,23 +153,41 @@ def _template_problems(config: Config, file: str, lines: dict[tuple[Any, ...], i
 
     speech = Speech(config.templates.directory, max_alerts_spoken=config.speech.max_alerts_spoken,
                     max_chars=config.speech.max_chars)
-    named: list[tuple[tuple[Any, ...], str]] = [(("templates", "firing"), config.templates.firing),
-                                                (("templates", "resolved"), config.templates.resolved)]
-    for i, route in enumerate(config.routes):
-        named += [(("routes", i, key), route.template_for(config.templates, kind))
-                  for key, kind in (("template", "firing"), ("resolved_template", "resolved"))]
-    problems, checked = [], {}
+    problems = []
     now = datetime.now().astimezone()
-    for path, name in named:
-        if name not in checked:
-            if not speech.has_template(name):
-                where = f" in {config.templates.directory}" if config.templates.directory else ""
-                checked[name] = [f"template {name!r} not found{where} (nor among the built-in templates)"]
-            else:
-                checked[name] = speech.check(name, now)
-        problems += [Problem(file, _line_for(lines, path), ".".join(map(str, path)), m) for m in checked[name]]
+    for name, paths in _named_templates(config).items():
+        if not speech.has_template(name):
+            where = f" in {config.templates.directory}" if config.templates.directory else ""
+            messages = [f"template {name!r} not found{where} (nor among the built-in templates)"]
+        else:
+            messages = speech.check(name, now)
+        # Each problem once, at the first key naming the template in the file; the other keys are listed with it.
+        path, *others = sorted(paths, key=lambda p: p not in lines)
+        also = ", ".join(f"{'.'.join(map(str, p))} at line {_line_for(lines, p)}" for p in others)
+        also = f" (also named by {also})" if also else ""
+        problems += [Problem(file, _line_for(lines, path), ".".join(map(str, path)), m + also) for m in messages]
     config._speech = speech
     return problems
+
+
+def _named_templates(config: Config) -> dict[str, list[tuple[Any, ...]]]:
+    """Each template the config uses, with the keys that name it, in file order.
+
+    A route without a template of its own uses `templates.firing`/`resolved`: it names nothing, so a problem
+    of those templates is not repeated at its keys. A TEXT route without one names the `.txt.j2` twin by its
+    `text_format`.
+    """
+    named: dict[str, list[tuple[Any, ...]]] = {}
+    for kind in ("firing", "resolved"):
+        named.setdefault(getattr(config.templates, kind), []).append(("templates", kind))
+    for i, route in enumerate(config.routes):
+        for key, kind in (("template", "firing"), ("resolved_template", "resolved")):
+            name = route.template_for(config.templates, kind)
+            if getattr(route, key) is not None:
+                named.setdefault(name, []).append(("routes", i, key))
+            elif name != getattr(config.templates, kind):
+                named.setdefault(name, []).append(("routes", i, "text_format"))
+    return named
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:

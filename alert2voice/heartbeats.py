@@ -22,6 +22,7 @@ from .logs import Repeated
 from .metrics import Metrics
 from .pages import Page, PageState, new_page
 from .routing import PlannedPage, alert_identity, claim_key, page_key
+from .speech import span
 from .store import Store, StoreUnavailable
 from .store.base import OpenPage
 
@@ -35,25 +36,17 @@ ALERTNAME = "HeartbeatMissing"
 Resolve = Callable[[OpenPage, bool, datetime], Awaitable[bool]]
 
 
-def timeout_words(span: timedelta) -> str:
-    """A timeout as it is said: "6 seconds", "5 minutes", "1 hour and 30 minutes"."""
-    seconds = int(span.total_seconds())
-    units = [(86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")]
-    parts = []
-    for size, unit in units:
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count} {unit}" if count == 1 else f"{count} {unit}s")
-    return " and ".join(parts[:2]) or "0 seconds"
-
-
 def outage_page(hb: HeartbeatConfig, last_seen: datetime, now: datetime) -> Page:
-    """The page for `hb` missing since `last_seen`: the same key and claim on every replica, for this outage only."""
+    """The page for `hb` missing since `last_seen`: the same key and claim on every replica, for this outage only.
+
+    Its alert starts at `last_seen`, so the templates say how long the heartbeat has been silent ("firing for 5
+    minutes"), and the resolved call, queued when a refresh resolves the page, how long it was out.
+    """
     route = hb.route
     since = last_seen.astimezone(UTC).isoformat()
     labels = {"alertname": ALERTNAME, "heartbeat": hb.name}
-    annotations = {"summary": f"No heartbeat from {hb.name} for {timeout_words(hb.timeout)}"}
-    alert = Alert(status="firing", labels=labels, annotations=annotations, startsAt=last_seen + hb.timeout)
+    annotations = {"summary": f"No heartbeat from {hb.name} within {span(hb.timeout.total_seconds(), exact=True)}"}
+    alert = Alert(status="firing", labels=labels, annotations=annotations, startsAt=last_seen)
     planned = PlannedPage(route=route, group_key=route.name, key=page_key(route.name, route.name, [since]),
                           firing=(alert,), resolved=(), identities=(alert_identity(labels, ()),),
                           resolved_identities=(), claims=(claim_key(route.name, route.name, since),))

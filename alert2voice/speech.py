@@ -176,6 +176,26 @@ def _pair(big: int, big_unit: str, small: int, small_unit: str) -> str:
     return f"{text} and {_amount(small, small_unit)}" if small else text
 
 
+def span(seconds: float, *, exact: bool = False) -> str:
+    """A span of time said: 3900 -> "1 hour and 5 minutes", 30 -> "less than a minute" (exact: "30 seconds").
+
+    Said to the minute (the age of an alert), or `exact`ly below an hour (a configured timeout: "6 seconds",
+    "1 minute and 30 seconds"); longer spans say their two largest units.
+    """
+    # A start slightly in the future is clock skew between Prometheus and us, not a negative duration.
+    whole = max(0, int(seconds))
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if exact and hours == 0:
+        return _pair(minutes, "minute", whole % 60, "second") if minutes else _amount(whole, "second")
+    if minutes == 0:
+        return "less than a minute"
+    if hours == 0:
+        return _amount(minutes, "minute")
+    if days == 0:
+        return _pair(hours, "hour", minutes % 60, "minute")
+    return _pair(days, "day", hours % 24, "hour")
+
+
 def duration(value: timedelta | float | str) -> str:
     """A duration spoken: 720 -> "for 12 minutes", 3900 -> "for 1 hour and 5 minutes"."""
     try:
@@ -184,16 +204,7 @@ def duration(value: timedelta | float | str) -> str:
         return _text(value)
     if not math.isfinite(seconds):
         return _text(value)
-    # A start slightly in the future is clock skew between Prometheus and us, not a negative duration.
-    whole = max(0, int(seconds))
-    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
-    if minutes == 0:
-        return "for less than a minute"
-    if hours == 0:
-        return f"for {_amount(minutes, 'minute')}"
-    if days == 0:
-        return f"for {_pair(hours, 'hour', minutes % 60, 'minute')}"
-    return f"for {_pair(days, 'day', hours % 24, 'hour')}"
+    return f"for {span(seconds)}"
 
 
 def _datetime(value: datetime | str) -> datetime:

@@ -353,6 +353,46 @@ def test_template_with_undefined_variable_is_a_problem_at_the_route(tmp_path):
     assert problem.file == str(path)
 
 
+def test_a_broken_default_template_is_one_problem_at_its_key_not_one_per_route(tmp_path):
+    # Routes without a template of their own name none: the problem is said once, where the file names it.
+    write(tmp_path / "etc" / "tpl" / "bad.ssml.j2", f"{SPEAK}<s>{{{{ route|nosuchfilter }}}}</s></speak>\n")
+    write(tmp_path / "etc" / "tpl" / "bad.txt.j2", "{{ route }}")
+    path = write(tmp_path / "etc" / FILE, MINIMAL + textwrap.dedent("""\
+        templates:
+          directory: tpl
+          firing: bad.ssml.j2
+        routes:
+          - name: one
+          - name: two
+          - name: plain
+            text_format: TEXT
+        """))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    assert [str(p) for p in raised.value.problems] == [
+        f"{path}:{line_of(path.read_text(), 'firing: bad')}: templates.firing: bad.ssml.j2:1: "
+        "No filter named 'nosuchfilter'."]
+
+
+def test_a_broken_template_named_twice_is_one_problem_naming_both_keys(tmp_path):
+    # Two routes name bad.ssml.j2; a TEXT route names the twin of templates.firing by its text_format.
+    for name, body in {"bad.ssml.j2": f"{SPEAK}{{% if route %}}</speak>\n", "firing.txt.j2": "{{ nope }}"}.items():
+        write(tmp_path / "etc" / "tpl" / name, body)
+    routes = "routes:\n  - {name: one, template: bad.ssml.j2}\n  - name: two\n    template: bad.ssml.j2\n"
+    path = _template_config(tmp_path, routes + "  - {name: plain, text_format: TEXT}\n")
+    text = path.read_text()
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    second = text.index("template: bad", text.index("name: two"))  # the second route's
+    assert [(p.path, p.line) for p in raised.value.problems] == [
+        ("routes.0.template", line_of(text, "name: one")),
+        ("routes.2.text_format", line_of(text, "text_format: TEXT"))]
+    first, plain = raised.value.problems
+    assert first.message.startswith("bad.ssml.j2:1: Unexpected end of template.")
+    assert first.message.endswith(f" (also named by routes.1.template at line {text[:second].count(chr(10)) + 1})")
+    assert plain.message.startswith("firing.txt.j2:1: 'nope' is undefined")
+
+
 def test_the_app_speaks_with_the_renderer_that_checked_the_templates(tmp_path):
     from alert2voice.live import make_speech
     from alert2voice.speech import sample_contexts

@@ -91,7 +91,7 @@ async def test_watchdog_stops_a_call_watchdog_back_the_page_resolved(stack: Stac
         assert page["route"] == f"heartbeat:{NAME}" and page["heartbeat"] == NAME, dumps(page)
         [call] = await calls(stack, http, page)
         assert call["dialed_number"] == stack.number
-        assert f"No heartbeat from {NAME} for 8 seconds" in call["audio"]["text"], dumps(call)
+        assert f"No heartbeat from {NAME} within 8 seconds" in call["audio"]["text"], dumps(call)
         assert (await beats(stack, http))[0] == 0
 
         am = start("am-again")  # Alertmanager back, and Prometheus's Watchdog with it

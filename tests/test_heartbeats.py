@@ -13,7 +13,7 @@ from alert2voice.admission import Admission
 from alert2voice.alertmanager import parse_payload
 from alert2voice.config import Config
 from alert2voice.config_file import ConfigError
-from alert2voice.heartbeats import Heartbeats, heartbeat_of, outage_page, timeout_words
+from alert2voice.heartbeats import Heartbeats, heartbeat_of, outage_page
 from alert2voice.live import LiveConfig
 from alert2voice.metrics import Metrics
 from alert2voice.pages import CallState, PageState
@@ -25,6 +25,7 @@ from alert2voice.web.keys import DISPATCHER, LIVE
 from alert2voice.web.keys import HEARTBEATS as HEARTBEATS_KEY
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload, settle
 from tests.test_dispatcher import make_dispatcher
+from tests.test_speech import spoken
 
 HEARTBEATS = """
 heartbeats:
@@ -106,7 +107,7 @@ async def test_refreshed_no_call_stopped_one_call_speaking_its_name_resumed_reso
     assert replica.clock.now() - last_refresh <= timedelta(seconds=6 + 5)
     assert request.dialed_number == BOB
     spoken = "".join(ET.fromstring(request.audio.text).itertext())
-    assert "No heartbeat from alertmanager-watchdog for 6 seconds" in spoken
+    assert "No heartbeat from alertmanager-watchdog within 6 seconds" in spoken
     [page] = await heartbeat_pages(replica.store)
     assert page.route == "heartbeat:alertmanager-watchdog" and page.state is PageState.ACTIVE
     # Refreshes resume: the page resolves, and nothing more is placed however long we wait.
@@ -153,6 +154,31 @@ async def test_send_resolved_calls_whoever_was_called_once_the_heartbeat_is_back
         assert len(replica.provider.requests) == 2
     finally:
         await replica.stop()
+
+
+async def test_the_calls_say_how_long_the_heartbeat_has_been_silent_and_how_long_it_was_out():
+    # Timeout 5m; the last refresh, then silence for 5.5 minutes: the page opens at 5 minutes, a refresh at 5.5
+    # resolves it. Its alert starts at the last refresh, so the firing call says the silence so far and the
+    # resolved call (queued by the refresh) how long it was out, not "less than a minute".
+    timeout_5m = HEARTBEATS.replace("timeout: 6s", "timeout: 5m", 1)
+    replica = Replica(config_with(timeout_5m.replace("interval: 1m}]", "interval: 1m}]\n    send_resolved: true", 1)))
+    try:
+        await replica.refresh()
+        replica.clock.advance(timedelta(minutes=5))
+        await replica.settle()
+        replica.clock.advance(timedelta(seconds=30))
+        await replica.refresh()
+        await replica.settle()
+        [firing], [resolved] = replica.calls(), replica.calls("resolved")
+    finally:
+        await replica.stop()
+    said = "No heartbeat from alertmanager-watchdog within 5 minutes."
+    route = "Route heartbeat:alertmanager watchdog."
+    assert spoken(firing.audio.text) == (
+        f"Heartbeat Missing: {said} Firing for 5 minutes. {route} Again: Heartbeat Missing: {said}")
+    assert spoken(resolved.audio.text) == (
+        f"Resolved: Heartbeat Missing: {said} {route} It lasted for 5 minutes. Again: Resolved: Heartbeat Missing: "
+        f"{said}")
 
 
 async def test_a_refresh_cancels_the_call_not_yet_placed(replica):
@@ -299,15 +325,7 @@ def test_the_outage_page_is_the_same_on_every_replica_and_new_for_each_outage():
     later = outage_page(hb, clock.now() + timedelta(seconds=1), clock.now())
     assert later.key != one.key and later.claims != one.claims
     assert one.alerts[0]["labels"] == {"alertname": "HeartbeatMissing", "heartbeat": "alertmanager-watchdog"}
-    assert one.alerts[0]["annotations"] == {"summary": "No heartbeat from alertmanager-watchdog for 6 seconds"}
-
-
-@pytest.mark.parametrize(("span", "words"), [
-    (timedelta(seconds=1), "1 second"), (timedelta(seconds=6), "6 seconds"), (timedelta(minutes=5), "5 minutes"),
-    (timedelta(minutes=90), "1 hour and 30 minutes"), (timedelta(days=1, hours=2, minutes=3), "1 day and 2 hours"),
-])
-def test_timeout_words(span, words):
-    assert timeout_words(span) == words
+    assert one.alerts[0]["annotations"] == {"summary": "No heartbeat from alertmanager-watchdog within 6 seconds"}
 
 
 async def test_metrics_precreate_the_heartbeat_routes():

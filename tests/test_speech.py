@@ -25,6 +25,7 @@ from alert2voice.speech import (
     number,
     sample_payload,
     since,
+    span,
     speakable,
     words,
 )
@@ -625,6 +626,15 @@ def test_sample_payload_has_what_check_needs() -> None:
 )
 def test_duration(value: object, expected: str) -> None:
     assert duration(value) == expected
+
+
+@pytest.mark.parametrize(("seconds", "exact", "expected"), [
+    (30, False, "less than a minute"), (90, False, "1 minute"),
+    (1, True, "1 second"), (6, True, "6 seconds"), (90, True, "1 minute and 30 seconds"), (300, True, "5 minutes"),
+    (5400, True, "1 hour and 30 minutes"), (86400 + 7380, True, "1 day and 2 hours"),
+])
+def test_span(seconds: float, exact: bool, expected: str) -> None:
+    assert span(seconds, exact=exact) == expected
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
-"""One process per SQLite store: a lock file beside the database, held for as long as the store is open."""
+"""One process per SQLite store: a lock file beside the database, held for as long as the store is open; and
+`serve` refusing to start (a locked store, an address in use) in one line, exit 1."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -76,3 +78,16 @@ def test_a_second_serve_on_the_same_database_exits_1_and_the_first_keeps_serving
         wait_http_ok(f"http://{LOOPBACK}:{first_port}/-/ready", first)
     finally:
         assert first.stop() == 0, first.log_tail()
+
+
+def test_serve_on_an_address_in_use_exits_1_with_one_line(tmp_path):
+    with socket.socket() as held:
+        held.bind((LOOPBACK, 0))
+        held.listen()
+        port = held.getsockname()[1]
+        serve = subprocess.run([*alert2voice_command(), "serve", "--config", str(_config(tmp_path, port))],
+                               capture_output=True, text=True, timeout=30, check=False)
+    assert serve.returncode == 1, serve.stderr
+    assert serve.stderr.strip().splitlines()[-1] == (
+        f"alert2voice: cannot listen on {LOOPBACK}:{port}: Address already in use")
+    assert "Traceback" not in serve.stderr
