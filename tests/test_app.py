@@ -206,6 +206,23 @@ async def test_webhook_line_is_info_when_it_changed_something_and_debug_for_pure
     assert lines() == [(logging.INFO, ["resolved"])]
 
 
+async def test_a_newline_in_the_group_key_cannot_forge_a_text_log_line(client):
+    out = io.StringIO()
+    handler = setup_logging("text", "info", stream=out)
+    try:
+        body = payload(alert(PAYMENTS, summary="CPU high"))
+        body["groupKey"] = '{}:{alertname="X"}\nlevel=error msg=forged\r\x1b[2J\u2028x'
+        body["receiver"] = "voice\nforged receiver"
+        assert (await post(client, body)).status == 200
+        handler.flush()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    [line] = [t for t in out.getvalue().splitlines() if "webhook accepted" in t]
+    assert len(out.getvalue().splitlines()) == len([t for t in out.getvalue().split("\n") if t]), out.getvalue()
+    assert not any(t.startswith("level=error") or t.startswith("forged") for t in out.getvalue().splitlines())
+    assert "\\nlevel=error msg=forged\\r\\x1b[2J\\u2028x" in line and "receiver=voice\\nforged receiver" in line
+
+
 async def test_a_resent_body_is_planned_once_and_still_follows_the_store(client, env, monkeypatch):
     import alert2voice.web.webhook as app_module
 
