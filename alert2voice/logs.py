@@ -206,8 +206,9 @@ SCRUBBER = Scrubber()
 
 
 class Repeated:
-    """A warning that can come every second for minutes (the store away): logged when its error changes, then
-    once per `every` seconds with how often it came meanwhile; `over()` logs once that it ended."""
+    """A warning that can come every second for minutes (the store away) or thousands of times a second (refused
+    callbacks): logged when its error changes, then once per `every` seconds with how often it came meanwhile;
+    `over()` logs once that it ended."""
 
     def __init__(self, logger: logging.Logger, msg: str, *, every: float = 60.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:

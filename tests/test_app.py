@@ -282,6 +282,20 @@ async def test_callback_auth_required(client):
     assert resp.status == 401
 
 
+async def test_refused_callbacks_are_counted_and_logged_once_a_minute_with_how_many(client, env, caplog):
+    caplog.set_level(logging.INFO, logger="alert2voice.callbacks")
+    body = json.dumps(receipt("ANSWERED", correlation="x"))
+    for _ in range(1000):  # 100 s of 10 a second
+        resp = await client.post("/callbacks/webex", data=body, headers={"Authorization": "Bearer no"})
+        assert resp.status == 401
+        env["clock"].advance(0.1)
+    refused = [r for r in caplog.records if r.getMessage().startswith("callback refused")]
+    assert len(refused) == 2, [r.__dict__ for r in refused]  # the first, then one a minute later
+    assert not hasattr(refused[0], "repeated") and refused[1].repeated in (599, 600)
+    assert refused[1].remote == "127.0.0.1"
+    assert metric(env, "alert2voice_callbacks_total", event="unknown", result="unauthorized") == 1000
+
+
 @pytest.mark.parametrize("body", [b"garbage", b"[]", b"{}", json.dumps({"deliveryInfoNotification": {}}).encode()])
 async def test_callback_garbage_is_400(client, body):
     resp = await client.post("/callbacks/webex", data=body, headers=CB_AUTH)

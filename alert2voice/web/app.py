@@ -29,6 +29,7 @@ from ..suppression import Suppression
 from . import callbacks, heartbeats, ops, page_actions, status, webhook
 from .keys import (
     ADMISSION,
+    CALLBACKS_REFUSED,
     CLOCK,
     DISPATCHER,
     DISPATCHER_TASK,
@@ -62,6 +63,7 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     live, process_clock = app[LIVE], app[CLOCK]
     app[HEALTH] = health = ProviderHealth(metrics, target=lambda: live.config.provider.url, now=process_clock.now,
                                           sleep=process_clock.sleep)
+    app[CALLBACKS_REFUSED] = callbacks.refused_log(process_clock.monotonic)
     live.on_reload.append(lambda _: health.recheck())  # a new key or address is known at once, fixed or broken
     if provider is not None:
         app[PROVIDER] = provider

@@ -10,6 +10,7 @@ from ..admission import Admission
 from ..dispatch import Dispatcher
 from ..heartbeats import Heartbeats
 from ..live import LiveConfig
+from ..logs import Repeated
 from ..metrics import Metrics
 from ..provider import Provider
 from ..provider.health import ProviderHealth
@@ -30,6 +31,8 @@ SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown", asyncio.Event)
 PROVIDER: web.AppKey[Provider] = web.AppKey("provider")
 # What probes and calls found of the provider; made by create_app (a test may swap its `sleep` before start).
 HEALTH: web.AppKey[ProviderHealth] = web.AppKey("health", ProviderHealth)
+# Refused callbacks (wrong credentials) are counted in callbacks_total and logged as one line per minute.
+CALLBACKS_REFUSED: web.AppKey[Repeated] = web.AppKey("callbacks_refused", Repeated)
 # Made at startup by the cleanup contexts.
 SILENCER: web.AppKey[Silencer] = web.AppKey("silencer", Silencer)
 SUPPRESSION: web.AppKey[Suppression] = web.AppKey("suppression", Suppression)
