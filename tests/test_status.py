@@ -186,6 +186,51 @@ async def test_status_pages_are_admin_endpoints(aiohttp_client):
     assert (await admin.get("/", headers={"Authorization": "Bearer adm-token-secret"})).status == 200
 
 
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; media-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+
+
+async def test_status_pages_refuse_a_foreign_host_and_send_security_headers(client):
+    """DNS rebinding (evil.example resolving to 127.0.0.1 behind `kubectl port-forward`) gets 421, not the page."""
+    page = await paged(client)
+    paths = ("/", f"/pages/{page['key']}", f"/pages/{page['key']}/calls/1.wav")
+    for host in ("evil.example", "evil.example:9095", "127.0.0.1.evil.example", "localhost.:1@evil"):
+        for path in paths:
+            resp = await client.get(path, headers={"Host": host})
+            assert resp.status == 421, (host, path)
+            assert resp.headers["X-Frame-Options"] == "DENY"
+        form = await client.post(f"/pages/{page['key']}/ack", data={"back": "/"}, allow_redirects=False,
+                                 headers={"Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"})
+        assert form.status == 421
+    # Without admin_auth, loopback alone is no proof: the JSON API refuses a foreign Host too.
+    assert (await client.get(f"/api/v1/pages/{page['key']}", headers={"Host": "evil.example"})).status == 421
+    for host in ("127.0.0.1", "localhost:9095", "LOCALHOST", "[::1]:9095"):
+        resp = await client.get("/", headers={"Host": host})
+        assert resp.status == 200, host
+        assert resp.headers["Content-Security-Policy"] == CSP
+        assert (resp.headers["X-Frame-Options"], resp.headers["X-Content-Type-Options"],
+                resp.headers["Referrer-Policy"]) == ("DENY", "nosniff", "no-referrer")
+    redirected = await client.post(f"/pages/{page['key']}/ack", data={"back": "/"}, allow_redirects=False,
+                                   headers={"Sec-Fetch-Site": "same-origin"})
+    assert redirected.status == 303 and redirected.headers["Content-Security-Policy"] == CSP
+
+
+async def test_allowed_hosts_add_names_and_public_url_host_is_always_one(aiohttp_client):
+    config = status_config(**{"public_url: http://127.0.0.1:9095":
+                              "public_url: https://Alert2Voice.example:8443, allowed_hosts: [a2v.internal]"})
+    c = await aiohttp_client(create_app(config, provider=RecordingProvider(), store=MemoryStore(),
+                                        clock=FakeClock(), registry=CollectorRegistry()))
+    statuses = {h: (await c.get("/", headers={"Host": h})).status
+                for h in ("alert2voice.example", "alert2voice.example:8443", "a2v.internal", "localhost", "x.y")}
+    assert statuses == {"alert2voice.example": 200, "alert2voice.example:8443": 200, "a2v.internal": 200,
+                        "localhost": 421, "x.y": 421}
+    anyone = status_config(**{"public_url: http://127.0.0.1:9095": "public_url: http://127.0.0.1:9095, "
+                                                                  "allowed_hosts: ['*']"})
+    c = await aiohttp_client(create_app(anyone, provider=RecordingProvider(), store=MemoryStore(),
+                                        clock=FakeClock(), registry=CollectorRegistry()))
+    assert (await c.get("/", headers={"Host": "x.y"})).status == 200
+
+
 HEARTBEATS = """
 heartbeats:
   - {name: nightly-backup, timeout: 6s, escalation: [{call: bob}]}

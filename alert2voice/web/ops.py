@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,13 +19,11 @@ from ..pages import Page
 from ..preview import render_calls
 from ..store import StoreUnavailable
 from ..upcoming import upcoming
-from .http import error, read_json, unauthorized
+from .http import Handler, error, read_json, unauthorized
 from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, SHUTDOWN, STORE, SUPERVISOR
 from .webhook import parse
 
 log = logging.getLogger("alert2voice.web")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # /api/v1/pages lists at most this many pages, and this many alerts of each (alerts_total counts them all).
 PAGES_LIMIT = 500
@@ -45,12 +42,19 @@ def admin(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
-        auth = request.app[LIVE].config.server.admin_auth
+        server = request.app[LIVE].config.server
+        auth = server.admin_auth
         status = admin_refusal(auth, request.remote, request.headers.get("Authorization", ""))
+        if status is None and auth is None and not server.host_allowed(request.host):
+            # Loopback alone is no proof against DNS rebinding: a browser on evil.example behind a port-forward.
+            status = 421
         if status is None:
             return await handler(request)
         log.warning("admin request refused", extra={"path": request.path, "status": status,
                                                     "remote": request.remote})
+        if status == 421:
+            return error(421, "without server.admin_auth, this host name must be one of server.allowed_hosts "
+                              "or server.public_url's")
         if auth is None:
             return error(403, "this endpoint answers loopback clients only; set server.admin_auth to allow others")
         return unauthorized(auth)

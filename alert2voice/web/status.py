@@ -19,7 +19,7 @@ from ..provider import TtsAudio
 from ..store import StoreUnavailable
 from ..units import format_duration, format_instant
 from ..upcoming import upcoming
-from .http import error
+from .http import browser_page, error
 from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, STORE
 from .ops import admin, readiness, stored_page
 
@@ -76,6 +76,7 @@ def last_reload(app: web.Application) -> dict[str, Any]:
     return {"ok": ok == 1, "at": datetime.fromtimestamp(at, UTC) if at else None}
 
 
+@browser_page
 @admin
 async def handle_status(request: web.Request) -> web.Response:
     """GET /: recent pages and their calls, who is on call, heartbeats, provider health, last reload."""
@@ -124,6 +125,7 @@ def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
             for a in audio]
 
 
+@browser_page
 @admin
 async def handle_page(request: web.Request) -> web.Response:
     """GET /pages/{key}: one page, its alerts, and what each of its calls said."""
@@ -137,6 +139,7 @@ async def handle_page(request: web.Request) -> web.Response:
                  playable=espeak() is not None)
 
 
+@browser_page
 @admin
 async def handle_call_wav(request: web.Request) -> web.Response:
     """GET /pages/{key}/calls/{attempt}.wav: the call's speech, spoken locally by espeak-ng."""
