@@ -17,6 +17,7 @@ from alert2voice.config_file import secrets_of
 from alert2voice.logs import setup_logging
 from alert2voice.provider import AuthFailed, CallStatus, NetworkError, Rejected, Unavailable
 from alert2voice.provider.fake import RecordingProvider
+from alert2voice.store import StoreUnavailable
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, HEALTH, SHUTDOWN
@@ -125,6 +126,28 @@ async def test_oversized_body_is_413(client, env):
     assert resp.status == 413
     assert "max_body_bytes" in (await resp.json())["error"]
     assert metric(env, "alert2voice_webhooks_total", result="too_large") == 1
+
+
+class FarStore(MemoryStore):
+    """Unavailable with what redis-py says: the host and port of the store."""
+
+    async def ping(self) -> None:
+        raise StoreUnavailable("redis store: ping failed: Error 111 connecting to redis-0.internal:6379. Refused.")
+
+
+async def test_ready_names_the_store_only_to_an_admin(aiohttp_client, env):
+    guarded = make_config(**{"max_body_bytes: 64KiB}": "max_body_bytes: 64KiB, admin_auth: "
+                                                      "{bearer_tokens: [adm-token-secret]}}"})
+    c = await aiohttp_client(create_app(guarded, provider=RecordingProvider(), store=FarStore(), clock=FakeClock(),
+                                        registry=CollectorRegistry()))
+    for path in ("/-/ready", "/-/ready?verbose"):
+        resp = await c.get(path)
+        text = await resp.text()
+        assert resp.status in (503, 401) and "redis-0" not in text and "6379" not in text, text
+    resp = await c.get("/-/ready")
+    assert resp.status == 503 and (await resp.text()).startswith("not ready: store unavailable\n")
+    resp = await c.get("/-/ready?verbose", headers={"Authorization": "Bearer adm-token-secret"})
+    assert resp.status == 503 and "redis-0.internal:6379" in await resp.text()
 
 
 async def test_shutting_down_is_503(client):

@@ -42,24 +42,28 @@ def admin(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
-        server = request.app[LIVE].config.server
-        auth = server.admin_auth
-        status = admin_refusal(auth, request.remote, request.headers.get("Authorization", ""))
-        if status is None and auth is None and not server.host_allowed(request.host):
-            # Loopback alone is no proof against DNS rebinding: a browser on evil.example behind a port-forward.
-            status = 421
-        if status is None:
-            return await handler(request)
-        log.warning("admin request refused", extra={"path": request.path, "status": status,
-                                                    "remote": request.remote})
-        if status == 421:
-            return error(421, "without server.admin_auth, this host name must be one of server.allowed_hosts "
-                              "or server.public_url's")
-        if auth is None:
-            return error(403, "this endpoint answers loopback clients only; set server.admin_auth to allow others")
-        return unauthorized(auth)
+        return admin_refused(request) or await handler(request)
 
     return guarded
+
+
+def admin_refused(request: web.Request) -> web.Response | None:
+    """The answer refusing an admin request (logged), or None when it may go on."""
+    server = request.app[LIVE].config.server
+    auth = server.admin_auth
+    status = admin_refusal(auth, request.remote, request.headers.get("Authorization", ""))
+    if status is None and auth is None and not server.host_allowed(request.host):
+        # Loopback alone is no proof against DNS rebinding: a browser on evil.example behind a port-forward.
+        status = 421
+    if status is None:
+        return None
+    log.warning("admin request refused", extra={"path": request.path, "status": status, "remote": request.remote})
+    if status == 421:
+        return error(421, "without server.admin_auth, this host name must be one of server.allowed_hosts "
+                          "or server.public_url's")
+    if auth is None:
+        return error(403, "this endpoint answers loopback clients only; set server.admin_auth to allow others")
+    return unauthorized(auth)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -92,15 +96,16 @@ async def handle_healthy(request: web.Request) -> web.Response:
     return web.Response(text="alert2voice is healthy.\n")
 
 
-async def readiness(app: web.Application) -> list[str]:
-    """What keeps the service from being ready (empty when ready)."""
+async def readiness(app: web.Application, *, detail: bool = True) -> list[str]:
+    """What keeps the service from being ready (empty when ready); without `detail`, no word of where the store is
+    (its host and port, its path) or what it said: fit for anyone to read."""
     problems = []
     if app[SHUTDOWN].is_set():
         problems.append("shutting down")
     try:
         await app[STORE].ping()
     except StoreUnavailable as exc:
-        problems.append(f"store unavailable: {exc}")
+        problems.append(f"store unavailable: {exc}" if detail else "store unavailable")
     else:
         if not app[CLOCK].measured:  # measured within a second of the store answering
             problems.append("the store's clock not measured yet")
@@ -112,8 +117,12 @@ async def readiness(app: web.Application) -> list[str]:
 
 
 async def handle_ready(request: web.Request) -> web.Response:
-    """GET /-/ready: config loaded, store reachable, dispatcher running; the provider's health is told, not required."""
-    problems = await readiness(request.app)
+    """GET /-/ready: config loaded, store reachable, dispatcher running; the provider's health is told, not required.
+    Anyone may ask, so the store's errors (naming its host and port) are told only to an admin: `?verbose`."""
+    verbose = "verbose" in request.query
+    if verbose and (refused := admin_refused(request)) is not None:
+        return refused
+    problems = await readiness(request.app, detail=verbose)
     provider = f"provider: {request.app[HEALTH].current.words}\n"
     if problems:
         return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n" + provider)
