@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -20,11 +21,12 @@ from prometheus_client import CollectorRegistry
 from alert2voice.config_file import secrets_of
 from alert2voice.logs import mask_number
 from alert2voice.pages import Call, CallState
+from alert2voice.preview import Previews
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.units import format_instant
 from alert2voice.web import create_app
-from alert2voice.web.keys import DISPATCHER, LIVE
+from alert2voice.web.keys import DISPATCHER, LIVE, PREVIEWS
 from alert2voice.web.status import said_heading
 from tests.e2e_support import Stack, in_ci, one_page, running_stack
 from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
@@ -98,6 +100,49 @@ async def test_page_detail_shows_what_was_said_escaped_and_plays_it(client):
     assert (wav.status, wav.content_type) == (200, "audio/wav")
     body = await wav.read()
     assert body[:4] == b"RIFF" and body[8:12] == b"WAVE" and len(body) > 1000
+
+
+def fake_espeak(directory: Path, monkeypatch: pytest.MonkeyPatch, seconds: float) -> Path:
+    """An espeak-ng first on PATH that takes `seconds`, writes a tiny WAV and notes in `directory` each run and
+    how many ran at once when it started."""
+    directory.mkdir()
+    script = directory / "espeak-ng"
+    script.write_text(f"""#!/bin/sh
+d={directory}
+echo run >> "$d/runs"
+touch "$d/running.$$"
+ls "$d" | grep -c '^running\\.' >> "$d/at-once"
+sleep {seconds}
+printf 'RIFF....WAVEfake' > "$5"
+rm "$d/running.$$"
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+    return directory
+
+
+async def test_a_calls_wav_is_spoken_once_then_cached(client, tmp_path, monkeypatch):
+    espeak = fake_espeak(tmp_path / "espeak", monkeypatch, 0.05)
+    page = await paged(client)
+    src = f'/pages/{page["key"]}/calls/1.wav'
+    bodies = [await (await client.get(src)).read() for _ in range(5)]
+    assert bodies == [b"RIFF....WAVEfake"] * 5
+    assert (espeak / "runs").read_text().count("run") == 1
+
+
+async def test_wav_previews_are_two_at_a_time_and_time_out_with_504(client, tmp_path, monkeypatch):
+    espeak = fake_espeak(tmp_path / "espeak", monkeypatch, 0.3)
+    previews = Previews(timeout=5)
+    texts = await asyncio.gather(*(previews.wav(str(espeak / "espeak-ng"), f"page-{i}", 1, "x") for i in range(6)))
+    assert texts == [b"RIFF....WAVEfake"] * 6
+    assert max(int(n) for n in (espeak / "at-once").read_text().split()) == 2
+    page = await paged(client)
+    client.app[PREVIEWS].timeout = 0.1
+    slow = await client.get(f'/pages/{page["key"]}/calls/1.wav')
+    assert slow.status == 504 and "within 0.1 s" in (await slow.json())["error"]
+    [marker] = espeak.glob("running.*")  # killed before it could tidy up: nothing outlives the request
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(marker.suffix[1:]), 0)
 
 
 async def test_each_page_shows_its_next_call_and_the_replica_its_name(client):

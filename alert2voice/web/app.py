@@ -18,6 +18,7 @@ from ..dispatch import Dispatcher
 from ..heartbeats import Heartbeats
 from ..live import LiveConfig
 from ..metrics import Metrics
+from ..preview import Previews
 from ..provider import Provider
 from ..provider.health import ProviderHealth
 from ..provider.webex import WebexProvider
@@ -37,6 +38,7 @@ from .keys import (
     HEARTBEATS,
     LIVE,
     METRICS,
+    PREVIEWS,
     PROVIDER,
     SHUTDOWN,
     SILENCER,
@@ -64,6 +66,7 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     app[HEALTH] = health = ProviderHealth(metrics, target=lambda: live.config.provider.url, now=process_clock.now,
                                           sleep=process_clock.sleep)
     app[CALLBACKS_REFUSED] = callbacks.refused_log(process_clock.monotonic)
+    app[PREVIEWS] = Previews()
     live.on_reload.append(lambda _: health.recheck())  # a new key or address is known at once, fixed or broken
     if provider is not None:
         app[PROVIDER] = provider

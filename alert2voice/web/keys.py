@@ -12,6 +12,7 @@ from ..heartbeats import Heartbeats
 from ..live import LiveConfig
 from ..logs import Repeated
 from ..metrics import Metrics
+from ..preview import Previews
 from ..provider import Provider
 from ..provider.health import ProviderHealth
 from ..silences import Silencer
@@ -31,6 +32,8 @@ SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown", asyncio.Event)
 PROVIDER: web.AppKey[Provider] = web.AppKey("provider")
 # What probes and calls found of the provider; made by create_app (a test may swap its `sleep` before start).
 HEALTH: web.AppKey[ProviderHealth] = web.AppKey("health", ProviderHealth)
+# The status page's WAV previews: cached, two espeak-ng at a time, each within 10 s.
+PREVIEWS: web.AppKey[Previews] = web.AppKey("previews", Previews)
 # Refused callbacks (wrong credentials) are counted in callbacks_total and logged as one line per minute.
 CALLBACKS_REFUSED: web.AppKey[Repeated] = web.AppKey("callbacks_refused", Repeated)
 # Made at startup by the cleanup contexts.
