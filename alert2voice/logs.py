@@ -236,6 +236,21 @@ class Repeated:
             self._error, self._since_logged = None, 0
 
 
+class Refusals:
+    """Warnings about refused requests (wrong credentials, a foreign Host), which anyone may send as fast as they
+    like: each kind (logger and message) is a Repeated, so a flood writes a line a minute with its count."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self._kinds: dict[tuple[str, str], Repeated] = {}
+
+    def __call__(self, logger: logging.Logger, msg: str, error: str, **fields: object) -> None:
+        kind = self._kinds.get((logger.name, msg))
+        if kind is None:
+            kind = self._kinds[logger.name, msg] = Repeated(logger, msg, monotonic=self.monotonic)
+        kind(error, **fields)
+
+
 def setup_logging(fmt: str = "json", level: str = "info", stream=None) -> logging.Handler:
     """Send every log line to stderr through the scrubber; returns the handler (tests read it)."""
     handler = LineHandler(stream or sys.stderr)

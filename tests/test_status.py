@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -258,6 +259,15 @@ async def test_status_pages_refuse_a_foreign_host_and_send_security_headers(clie
     redirected = await client.post(f"/pages/{page['key']}/ack", data={"back": "/"}, allow_redirects=False,
                                    headers={"Sec-Fetch-Site": "same-origin"})
     assert redirected.status == 303 and redirected.headers["Content-Security-Policy"] == CSP
+
+
+async def test_a_flood_of_foreign_hosts_logs_a_line_a_minute(client, caplog):
+    caplog.set_level(logging.INFO)
+    for _ in range(300):
+        assert (await client.get("/", headers={"Host": "evil.example"})).status == 421
+        assert (await client.get("/api/v1/pages", headers={"Host": "evil.example"})).status == 421
+    said = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert sorted(r.getMessage() for r in said) == ["admin request refused", "request for a foreign host refused"]
 
 
 async def test_allowed_hosts_add_names_and_public_url_host_is_always_one(aiohttp_client):

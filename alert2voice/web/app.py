@@ -17,6 +17,7 @@ from ..config import Config
 from ..dispatch import Dispatcher
 from ..heartbeats import Heartbeats
 from ..live import LiveConfig
+from ..logs import Refusals
 from ..metrics import Metrics
 from ..preview import Previews
 from ..provider import Provider
@@ -30,7 +31,6 @@ from ..suppression import Suppression
 from . import callbacks, heartbeats, ops, page_actions, status, webhook
 from .keys import (
     ADMISSION,
-    CALLBACKS_REFUSED,
     CLOCK,
     DISPATCHER,
     DISPATCHER_TASK,
@@ -40,6 +40,7 @@ from .keys import (
     METRICS,
     PREVIEWS,
     PROVIDER,
+    REFUSALS,
     SHUTDOWN,
     SILENCER,
     STORE,
@@ -65,7 +66,7 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     live, process_clock = app[LIVE], app[CLOCK]
     app[HEALTH] = health = ProviderHealth(metrics, target=lambda: live.config.provider.url, now=process_clock.now,
                                           sleep=process_clock.sleep)
-    app[CALLBACKS_REFUSED] = callbacks.refused_log(process_clock.monotonic)
+    app[REFUSALS] = Refusals(process_clock.monotonic)
     app[PREVIEWS] = Previews()
     live.on_reload.append(lambda _: health.recheck())  # a new key or address is known at once, fixed or broken
     if provider is not None:

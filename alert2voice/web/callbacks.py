@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from aiohttp import web
 
 from .. import callbacks
 from ..interactive import HANGUP, Answer
-from ..logs import Repeated
 from ..provider.base import MAX_BODY_BYTES, read_at_most
 from ..provider.health import TEST_CALL_PREFIX
 from ..silences import silences_for
 from ..store import StoreUnavailable
 from ..store.base import Conflict
 from .http import error, read_timeout
-from .keys import CALLBACKS_REFUSED, CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, SILENCER, STORE
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, REFUSALS, SILENCER, STORE
 
 log = logging.getLogger("alert2voice.callbacks")
-
-
-def refused_log(monotonic: Callable[[], float]) -> Repeated:
-    """The warning for refused callbacks: anyone can send them, as fast as they like, so each is counted
-    (callbacks_total{result="unauthorized"}) and the line comes once a minute with how many came meanwhile."""
-    return Repeated(log, "callback refused: wrong or missing credentials", monotonic=monotonic)
 
 
 async def handle_callback(request: web.Request) -> web.Response:
@@ -83,7 +75,9 @@ async def _apply(app: web.Application, event: callbacks.Event) -> web.Response:
 
 def _refused(request: web.Request) -> web.Response:
     request.app[METRICS].callbacks.labels("unknown", "unauthorized").inc()
-    request.app[CALLBACKS_REFUSED]("unauthorized", remote=request.remote)
+    # Anyone can send these as fast as they like: each is counted, the line comes once a minute with how many.
+    request.app[REFUSALS](log, "callback refused: wrong or missing credentials", "unauthorized",
+                          remote=request.remote)
     return error(401, "missing or wrong callback credentials", **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
 
 

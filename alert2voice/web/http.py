@@ -12,7 +12,7 @@ from aiohttp import web
 from ..auth import challenge
 from ..config import Config, WebhookAuth
 from ..units import format_duration
-from .keys import LIVE
+from .keys import LIVE, REFUSALS
 
 log = logging.getLogger("alert2voice.web")
 
@@ -76,8 +76,8 @@ def browser_page(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         if not request.app[LIVE].config.server.host_allowed(request.host):
-            log.warning("request for a foreign host refused", extra={"path": request.path, "host": request.host,
-                                                                     "remote": request.remote})
+            request.app[REFUSALS](log, "request for a foreign host refused", "misdirected", path=request.path,
+                                  host=request.host, remote=request.remote)
             response: web.StreamResponse = error(
                 421, "this host name is not one of server.allowed_hosts or server.public_url's")
         else:

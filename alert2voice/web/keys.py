@@ -10,7 +10,7 @@ from ..admission import Admission
 from ..dispatch import Dispatcher
 from ..heartbeats import Heartbeats
 from ..live import LiveConfig
-from ..logs import Repeated
+from ..logs import Refusals
 from ..metrics import Metrics
 from ..preview import Previews
 from ..provider import Provider
@@ -34,8 +34,8 @@ PROVIDER: web.AppKey[Provider] = web.AppKey("provider")
 HEALTH: web.AppKey[ProviderHealth] = web.AppKey("health", ProviderHealth)
 # The status page's WAV previews: cached, two espeak-ng at a time, each within 10 s.
 PREVIEWS: web.AppKey[Previews] = web.AppKey("previews", Previews)
-# Refused callbacks (wrong credentials) are counted in callbacks_total and logged as one line per minute.
-CALLBACKS_REFUSED: web.AppKey[Repeated] = web.AppKey("callbacks_refused", Repeated)
+# Refused requests anyone can send (a callback's wrong credentials, a foreign Host): a line a minute per kind.
+REFUSALS: web.AppKey[Refusals] = web.AppKey("refusals", Refusals)
 # Made at startup by the cleanup contexts.
 SILENCER: web.AppKey[Silencer] = web.AppKey("silencer", Silencer)
 SUPPRESSION: web.AppKey[Suppression] = web.AppKey("suppression", Suppression)

@@ -20,7 +20,7 @@ from ..preview import render_calls
 from ..store import StoreUnavailable
 from ..upcoming import upcoming
 from .http import Handler, error, read_json, unauthorized
-from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, SHUTDOWN, STORE, SUPERVISOR
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, REFUSALS, SHUTDOWN, STORE, SUPERVISOR
 from .webhook import parse
 
 log = logging.getLogger("alert2voice.web")
@@ -57,7 +57,7 @@ def admin_refused(request: web.Request) -> web.Response | None:
         status = 421
     if status is None:
         return None
-    log.warning("admin request refused", extra={"path": request.path, "status": status, "remote": request.remote})
+    request.app[REFUSALS](log, "admin request refused", str(status), path=request.path, remote=request.remote)
     if status == 421:
         return error(421, "without server.admin_auth, this host name must be one of server.allowed_hosts "
                           "or server.public_url's")
