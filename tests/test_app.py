@@ -145,7 +145,7 @@ async def test_ready_names_the_store_only_to_an_admin(aiohttp_client, env):
         text = await resp.text()
         assert resp.status in (503, 401) and "redis-0" not in text and "6379" not in text, text
     resp = await c.get("/-/ready")
-    assert resp.status == 503 and (await resp.text()).startswith("not ready: store unavailable\n")
+    assert resp.status == 503 and (await resp.text()).startswith("not ready: store unavailable\nprovider: ")
     resp = await c.get("/-/ready?verbose", headers={"Authorization": "Bearer adm-token-secret"})
     assert resp.status == 503 and "redis-0.internal:6379" in await resp.text()
 
@@ -428,7 +428,9 @@ async def test_auth_failure_keeps_call_queued_and_is_reported_but_ready(client, 
     await settle(d)
     assert await readiness(client.app) == []
     ready = await client.get("/-/ready")
-    assert ready.status == 200 and "provider: service key refused" in await ready.text()
+    assert ready.status == 200 and (await ready.text()).endswith("\nprovider: service key refused\n")
+    verbose = await (await client.get("/-/ready?verbose")).text()  # loopback: an admin without admin_auth
+    assert "provider: service key refused (auth HTTP" in verbose and "check provider.service_key" in verbose
     assert metric(env, "alert2voice_provider_healthy") == 0
     assert metric(env, "alert2voice_provider_status", status="auth") == 1
     assert (client.app[HEALTH].current.status, client.app[HEALTH].current.via) == ("auth", "call")

@@ -17,6 +17,7 @@ from ..heartbeats import heartbeat_of, is_up
 from ..logs import mask_number
 from ..pages import Page
 from ..preview import render_calls
+from ..provider.health import TERSE
 from ..store import StoreUnavailable
 from ..upcoming import upcoming
 from .http import Handler, error, read_json, unauthorized
@@ -123,7 +124,8 @@ async def handle_ready(request: web.Request) -> web.Response:
     if verbose and (refused := admin_refused(request)) is not None:
         return refused
     problems = await readiness(request.app, detail=verbose)
-    provider = f"provider: {request.app[HEALTH].current.words}\n"
+    health = request.app[HEALTH].current
+    provider = f"provider: {health.words if verbose else TERSE.get(health.status, 'not checked yet')}\n"
     if problems:
         return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n" + provider)
     return web.Response(text="alert2voice is ready.\n" + provider)
