@@ -186,7 +186,7 @@ def _speak(ssml: str, out: str) -> None:
     if espeak is None:
         raise UserError("--wav needs espeak-ng (Debian: apt-get install espeak-ng)")
     try:
-        wav = speak_wav(espeak, ssml)
+        wav = asyncio.run(speak_wav(espeak, ssml))
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
     Path(out).write_bytes(wav)

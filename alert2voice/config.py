@@ -228,6 +228,15 @@ class TLSConfig(_Model):
         return self.client_ca_file is not None
 
 
+def host_name(authority: str) -> str:
+    """`Alert2Voice.example.:443` -> `alert2voice.example`, `[::1]:9095` -> `[::1]`: a Host header's name as
+    compared, without port, case or the root's trailing dot."""
+    authority = authority.rpartition("@")[2].strip().lower()
+    if authority.startswith("["):
+        return authority[:authority.find("]") + 1] if "]" in authority else ""
+    return authority.partition(":")[0].rstrip(".")
+
+
 class ServerConfig(_Model):
     listen: str = "0.0.0.0:9095"
     public_url: str = "http://127.0.0.1:9095"
@@ -236,7 +245,26 @@ class ServerConfig(_Model):
     shutdown_grace: Duration = timedelta(seconds=10)
     # Guards /-/reload, /-/render and /api/v1/pages; without it they answer loopback clients only.
     admin_auth: WebhookAuth | None = None
+    # Host names the status page answers (besides public_url's): a page served under any other name is a DNS
+    # rebinding attempt (a browser on evil.example reading it through `kubectl port-forward`). "*": any.
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
     tls: TLSConfig | None = None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, v: list[str]) -> list[str]:
+        for host in v:
+            if not host or any(c in host for c in "/ @") or host != host.strip():
+                raise ValueError(f"expected a host name without port or scheme, such as alert2voice.example, "
+                                 f"got {host!r}")
+        return [host_name(h) for h in v]
+
+    def host_allowed(self, host: str | None) -> bool:
+        """Whether a request's Host header names this service: public_url's host or one of allowed_hosts."""
+        if "*" in self.allowed_hosts:
+            return True
+        name = host_name(host or "")
+        return bool(name) and (name in self.allowed_hosts or name == host_name(urlsplit(self.public_url).netloc))
 
     @field_validator("listen")
     @classmethod

@@ -117,17 +117,37 @@ class JSONFormatter(logging.Formatter):
         return _encode(out)
 
 
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: in a text line they would
+# start a line of the sender's choosing (a groupKey holding "\nlevel=error ...").
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_control(m: re.Match[str]) -> str:
+    c = m.group(0)
+    return _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def escape_text(value: object) -> str:
+    """`str(value)` with every control character written as its escape (`\\n`, `\\x1b`), as Go's logfmt does:
+    what a text log line carries stays on that line."""
+    text = str(value)
+    return _CONTROL_RE.sub(_escape_control, text) if _CONTROL_RE.search(text) else text
+
+
 class TextFormatter(logging.Formatter):
-    """`time level logger: msg key=value ...` for humans."""
+    """`time level logger: msg key=value ...` for humans; control characters escaped, a traceback's lines
+    indented, so no value can forge a line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        fields = " ".join(f"{escape_text(k)}={escape_text(v)}" for k, v in _fields(record).items())
         ts = time.strftime("%H:%M:%S", time.gmtime(record.created))
-        line = f"{ts} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        line = f"{ts} {record.levelname.lower():7} {record.name}: {escape_text(record.getMessage())}"
         if fields:
             line += "  " + fields
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            trace = self.formatException(record.exc_info).splitlines()
+            line += "".join("\n  | " + escape_text(t) for t in trace)
         return line
 
 
@@ -186,8 +206,9 @@ SCRUBBER = Scrubber()
 
 
 class Repeated:
-    """A warning that can come every second for minutes (the store away): logged when its error changes, then
-    once per `every` seconds with how often it came meanwhile; `over()` logs once that it ended."""
+    """A warning that can come every second for minutes (the store away) or thousands of times a second (refused
+    callbacks): logged when its error changes, then once per `every` seconds with how often it came meanwhile;
+    `over()` logs once that it ended."""
 
     def __init__(self, logger: logging.Logger, msg: str, *, every: float = 60.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -213,6 +234,21 @@ class Repeated:
         if self._error is not None:
             self.logger.info(self.msg.split(";")[0] + ": over", extra={"repeated": self._since_logged})
             self._error, self._since_logged = None, 0
+
+
+class Refusals:
+    """Warnings about refused requests (wrong credentials, a foreign Host), which anyone may send as fast as they
+    like: each kind (logger and message) is a Repeated, so a flood writes a line a minute with its count."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self._kinds: dict[tuple[str, str], Repeated] = {}
+
+    def __call__(self, logger: logging.Logger, msg: str, error: str, **fields: object) -> None:
+        kind = self._kinds.get((logger.name, msg))
+        if kind is None:
+            kind = self._kinds[logger.name, msg] = Repeated(logger, msg, monotonic=self.monotonic)
+        kind(error, **fields)
 
 
 def setup_logging(fmt: str = "json", level: str = "info", stream=None) -> logging.Handler:

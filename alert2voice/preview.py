@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import asyncio
+import contextlib
+import hashlib
 import subprocess
 import tempfile
+from collections import OrderedDict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from . import interactive
@@ -43,15 +47,60 @@ def render_calls(config: Config, speech: Speech, payload: Payload, now: datetime
     return out
 
 
-def speak_wav(espeak: str, ssml: str) -> bytes:
-    """The SSML (or plain text) spoken locally by espeak-ng, as WAV; RuntimeError saying why it failed."""
+async def speak_wav(espeak: str, ssml: str) -> bytes:
+    """The SSML (or plain text) spoken locally by espeak-ng, as WAV; RuntimeError saying why it failed.
+
+    Cancelled (a timeout around it), espeak-ng is killed and reaped: nothing outlives the request.
+    """
     with tempfile.TemporaryDirectory(prefix="alert2voice-speak-") as tmp:
-        source, out = os.path.join(tmp, "call.ssml"), os.path.join(tmp, "call.wav")
-        with open(source, "w", encoding="utf-8") as f:
-            f.write(ssml)
+        source, out = Path(tmp, "call.ssml"), Path(tmp, "call.wav")
+        await asyncio.to_thread(source.write_text, ssml, encoding="utf-8")
+        process = await asyncio.create_subprocess_exec(espeak, "-m", "-f", source, "-w", out,
+                                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            subprocess.run([espeak, "-m", "-f", source, "-w", out], check=True, capture_output=True)  # noqa: S603
-        except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"espeak-ng failed: {exc.stderr.decode(errors='replace').strip()}") from None
-        with open(out, "rb") as f:
-            return f.read()
+            _, stderr = await process.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
+        if process.returncode != 0:
+            raise RuntimeError(f"espeak-ng failed: {stderr.decode(errors='replace').strip()}")
+        return await asyncio.to_thread(out.read_bytes)
+
+
+class Previews:
+    """The status page's WAV previews: each call's speech spoken once (cached by page, attempt and the text's
+    hash, up to `max_bytes` of WAV, least recently played dropped first), `concurrency` espeak-ng at a time,
+    and none for longer than `timeout` seconds, the wait for a turn included (TimeoutError)."""
+
+    def __init__(self, *, concurrency: int = 2, timeout: float = 10.0, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.timeout, self.max_bytes = timeout, max_bytes
+        self._turns = asyncio.Semaphore(concurrency)
+        self._cache: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
+        self._bytes = 0
+
+    async def wav(self, espeak: str, page_key: str, attempt: int, text: str) -> bytes:
+        key = (page_key, attempt, hashlib.sha256(text.encode()).hexdigest())
+        if (cached := self._cached(key)) is not None:
+            return cached
+        async with asyncio.timeout(self.timeout), self._turns:
+            if (cached := self._cached(key)) is not None:  # spoken while this request waited its turn
+                return cached
+            wav = await speak_wav(espeak, text)
+            self._keep(key, wav)
+        return wav
+
+    def _cached(self, key: tuple[str, int, str]) -> bytes | None:
+        wav = self._cache.get(key)
+        if wav is not None:
+            self._cache.move_to_end(key)
+        return wav
+
+    def _keep(self, key: tuple[str, int, str], wav: bytes) -> None:
+        if len(wav) > self.max_bytes or key in self._cache:
+            return
+        self._cache[key] = wav
+        self._bytes += len(wav)
+        while self._bytes > self.max_bytes:
+            self._bytes -= len(self._cache.popitem(last=False)[1])

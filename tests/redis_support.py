@@ -45,6 +45,7 @@ class RedisServer:
     directory: Path
     port: int
     process: Process | None = None
+    options: tuple[str, ...] = ()  # more redis-server arguments; later ones win (`--appendonly no`)
 
     @property
     def url(self) -> str:
@@ -52,7 +53,7 @@ class RedisServer:
 
     def argv(self) -> list[str]:
         return [self.binary, "--port", str(self.port), "--bind", LOOPBACK, "--dir", str(self.directory),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"]
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", *self.options]
 
     def start(self) -> RedisServer:
         """Start it (again, on the same port and directory: it loads its AOF) and wait until it answers."""

@@ -17,6 +17,7 @@ from alert2voice.config_file import secrets_of
 from alert2voice.logs import setup_logging
 from alert2voice.provider import AuthFailed, CallStatus, NetworkError, Rejected, Unavailable
 from alert2voice.provider.fake import RecordingProvider
+from alert2voice.store import StoreUnavailable
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, HEALTH, SHUTDOWN
@@ -127,6 +128,28 @@ async def test_oversized_body_is_413(client, env):
     assert metric(env, "alert2voice_webhooks_total", result="too_large") == 1
 
 
+class FarStore(MemoryStore):
+    """Unavailable with what redis-py says: the host and port of the store."""
+
+    async def ping(self) -> None:
+        raise StoreUnavailable("redis store: ping failed: Error 111 connecting to redis-0.internal:6379. Refused.")
+
+
+async def test_ready_names_the_store_only_to_an_admin(aiohttp_client, env):
+    guarded = make_config(**{"max_body_bytes: 64KiB}": "max_body_bytes: 64KiB, admin_auth: "
+                                                      "{bearer_tokens: [adm-token-secret]}}"})
+    c = await aiohttp_client(create_app(guarded, provider=RecordingProvider(), store=FarStore(), clock=FakeClock(),
+                                        registry=CollectorRegistry()))
+    for path in ("/-/ready", "/-/ready?verbose"):
+        resp = await c.get(path)
+        text = await resp.text()
+        assert resp.status in (503, 401) and "redis-0" not in text and "6379" not in text, text
+    resp = await c.get("/-/ready")
+    assert resp.status == 503 and (await resp.text()).startswith("not ready: store unavailable\nprovider: ")
+    resp = await c.get("/-/ready?verbose", headers={"Authorization": "Bearer adm-token-secret"})
+    assert resp.status == 503 and "redis-0.internal:6379" in await resp.text()
+
+
 async def test_shutting_down_is_503(client):
     client.app[SHUTDOWN].set()
     resp = await post(client, payload(alert(PAYMENTS)))
@@ -206,6 +229,23 @@ async def test_webhook_line_is_info_when_it_changed_something_and_debug_for_pure
     assert lines() == [(logging.INFO, ["resolved"])]
 
 
+async def test_a_newline_in_the_group_key_cannot_forge_a_text_log_line(client):
+    out = io.StringIO()
+    handler = setup_logging("text", "info", stream=out)
+    try:
+        body = payload(alert(PAYMENTS, summary="CPU high"))
+        body["groupKey"] = '{}:{alertname="X"}\nlevel=error msg=forged\r\x1b[2J\u2028x'
+        body["receiver"] = "voice\nforged receiver"
+        assert (await post(client, body)).status == 200
+        handler.flush()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    [line] = [t for t in out.getvalue().splitlines() if "webhook accepted" in t]
+    assert len(out.getvalue().splitlines()) == len([t for t in out.getvalue().split("\n") if t]), out.getvalue()
+    assert not any(t.startswith("level=error") or t.startswith("forged") for t in out.getvalue().splitlines())
+    assert "\\nlevel=error msg=forged\\r\\x1b[2J\\u2028x" in line and "receiver=voice\\nforged receiver" in line
+
+
 async def test_a_resent_body_is_planned_once_and_still_follows_the_store(client, env, monkeypatch):
     import alert2voice.web.webhook as app_module
 
@@ -263,6 +303,20 @@ async def test_callback_auth_required(client):
     assert resp.status == 401
     resp = await callback(client, receipt("ANSWERED", correlation="x"), headers={"Authorization": "Bearer no"})
     assert resp.status == 401
+
+
+async def test_refused_callbacks_are_counted_and_logged_once_a_minute_with_how_many(client, env, caplog):
+    caplog.set_level(logging.INFO, logger="alert2voice.callbacks")
+    body = json.dumps(receipt("ANSWERED", correlation="x"))
+    for _ in range(1000):  # 100 s of 10 a second
+        resp = await client.post("/callbacks/webex", data=body, headers={"Authorization": "Bearer no"})
+        assert resp.status == 401
+        env["clock"].advance(0.1)
+    refused = [r for r in caplog.records if r.getMessage().startswith("callback refused")]
+    assert len(refused) == 2, [r.__dict__ for r in refused]  # the first, then one a minute later
+    assert not hasattr(refused[0], "repeated") and refused[1].repeated in (599, 600)
+    assert refused[1].remote == "127.0.0.1"
+    assert metric(env, "alert2voice_callbacks_total", event="unknown", result="unauthorized") == 1000
 
 
 @pytest.mark.parametrize("body", [b"garbage", b"[]", b"{}", json.dumps({"deliveryInfoNotification": {}}).encode()])
@@ -374,7 +428,9 @@ async def test_auth_failure_keeps_call_queued_and_is_reported_but_ready(client, 
     await settle(d)
     assert await readiness(client.app) == []
     ready = await client.get("/-/ready")
-    assert ready.status == 200 and "provider: service key refused" in await ready.text()
+    assert ready.status == 200 and (await ready.text()).endswith("\nprovider: service key refused\n")
+    verbose = await (await client.get("/-/ready?verbose")).text()  # loopback: an admin without admin_auth
+    assert "provider: service key refused (auth HTTP" in verbose and "check provider.service_key" in verbose
     assert metric(env, "alert2voice_provider_healthy") == 0
     assert metric(env, "alert2voice_provider_status", status="auth") == 1
     assert (client.app[HEALTH].current.status, client.app[HEALTH].current.via) == ("auth", "call")

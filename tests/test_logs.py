@@ -110,3 +110,23 @@ def test_a_repeated_warning_is_logged_on_change_then_once_a_minute_with_its_coun
         ("WARNING", "store unavailable; retried every second", "out of memory", 29),
         ("INFO", "store unavailable: over", None, 0),
     ]
+
+
+def test_text_lines_escape_control_characters_and_indent_a_traceback():
+    out = io.StringIO()
+    handler = setup_logging("text", "info", stream=out)
+    try:
+        log = logging.getLogger("alert2voice.test")
+        log.info("a\nb", extra={"receiver": "r\r\nlevel=error msg=forged", "k\n": "\x1b[31m\u2028\x85"})
+        try:
+            raise ValueError("bad\nlevel=error msg=forged")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    first, *rest = out.getvalue().splitlines()
+    assert first.endswith("alert2voice.test: a\\nb  receiver=r\\r\\nlevel=error msg=forged k\\n=\\x1b[31m\\u2028\\x85")
+    assert rest[0].endswith("alert2voice.test: failed")
+    # The exception's own lines stay lines (a traceback is read as one), each marked as the record's continuation.
+    assert all(line.startswith("  | ") for line in rest[1:]) and rest[-2:] == ["  | ValueError: bad",
+                                                                               "  | level=error msg=forged"]

@@ -161,8 +161,10 @@ async def _simulator(aiohttp_server) -> str:
 async def _says(client, words: str) -> None:
     status = await (await client.get("/")).text()
     assert words in status, status
-    ready = await client.get("/-/ready")
+    ready = await client.get("/-/ready?verbose")  # an admin (loopback): the provider's words in full
     assert ready.status == 200 and words in await ready.text()
+    terse = await (await client.get("/-/ready")).text()  # anyone: neither its URL nor its answer
+    assert words not in terse and "http" not in terse and terse.startswith("alert2voice is ready.\nprovider: ")
     resp = await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS, starts=T0))), headers=AUTH)
     assert resp.status == 200  # stored; it waits for the provider
 
@@ -176,7 +178,7 @@ async def test_a_wrong_service_key_is_known_at_start_and_the_service_stays_ready
     assert client.registry.get_sample_value("alert2voice_provider_requests_total",
                                             {"endpoint": "probe", "code": "403"}) == 1
     await _says(client, "service key refused (auth HTTP 403 code 7001")
-    shown = await (await client.get("/")).text() + await (await client.get("/-/ready")).text()
+    shown = await (await client.get("/")).text() + await (await client.get("/-/ready?verbose")).text()
     assert "a-revoked-key" not in shown + await (await client.get("/metrics")).text()
     # While refused, the next probe is planned 15 s on; the key is fixed and reloaded: a probe at once sees it.
     assert PROBE_INTERVAL_AFTER_FAILURE * 0.9 <= client.sleeps.asked[-1] <= PROBE_INTERVAL_AFTER_FAILURE * 1.1

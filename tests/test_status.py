@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -20,11 +22,12 @@ from prometheus_client import CollectorRegistry
 from alert2voice.config_file import secrets_of
 from alert2voice.logs import mask_number
 from alert2voice.pages import Call, CallState
+from alert2voice.preview import Previews
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.units import format_instant
 from alert2voice.web import create_app
-from alert2voice.web.keys import DISPATCHER, LIVE
+from alert2voice.web.keys import DISPATCHER, LIVE, PREVIEWS
 from alert2voice.web.status import said_heading
 from tests.e2e_support import Stack, in_ci, one_page, running_stack
 from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
@@ -98,6 +101,49 @@ async def test_page_detail_shows_what_was_said_escaped_and_plays_it(client):
     assert (wav.status, wav.content_type) == (200, "audio/wav")
     body = await wav.read()
     assert body[:4] == b"RIFF" and body[8:12] == b"WAVE" and len(body) > 1000
+
+
+def fake_espeak(directory: Path, monkeypatch: pytest.MonkeyPatch, seconds: float) -> Path:
+    """An espeak-ng first on PATH that takes `seconds`, writes a tiny WAV and notes in `directory` each run and
+    how many ran at once when it started."""
+    directory.mkdir()
+    script = directory / "espeak-ng"
+    script.write_text(f"""#!/bin/sh
+d={directory}
+echo run >> "$d/runs"
+touch "$d/running.$$"
+ls "$d" | grep -c '^running\\.' >> "$d/at-once"
+sleep {seconds}
+printf 'RIFF....WAVEfake' > "$5"
+rm "$d/running.$$"
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+    return directory
+
+
+async def test_a_calls_wav_is_spoken_once_then_cached(client, tmp_path, monkeypatch):
+    espeak = fake_espeak(tmp_path / "espeak", monkeypatch, 0.05)
+    page = await paged(client)
+    src = f'/pages/{page["key"]}/calls/1.wav'
+    bodies = [await (await client.get(src)).read() for _ in range(5)]
+    assert bodies == [b"RIFF....WAVEfake"] * 5
+    assert (espeak / "runs").read_text().count("run") == 1
+
+
+async def test_wav_previews_are_two_at_a_time_and_time_out_with_504(client, tmp_path, monkeypatch):
+    espeak = fake_espeak(tmp_path / "espeak", monkeypatch, 0.3)
+    previews = Previews(timeout=5)
+    texts = await asyncio.gather(*(previews.wav(str(espeak / "espeak-ng"), f"page-{i}", 1, "x") for i in range(6)))
+    assert texts == [b"RIFF....WAVEfake"] * 6
+    assert max(int(n) for n in (espeak / "at-once").read_text().split()) == 2
+    page = await paged(client)
+    client.app[PREVIEWS].timeout = 0.1
+    slow = await client.get(f'/pages/{page["key"]}/calls/1.wav')
+    assert slow.status == 504 and "within 0.1 s" in (await slow.json())["error"]
+    [marker] = espeak.glob("running.*")  # killed before it could tidy up: nothing outlives the request
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(marker.suffix[1:]), 0)
 
 
 async def test_each_page_shows_its_next_call_and_the_replica_its_name(client):
@@ -184,6 +230,60 @@ async def test_status_pages_are_admin_endpoints(aiohttp_client):
     refused = [await admin.get(p) for p in paths]
     assert [r.status for r in refused] == [401] * 4 and all("WWW-Authenticate" in r.headers for r in refused)
     assert (await admin.get("/", headers={"Authorization": "Bearer adm-token-secret"})).status == 200
+
+
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; media-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+
+
+async def test_status_pages_refuse_a_foreign_host_and_send_security_headers(client):
+    """DNS rebinding (evil.example resolving to 127.0.0.1 behind `kubectl port-forward`) gets 421, not the page."""
+    page = await paged(client)
+    paths = ("/", f"/pages/{page['key']}", f"/pages/{page['key']}/calls/1.wav")
+    for host in ("evil.example", "evil.example:9095", "127.0.0.1.evil.example", "localhost.:1@evil"):
+        for path in paths:
+            resp = await client.get(path, headers={"Host": host})
+            assert resp.status == 421, (host, path)
+            assert resp.headers["X-Frame-Options"] == "DENY"
+        form = await client.post(f"/pages/{page['key']}/ack", data={"back": "/"}, allow_redirects=False,
+                                 headers={"Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"})
+        assert form.status == 421
+    # Without admin_auth, loopback alone is no proof: the JSON API refuses a foreign Host too.
+    assert (await client.get(f"/api/v1/pages/{page['key']}", headers={"Host": "evil.example"})).status == 421
+    for host in ("127.0.0.1", "localhost:9095", "LOCALHOST", "[::1]:9095"):
+        resp = await client.get("/", headers={"Host": host})
+        assert resp.status == 200, host
+        assert resp.headers["Content-Security-Policy"] == CSP
+        assert (resp.headers["X-Frame-Options"], resp.headers["X-Content-Type-Options"],
+                resp.headers["Referrer-Policy"]) == ("DENY", "nosniff", "no-referrer")
+    redirected = await client.post(f"/pages/{page['key']}/ack", data={"back": "/"}, allow_redirects=False,
+                                   headers={"Sec-Fetch-Site": "same-origin"})
+    assert redirected.status == 303 and redirected.headers["Content-Security-Policy"] == CSP
+
+
+async def test_a_flood_of_foreign_hosts_logs_a_line_a_minute(client, caplog):
+    caplog.set_level(logging.INFO)
+    for _ in range(300):
+        assert (await client.get("/", headers={"Host": "evil.example"})).status == 421
+        assert (await client.get("/api/v1/pages", headers={"Host": "evil.example"})).status == 421
+    said = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert sorted(r.getMessage() for r in said) == ["admin request refused", "request for a foreign host refused"]
+
+
+async def test_allowed_hosts_add_names_and_public_url_host_is_always_one(aiohttp_client):
+    config = status_config(**{"public_url: http://127.0.0.1:9095":
+                              "public_url: https://Alert2Voice.example:8443, allowed_hosts: [a2v.internal]"})
+    c = await aiohttp_client(create_app(config, provider=RecordingProvider(), store=MemoryStore(),
+                                        clock=FakeClock(), registry=CollectorRegistry()))
+    statuses = {h: (await c.get("/", headers={"Host": h})).status
+                for h in ("alert2voice.example", "alert2voice.example:8443", "a2v.internal", "localhost", "x.y")}
+    assert statuses == {"alert2voice.example": 200, "alert2voice.example:8443": 200, "a2v.internal": 200,
+                        "localhost": 421, "x.y": 421}
+    anyone = status_config(**{"public_url: http://127.0.0.1:9095": "public_url: http://127.0.0.1:9095, "
+                                                                  "allowed_hosts: ['*']"})
+    c = await aiohttp_client(create_app(anyone, provider=RecordingProvider(), store=MemoryStore(),
+                                        clock=FakeClock(), registry=CollectorRegistry()))
+    assert (await c.get("/", headers={"Host": "x.y"})).status == 200
 
 
 HEARTBEATS = """

@@ -231,7 +231,7 @@ async def test_a_store_opened_before_redis_answers_is_unavailable_until_it_does(
         await store.ping()
         assert await store.admit(make_page("p", due_at=T0), ["c"], WINDOW, T0)
         # The durability check waited for the first connection (the test's Redis runs appendfsync always).
-        await eventually(until(lambda: store._durability_checked), "the durability check")
+        await eventually(until(lambda: store._durability is not None), "the durability check")
     assert not any("appendonly no" in r.getMessage() for r in caplog.records)
 
 
@@ -388,6 +388,27 @@ async def test_open_says_when_redis_would_lose_acknowledged_writes(own_server, c
                 assert len(said) == 1 and said[0][0] == expected[0] and expected[1] in said[0][1], said
     finally:
         client.close()
+
+
+async def test_a_redis_restarted_without_its_aof_is_warned_about_when_the_store_reconnects(own_server, caplog):
+    caplog.set_level(logging.INFO, logger="alert2voice.store")
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "appendonly no" in
+                r.getMessage()]
+
+    async with opened(own_server) as store:
+        await subscribed(own_server, store, 1)
+        assert warned() == []
+        await asyncio.to_thread(own_server.stop)
+        own_server.options = ("--appendonly", "no")
+        await asyncio.to_thread(own_server.start)
+        await eventually(until(lambda: len(warned()) == 1), "the warning after the reconnection")
+        await asyncio.to_thread(own_server.stop)  # the same again: no second line
+        await asyncio.to_thread(own_server.start)
+        await subscribed(own_server, store, 1)
+        await store.ping()
+        assert len(warned()) == 1
 
 
 async def test_open_says_so_when_config_is_refused_and_the_url_credentials_are_used(server, caplog):

@@ -70,6 +70,11 @@ def status_of(exc: ProviderError | None) -> str:
     return "error"  # 5xx, a 3xx (a wrong base_url) or a 4xx nobody expects of a GET
 
 
+# What anyone may read (the unauthenticated /-/ready): the status, without the provider's address or its answers.
+TERSE = {"ok": "healthy", "auth": "service key refused", "unreachable": "unreachable",
+         "error": "answers with an error"}
+
+
 def describe(status: str, url: str, detail: str = "") -> str:
     """The status page's words for a status: what is wrong, and where to look."""
     if status == "ok":

@@ -183,7 +183,7 @@ class RedisStore:
         self._scripts: dict[str, Any] = {}
         self._wakeups: list[Callable[[datetime | None], None]] = []
         self._listener: asyncio.Task[None] | None = None
-        self._durability_checked = False
+        self._durability: str | None = None  # what the last durability check found (None: not checked yet)
         self.cache = LookCache(live_within=WAKE_PING + 2 * socket_timeout)  # remembered duplicates
         # redis-py refuses a command beyond max_connections ("Too many connections") rather than wait for one.
         self._slots = asyncio.Semaphore(POOL)
@@ -296,10 +296,10 @@ class RedisStore:
     async def _check_durability(self) -> None:
         """Warn when Redis would lose acknowledged writes in a restart (AOF off); CONFIG may be refused.
 
-        Made once, at the first connection that answers.
+        Made at every connection that answers (open, and every reconnection of the wake-up subscription): a
+        Redis restarted, or failed over, without its append-only file is told as soon as it is back. Logged
+        when what it finds changes, not at every reconnection.
         """
-        if self._durability_checked:
-            return
 
         async def append_config(redis: Redis) -> dict[str, str] | None:
             try:
@@ -308,7 +308,10 @@ class RedisStore:
                 return None
 
         config = await self._call("open", append_config)
-        self._durability_checked = True
+        found = "refused" if config is None else f"{config.get('appendonly')} {config.get('appendfsync')}"
+        if found == self._durability:
+            return
+        self._durability = found
         if config is None:
             log.info("could not check that Redis persists every write (CONFIG GET refused): it must run "
                      "with appendonly yes, and appendfsync always for a 200 to mean durable")
@@ -319,8 +322,6 @@ class RedisStore:
             log.info("Redis syncs its append-only file with appendfsync %s: a Redis crash can lose the "
                      "writes of the last second; appendfsync always makes every 200 durable",
                      config.get("appendfsync"))
-
-    # ------------------------------------------------------------------------------- pages and claims
 
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
                     lease: Lease | None = None) -> bool:
@@ -540,7 +541,7 @@ class RedisStore:
             try:
                 await pubsub.subscribe(self.keys.wake)  # its confirmation, read by _pump, makes the cache live
                 with contextlib.suppress(StoreUnavailable):
-                    await self._check_durability()  # if Redis did not answer at open()
+                    await self._check_durability()  # a Redis back from a restart may have lost its AOF
                     await self._claim_epoch()
                 if subscribed_before:
                     self._wake()  # wake-ups published while we were away are lost: look once

@@ -17,7 +17,9 @@ from ..config import Config
 from ..dispatch import Dispatcher
 from ..heartbeats import Heartbeats
 from ..live import LiveConfig
+from ..logs import Refusals
 from ..metrics import Metrics
+from ..preview import Previews
 from ..provider import Provider
 from ..provider.health import ProviderHealth
 from ..provider.webex import WebexProvider
@@ -36,7 +38,9 @@ from .keys import (
     HEARTBEATS,
     LIVE,
     METRICS,
+    PREVIEWS,
     PROVIDER,
+    REFUSALS,
     SHUTDOWN,
     SILENCER,
     STORE,
@@ -62,6 +66,8 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     live, process_clock = app[LIVE], app[CLOCK]
     app[HEALTH] = health = ProviderHealth(metrics, target=lambda: live.config.provider.url, now=process_clock.now,
                                           sleep=process_clock.sleep)
+    app[REFUSALS] = Refusals(process_clock.monotonic)
+    app[PREVIEWS] = Previews()
     live.on_reload.append(lambda _: health.recheck())  # a new key or address is known at once, fixed or broken
     if provider is not None:
         app[PROVIDER] = provider

@@ -15,7 +15,7 @@ from ..silences import silences_for
 from ..store import StoreUnavailable
 from ..store.base import Conflict
 from .http import error, read_timeout
-from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, SILENCER, STORE
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, REFUSALS, SILENCER, STORE
 
 log = logging.getLogger("alert2voice.callbacks")
 
@@ -75,7 +75,9 @@ async def _apply(app: web.Application, event: callbacks.Event) -> web.Response:
 
 def _refused(request: web.Request) -> web.Response:
     request.app[METRICS].callbacks.labels("unknown", "unauthorized").inc()
-    log.warning("callback refused: wrong or missing credentials", extra={"remote": request.remote})
+    # Anyone can send these as fast as they like: each is counted, the line comes once a minute with how many.
+    request.app[REFUSALS](log, "callback refused: wrong or missing credentials", "unauthorized",
+                          remote=request.remote)
     return error(401, "missing or wrong callback credentials", **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
 
 

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from ..auth import challenge
 from ..config import Config, WebhookAuth
 from ..units import format_duration
+from .keys import LIVE, REFUSALS
+
+log = logging.getLogger("alert2voice.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The status page's HTML needs inline <style>, its own forms and its own <audio>; nothing else, and no frame.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; media-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def error(status: int, message: str, **headers: str) -> web.Response:
@@ -49,3 +66,27 @@ async def read_json(request: web.Request, config: Config, result: list[str]) -> 
         result.append("bad_request")
         return read_timeout(config)
     return body
+
+
+def browser_page(handler: Handler) -> Handler:
+    """Guard what a browser reads or posts (the status page, its forms, its previews): a Host that is not one of
+    ours (server.allowed_hosts, public_url's host) is refused with 421 before anything is read, which defeats
+    DNS rebinding; every answer carries SECURITY_HEADERS (no script, no framing, no sniffing, no referrer)."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if not request.app[LIVE].config.server.host_allowed(request.host):
+            request.app[REFUSALS](log, "request for a foreign host refused", "misdirected", path=request.path,
+                                  host=request.host, remote=request.remote)
+            response: web.StreamResponse = error(
+                421, "this host name is not one of server.allowed_hosts or server.public_url's")
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:  # a redirect after a form's POST
+                exc.headers.update(SECURITY_HEADERS)
+                raise
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    return guarded

@@ -10,7 +10,9 @@ from ..admission import Admission
 from ..dispatch import Dispatcher
 from ..heartbeats import Heartbeats
 from ..live import LiveConfig
+from ..logs import Refusals
 from ..metrics import Metrics
+from ..preview import Previews
 from ..provider import Provider
 from ..provider.health import ProviderHealth
 from ..silences import Silencer
@@ -30,6 +32,10 @@ SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown", asyncio.Event)
 PROVIDER: web.AppKey[Provider] = web.AppKey("provider")
 # What probes and calls found of the provider; made by create_app (a test may swap its `sleep` before start).
 HEALTH: web.AppKey[ProviderHealth] = web.AppKey("health", ProviderHealth)
+# The status page's WAV previews: cached, two espeak-ng at a time, each within 10 s.
+PREVIEWS: web.AppKey[Previews] = web.AppKey("previews", Previews)
+# Refused requests anyone can send (a callback's wrong credentials, a foreign Host): a line a minute per kind.
+REFUSALS: web.AppKey[Refusals] = web.AppKey("refusals", Refusals)
 # Made at startup by the cleanup contexts.
 SILENCER: web.AppKey[Silencer] = web.AppKey("silencer", Silencer)
 SUPPRESSION: web.AppKey[Suppression] = web.AppKey("suppression", Suppression)

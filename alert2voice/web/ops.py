@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,15 +17,14 @@ from ..heartbeats import heartbeat_of, is_up
 from ..logs import mask_number
 from ..pages import Page
 from ..preview import render_calls
+from ..provider.health import TERSE
 from ..store import StoreUnavailable
 from ..upcoming import upcoming
-from .http import error, read_json, unauthorized
-from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, SHUTDOWN, STORE, SUPERVISOR
+from .http import Handler, error, read_json, unauthorized
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, REFUSALS, SHUTDOWN, STORE, SUPERVISOR
 from .webhook import parse
 
 log = logging.getLogger("alert2voice.web")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # /api/v1/pages lists at most this many pages, and this many alerts of each (alerts_total counts them all).
 PAGES_LIMIT = 500
@@ -45,17 +43,28 @@ def admin(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
-        auth = request.app[LIVE].config.server.admin_auth
-        status = admin_refusal(auth, request.remote, request.headers.get("Authorization", ""))
-        if status is None:
-            return await handler(request)
-        log.warning("admin request refused", extra={"path": request.path, "status": status,
-                                                    "remote": request.remote})
-        if auth is None:
-            return error(403, "this endpoint answers loopback clients only; set server.admin_auth to allow others")
-        return unauthorized(auth)
+        return admin_refused(request) or await handler(request)
 
     return guarded
+
+
+def admin_refused(request: web.Request) -> web.Response | None:
+    """The answer refusing an admin request (logged), or None when it may go on."""
+    server = request.app[LIVE].config.server
+    auth = server.admin_auth
+    status = admin_refusal(auth, request.remote, request.headers.get("Authorization", ""))
+    if status is None and auth is None and not server.host_allowed(request.host):
+        # Loopback alone is no proof against DNS rebinding: a browser on evil.example behind a port-forward.
+        status = 421
+    if status is None:
+        return None
+    request.app[REFUSALS](log, "admin request refused", str(status), path=request.path, remote=request.remote)
+    if status == 421:
+        return error(421, "without server.admin_auth, this host name must be one of server.allowed_hosts "
+                          "or server.public_url's")
+    if auth is None:
+        return error(403, "this endpoint answers loopback clients only; set server.admin_auth to allow others")
+    return unauthorized(auth)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -88,15 +97,16 @@ async def handle_healthy(request: web.Request) -> web.Response:
     return web.Response(text="alert2voice is healthy.\n")
 
 
-async def readiness(app: web.Application) -> list[str]:
-    """What keeps the service from being ready (empty when ready)."""
+async def readiness(app: web.Application, *, detail: bool = True) -> list[str]:
+    """What keeps the service from being ready (empty when ready); without `detail`, no word of where the store is
+    (its host and port, its path) or what it said: fit for anyone to read."""
     problems = []
     if app[SHUTDOWN].is_set():
         problems.append("shutting down")
     try:
         await app[STORE].ping()
     except StoreUnavailable as exc:
-        problems.append(f"store unavailable: {exc}")
+        problems.append(f"store unavailable: {exc}" if detail else "store unavailable")
     else:
         if not app[CLOCK].measured:  # measured within a second of the store answering
             problems.append("the store's clock not measured yet")
@@ -108,9 +118,14 @@ async def readiness(app: web.Application) -> list[str]:
 
 
 async def handle_ready(request: web.Request) -> web.Response:
-    """GET /-/ready: config loaded, store reachable, dispatcher running; the provider's health is told, not required."""
-    problems = await readiness(request.app)
-    provider = f"provider: {request.app[HEALTH].current.words}\n"
+    """GET /-/ready: config loaded, store reachable, dispatcher running; the provider's health is told, not required.
+    Anyone may ask, so the store's errors (naming its host and port) are told only to an admin: `?verbose`."""
+    verbose = "verbose" in request.query
+    if verbose and (refused := admin_refused(request)) is not None:
+        return refused
+    problems = await readiness(request.app, detail=verbose)
+    health = request.app[HEALTH].current
+    provider = f"provider: {health.words if verbose else TERSE.get(health.status, 'not checked yet')}\n"
     if problems:
         return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n" + provider)
     return web.Response(text="alert2voice is ready.\n" + provider)

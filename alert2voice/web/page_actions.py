@@ -22,7 +22,7 @@ from ..dispatch.work import Effects
 from ..pages import Call, Page, PageEnded, acknowledge, escalate
 from ..silences import silences_for
 from ..store import StoreUnavailable
-from .http import error
+from .http import browser_page, error
 from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SILENCER
 from .ops import admin, page_json
 
@@ -181,6 +181,7 @@ def _who(request: web.Request) -> str:
     return "status page"
 
 
+@browser_page
 @admin
 async def handle_form(request: web.Request) -> web.StreamResponse:
     """POST /pages/{key}/ack or /escalate: the status page's buttons (plain forms), then back where they were."""

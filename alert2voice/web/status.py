@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from datetime import UTC, datetime
 from typing import Any
@@ -14,13 +13,12 @@ from ..config import Config
 from ..heartbeats import heartbeat_of, is_up
 from ..logs import mask_number
 from ..pages import REACHED, Call, CallState, Page, current_step
-from ..preview import speak_wav
 from ..provider import TtsAudio
 from ..store import StoreUnavailable
 from ..units import format_duration, format_instant
 from ..upcoming import upcoming
-from .http import error
-from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, STORE
+from .http import browser_page, error
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, PREVIEWS, STORE
 from .ops import admin, readiness, stored_page
 
 # The status page lists this many pages, newest first (/api/v1/pages?limit= shows more).
@@ -76,6 +74,7 @@ def last_reload(app: web.Application) -> dict[str, Any]:
     return {"ok": ok == 1, "at": datetime.fromtimestamp(at, UTC) if at else None}
 
 
+@browser_page
 @admin
 async def handle_status(request: web.Request) -> web.Response:
     """GET /: recent pages and their calls, who is on call, heartbeats, provider health, last reload."""
@@ -124,6 +123,7 @@ def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
             for a in audio]
 
 
+@browser_page
 @admin
 async def handle_page(request: web.Request) -> web.Response:
     """GET /pages/{key}: one page, its alerts, and what each of its calls said."""
@@ -137,6 +137,7 @@ async def handle_page(request: web.Request) -> web.Response:
                  playable=espeak() is not None)
 
 
+@browser_page
 @admin
 async def handle_call_wav(request: web.Request) -> web.Response:
     """GET /pages/{key}/calls/{attempt}.wav: the call's speech, spoken locally by espeak-ng."""
@@ -152,8 +153,11 @@ async def handle_call_wav(request: web.Request) -> web.Response:
     text = next((p["text"] for p in said(request.app, page, call) if p["format"] in ("SSML", "TEXT")), None)
     if not text:
         return error(404, "this call plays a recording: nothing to speak")
+    previews = request.app[PREVIEWS]
     try:
-        wav = await asyncio.to_thread(speak_wav, binary, text)
+        wav = await previews.wav(binary, page.key, call.attempt, text)
+    except TimeoutError:
+        return error(504, f"espeak-ng did not speak it within {previews.timeout:g} s (or too many previews at once)")
     except RuntimeError as exc:
         return error(500, str(exc))
     return web.Response(body=wav, content_type="audio/wav", headers={"Cache-Control": "no-store"})
