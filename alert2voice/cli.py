@@ -407,7 +407,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Everything loaded so far (modules, schemas, templates, config) lives as long as the process:
         # keep it out of the garbage collector's generations, or every collection walks it again.
         gc.freeze()
-        for warning in config.warnings:
+        for warning in config.warnings_listening_on(host):
             log.warning(warning)
         log.info("alert2voice listening", extra={"listen": f"{host}:{port}", "version": __version__,
                                                  "tls": app[LIVE].ssl_context is not None,

@@ -805,14 +805,18 @@ class Config(_Model):
     @property
     def warnings(self) -> list[str]:
         """What a valid config leaves open, said at every start (serve logs it, check-config prints it)."""
+        return self.warnings_listening_on(self.server.host_port[0])
+
+    def warnings_listening_on(self, host: str) -> list[str]:
+        """The warnings, for a listener on `host` (serve --listen may differ from server.listen)."""
         out = []
         if self.webhook_auth is None and not (self.server.tls and self.server.tls.mutual):
             out.append("webhook_auth is not set: anyone who can reach /alerts can make phones ring")
         if not self.provider.callback.authenticated:
             out.append("provider.callback.allow_unauthenticated is true: anyone who can reach /callbacks/webex"
                        " can end escalations and acknowledge pages")
-        if self.server.admin_auth is None and not is_loopback(self.server.host_port[0]):
-            out.append(f"server.admin_auth is not set while listening on {self.server.listen}: the admin endpoints"
+        if self.server.admin_auth is None and not is_loopback(host):
+            out.append(f"server.admin_auth is not set while listening on {host}: the admin endpoints"
                        " trust loopback clients alone, and behind a mesh sidecar (Istio, Linkerd) every client is"
                        " loopback; set server.admin_auth")
         if not any(route.escalation for route in self.routes):
