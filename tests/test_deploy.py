@@ -600,9 +600,16 @@ def test_deployment_shape(rendered):
     assert "emptyDir" in volumes[mounts["/tmp"]]
     sources = volumes[mounts["/etc/alert2voice"]]["projected"]["sources"]
     assert {next(iter(s)) for s in sources} == {"configMap", "secret"}
-    # The reloader posts to the service's reload endpoint.
+    # The reloader posts to the service's reload endpoint, with the admin token (server.admin_auth) as the
+    # basic-auth password of its URL: behind a mesh sidecar loopback alone would let every client in.
     reloader = _container(pod, "config-reloader")
-    assert "--reload-url=http://127.0.0.1:9095/-/reload" in reloader["args"]
+    assert "--reload-url=http://config-reloader:$(ADMIN_TOKEN)@127.0.0.1:9095/-/reload" in reloader["args"]
+    [env] = reloader["env"]
+    assert env == {"name": "ADMIN_TOKEN", "valueFrom": {"secretKeyRef": {"name": "alert2voice-secrets",
+                                                                       "key": "admin-token"}}}
+    assert "admin-token" in _secret_data(docs, "alert2voice-secrets")
+    admin = yaml.safe_load(example_config("base").read_text())["server"]["admin_auth"]
+    assert admin["basic_auth"] == {"username": "config-reloader", "password_file": admin["bearer_tokens_file"]}
 
     service = _one(docs, "Service", "alert2voice")
     assert service["spec"]["ports"] == [{"name": "http", "port": 9095, "targetPort": "http", "protocol": "TCP"}]
