@@ -14,8 +14,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from alert2voice.web.connections import AcceptFailures, connection_limits
+from alert2voice.web.connections import AcceptFailures, GuardedRunner, Limits, connection_limits
 from tests.e2e_support import Stack, running_stack
 from tests.support import alert, payload
 
@@ -170,3 +171,38 @@ async def test_a_burst_of_failed_accepts_is_one_line_then_a_count():
 def test_the_cap_leaves_descriptors_for_the_rest():
     assert connection_limits(10, 75, 4096, 1024).max_connections == 1024 - 128
     assert connection_limits(10, 75, 4096, 20000).max_connections == 4096
+
+
+async def test_a_request_being_handled_is_never_the_one_closed_to_make_room():
+    """Past the cap, idle connections (and half-sent headers) make room; a request in its handler keeps its own."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        entered.set()
+        await release.wait()
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    runner = GuardedRunner(app, limits=Limits(header_timeout=10, idle_timeout=60, max_connections=16))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    writers = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            busy = asyncio.ensure_future(http.get(f"http://127.0.0.1:{port}/slow"))
+            await asyncio.wait_for(entered.wait(), 5)
+            for _ in range(50):
+                writers.append((await asyncio.open_connection("127.0.0.1", port))[1])
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.05)
+            assert runner.server.open_connections <= 16  # type: ignore[union-attr]
+            release.set()
+            async with await busy as resp:
+                assert (resp.status, await resp.text()) == (200, "done")
+    finally:
+        for w in writers:
+            w.close()
+        await runner.cleanup()
