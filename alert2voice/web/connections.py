@@ -14,6 +14,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from ..logs import Repeated
+
 log = logging.getLogger(__name__)
 
 # File descriptors kept back from the connection cap: the store, the provider's sessions, the log, the config.
@@ -101,6 +103,8 @@ class GuardedServer(web.Server):
         super().__init__(*args, keepalive_timeout=limits.idle_timeout, **kwargs)
         self.limits = limits
         self._open: OrderedDict[GuardedHandler, None] = OrderedDict()  # least recently active first
+        self._full = Repeated(log, "server.max_connections reached; the connections idle the longest are closed",
+                              every=60.0)
 
     def __call__(self) -> GuardedHandler:
         return GuardedHandler(self, loop=self._loop, **self._kwargs)
@@ -110,6 +114,8 @@ class GuardedServer(web.Server):
         if len(self._open) <= self.limits.max_connections:
             return
         oldest = next((h for h in self._open if h is not handler and h.idle), None)
+        self._full("a new connection refused: every other one is handling a request" if oldest is None
+                   else "an idle connection closed", max_connections=self.limits.max_connections)
         (oldest or handler).drop()
 
     def touched(self, handler: GuardedHandler) -> None:
