@@ -140,6 +140,8 @@ async def test_past_max_connections_the_longest_idle_make_room(request, tmp_path
         assert await webhook_status(stack, "PastTheCap") == 200
         assert open_fds(a2v_pid(stack)) < 64 + 40
         assert closed_within(socks[0], 2) is not None, "the longest idle connection was kept"
+    # 236 connections closed to make room: one line, not one each.
+    assert (tmp_path / "alert2voice.log").read_text().count("server.max_connections reached") == 1
 
 
 # ---------------------------------------------------------------------------------------------- in-process
