@@ -35,8 +35,8 @@ class Limits:
 class GuardedHandler(RequestHandler):
     """aiohttp's protocol, plus a header deadline and a place in the server's least-recently-used order.
 
-    aiohttp (3.14) has no header-read timeout: its keep-alive timer only runs while no bytes of a request came,
-    so a client that sends half a header holds the connection until the keep-alive timeout (3630 s by default).
+    aiohttp (3.14) has no header-read timeout: its keep-alive timer (3630 s by default) is all that bounds a
+    client that sends half a header and stops.
     """
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
