@@ -375,15 +375,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .store import StoreUnavailable
     from .web import create_app, drain
+    from .web.connections import GuardedRunner, connection_limits, install_accept_filter, raise_fd_limit
     from .web.keys import LIVE, SHUTDOWN
 
     config = _config(args.config)
     app = create_app(config, config_path=Path(args.config))
     host, port = _listen(args.listen) if args.listen else config.server.host_port
+    server = config.server
+    fd_limit = raise_fd_limit()
+    install_accept_filter()
 
     async def main() -> None:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                               shutdown_timeout=config.server.shutdown_grace.total_seconds())
+        limits = connection_limits(server.header_timeout.total_seconds(), server.idle_timeout.total_seconds(),
+                                   server.max_connections, fd_limit)
+        runner = GuardedRunner(app, limits=limits, handle_signals=False, access_log=None,
+                               shutdown_timeout=server.shutdown_grace.total_seconds())
         try:
             await runner.setup()
         except StoreUnavailable as exc:
@@ -401,12 +407,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Everything loaded so far (modules, schemas, templates, config) lives as long as the process:
         # keep it out of the garbage collector's generations, or every collection walks it again.
         gc.freeze()
-        for warning in config.warnings:
+        for warning in config.warnings_listening_on(host):
             log.warning(warning)
         log.info("alert2voice listening", extra={"listen": f"{host}:{port}", "version": __version__,
                                                  "tls": app[LIVE].ssl_context is not None,
                                                  "provider": config.provider.url, "store": config.store.backend,
-                                                 "config_hash": config.digest[:12]})
+                                                 "config_hash": config.digest[:12], "fd_limit": fd_limit,
+                                                 "max_connections": limits.max_connections})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 

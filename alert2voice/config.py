@@ -242,6 +242,10 @@ class ServerConfig(_Model):
     public_url: str = "http://127.0.0.1:9095"
     max_body_bytes: ByteSize = 4 * 1024 * 1024
     read_timeout: Duration = timedelta(seconds=10)
+    # A connection's limits, read at start: Go's ReadHeaderTimeout and IdleTimeout (Prometheus: 5 min idle).
+    header_timeout: Duration = timedelta(seconds=10)
+    idle_timeout: Duration = timedelta(seconds=75)
+    max_connections: int = Field(default=4096, ge=16)
     shutdown_grace: Duration = timedelta(seconds=10)
     # Guards /-/reload, /-/render and /api/v1/pages; without it they answer loopback clients only.
     admin_auth: WebhookAuth | None = None
@@ -829,12 +833,20 @@ class Config(_Model):
     @property
     def warnings(self) -> list[str]:
         """What a valid config leaves open, said at every start (serve logs it, check-config prints it)."""
+        return self.warnings_listening_on(self.server.host_port[0])
+
+    def warnings_listening_on(self, host: str) -> list[str]:
+        """The warnings, for a listener on `host` (serve --listen may differ from server.listen)."""
         out = []
         if self.webhook_auth is None and not (self.server.tls and self.server.tls.mutual):
             out.append("webhook_auth is not set: anyone who can reach /alerts can make phones ring")
         if not self.provider.callback.authenticated:
             out.append("provider.callback.allow_unauthenticated is true: anyone who can reach /callbacks/webex"
                        " can end escalations and acknowledge pages")
+        if self.server.admin_auth is None and not is_loopback(host):
+            out.append(f"server.admin_auth is not set while listening on {host}: the admin endpoints"
+                       " trust loopback clients alone, and behind a mesh sidecar (Istio, Linkerd) every client is"
+                       " loopback; set server.admin_auth")
         if not any(route.escalation for route in self.routes):
             out.append("no route calls anyone (routes is empty, or no route has an escalation): every alert is "
                        "answered 200 and nobody is called")

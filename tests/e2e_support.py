@@ -210,9 +210,10 @@ def alert2voice_config(*, port: int, sim_url: str, token: str, service_key: str,
 def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args: Sequence[str] = (),
                 heartbeats: Sequence[Mapping[str, Any]] = (), tls: Mapping[str, str] | None = None,
                 trust: ssl.SSLContext | None = None,
-                configure: Callable[[dict[str, Any]], None] | None = None) -> Stack:
+                configure: Callable[[dict[str, Any]], None] | None = None, serve_prefix: Sequence[str] = ()) -> Stack:
     """Start the simulator and `alert2voice serve` (over HTTPS with `tls`, readiness checked trusting `trust`);
-    `configure` changes the config (a dict, as alert2voice_config() made it) before it is written."""
+    `configure` changes the config (a dict, as alert2voice_config() made it) before it is written; `serve_prefix`
+    runs before `serve` (a shell setting a limit, say)."""
     token, service_key, callback_token, admin_token = (f"e2e-{os.urandom(12).hex()}" for _ in range(4))
     number, caller_id = "+14155550101", "+15550001234"
     sim_port, a2v_port = free_port(), free_port()
@@ -235,7 +236,7 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args:
     sim = Process("simulator", [*cmd, "simulator", "--listen", f"{LOOPBACK}:{sim_port}", "--service-key", service_key,
                                 "--callback-auth", f"A2VE2E01=Authorization:Bearer {callback_token}",
                                 "--callback-delay", "0.05", *simulator_args], workdir / "simulator.log")
-    a2v = Process("alert2voice", [*cmd, "serve", "--config", str(config_path)], workdir / "alert2voice.log")
+    a2v = Process("alert2voice", [*serve_prefix, *cmd, "serve", "--config", str(config_path)], workdir / "alert2voice.log")
     for proc in (sim, a2v):
         stack.processes.append(proc)
         logs.processes.append(proc)
@@ -253,13 +254,14 @@ def start_stack(workdir: Path, logs: ProcessLogs, *, store: str, simulator_args:
 def running_stack(request: pytest.FixtureRequest, workdir: Path, *, store: str,
                   simulator_args: Sequence[str] = (), heartbeats: Sequence[Mapping[str, Any]] = (),
                   tls: Mapping[str, str] | None = None, trust: ssl.SSLContext | None = None,
-                  configure: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Stack]:
+                  configure: Callable[[dict[str, Any]], None] | None = None,
+                  serve_prefix: Sequence[str] = ()) -> Iterator[Stack]:
     """The simulator and `alert2voice serve` for a fixture: started, logs attached to failing tests, stopped."""
     logs = ProcessLogs()
     request.config.pluginmanager.register(logs, f"e2e-process-logs-{id(logs)}")
     try:
         stack = start_stack(workdir, logs, store=store, simulator_args=simulator_args, heartbeats=heartbeats,
-                            tls=tls, trust=trust, configure=configure)
+                            tls=tls, trust=trust, configure=configure, serve_prefix=serve_prefix)
         try:
             yield stack
         finally:

@@ -707,6 +707,21 @@ def test_allow_unauthenticated_passes_with_a_warning():
     assert not any("callback" in w for w in with_token.warnings)
 
 
+@pytest.mark.parametrize(("listen", "admin_auth", "warned"), [
+    ("0.0.0.0:9095", "", True),                                   # the default listener: every interface
+    ("[::]:9095", "", True),
+    ("10.0.0.7:9095", "", True),
+    ("127.0.0.1:9095", "", False),                                # loopback alone: loopback clients are local
+    ("localhost:9095", "", False),
+    ("0.0.0.0:9095", "  admin_auth: {bearer_tokens: [t]}\n", False),
+])
+def test_admin_endpoints_left_to_loopback_while_listening_beyond_it_are_warned_of(listen, admin_auth, warned):
+    """Behind a mesh sidecar (Istio from 127.0.0.6, Linkerd from 127.0.0.1) every client is loopback."""
+    config = parse_config(MINIMAL + f"server:\n  listen: {listen!r}\n" + admin_auth, file=FILE, env={})
+    assert any("server.admin_auth is not set" in w for w in config.warnings) is warned
+    assert not any("admin_auth" in w for w in config.warnings_listening_on("127.0.0.1"))
+
+
 def test_missing_service_key_and_callback_credentials_are_both_reported():
     problems = problems_of('provider:\n  caller_id: "+15550001234"\n', env={})
     assert {p.path for p in problems} == {"provider.service_key", "provider.callback"}

