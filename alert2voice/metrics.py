@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
@@ -94,6 +96,11 @@ class Metrics:
                                       registry=r,
                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.queue_depth = Gauge(p + "queue_depth", "Pages with work due or in progress.", registry=r)
+        self.store_headroom = Gauge(p + "store_memory_headroom_bytes",
+                                    "Bytes the store may still grow by before it refuses writes (Redis: maxmemory "
+                                    "- used_memory); NaN when it sets no limit (maxmemory 0, SQLite, memory).",
+                                    registry=r)
+        self.store_headroom.set(math.nan)
         self.escalations = Counter(p + "escalations_total", "Escalations past an unanswered call, by route.",
                                    ["route"], registry=r)
         self.template_errors = Counter(p + "template_errors_total",
