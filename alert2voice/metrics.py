@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily
@@ -66,6 +65,24 @@ class HotCounter(Collector):
         yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
+class ReadCounter(Collector):
+    """A counter something else keeps (a plain int on another thread), read at scrape time: `read` is set by the
+    wiring (create_app), 0 until then."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry):
+        self.name, self.documentation = name.removesuffix("_total"), documentation
+        self.read: Callable[[], float] = lambda: 0.0
+        registry.register(self)
+
+    def collect(self):
+        family = CounterMetricFamily(self.name, self.documentation)
+        family.add_metric([], self.read())
+        yield family
+
+    def describe(self):
+        yield CounterMetricFamily(self.name, self.documentation)
+
+
 class Metrics:
     """The metric families, registered on one registry (tests get a fresh one each)."""
 
@@ -101,6 +118,9 @@ class Metrics:
                                     "- used_memory); NaN when it sets no limit (maxmemory 0, SQLite, memory).",
                                     registry=r)
         self.store_headroom.set(math.nan)
+        self.checkpoint_failures = ReadCounter(p + "store_checkpoint_failures_total",
+                                               "SQLite write-ahead log checkpoints that failed (a full disk, an I/O "
+                                               "error); the log grows until one succeeds.", r)
         self.escalations = Counter(p + "escalations_total", "Escalations past an unanswered call, by route.",
                                    ["route"], registry=r)
         self.template_errors = Counter(p + "template_errors_total",

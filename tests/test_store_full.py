@@ -6,9 +6,11 @@ room returns: the page Alertmanager sends again is admitted and called once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +19,12 @@ from prometheus_client import CollectorRegistry
 
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store import StoreUnavailable
+from alert2voice.store import sqlite as sqlite_store
 from alert2voice.store.redis import RedisStore
 from alert2voice.store.sqlite import SQLiteStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER
+from tests.e2e_support import eventually
 from tests.redis_support import RedisServer, fresh_prefix, opened, redis_server_in
 from tests.support import PAYMENTS, alert, make_config, payload
 from tests.test_store import T0, WINDOW, make_page
@@ -111,47 +115,117 @@ async def test_a_full_redis_answers_503_never_200_and_the_same_group_is_called_o
 # ------------------------------------------------------------------------------------------------ SQLite
 
 
-def _cap(store: SQLiteStore, pages: int) -> None:
-    """SQLITE_FULL without a small filesystem: the database may not grow beyond its pages now + `pages`."""
-    db = store._db  # noqa: SLF001 (the test's lever on the connection)
-    assert db is not None
-    count = db.execute("PRAGMA page_count").fetchone()[0]
-    db.execute(f"PRAGMA max_page_count = {count + pages}")
-
-
-async def test_a_full_sqlite_database_is_not_ready_and_recovers_by_itself(tmp_path):
+async def test_a_checkpoint_that_fails_is_logged_once_counted_and_retried_until_it_succeeds(
+        tmp_path, caplog, monkeypatch):
     store = SQLiteStore(tmp_path / "a2v.db")
     await store.open()
-    try:
-        await store.ping()
-        _cap(store, 0)
-        admitted = []
-        with pytest.raises(StoreUnavailable):
-            for n in range(200):
-                page = make_page(f"p{n}", group_key=f"{{}}:{{n=\"{n}{'x' * 4000}\"}}")
-                await store.admit(page, page.claims, WINDOW, T0)
-                admitted.append(page.key)
-        with pytest.raises(StoreUnavailable):
-            await store.ping()  # a write probe: the store cannot take a write
-        store._db.execute("PRAGMA max_page_count = 1073741823")  # noqa: SLF001 (room again)
-        await store.ping()
-        for key in admitted:
-            assert await store.get(key) is not None
-    finally:
-        await store.close()
+    failing = True
+    real = sqlite_store.checkpoint
 
-
-async def test_a_checkpoint_that_fails_is_logged_and_counted(tmp_path, caplog, monkeypatch):
-    store = SQLiteStore(tmp_path / "a2v.db")
-    await store.open()
-    try:
-        def refuse(*args: object) -> None:
+    def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
+        if failing:
             raise sqlite3.OperationalError("database or disk is full")
+        return real(conn)
 
-        monkeypatch.setattr(store, "_run_checkpoint", refuse)
-        with caplog.at_level(logging.WARNING, logger="alert2voice.store"):
-            assert not await store.checkpoint()
-        assert any("checkpoint" in r.getMessage() for r in caplog.records)
-        assert store.checkpoint_failures == 1
+    monkeypatch.setattr(sqlite_store, "checkpoint", checkpoint)
+    try:
+        with caplog.at_level(logging.INFO, logger="alert2voice.store"):
+            page = make_page("p1")
+            assert await store.admit(page, page.claims, WINDOW, T0)
+            await eventually(lambda: _async(store.checkpoint_failures >= 2), "two failed checkpoints", within=10)
+            failed = [r for r in caplog.records if "checkpoint failed" in r.getMessage()]
+            assert len(failed) == 1 and failed[0].levelno == logging.WARNING  # once per run of failures
+            assert "disk is full" in failed[0].error
+            failing = False  # retried without any write: the log goes into the database
+            await eventually(lambda: _async(any("checkpointed again" in r.getMessage() for r in caplog.records)),
+                             "a checkpoint that succeeds", within=10)
+        wal = tmp_path / "a2v.db-wal"
+        assert not wal.exists() or wal.stat().st_size == 0  # truncated
     finally:
         await store.close()
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+async def test_the_checkpoint_failures_are_a_metric(aiohttp_client, tmp_path):
+    store, registry = SQLiteStore(tmp_path / "a2v.db"), CollectorRegistry()
+    app = create_app(make_config(), provider=RecordingProvider(), store=store, registry=registry)
+    await aiohttp_client(app)
+    store.checkpoint_failures = 3
+    assert registry.get_sample_value("alert2voice_store_checkpoint_failures_total") == 3
+
+
+# A real full filesystem: a small tmpfs, mounted where the test may (root, a mount namespace); skipped elsewhere.
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True,
+                       capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {exc}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True, timeout=10)
+
+
+def fill(disk: Path, name: str = "filler") -> Path:
+    """Fill the filesystem with one file, to the last byte; deleting it gives the space back."""
+    filler = disk / name
+    with contextlib.suppress(OSError), filler.open("wb") as f:
+        while True:
+            f.write(b"\0" * 4096)
+            f.flush()
+    return filler
+
+
+async def test_sqlite_on_a_full_disk_is_not_ready_and_every_page_accepted_escalates_when_space_returns(
+        aiohttp_client, small_disk):
+    provider, registry = RecordingProvider(), CollectorRegistry()
+    store = SQLiteStore(small_disk / "a2v.db")
+    app = create_app(make_config(), provider=provider, store=store, registry=registry)
+    client = await aiohttp_client(app)
+    assert (await client.get("/-/ready")).status == 200
+    accepted = set()
+
+    async def send(n: int) -> int:
+        body = json.dumps(payload(alert({**PAYMENTS, "instance": f"node{n}"}, summary="x" * 200),
+                                  group_key=f'{{}}:{{n="{n}"}}'))
+        resp = await client.post("/alerts", data=body, headers=AUTH)
+        if resp.status == 200:
+            accepted.add((await resp.json())["pages"][0]["page_key"])
+        return resp.status
+
+    for n in range(20):
+        assert await send(n) == 200, n
+    filler = fill(small_disk)
+    statuses = [await send(n) for n in range(20, 60)]
+    assert 503 in statuses and set(statuses) <= {200, 503}
+    # A failed write drops the connection, and closing it may checkpoint and delete the log, freeing some:
+    # filled again, nothing can be written, not even readiness's probe.
+    again = fill(small_disk, "again")
+    ready = await client.get("/-/ready")
+    assert ready.status == 503 and "store unavailable" in await ready.text()
+    filler.unlink()  # space returns
+    again.unlink()
+    await eventually(lambda: _status(client, "/-/ready", 200), "ready again", within=15)
+    for n in range(60, 200):  # more than the disk held: the log is checkpointed and truncated as they come
+        assert await send(n) == 200
+    pages = {p.key: p for p in await store.recent(500)}
+    assert accepted <= set(pages)
+    assert (small_disk / "a2v.db-wal").stat().st_size < 1024 * 1024
+    await app[DISPATCHER].settled()
+    called = {r.correlation_id.split("-")[1] for r in provider.requests}
+    for page in await store.recent(500):  # every page accepted was called, or waits for the throttle, with a time
+        if page.key in accepted:
+            assert page.key[:24] in called or page.due_at is not None, page
+    assert called
+
+
+async def _status(client, path: str, status: int) -> bool:
+    return (await client.get(path)).status == status

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
