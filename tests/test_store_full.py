@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store import StoreUnavailable
 from alert2voice.store import sqlite as sqlite_store
-from alert2voice.store.redis import RedisStore
+from alert2voice.store.redis import RedisRefused, RedisStore
 from alert2voice.store.sqlite import SQLiteStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER
@@ -71,6 +71,16 @@ async def test_a_full_redis_refuses_the_admit_whole_and_grows_no_further(own_ser
             client.close()
         room_again(own_server)
         assert await store.admit(page, page.claims, WINDOW, T0)
+
+
+async def test_a_redis_older_than_7_is_refused_at_open_with_the_reason(own_server, monkeypatch):
+    async def info(self, section=None, *args, **kwargs):
+        return {"redis_version": "6.2.14"}
+
+    monkeypatch.setattr("redis.asyncio.Redis.info", info)
+    store = RedisStore(own_server.url, key_prefix=fresh_prefix())
+    with pytest.raises(RedisRefused, match=r"Redis 6\.2\.14 is too old: alert2voice needs Redis 7\.0"):
+        await store.open()
 
 
 async def test_a_full_redis_is_not_ready_and_says_how_much_room_it_has(own_server):

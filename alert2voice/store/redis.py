@@ -72,6 +72,7 @@ T = TypeVar("T")
 RECENT_KEPT = 1000  # pages the recent index holds: more than GET /api/v1/pages lists
 WAKE_PING = 5.0  # seconds of silence after which the wake-up subscriber checks its connection
 RECONNECT_MAX = 2.0  # seconds between the wake-up subscriber's attempts to reconnect, at most
+MIN_REDIS = 7  # the major version that runs scripts with flags (`#!lua flags=`)
 READY_PROBE_MS = 10_000  # how long readiness's probe key lives
 POOL = 64  # operations in flight at once per store; more wait for a connection, within the deadline
 # The operations that are one Lua script each (EVALSHA; loaded again when Redis lost its script cache).
@@ -332,6 +333,16 @@ class RedisStore:
             except ResponseError:  # CONFIG renamed or not allowed, as on most managed Redis services
                 return None
 
+        async def version(redis: Redis) -> str | None:
+            try:
+                return str((await redis.info("server")).get("redis_version", "")) or None
+            except ResponseError:  # INFO not allowed (an ACL): the first script says it, less clearly
+                return None
+
+        running = await self._call("open", version)
+        if running is not None and int(running.split(".")[0]) < MIN_REDIS:
+            raise RedisRefused(f"redis store: Redis {running} is too old: alert2voice needs Redis {MIN_REDIS}.0 "
+                               "or later (its scripts carry `#!lua flags=`, so that a full Redis refuses them whole)")
         config = await self._call("open", append_config)
         self._durability_checked = True
         if config is None:
@@ -564,9 +575,13 @@ class RedisStore:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self.keys.wake)  # its confirmation, read by _pump, makes the cache live
-                with contextlib.suppress(StoreUnavailable):
+                try:
                     await self._check_durability()  # if Redis did not answer at open()
                     await self._claim_epoch()
+                except RedisRefused as exc:  # too old, or the credentials refused: waiting will not help
+                    log.error("%s", exc)
+                except StoreUnavailable:
+                    pass
                 if subscribed_before:
                     self._wake()  # wake-ups published while we were away are lost: look once
                 subscribed_before, delay = True, 0.1
