@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily
@@ -64,6 +65,24 @@ class HotCounter(Collector):
         yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
+class ReadCounter(Collector):
+    """A counter something else keeps (a plain int on another thread), read at scrape time: `read` is set by the
+    wiring (create_app), 0 until then."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry):
+        self.name, self.documentation = name.removesuffix("_total"), documentation
+        self.read: Callable[[], float] = lambda: 0.0
+        registry.register(self)
+
+    def collect(self):
+        family = CounterMetricFamily(self.name, self.documentation)
+        family.add_metric([], self.read())
+        yield family
+
+    def describe(self):
+        yield CounterMetricFamily(self.name, self.documentation)
+
+
 class Metrics:
     """The metric families, registered on one registry (tests get a fresh one each)."""
 
@@ -94,6 +113,14 @@ class Metrics:
                                       registry=r,
                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.queue_depth = Gauge(p + "queue_depth", "Pages with work due or in progress.", registry=r)
+        self.store_headroom = Gauge(p + "store_memory_headroom_bytes",
+                                    "Bytes the store may still grow by before it refuses writes (Redis: maxmemory "
+                                    "- used_memory); NaN when it sets no limit (maxmemory 0, SQLite, memory).",
+                                    registry=r)
+        self.store_headroom.set(math.nan)
+        self.checkpoint_failures = ReadCounter(p + "store_checkpoint_failures_total",
+                                               "SQLite write-ahead log checkpoints that failed (a full disk, an I/O "
+                                               "error); the log grows until one succeeds.", r)
         self.escalations = Counter(p + "escalations_total", "Escalations past an unanswered call, by route.",
                                    ["route"], registry=r)
         self.template_errors = Counter(p + "template_errors_total",

@@ -1161,6 +1161,7 @@ def test_alert_rules_cover_alert2voice_failures():
         "Alert2VoiceProviderCredentialsRefused": 'alert2voice_provider_status{status="auth"} == 1',
         "Alert2VoiceProviderUnreachable": 'alert2voice_provider_status{status=~"unreachable|error"} == 1',
         "Alert2VoiceNoWebhooks": "alert2voice_webhooks_total",
+        "Alert2VoiceStoreMemoryLow": "alert2voice_store_memory_headroom_bytes",
     }
     for name, fragment in expected.items():
         assert name in rules and fragment in rules[name]["expr"], name

@@ -15,6 +15,7 @@ import pytest
 
 from alert2voice.pages import Call, CallState, Page, PageState
 from alert2voice.store import Store, StoreUnavailable
+from alert2voice.store import sqlite as sqlite_module
 from alert2voice.store.base import Conflict, Lease, OpenPage, StormBatch, Tier
 from alert2voice.store.memory import MemoryStore
 from alert2voice.store.redis import RedisStore
@@ -718,10 +719,10 @@ async def _wal_after(store: SQLiteStore, prefix: str, pages: int = 40) -> int:
     (0.3, True),   # idle past CHECKPOINT_IDLE: the writer checkpoints after its next commit
     (1.0, True),   # past CHECKPOINT_EVERY: checkpointed even though writes never paused
 ])
-async def test_the_writer_checkpoints_and_the_wal_starts_over(tmp_path, advance, starts_over):
+async def test_the_writer_checkpoints_and_the_wal_starts_over(tmp_path, monkeypatch, advance, starts_over):
     # Commits never copy the WAL into the database themselves (no autocheckpoint). The writer does, on
-    # its own connection between two transactions, so the next one starts the WAL over from the
-    # beginning and the file stops growing.
+    # its own connection between two transactions, and truncates it, so the file stops growing.
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_AT", 1 << 40)  # not by its size, here
     now = [100.0]
     store = SQLiteStore(tmp_path / "a2v.db", monotonic=lambda: now[0])
     await store.open()
@@ -733,6 +734,20 @@ async def test_the_writer_checkpoints_and_the_wal_starts_over(tmp_path, advance,
         # Started over, the second batch overwrites the first one's frames; else it is appended after them.
         assert (second < 1.5 * first) is starts_over, (first, second)
         assert len(await store.take_due(T0, 1000, LEASE, "me")) == 81  # every page is there either way
+    finally:
+        await store.close()
+
+
+async def test_a_log_past_checkpoint_at_is_checkpointed_at_once_though_writes_never_pause(tmp_path, monkeypatch):
+    # A burst of commits within CHECKPOINT_IDLE grew the log by megabytes in a tenth of a second, past what a
+    # small disk holds; then no checkpoint could copy it into a database that had no room left to grow.
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_AT", 64 * 1024)
+    store = SQLiteStore(tmp_path / "a2v.db", monotonic=lambda: 100.0)  # the clock never moves
+    await store.open()
+    try:
+        largest = max([await _wal_after(store, f"r{n}-", pages=5) for n in range(20)])
+        assert largest < 64 * 1024 + 64 * 1024, largest  # at most one batch's frames past the threshold
+        assert len(await store.take_due(T0, 1000, LEASE, "me")) == 100
     finally:
         await store.close()
 

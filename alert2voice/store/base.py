@@ -77,7 +77,10 @@ class Store(Protocol):
         """Release connections."""
 
     async def ping(self) -> None:
-        """Raise StoreUnavailable when the store cannot serve."""
+        """Raise StoreUnavailable when the store cannot serve: when it does not answer, or cannot take a write."""
+
+    async def memory_headroom(self) -> float | None:
+        """Bytes the store may still grow by before it refuses writes; None when it sets no limit of its own."""
 
     async def time(self) -> datetime | None:
         """The store's own clock, the one every time replicas compare is read from (store/clock.py); None for

@@ -26,6 +26,10 @@ class LocalLimits:
         self._bucket: rules.Bucket | None = None
         self._wakeups: list[Callable[[datetime | None], None]] = []
 
+    async def memory_headroom(self) -> float | None:
+        """None: no limit of the store's own (the process's memory, the disk: the node's to watch)."""
+        return None
+
     async def reserve_call(self, number: str, now: datetime, tiers: Sequence[Tier]) -> datetime | None:
         counters = [self._placed[_ALL if tier.scope == "all" else number] for tier in tiers]
         at = rules.tier_fit(counters, tiers, now)

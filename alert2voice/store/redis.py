@@ -72,6 +72,8 @@ T = TypeVar("T")
 RECENT_KEPT = 1000  # pages the recent index holds: more than GET /api/v1/pages lists
 WAKE_PING = 5.0  # seconds of silence after which the wake-up subscriber checks its connection
 RECONNECT_MAX = 2.0  # seconds between the wake-up subscriber's attempts to reconnect, at most
+MIN_REDIS = 7  # the major version that runs scripts with flags (`#!lua flags=`)
+READY_PROBE_MS = 10_000  # how long readiness's probe key lives
 POOL = 64  # operations in flight at once per store; more wait for a connection, within the deadline
 # The operations that are one Lua script each (EVALSHA; loaded again when Redis lost its script cache).
 SCRIPTS = {"admit": lua.ADMIT, "seen": lua.SEEN, "release": lua.RELEASE, "put": lua.PUT, "take_due": lua.TAKE_DUE,
@@ -79,6 +81,19 @@ SCRIPTS = {"admit": lua.ADMIT, "seen": lua.SEEN, "release": lua.RELEASE, "put": 
            "beat": lua.BEAT,
            "reserve_call": lua.RESERVE_CALL, "unreserve_call": lua.UNRESERVE_CALL, "storm_join": lua.STORM_JOIN,
            "storm_lead": lua.STORM_LEAD, "storm_end": lua.STORM_END, "take_token": lua.RATE_LIMIT}
+# Each script's flags (Redis 7's `#!lua flags=` shebang). Without a shebang Redis checks its memory limit only
+# when a script's first write is a memory-checked command, and then lets the rest run: a full Redis stored
+# admits whose first write was a ZREMRANGEBYSCORE. With one, a script that writes and is not `allow-oom` is
+# refused whole (OOM) before it runs. Allowed when full: the scripts that only delete or overwrite in place
+# (they free room, or the service could not finish what it stored); `no-writes` for the read-only one.
+READS_ONLY, FREES = frozenset({"seen"}), frozenset({"release", "purge", "unreserve_call", "storm_end", "by_group",
+                                                    "look", "recent", "renew"})
+
+
+def flagged(name: str, source: str) -> str:
+    """The script with its shebang: refused whole by a full Redis unless it only reads or frees."""
+    flags = "no-writes" if name in READS_ONLY else "allow-oom" if name in FREES else ""
+    return ("#!lua flags=" + flags if flags else "#!lua") + "\n" + source
 
 
 class RedisRefused(StoreUnavailable):
@@ -107,6 +122,7 @@ class Keys:
         self.tokens = prefix + "tokens"
         self.epoch = prefix + "epoch"
         self.wake = prefix + "wake"
+        self.ready = prefix + "ready:"  # + instance: readiness's write probe, expiring
 
     def page(self, key: str) -> str:
         return self.pages + key
@@ -248,7 +264,7 @@ class RedisStore:
         if self._redis is not None:
             return
         self._redis = redis = self._client()
-        self._scripts = {op: redis.register_script(source) for op, source in SCRIPTS.items()}
+        self._scripts = {op: redis.register_script(flagged(op, source)) for op, source in SCRIPTS.items()}
         try:
             await self._check_durability()
             await self._claim_epoch()
@@ -285,8 +301,18 @@ class RedisStore:
                 await listener
 
     async def ping(self) -> None:
-        """Raise StoreUnavailable unless Redis answers."""
-        await self._call("ping", lambda redis: redis.ping())
+        """Raise StoreUnavailable unless Redis answers and takes a write.
+
+        The write is a SET with a short expiry: Redis at maxmemory with noeviction refuses it (OOM), as it
+        refuses an admit, so that /-/ready is false while /alerts would answer 503.
+        """
+        await self._call("ping", lambda redis: redis.set(self.keys.ready + self.instance, "1", px=READY_PROBE_MS))
+
+    async def memory_headroom(self) -> float | None:
+        """Bytes Redis may still grow by before it refuses writes (maxmemory - used_memory); None without a limit."""
+        info = await self._call("info", lambda redis: redis.info("memory"))
+        limit = int(info.get("maxmemory", 0))
+        return None if limit == 0 else float(limit - int(info["used_memory"]))
 
     async def time(self) -> datetime:
         """Redis's clock (TIME): the one every replica reads the times it writes and compares from."""
@@ -307,6 +333,16 @@ class RedisStore:
             except ResponseError:  # CONFIG renamed or not allowed, as on most managed Redis services
                 return None
 
+        async def version(redis: Redis) -> str | None:
+            try:
+                return str((await redis.info("server")).get("redis_version", "")) or None
+            except ResponseError:  # INFO not allowed (an ACL): the first script says it, less clearly
+                return None
+
+        running = await self._call("open", version)
+        if running is not None and int(running.split(".")[0]) < MIN_REDIS:
+            raise RedisRefused(f"redis store: Redis {running} is too old: alert2voice needs Redis {MIN_REDIS}.0 "
+                               "or later (its scripts carry `#!lua flags=`, so that a full Redis refuses them whole)")
         config = await self._call("open", append_config)
         found = "refused" if config is None else f"{config.get('appendonly')} {config.get('appendfsync')}"
         if found == self._durability:
@@ -540,9 +576,13 @@ class RedisStore:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self.keys.wake)  # its confirmation, read by _pump, makes the cache live
-                with contextlib.suppress(StoreUnavailable):
-                    await self._check_durability()  # a Redis back from a restart may have lost its AOF
+                try:
+                    await self._check_durability()  # at every (re)connection: a restarted Redis may lack its AOF
                     await self._claim_epoch()
+                except RedisRefused as exc:  # too old, or the credentials refused: waiting will not help
+                    log.error("%s", exc)
+                except StoreUnavailable:
+                    pass
                 if subscribed_before:
                     self._wake()  # wake-ups published while we were away are lost: look once
                 subscribed_before, delay = True, 0.1

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -27,6 +28,7 @@ from .lockfile import lock_path, take_lock
 from .rules import PURGE_CHUNK
 
 T = TypeVar("T")
+log = logging.getLogger("alert2voice.store")
 
 # The mirror of a group's unresolved pages: key -> (rowid, identities), in rowid order (first seen first).
 Group = dict[str, tuple[int, tuple[str, ...]]]
@@ -64,20 +66,37 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Heartbeats' last-seen times (IF NOT EXISTS: whatever number this migration ends up with).
         "CREATE TABLE IF NOT EXISTS heartbeats (name TEXT PRIMARY KEY, last_seen REAL NOT NULL)",
     ),
+    (
+        # One row readiness writes (ping): a store that cannot write is not ready.
+        "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)",
+    ),
 )
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before reporting unavailable
 # The writer checkpoints between batches (see _checkpoint): once idle and CHECKPOINT_IDLE seconds after the
-# last checkpoint, or after CHECKPOINT_EVERY seconds even if writes never pause.
+# last checkpoint, or after CHECKPOINT_EVERY seconds even if writes never pause; after a failed one (a full
+# disk), again every CHECKPOINT_EVERY seconds until one succeeds, with or without writes.
 CHECKPOINT_IDLE = 0.25
 CHECKPOINT_EVERY = 1.0
-WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the -wal file is truncated to after a checkpoint
+# Bytes of log after which the writer checkpoints at once, idle or not: a burst of commits (a webhook is a few,
+# each rewriting whole 4 KiB pages) must not grow the log past what a small disk holds, before it can be copied.
+CHECKPOINT_AT = 512 * 1024
+# Bytes SQLite truncates the -wal file to when it starts it over; a checkpoint that completes truncates it to
+# zero anyway (TRUNCATE): a full disk must get back the log's space, or the database cannot grow into it.
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
+MIN_FREE = 256 * 1024  # bytes free on the database's filesystem below which the store is not ready (ping)
 MAX_BATCH = 256  # operations committed together at most (group commit)
 
 
 def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
-    """One PASSIVE WAL checkpoint: (frames in the WAL, frames now copied into the database)."""
-    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    """Copy the WAL into the database and truncate it to zero bytes: (frames in the WAL, frames copied).
+
+    Raises sqlite3.Error when it cannot (disk full: the database file cannot grow); SQLITE_BUSY (another
+    connection reading) is reported in the result, not raised, and this store has no other connection.
+    """
+    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        raise sqlite3.OperationalError("checkpoint blocked by a reader")
     return frames, copied
 
 
@@ -143,7 +162,9 @@ class SQLiteStore(LocalLimits):
         self.path = Path(path)
         self._monotonic = monotonic
         self._checkpointed_at = monotonic()
-        self._wal_dirty = False  # a batch committed since the last checkpoint (it may have written to the WAL)
+        self._wal_dirty = False  # a batch committed (or failed) since the last checkpoint: the WAL may hold frames
+        self.checkpoint_failures = 0  # checkpoints that failed since the store was made (a metric)
+        self._checkpoint_failing = False
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
@@ -272,17 +293,43 @@ class SQLiteStore(LocalLimits):
         on another thread, beside a writer that never pauses, never catches up with it, and the WAL grew
         without bound (over 100 MB in six seconds of continuous writes; commits slowed as it grew). It runs
         when the queue is empty, CHECKPOINT_IDLE seconds or more after the last one, so at a steady rate it
-        mostly finds nothing waiting; a writer that never pauses gets one every CHECKPOINT_EVERY seconds.
+        mostly finds nothing waiting; a writer that never pauses gets one every CHECKPOINT_EVERY seconds, and a
+        log past CHECKPOINT_AT bytes one at once. A completed checkpoint truncates the log to zero bytes.
         """
-        if not self._wal_dirty or self._conn is None:
+        if not self._wal_dirty:
             return
         since = self._monotonic() - self._checkpointed_at
-        if since < CHECKPOINT_IDLE or (since < CHECKPOINT_EVERY and not self._queue.empty()):
+        waiting = since < CHECKPOINT_IDLE or (since < CHECKPOINT_EVERY and (self._checkpoint_failing
+                                                                            or not self._queue.empty()))
+        if waiting and (self._checkpoint_failing or self._wal_size() < CHECKPOINT_AT):
             return
-        with contextlib.suppress(sqlite3.Error):  # a failed checkpoint only means the WAL waits for the next
-            checkpoint(self._conn)
-            self._wal_dirty = False
+        try:
+            # Also after a failed batch dropped the connection: the WAL it left must still go into the database.
+            frames, _ = checkpoint(self._connection())
+        except (sqlite3.Error, OSError) as exc:
+            self._checkpoint_failed(exc)
+        else:
+            if self._checkpoint_failing:
+                log.info("sqlite write-ahead log checkpointed again", extra={"path": str(self.path),
+                                                                              "frames": frames})
+            self._checkpoint_failing = self._wal_dirty = False
         self._checkpointed_at = self._monotonic()
+
+    def _wal_size(self) -> int:
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    def _checkpoint_failed(self, exc: BaseException) -> None:
+        """Count a failed checkpoint, and say so once per run of failures: the WAL grows until one succeeds."""
+        self.checkpoint_failures += 1
+        if not self._checkpoint_failing:
+            log.warning("sqlite write-ahead log checkpoint failed: retried every %gs; until it succeeds the log "
+                        "keeps its disk space and grows with every write", CHECKPOINT_EVERY,
+                        extra={"path": str(self.path), "error": str(exc)})
+        self._checkpoint_failing = True
+        self._disconnect()  # afresh at the next try: after an I/O error the connection is not to be trusted
 
     def _commit(self, batch: list[_Op]) -> None:
         """Run a batch in one transaction, each operation in its own savepoint; one COMMIT for all."""
@@ -311,8 +358,10 @@ class SQLiteStore(LocalLimits):
                     conn.rollback()
                 raise
         except Exception as exc:
-            # Drop the connection so that the next call starts afresh once the problem is gone.
+            # Drop the connection so that the next call starts afresh once the problem is gone, and checkpoint
+            # (retried while idle) what the WAL holds: on a full disk that is what gives the database room.
             self._disconnect()
+            self._wal_dirty = True
             failures: list[_Outcome] = []
             for op in batch:
                 error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(
@@ -378,8 +427,19 @@ class SQLiteStore(LocalLimits):
             os.close(fd)  # closing the descriptor releases the flock
 
     async def ping(self) -> None:
-        """Raise StoreUnavailable unless the write lock can be taken."""
-        await self._run("ping", lambda conn, changes: None)
+        """Raise StoreUnavailable unless a write commits and the disk has room for more than that one.
+
+        The probe's row alone can fit where a failed write left the log's file longer than its last frame, so
+        the free space is checked too: below MIN_FREE a webhook's commit would likely fail (disk full).
+        """
+        def probe(conn: sqlite3.Connection, changes: Changes) -> None:
+            conn.execute("INSERT INTO probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                         (time.time(),))
+            st = os.statvfs(self.path.parent)
+            if (free := st.f_bavail * st.f_frsize) < MIN_FREE:
+                raise sqlite3.OperationalError(f"database or disk is full: {free} bytes free on the database's "
+                                               f"filesystem, fewer than {MIN_FREE}")
+        await self._run("ping", probe)
 
     async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
         """Whether admit() would refuse: answered from the mirror of committed state, without a transaction."""

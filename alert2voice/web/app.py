@@ -60,6 +60,7 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     app[METRICS] = metrics
     app[LIVE] = LiveConfig(config, metrics, config_path)
     app[STORE] = store = store or open_store(config)
+    metrics.checkpoint_failures.read = lambda: getattr(store, "checkpoint_failures", 0)  # SQLite's alone
     # `clock` is this process's; what replicas compare is read from the store's (a replica's wall clock may be off).
     app[CLOCK] = StoreClock(clock or Clock(), store.time, skew=metrics.clock_skew.set)
     app[SHUTDOWN] = asyncio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
@@ -74,6 +75,9 @@ async def handle_metrics(request: web.Request) -> web.Response:
         metrics.queue_depth.set(await request.app[STORE].depth())
     with contextlib.suppress(StoreUnavailable):
         await _heartbeat_metrics(request.app)
+    with contextlib.suppress(StoreUnavailable):
+        headroom = await request.app[STORE].memory_headroom()
+        metrics.store_headroom.set(math.nan if headroom is None else headroom)
     resp = web.Response(body=generate_latest(metrics.registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp
