@@ -122,14 +122,15 @@ class Speaker:
         assert call.request is not None
         return CallRequest.from_dict(call.request)
 
-    def said(self, page: Page, call: Call, cfg: Config) -> list[Audio]:
-        """What the call says, as frozen with its request (rendered as of its creation for an older record)."""
+    def said(self, page: Page, call: Call, cfg: Config, extra: Sequence[Page] = ()) -> list[Audio]:
+        """What the call says, as frozen with its request (rendered as of its creation, with the `extra` pages
+        of a storm summary, for a record older than frozen requests)."""
         frozen = call.request or {}
         if "say" in frozen:
             return [audio_from_json(a) for a in frozen["say"]]
         if "audio" in frozen and not call.interactive:
             return [audio_from_json(frozen["audio"])]
-        return self.audio_for(page, call, cfg, call.created_at)
+        return self.audio_for(page, call, cfg, call.created_at, extra)
 
     async def reply(self, page: Page, call: Call, step: interactive.Step, cfg: Config,
                     now: datetime) -> dict[str, Any]:
@@ -137,14 +138,11 @@ class Speaker:
         the word that the page goes on, or hang up."""
         if step.reply == "prompt":
             call.prompts += 1
-            said = (call.request or {}).get("say")
-            if said is None:  # queued by an older version of us, before attempts were frozen
+            extra: list[Page] = []
+            if "say" not in (call.request or {}):  # queued by an older version of us, before attempts were frozen
                 store = self.ctx.store
                 extra = [p for k in call.storm if k != page.key and (p := await store.get(k)) is not None]
-                audio = self.audio_for(page, call, cfg, call.created_at, extra)
-            else:
-                audio = [audio_from_json(a) for a in said]
-            return interactive.prompt_action(audio, cfg.acknowledgement)
+            return interactive.prompt_action(self.said(page, call, cfg, extra), cfg.acknowledgement)
         if step.reply == "menu":
             menu = self.sentence(cfg, call, interactive.prompt_text(cfg.acknowledgement))
             return interactive.prompt_action([menu], cfg.acknowledgement)

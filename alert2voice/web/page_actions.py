@@ -12,12 +12,14 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from yarl import URL
 
+from ..config import Config
 from ..dispatch.work import Effects
 from ..pages import Call, Page, PageEnded, acknowledge, escalate
 from ..silences import silences_for
@@ -31,8 +33,19 @@ log = logging.getLogger("alert2voice.pages")
 MAX_BODY = 4096
 MAX_TEXT = 200  # characters of `by` and `comment`
 
-# decide(page, now, by, body) -> the calls it gave up (None: nothing changed); PageEnded when the page ended.
-Act = Callable[[Page, datetime, str, dict[str, Any]], list[Call] | None]
+@dataclass(frozen=True)
+class Ask:
+    """What a person asks of a page, from the API's JSON body or the status page's form."""
+
+    by: str
+    via: str  # api | web
+    config: Config
+    comment: str | None = None
+    step: int | None = None  # the step (from 1) the person saw
+
+
+# act(page, now, ask) -> the calls it gave up (None: nothing changed); PageEnded when the page ended.
+Act = Callable[[Page, datetime, Ask], list[Call] | None]
 
 
 class BadBody(Exception):
@@ -69,18 +82,20 @@ async def change(app: web.Application, key: str, name: str, act: Act, body: dict
     Raises PageEnded (409) and StoreUnavailable (503). An acknowledgement that changed the page is counted and
     silenced (acknowledgement.silence) here, whichever way it came.
     """
-    by = body.get("by") or via
+    ask = Ask(by=body.get("by") or via, via=via, config=app[LIVE].config, comment=body.get("comment"),
+              step=body.get("step"))
     metrics, now = app[METRICS], app[CLOCK].now()
 
     async def decide(page: Page | None, fx: Effects) -> tuple[Page | None, bool]:
         if page is None:
             return None, False
-        given_up = act(page, now, by, {**body, "via": via, "config": app[LIVE].config})  # PageEnded: no write
+        given_up = act(page, now, ask)  # PageEnded: nothing written
         if given_up is None:
             return page, False
         fx(lambda: metrics.calls.labels(page.route, "cancelled").inc(len(given_up)))
-        fx(lambda: log.info(f"page {name}", extra={"page_key": page.key, "route": page.route, "by": by, "via": via,
-                                                    "comment": body.get("comment"), "calls_given_up": len(given_up)}))
+        fx(lambda: log.info(f"page {name}", extra={"page_key": page.key, "route": page.route, "by": ask.by,
+                                                    "via": via, "comment": ask.comment,
+                                                    "calls_given_up": len(given_up)}))
         fx.save()
         return page, True
 
@@ -118,13 +133,12 @@ async def _act(request: web.Request, name: str, act: Act) -> web.Response:
     return web.json_response({"status": "ok", "changed": changed, "page": page_json(page)})
 
 
-def _acknowledge(page: Page, now: datetime, by: str, body: dict[str, Any]) -> list[Call] | None:
-    return acknowledge(page, body["config"], now, by=by, via=body["via"], comment=body.get("comment"))
+def _acknowledge(page: Page, now: datetime, ask: Ask) -> list[Call] | None:
+    return acknowledge(page, ask.config, now, by=ask.by, via=ask.via, comment=ask.comment)
 
 
-def _escalate(page: Page, now: datetime, by: str, body: dict[str, Any]) -> list[Call] | None:
-    step = body.get("step")
-    return escalate(page, now, by=by, step=step - 1 if step is not None else None)
+def _escalate(page: Page, now: datetime, ask: Ask) -> list[Call] | None:
+    return escalate(page, now, by=ask.by, step=ask.step - 1 if ask.step is not None else None)
 
 
 ACTIONS: dict[str, tuple[str, Act]] = {"ack": ("acknowledged", _acknowledge), "escalate": ("escalated", _escalate)}
