@@ -121,6 +121,12 @@ class Metrics:
         self.checkpoint_failures = ReadCounter(p + "store_checkpoint_failures_total",
                                                "SQLite write-ahead log checkpoints that failed (a full disk, an I/O "
                                                "error); the log grows until one succeeds.", r)
+        self.store_operations = ReadCounter(p + "store_operations_total",
+                                            "Operations sent to the store: Redis commands and scripts (each one "
+                                            "round trip), SQLite operations run by its writer.", r)
+        self.store_commits = ReadCounter(p + "store_commits_total",
+                                         "SQLite transactions committed, each one fsync, shared by the operations "
+                                         "queued together (0 on Redis: its INFO persistence counts its own).", r)
         self.escalations = Counter(p + "escalations_total", "Escalations past an unanswered call, by route.",
                                    ["route"], registry=r)
         self.template_errors = Counter(p + "template_errors_total",

@@ -203,6 +203,7 @@ class RedisStore:
         self.cache = LookCache(live_within=WAKE_PING + 2 * socket_timeout)  # remembered duplicates
         # redis-py refuses a command beyond max_connections ("Too many connections") rather than wait for one.
         self._slots = asyncio.Semaphore(POOL)
+        self.operations = 0  # commands and scripts sent, each one round trip (a metric)
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -234,6 +235,7 @@ class RedisStore:
         redis = self._redis
         if redis is None:
             raise StoreUnavailable(f"redis store: {op} failed: store is not open")
+        self.operations += 1
         try:
             async with asyncio.timeout(self.deadline), self._slots:
                 return await fn(redis)

@@ -164,6 +164,7 @@ class SQLiteStore(LocalLimits):
         self._checkpointed_at = monotonic()
         self._wal_dirty = False  # a batch committed (or failed) since the last checkpoint: the WAL may hold frames
         self.checkpoint_failures = 0  # checkpoints that failed since the store was made (a metric)
+        self.operations = self.commits = 0  # operations the writer ran, transactions it committed (metrics)
         self._checkpoint_failing = False
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
@@ -353,6 +354,8 @@ class SQLiteStore(LocalLimits):
                         outcomes.append((op, None, exc, []))
                 conn.execute("COMMIT")
                 self._wal_dirty = True
+                self.operations += len(batch)
+                self.commits += 1
             except BaseException:
                 if conn.in_transaction:
                     conn.rollback()

@@ -61,6 +61,8 @@ def create_app(config: Config, *, config_path: Path | None = None, provider: Pro
     app[LIVE] = LiveConfig(config, metrics, config_path)
     app[STORE] = store = store or open_store(config)
     metrics.checkpoint_failures.read = lambda: getattr(store, "checkpoint_failures", 0)  # SQLite's alone
+    metrics.store_operations.read = lambda: getattr(store, "operations", 0)
+    metrics.store_commits.read = lambda: getattr(store, "commits", 0)
     # `clock` is this process's; what replicas compare is read from the store's (a replica's wall clock may be off).
     app[CLOCK] = StoreClock(clock or Clock(), store.time, skew=metrics.clock_skew.set)
     app[SHUTDOWN] = asyncio.Event()
