@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from datetime import timedelta
 
 from alert2voice.alertmanager import parse_payload
+from alert2voice.dispatch.context import lease_span
 from alert2voice.pages import CallState, PageState, new_page
 from alert2voice.provider import NetworkError, Rejected
 from alert2voice.routing import plan
@@ -192,9 +193,14 @@ async def test_a_storm_batch_ends_when_its_leader_loses_its_page():
     config = make_config(**STORM)
     d, store, provider, clock = make_dispatcher(config)
     await storm_of_three(d, config, clock)
-    renew, storm_end, ended = store.renew, store.storm_end, []
+    renew, storm_end, acquire, ended = store.renew, store.storm_end, d.placer.limiter.acquire, []
 
-    async def lost(key, lease):  # another replica took the leader page over just before the summary's request
+    async def long_wait(per_second):  # the summary waited for a token past its lease...
+        d.placer.limiter.acquire = acquire
+        clock.advance(lease_span(config))
+        return True
+
+    async def lost(key, lease):  # ...and another replica took the leader page over meanwhile
         store.renew = renew
         raise Conflict("taken over (test)")
 
@@ -202,7 +208,7 @@ async def test_a_storm_batch_ends_when_its_leader_loses_its_page():
         ended.append((key, len(provider.requests)))
         await storm_end(number, key)
 
-    store.renew, store.storm_end = lost, end
+    store.renew, store.storm_end, d.placer.limiter.acquire = lost, end, long_wait
     await settle(d)
     # Ended in a finally though its request was never sent; the page, taken again, sends its written fan-out.
     leader = ended[0][0]

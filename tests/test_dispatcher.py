@@ -483,22 +483,23 @@ async def test_when_no_template_fits_a_fixed_sentence_and_the_prompt_are_spoken(
     assert template_errors(d) == 1
 
 
-async def test_a_page_whose_store_read_failed_is_taken_again_as_soon_as_the_store_answers(caplog):
-    # As after a Redis restart: the first operation on a stale connection fails. The page is still leased to
-    # this process, which must not wait for its own lease to end (25 s) before going on.
+async def test_a_page_whose_store_operation_failed_is_taken_again_as_soon_as_the_store_answers(caplog):
+    # As after a Redis restart: the first operation on a stale connection fails (here the step's first, its
+    # throttle slot). The page is still leased to this process, which must not wait for its own lease to end
+    # (25 s) before going on.
     config = make_config()
     d, store, provider, _clock = make_dispatcher(config)
     await queue(d, store, config, alert(PAYMENTS))
-    read = store.get
+    reserve = store.reserve_call
     failures = []
 
-    async def flaky_get(key):
+    async def flaky_reserve(*args):
         if not failures:
-            failures.append(key)
+            failures.append(args)
             raise StoreUnavailable("connection closed by server (test)")
-        return await read(key)
+        return await reserve(*args)
 
-    store.get = flaky_get
+    store.reserve_call = flaky_reserve
     await settle(d)
     assert failures and len(provider.requests) == 1  # placed at once, the clock never moved
     assert any("store unavailable while processing a page" in r.getMessage() for r in caplog.records)

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from alert2voice.pages import Page, PageState
-from alert2voice.store.base import Conflict, Lease, Store, Tier
+from alert2voice.store.base import Conflict, FirstCall, Lease, Store, Tier
 from alert2voice.store.memory import MemoryStore
 from alert2voice.store.redis import RedisStore
 from alert2voice.store.sqlite import SQLiteStore
@@ -80,6 +80,9 @@ PAGE_OPS = st.one_of(
 )
 LIMIT_OPS = st.one_of(
     st.tuples(st.just("reserve_call"), st.sampled_from(NUMBERS), moments, st.sampled_from(TIERS)),
+    # admit, clearing the page's first call in the same step (a page never admitted before: it is admitted).
+    st.tuples(st.just("admit_calling"), st.sampled_from(NUMBERS), moments, st.sampled_from(TIERS),
+              st.sampled_from(BUCKETS)),
     st.tuples(st.just("unreserve_call"), st.sampled_from(NUMBERS), moments),
     st.tuples(st.just("calls_within"), st.sampled_from(NUMBERS), moments, st.sampled_from((60, 100, 600))),
     st.tuples(st.just("storm_join"), st.sampled_from(NUMBERS), page_keys, moments),
@@ -115,6 +118,7 @@ class Run:
         self.reads: dict[str, dict[str, list[Page]]] = {name: {} for name in stores}
         self.token_now = T0.timestamp()
         self.token_wait = 0.0
+        self.admitted = 0  # pages admit_calling admitted
 
     def read(self, pages: dict[str, Page | None]) -> None:
         for name, page in pages.items():
@@ -208,6 +212,12 @@ class Run:
 
     async def op_reserve_call(self, number, now, tiers):
         return await self.each(lambda store: store.reserve_call(number, now, tiers))
+
+    async def op_admit_calling(self, number, now, tiers, bucket):
+        self.admitted += 1
+        first = FirstCall(number, tiers, *bucket)
+        return await self.each(lambda store: store.admit(new_page(f"f{self.admitted}", now), [f"f{self.admitted}"],
+                                                         WINDOW, now, first=first))
 
     async def op_unreserve_call(self, number, when):
         return await self.each(lambda store: store.unreserve_call(number, when))
@@ -317,6 +327,9 @@ def test_pages_claims_and_leases_agree(flushed_redis, ops):
 # of the global counter).
 @example(ops=[("reserve_call", "n1", at(10), ()), ("unreserve_call", "n2", at(10)),
               ("reserve_call", "n1", at(0), ()), ("reserve_call", "n1", at(0), TIERS[2])])
+# A first call cleared by its admit: counted and given a token, then held by a tier, then made to wait for a token.
+@example(ops=[("admit_calling", "n1", at(0), TIERS[2], (3.0, 1.0)), ("admit_calling", "n1", at(10), TIERS[2], (3.0, 1.0)),
+              ("admit_calling", "n2", at(0), TIERS[1], (3.0, 1.0)), ("calls_within", "n1", at(10), 60)])
 def test_throttle_tiers_and_storm_batches_agree(flushed_redis, ops):
     run_against_all(flushed_redis, ops)
 

@@ -37,6 +37,10 @@ def lease_span(cfg: Config) -> timedelta:
     return cfg.provider.timeout * 2 + timedelta(seconds=5)
 
 
+# What a lease must still cover beyond a provider request for hold() not to renew it: the page's write after it.
+LEASE_SLACK = timedelta(seconds=5)
+
+
 def new_owner() -> str:
     """Who holds a lease in the store: this process (several replicas share one store)."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -57,16 +61,31 @@ class Context:
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     owner: str = field(default_factory=new_owner)
     suppression: Suppression | None = None  # asks Alertmanager before a call (alertmanager.urls); None: never
+    # Until when this process holds the leases it took on the pages it works on now (admitted, taken, renewed,
+    # kept by a write): what hold() need not renew. Dropped when the page's step ends.
+    leases: dict[str, datetime] = field(default_factory=dict)
 
     def lease(self, cfg: Config) -> Lease:
         """A lease for this process from now, as long as lease_span()."""
         return Lease(self.owner, self.clock.now() + lease_span(cfg))
 
+    def held(self, key: str, cfg: Config) -> Lease:
+        """A lease for this process from now, recorded as held on the page once the store has it (see hold())."""
+        lease = self.lease(cfg)
+        self.leases[key] = lease.until
+        return lease
+
     async def hold(self, page: Page, cfg: Config) -> None:
-        """Renew this process's lease on the page before a side effect; Conflict when another replica took it."""
+        """Make sure this process holds the page for a whole provider request and its bookkeeping from now:
+        renewed unless the lease it holds still covers that; Conflict when another replica took it over."""
+        until = self.leases.get(page.key)
+        if until is not None and until - self.clock.now() >= cfg.provider.timeout + LEASE_SLACK:
+            return  # taken a moment ago (admitted, taken due): nobody else can have it before it ends
+        lease = self.lease(cfg)
         # With the epoch the page was read under: a page read before the store lost its data is not held.
-        if not await self.store.renew(page.key, self.lease(cfg)._replace(epoch=page.epoch)):
+        if not await self.store.renew(page.key, lease._replace(epoch=page.epoch)):
             raise Conflict(f"lease on page {page.key[:12]} lost: another replica took it over")
+        self.leases[page.key] = lease.until
 
     @property
     def work(self) -> Work:

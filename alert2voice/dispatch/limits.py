@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 from ..config import Config
-from ..store.base import Tier
+from ..pages import Call
+from ..store.base import Admitted, FirstCall, Tier
 
 
 def tiers(cfg: Config) -> list[Tier]:
@@ -30,6 +33,40 @@ def tiers_for(cfg: Config, kind: str) -> list[Tier] | None:
     return [t._replace(calls=t.calls - 1) for t in out]
 
 
+def burst(per_second: float) -> float:
+    """The token bucket's size at a rate: a second's worth, and at least one request."""
+    return max(1.0, per_second)
+
+
+def first_call(cfg: Config, call: Call) -> FirstCall | None:
+    """What the admit of a new page clears for its first call: its throttle tiers and a token (None: a call of a
+    kind that never fits, left to the placer)."""
+    rules = tiers_for(cfg, call.kind)
+    if rules is None:
+        return None
+    rate = cfg.provider.rate_limit.per_second
+    return FirstCall(call.number, rules, rate, burst(rate))
+
+
+@dataclass
+class Cleared:
+    """A new page's first call as its admit cleared it at `at` (Admitted); `spent` once the placer used it. An
+    unspent one gives its throttle slot back (Stepper.process)."""
+
+    number: str
+    at: datetime
+    admitted: Admitted
+    spent: bool = False
+
+    @property
+    def counted(self) -> bool:
+        return self.admitted.fits_at is None
+
+    @property
+    def token(self) -> bool:
+        return self.admitted.wait == 0
+
+
 class RateLimiter:
     """`provider.rate_limit`: one token bucket in the store, shared by every replica (the tenant's limit is one)."""
 
@@ -40,7 +77,7 @@ class RateLimiter:
     async def acquire(self, per_second: float) -> bool:
         """Wait until a request may be sent at the rate in force now (a reload may change it); True if it waited."""
         waited = False
-        while (wait := await self.take(self.now(), per_second, max(1.0, per_second))) > 0:
+        while (wait := await self.take(self.now(), per_second, burst(per_second))) > 0:
             await self.sleep(wait)
             waited = True
         return waited

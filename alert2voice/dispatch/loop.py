@@ -21,7 +21,7 @@ from ..store import Store, StoreUnavailable
 from ..store.base import Lease
 from ..suppression import Suppression
 from .context import Context, lease_span
-from .limits import RateLimiter
+from .limits import Cleared, RateLimiter, first_call
 from .locks import KeyedLocks
 from .outcomes import Outcomes
 from .placing import Placer
@@ -70,7 +70,10 @@ class Dispatcher:
         self.running = False
         self.stopping = False
         self._purged_at: datetime | None = None
-        self._look_later: asyncio.TimerHandle | None = None  # a planned look at another replica's lease end
+        self._look_later: asyncio.TimerHandle | None = None  # a planned look (poke(at))
+        self._look_at: datetime | None = None  # when it looks
+        self._wake_at: datetime | None = None  # when the waiting loop looks by itself (None: it is looking now)
+        self._backlog = False  # the last look left due work for want of a slot: a freed slot takes it
         self._store_away = Repeated(log, "store unavailable; dispatcher retries every second",
                                     monotonic=clock.monotonic)
         self.active: set[str] = set()  # keys being processed now, in this process
@@ -103,18 +106,24 @@ class Dispatcher:
                 await task
 
     def poke(self, at: datetime | None = None) -> None:
-        """New work was queued: look at the queue now rather than at the next due time (or at `at`, when another
-        replica's lease on due work ends: one look then takes the page over if its holder died)."""
-        if at is None:
+        """Look at the queue now (new work was queued), or at `at` (another replica's lease on due work ends
+        then, or a page is due then) unless the loop looks by then anyway: one look then takes the page on."""
+        now = self.clock.now()
+        if at is None or at <= now:
             self.wakeup.set()
             return
-        if self._look_later is not None and not self._look_later.cancelled():
-            return  # a look is planned already, no later than this lease's end (leases are equally long)
-        delay = max(0.0, (at - self.clock.now()).total_seconds()) + LEASE_MARGIN
+        if self._wake_at is not None and at >= self._wake_at:
+            return  # the waiting loop looks by then
+        if self._look_later is not None and self._look_at is not None and self._look_at <= at:
+            return  # an earlier look is planned already
+        if self._look_later is not None:
+            self._look_later.cancel()
+        self._look_at = at
+        delay = (at - now).total_seconds() + LEASE_MARGIN
         self._look_later = asyncio.get_running_loop().call_later(delay, self._looked)
 
     def _looked(self) -> None:
-        self._look_later = None
+        self._look_later = self._look_at = None
         self.wakeup.set()
 
     async def settled(self) -> None:
@@ -149,23 +158,30 @@ class Dispatcher:
         if call is not None:
             self.speaker.freeze(page, call, cfg)
         slot = call is not None and self.has_room() and page.key not in self.active
+        # Started here, its first call is cleared by the admit itself: counted against the throttle, given a token.
+        first = first_call(cfg, call) if slot and call is not None else None
         if slot:
             self.active.add(page.key)
         started = False
         try:
             admitted = await self.store.admit(page, claims, cfg.dedup.window, now,
-                                              lease=self.lease() if slot else None)
-            if admitted and slot and (wanted is None or await wanted()):
-                self._start(page.key, page, reserved=True)
+                                              lease=self.ctx.held(page.key, cfg) if slot else None, first=first)
+            cleared = Cleared(first.number, now, admitted) if first is not None and admitted is not None else None
+            if admitted is not None and slot and (wanted is None or await wanted()):
+                self._start(page.key, page, reserved=True, cleared=cleared)
                 started = True
+            elif cleared is not None and cleared.counted:
+                await self.store.unreserve_call(cleared.number, now)
         finally:
             if slot and not started:
                 self.active.discard(page.key)
-        if admitted and call is not None and not started:
+                self.ctx.leases.pop(page.key, None)
+        if admitted is not None and call is not None and not started:
             self.poke()
-        return admitted
+        return admitted is not None
 
-    def _start(self, key: str, fresh: Page | None = None, reserved: bool = False) -> asyncio.Task[None] | None:
+    def _start(self, key: str, fresh: Page | None = None, reserved: bool = False,
+               cleared: Cleared | None = None) -> asyncio.Task[None] | None:
         """Process a page in a task of its own, unless it is in progress here already (or `reserved` by open()).
 
         The key takes its slot in `active` at once, not when the task first runs, so that every check of
@@ -174,14 +190,23 @@ class Dispatcher:
         if key in self.active and not reserved:
             return None
         self.active.add(key)
-        task = asyncio.create_task(self._guarded(key, fresh), name=f"page-{key[:12]}")
+        task = asyncio.create_task(self._guarded(key, fresh, cleared), name=f"page-{key[:12]}")
         self._tasks.add(task)
         task.add_done_callback(self._finished)
         return task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self.poke()
+
+    def _freed(self, due: datetime | None) -> None:
+        """A page's task ended, leaving it due at `due`: the loop looks when it is due (if it would not by then),
+        or now when due work waits for the slot this frees; and it is settled when nothing is left in flight."""
+        if self._backlog:
+            self.poke()
+        elif due is not None:
+            self.poke(due)
+        if not self.active and self._wake_at is not None and not self.wakeup.is_set():
+            self._settled.set()  # the waiting loop saw nothing due now, and the page's next look is planned
 
     async def run(self) -> None:
         """Process due pages until stopped: a page starts as soon as it is due and a slot is free.
@@ -194,32 +219,38 @@ class Dispatcher:
         try:
             while not self.stopping:
                 self.wakeup.clear()
+                self._wake_at = None
                 cfg = self.config
                 nxt: datetime | None
                 try:
                     free = cfg.provider.max_in_flight - len(self.active)
                     # Pages submitted straight from a webhook are in progress already: not read, not leased.
-                    pages = await self.store.take_due(clock.now(), limit=free, lease=lease_span(cfg),
+                    now = clock.now()
+                    pages = await self.store.take_due(now, limit=free, lease=lease_span(cfg),
                                                       owner=self.owner, skip=self.active) if free > 0 else []
+                    for page in pages:
+                        self.ctx.leases[page.key] = now + lease_span(cfg)
                     # A key in progress already was submitted from a webhook while the store was answering.
-                    started = sum(self._start(page.key) is not None for page in pages)
+                    started = sum(self._start(page.key, page) is not None for page in pages)
+                    self._backlog = free <= 0 or len(pages) == free
                     if started and len(pages) == free:
                         continue  # every slot filled: more may be due already
                     await self._purge(cfg)
                     nxt = await self.store.next_due()
                     if nxt is not None and nxt <= clock.now():
-                        # Due but leased (in flight here, or a crashed attempt): a finishing page pokes us.
+                        # Due but leased (in flight here, or a crashed attempt): looked at again in a second.
                         nxt = clock.now() + timedelta(seconds=1)
                 except StoreUnavailable as exc:
                     self._store_away(str(exc))
                     nxt = clock.now() + timedelta(seconds=1)
                 else:
                     self._store_away.over()
-                wait = 60.0 if nxt is None else max(0.0, (nxt - clock.now()).total_seconds())
+                wait = min(60.0, 60.0 if nxt is None else max(0.0, (nxt - clock.now()).total_seconds()))
+                self._wake_at = clock.now() + timedelta(seconds=wait)
                 if not self.active and wait > 0 and not self.wakeup.is_set():
                     self._settled.set()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=min(wait, 60.0) or 0.001)
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=wait or 0.001)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
@@ -238,12 +269,13 @@ class Dispatcher:
         if gone:
             log.debug("purged finished pages", extra={"pages": gone})
 
-    async def _guarded(self, key: str, fresh: Page | None = None) -> None:
+    async def _guarded(self, key: str, fresh: Page | None = None, cleared: Cleared | None = None) -> None:
+        due: datetime | None = self.clock.now()  # unless the step says otherwise: look again now
         try:
             if self.stopping:
-                await self.stepper.release(key)
+                await self.stepper.release(key, cleared)
                 return
-            await self.stepper.process(key, fresh)
+            due = await self.stepper.process(key, fresh, cleared)
         except StoreUnavailable as exc:
             # Still leased to this process, which takes it back as soon as the store answers again.
             log.warning("store unavailable while processing a page; it is taken again", extra={
@@ -252,3 +284,5 @@ class Dispatcher:
             log.exception("processing page failed; it stays queued", extra={"page_key": key})
         finally:
             self.active.discard(key)
+            self.ctx.leases.pop(key, None)
+            self._freed(due)

@@ -16,7 +16,7 @@ from ..provider import AuthFailed, CallRequest, InteractiveProvider, ProviderErr
 from ..store.base import Conflict
 from ..units import format_duration
 from .context import Context
-from .limits import RateLimiter, tiers_for
+from .limits import Cleared, RateLimiter, tiers_for
 from .speaking import Speaker
 from .storms import Hold, Storms
 from .work import Effects
@@ -46,11 +46,13 @@ class Placer:
         self.ctx, self.limiter, self.speaker = ctx, limiter, speaker
         self.storms = Storms(ctx, speaker, self.send)
 
-    async def place(self, page: Page, call: Call, cfg: Config, now: datetime, fx: Effects) -> None:
+    async def place(self, page: Page, call: Call, cfg: Config, now: datetime, fx: Effects,
+                    cleared: Cleared | None = None) -> None:
         """Send the call's frozen request now, or defer it (throttle) or fold it (storm) by moving page.due_at.
 
         An unknown attempt (a try went out and its answer was lost) is past the throttle and the storm rule
         already, its slot counted: it is sent again byte for byte, or settled once no more tries are allowed.
+        A new page's first call comes `cleared` by its admit: counted (or not) and given a token (or not) there.
         """
         if call.state is CallState.UNKNOWN:
             if call.settle_at is None:
@@ -62,19 +64,24 @@ class Placer:
             return
         store = self.ctx.store
         rules = tiers_for(cfg, call.kind)
-        # Counted in the store before anything is awaited: concurrent pages, here or on another replica,
-        # must not all pass the same check.
-        allowed = await store.reserve_call(call.number, now, rules) if rules is not None else None
+        slot, token = now, False
+        if cleared is not None:
+            cleared.spent = True
+            slot, allowed, token = cleared.at, cleared.admitted.fits_at, cleared.token
+        else:
+            # Counted in the store before anything is awaited: concurrent pages, here or on another replica,
+            # must not all pass the same check.
+            allowed = await store.reserve_call(call.number, now, rules) if rules is not None else None
         if rules is None or allowed is not None:
             self._held(page, call, cfg, now, allowed, fx)
             return
         if call.kind == "page" and cfg.throttle.storm is not None:
-            held = await self.storms.hold(page, call, cfg, now, fx, reserved=now)
+            held = await self.storms.hold(page, call, cfg, now, fx, reserved=slot)
             if held is Hold.HELD:
-                await store.unreserve_call(call.number, now)
+                await store.unreserve_call(call.number, slot)
             if held is not Hold.NONE:
                 return
-        await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg), fx)
+        await self.send(page, call, cfg, slot, self.speaker.request_of(page, call, cfg), fx, token=token)
 
     def _held(self, page: Page, call: Call, cfg: Config, now: datetime, until: datetime | None,
               fx: Effects) -> None:
@@ -95,12 +102,13 @@ class Placer:
             fx(self.ctx.line(page, call, "call deferred by throttle", logging.WARNING, until=fits_at))
 
     async def send(self, page: Page, call: Call, cfg: Config, now: datetime, request: CallRequest,
-                   fx: Effects) -> bool:
-        """Send one try of an attempt whose throttle slot was counted at `now`; True when the provider accepted it."""
+                   fx: Effects, token: bool = False) -> bool:
+        """Send one try of an attempt whose throttle slot was counted at `now` (and which holds a token of the
+        rate limit already, with `token`); True when the provider accepted it."""
         ctx = self.ctx
         call.tries += 1
         try:
-            await self._clear_to_send(page, cfg)
+            await self._clear_to_send(page, cfg, token)
         except Conflict:
             if call.state is CallState.QUEUED:
                 await ctx.store.unreserve_call(call.number, now)
@@ -119,17 +127,17 @@ class Placer:
             await self.storms.spoken_for(page, call, cfg)  # a summary call: its followers were spoken too
         return True
 
-    async def _clear_to_send(self, page: Page, cfg: Config) -> None:
-        """Take a token of the provider's rate limit and renew the page's lease, so that it outlasts the request
-        (lease_span); Conflict when another replica took the page over.
+    async def _clear_to_send(self, page: Page, cfg: Config, token: bool) -> None:
+        """Take a token of the provider's rate limit (unless the call holds one) and make sure the page's lease
+        outlasts the request (Context.hold); Conflict when another replica took the page over.
 
-        Both at once (on Redis, two writes wait for one fsync rather than two); the lease is renewed again
+        Both at once (on Redis, two writes wait for one fsync rather than two); the lease is made sure of again
         after a wait for a token, which may have been long.
         """
         ctx = self.ctx
         held = asyncio.ensure_future(ctx.hold(page, cfg))
         try:
-            waited = await self.limiter.acquire(cfg.provider.rate_limit.per_second)
+            waited = not token and await self.limiter.acquire(cfg.provider.rate_limit.per_second)
         finally:
             await asyncio.wait({held})
         held.result()

@@ -25,6 +25,7 @@ from ..store import StoreUnavailable
 from ..store.base import Conflict
 from ..suppression import Checked, Verdict
 from .context import Context
+from .limits import Cleared
 from .outcomes import Outcomes
 from .placing import Placer
 from .speaking import Speaker
@@ -46,40 +47,53 @@ class Stepper:
         self.ctx, self.placer, self.outcomes, self.speaker = ctx, placer, outcomes, speaker
         self.stopping, self.sleep = stopping, sleep
 
-    async def release(self, key: str) -> None:
-        """Give up a leased page untouched (shutting down), so the next start takes it at once."""
+    async def release(self, key: str, cleared: Cleared | None = None) -> None:
+        """Give up a leased page untouched (shutting down), so the next start takes it at once (and the throttle
+        slot its admit counted, if `cleared`)."""
+        await self._give_back(cleared)
         async with self.ctx.locks[key]:
             page = await self.ctx.store.get(key)
             if page is not None:
                 with contextlib.suppress(Conflict):  # written by another since: its lease is released already
                     await self.ctx.store.put(page)
 
-    async def process(self, key: str, fresh: Page | None = None) -> None:
-        """Move one page on: start its next call, place a queued call, or poll an overdue one.
+    async def process(self, key: str, fresh: Page | None = None, cleared: Cleared | None = None) -> datetime | None:
+        """Move one page on: start its next call, place a queued call, or poll an overdue one; returns when the
+        page is due next (None: nothing due).
 
-        `fresh` is a page the caller has just committed and nobody else has seen (a new page: no call
-        of it was sent, so no callback can have changed it); otherwise the page is read from the store.
+        `fresh` is the page as this process has just written or leased it (a new page, admitted; a due one, taken
+        by the loop): used as it is, not read again. Without it, the page is read from the store. `cleared`: its
+        first call, as its admit cleared it (its throttle slot is given back unless that call is placed now).
         """
         try:
-            await self.ctx.work.step(key, lambda fx: self._process(key, fresh, fx))
+            return await self.ctx.work.step(key, lambda fx: self._process(key, fresh, fx, cleared))
         except Conflict:
             # Another replica wrote the page since we read it (a callback it took, say): whatever we did
             # is in the page it wrote or will be redone, and the page is due again for whoever takes it.
             log.info("page changed by another writer while it was processed; it is taken again",
                      extra={"page_key": key})
+            return self.ctx.clock.now()
+        finally:
+            await self._give_back(cleared)
 
-    async def _process(self, key: str, fresh: Page | None, fx: Effects) -> None:
+    async def _give_back(self, cleared: Cleared | None) -> None:
+        """The throttle slot an admit counted for a first call that was not placed (nor deferred) after all."""
+        if cleared is not None and cleared.counted and not cleared.spent:
+            cleared.spent = True
+            await self.ctx.store.unreserve_call(cleared.number, cleared.at)
+
+    async def _process(self, key: str, fresh: Page | None, fx: Effects, cleared: Cleared | None) -> datetime | None:
         page = fresh if fresh is not None else await self.ctx.store.get(key)
         now = self.ctx.clock.now()
         if page is None or page.due_at is None or page.due_at > now:
             if page is not None:
                 await self.ctx.store.put(page)  # releases the lease
-            return
+            return page.due_at if page is not None else None
         cfg = self.ctx.config()
         if page.state is PageState.ACTIVE and route_of(cfg, page) is None:
             if not self._route_gone(page, now):
                 await self.ctx.store.put(page)
-                return
+                return page.due_at
             # A reload removed the route everywhere: stop its escalation cleanly rather than call on a stale plan.
             self._end(page, PageState.CANCELLED, now, "route removed by a config reload", fx)
         page.route_missing_since = None
@@ -111,13 +125,14 @@ class Stepper:
                 # Commit the new attempt before sending it: a receipt can arrive before the 202 does, and
                 # after a crash the same correlationId and Idempotency-Key are reused, not new ones. The page
                 # stays held by this process: nobody else may send the attempt meanwhile.
-                await self.ctx.store.put(page, lease=self.ctx.lease(cfg))
+                await self.ctx.store.put(page, lease=self.ctx.held(page.key, cfg))
         placed = False
         if call is None:
             if page.state is not PageState.ACTIVE or page.due_at is None or page.due_at <= now:
                 page.due_at = idle_until(page, cfg)
         elif call.state in UNSENT_CALL_STATES:
-            await self.placer.place(page, call, cfg, now, fx)
+            first = cleared is not None and call.attempt == 1 and call.state is CallState.QUEUED
+            await self.placer.place(page, call, cfg, now, fx, cleared if first else None)
             placed = call.state is CallState.ACCEPTED
         elif call.state is CallState.ACCEPTED:
             await self.outcomes.poll(page, call, cfg, now, fx)
@@ -130,6 +145,7 @@ class Stepper:
             # The provider took the call, and the page could not be written as read (another writer changed it,
             # or the store is away): that the call went out must not be lost, or its retry would ring again.
             await self._keep_record(key, call, page.due_at, now)
+        return page.due_at
 
     async def _keep_record(self, key: str, call: Call, due_at: datetime | None, now: datetime) -> None:
         """Write that `call` was accepted onto the page as stored, retrying until the store takes it.

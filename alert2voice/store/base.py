@@ -58,6 +58,26 @@ class Lease(NamedTuple):
     epoch: str = ""
 
 
+class FirstCall(NamedTuple):
+    """A new page's first call, cleared by the admit that stores the page (one atomic step, one round trip):
+    counted against the throttle tiers as reserve_call() counts it and, if it fits, given a token of the
+    provider's rate limit as take_token() gives one."""
+
+    number: str
+    tiers: Sequence[Tier]
+    rate: float  # the token bucket's, as take_token() takes them
+    burst: float
+
+
+class Admitted(NamedTuple):
+    """admit() stored the page; with a FirstCall, what reserve_call() and take_token() answered for it at the
+    admit's `now`: `fits_at` None when the call was counted, `wait` 0 when a token was taken (None: not tried,
+    the call did not fit)."""
+
+    fits_at: datetime | None = None
+    wait: float | None = None
+
+
 @dataclass
 class StormBatch:
     """Pages folded into one summary call to a number (throttle.storm), released together."""
@@ -89,11 +109,12 @@ class Store(Protocol):
     # ------------------------------------------------------------------------------- pages and claims
 
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
-                    lease: Lease | None = None) -> bool:
+                    lease: Lease | None = None, first: FirstCall | None = None) -> Admitted | None:
         """Claim-if-absent with expiry: when any claim is free (or expired), hold all of them until
-        now + window and save the page (version 1), atomically, and return True; else change nothing, return
-        False. A page whose key is stored and still active is never admitted again. With a lease, the page
-        is saved held by its owner (the admitting replica places its first call itself)."""
+        now + window and save the page (version 1), atomically, and return Admitted; else change nothing, return
+        None. A page whose key is stored and still active is never admitted again. With a lease, the page
+        is saved held by its owner (the admitting replica places its first call itself); with `first`, its
+        first call is cleared in the same step (see FirstCall)."""
 
     async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
         """True when admit() would refuse this page now (all claims held, or the page active): a cheap

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from . import rules
-from .base import StormBatch, Tier
+from .base import Admitted, FirstCall, StormBatch, Tier
 
 _ALL = "*"  # the counter of every call, for scope "all"
 
@@ -69,6 +69,15 @@ class LocalLimits:
     async def take_token(self, now: float, rate: float, burst: float) -> float:
         self._bucket, wait = rules.take_token(self._bucket, now, rate, burst)
         return wait
+
+    async def _cleared(self, first: FirstCall | None, now: datetime) -> Admitted:
+        """What an admit answers for its page's first call: counted if it fits, then given a token."""
+        if first is None:
+            return Admitted()
+        fits_at = await self.reserve_call(first.number, now, first.tiers)
+        if fits_at is not None:
+            return Admitted(fits_at)
+        return Admitted(None, await self.take_token(now.timestamp(), first.rate, first.burst))
 
     async def time(self) -> None:
         return None  # one process: its own clock is the one

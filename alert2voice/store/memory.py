@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from ..pages import FINAL_PAGE_STATES, Page
 from . import rules
-from .base import Conflict, Lease, OpenPage, StoreUnavailable
+from .base import Admitted, Conflict, FirstCall, Lease, OpenPage, StoreUnavailable
 from .local import LocalLimits
 
 
@@ -49,9 +49,9 @@ class MemoryStore(LocalLimits):
         return await self.by_group(route, group_key), await self.seen(key, claims, now)
 
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
-                    lease: Lease | None = None) -> bool:
+                    lease: Lease | None = None, first: FirstCall | None = None) -> Admitted | None:
         if await self.seen(page.key, claims, now):
-            return False
+            return None
         for c in claims:
             self._claims[c] = now + window
         stored = self._pages.get(page.key)  # a finished earlier incarnation: versions go on from it
@@ -60,7 +60,7 @@ class MemoryStore(LocalLimits):
             self._calls.pop(call.correlation_id, None)
             self._calls.pop(call.message_id or "", None)
         self._store(page, lease)
-        return True
+        return await self._cleared(first, now)
 
     async def release(self, claims: Sequence[str]) -> None:
         self._check()

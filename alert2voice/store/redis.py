@@ -60,7 +60,7 @@ from redis.exceptions import (
 from ..pages import Page
 from . import redis_scripts as lua
 from . import rules
-from .base import Conflict, Lease, OpenPage, StoreUnavailable, StormBatch, Tier
+from .base import Admitted, Conflict, FirstCall, Lease, OpenPage, StoreUnavailable, StormBatch, Tier
 from .codec import dump_page, load_page
 from .redis_cache import EVERYTHING, LookCache
 from .redis_url import SentinelTarget, check_url, parse_sentinel_url
@@ -362,18 +362,52 @@ class RedisStore:
                      config.get("appendfsync"))
 
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
-                    lease: Lease | None = None) -> bool:
-        """Hold the claims until now + window and save the page, unless all are held or the page is active."""
+                    lease: Lease | None = None, first: FirstCall | None = None) -> Admitted | None:
+        """Hold the claims until now + window and save the page, unless all are held or the page is active; and
+        clear its first call (the throttle's count, a token), all in one script."""
         keys, args = self._save_args(page, lease)
         claim_keys = [self.keys.claim(c) for c in claims]
+        number = first.number if first is not None else ""
+        limits = [self.keys.placed(number), self.keys.placed_all, self.keys.tokens]
         with self._changing(keys[4]):
-            saved = await self._script("admit", [*keys[:6], self.keys.claims, *claim_keys, *keys[6:]],
+            saved = await self._script("admit", [*keys[:6], self.keys.claims, *limits, *claim_keys, *keys[6:]],
                                        [*args, _ts(now), _ts(now + window), _ms(window), len(claim_keys),
-                                        *self._epoch_args(), self.keys.calls])
+                                        *self._epoch_args(), self.keys.calls, *self._first_args(first, now)])
         if not saved:
-            return False
+            return None
         page.version, page.epoch = int(saved[0]), saved[1]
-        return True
+        if first is None:
+            return Admitted()
+        _, _, blocked, wait = saved
+        if blocked:
+            return Admitted(self._fits_at(blocked, first.tiers))
+        return Admitted(None, float(wait))
+
+    def _first_args(self, first: FirstCall | None, now: datetime) -> list[Any]:
+        """ADMIT's arguments that clear the first call (none: not asked): reserve_call's, then take_token's."""
+        if first is None:
+            return [""]
+        return ["1", *self._placement(now), *self._bucket(first.rate, first.burst), *self._windows(first.tiers, now)]
+
+    @staticmethod
+    def _placement(now: datetime) -> list[Any]:
+        """A placement counted at `now`: its member, and the counters' trim point and expiry."""
+        return [uuid.uuid4().hex, _ts(now - RETAIN), _ms(RETAIN)]
+
+    @staticmethod
+    def _bucket(rate: float, burst: float) -> list[Any]:
+        """The token bucket's rate, burst and expiry: kept until it would be full again (a missing one is full)."""
+        return [repr(rate), repr(burst), _ms(timedelta(seconds=max(60.0, 2 * burst / rate)))]
+
+    @staticmethod
+    def _windows(tiers: Sequence[Tier], now: datetime) -> list[Any]:
+        return [x for t in tiers for x in (t.scope, t.calls, _ts(now - t.per))]
+
+    @staticmethod
+    def _fits_at(blocked: Sequence[str], tiers: Sequence[Tier]) -> datetime:
+        """When a call fits every tier, from the full tiers RESERVE_CALL found: (index, oldest placement) pairs."""
+        return max(rules.leaves_window(_time(score), tiers[int(index)])
+                   for index, score in zip(blocked[::2], blocked[1::2], strict=True))
 
     async def seen(self, key: str, claims: Sequence[str], now: datetime) -> bool:
         """Whether admit() would refuse now: one read-only script."""
@@ -505,13 +539,10 @@ class RedisStore:
 
     async def reserve_call(self, number: str, now: datetime, tiers: Sequence[Tier]) -> datetime | None:
         """Count a call to `number` at `now` if every tier has room (None); else the earliest fit."""
-        windows = [x for t in tiers for x in (t.scope, t.calls, _ts(now - t.per))]
+        member, cutoff, retain = self._placement(now)
         blocked = await self._script("reserve_call", [self.keys.placed(number), self.keys.placed_all],
-                                     [_ts(now), uuid.uuid4().hex, _ts(now - RETAIN), _ms(RETAIN), *windows])
-        if not blocked:
-            return None
-        return max(rules.leaves_window(_time(score), tiers[int(index)])
-                   for index, score in zip(blocked[::2], blocked[1::2], strict=True))
+                                     [_ts(now), member, cutoff, retain, *self._windows(tiers, now)])
+        return self._fits_at(blocked, tiers) if blocked else None
 
     async def unreserve_call(self, number: str, at: datetime) -> None:
         """Give back the slot counted at `at`."""
@@ -547,10 +578,7 @@ class RedisStore:
 
     async def take_token(self, now: float, rate: float, burst: float) -> float:
         """One token bucket for every replica: 0 when a token was taken, else the seconds to wait."""
-        # Kept until it would be full again; a missing bucket is a full one.
-        ttl = _ms(timedelta(seconds=max(60.0, 2 * burst / rate)))
-        wait = await self._script("take_token", [self.keys.tokens], [repr(now), repr(rate), repr(burst), ttl])
-        return float(wait)
+        return float(await self._script("take_token", [self.keys.tokens], [repr(now), *self._bucket(rate, burst)]))
 
     # ------------------------------------------------------------------------------------- wake-ups
 

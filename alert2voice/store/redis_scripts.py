@@ -96,21 +96,74 @@ local function save(version, first_call, epoch)
 end
 """
 
-# KEYS: page, due, recent, done, group, seq, claims, the claim keys (ARGV[20] of them), the call keys.
-# ARGV: save's sixteen, now, until, window ms, claim count, the epoch's key, a fresh epoch candidate, the
-# call-key prefix (an earlier incarnation's call ids are dropped).
-# Returns the version and epoch saved, 0 when refused.
-ADMIT = _EXTEND + _SAVE + r"""
+# rules.tier_fit and rules.retained. `number`, `all`: the number's placements and everyone's; the tiers are
+# ARGV[first..] (scope, calls, the start of its window, per tier). Counts the call (member `member` at `now`) and
+# returns {} when every tier has room; else, for each full tier, its index and the placement time that must
+# leave the window first (the caller adds the tier's span).
+_RESERVE = r"""
+local function reserve(number, all, now, member, cutoff, ms, first)
+  local blocked = {}
+  for i = first, #ARGV, 3 do
+    local key = ARGV[i] == 'all' and all or number
+    local calls, lower = tonumber(ARGV[i + 1]), '(' .. ARGV[i + 2]
+    if redis.call('ZCOUNT', key, lower, '+inf') >= calls then
+      local nth = redis.call('ZREVRANGEBYSCORE', key, '+inf', lower, 'WITHSCORES', 'LIMIT', calls - 1, 1)
+      blocked[#blocked + 1] = tostring((i - first) / 3)
+      blocked[#blocked + 1] = nth[2]
+    end
+  end
+  if #blocked > 0 then return blocked end
+  for _, key in ipairs({number, all}) do
+    redis.call('ZADD', key, now, member)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+    redis.call('PEXPIRE', key, ms)
+  end
+  return blocked
+end
+"""
+
+# rules.take_token, step for step in the same float operations; its constants interpolated below. Returns the
+# seconds to wait (0: a token was taken) as a string (exact).
+_TOKEN = Template(r"""
+local function take_token(bucket, now_, rate_, burst_, ms)
+  local now, rate, burst = tonumber(now_), tonumber(rate_), tonumber(burst_)
+  local row = redis.call('HMGET', bucket, 'tokens', 't')
+  local tokens, t = tonumber(row[1]), tonumber(row[2])
+  if not tokens then
+    tokens, t = burst, now
+  else
+    tokens, t = math.min(burst, tokens + math.max(0, now - t) * rate), math.max(t, now)
+  end
+  local wait = 0
+  if tokens >= 1 - rate * $TOKEN_EARLY then
+    tokens = math.max(0, tokens - 1)
+  else
+    wait = (t - now) + (1 - tokens) / rate
+  end
+  redis.call('HSET', bucket, 'tokens', string.format('%.17g', tokens), 't', string.format('%.17g', t))
+  redis.call('PEXPIRE', bucket, ms)
+  return string.format('%.17g', wait)
+end
+""").substitute(TOKEN_EARLY=repr(rules.TOKEN_EARLY))
+
+# KEYS: page, due, recent, done, group, seq, claims, the first call's number's placements, everyone's, the
+# token bucket, the claim keys (ARGV[20] of them), the call keys. ARGV: save's sixteen, now, until, window ms,
+# claim count, the epoch's key, a fresh epoch candidate, the call-key prefix (an earlier incarnation's call ids
+# are dropped); then, to clear the first call ('' in ARGV[24]: not asked), '1', the placement's member, cutoff
+# and retain ms, the bucket's rate, burst and ttl ms, and the tiers (RESERVE_CALL's and RATE_LIMIT's steps).
+# Returns the version, the epoch and, when asked, reserve()'s answer and take_token()'s ('' when it did not
+# fit); 0 when refused.
+ADMIT = _EXTEND + _SAVE + _RESERVE + _TOKEN + r"""
 if redis.call('HGET', KEYS[1], 'st') == 'active' then return 0 end
-local now, last = tonumber(ARGV[17]), 7 + tonumber(ARGV[20])
+local now, last = tonumber(ARGV[17]), 10 + tonumber(ARGV[20])
 local free = false
-for i = 8, last do
+for i = 11, last do
   local until_ = redis.call('GET', KEYS[i])
   if not until_ or tonumber(until_) <= now then free = true break end
 end
 if not free then return 0 end
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[17])  -- expired claims (their keys go by their PX)
-for i = 8, last do
+for i = 11, last do
   redis.call('SET', KEYS[i], ARGV[18], 'PX', ARGV[19])
   redis.call('ZADD', KEYS[7], ARGV[18], KEYS[i])
 end
@@ -124,7 +177,10 @@ if earlier then
 end
 local epoch = current_epoch(ARGV[21], ARGV[22])
 save(version, last + 1, epoch)
-return {version, epoch}
+if ARGV[24] == '' then return {version, epoch} end
+local blocked = reserve(KEYS[8], KEYS[9], ARGV[17], ARGV[25], ARGV[26], ARGV[27], 31)
+if #blocked > 0 then return {version, epoch, blocked, ''} end
+return {version, epoch, blocked, take_token(KEYS[10], ARGV[17], ARGV[28], ARGV[29], ARGV[30])}
 """
 
 _HELD = r"""
@@ -292,29 +348,8 @@ if removed > 0 or #claims > 0 then redis.call('PUBLISH', ARGV[5], 'look|*') end
 return {removed, #done, #claims}
 """
 
-# KEYS: the number's placements, everyone's. ARGV: now, member, cutoff, retain ms, then per tier: scope,
-# calls, the start of its window. Counts the call and returns {} when every tier has room; else, for
-# each full tier, its index and the placement time that must leave the window first (rules.tier_fit; the
-# caller adds the tier's span). Trimmed as rules.retained.
-RESERVE_CALL = r"""
-local blocked = {}
-for i = 5, #ARGV, 3 do
-  local key = ARGV[i] == 'all' and KEYS[2] or KEYS[1]
-  local calls, lower = tonumber(ARGV[i + 1]), '(' .. ARGV[i + 2]
-  if redis.call('ZCOUNT', key, lower, '+inf') >= calls then
-    local nth = redis.call('ZREVRANGEBYSCORE', key, '+inf', lower, 'WITHSCORES', 'LIMIT', calls - 1, 1)
-    blocked[#blocked + 1] = tostring((i - 5) / 3)
-    blocked[#blocked + 1] = nth[2]
-  end
-end
-if #blocked > 0 then return blocked end
-for k = 1, 2 do
-  redis.call('ZADD', KEYS[k], ARGV[1], ARGV[2])
-  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', ARGV[3])
-  redis.call('PEXPIRE', KEYS[k], ARGV[4])
-end
-return blocked
-"""
+# KEYS: the number's placements, everyone's. ARGV: now, member, cutoff, retain ms, then the tiers.
+RESERVE_CALL = _RESERVE + "return reserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 5)"
 
 # KEYS: the number's placements, everyone's. ARGV: the placement time to give back.
 UNRESERVE_CALL = r"""
@@ -358,27 +393,8 @@ if redis.call('HGET', KEYS[1], 'leader') == ARGV[1] then redis.call('DEL', KEYS[
 return 0
 """
 
-# KEYS: the bucket. ARGV: now, rate, burst, ttl ms. Returns the seconds to wait (0: a token was taken).
-# rules.take_token, step for step in the same float operations; its constants interpolated below.
-RATE_LIMIT = Template(r"""
-local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local row = redis.call('HMGET', KEYS[1], 'tokens', 't')
-local tokens, t = tonumber(row[1]), tonumber(row[2])
-if not tokens then
-  tokens, t = burst, now
-else
-  tokens, t = math.min(burst, tokens + math.max(0, now - t) * rate), math.max(t, now)
-end
-local wait = 0
-if tokens >= 1 - rate * $TOKEN_EARLY then
-  tokens = math.max(0, tokens - 1)
-else
-  wait = (t - now) + (1 - tokens) / rate
-end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 't', string.format('%.17g', t))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return string.format('%.17g', wait)
-""").substitute(TOKEN_EARLY=repr(rules.TOKEN_EARLY))
+# KEYS: the bucket. ARGV: now, rate, burst, ttl ms.
+RATE_LIMIT = _TOKEN + "return take_token(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
 
 # KEYS: the heartbeats hash. ARGV: name, seen at. Keeps the later of the stored last-seen time and ARGV[2].
 BEAT = r"""

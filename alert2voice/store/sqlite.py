@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from ..pages import FINAL_PAGE_STATES, Page
 from . import rules
-from .base import Conflict, Lease, OpenPage, StoreUnavailable
+from .base import Admitted, Conflict, FirstCall, Lease, OpenPage, StoreUnavailable
 from .codec import dump_page as _dump
 from .codec import load_page as _load
 from .local import LocalLimits
@@ -456,11 +456,14 @@ class SQLiteStore(LocalLimits):
         return await self.by_group(route, group_key), await self.seen(key, claims, now)
 
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
-                    lease: Lease | None = None) -> bool:
-        """Save the page and hold its claims until now + window, unless all are held or the page is active."""
+                    lease: Lease | None = None, first: FirstCall | None = None) -> Admitted | None:
+        """Save the page and hold its claims until now + window, unless all are held or the page is active; its
+        first call is cleared in this process's memory (the throttle's and the rate limit's, see local.py)."""
         if await self.seen(page.key, claims, now):
-            return False
-        return await self._run("admit", self._admit, page, claims, window, now, lease)
+            return None
+        if not await self._run("admit", self._admit, page, claims, window, now, lease):
+            return None
+        return await self._cleared(first, now)
 
     def _admit(self, conn: sqlite3.Connection, changes: Changes, page: Page, claims: Sequence[str],
                window: timedelta, now: datetime, lease: Lease | None) -> bool:
