@@ -133,7 +133,7 @@ async def test_a_wake_up_reaches_the_other_replica_and_not_the_sender(server):
         assert woken == {"a": [1], "b": [1], "elsewhere": []}
 
 
-async def test_due_work_wakes_the_other_replicas_now_or_at_the_end_of_its_lease(server):
+async def test_due_work_wakes_the_other_replicas_when_it_can_be_taken(server):
     prefix = fresh_prefix()
     async with opened(server, key_prefix=prefix) as a, opened(server, key_prefix=prefix) as b:
         woken: list[tuple[str, datetime | None]] = []
@@ -143,13 +143,14 @@ async def test_due_work_wakes_the_other_replicas_now_or_at_the_end_of_its_lease(
         held = Lease("replica-a", T0 + LEASE)
         page = make_page("p", due_at=at(300))
         # a places it itself: b is told when a's lease ends, to take it over then if a died.
-        assert await a.admit(page, ["c"], WINDOW, T0, lease=held)
+        assert await a.admit(make_page("now", due_at=T0), ["n"], WINDOW, T0, lease=held)
+        assert await a.admit(page, ["c"], WINDOW, T0, lease=held)  # due later than the lease ends: then
         await a.put(make_page("idle"))  # nothing due: nobody is told
         await a.put(page)  # the next step, due in five minutes, for whoever is there then
-        await a.put(page, lease=held)
         await b.put(make_page("q", due_at=T0))
-        await eventually(until(lambda: len(woken) == 4), "four wake-ups")
-        assert woken == [("b", T0 + LEASE), ("b", None), ("b", T0 + LEASE), ("a", None)]
+        await a.wake_others()  # look now
+        await eventually(until(lambda: len(woken) == 5), "five wake-ups")
+        assert woken == [("b", T0 + LEASE), ("b", at(300)), ("b", at(300)), ("a", T0), ("b", None)]
 
 
 async def test_a_store_closes_at_once_even_while_its_subscriber_is_still_connecting(server):

@@ -24,8 +24,9 @@ Key layout (prefix `a2v:` by default; times are Unix seconds):
     storm:<number>    hash: release (ISO 8601), keys, leader; RETAIN after its last change.
     tokens            hash: the provider's token bucket (tokens, t); expires once it would be full again.
     beats             hash: each heartbeat's last-seen time, by heartbeat name; no TTL.
-    wake              the pub/sub channel of wake-ups (a message is the sender's instance id) and of
-                      invalidations of remembered duplicates ("look|<group key>" or "look|*"; redis_cache.py).
+    wake              the pub/sub channel of wake-ups ("due|<when>|<sender's instance id>": due work that can be
+                      taken then; the bare instance id: look now) and of invalidations of remembered
+                      duplicates ("look|<group key>" or "look|*"; redis_cache.py).
 """
 
 from __future__ import annotations
@@ -642,10 +643,10 @@ class RedisStore:
             data = message["data"]
             if data.startswith("look|"):
                 self.cache.invalidate(data.removeprefix("look|"))
-            elif data.startswith("lease|"):
-                _, until, sender = data.split("|", 2)
+            elif data.startswith(("due|", "lease|")):  # "lease|": from a replica of an earlier version
+                _, at, sender = data.split("|", 2)
                 if sender != self.instance:
-                    self._wake(_time(until))
+                    self._wake(_time(at))
             elif data != self.instance:
                 self._wake()
 

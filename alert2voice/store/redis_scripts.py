@@ -54,8 +54,8 @@ end
 -- Write the page at `version` under `epoch`. KEYS: page, due, recent, done, group, seq, then (from
 -- `first_call`) the keys of its call ids. ARGV: prefix, key, data, state, live, due, updated, resolved,
 -- identities, call ids, retention ms, recent kept, lease until and owner ('' for none), wake channel,
--- instance. Due work written without a lease (nobody is on it) wakes the other replicas; with one, it tells
--- them when the lease ends, so that a replica whose holder died takes it over then.
+-- instance. Due work tells the other replicas when it can be taken: when it is due, or when its writer's lease
+-- ends if that is later (so that a replica takes it over then if its holder died).
 local function save(version, first_call, epoch)
   local page, key, live, ms = KEYS[1], ARGV[2], ARGV[5] == '1', ARGV[11]
   redis.call('HSET', page, 'd', ARGV[3], 'v', version, 'e', epoch, 'st', ARGV[4], 'live', ARGV[5],
@@ -89,9 +89,10 @@ local function save(version, first_call, epoch)
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('(%.17g', tonumber(ARGV[7]) - tonumber(ms) / 1000))
   end
   if live and ARGV[8] ~= '1' then redis.call('PERSIST', KEYS[5]) else settle_group(KEYS[5], ms) end
-  if ARGV[6] ~= '' then  -- due work: the others look now, or when its writer's lease ends (if it died by then)
-    if ARGV[13] == '' then redis.call('PUBLISH', ARGV[15], ARGV[16])
-    else redis.call('PUBLISH', ARGV[15], 'lease|' .. ARGV[13] .. '|' .. ARGV[16]) end
+  if ARGV[6] ~= '' then  -- due work: the others look when it is due, or when its writer's lease ends if later
+    local at = ARGV[6]   -- (if its writer died by then); a replica that would look by then anyway does nothing
+    if ARGV[13] ~= '' and tonumber(ARGV[13]) > tonumber(at) then at = ARGV[13] end
+    redis.call('PUBLISH', ARGV[15], 'due|' .. at .. '|' .. ARGV[16])
   end
 end
 """
