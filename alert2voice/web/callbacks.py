@@ -15,7 +15,7 @@ from ..silences import silences_for
 from ..store import StoreUnavailable
 from ..store.base import Conflict
 from .http import error, read_timeout
-from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, REFUSALS, SILENCER, STORE
+from .keys import CLOCK, HEALTH, LIVE, METRICS, OUTCOMES, REFUSALS, SILENCER, STORE
 
 log = logging.getLogger("alert2voice.callbacks")
 
@@ -57,9 +57,8 @@ async def _apply(app: web.Application, event: callbacks.Event) -> web.Response:
         return await _call_event(app, key, event)
     result = "unknown"
     if key is not None:
-        result = await app[DISPATCHER].outcomes.receipt(key, correlation=event.correlation_id,
-                                                         message_id=event.message_id, outcome=event.outcome,
-                                                         grace=event.grace)
+        result = await app[OUTCOMES].receipt(key, correlation=event.correlation_id, message_id=event.message_id,
+                                             outcome=event.outcome, grace=event.grace)
     elif (event.correlation_id or "").startswith(TEST_CALL_PREFIX):
         # `alert2voice test-call` placed it (no page): the status page shows how it went.
         said = event.outcome.value.replace("_", " ") if event.outcome else event.event
@@ -103,7 +102,7 @@ async def _call_event(app: web.Application, key: str | None, event: callbacks.Ev
     """A programmable call's event (interactive mode): the platform reads the next action from the body."""
     answer = Answer("unknown", HANGUP)
     if key is not None:
-        answer = await app[DISPATCHER].outcomes.call_event(key, event)
+        answer = await app[OUTCOMES].call_event(key, event)
     app[METRICS].callbacks.labels(event.event, answer.result).inc()
     if answer.result == "unknown":
         log.warning("call event for an unknown call", extra={"event": event.event, "session_id": event.message_id,

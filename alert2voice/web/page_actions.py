@@ -25,7 +25,7 @@ from ..pages import Call, Page, PageEnded, acknowledge, escalate
 from ..silences import silences_for
 from ..store import StoreUnavailable
 from .http import browser_page, error
-from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SILENCER
+from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SILENCER, WORK
 from .ops import admin, page_json
 
 log = logging.getLogger("alert2voice.pages")
@@ -99,7 +99,7 @@ async def change(app: web.Application, key: str, name: str, act: Act, body: dict
         fx.save()
         return page, True
 
-    page, changed = await app[DISPATCHER].ctx.work.change(key, decide)
+    page, changed = await app[WORK].change(key, decide)
     if page is not None and changed:
         app[DISPATCHER].poke()  # an escalation is due now
         if page.acknowledged_at == now and page.acknowledged_via == via:

@@ -18,7 +18,7 @@ from ..store import StoreUnavailable
 from ..units import format_duration, format_instant
 from ..upcoming import upcoming
 from .http import browser_page, error
-from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, PREVIEWS, STORE
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, PREVIEWS, SPEAKER, STORE
 from .ops import admin, readiness, stored_page
 
 # The status page lists this many pages, newest first (/api/v1/pages?limit= shows more).
@@ -117,7 +117,7 @@ def said_heading(call: Call) -> str:
 
 def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
     """What a call said, as its request was frozen: each part's format and text (or recording)."""
-    audio = app[DISPATCHER].speaker.said(page, call, app[LIVE].config)
+    audio = app[SPEAKER].said(page, call, app[LIVE].config)
     return [{"format": a.text_format, "text": a.text} if isinstance(a, TtsAudio)
             else {"format": "recording", "text": getattr(a, "location", None) or getattr(a, "media_id", "")}
             for a in audio]
