@@ -12,7 +12,7 @@ import pytest
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, SILENCER
 from tests.support import CONFIG, PAYMENTS, alert, make_config, payload, settle
-from tests.test_app import callback, client, env, metric, post, receipt  # noqa: F401 (fixtures)
+from tests.test_app import callback, env, metric, post, receipt  # noqa: F401 (fixtures)
 from tests.test_interactive import alertmanager  # noqa: F401 (fixture)
 
 ALICE, BOB = "+14155550101", "+442071838750"

@@ -19,6 +19,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from alert2voice.config import Config
 from alert2voice.config_file import secrets_of
 from alert2voice.logs import mask_number
 from alert2voice.pages import Call, CallState
@@ -30,10 +31,11 @@ from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, LIVE, PREVIEWS
 from alert2voice.web.status import said_heading
 from tests.e2e_support import Stack, in_ci, one_page, running_stack
+from tests.harness import JSON_AUTH as AUTH
+from tests.harness import config_changes
 from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
 from tests.test_app import callback, receipt
 
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 ROTATION = "rotations:\n  primary: {members: [bob, alice], shift: 1w, start: 2026-11-23T09:00:00}\nroutes:\n"
 HOSTILE = {**PAYMENTS, "instance": "<script>alert(1)</script>"}
 FULL_NUMBERS = ("+14155550101", "+442071838750")
@@ -44,11 +46,8 @@ def status_config(**replace: str):
 
 
 @pytest.fixture
-async def client(aiohttp_client):
-    config = status_config()
-    app = create_app(config, provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
-                     registry=CollectorRegistry())
-    return await aiohttp_client(app)
+def config(request: pytest.FixtureRequest) -> Config:
+    return status_config(**config_changes(request))
 
 
 async def paged(client) -> dict:
