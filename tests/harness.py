@@ -78,9 +78,13 @@ class Harness:
         return self.client
 
     def metric(self, name: str, **labels: str) -> float:
-        """A sample of the registry, 0 when it was never set."""
-        value = self.registry.get_sample_value(name, labels)
+        """A sample of the registry, 0 when there is none."""
+        value = self.sample(name, **labels)
         return 0.0 if value is None else value
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        """A sample of the registry, None when there is none (a series that was removed, say)."""
+        return self.registry.get_sample_value(name, labels)
 
     # env["provider"], env["config"] = ...: the spelling of the tests written before the harness.
     def __getitem__(self, part: str) -> Any:

@@ -372,10 +372,6 @@ async def settle_app(client) -> None:
     await settle(client.app[DISPATCHER])
 
 
-def sample(harness, name: str, **labels: str) -> float | None:
-    return harness.registry.get_sample_value(name, labels)
-
-
 @pytest.mark.parametrize(("headers", "name", "status"), [
     ({}, "alertmanager-watchdog", 401),
     ({"Authorization": "Bearer wrong"}, "alertmanager-watchdog", 401),
@@ -412,20 +408,20 @@ async def test_the_whole_round_over_http_with_metrics_and_the_pages_api(client, 
     metrics = await client.get("/metrics")
     assert metrics.status == 200
     # Configured, never seen: not armed (it does not page), and not shown as fine either.
-    assert sample(harness, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
-    assert sample(harness, "alert2voice_heartbeat_last_seen_timestamp_seconds", heartbeat="alertmanager-watchdog") == 0
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
+    assert harness.sample("alert2voice_heartbeat_last_seen_timestamp_seconds", heartbeat="alertmanager-watchdog") == 0
     assert (await client.post("/heartbeats/alertmanager-watchdog", headers=AUTH)).status == 200
     seen = clock.now().timestamp()
     await client.get("/metrics")
-    assert sample(harness, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 1
-    assert sample(harness, "alert2voice_heartbeat_last_seen_timestamp_seconds", heartbeat="alertmanager-watchdog") == seen
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 1
+    assert harness.sample("alert2voice_heartbeat_last_seen_timestamp_seconds", heartbeat="alertmanager-watchdog") == seen
     clock.advance(6)
     await settle_app(client)
     [request] = harness.provider.requests
     assert request.dialed_number == BOB
     await client.get("/metrics")
-    assert sample(harness, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
-    assert sample(harness, "alert2voice_pages_total", route="heartbeat:alertmanager-watchdog", result="called") == 1
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
+    assert harness.sample("alert2voice_pages_total", route="heartbeat:alertmanager-watchdog", result="called") == 1
     pages = (await (await client.get("/api/v1/pages")).json())["pages"]
     [page] = [p for p in pages if p["heartbeat"] == "alertmanager-watchdog"]
     assert page["route"] == "heartbeat:alertmanager-watchdog" and page["state"] == "active"
@@ -435,17 +431,17 @@ async def test_the_whole_round_over_http_with_metrics_and_the_pages_api(client, 
     pages = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert [p["state"] for p in pages if p["heartbeat"]] == ["resolved"]
     await client.get("/metrics")
-    assert sample(harness, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 1
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 1
 
 
 async def test_a_heartbeat_removed_by_a_reload_leaves_the_metrics(client, harness, tmp_path):
     assert (await client.post("/heartbeats/nightly-backup", headers=AUTH)).status == 200
     await client.get("/metrics")
-    assert sample(harness, "alert2voice_heartbeat_up", heartbeat="nightly-backup") == 1
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="nightly-backup") == 1
     client.app[LIVE].apply(config_with(HEARTBEATS.split("  - name: nightly-backup")[0]))
     await client.get("/metrics")
-    assert sample(harness, "alert2voice_heartbeat_up", heartbeat="nightly-backup") is None
-    assert sample(harness, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="nightly-backup") is None
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
     assert (await client.post("/heartbeats/nightly-backup", headers=AUTH)).status == 404
 
 
