@@ -67,14 +67,16 @@ class Harness:
 
     receipt = staticmethod(receipt)
 
-    def app(self, config: Config | None = None, **kw: Any) -> web.Application:
-        """create_app() with this harness's parts (`config` instead of its own, `config_path=` passed on)."""
-        return create_app(config or self.config, provider=self.provider, store=self.store, clock=self.clock,
+    def app(self, **kw: Any) -> web.Application:
+        """create_app() with this harness's parts (`config_path=` passed on)."""
+        return create_app(self.config, provider=self.provider, store=self.store, clock=self.clock,
                           registry=self.registry, **kw)
 
     async def start(self, config: Config | None = None, **kw: Any) -> TestClient:
-        """Serve app(config, **kw) over HTTP; the client, kept as `client` too."""
-        self.client = await self.serve(self.app(config, **kw))
+        """Serve app(**kw) over HTTP, with `config` from now on when one is given; the client, kept as `client`."""
+        if config is not None:
+            self.config = config
+        self.client = await self.serve(self.app(**kw))
         return self.client
 
     def metric(self, name: str, **labels: str) -> float:
