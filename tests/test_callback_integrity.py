@@ -17,9 +17,7 @@ from tests import e2e_support
 from tests.harness import JSON_AUTH as AUTH
 from tests.harness import JSON_CB_AUTH as CB_AUTH
 from tests.harness import receipt
-from tests.support import CONFIG, PAYMENTS, alert, make_config, payload
-
-INTERACTIVE = {'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'}
+from tests.support import CONFIG, INTERACTIVE, PAYMENTS, alert, make_config, payload
 
 
 async def fire(client, *, status: str = "firing") -> dict[str, Any]:

@@ -22,10 +22,9 @@ from alert2voice.silences import Silencer
 from alert2voice.web.keys import DISPATCHER, SILENCER
 from tests import e2e_support
 from tests.harness import AUTH, CB_AUTH, config_changes
-from tests.support import CONFIG, PAYMENTS, alert, make_config, payload, settle
+from tests.support import CONFIG, INTERACTIVE, PAYMENTS, alert, make_config, payload, settle
 
 SSML = "{http://www.w3.org/2001/10/synthesis}"
-INTERACTIVE = {'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'}
 COLLECT = {"maxDigits": 1, "digitTimeout": 8, "terminationDigit": "#"}
 ALICE, BOB = "+14155550101", "+442071838750"
 # The default menu (acknowledgement.digit, escalate_digit, repeat_digit), as every firing call says it.
