@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from alert2voice.web.keys import DISPATCHER, SILENCER
-from tests.harness import receipt
+from tests.harness import ADMIN_GUARDED, receipt
 from tests.support import CONFIG, PAYMENTS, alert, make_config, payload, settle
 from tests.test_app import callback, post
 from tests.test_interactive import alertmanager  # noqa: F401 (fixture)
@@ -121,9 +121,7 @@ async def test_a_bad_body_is_refused_and_changes_nothing(client, harness, body, 
 @pytest.mark.parametrize(("headers", "expected"), [({}, 401), ({"Authorization": "Bearer adm-token-secret"}, 404)],
                          ids=["no-credentials", "admin-token"])
 async def test_the_actions_are_admin_endpoints(harness, headers, expected):
-    config = make_config(CONFIG.replace("max_body_bytes: 64KiB}",
-                                        "max_body_bytes: 64KiB, admin_auth: {bearer_tokens: [adm-token-secret]}}"))
-    guarded = await harness.start(config)
+    guarded = await harness.start(make_config(**ADMIN_GUARDED))
     for action in ("ack", "escalate"):
         resp = await guarded.post(f"/api/v1/pages/{'f' * 64}/{action}", headers=headers)
         assert resp.status == expected, action

@@ -27,8 +27,8 @@ from alert2voice.units import format_instant
 from alert2voice.web.keys import DISPATCHER, LIVE, PREVIEWS
 from alert2voice.web.status import said_heading
 from tests.e2e_support import Stack, in_ci, one_page, running_stack
+from tests.harness import ADMIN_GUARDED, Harness, config_changes
 from tests.harness import JSON_AUTH as AUTH
-from tests.harness import Harness, config_changes
 from tests.support import CONFIG, PAYMENTS, T0, alert, make_config, payload, settle
 from tests.test_app import callback, receipt
 
@@ -215,8 +215,7 @@ async def test_status_pages_are_admin_endpoints(aiohttp_client):
     far = await aiohttp_client(app)
     assert [(await far.get(p, headers={"X-Test-Peer": "10.0.0.7"})).status for p in paths] == [403] * 4
     assert (await far.get("/", headers={"X-Test-Peer": "::ffff:127.0.0.1"})).status == 200
-    guarded = status_config(**{"max_body_bytes: 64KiB}": "max_body_bytes: 64KiB, admin_auth: "
-                                                        "{bearer_tokens: [adm-token-secret]}}"})
+    guarded = status_config(**ADMIN_GUARDED)
     admin = await Harness(guarded, aiohttp_client).start()
     refused = [await admin.get(p) for p in paths]
     assert [r.status for r in refused] == [401] * 4 and all("WWW-Authenticate" in r.headers for r in refused)
