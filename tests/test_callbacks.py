@@ -10,12 +10,11 @@ import pytest
 from alert2voice.callbacks import parse
 from alert2voice.pages import CallState
 from alert2voice.provider import classify_status_response, statuses
+from tests.harness import receipt as webex_receipt
 
 
 def receipt(status: str, code: str = "7519") -> bytes:
-    info = {"deliveryStatus": status, "code": code, "deliveryChannel": "voice"}
-    return json.dumps({"deliveryInfoNotification": {"deliveryInfo": info, "transid": "m-1",
-                                                    "correlationid": "p-1"}}).encode()
+    return json.dumps(webex_receipt(status, correlation="p-1", transid="m-1", code=code)).encode()
 
 
 def call_event(name: Any, **fields: Any) -> bytes:
