@@ -12,8 +12,11 @@ from hypothesis import strategies as st
 from markupsafe import Markup
 
 from alert2voice.alertmanager import Alert, Payload, parse_payload
+from alert2voice.config import AcknowledgementConfig
+from alert2voice.interactive import prompt_text
 from alert2voice.speech import (
     ALLOWED_ELEMENTS,
+    FILTERS,
     Speech,
     SpeechContext,
     Spoken,
@@ -22,6 +25,7 @@ from alert2voice.speech import (
     filters,
     instance,
     ip,
+    key,
     nourls,
     number,
     render,
@@ -279,7 +283,7 @@ def test_filters_return_plain_strings_so_label_text_stays_escaped(tmp_path: Path
     )
     document = Speech(tmp_path).render("f.ssml.j2", context(load("prometheus_firing_FlipTargetDown.json")))
     assert spoken(document) == "a<b & \"c\" 'd' > ü"
-    for spoken_filter in (words, number, instance, ip, nourls, speakable, duration):
+    for spoken_filter in (words, number, instance, ip, nourls, speakable, duration, key):
         assert type(spoken_filter(Markup("<b>1</b>"))) is str
     assert type(spoken_labels({"job": Markup("<b>1</b>")}, "job")) is str
 
@@ -566,13 +570,15 @@ def test_variables_are_documented_and_available(tmp_path: Path) -> None:
     names = [
         "alerts", "alerts_spoken", "more", "total", "alertnames", "severity", "started_at", "ended_at",
         "group_labels", "common_labels", "common_annotations", "route", "contact", "status", "now",
-        "external_url", "receiver", "language",
+        "external_url", "receiver", "language", "ack_digit", "menu",
     ]  # fmt: skip
     write(tmp_path, "v.txt.j2", " ".join(f"{{{{ {name} is defined }}}}" for name in names))
     assert Speech(tmp_path).render("v.txt.j2", context(load("firing_HighCPU.json"))) == " ".join(["True"] * len(names))
     documented = (DOCS / "templates.md").read_text()
     for name in names:
         assert f"`{name}`" in documented
+    for name in FILTERS:
+        assert f"| `{name}` |" in documented, f"the filter {name} is not in docs/templates.md's table"
 
 
 def test_alert_conveniences(tmp_path: Path) -> None:
@@ -970,6 +976,16 @@ def test_a_template_that_renders_is_spoken_as_it_is(tmp_path: Path) -> None:
     ctx = SpeechContext(bare_payload("A"), bare_payload("A").alerts, "r", "alice", NOW, ack_digit="1")
     said = Speech(tmp_path).speak("ok.ssml.j2", ctx)
     assert said == Spoken(SPEAK + "<s>1 alerts. Press 1.</s></speak>", "SSML", True)
+
+
+@pytest.mark.parametrize(("digit", "said"), [("1", "1"), ("*", "star"), ("#", "pound")])
+def test_a_template_says_a_key_as_the_menu_does(tmp_path: Path, digit: str, said: str) -> None:
+    # One way to say a key: the `key` filter is what the menu (interactive.prompt_text) says too.
+    write(tmp_path, "ok.ssml.j2", SPEAK + "<s>Press {{ ack_digit|key }}.</s></speak>")
+    ctx = SpeechContext(bare_payload("A"), bare_payload("A").alerts, "r", "alice", NOW, ack_digit=digit)
+    assert Speech(tmp_path).render("ok.ssml.j2", ctx) == SPEAK + f"<s>Press {said}.</s></speak>"
+    menu = prompt_text(AcknowledgementConfig(digit=digit, escalate_digit=None, repeat_digit=None))
+    assert menu == f"Press {said} to acknowledge."
 
 
 def test_check_renders_an_alert_that_has_only_an_alertname(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ The template language, its variables and filters are documented in docs/template
 speakable filters), ssml (checking and completing SSML), samples (the alerts `check-config` renders).
 """
 
-from .filters import FILTERS, duration, instance, ip, nourls, number, since, span, speakable, spoken, words
+from .filters import FILTERS, duration, instance, ip, key, nourls, number, since, span, speakable, spoken, words
 from .render import Speech, Spoken, TemplateError
 from .samples import sample_contexts, sample_payload
 from .ssml import ALLOWED_ELEMENTS, SSML_NAMESPACE, ssml_document
@@ -23,6 +23,7 @@ __all__ = [
     "duration",
     "instance",
     "ip",
+    "key",
     "nourls",
     "number",
     "sample_contexts",

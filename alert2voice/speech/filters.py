@@ -252,6 +252,15 @@ def speakable(value: object) -> str:
     return " ".join(text.split()).rstrip(".,;: ")
 
 
+_KEYS_SAID = {"*": "star", "#": "pound"}
+
+
+def key(value: object) -> str:
+    """A phone key as said: "1" -> "1", "*" -> "star", "#" -> "pound" (the menu says its keys so too)."""
+    text = _text(value)
+    return _KEYS_SAID.get(text, text)
+
+
 @jinja2.pass_context
 def _since_filter(context: jinja2.runtime.Context, start: datetime | str | None, until: Any = None) -> str:
     if start is None:
@@ -300,4 +309,5 @@ FILTERS: dict[str, Callable[..., str]] = {
     "nourls": _remembered(nourls),
     "speakable": _remembered(speakable),
     "spoken": spoken,
+    "key": key,
 }
