@@ -119,7 +119,7 @@ class TLSConfig(Section):
     @model_validator(mode="after")
     def _load(self, info: ValidationInfo) -> TLSConfig:
         self._context = tls_context(self, info, ("cert_file", "key_file", "client_ca_file"), lambda: tls.build_context(
-            self.cert_file, self.key_file, self.client_ca_file, self.min_version))
+            self.cert_file, self.key_file, self.client_ca_file, min_version=self.min_version))
         return self
 
     @property

@@ -22,10 +22,13 @@ import jinja2.meta
 from markupsafe import Markup
 
 from .. import sandbox
+from ..config import SpeechConfig
 from . import ssml
 from .filters import FILTERS, words
 from .samples import sample_contexts
 from .variables import AlertView, SpeechContext, cut, variables
+
+_SPEECH = SpeechConfig.model_fields  # the defaults of max_alerts_spoken and max_chars
 
 # Length budget, tried in order once a single alert spoken is still too long: (annotation cut, label cut).
 # Labels are cut last and never below 16 characters, so a severity like "critical" stays whole.
@@ -99,10 +102,12 @@ def _completed_ssml(document: str, problem: str, name: str, language: str) -> st
             return completed
     raise TemplateError(f"{name}: {problem}")
 
+
 class Speech:
     """Renders the text of calls from templates: user templates first, built-in ones otherwise."""
 
-    def __init__(self, directory: Path | None, *, max_alerts_spoken: int = 3, max_chars: int = 2000,
+    def __init__(self, directory: Path | None, *, max_alerts_spoken: int = _SPEECH["max_alerts_spoken"].default,
+                 max_chars: int = _SPEECH["max_chars"].default,
                  clock: Callable[[], float] = time.monotonic, render_seconds: float = sandbox.MAX_SECONDS):
         if max_alerts_spoken < 1 or max_chars < 1:
             raise ValueError("max_alerts_spoken and max_chars must be at least 1")

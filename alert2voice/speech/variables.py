@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ..alertmanager import Alert, Payload
+from ..config import SpeechConfig
 
 _SEVERITY_ORDER = ("critical", "page", "high", "error", "major", "warning", "medium", "minor", "low", "info")
 _SEVERITY_RANK = {severity: rank for rank, severity in enumerate(_SEVERITY_ORDER)}
@@ -24,7 +25,7 @@ class SpeechContext:
     contact: str
     now: datetime
     status: Literal["firing", "resolved"] = "firing"
-    language: str = "en-US"
+    language: str = SpeechConfig.model_fields["language"].default
     ack_digit: str | None = None
     menu: str | None = None  # interactive.prompt_text(): the keys of the phone menu, as said
 
