@@ -63,6 +63,9 @@ class FakeClock:
     def monotonic(self) -> float:
         return self.mono
 
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)  # a real wait, as the service's Clock: SleepingClock moves time on instead
+
     def advance(self, delta: timedelta | float) -> None:
         d = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
         self.t += d

@@ -55,7 +55,7 @@ class Dispatcher:
         self.ctx = ctx = Context(config=config, store=store, provider=provider, speech=speech, metrics=metrics,
                                  clock=clock, health=health, rng=rng or random.Random(), suppression=suppression)
         self.store, self.metrics, self.clock = store, metrics, clock
-        self.sleep = getattr(clock, "sleep", asyncio.sleep)
+        self.sleep = clock.sleep
         limiter = RateLimiter(store.take_token, lambda: clock.now().timestamp(), sleep=self.sleep)
         self.speaker = Speaker(ctx)
         self.placer = Placer(ctx, limiter, self.speaker)

@@ -31,26 +31,41 @@ def payload_of(page: Page, extra: Sequence[Page] = ()) -> Payload:
                    truncatedAlerts=g.get("truncatedAlerts", 0))
 
 
+def voice(cfg: Config, contact: str) -> SpeechConfig:
+    """The speech settings for the contact being called."""
+    settings = cfg.contacts.get(contact)
+    return cfg.speech.for_contact(settings.speech if settings else None)
+
+
+def tts(cfg: Config, contact: str, text: str, text_format: str = "SSML") -> TtsAudio:
+    """Text to speak, in the contact's language and voice."""
+    said = voice(cfg, contact)
+    return TtsAudio(text=text, language=said.language, voice=said.voice, gender=said.gender, text_format=text_format)
+
+
+def sentence(cfg: Config, contact: str, text: str) -> TtsAudio:
+    """One plain sentence (the menu, the thank-you, a test call) as an SSML document in the contact's voice."""
+    return tts(cfg, contact, ssml_document(text, voice(cfg, contact).language))
+
+
+def call_request(cfg: Config, call: Call, audio: Audio) -> CallRequest:
+    """The provider request of an attempt saying `audio`: the dispatcher's calls and `alert2voice test-call`."""
+    return CallRequest(
+        caller_id=cfg.provider.caller_id,
+        dialed_number=call.number,
+        audio=audio,
+        correlation_id=call.correlation_id,
+        callback_url=cfg.server.public_url + "/callbacks/webex",
+        callback_auth_id=cfg.provider.callback.auth_id,
+        idempotency_key=call.idempotency_key,
+    )
+
+
 class Speaker:
     """Turns a page and one of its calls into audio, a provider request, or the reply to a call event."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-
-    def voice(self, cfg: Config, call: Call) -> SpeechConfig:
-        """The speech settings for the contact being called."""
-        contact = cfg.contacts.get(call.contact)
-        return cfg.speech.for_contact(contact.speech if contact else None)
-
-    def tts(self, cfg: Config, call: Call, text: str, text_format: str = "SSML") -> TtsAudio:
-        """Text to speak, in the contact's language and voice."""
-        voice = self.voice(cfg, call)
-        return TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender,
-                        text_format=text_format)
-
-    def sentence(self, cfg: Config, call: Call, text: str) -> TtsAudio:
-        """One plain sentence (the menu, the thank-you) as an SSML document in the contact's voice."""
-        return self.tts(cfg, call, ssml_document(text, self.voice(cfg, call).language))
 
     def audio_for(self, page: Page, call: Call, cfg: Config, now: datetime, extra: Sequence[Page] = ()) -> list[Audio]:
         """What a call says: the recording, else the speech; interactive: both, the speech ending with the prompt."""
@@ -73,16 +88,16 @@ class Speaker:
         # The page stores only the alerts it paged for (its firing ones), so they are what is spoken.
         spoken = speech.speak(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
                                                   contact=call.contact, now=now, status=status,
-                                                  language=self.voice(cfg, call).language, **keys))
+                                                  language=voice(cfg, call.contact).language, **keys))
         if spoken.error is not None:
             # The call goes out all the same: a template's mistake must not keep anyone from being called.
             self.ctx.metrics.template_errors.labels(page.route).inc()
             self.ctx.log(page, call, f"template failed; {spoken.fallback} is spoken instead", logging.WARNING,
                          template=name, error=str(spoken.error))
-        audio = [self.tts(cfg, call, spoken.text, spoken.text_format)]
+        audio = [tts(cfg, call.contact, spoken.text, spoken.text_format)]
         if keys["menu"] is not None and not spoken.asks_ack:
             # A template that does not say the menu itself: it follows as a sentence of its own.
-            audio.append(self.sentence(cfg, call, keys["menu"]))
+            audio.append(sentence(cfg, call.contact, keys["menu"]))
         return [recording, *audio] if recording is not None else audio
 
     def freeze(self, page: Page, call: Call, cfg: Config, extra: Sequence[Page] = ()) -> None:
@@ -96,16 +111,7 @@ class Speaker:
         call.interactive = cfg.provider.mode == "interactive" and call.kind == "page"
         spoken = self.audio_for(page, call, cfg, call.created_at, extra)
         # POST /v1/voice/calls carries no audio: interactive calls are spoken when answered (see reply()).
-        request = CallRequest(
-            caller_id=cfg.provider.caller_id,
-            dialed_number=call.number,
-            audio=_UNSPOKEN if call.interactive else spoken[0],
-            correlation_id=call.correlation_id,
-            callback_url=cfg.server.public_url + "/callbacks/webex",
-            callback_auth_id=cfg.provider.callback.auth_id,
-            idempotency_key=call.idempotency_key,
-        )
-        call.request = request.to_dict()
+        call.request = call_request(cfg, call, _UNSPOKEN if call.interactive else spoken[0]).to_dict()
         if call.interactive:
             call.request["say"] = [a.to_json() for a in spoken]
 
@@ -144,9 +150,9 @@ class Speaker:
                 extra = [p for k in call.storm if k != page.key and (p := await store.get(k)) is not None]
             return interactive.prompt_action(self.said(page, call, cfg, extra), cfg.acknowledgement)
         if step.reply == "menu":
-            menu = self.sentence(cfg, call, interactive.prompt_text(cfg.acknowledgement))
+            menu = sentence(cfg, call.contact, interactive.prompt_text(cfg.acknowledgement))
             return interactive.prompt_action([menu], cfg.acknowledgement)
         if step.reply in ("thanks", "passed"):
             said = interactive.THANKS if step.reply == "thanks" else interactive.PASSED_ON
-            return interactive.play_action([self.sentence(cfg, call, said)])
+            return interactive.play_action([sentence(cfg, call.contact, said)])
         return interactive.CONTINUE if step.reply == "continue" else interactive.HANGUP

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..config import SpeechConfig
 from .statuses import normalize_status
 
 # Reference §3: which codes mean what. Codes win over the HTTP status, except that a 5xx is
@@ -23,14 +24,17 @@ UNAVAILABLE_STATUSES = frozenset({408})
 _MAX_DETAIL = 200
 
 
+_SPEECH = SpeechConfig.model_fields  # a TtsAudio says what the speech section says by default
+
+
 @dataclass(frozen=True)
 class TtsAudio:
     """Text spoken by the platform's Azure TTS."""
 
     text: str
-    language: str = "en-US"
-    voice: str = "AriaNeural"
-    gender: str = "FEMALE"
+    language: str = _SPEECH["language"].default
+    voice: str = _SPEECH["voice"].default
+    gender: str = _SPEECH["gender"].default
     style: str = "NEURAL"
     engine: str = "AZURE"
     text_format: str = "SSML"
