@@ -14,10 +14,10 @@ import shutil
 import signal
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, cli_pages
 
@@ -439,8 +439,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             finally:
                 await runner.cleanup()
 
-    asyncio.run(main())
+    run_loop(main())
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run, on uvloop where it is installed (an event loop written in C: fewer microseconds per socket
+    read, write and timer); the standard loop otherwise, with the same behaviour."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:

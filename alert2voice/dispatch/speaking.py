@@ -20,12 +20,14 @@ from .context import Context
 _UNSPOKEN = TtsAudio(text="")
 
 
-def payload_of(page: Page, extra: Sequence[Page] = ()) -> Payload:
-    """The webhook group a page (and the pages folded with it) came from, for the templates."""
+def payload_of(page: Page, extra: Sequence[Page] = (), alerts: Sequence[Alert] | None = None) -> Payload:
+    """The webhook group a page (and the pages folded with it) came from, for the templates. `alerts`: the page's,
+    validated already (a new page's, as its webhook carried them), so not validated again from what it stores."""
     g = page.group
-    alerts = [a for p in (page, *extra) for a in p.alerts]
+    own = list(alerts) if alerts is not None else [Alert.model_validate(a) for a in page.alerts]
     return Payload(version="4", receiver=g.get("receiver", ""), status="firing",
-                   alerts=[Alert.model_validate(a) for a in alerts], groupLabels=g.get("groupLabels", {}),
+                   alerts=[*own, *(Alert.model_validate(a) for p in extra for a in p.alerts)],
+                   groupLabels=g.get("groupLabels", {}),
                    commonLabels=g.get("commonLabels", {}), commonAnnotations=g.get("commonAnnotations", {}),
                    externalURL=g.get("externalURL", ""), groupKey=page.group_key,
                    truncatedAlerts=g.get("truncatedAlerts", 0))
@@ -67,8 +69,10 @@ class Speaker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def audio_for(self, page: Page, call: Call, cfg: Config, now: datetime, extra: Sequence[Page] = ()) -> list[Audio]:
-        """What a call says: the recording, else the speech; interactive: both, the speech ending with the prompt."""
+    def audio_for(self, page: Page, call: Call, cfg: Config, now: datetime, extra: Sequence[Page] = (),
+                  alerts: Sequence[Alert] | None = None) -> list[Audio]:
+        """What a call says: the recording, else the speech; interactive: both, the speech ending with the prompt.
+        `alerts`: the page's alerts validated already (payload_of)."""
         # `extra` pages (a storm summary) add their alerts to what is said.
         route = route_of(cfg, page)
         recording: Audio | None = None
@@ -84,7 +88,7 @@ class Speaker:
         else:
             name = cfg.templates.resolved if status == "resolved" else cfg.templates.firing
         keys = interactive.speech_keys(cfg, call.interactive)
-        payload = payload_of(page, extra)
+        payload = payload_of(page, extra, alerts)
         # The page stores only the alerts it paged for (its firing ones), so they are what is spoken.
         spoken = speech.speak(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
                                                   contact=call.contact, now=now, status=status,
@@ -100,16 +104,18 @@ class Speaker:
             audio.append(sentence(cfg, call.contact, keys["menu"]))
         return [recording, *audio] if recording is not None else audio
 
-    def freeze(self, page: Page, call: Call, cfg: Config, extra: Sequence[Page] = ()) -> None:
+    def freeze(self, page: Page, call: Call, cfg: Config, extra: Sequence[Page] = (),
+               alerts: Sequence[Alert] | None = None) -> None:
         """Build the attempt's whole request once, as of its creation, and keep it on the call (SPEC §5).
 
         Every try sends these bytes: the speech is rendered at `call.created_at`, never at a retry's `now`, so a
         retry after a lost answer carries the same Idempotency-Key and the same body, and a reload or a template
-        change between tries changes nothing already frozen. `extra` pages (a storm summary) are spoken too.
+        change between tries changes nothing already frozen. `extra` pages (a storm summary) are spoken too;
+        `alerts`: the page's, validated already (payload_of).
         """
         # Resolved notices (and test calls) stay play-and-hang-up: there is nothing to acknowledge.
         call.interactive = cfg.provider.mode == "interactive" and call.kind == "page"
-        spoken = self.audio_for(page, call, cfg, call.created_at, extra)
+        spoken = self.audio_for(page, call, cfg, call.created_at, extra, alerts)
         # POST /v1/voice/calls carries no audio: interactive calls are spoken when answered (see reply()).
         call.request = call_request(cfg, call, _UNSPOKEN if call.interactive else spoken[0]).to_dict()
         if call.interactive:
