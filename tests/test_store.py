@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from alert2voice.pages import Call, CallState, Page, PageState
-from alert2voice.store import Store, StoreUnavailable
-from alert2voice.store import sqlite as sqlite_module
+from alert2voice.store import Store, StoreUnavailable, sqlite_writer
 from alert2voice.store.base import Conflict, Lease, OpenPage, StormBatch, Tier
 from alert2voice.store.memory import MemoryStore
 from alert2voice.store.redis import RedisStore
@@ -664,7 +663,7 @@ async def test_recovers_when_the_directory_comes_back(tmp_path):
 
 
 async def test_recovers_from_a_read_only_connection(sqlite_store):
-    sqlite_store._conn.execute("PRAGMA query_only = ON")
+    sqlite_store.writer.conn.execute("PRAGMA query_only = ON")
     page = make_page("secret-page-key")
     with pytest.raises(StoreUnavailable, match="put failed: attempt to write a readonly database") as info:
         await sqlite_store.put(page)
@@ -675,7 +674,7 @@ async def test_recovers_from_a_read_only_connection(sqlite_store):
 
 
 async def test_recovers_from_a_full_disk(sqlite_store):
-    conn = sqlite_store._conn
+    conn = sqlite_store.writer.conn
     conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
     big = make_page("p")
     big.group["blob"] = "x" * 200_000
@@ -687,7 +686,7 @@ async def test_recovers_from_a_full_disk(sqlite_store):
 
 
 async def test_recovers_from_a_closed_connection(sqlite_store):
-    sqlite_store._conn.close()
+    sqlite_store.writer.conn.close()
     with pytest.raises(StoreUnavailable, match="depth failed"):
         await sqlite_store.depth()
     assert await sqlite_store.depth() == 0
@@ -722,7 +721,7 @@ async def _wal_after(store: SQLiteStore, prefix: str, pages: int = 40) -> int:
 async def test_the_writer_checkpoints_and_the_wal_starts_over(tmp_path, monkeypatch, advance, starts_over):
     # Commits never copy the WAL into the database themselves (no autocheckpoint). The writer does, on
     # its own connection between two transactions, and truncates it, so the file stops growing.
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_AT", 1 << 40)  # not by its size, here
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_AT", 1 << 40)  # not by its size, here
     now = [100.0]
     store = SQLiteStore(tmp_path / "a2v.db", monotonic=lambda: now[0])
     await store.open()
@@ -741,7 +740,7 @@ async def test_the_writer_checkpoints_and_the_wal_starts_over(tmp_path, monkeypa
 async def test_a_log_past_checkpoint_at_is_checkpointed_at_once_though_writes_never_pause(tmp_path, monkeypatch):
     # A burst of commits within CHECKPOINT_IDLE grew the log by megabytes in a tenth of a second, past what a
     # small disk holds; then no checkpoint could copy it into a database that had no room left to grow.
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_AT", 64 * 1024)
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_AT", 64 * 1024)
     store = SQLiteStore(tmp_path / "a2v.db", monotonic=lambda: 100.0)  # the clock never moves
     await store.open()
     try:
@@ -899,9 +898,9 @@ async def test_a_page_write_rewrites_only_what_changed(tmp_path, monkeypatch):
     # Counted in write-ahead log frames (one per b-tree page written), with no checkpoint meanwhile: a write that
     # changes a page's times and state rewrites its row and the two indexes queries read (due, updated), not
     # its call ids nor an index of its group.
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_IDLE", 3600.0)
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 3600.0)
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_AT", 1 << 40)
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_IDLE", 3600.0)
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_EVERY", 3600.0)
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_AT", 1 << 40)
     store = SQLiteStore(tmp_path / "a2v.db")
     await store.open()
     try:

@@ -18,8 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from alert2voice.provider.fake import RecordingProvider
-from alert2voice.store import StoreUnavailable
-from alert2voice.store import sqlite as sqlite_store
+from alert2voice.store import StoreUnavailable, sqlite_writer
 from alert2voice.store.redis import RedisRefused, RedisStore
 from alert2voice.store.sqlite import SQLiteStore
 from alert2voice.web import create_app
@@ -129,14 +128,14 @@ async def test_a_checkpoint_that_fails_is_logged_once_counted_and_retried_until_
     store = SQLiteStore(tmp_path / "a2v.db")
     await store.open()
     failing = True
-    real = sqlite_store.checkpoint
+    real = sqlite_writer.checkpoint
 
     def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
         if failing:
             raise sqlite3.OperationalError("database or disk is full")
         return real(conn)
 
-    monkeypatch.setattr(sqlite_store, "checkpoint", checkpoint)
+    monkeypatch.setattr(sqlite_writer, "checkpoint", checkpoint)
     try:
         with caplog.at_level(logging.INFO, logger="alert2voice.store"):
             page = make_page("p1")
@@ -162,7 +161,7 @@ async def test_the_checkpoint_failures_are_a_metric(aiohttp_client, tmp_path):
     store, registry = SQLiteStore(tmp_path / "a2v.db"), CollectorRegistry()
     app = create_app(make_config(), provider=RecordingProvider(), store=store, registry=registry)
     await aiohttp_client(app)
-    store.checkpoint_failures = 3
+    store.writer.checkpoint_failures = 3
     assert registry.get_sample_value("alert2voice_store_checkpoint_failures_total") == 3
 
 
