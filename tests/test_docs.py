@@ -373,3 +373,32 @@ def test_readme_alertmanager_example_passes_amtool(tmp_path: Path):
     result = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------ architecture
+
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+PACKAGE = ARCHITECTURE.parents[1] / "alert2voice"
+
+
+def named_modules(text: str) -> set[str]:
+    """The module paths the map names in code spans (`dispatch/work.py`, `cli.py`), tests/ and bench/ aside."""
+    return {name for name in re.findall(r"`([\w/]+\.py)", text) if not name.startswith(("tests/", "bench/"))}
+
+
+def test_the_architecture_map_names_only_modules_that_exist():
+    named = named_modules(ARCHITECTURE.read_text(encoding="utf-8"))
+    assert len(named) > 40  # the map names the modules, not a few of them
+    missing = sorted(name for name in named if not (PACKAGE / name).is_file())
+    assert missing == [], f"docs/architecture.md names modules that do not exist: {missing}"
+
+
+def test_the_architecture_map_names_every_module():
+    named = named_modules(ARCHITECTURE.read_text(encoding="utf-8"))
+    modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py")}
+    assert sorted(modules - named) == [], "modules missing from docs/architecture.md"
+
+
+def test_the_map_check_finds_a_module_that_does_not_exist():
+    assert named_modules("`dispatch/gone.py` and `tests/x.py`") == {"dispatch/gone.py"}
