@@ -89,12 +89,6 @@ class Harness:
         return self.registry.get_sample_value(name, labels)
 
     # env["provider"], env["config"] = ...: the spelling of the tests written before the harness.
-    def __getitem__(self, part: str) -> Any:
-        return getattr(self, part)
-
-    def __setitem__(self, part: str, value: Any) -> None:
-        setattr(self, part, value)
-
 
 def default_config(request: pytest.FixtureRequest) -> Config:
     """tests.support.CONFIG with the test's @pytest.mark.config replacements."""

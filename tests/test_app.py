@@ -28,7 +28,7 @@ from tests.support import PAYMENTS, FakeClock, alert, make_config, payload, sett
 
 @pytest.fixture
 def env(harness: Harness) -> Harness:
-    """The service's parts (tests/harness.py), by the name this module's tests use: env["provider"] and the rest."""
+    """The service's parts (tests/harness.py), by the name this module's tests use: env.provider and the rest."""
     return harness
 
 
@@ -67,8 +67,8 @@ async def test_webhook_auth(client, env, headers, expected):
 async def test_basic_auth(aiohttp_client, env):
     config = make_config(**{"  bearer_tokens: [tok-one-secret, tok-two-secret]":
                             "  basic_auth: {username: am, password: pw-secret}"})
-    app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"])
+    app = create_app(config, provider=env.provider, store=env.store, clock=env.clock,
+                     registry=env.registry)
     c = await aiohttp_client(app)
     good = "Basic " + base64.b64encode(b"am:pw-secret").decode()
     bad = "Basic " + base64.b64encode(b"am:nope").decode()
@@ -91,7 +91,7 @@ async def test_bad_payloads_are_400_naming_the_problem(client, env, body, status
     resp = await post(client, body)
     assert resp.status == status
     assert needle in (await resp.json())["error"]
-    assert env["provider"].requests == []
+    assert env.provider.requests == []
 
 
 async def test_wrong_content_type_is_415(client):
@@ -137,11 +137,11 @@ async def test_shutting_down_is_503(client):
 
 
 async def test_store_unavailable_is_503_then_recovers(client, env):
-    env["store"].available = False
+    env.store.available = False
     resp = await post(client, payload(alert(PAYMENTS)))
     assert resp.status == 503
     assert any("store unavailable" in p for p in await readiness(client.app))
-    env["store"].available = True
+    env.store.available = True
     resp = await post(client, payload(alert(PAYMENTS)))
     assert resp.status == 200
     assert (await resp.json())["pages"][0]["result"] == "called"
@@ -150,12 +150,12 @@ async def test_store_unavailable_is_503_then_recovers(client, env):
 async def test_a_callback_while_the_store_is_unavailable_is_503_and_applied_when_sent_again(client, env):
     resp = await post(client, payload(alert(PAYMENTS)))
     await settle(client.app[DISPATCHER])
-    [request] = env["provider"].requests
-    env["store"].available = False
+    [request] = env.provider.requests
+    env.store.available = False
     resp = await callback(client, receipt("ANSWERED", correlation=request.correlation_id))
     assert resp.status == 503 and "store unavailable" in (await resp.json())["error"]
     assert metric(env, "alert2voice_callbacks_total", event="answered", result="unavailable") == 1
-    env["store"].available = True
+    env.store.available = True
     resp = await callback(client, receipt("ANSWERED", correlation=request.correlation_id))  # the provider's retry
     assert resp.status == 200
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
@@ -172,7 +172,7 @@ async def test_one_call_per_page_and_duplicates_suppressed(client, env):
     summary = await resp.json()
     assert summary["pages"][0]["result"] == "called"
     await client.app[DISPATCHER].settled()
-    [req] = env["provider"].requests
+    [req] = env.provider.requests
     assert req.dialed_number == "+14155550101"
     assert req.caller_id == "+15550001234"
     assert req.callback_url == "http://127.0.0.1:9095/callbacks/webex"
@@ -185,7 +185,7 @@ async def test_one_call_per_page_and_duplicates_suppressed(client, env):
         resp = await post(client, again)
         assert (await resp.json())["pages"][0]["result"] == "duplicate"
         await client.app[DISPATCHER].settled()
-    assert len(env["provider"].requests) == 1
+    assert len(env.provider.requests) == 1
     assert metric(env, "alert2voice_pages_total", route="payments", result="called") == 1
     assert metric(env, "alert2voice_pages_total", route="payments", result="duplicate") == 2
 
@@ -255,14 +255,14 @@ async def test_new_alert_joining_group_is_a_new_page(client, env):
     resp = await post(client, payload(alert(PAYMENTS), alert({**PAYMENTS, "instance": "node2:9100"})))
     assert (await resp.json())["pages"][0]["result"] == "called"
     await client.app[DISPATCHER].settled()
-    assert len(env["provider"].requests) == 2
+    assert len(env.provider.requests) == 2
 
 
 async def test_dedup_window_expires(client, env):
     await post(client, payload(alert(PAYMENTS)))
     await client.app[DISPATCHER].settled()
-    await callback(client, receipt("ANSWERED", correlation=env["provider"].requests[0].correlation_id))
-    env["clock"].advance(timedelta(hours=4, seconds=1))
+    await callback(client, receipt("ANSWERED", correlation=env.provider.requests[0].correlation_id))
+    env.clock.advance(timedelta(hours=4, seconds=1))
     resp = await post(client, payload(alert(PAYMENTS)))
     assert (await resp.json())["pages"][0]["result"] == "called"
 
@@ -272,7 +272,7 @@ async def test_no_route_and_no_contacts(client, env):
     assert (await resp.json())["pages"][0]["result"] == "no_contacts"
     assert metric(env, "alert2voice_pages_total", route="catch-all", result="no_contacts") == 1
     await client.app[DISPATCHER].settled()
-    assert env["provider"].requests == []
+    assert env.provider.requests == []
 
 
 # ------------------------------------------------------------------------------- callbacks, escalation
@@ -291,7 +291,7 @@ async def test_refused_callbacks_are_counted_and_logged_once_a_minute_with_how_m
     for _ in range(1000):  # 100 s of 10 a second
         resp = await client.post("/callbacks/webex", data=body, headers={"Authorization": "Bearer no"})
         assert resp.status == 401
-        env["clock"].advance(0.1)
+        env.clock.advance(0.1)
     refused = [r for r in caplog.records if r.getMessage().startswith("callback refused")]
     assert len(refused) == 2, [r.__dict__ for r in refused]  # the first, then one a minute later
     assert not hasattr(refused[0], "repeated") and refused[1].repeated in (599, 600)
@@ -308,13 +308,13 @@ async def test_callback_garbage_is_400(client, body):
 async def test_answered_ends_the_page(client, env):
     await post(client, payload(alert(PAYMENTS)))
     await client.app[DISPATCHER].settled()
-    [req] = env["provider"].requests
+    [req] = env.provider.requests
     for status in ("OFFERED", "ACCEPTED", "ANSWERED", "DROPPED", "Released"):
         resp = await callback(client, receipt(status, correlation=req.correlation_id, transid="msg-1"))
         assert resp.status == 200
-    env["clock"].advance(timedelta(hours=1))
+    env.clock.advance(timedelta(hours=1))
     await client.app[DISPATCHER].settled()
-    assert len(env["provider"].requests) == 1
+    assert len(env.provider.requests) == 1
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 1
     pages = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert pages[0]["state"] == "answered"
@@ -332,27 +332,27 @@ async def test_unanswered_escalates_through_attempts_and_steps(client, env):
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
     await settle(d)
-    cid1 = env["provider"].requests[0].correlation_id
+    cid1 = env.provider.requests[0].correlation_id
     await callback(client, receipt("REJECTED", correlation=cid1, code="7401"))
     await settle(d)
-    assert len(env["provider"].requests) == 1  # waits the step's 3m interval
-    env["clock"].advance(timedelta(minutes=3))
+    assert len(env.provider.requests) == 1  # waits the step's 3m interval
+    env.clock.advance(timedelta(minutes=3))
     await settle(d)
-    second = env["provider"].requests[1]
+    second = env.provider.requests[1]
     assert second.dialed_number == "+14155550101"
     assert second.correlation_id.endswith("-2")
     await callback(client, receipt("REJECTED", correlation=second.correlation_id, code="7402"))
-    env["clock"].advance(timedelta(minutes=3))
+    env.clock.advance(timedelta(minutes=3))
     await settle(d)
-    third = env["provider"].requests[2]
+    third = env.provider.requests[2]
     assert third.dialed_number == "+442071838750"  # next step: bob
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="busy") == 1
     assert metric(env, "alert2voice_escalations_total", route="payments") == 2
     await callback(client, receipt("REJECTED", correlation=third.correlation_id, code="7401"))
-    env["clock"].advance(timedelta(minutes=5))
+    env.clock.advance(timedelta(minutes=5))
     await settle(d)
-    assert len(env["provider"].requests) == 3
+    assert len(env.provider.requests) == 3
     pages = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert pages[0]["state"] == "exhausted"
 
@@ -361,10 +361,10 @@ async def test_no_callback_polls_status(client, env):
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
     await settle(d)
-    env["provider"].set_status("msg-1", CallStatus("REJECTED", None, None, {}))
-    env["clock"].advance(timedelta(minutes=2))
+    env.provider.set_status("msg-1", CallStatus("REJECTED", None, None, {}))
+    env.clock.advance(timedelta(minutes=2))
     await settle(d)
-    assert env["provider"].status_queries == ["msg-1"]
+    assert env.provider.status_queries == ["msg-1"]
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
 
 
@@ -372,27 +372,27 @@ async def test_no_callback_polls_status(client, env):
 
 
 async def test_retryable_errors_reuse_correlation_and_idempotency_key(client, env):
-    env["provider"].fail_next(Unavailable(503), times=2)
+    env.provider.fail_next(Unavailable(503), times=2)
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
     await settle(d)
-    assert len(env["provider"].requests) == 1
+    assert len(env.provider.requests) == 1
     for _ in range(2):
-        env["clock"].advance(timedelta(minutes=1))
+        env.clock.advance(timedelta(minutes=1))
         await settle(d)
-    reqs = env["provider"].requests
+    reqs = env.provider.requests
     assert len(reqs) == 3
     assert len({r.correlation_id for r in reqs}) == 1
     assert len({r.idempotency_key for r in reqs}) == 1
-    assert len(env["provider"].accepted) == 1
+    assert len(env.provider.accepted) == 1
     assert metric(env, "alert2voice_provider_errors_total", reason="unavailable") == 2
 
 
 async def test_permanent_rejection_moves_to_next_contact_without_retry(client, env):
-    env["provider"].fail_next(Rejected("7102", message="invalid destination"))
+    env.provider.fail_next(Rejected("7102", message="invalid destination"))
     await post(client, payload(alert(PAYMENTS)))
     await client.app[DISPATCHER].settled()
-    reqs = env["provider"].requests
+    reqs = env.provider.requests
     assert [r.dialed_number for r in reqs] == ["+14155550101", "+14155550101"]  # attempt 2 of step 1
     assert reqs[0].correlation_id != reqs[1].correlation_id
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") == 1
@@ -402,7 +402,7 @@ async def test_permanent_rejection_moves_to_next_contact_without_retry(client, e
 async def test_auth_failure_keeps_call_queued_and_is_reported_but_ready(client, env):
     """A refused key is the provider's health (the status page, the metrics), never /-/ready's: a revoked key must
     not take every replica out of the Service, or the webhooks that should wait in the store are refused."""
-    env["provider"].fail_next(AuthFailed("7001", message="Authentication failed."))
+    env.provider.fail_next(AuthFailed("7001", message="Authentication failed."))
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
     await settle(d)
@@ -417,9 +417,9 @@ async def test_auth_failure_keeps_call_queued_and_is_reported_but_ready(client, 
     assert metric(env, "alert2voice_provider_errors_total", reason="auth") == 1
     assert metric(env, "alert2voice_calls_total", route="payments", outcome="failed") == 0
     assert (await post(client, payload(alert(PAYMENTS)))).status == 200  # still taking webhooks
-    env["clock"].advance(timedelta(minutes=1))
+    env.clock.advance(timedelta(minutes=1))
     await settle(d)
-    assert len(env["provider"].accepted) == 1
+    assert len(env.provider.accepted) == 1
     assert metric(env, "alert2voice_provider_healthy") == 1
     assert metric(env, "alert2voice_provider_status", status="ok") == 1
 
@@ -431,16 +431,16 @@ async def test_auth_failure_keeps_call_queued_and_is_reported_but_ready(client, 
     (Unavailable(500), "no_answer"),
 ], ids=["refused-connection-fails", "5xx-is-unknown-then-no-answer"])
 async def test_retries_give_up_then_next_contact(client, env, error, outcome):
-    env["provider"].fail_next(error, times=1000)
+    env.provider.fail_next(error, times=1000)
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
     for _ in range(80):
         await settle(d)
-        env["clock"].advance(timedelta(minutes=1))
+        env.clock.advance(timedelta(minutes=1))
     assert metric(env, "alert2voice_calls_total", route="payments", outcome=outcome) >= 1
-    numbers = {r.dialed_number for r in env["provider"].requests}
+    numbers = {r.dialed_number for r in env.provider.requests}
     assert "+442071838750" in numbers  # escalated past alice after giving up
-    first = [r for r in env["provider"].requests if r.correlation_id == env["provider"].requests[0].correlation_id]
+    first = [r for r in env.provider.requests if r.correlation_id == env.provider.requests[0].correlation_id]
     assert len(first) > 1 and len(set(first)) == 1, "every try of an attempt is the same request"
 
 
@@ -451,12 +451,12 @@ async def test_resolved_cancels_pending_and_sends_resolved_call(client, env):
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
     await settle(d)
-    first = env["provider"].requests[0]
+    first = env.provider.requests[0]
     await callback(client, receipt("ANSWERED", correlation=first.correlation_id))
     resp = await post(client, payload(alert(PAYMENTS, status="resolved")))
     assert resp.status == 200
     await settle(d)
-    reqs = env["provider"].requests
+    reqs = env.provider.requests
     assert len(reqs) == 2
     assert reqs[1].dialed_number == first.dialed_number
     assert "resolved" in "".join(ET.fromstring(reqs[1].audio.text).itertext()).lower()
@@ -466,12 +466,12 @@ async def test_resolved_before_anyone_answered_stops_escalation(client, env):
     await post(client, payload(alert(PAYMENTS)))
     d = client.app[DISPATCHER]
     await settle(d)
-    await callback(client, receipt("REJECTED", correlation=env["provider"].requests[0].correlation_id, code="7401"))
+    await callback(client, receipt("REJECTED", correlation=env.provider.requests[0].correlation_id, code="7401"))
     await post(client, payload(alert(PAYMENTS, status="resolved")))
-    env["clock"].advance(timedelta(minutes=10))
+    env.clock.advance(timedelta(minutes=10))
     await settle(d)
     # Only the resolved notice to the person last called; no further escalation.
-    kinds = [r.correlation_id.rsplit("-", 1)[1] for r in env["provider"].requests]
+    kinds = [r.correlation_id.rsplit("-", 1)[1] for r in env.provider.requests]
     assert kinds == ["1", "r2"]
     # The same alert firing again later is a new incident: it pages again.
     resp = await post(client, payload(alert(PAYMENTS)))
@@ -499,7 +499,7 @@ async def test_page_api_shows_a_throttled_call_and_when_it_goes(client, env):
         labels = {**PAYMENTS, "instance": f"node{n}:9100"}
         assert (await post(client, payload(alert(labels), group_key=f'{{}}:{{n="{n}"}}'))).status == 200
         await settle(client.app[DISPATCHER])
-    assert len(env["provider"].requests) == 3
+    assert len(env.provider.requests) == 3
     [held] = [p for p in (await (await client.get("/api/v1/pages")).json())["pages"]
               if p["calls"][0]["state"] == "queued"]
     page = await page_api(client, held["key"])
@@ -519,16 +519,16 @@ async def test_page_api_shows_the_next_attempt_after_the_interval(client, env):
                                  "number": "+14*****0101", "step": 1, "reason": None,
                                  "at": "2026-11-26T15:02:00+00:00",
                                  "held": "waiting for the outcome until 2026-11-26 15:02:00 UTC"}
-    await callback(client, receipt("REJECTED", correlation=env["provider"].requests[0].correlation_id, code="7401"))
+    await callback(client, receipt("REJECTED", correlation=env.provider.requests[0].correlation_id, code="7401"))
     await settle(d)
     page = await page_api(client, listed["key"])
     assert page["next_call"] == {"state": "planned", "attempt": None, "kind": "page", "contact": "alice",
                                  "number": "+14*****0101", "step": 1, "reason": "named in step 1",
                                  "at": "2026-11-26T15:03:00+00:00",
                                  "held": "next attempt after the interval at 2026-11-26 15:03:00 UTC"}
-    env["clock"].advance(timedelta(minutes=3))
+    env.clock.advance(timedelta(minutes=3))
     await settle(d)
-    second = env["provider"].requests[1]
+    second = env.provider.requests[1]
     assert (await page_api(client, listed["key"]))["next_call"]["attempt"] == 2
     await callback(client, receipt("ANSWERED", correlation=second.correlation_id))
     assert (await page_api(client, listed["key"]))["next_call"] is None
@@ -537,7 +537,7 @@ async def test_page_api_shows_the_next_attempt_after_the_interval(client, env):
 async def test_page_api_unknown_page_is_404_and_an_unavailable_store_503(client, env):
     resp = await client.get("/api/v1/pages/no-such-page")
     assert resp.status == 404 and (await resp.json())["error"] == "no such page"
-    env["store"].available = False
+    env.store.available = False
     resp = await client.get("/api/v1/pages/no-such-page")
     assert resp.status == 503 and (await resp.json())["error"].startswith("store unavailable: ")
 
@@ -574,15 +574,15 @@ async def test_secrets_never_leak(aiohttp_client, env, tmp_path):
         "max_body_bytes: 64KiB}": "max_body_bytes: 64KiB, admin_auth: {bearer_tokens: [adm-token-secret],"
                                   " basic_auth: {username: ops, password: adm-password-secret}}}",
         "bearer_token: cb-token-secret,": f"bearer_token: cb-token-secret, bearer_tokens_file: {tmp_path}/cb-tokens,"})
-    env["config"] = config
-    app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"])
+    env.config = config
+    app = create_app(config, provider=env.provider, store=env.store, clock=env.clock,
+                     registry=env.registry)
     client = await aiohttp_client(app)
     admin = {"Authorization": "Bearer adm-token-secret"}
     stream = io.StringIO()
     handler = setup_logging("json", "debug", stream=stream)
     try:
-        env["provider"].fail_next(Unavailable(503, message="svc-key-secret echoed by a proxy"))
+        env.provider.fail_next(Unavailable(503, message="svc-key-secret echoed by a proxy"))
         await post(client, payload(alert(PAYMENTS)), headers={"Authorization": "Bearer tok-nope-secret"})
         await post(client, payload(alert(PAYMENTS)))
         await app[DISPATCHER].settled()
@@ -616,8 +616,8 @@ async def test_sqlite_store_failure_is_503_and_recovers_by_itself(aiohttp_client
 
     state = tmp_path / "state"
     store = SQLiteStore(state / "a2v.db")
-    app = create_app(env["config"], provider=env["provider"], store=store, clock=env["clock"],
-                     registry=env["registry"])
+    app = create_app(env.config, provider=env.provider, store=store, clock=env.clock,
+                     registry=env.registry)
     c = await aiohttp_client(app)
     assert (await post(c, payload(alert(PAYMENTS)))).status == 200
     # Root ignores file modes, so break the path itself: the state directory becomes a plain file.
@@ -634,4 +634,4 @@ async def test_sqlite_store_failure_is_503_and_recovers_by_itself(aiohttp_client
     resp = await post(c, other_group)
     assert resp.status == 200
     await app[DISPATCHER].settled()
-    assert len(env["provider"].accepted) == 2  # the page accepted before the failure was not lost
+    assert len(env.provider.accepted) == 2  # the page accepted before the failure was not lost

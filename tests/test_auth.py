@@ -60,18 +60,18 @@ async def placed_call(client, env) -> str:
     """Page alice through /alerts and let the dispatcher call her; the call's correlationId."""
     assert (await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)).status == 200
     await client.app[DISPATCHER].settled()
-    return env["provider"].requests[-1].correlation_id
+    return env.provider.requests[-1].correlation_id
 
 
 async def still_escalates(client, env) -> None:
     """Nothing ended the page: the status poll finds the call unanswered and alice gets her second attempt."""
-    before = len(env["provider"].requests)
-    env["provider"].set_status(env["provider"].accepted[-1].message_id, CallStatus("REJECTED", None, None, {}))
-    env["clock"].advance(timedelta(minutes=2))  # provider.callback.deadline: no final callback, so it polls
+    before = len(env.provider.requests)
+    env.provider.set_status(env.provider.accepted[-1].message_id, CallStatus("REJECTED", None, None, {}))
+    env.clock.advance(timedelta(minutes=2))  # provider.callback.deadline: no final callback, so it polls
     await client.app[DISPATCHER].settled()
-    env["clock"].advance(timedelta(minutes=3))  # the step's interval
+    env.clock.advance(timedelta(minutes=3))  # the step's interval
     await client.app[DISPATCHER].settled()
-    assert len(env["provider"].requests) == before + 1
+    assert len(env.provider.requests) == before + 1
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert page["state"] == "active"
 
@@ -150,7 +150,7 @@ async def test_forged_digit_acknowledges_nothing_and_silences_nothing(aiohttp_cl
                          **{'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'})
     client = await start(aiohttp_client, env, config)
     await placed_call(client, env)
-    session = env["provider"].accepted[-1].message_id
+    session = env.provider.accepted[-1].message_id
     for event in ({"event": "ANSWERED", "sessionId": session},
                   {"event": "COLLECTED_DIGITS", "sessionId": session, "digitsReceived": "1"}):
         resp = await client.post("/callbacks/webex", data=json.dumps(event),
@@ -461,8 +461,8 @@ async def test_admin_endpoints_over_http_from_a_rewritten_peer(aiohttp_client, e
 
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG)
-    app = create_app(make_config(), config_path=path, provider=env["provider"], store=env["store"],
-                     clock=env["clock"], registry=env["registry"])
+    app = create_app(make_config(), config_path=path, provider=env.provider, store=env.store,
+                     clock=env.clock, registry=env.registry)
     app.middlewares.append(peer)
     client = await aiohttp_client(app)
     far = await admin_statuses(client, {"X-Test-Peer": "10.0.0.7"})
