@@ -88,7 +88,7 @@ class Harness:
         """A sample of the registry, None when there is none (a series that was removed, say)."""
         return self.registry.get_sample_value(name, labels)
 
-    # env["provider"], env["config"] = ...: the spelling of the tests written before the harness.
+
 
 def default_config(request: pytest.FixtureRequest) -> Config:
     """tests.support.CONFIG with the test's @pytest.mark.config replacements."""
