@@ -1,39 +1,12 @@
 """The Redis store: the memory several alert2voice replicas share, with every atomic step a Lua script.
 
-Key layout (prefix `a2v:` by default; times are Unix seconds):
-
-    epoch             string: a random id, made anew whenever Redis lost its data (set at open, at every
-                      reconnection and by any write that finds it missing). Each page is stored with
-                      the epoch it was written under; put() refuses a page read under another.
-    page:<key>        hash: d (page JSON), v (version), e (epoch), st, live (1 unless finished with nothing due),
-                      upd, ids, calls, grp, seq; lu, lo while leased. No TTL while live; `retention`
-                      once finished.
-    claim:<claim>     string: the claim's expiry (now + window); PX window.
-    claims            zset of claim keys by expiry, for purge(); each admit drops the expired ones and
-                      extends its TTL to the window.
-    call:<id>         string: the key of the page with this correlationId or messageId; its page's TTL.
-    due               zset of the keys of pages with work due (due_at set), by due time.
-    group:<hash>      zset of a route and alert group's unresolved page keys, by first-seen order; no TTL
-                      while one of them is live, else `retention`.
-    recent            zset of page keys by last update, the newest RECENT_KEPT only.
-    done              zset of finished page keys by last update, for purge(); entries older than the
-                      retention are dropped as pages finish.
-    seq               counter behind the first-seen order.
-    placed:<number>   zset of the calls counted for the number, by placement time; trimmed to and
-    placed-all        expiring after RETAIN (every number's calls).
-    storm:<number>    hash: release (ISO 8601), keys, leader; RETAIN after its last change.
-    tokens            hash: the provider's token bucket (tokens, t); expires once it would be full again.
-    beats             hash: each heartbeat's last-seen time, by heartbeat name; no TTL.
-    wake              the pub/sub channel of wake-ups ("due|<when>|<sender's instance id>": due work that can be
-                      taken then; the bare instance id: look now) and of invalidations of remembered
-                      duplicates ("look|<group key>" or "look|*"; redis_cache.py).
+The names and shapes of its keys are in redis_keys.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -55,7 +28,6 @@ from redis.exceptions import (
     NoPermissionError,
     NoScriptError,
     RedisError,
-    ResponseError,
 )
 
 from ..config import DedupConfig, StoreConfig
@@ -65,6 +37,8 @@ from . import rules
 from .base import Admitted, Conflict, FirstCall, Lease, OpenPage, StoreUnavailable, StormBatch, Tier
 from .codec import dump_page, load_page
 from .redis_cache import EVERYTHING, LookCache
+from .redis_checks import RedisRefused, check_server
+from .redis_keys import Keys
 from .redis_url import SentinelTarget, check_url, parse_sentinel_url
 from .rules import PURGE_CHUNK, RETAIN
 
@@ -74,7 +48,6 @@ T = TypeVar("T")
 RECENT_KEPT = 1000  # pages the recent index holds: more than GET /api/v1/pages lists
 WAKE_PING = 5.0  # seconds of silence after which the wake-up subscriber checks its connection
 RECONNECT_MAX = 2.0  # seconds between the wake-up subscriber's attempts to reconnect, at most
-MIN_REDIS = 7  # the major version that runs scripts with flags (`#!lua flags=`)
 READY_PROBE_MS = 10_000  # how long readiness's probe key lives
 POOL = 64  # operations in flight at once per store; more wait for a connection, within the deadline
 # The operations that are one Lua script each (EVALSHA; loaded again when Redis lost its script cache).
@@ -98,53 +71,7 @@ def flagged(name: str, source: str) -> str:
     return ("#!lua flags=" + flags if flags else "#!lua") + "\n" + source
 
 
-class RedisRefused(StoreUnavailable):
-    """Redis answers but refuses us (wrong password, an ACL without a command we need): waiting will not help."""
-
-
 REFUSALS = (AuthenticationError, AuthenticationWrongNumberOfArgsError, AuthorizationError, NoPermissionError)
-
-
-# ---------------------------------------------------------------------------------------------- keys
-
-
-class Keys:
-    """The names of the store's keys under one prefix (the layout is in the module's docstring)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.pages = prefix + "page:"
-        self.calls = prefix + "call:"
-        self.claims = prefix + "claims"
-        self.due = prefix + "due"
-        self.recent = prefix + "recent"
-        self.done = prefix + "done"
-        self.seq = prefix + "seq"
-        self.placed_all = prefix + "placed-all"
-        self.tokens = prefix + "tokens"
-        self.epoch = prefix + "epoch"
-        self.wake = prefix + "wake"
-        self.ready = prefix + "ready:"  # + instance: readiness's write probe, expiring
-
-    def page(self, key: str) -> str:
-        return self.pages + key
-
-    def claim(self, claim: str) -> str:
-        return self.prefix + "claim:" + claim
-
-    def call(self, ident: str) -> str:
-        return self.calls + ident
-
-    def group(self, route: str, group_key: str) -> str:
-        # Hashed: an Alertmanager group key is long and full of quotes and braces.
-        digest = hashlib.sha256(f"{route}\0{group_key}".encode()).hexdigest()[:32]
-        return self.prefix + "group:" + digest
-
-    def placed(self, number: str) -> str:
-        return self.prefix + "placed:" + number
-
-    def storm(self, number: str) -> str:
-        return self.prefix + "storm:" + number
 
 
 def _ts(moment: datetime) -> str:
@@ -325,44 +252,8 @@ class RedisStore:
         return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
 
     async def _check_durability(self) -> None:
-        """Warn when Redis would lose acknowledged writes in a restart (AOF off); CONFIG may be refused.
-
-        Made at every connection that answers (open, and every reconnection of the wake-up subscription): a
-        Redis restarted, or failed over, without its append-only file is told as soon as it is back. Logged
-        when what it finds changes, not at every reconnection.
-        """
-
-        async def append_config(redis: Redis) -> dict[str, str] | None:
-            try:
-                return await redis.config_get("append*")
-            except ResponseError:  # CONFIG renamed or not allowed, as on most managed Redis services
-                return None
-
-        async def version(redis: Redis) -> str | None:
-            try:
-                return str((await redis.info("server")).get("redis_version", "")) or None
-            except ResponseError:  # INFO not allowed (an ACL): the first script says it, less clearly
-                return None
-
-        running = await self._call("open", version)
-        if running is not None and int(running.split(".")[0]) < MIN_REDIS:
-            raise RedisRefused(f"redis store: Redis {running} is too old: alert2voice needs Redis {MIN_REDIS}.0 "
-                               "or later (its scripts carry `#!lua flags=`, so that a full Redis refuses them whole)")
-        config = await self._call("open", append_config)
-        found = "refused" if config is None else f"{config.get('appendonly')} {config.get('appendfsync')}"
-        if found == self._durability:
-            return
-        self._durability = found
-        if config is None:
-            log.info("could not check that Redis persists every write (CONFIG GET refused): it must run "
-                     "with appendonly yes, and appendfsync always for a 200 to mean durable")
-        elif config.get("appendonly") != "yes":
-            log.warning("Redis runs without its append-only file (appendonly no): a Redis restart loses "
-                        "accepted pages and claims; set appendonly yes and appendfsync always")
-        elif config.get("appendfsync") != "always":
-            log.info("Redis syncs its append-only file with appendfsync %s: a Redis crash can lose the "
-                     "writes of the last second; appendfsync always makes every 200 durable",
-                     config.get("appendfsync"))
+        """Refuse a Redis too old for the scripts, and say when it would lose acknowledged writes (redis_checks)."""
+        self._durability = await check_server(lambda op, fn: self._call(op, fn), self._durability)
 
     async def admit(self, page: Page, claims: Sequence[str], window: timedelta, now: datetime,
                     lease: Lease | None = None, first: FirstCall | None = None) -> Admitted | None:
