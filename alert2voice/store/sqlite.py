@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ..pages import FINAL_PAGE_STATES, Page
 from . import rules
@@ -94,6 +94,23 @@ MIN_FREE = 256 * 1024  # bytes free on the database's filesystem below which the
 
 def _ts(moment: datetime) -> float:
     return moment.timestamp()
+
+
+class _Row(NamedTuple):
+    """What a write stores of a page, taken on the event loop when the write is asked for: the page as it is
+    then (the loop may change the object meanwhile), encoded outside the writer's transaction."""
+
+    state: str
+    due_at: float | None
+    updated_at: float
+    data: str
+    ids: list[str]
+
+    @classmethod
+    def of(cls, page: Page) -> _Row:
+        ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
+        return cls(page.state.value, _ts(page.due_at) if page.due_at is not None else None,
+                   _ts(page.updated_at or page.received_at), _dump(page), ids)
 
 
 class SQLiteStore(LocalLimits):
@@ -258,11 +275,11 @@ class SQLiteStore(LocalLimits):
         first call is cleared in this process's memory (the throttle's and the rate limit's, see local.py)."""
         if await self.seen(page.key, claims, now):
             return None
-        if not await self._run("admit", self._admit, page, claims, window, now, lease):
+        if not await self._run("admit", self._admit, page, _Row.of(page), claims, window, now, lease):
             return None
         return await self._cleared(first, now)
 
-    def _admit(self, conn: sqlite3.Connection, changes: Changes, page: Page, claims: Sequence[str],
+    def _admit(self, conn: sqlite3.Connection, changes: Changes, page: Page, stored: _Row, claims: Sequence[str],
                window: timedelta, now: datetime, lease: Lease | None) -> bool:
         row = conn.execute("SELECT state FROM pages WHERE key = ?", (page.key,)).fetchone()
         expiries = [conn.execute("SELECT max(expires_at) FROM claims WHERE key = ?", (c,)).fetchone()[0]
@@ -276,7 +293,7 @@ class SQLiteStore(LocalLimits):
         changes.append(lambda: self._claims.update(dict.fromkeys(claims, until)))
         if row is not None:  # an earlier incarnation's call ids go with it, as on Redis and in memory
             conn.execute("DELETE FROM calls WHERE page_key = ?", (page.key,))
-        self._save(conn, changes, page, expect=None, lease=lease)
+        self._save(conn, changes, page, stored, expect=None, lease=lease)
         return True
 
     async def release(self, claims: Sequence[str]) -> None:
@@ -286,10 +303,10 @@ class SQLiteStore(LocalLimits):
             changes.append(lambda: [self._claims.pop(c, None) for c in claims])
         await self._run("release", release)
 
-    def _save(self, conn: sqlite3.Connection, changes: Changes, page: Page, *, expect: int | None,
+    def _save(self, conn: sqlite3.Connection, changes: Changes, page: Page, stored: _Row, *, expect: int | None,
               lease: Lease | None) -> None:
-        """Write the page at version `expect` + 1 (Conflict when it is not at `expect`; None: admit() decided),
-        released or held under `lease`."""
+        """Write the page (as `stored` has it) at version `expect` + 1 (Conflict when it is not at `expect`; None:
+        admit() decided), released or held under `lease`."""
         # An upsert, not INSERT OR REPLACE: the row keeps its rowid, the tie-breaker that mirrors insertion order.
         row = conn.execute(
             # A page read at version N > 0 that is no longer stored (purged) is not written back: no row to insert.
@@ -301,26 +318,24 @@ class SQLiteStore(LocalLimits):
             " due_at = excluded.due_at, lease_until = ?9, lease_owner = ?10, updated_at = excluded.updated_at,"
             " data = excluded.data, version = pages.version + 1 WHERE ?8 IS NULL OR pages.version = ?8"
             " RETURNING version, rowid",
-            (page.key, page.route, page.group_key, page.state.value,
-             _ts(page.due_at) if page.due_at is not None else None,
-             _ts(page.updated_at or page.received_at), _dump(page), expect,
+            (page.key, page.route, page.group_key, stored.state, stored.due_at, stored.updated_at, stored.data, expect,
              _ts(lease.until) if lease is not None else None, lease.owner if lease is not None else None)).fetchone()
         if row is None:
             raise Conflict(f"page {page.key[:12]} changed since it was read (version {expect})")
         version, rowid = row
         changes.append(lambda: setattr(page, "version", version))
-        ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
         # Written only where new or another page's: the ids a page had are left as they are.
         conn.executemany("INSERT INTO calls (id, page_key) VALUES (?, ?)"
                          " ON CONFLICT (id) DO UPDATE SET page_key = excluded.page_key"
                          " WHERE calls.page_key IS NOT excluded.page_key",
-                         [(i, page.key) for i in ids])
+                         [(i, page.key) for i in stored.ids])
         changes.extend(self._mirror_page(page, rowid))
 
     async def put(self, page: Page, lease: Lease | None = None) -> None:
         """Compare-and-set the page at the version it was read at, index its calls, and release its lease
         (or keep it held under `lease`)."""
-        await self._run("put", lambda conn, changes: self._save(conn, changes, page, expect=page.version,
+        stored = _Row.of(page)
+        await self._run("put", lambda conn, changes: self._save(conn, changes, page, stored, expect=page.version,
                                                                 lease=lease))
 
     async def get(self, key: str) -> Page | None:
