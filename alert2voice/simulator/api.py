@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from . import rules
 from .calls import CallFlows
-from .models import Endpoint, Failure, Ids, LoggedRequest, NumberScript, Replay, SimCall, Sleep
+from .models import Endpoint, Failure, LoggedRequest, NumberScript, Replay, SimCall
 from .rules import ApiError
 
 # The SDKs say a key reused within an hour is refused as a duplicate (reference §1).
@@ -22,26 +22,11 @@ class Simulator:
     """The simulator's state and the provider API; the calls it accepts live on in `flows` (calls.py), and the
     aiohttp handlers (server.py, admin.py) are thin wrappers around it."""
 
-    def __init__(
-        self,
-        *,
-        service_key: str,
-        callback_auth: Mapping[str, Mapping[str, str]],
-        hub_secret: str | None,
-        callback_delay: float,
-        step_delay: float,
-        sleep: Sleep,
-        clock: Callable[[], float],
-        callback_retry_delays: Sequence[float],
-    ) -> None:
+    def __init__(self, *, service_key: str, flows: CallFlows) -> None:
         self.service_key = service_key
         self._service_key_bytes = service_key.encode()
-        self.clock = clock
-        self.new_id = Ids()
-        self.flows = CallFlows(callback_auth=callback_auth, hub_secret=hub_secret, callback_delay=callback_delay,
-                               step_delay=step_delay, sleep=sleep, clock=clock,
-                               callback_retry_delays=callback_retry_delays, new_id=self.new_id)
-        self.sleep = sleep
+        self.flows = flows
+        self.clock, self.sleep, self.new_id = flows.clock, flows.sleep, flows.new_id
         self._clear()
 
     def _clear(self) -> None:

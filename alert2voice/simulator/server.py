@@ -19,8 +19,8 @@ from aiohttp import web
 
 from .admin import add_admin_routes
 from .api import SIMULATOR, Simulator
-from .calls import CALLBACK_RETRY_DELAYS
-from .models import Endpoint, Sleep
+from .calls import CALLBACK_RETRY_DELAYS, CallFlows
+from .models import Endpoint, Ids, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,10 @@ def create_simulator_app(
     callback_retry_delays: Sequence[float] = CALLBACK_RETRY_DELAYS,
 ) -> web.Application:
     """Return the simulator as an aiohttp application."""
-    sim = Simulator(
-        service_key=service_key,
-        callback_auth=callback_auth or {},
-        hub_secret=hub_secret,
-        callback_delay=callback_delay,
-        step_delay=step_delay,
-        sleep=sleep,
-        clock=clock,
-        callback_retry_delays=callback_retry_delays,
-    )
+    flows = CallFlows(callback_auth=callback_auth or {}, hub_secret=hub_secret, callback_delay=callback_delay,
+                      step_delay=step_delay, sleep=sleep, clock=clock, callback_retry_delays=callback_retry_delays,
+                      new_id=Ids())
+    sim = Simulator(service_key=service_key, flows=flows)
     # Bodies over the limit must get the provider's 7022, so aiohttp's own limit sits exactly there.
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SIMULATOR] = sim
