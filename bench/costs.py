@@ -68,19 +68,22 @@ def parse_info(text: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RedisCounters:
-    """What Redis counted so far: read events, every command by name (INFO left out), error replies."""
+    """What Redis counted so far: read events, every command by name (INFO left out), and the calls of those that
+    failed or were refused (commandstats failed_calls + rejected_calls: a script that raised, a WRONGTYPE; not a
+    new connection's CLIENT SETINFO, which Redis 7.0 does not know and counts under no command)."""
 
     reads: int
     calls: dict[str, int]
-    error_replies: int
+    failed_commands: int
 
     @classmethod
     def from_info(cls, text: str) -> RedisCounters:
         info = parse_info(text)
         calls = {k.removeprefix("cmdstat_").lower(): int(v.get("calls", 0)) for k, v in info.items()
                  if k.startswith("cmdstat_") and not k.startswith("cmdstat_info")}
-        return cls(reads=int(info["total_reads_processed"]), calls=calls,
-                   error_replies=int(info.get("total_error_replies", 0)))
+        failed = sum(int(v.get("failed_calls", 0) + v.get("rejected_calls", 0)) for k, v in info.items()
+                     if k.startswith("cmdstat_") and not k.startswith("cmdstat_info"))
+        return cls(reads=int(info["total_reads_processed"]), calls=calls, failed_commands=failed)
 
     @property
     def commands(self) -> int:
@@ -192,7 +195,7 @@ class Cost:
     client_operations: float | None   # the service's store operations (Redis: commands and scripts sent)
     commands: float | None            # Redis: commands run, a script's own among them
     scripts: float | None             # Redis: EVAL/EVALSHA/FCALL
-    error_replies: float | None       # Redis: error replies
+    failed_commands: float | None     # Redis: commands failed or refused (commandstats)
     commits: float | None             # SQLite: writer transactions committed
     fsyncs: float | None              # the store process's fsync + fdatasync calls (perf)
     by_command: dict[str, float] = field(default_factory=dict)     # Redis: commands per page, by name
@@ -275,7 +278,7 @@ class Meter:
         if r0 is not None and r1 is not None:
             round_trips = max(0, r1.reads - r0.reads - OWN_READS)
             commands, scripts = r1.commands - r0.commands, r1.scripts - r0.scripts
-            errors = r1.error_replies - r0.error_replies
+            errors = r1.failed_commands - r0.failed_commands
             grew = {k: v - r0.calls.get(k, 0) for k, v in sorted(r1.calls.items())}
             by_command = {k: round(v / n, 3) for k, v in grew.items() if v > 0} if n else {}
             counted_by |= {"round_trips": "INFO stats total_reads_processed", "commands": "INFO commandstats"}
@@ -287,7 +290,7 @@ class Meter:
         total_cpu_ms = sum(self._cpu_spent) * 1000 if self._cpu_spent else None
         return Cost(per=n, cpu_ms=_per(total_cpu_ms, n), round_trips=_per(round_trips, n),
                     client_operations=_per(ops, n), commands=_per(commands, n), scripts=_per(scripts, n),
-                    error_replies=_per(errors, n), commits=_per(commits, n), fsyncs=_per(self._fsync_count, n),
+                    failed_commands=_per(errors, n), commits=_per(commits, n), fsyncs=_per(self._fsync_count, n),
                     by_command=by_command,
                     counted_by=counted_by)
 

@@ -2,7 +2,7 @@
 
 The new-page path on one replica alone (the others running, idle), then on all of them at once, each with a
 load generator of its own: each replica's own throughput beside the one alone's, and what a page costs in
-either case (serve CPU, store round trips, error replies, fsyncs).
+either case (serve CPU, store round trips, failed commands, fsyncs).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bench.rig import NUMBER, REDIS, Load, Rig, Service
 SHOWN = "scale-out: not on {cores} cores; no stall between replicas: the rows above"  # the table's cell
 CAN_SHOW = ("{cores} cores run the load generators, redis-server, the simulator and {n} serve processes: linear "
             "scale-out cannot be shown here (the replicas share the cores they would each need); what is shown is "
-            "that no replica stalls another: each one's rate beside one alone, and round trips, error replies and "
+            "that no replica stalls another: each one's rate beside one alone, and round trips, failed commands and "
             "CPU per page alone and together")
 
 

@@ -199,8 +199,8 @@ def replicas_rows(r: Replicas) -> list[Row]:
         Row("  per page alone / together: serve CPU",
             f"{_fmt(a.cpu_ms, ' ms', 2)} / " + ", ".join(_fmt(run.cpu_ms_per_page, " ms", 2) for run in r.together)),
         Row("  per page alone / together: round trips", f"{_fmt(a.round_trips, '', 2)} / {_fmt(t.round_trips, '', 2)}"),
-        Row("  per page alone / together: error replies",
-            f"{_fmt(a.error_replies, '', 3)} / {_fmt(t.error_replies, '', 3)}"),
+        Row("  per page alone / together: failed commands",
+            f"{_fmt(a.failed_commands, '', 3)} / {_fmt(t.failed_commands, '', 3)}"),
         Row("  per page alone / together: fsyncs (AOF)",
             f"{_fmt(a.fsyncs, '', 2) if a.fsyncs is not None else 'n/a'} / "
             f"{_fmt(t.fsyncs, '', 2) if t.fsyncs is not None else 'n/a'}"),
