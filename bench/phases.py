@@ -51,9 +51,9 @@ PHASES = (
     Phase("ttc", "4", "time to call", time_to_call),
     Phase("storms", "5", "storms", storms, FIRST),
     Phase("memory", "6", "memory", memory),
-    Phase("replicas", "8", "replicas: serve processes on one redis-server", replicas, REPLICAS),
+    Phase("replicas", "7", "replicas: serve processes on one redis-server", replicas, REPLICAS),
 )
-STARTUP = Phase("startup", "7", "startup", startup)  # always measured, last: it counts every start before it
+STARTUP = Phase("startup", "8", "startup", startup)  # always measured, last: it counts every start before it
 NAMES = tuple(p.name for p in PHASES)
 
 

@@ -1,4 +1,4 @@
-"""Phase 8, with --replicas N (N >= 2) on the Redis store: N `alert2voice serve` processes on one redis-server.
+"""Phase 7, with --replicas N (N >= 2) on the Redis store: N `alert2voice serve` processes on one redis-server.
 
 The new-page path on one replica alone (the others running, idle), then on all of them at once, each with a
 load generator of its own: each replica's own throughput beside the one alone's, and what a page costs in

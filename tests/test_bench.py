@@ -232,7 +232,7 @@ async def test_failed_phase_is_an_error_row_and_the_next_phase_runs():
         return Startup(store=SQLITE, samples_s=[0.5], median_s=0.5, max_s=0.5)
 
     failing = phases.Phase("storms", "5", "storms", explode)
-    results = [await phases.attempt(p, rig=None) for p in (failing, phases.Phase("startup", "7", "startup", fine))]
+    results = [await phases.attempt(p, rig=None) for p in (failing, phases.Phase("startup", "8", "startup", fine))]
     assert results[0] == phases.PhaseError("storms", "storms", "RuntimeError: simulator exited before it answered")
     assert ran == ["fine"]
     rows = report.table(results)
@@ -251,7 +251,7 @@ async def test_a_phase_run_per_store_fails_on_one_store_only():
             raise RuntimeError("redis-server exited at start")
         return Startup(store=store, samples_s=[0.5], median_s=0.5, max_s=0.5)
 
-    phase = phases.Phase("startup", "7", "startup", on)
+    phase = phases.Phase("startup", "8", "startup", on)
     rig = Rig(plan=QUICK, workdir=Path("."), wrk=None, session=None, stores=(SQLITE, REDIS))
     results = [await phases.attempt(phase, rig, store) for store in phases.stores_of(phase, rig)]
     assert results[1] == phases.PhaseError("startup", "startup", "RuntimeError: redis-server exited at start", REDIS)
