@@ -68,22 +68,23 @@ def parse_info(text: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RedisCounters:
-    """What Redis counted so far: read events, every command by name (INFO left out), and the calls of those that
-    failed or were refused (commandstats failed_calls + rejected_calls: a script that raised, a WRONGTYPE; not a
-    new connection's CLIENT SETINFO, which Redis 7.0 does not know and counts under no command)."""
+    """What Redis counted so far: read events, and by command (INFO left out) its calls and the calls that failed
+    or were refused (commandstats failed_calls + rejected_calls: a script that raised, a WRONGTYPE; not a new
+    connection's CLIENT SETINFO, which Redis 7.0 does not know and counts under no command)."""
 
     reads: int
     calls: dict[str, int]
-    failed_commands: int
+    failed: dict[str, int] = field(default_factory=dict)  # only the commands with a failed call
 
     @classmethod
     def from_info(cls, text: str) -> RedisCounters:
         info = parse_info(text)
-        calls = {k.removeprefix("cmdstat_").lower(): int(v.get("calls", 0)) for k, v in info.items()
-                 if k.startswith("cmdstat_") and not k.startswith("cmdstat_info")}
-        failed = sum(int(v.get("failed_calls", 0) + v.get("rejected_calls", 0)) for k, v in info.items()
-                     if k.startswith("cmdstat_") and not k.startswith("cmdstat_info"))
-        return cls(reads=int(info["total_reads_processed"]), calls=calls, failed_commands=failed)
+        stats = {k.removeprefix("cmdstat_").lower(): v for k, v in info.items()
+                 if k.startswith("cmdstat_") and k != "cmdstat_info"}
+        failed = {name: int(v.get("failed_calls", 0) + v.get("rejected_calls", 0)) for name, v in stats.items()}
+        return cls(reads=int(info["total_reads_processed"]),
+                   calls={name: int(v.get("calls", 0)) for name, v in stats.items()},
+                   failed={name: n for name, n in failed.items() if n})
 
     @property
     def commands(self) -> int:
@@ -92,6 +93,10 @@ class RedisCounters:
     @property
     def scripts(self) -> int:
         return sum(n for name, n in self.calls.items() if name in SCRIPT_COMMANDS)
+
+    @property
+    def failed_commands(self) -> int:
+        return sum(self.failed.values())
 
 
 def parse_perf_stat(text: str) -> int | None:
@@ -199,6 +204,7 @@ class Cost:
     commits: float | None             # SQLite: writer transactions committed
     fsyncs: float | None              # the store process's fsync + fdatasync calls (perf)
     by_command: dict[str, float] = field(default_factory=dict)     # Redis: commands per page, by name
+    failed_by_command: dict[str, int] = field(default_factory=dict)  # Redis: failed or refused calls, by name
     counted_by: dict[str, str] = field(default_factory=dict)       # figure -> where it was read
 
 
@@ -275,10 +281,13 @@ class Meter:
         r0, r1 = self._redis, self._redis_after
         round_trips = commands = scripts = errors = None
         by_command: dict[str, float] = {}
+        failed_by_command: dict[str, int] = {}
         if r0 is not None and r1 is not None:
             round_trips = max(0, r1.reads - r0.reads - OWN_READS)
             commands, scripts = r1.commands - r0.commands, r1.scripts - r0.scripts
             errors = r1.failed_commands - r0.failed_commands
+            failed_by_command = {k: v - r0.failed.get(k, 0) for k, v in sorted(r1.failed.items())
+                                 if v > r0.failed.get(k, 0)}
             grew = {k: v - r0.calls.get(k, 0) for k, v in sorted(r1.calls.items())}
             by_command = {k: round(v / n, 3) for k, v in grew.items() if v > 0} if n else {}
             counted_by |= {"round_trips": "INFO stats total_reads_processed", "commands": "INFO commandstats"}
@@ -291,7 +300,7 @@ class Meter:
         return Cost(per=n, cpu_ms=_per(total_cpu_ms, n), round_trips=_per(round_trips, n),
                     client_operations=_per(ops, n), commands=_per(commands, n), scripts=_per(scripts, n),
                     failed_commands=_per(errors, n), commits=_per(commits, n), fsyncs=_per(self._fsync_count, n),
-                    by_command=by_command,
+                    by_command=by_command, failed_by_command=failed_by_command,
                     counted_by=counted_by)
 
 

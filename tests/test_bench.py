@@ -313,7 +313,8 @@ def test_info_text_parses_into_reads_commands_and_scripts_leaving_info_out():
                                        "failed_calls": 1.0}
     counters = RedisCounters.from_info(INFO)
     assert counters == RedisCounters(reads=311, calls={"evalsha": 100, "fcall": 3, "hset": 500, "publish": 7},
-                                     failed_commands=2)  # publish failed once, hset was refused once
+                                     failed={"hset": 1, "publish": 1})  # refused once, failed once
+    assert counters.failed_commands == 2  # total_error_replies (2) would count a CLIENT SETINFO too
     assert (counters.commands, counters.scripts) == (610, 103)
 
 
