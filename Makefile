@@ -1,4 +1,5 @@
-# alert2voice: `make run` starts the simulator and the service; `make test` runs the whole suite.
+# alert2voice: `make run` starts the simulator and the service; `make test` runs the whole suite, `make test-fast`
+# the tests that start no processes or tools.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 # What running needs (`make run`, `make check-config`): the package and its runtime dependencies, no test tools.
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint lock check-config system-deps clean deploy-deps deploy-check bench bench-deps
+.PHONY: run test test-fast lint lock check-config system-deps clean deploy-deps deploy-check bench bench-deps
 
 # $(call install,EXTRAS): the venv, then this package (editable) with those extras; touches the target stamp.
 define install
@@ -59,6 +60,13 @@ deploy-check: $(STAMP) system-deps deploy-deps
 test: $(STAMP) system-deps deploy-deps
 	$(BIN)/ruff check alert2voice tests bench scripts
 	$(BIN)/python -m pytest
+
+# The loop while working: ruff and every test not marked e2e, deploy or bench (pyproject.toml says what they are).
+# Nothing is installed beyond the venv; tests whose real peer (redis-server, espeak-ng) is missing skip.
+FAST_TESTS := not e2e and not deploy and not bench
+test-fast: $(STAMP)
+	$(BIN)/ruff check alert2voice tests bench scripts
+	$(BIN)/python -m pytest -q -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 # requirements.lock: the runtime dependencies of the image (Python 3.11, linux x86_64), pinned with hashes by
 # uv from pyproject.toml. Pins are kept where they still fit; `make lock LOCK_ARGS=--upgrade` moves them all.

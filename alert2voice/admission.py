@@ -63,7 +63,7 @@ class Admission:
                 entry["result"] = "duplicate"
             else:
                 page = new_page(planned, _group(payload), now)
-                if not await self.dispatcher.open(page, claims, now):
+                if not await self.dispatcher.open(page, claims, now, alerts=planned.firing):
                     entry["result"] = "duplicate"
                 else:
                     entry["result"] = ("called" if page.calls else

@@ -12,7 +12,7 @@ from typing import Any
 from .auth import bearer, token_matches
 from .config import CallbackConfig
 from .pages import CallState
-from .provider import normalize_status
+from .provider import statuses
 
 
 @dataclass(frozen=True)
@@ -64,21 +64,6 @@ def _hub_signature_ok(secret: str, header: str, body: bytes) -> bool:
     return False
 
 
-# Delivery receipts of /v1/voice/messages (reference §4): deliveryStatus (case varies) -> outcome.
-_RECEIPT_OUTCOMES: dict[str, CallState | None] = {
-    "OFFERED": None,
-    "ACCEPTED": None,
-    "ANSWERED": CallState.ANSWERED,
-    "TROMBONE_CONNECTED": None,
-    "TROMBONE_RELEASED": None,
-    "FAILED": CallState.FAILED,
-}
-# REJECTED carries 7402 for busy and 7401 for no answer.
-_REJECTED = {"7402": CallState.BUSY, "7401": CallState.NO_ANSWER}
-# A drop without a prior answer is followed (same timestamp) by REJECTED; if that never comes, poll soon.
-_DROP_GRACE = timedelta(seconds=10)
-
-
 def parse(body: bytes) -> Event:
     """Parse a delivery receipt (message mode) or a call event (interactive mode)."""
     try:
@@ -109,45 +94,26 @@ def _receipt(note: Any) -> Event:
     status = _str(info, "deliveryStatus")
     if status is None:
         raise CallbackError("deliveryInfoNotification.deliveryInfo.deliveryStatus is missing")
-    key = normalize_status(status)
     # Lower-case `correlationid` as documented; Trombone and Disconnected receipts may lack it (a known
     # platform bug), so `transid` (= our messageId) identifies the call too.
     correlation = _str(note, "correlationid", "correlationId")
     message_id = _str(note, "transid")
     if correlation is None and message_id is None:
         raise CallbackError("receipt has neither correlationid nor transid")
-    if key == "REJECTED":
-        return Event("rejected", correlation, message_id, _REJECTED.get(str(info.get("code")), CallState.NO_ANSWER))
-    if key in ("DROPPED", "RELEASED", "DISCONNECTED"):
-        return Event(key.lower(), correlation, message_id, None, grace=_DROP_GRACE)
-    if key not in _RECEIPT_OUTCOMES:
-        return Event("unknown", correlation, message_id, None)
-    return Event(key.lower(), correlation, message_id, _RECEIPT_OUTCOMES[key])
-
-
-_CALL_EVENTS = {"ANSWERED", "COLLECTED_DIGITS", "PLAYED", "VMDETECTED", "DROPPED", "OFFERED", "RINGING"}
-# Logbook codes of a DROPPED event (reference §5) that mean busy: 1002 rejected/busy, 2003 subscriber busy.
-_BUSY_CODES = frozenset({"1002", "2003"})
+    said = statuses.receipt(status, str(info.get("code")))
+    return Event(said.label, correlation, message_id, said.outcome, grace=said.grace)
 
 
 def _call_event(data: dict[str, Any]) -> Event:
-    name = normalize_status(str(data.get("event", "")))
+    name = statuses.normalize_status(str(data.get("event", "")))
     # Call events carry sessionId (= the id our POST /calls got back) and, except VMDETECTED, no correlationId.
     session = _str(data, "sessionId")
     correlation = _str(data, "correlationId", "correlationid")
     if session is None and correlation is None:
         raise CallbackError("call event has neither sessionId nor correlationId")
-    label = name.lower() if name in _CALL_EVENTS else "unknown"
     error = data.get("error")
     raw_code = error.get("code") if isinstance(error, dict) else None
     code = str(raw_code) if isinstance(raw_code, str | int) and not isinstance(raw_code, bool) else None
-    if name == "VMDETECTED":
-        return Event(label, correlation, session, CallState.VOICEMAIL, call_event=True, code=code)
-    if name == "COLLECTED_DIGITS":
-        return Event(label, correlation, session, None, digits=_str(data, "digitsReceived") or "", call_event=True,
-                     code=code)
-    if name == "DROPPED":
-        # The call is over: whatever happened before (answer, prompt) was no acknowledgement.
-        outcome = CallState.BUSY if code in _BUSY_CODES else CallState.NO_ANSWER
-        return Event(label, correlation, session, outcome, call_event=True, code=code)
-    return Event(label, correlation, session, None, call_event=True, code=code)
+    label, outcome = statuses.call_event(name, code)
+    digits = (_str(data, "digitsReceived") or "") if name == statuses.COLLECTED_DIGITS else None
+    return Event(label, correlation, session, outcome, digits=digits, call_event=True, code=code)

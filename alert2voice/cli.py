@@ -14,10 +14,10 @@ import shutil
 import signal
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, cli_pages
 
@@ -314,10 +314,15 @@ def cmd_fire(args: argparse.Namespace) -> int:
     return 0 if 200 <= status_code < 300 else 1
 
 
+TEST_CALL_WORDS = "This is a test call from alert2voice. No action is needed. Goodbye."
+
+
 def cmd_test_call(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from .provider import CallRequest, ProviderError, TtsAudio
+    from .dispatch.speaking import call_request, sentence
+    from .pages import Call
+    from .provider import ProviderError
     from .provider.health import TEST_CALL_PREFIX
     from .provider.webex import WebexProvider
 
@@ -325,14 +330,11 @@ def cmd_test_call(args: argparse.Namespace) -> int:
     contact = config.contacts.get(args.contact)
     if contact is None:
         raise UserError(f"unknown contact {args.contact!r}; contacts: {', '.join(sorted(config.contacts))}")
-    voice = config.speech.for_contact(contact.speech)
-    text = ('<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">'
-            "This is a test call from alert2voice. No action is needed. Goodbye.</speak>")
-    request = CallRequest(caller_id=config.provider.caller_id, dialed_number=contact.number,
-                          audio=TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender),
-                          correlation_id=f"{TEST_CALL_PREFIX}{uuid.uuid4().hex[:24]}",
-                          callback_url=config.server.public_url + "/callbacks/webex",
-                          callback_auth_id=config.provider.callback.auth_id, idempotency_key=str(uuid.uuid4()))
+    # Built as the dispatcher builds a call's request: the contact's language and voice, the configured callback.
+    call = Call(attempt=1, correlation_id=f"{TEST_CALL_PREFIX}{uuid.uuid4().hex[:24]}",
+                idempotency_key=str(uuid.uuid4()), contact=args.contact, number=contact.number, step=0, round=0,
+                created_at=datetime.now(UTC), kind="test")
+    request = call_request(config, call, sentence(config, args.contact, TEST_CALL_WORDS))
 
     async def place():
         async with aiohttp.ClientSession() as session:
@@ -437,8 +439,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             finally:
                 await runner.cleanup()
 
-    asyncio.run(main())
+    run_loop(main())
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run, on uvloop where it is installed (an event loop written in C: fewer microseconds per socket
+    read, write and timer); the standard loop otherwise, with the same behaviour."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:

@@ -6,15 +6,20 @@ which runs the store's clock on this one's monotonic time.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 
 
 class Clock:
-    """Wall-clock time; tests pass a FakeClock with the same two methods (and, optionally, `sleep`)."""
+    """Wall-clock and monotonic time, and waiting; tests pass a FakeClock with the same three methods."""
 
     def now(self) -> datetime:
         return datetime.now(UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` (a test's clock may move itself on instead)."""
+        await asyncio.sleep(seconds)

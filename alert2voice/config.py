@@ -1,6 +1,8 @@
 """The configuration as pydantic models: every section, its defaults, `*_file` secrets and validation.
 
-Reading a file into them (YAML, `${ENV}` expansion, problems named by file, line and key) is config_file.py.
+Reading a file into them (YAML, `${ENV}` expansion, problems named by file, line and key) is config_file.py; the
+scalar types (durations, E.164 numbers, time zones...) are config_types.py; secrets, credentials and TLS files,
+config_secrets.py.
 """
 
 from __future__ import annotations
@@ -8,238 +10,53 @@ from __future__ import annotations
 import base64
 import re
 import ssl
-from collections.abc import Callable, Mapping
-from datetime import datetime, time, timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-import phonenumbers
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PrivateAttr,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, model_validator
 
-from . import oncall, tls
+from . import oncall
 from .auth import is_loopback
-from .matchers import Matcher, MatcherError, parse_matchers
-from .units import Rate, format_duration, parse_duration, parse_listen, parse_rate, parse_size
-
-# ---------------------------------------------------------------------------------------------- types
-
-
-def _duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    return parse_duration(value)
-
-
-def _e164(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        # YAML reads an unquoted +14155550101 as the integer 14155550101: the "+" is already gone.
-        raise ValueError(f'phone numbers must be quoted strings in E.164 form, e.g. "+{value}"')
-    if not isinstance(value, str):
-        raise ValueError(f"expected a phone number in E.164 form such as +14155550101, got {value!r}")
-    text = value.strip()
-    if not re.fullmatch(r"\+[1-9]\d{6,14}", text):
-        raise ValueError(f"{value!r} is not an E.164 number: expected + then country code and number, digits only")
-    try:
-        parsed = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"{value!r} is not an E.164 number: {exc}") from None
-    # IS_POSSIBLE_LOCAL_ONLY is not enough: the provider dials the number as given, without an area code.
-    if phonenumbers.is_possible_number_with_reason(parsed) != phonenumbers.ValidationResult.IS_POSSIBLE:
-        region = phonenumbers.region_code_for_country_code(parsed.country_code)
-        raise ValueError(f"{value!r} has the wrong length for a number of +{parsed.country_code} ({region})")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def _timezone(value: Any) -> ZoneInfo:
-    if isinstance(value, ZoneInfo):
-        return value
-    try:
-        return ZoneInfo(str(value))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {value!r}: expected an IANA name such as Europe/London") from None
-
-
-def _clock(value: Any) -> time:
-    if isinstance(value, time):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        # YAML 1.1 reads an unquoted 22:00 as the base-60 integer 1320: turn it back into what was written.
-        value = f"{value // 60}:{value % 60:02d}"
-    return oncall.parse_clock(str(value))
-
-
-def _local_datetime(value: Any) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"invalid date-time {value!r}: expected e.g. 2026-01-05T09:00:00") from None
-    if not isinstance(value, datetime):
-        raise ValueError(f"expected a date-time such as 2026-01-05T09:00:00, got {value!r}")
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)]
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
-RateLimit = Annotated[Rate, BeforeValidator(lambda v: v if isinstance(v, Rate) else parse_rate(v)),
-                      PlainSerializer(str, return_type=str)]
-E164 = Annotated[str, BeforeValidator(_e164)]
-TimeZone = Annotated[ZoneInfo, BeforeValidator(_timezone), PlainSerializer(str, return_type=str)]
-Clock = Annotated[time, BeforeValidator(_clock)]
-LocalDateTime = Annotated[datetime, BeforeValidator(_local_datetime)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True)
-
-
-def _read_secret_file(path: Path, info: ValidationInfo, key: str) -> SecretStr:
-    full = _config_path(path, info)
-    try:
-        text = full.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise ConfigReferenceError([((key,), f"cannot read secret file {str(full)!r}: {why}")]) from None
-    return SecretStr(text.removesuffix("\n").removesuffix("\r"))
-
-
-def _at_least(value: timedelta, minimum: timedelta, name: str) -> timedelta:
-    """A duration no shorter than `minimum`, or the ValueError that says so."""
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {format_duration(minimum)}")
-    return value
-
-
-def _secret(model: BaseModel, name: str, info: ValidationInfo, *, required: bool = False) -> None:
-    """Resolve `name` / `name_file` into `name` (a SecretStr), refusing both at once."""
-    inline, file = getattr(model, name), getattr(model, f"{name}_file")
-    if inline is not None and file is not None:
-        raise ConfigReferenceError([((f"{name}_file",), f"give either {name} or {name}_file, not both")])
-    if file is not None:
-        object.__setattr__(model, name, _read_secret_file(file, info, f"{name}_file"))
-    elif inline is None and required:
-        raise ConfigReferenceError([((name,), f"{name} or {name}_file is required")])
-
-
-class _OneSecret(_Model):
-    """A section whose one required secret is given as `<holds>` or `<holds>_file`."""
-
-    holds: ClassVar[str]  # the name of the field holding the secret
-
-    @model_validator(mode="after")
-    def _resolve_secret(self, info: ValidationInfo) -> _OneSecret:
-        _secret(self, self.holds, info, required=True)
-        return self
-
+from .config_secrets import (
+    Authorization,
+    BasicAuth,
+    ClientTLSConfig,
+    ConfigReferenceError,
+    HeaderAuth,
+    TLSConfig,
+    WebhookAuth,
+    read_tokens_file,
+)
+from .config_secrets import Section as _Model  # every model below is a section of the config
+from .config_secrets import resolve_secret as _secret
+from .config_types import (
+    E164,
+    ByteSize,
+    Clock,
+    Duration,
+    HostName,
+    HttpUrl,
+    Key,
+    Listen,
+    LocalDateTime,
+    Matchers,
+    RateLimit,
+    TimeZone,
+    at_least,
+    host_name,
+)
+from .units import Rate, parse_listen
 
 # --------------------------------------------------------------------------------------------- server
 
 
-class BasicAuth(_OneSecret):
-    holds = "password"
-    username: str
-    password: SecretStr | None = None
-    password_file: Path | None = None
-
-
-def _read_tokens_file(path: Path, info: ValidationInfo, key: str) -> list[SecretStr]:
-    """The tokens of a file holding one a line ('#' comments and blank lines ignored); at least one."""
-    text = _read_secret_file(path, info, key).get_secret_value()
-    lines = (t.strip() for t in text.splitlines())
-    tokens = [SecretStr(t) for t in lines if t and not t.startswith("#")]
-    if not tokens:
-        raise ConfigReferenceError([((key,), f"{str(path)!r} holds no token")])
-    return tokens
-
-
-class WebhookAuth(_Model):
-    """Credentials a client must send: `webhook_auth` (Alertmanager) and `server.admin_auth` (operators)."""
-
-    bearer_tokens: list[SecretStr] = Field(default_factory=list)
-    bearer_tokens_file: Path | None = None
-    basic_auth: BasicAuth | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> WebhookAuth:
-        if self.bearer_tokens_file is not None:
-            tokens = _read_tokens_file(self.bearer_tokens_file, info, "bearer_tokens_file")
-            object.__setattr__(self, "bearer_tokens", [*self.bearer_tokens, *tokens])
-        if not self.bearer_tokens and self.basic_auth is None:
-            raise ValueError("needs bearer_tokens, bearer_tokens_file or basic_auth (or omit the section)")
-        return self
-
-
-def _config_path(path: Path, info: ValidationInfo) -> Path:
-    """A path from the config file, relative ones resolved against the config file's directory."""
-    base = (info.context or {}).get("base_dir")
-    return path if path.is_absolute() or base is None else Path(base) / path
-
-
-def _tls_context(model: BaseModel, info: ValidationInfo, keys: tuple[str, ...],
-                 build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-    """Resolve the model's file keys against the config file's directory, then build its context, naming the key
-    of a file that does not load (never its content)."""
-    for key in keys:
-        if getattr(model, key) is not None:
-            object.__setattr__(model, key, _config_path(getattr(model, key), info))
-    try:
-        return build()
-    except tls.TLSFileError as exc:
-        raise ConfigReferenceError([((exc.key,), str(exc))]) from None
-
-
-class TLSConfig(_Model):
-    """HTTPS on the listener; with client_ca_file, client certificates verified if given (mutual TLS)."""
-
-    cert_file: Path
-    key_file: Path
-    client_ca_file: Path | None = None
-    min_version: Literal["TLS1.2", "TLS1.3"] = "TLS1.2"
-    # The context built from these files when the config was validated: serving with it serves what was checked.
-    _context: Any = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _load(self, info: ValidationInfo) -> TLSConfig:
-        self._context = _tls_context(self, info, ("cert_file", "key_file", "client_ca_file"), lambda: tls.build_context(
-            self.cert_file, self.key_file, self.client_ca_file, self.min_version))
-        return self
-
-    @property
-    def context(self) -> ssl.SSLContext:
-        """The server context these files make."""
-        return self._context
-
-    @property
-    def mutual(self) -> bool:
-        """Whether client certificates are asked for (and, if given, verified)."""
-        return self.client_ca_file is not None
-
-
-def host_name(authority: str) -> str:
-    """`Alert2Voice.example.:443` -> `alert2voice.example`, `[::1]:9095` -> `[::1]`: a Host header's name as
-    compared, without port, case or the root's trailing dot."""
-    authority = authority.rpartition("@")[2].strip().lower()
-    if authority.startswith("["):
-        return authority[:authority.find("]") + 1] if "]" in authority else ""
-    return authority.partition(":")[0].rstrip(".")
-
-
 class ServerConfig(_Model):
-    listen: str = "0.0.0.0:9095"
-    public_url: str = "http://127.0.0.1:9095"
+    listen: Listen = "0.0.0.0:9095"
+    public_url: HttpUrl = "http://127.0.0.1:9095"
     max_body_bytes: ByteSize = 4 * 1024 * 1024
     read_timeout: Duration = timedelta(seconds=10)
     # A connection's limits, read at start: Go's ReadHeaderTimeout and IdleTimeout (Prometheus: 5 min idle).
@@ -251,17 +68,8 @@ class ServerConfig(_Model):
     admin_auth: WebhookAuth | None = None
     # Host names the status page answers (besides public_url's): a page served under any other name is a DNS
     # rebinding attempt (a browser on evil.example reading it through `kubectl port-forward`). "*": any.
-    allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
+    allowed_hosts: list[HostName] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
     tls: TLSConfig | None = None
-
-    @field_validator("allowed_hosts")
-    @classmethod
-    def _allowed_hosts(cls, v: list[str]) -> list[str]:
-        for host in v:
-            if not host or any(c in host for c in "/ @") or host != host.strip():
-                raise ValueError(f"expected a host name without port or scheme, such as alert2voice.example, "
-                                 f"got {host!r}")
-        return [host_name(h) for h in v]
 
     def host_allowed(self, host: str | None) -> bool:
         """Whether a request's Host header names this service: public_url's host or one of allowed_hosts."""
@@ -270,32 +78,12 @@ class ServerConfig(_Model):
         name = host_name(host or "")
         return bool(name) and (name in self.allowed_hosts or name == host_name(urlsplit(self.public_url).netloc))
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_listen(v)
-        return v
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"expected an http(s) URL such as http://alert2voice:9095, got {v!r}")
-        return v.rstrip("/")
-
     @property
     def host_port(self) -> tuple[str, int]:
         return parse_listen(self.listen)
 
 
 # ------------------------------------------------------------------------------------------- provider
-
-class HeaderAuth(_OneSecret):
-    holds = "value"
-    name: str
-    value: SecretStr | None = None
-    value_file: Path | None = None
-
 
 class CallbackConfig(_Model):
     auth_id: str | None = None
@@ -314,7 +102,7 @@ class CallbackConfig(_Model):
         _secret(self, "bearer_token", info)
         _secret(self, "hub_secret", info)
         if self.bearer_tokens_file is not None:
-            tokens = _read_tokens_file(self.bearer_tokens_file, info, "bearer_tokens_file")
+            tokens = read_tokens_file(self.bearer_tokens_file, info, "bearer_tokens_file")
             object.__setattr__(self, "bearer_tokens", [*self.bearer_tokens, *tokens])
         return self
 
@@ -343,7 +131,7 @@ class RetryConfig(_Model):
 class ProviderConfig(_Model):
     type: Literal["webex"] = "webex"
     region: Literal["us", "us1", "eu", "uk", "ca", "in", "au"] = "us"
-    base_url: str | None = None
+    base_url: HttpUrl | None = None
     service_key: SecretStr | None = None
     service_key_file: Path | None = None
     caller_id: E164
@@ -357,12 +145,10 @@ class ProviderConfig(_Model):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"expected an http(s) URL, got {v!r}")
         if v is not None and v.lower().startswith("http://") and not is_loopback(urlsplit(v).hostname):
             # Every request carries the service key: over plain HTTP anyone on the path could read it.
             raise ValueError(f"{v!r}: plain http:// only to localhost, 127.0.0.0/8 or ::1; use https://")
-        return v.rstrip("/") if v else v
+        return v
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> ProviderConfig:
@@ -515,7 +301,7 @@ class RotationConfig(_Model):
     timezone: TimeZone = ZoneInfo("UTC")
     overrides: list[OverrideConfig] = Field(default_factory=list)
 
-    _shift = field_validator("shift")(lambda v: _at_least(v, timedelta(minutes=1), "shift"))
+    _shift = field_validator("shift")(lambda v: at_least(v, timedelta(minutes=1), "shift"))
 
     def rotation(self, name: str) -> oncall.Rotation:
         """This rotation as the on-call calculator's value object."""
@@ -535,29 +321,6 @@ class RotationConfig(_Model):
 
 
 # --------------------------------------------------------------------------------------------- routes
-
-
-def _matcher_list(value: Any) -> list[Matcher]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ValueError("matchers must be a list of strings such as 'team=\"payments\"'")
-    out: list[Matcher] = []
-    for item in value:
-        if isinstance(item, Matcher):
-            out.append(item)
-            continue
-        if not isinstance(item, str):
-            raise ValueError(f"matcher {item!r} must be a string such as 'severity=\"critical\"'")
-        try:
-            out.extend(parse_matchers(item))
-        except MatcherError as exc:
-            raise ValueError(str(exc)) from None
-    return out
-
-
-Matchers = Annotated[list[Matcher], BeforeValidator(_matcher_list),
-                     PlainSerializer(lambda ms: [str(m) for m in ms], return_type=list)]
 
 
 class EscalationStep(_Model):
@@ -611,7 +374,7 @@ class HeartbeatConfig(_Model):
     send_resolved: bool = False
     _route: RouteConfig | None = PrivateAttr(default=None)
 
-    _timeout = field_validator("timeout")(lambda v: _at_least(v, timedelta(seconds=1), "timeout"))
+    _timeout = field_validator("timeout")(lambda v: at_least(v, timedelta(seconds=1), "timeout"))
 
     @property
     def route(self) -> RouteConfig:
@@ -651,9 +414,6 @@ class SilenceConfig(_Model):
     duration: Duration = timedelta(hours=2)
 
 
-Key = Annotated[str, Field(pattern=r"^[0-9*#]$")]
-
-
 class AcknowledgementConfig(_Model):
     """The keys of the phone menu in interactive mode, and the silence every acknowledgement creates."""
 
@@ -673,55 +433,15 @@ class AcknowledgementConfig(_Model):
 # --------------------------------------------------------------------------------------- alertmanager
 
 
-class Authorization(_OneSecret):
-    """Alertmanager's http_config `authorization`: the header `Authorization: <type> <credentials>`."""
-
-    holds = "credentials"
-    type: str = Field(default="Bearer", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
-    credentials: SecretStr | None = None
-    credentials_file: Path | None = None
-
-
-class ClientTLSConfig(_Model):
-    """Alertmanager's http_config `tls_config`, as a client: the CA to trust, a client certificate, or no check."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_verify: bool = False
-    _context: Any = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _load(self, info: ValidationInfo) -> ClientTLSConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        self._context = _tls_context(self, info, ("ca_file", "cert_file", "key_file"), lambda: tls.client_context(
-            self.ca_file, self.cert_file, self.key_file, insecure=self.insecure_skip_verify))
-        return self
-
-    @property
-    def context(self) -> ssl.SSLContext:
-        """The client context these files make (built when the config was validated)."""
-        return self._context
-
-
 class AlertmanagerConfig(_Model):
     """Alertmanager's API v2, asked before each call whether a page's alerts are silenced or inhibited."""
 
-    urls: list[str] = Field(min_length=1)   # an HA pair's peers, asked in order until one answers
+    urls: list[HttpUrl] = Field(min_length=1)   # an HA pair's peers, asked in order until one answers
     basic_auth: BasicAuth | None = None
     authorization: Authorization | None = None
     tls_config: ClientTLSConfig | None = None
     timeout: Duration = timedelta(seconds=2)     # per request: a slow Alertmanager never holds a call back long
     cache_ttl: Duration = timedelta(seconds=5)   # an answer about an alert is reused this long (a storm asks once)
-
-    @field_validator("urls")
-    @classmethod
-    def _urls(cls, v: list[str]) -> list[str]:
-        for url in v:
-            if not re.match(r"^https?://[^/\s]+", url):
-                raise ValueError(f"expected http(s) URLs such as http://alertmanager:9093, got {url!r}")
-        return [url.rstrip("/") for url in v]
 
     @field_validator("timeout")
     @classmethod
@@ -873,11 +593,3 @@ def _step_problems(config: Config, at: tuple[Any, ...], steps: list[EscalationSt
 
 def _names(d: Mapping[str, Any]) -> str:
     return ", ".join(sorted(d)) or "none defined"
-
-
-class ConfigReferenceError(ValueError):
-    """Cross-references that do not resolve, each with its key path."""
-
-    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]):
-        self.problems = problems
-        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))

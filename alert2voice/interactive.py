@@ -10,6 +10,7 @@ from .callbacks import Event
 from .config import AcknowledgementConfig, Config
 from .pages import Call, CallState, Page
 from .provider import Audio
+from .speech import key
 
 # A miss (no key before the timeout, or a key not in the menu) plays the menu once more; the next one hangs up.
 MISSES_ALLOWED = 1
@@ -85,19 +86,15 @@ def _missed(call: Call, again: Reply) -> Step:
     return Step("hangup", CallState.NO_ANSWER, NOT_ACKNOWLEDGED, miss=True)
 
 
-def spoken_digit(digit: str) -> str:
-    """The key as said on the phone: "1", "star", "pound"."""
-    return {"*": "star", "#": "pound"}.get(digit, digit)
-
-
 def prompt_text(keys: AcknowledgementConfig) -> str:
     """The menu, said once wherever it is said: "Press 1 to acknowledge, 5 to pass to the next person, star to
-    repeat." The built-in templates say it as `{{ menu }}`; after a template that does not, it follows."""
-    said = [f"{spoken_digit(keys.digit)} to acknowledge"]
+    repeat." The built-in templates say it as `{{ menu }}`; after a template that does not, it follows. Each key is
+    said as the `key` filter says it, which a template saying `{{ ack_digit|key }}` uses too."""
+    said = [f"{key(keys.digit)} to acknowledge"]
     if keys.escalate_digit is not None:
-        said.append(f"{spoken_digit(keys.escalate_digit)} to pass to the next person")
+        said.append(f"{key(keys.escalate_digit)} to pass to the next person")
     if keys.repeat_digit is not None:
-        said.append(f"{spoken_digit(keys.repeat_digit)} to repeat")
+        said.append(f"{key(keys.repeat_digit)} to repeat")
     return f"Press {', '.join(said)}."
 
 

@@ -23,9 +23,11 @@ def _why(exc: OSError | ssl.SSLError) -> str:
     return exc.strerror or str(exc)
 
 
-def build_context(cert_file: Path, key_file: Path, client_ca_file: Path | None = None,
-                  min_version: str = "TLS1.2") -> ssl.SSLContext:
-    """A server context with this chain and key; with a client CA, certificates are asked for and verified if given."""
+def build_context(cert_file: Path, key_file: Path, client_ca_file: Path | None, *, min_version: str) -> ssl.SSLContext:
+    """A server context with this chain and key; with a client CA, certificates are asked for and verified if given.
+
+    No defaults: server.tls (config_secrets.TLSConfig) holds them.
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = VERSIONS[min_version]
     _load_chain(context, cert_file, key_file)

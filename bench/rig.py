@@ -167,7 +167,9 @@ class Rig:
     def start_simulator(self) -> None:
         port = free_port()
         self.sim_url = f"http://{LOOPBACK}:{port}"
-        self.sim = self.start("simulator", [*alert2voice_command(), "--log-level", "warning", "simulator",
+        # bench/simulator.py: `alert2voice simulator` with the allocator tuned for the bench's long runs.
+        self.sim = self.start("simulator", [sys.executable, str(HERE / "simulator.py"), "--log-level", "warning",
+                                            "simulator",
                                             "--listen", f"{LOOPBACK}:{port}", "--service-key", self.service_key,
                                             "--callback-auth", f"A2VBENCH=Authorization:Bearer {self.callback_token}",
                                             "--callback-delay", "0"])

@@ -46,6 +46,9 @@ throttle:
   per_number: [{calls: 3, per: 15m}]
 """
 
+# make_config(**INTERACTIVE): the test config with calls in interactive mode (SPEC §5).
+INTERACTIVE = {'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'}
+
 
 class FakeClock:
     """A clock tests move by hand; nothing waits on it."""
@@ -59,6 +62,9 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return self.mono
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)  # a real wait, as the service's Clock: SleepingClock moves time on instead
 
     def advance(self, delta: timedelta | float) -> None:
         d = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)

@@ -22,25 +22,14 @@ from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, HEALTH, SHUTDOWN
 from alert2voice.web.ops import readiness
+from tests.harness import AUTH, CB_AUTH, Harness, receipt
 from tests.support import PAYMENTS, FakeClock, alert, make_config, payload, settle
 
-AUTH = {"Authorization": "Bearer tok-one-secret"}
-CB_AUTH = {"Authorization": "Bearer cb-token-secret"}
-
 
 @pytest.fixture
-def env(request: pytest.FixtureRequest):
-    changed = request.node.get_closest_marker("config")  # @pytest.mark.config(old=new, ...)
-    return {"config": make_config(**(changed.kwargs if changed else {})), "provider": RecordingProvider(),
-            "store": MemoryStore(), "clock": FakeClock(), "registry": CollectorRegistry()}
-
-
-@pytest.fixture
-async def client(aiohttp_client, env):
-    app = create_app(env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"])
-    c = await aiohttp_client(app)
-    return c
+def env(harness: Harness) -> Harness:
+    """The service's parts (tests/harness.py), by the name this module's tests use: env["provider"] and the rest."""
+    return harness
 
 
 async def post(client, body, headers=AUTH, **kw):
@@ -48,17 +37,8 @@ async def post(client, body, headers=AUTH, **kw):
     return await client.post("/alerts", data=data, headers={"Content-Type": "application/json", **headers}, **kw)
 
 
-def metric(env, name, **labels) -> float:
-    value = env["registry"].get_sample_value(name, labels)
-    return 0.0 if value is None else value
-
-
-def receipt(status: str, *, correlation: str = "", transid: str = "", code: str = "7519") -> dict:
-    return {"deliveryTransInfo": "", "deliveryInfoNotification": {
-        "deliveryInfo": {"timeStamp": "2026-11-26T15:00:00.000Z", "Description": status, "code": code,
-                         "deliveryChannel": "voice", "additionalInfo": "", "destination": "+14155550101",
-                         "destinationType": "msisdn", "deliveryStatus": status},
-        "subtid": "", "transid": transid, "callbackData": "", "correlationid": correlation}}
+def metric(env: Harness, name, **labels) -> float:
+    return env.metric(name, **labels)
 
 
 async def callback(client, body, headers=CB_AUTH):

@@ -20,48 +20,40 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from prometheus_client import CollectorRegistry
 
 from alert2voice.auth import is_loopback
 from alert2voice.config import WebhookAuth
 from alert2voice.provider import CallStatus
 from alert2voice.provider.base import MAX_BODY_BYTES
-from alert2voice.provider.fake import RecordingProvider
-from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, SILENCER
 from alert2voice.web.ops import admin_refusal, handle_pages
 from tests.e2e_support import Process, Samples, alert2voice_command, eventually, free_port, stop_all, wait_http_ok
-from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
+from tests.harness import JSON, Harness
+from tests.harness import JSON_AUTH as AUTH
+from tests.harness import JSON_CB_AUTH as CB_AUTH
+from tests.harness import receipt as webex_receipt
+from tests.support import CONFIG, PAYMENTS, alert, make_config, payload
 
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
-JSON = {"Content-Type": "application/json"}
 CALLBACK = "  callback: {auth_id: A2V, bearer_token: cb-token-secret, deadline: 2m}\n"
 ADMIN = "Bearer adm-token-secret"
 
 
 @pytest.fixture
-def env():
-    return {"provider": RecordingProvider(), "store": MemoryStore(), "clock": FakeClock(),
-            "registry": CollectorRegistry()}
+def env(harness: Harness) -> Harness:
+    return harness
 
 
-async def start(aiohttp_client, env, config, **kw):
-    app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"], **kw)
-    c = await aiohttp_client(app)
-    return c
+async def start(aiohttp_client, env: Harness, config, **kw):
+    return await env.start(config, **kw)
 
 
-def metric(env, name, **labels) -> float:
-    value = env["registry"].get_sample_value(name, labels)
-    return 0.0 if value is None else value
+def metric(env: Harness, name, **labels) -> float:
+    return env.metric(name, **labels)
 
 
 def receipt(status: str, correlation: str, *, code: str = "7519") -> dict[str, Any]:
-    return {"deliveryInfoNotification": {
-        "deliveryInfo": {"deliveryStatus": status, "code": code, "destination": "+14155550101"},
-        "transid": "", "correlationid": correlation}}
+    return webex_receipt(status, correlation=correlation, code=code)
 
 
 async def placed_call(client, env) -> str:
@@ -210,9 +202,6 @@ def padded(body: dict[str, Any], size: int) -> bytes:
     """The JSON body with trailing whitespace to exactly `size` bytes (still valid JSON)."""
     raw = json.dumps(body).encode()
     return raw + b" " * (size - len(raw))
-
-
-CB_AUTH = {**JSON, "Authorization": "Bearer cb-token-secret"}
 
 
 async def test_callback_of_exactly_64_kib_is_applied(aiohttp_client, env):

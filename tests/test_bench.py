@@ -32,6 +32,8 @@ from bench.throughput import Ceiling, CeilingRun, Duplicate, DuplicateRun, NewPa
 from bench.ttc import RATES, TimesToCall, TimeToCall, by_page_key, match_calls
 from tests.redis_support import redis_server_in, require_redis_server
 
+pytestmark = pytest.mark.bench
+
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LATENCY = {"p50": 4.0, "p90": 6.0, "p99": 9.5, "max": 12.0, "count": 300}

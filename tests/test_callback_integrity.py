@@ -9,46 +9,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
 
 from alert2voice.dispatch import KeyedLocks
 from alert2voice.provider import NetworkError
-from alert2voice.provider.fake import RecordingProvider
-from alert2voice.store.memory import MemoryStore
-from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER
 from tests import e2e_support
-from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
-
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
-CB_AUTH = {"Authorization": "Bearer cb-token-secret", "Content-Type": "application/json"}
-INTERACTIVE = {'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'}
-
-
-@pytest.fixture
-def env():
-    return {"config": make_config(), "provider": RecordingProvider(), "store": MemoryStore(), "clock": FakeClock(),
-            "registry": CollectorRegistry()}
-
-
-async def start(aiohttp_client, env, config=None):
-    app = create_app(config or env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"])
-    client = await aiohttp_client(app)
-    return client
-
-
-@pytest.fixture
-async def client(aiohttp_client, env):
-    return await start(aiohttp_client, env)
-
-
-def receipt(status: str, *, correlation: str = "", transid: str = "", code: str = "7519") -> dict[str, Any]:
-    return {"deliveryTransInfo": "", "deliveryInfoNotification": {
-        "deliveryInfo": {"timeStamp": "2026-11-26T15:00:00.000Z", "Description": status, "code": code,
-                         "deliveryChannel": "voice", "additionalInfo": "", "destination": "+14155550101",
-                         "destinationType": "msisdn", "deliveryStatus": status},
-        "subtid": "", "transid": transid, "callbackData": "", "correlationid": correlation}}
+from tests.harness import JSON_AUTH as AUTH
+from tests.harness import JSON_CB_AUTH as CB_AUTH
+from tests.harness import receipt
+from tests.support import CONFIG, INTERACTIVE, PAYMENTS, alert, make_config, payload
 
 
 async def fire(client, *, status: str = "firing") -> dict[str, Any]:
@@ -67,24 +36,24 @@ async def only_page(client) -> dict[str, Any]:
     return page
 
 
-def callbacks_counted(env, event: str, result: str) -> float:
-    return env["registry"].get_sample_value("alert2voice_callbacks_total", {"event": event, "result": result}) or 0.0
+def callbacks_counted(harness, event: str, result: str) -> float:
+    return harness.metric("alert2voice_callbacks_total", event=event, result=result)
 
 
 # ------------------------------------------------------------------------------- page incarnations
 
 
-async def test_a_page_fired_again_gets_new_correlation_ids_and_old_receipts_do_not_move_it(client, env):
+async def test_a_page_fired_again_gets_new_correlation_ids_and_old_receipts_do_not_move_it(client, harness):
     await fire(client)
     await client.app[DISPATCHER].settled()
-    first = env["provider"].requests[0].correlation_id
-    first_message = env["provider"].accepted[0].message_id
+    first = harness.provider.requests[0].correlation_id
+    first_message = harness.provider.accepted[0].message_id
     await fire(client, status="resolved")
     await fire(client)  # the same alert fires again: the same page key, a new incarnation
     await client.app[DISPATCHER].settled()
-    second = env["provider"].requests[-1].correlation_id
+    second = harness.provider.requests[-1].correlation_id
     # The first call, the resolved notice of the first incident (send_resolved), the second incident's call.
-    assert [r.correlation_id.rsplit("-", 1)[1] for r in env["provider"].requests] == ["1", "r2", "1"]
+    assert [r.correlation_id.rsplit("-", 1)[1] for r in harness.provider.requests] == ["1", "r2", "1"]
     assert second != first
     assert second.split("-")[1] == first.split("-")[1]  # same page key
     # A late ANSWERED receipt of the first incident (its correlationId and messageId) ends nothing now.
@@ -92,27 +61,27 @@ async def test_a_page_fired_again_gets_new_correlation_ids_and_old_receipts_do_n
     page = await only_page(client)
     assert page["state"] == "active"
     assert page["calls"][-1]["state"] == "accepted"
-    assert callbacks_counted(env, "answered", "ok") == 0
+    assert callbacks_counted(harness, "answered", "ok") == 0
 
 
-async def test_a_receipt_naming_another_message_id_is_stale(client, env):
+async def test_a_receipt_naming_another_message_id_is_stale(client, harness):
     await fire(client)
     await client.app[DISPATCHER].settled()
-    correlation = env["provider"].requests[0].correlation_id
+    correlation = harness.provider.requests[0].correlation_id
     await callback(client, receipt("ANSWERED", correlation=correlation, transid="someone-elses-message"))
     assert (await only_page(client))["state"] == "active"
-    assert callbacks_counted(env, "answered", "stale") == 1
-    await callback(client, receipt("ANSWERED", correlation=correlation, transid=env["provider"].accepted[0].message_id))
+    assert callbacks_counted(harness, "answered", "stale") == 1
+    await callback(client, receipt("ANSWERED", correlation=correlation, transid=harness.provider.accepted[0].message_id))
     assert (await only_page(client))["state"] == "answered"
 
 
 # ------------------------------------------------------------------------------ the kind of call
 
 
-async def test_call_events_do_not_move_a_message_mode_call(client, env):
+async def test_call_events_do_not_move_a_message_mode_call(client, harness):
     await fire(client)
     await client.app[DISPATCHER].settled()
-    session = env["provider"].accepted[0].message_id
+    session = harness.provider.accepted[0].message_id
     for event in ({"event": "ANSWERED"}, {"event": "COLLECTED_DIGITS", "digitsReceived": "1", "status": "SUCCESS"}):
         resp = await client.post("/callbacks/webex", headers=CB_AUTH, data=json.dumps(
             {**event, "eventTime": "2026-11-26T15:00:10.000Z", "sessionId": session}))
@@ -121,27 +90,27 @@ async def test_call_events_do_not_move_a_message_mode_call(client, env):
     page = await only_page(client)
     assert page["state"] == "active"
     assert page["calls"][0]["state"] == "accepted"
-    assert callbacks_counted(env, "collected_digits", "mismatched") == 1
+    assert callbacks_counted(harness, "collected_digits", "mismatched") == 1
 
 
-async def test_receipts_do_not_move_an_interactive_call(aiohttp_client, env):
-    client = await start(aiohttp_client, env, make_config(CONFIG, **INTERACTIVE))
+async def test_receipts_do_not_move_an_interactive_call(harness):
+    client = await harness.start(make_config(CONFIG, **INTERACTIVE))
     await fire(client)
     await client.app[DISPATCHER].settled()
-    correlation = env["provider"].requests[0].correlation_id
-    message = env["provider"].accepted[0].message_id
+    correlation = harness.provider.requests[0].correlation_id
+    message = harness.provider.accepted[0].message_id
     await callback(client, receipt("ANSWERED", correlation=correlation, transid=message))
     page = await only_page(client)
     assert page["state"] == "active"
     assert page["calls"][0]["state"] == "accepted"
-    assert callbacks_counted(env, "answered", "mismatched") == 1
+    assert callbacks_counted(harness, "answered", "mismatched") == 1
 
 
-async def test_a_digit_before_the_prompt_was_played_acknowledges_nothing(aiohttp_client, env):
-    client = await start(aiohttp_client, env, make_config(CONFIG, **INTERACTIVE))
+async def test_a_digit_before_the_prompt_was_played_acknowledges_nothing(harness):
+    client = await harness.start(make_config(CONFIG, **INTERACTIVE))
     await fire(client)
     await client.app[DISPATCHER].settled()
-    session = env["provider"].accepted[0].message_id
+    session = harness.provider.accepted[0].message_id
     resp = await client.post("/callbacks/webex", headers=CB_AUTH, data=json.dumps(
         {"event": "COLLECTED_DIGITS", "eventTime": "2026-11-26T15:00:10.000Z", "sessionId": session,
          "status": "SUCCESS", "numOfDigits": 1, "digitsReceived": "1", "terminationDigit": "#"}))
@@ -153,20 +122,20 @@ async def test_a_digit_before_the_prompt_was_played_acknowledges_nothing(aiohttp
 # ---------------------------------------------------------------- a request the platform did take
 
 
-async def test_a_receipt_for_a_timed_out_request_accepts_it_and_cancels_the_retry(client, env):
-    env["provider"].fail_next(NetworkError("timed out after 10s", timeout=True))
+async def test_a_receipt_for_a_timed_out_request_accepts_it_and_cancels_the_retry(client, harness):
+    harness.provider.fail_next(NetworkError("timed out after 10s", timeout=True))
     await fire(client)
     await client.app[DISPATCHER].settled()
-    [sent] = env["provider"].requests
+    [sent] = harness.provider.requests
     # Its outcome is unknown: the same request is due again after the backoff, unless a receipt comes first.
     assert (await only_page(client))["calls"][0]["state"] == "unknown"
     # The platform did take it: its first receipt carries the attempt's correlationId and the messageId.
     await callback(client, receipt("OFFERED", correlation=sent.correlation_id, transid="platform-id-1", code="7407"))
     call = (await only_page(client))["calls"][0]
     assert (call["state"], call["tries"]) == ("accepted", 1)
-    env["clock"].advance(timedelta(seconds=30))  # well past the retry's backoff
+    harness.clock.advance(timedelta(seconds=30))  # well past the retry's backoff
     await client.app[DISPATCHER].settled()
-    assert len(env["provider"].requests) == 1  # the phone rang once
+    assert len(harness.provider.requests) == 1  # the phone rang once
     await callback(client, receipt("ANSWERED", correlation=sent.correlation_id, transid="platform-id-1"))
     assert (await only_page(client))["state"] == "answered"
 
@@ -205,12 +174,12 @@ async def test_keyed_locks_never_let_two_holders_in_and_forget_unused_keys():
     assert len(locks) == 0
 
 
-async def test_no_lock_is_left_behind_by_a_callback_that_finished_a_page(client, env):
+async def test_no_lock_is_left_behind_by_a_callback_that_finished_a_page(client, harness):
     await fire(client)
     await client.app[DISPATCHER].settled()
-    sent = env["provider"].requests[0]
+    sent = harness.provider.requests[0]
     await callback(client, receipt("ANSWERED", correlation=sent.correlation_id,
-                                   transid=env["provider"].accepted[0].message_id))
+                                   transid=harness.provider.accepted[0].message_id))
     assert (await only_page(client))["state"] == "answered"
     assert len(client.app[DISPATCHER].locks) == 0
 

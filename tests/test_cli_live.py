@@ -94,6 +94,25 @@ def test_test_call_reaches_the_provider(stack: Stack):
     assert call["correlation_id"] in row and "answered" in row, row
 
 
+def test_test_call_speaks_the_configured_language(stack: Stack, tmp_path: Path):
+    # The request is the dispatcher's: the contact's language in the SSML too, not a hard-coded en-US.
+    import yaml
+
+    config = yaml.safe_load(stack.config_path.read_text())
+    config["speech"] = {"language": "de-DE", "voice": "KatjaNeural"}
+    config["contacts"]["alice"]["speech"] = {"gender": "MALE"}
+    german = tmp_path / "german.yaml"
+    german.write_text(yaml.safe_dump(config, sort_keys=False))
+    stack.reset_simulator()
+    out = run("test-call", "--config", str(german), "alice")
+    assert out.returncode == 0, out.stderr
+    [call] = sim_calls(stack)
+    audio = call["audio"]
+    assert (audio["language"], audio["voice"], audio["gender"]) == ("de-DE", "KatjaNeural", "MALE")
+    assert 'xml:lang="de-DE"' in audio["text"] and "en-US" not in audio["text"]
+    assert call["callback_url"] == config["server"]["public_url"] + "/callbacks/webex"
+
+
 def test_test_call_unknown_contact(stack: Stack):
     out = run("test-call", "--config", str(stack.config_path), "nobody")
     assert out.returncode == 1

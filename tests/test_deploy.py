@@ -40,6 +40,8 @@ from scripts import lock
 from tests.e2e_support import LOOPBACK, Process, alert2voice_command, free_port, in_ci, skip_or_fail, wait_http_ok
 from tests.redis_support import require_redis_server
 
+pytestmark = pytest.mark.deploy
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 # The bases carry no config (issue 20: applied unedited, they paged the example people); each has an example

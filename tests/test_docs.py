@@ -8,11 +8,12 @@ import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, PydanticSchemaGenerationError, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from alert2voice.config import Config, ThrottleConfig
 from alert2voice.units import format_duration, parse_duration
@@ -99,6 +100,82 @@ def test_the_reference_states_the_throttle_defaults_the_models_have():
     defaults = ThrottleConfig()
     documented = dict(re.findall(r"^\| `throttle\.(\w+)` \| duration \| `([^`]+)` \|", text, re.M))
     assert documented == {"max_hold": format_duration(defaults.max_hold)}
+
+
+def model_fields(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """Every field of the config models with its key path, as key_paths() writes them."""
+    for name, field in model.model_fields.items():
+        path = prefix + (field.alias or name)
+        yield path, field
+        for suffix, inner in _nested(field.annotation):
+            yield from model_fields(inner, path + suffix + ".")
+
+
+def reference_defaults() -> Iterator[tuple[str, str]]:
+    """(key path, default cell) of every row of the reference's `| key | type | default | what |` tables."""
+    for line in REFERENCE.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 4 and (key := re.fullmatch(r"`([^`]+)`", cells[0])):
+            yield key.group(1), cells[2].replace("\\|", "|")
+
+
+def documented_default_problem(path: str, cell: str, field: FieldInfo, paths: set[str]) -> str | None:
+    """What is wrong with the reference's default `cell` for the model field at `path`, or None."""
+    if cell == "":  # a secret and its _file: one of them, said in the words
+        return None
+    if cell == "required":
+        return None if field.is_required() else f"documented as required, the model has {field.default!r}"
+    if field.is_required():
+        return f"the model requires it, the reference says {cell!r}"
+    default = field.get_default(call_default_factory=True)
+    written = re.search(r"`([^`]*)`", cell)
+    if cell.startswith("none") or (written and written.group(1) in paths - {path}):
+        # none, or another key's value ("`speech.language`", "the first of `alertmanager.urls`"): None in the model
+        return None if default is None else f"documented as {cell!r}, the model has {default!r}"
+    if cell == "see below":
+        return None if isinstance(default, BaseModel) else f"documented as a section, the model has {default!r}"
+    if written is None:
+        return f"the default {cell!r} is not written as `value`"
+    text = written.group(1)
+    adapter = _adapter(field)
+    for candidate in (text, yaml.safe_load(text)):  # as written (4MiB, a2v:), or as YAML reads it ("1", [a, b])
+        try:
+            if adapter.validate_python(candidate) == default:
+                return None
+        except ValidationError:
+            continue
+    return f"documented as {text!r}, the model has {default!r}"
+
+
+def _adapter(field: FieldInfo) -> TypeAdapter[Any]:
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    try:
+        return TypeAdapter(annotation)
+    except PydanticSchemaGenerationError:  # ZoneInfo: a type the models allow as arbitrary
+        return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+
+
+def test_the_reference_states_the_defaults_the_models_have():
+    """Defaults live in the models: every default (and every "required") the reference writes is the model's."""
+    fields = dict(model_fields())
+    rows = list(reference_defaults())
+    problems = [f"{path}: {problem}" for path, cell in rows
+                if (problem := documented_default_problem(path, cell, fields[path], set(fields))) is not None]
+    assert problems == []
+    assert {path for path, _ in rows} == set(fields)  # every key's default is stated, once per row
+
+
+def test_a_wrong_documented_default_is_found():
+    fields = dict(model_fields())
+    paths = set(fields)
+    assert documented_default_problem("speech.max_chars", "`2000`", fields["speech.max_chars"], paths) is None
+    assert documented_default_problem("speech.max_chars", "`3000`", fields["speech.max_chars"], paths) is not None
+    assert documented_default_problem("dedup.window", "`4h`", fields["dedup.window"], paths) is None
+    assert documented_default_problem("dedup.window", "`2h`", fields["dedup.window"], paths) is not None
+    assert documented_default_problem("provider.caller_id", "`+1`", fields["provider.caller_id"], paths) is not None
+    assert documented_default_problem("store.key_prefix", "required", fields["store.key_prefix"], paths) is not None
+    assert documented_default_problem("throttle.per_number", "`[{calls: 3, per: 15m}]`",
+                                      fields["throttle.per_number"], paths) is not None
 
 
 def test_the_example_config_uses_only_model_keys(example_config_path: Path):

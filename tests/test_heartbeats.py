@@ -17,12 +17,11 @@ from alert2voice.heartbeats import Heartbeats, heartbeat_of, outage_page
 from alert2voice.live import LiveConfig
 from alert2voice.metrics import Metrics
 from alert2voice.pages import CallState, PageState
-from alert2voice.provider.fake import RecordingProvider
 from alert2voice.routing import plan
 from alert2voice.store.memory import MemoryStore
-from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, LIVE
 from alert2voice.web.keys import HEARTBEATS as HEARTBEATS_KEY
+from tests.harness import AUTH, config_changes
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload, settle
 from tests.test_dispatcher import make_dispatcher
 from tests.test_speech import spoken
@@ -363,29 +362,14 @@ def test_a_route_may_not_take_a_heartbeat_route_name():
 
 # ------------------------------------------------------------------------------------------- over HTTP
 
-AUTH = {"Authorization": "Bearer tok-one-secret"}
-
-
 @pytest.fixture
-def env():
-    return {"config": config_with(), "provider": RecordingProvider(), "store": MemoryStore(), "clock": FakeClock(),
-            "registry": CollectorRegistry()}
-
-
-@pytest.fixture
-async def client(aiohttp_client, env):
-    app = create_app(env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"])
-    return await aiohttp_client(app)
+def config(request: pytest.FixtureRequest) -> Config:
+    return config_with(**config_changes(request))
 
 
 async def settle_app(client) -> None:
     await client.app[HEARTBEATS_KEY].settled()
     await settle(client.app[DISPATCHER])
-
-
-def sample(env, name: str, **labels: str) -> float | None:
-    return env["registry"].get_sample_value(name, labels)
 
 
 @pytest.mark.parametrize(("headers", "name", "status"), [
@@ -396,48 +380,48 @@ def sample(env, name: str, **labels: str) -> float | None:
     (AUTH, "alertmanager-watchdog", 200),
     (AUTH, "nightly-backup", 200),
 ])
-async def test_post_heartbeat_is_authenticated_like_alerts(client, env, headers, name, status):
+async def test_post_heartbeat_is_authenticated_like_alerts(client, harness, headers, name, status):
     resp = await client.post(f"/heartbeats/{name}", headers=headers)
     assert resp.status == status
     if status == 401:
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-    beats = await env["store"].beats()
+    beats = await harness.store.beats()
     assert (name in beats) is (status == 200)
     if status == 200:
         assert await resp.json() == {"status": "ok", "heartbeat": name, "pages_resolved": 0}
-        assert beats[name] == env["clock"].now()
+        assert beats[name] == harness.clock.now()
 
 
-async def test_a_watchdog_in_a_webhook_refreshes_its_heartbeat_and_rings_nobody(client, env):
+async def test_a_watchdog_in_a_webhook_refreshes_its_heartbeat_and_rings_nobody(client, harness):
     resp = await client.post("/alerts", json=payload(alert(WATCHDOG), group_key='{}:{alertname="Watchdog"}'),
                              headers=AUTH)
     assert resp.status == 200
     body = await resp.json()
     assert body["heartbeats"] == ["alertmanager-watchdog"] and body["pages"] == []
-    assert await env["store"].beats() == {"alertmanager-watchdog": env["clock"].now()}
+    assert await harness.store.beats() == {"alertmanager-watchdog": harness.clock.now()}
     await settle_app(client)
-    assert env["provider"].requests == []
+    assert harness.provider.requests == []
 
 
-async def test_the_whole_round_over_http_with_metrics_and_the_pages_api(client, env):
-    clock = env["clock"]
+async def test_the_whole_round_over_http_with_metrics_and_the_pages_api(client, harness):
+    clock = harness.clock
     metrics = await client.get("/metrics")
     assert metrics.status == 200
     # Configured, never seen: not armed (it does not page), and not shown as fine either.
-    assert sample(env, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
-    assert sample(env, "alert2voice_heartbeat_last_seen_timestamp_seconds", heartbeat="alertmanager-watchdog") == 0
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
+    assert harness.sample("alert2voice_heartbeat_last_seen_timestamp_seconds", heartbeat="alertmanager-watchdog") == 0
     assert (await client.post("/heartbeats/alertmanager-watchdog", headers=AUTH)).status == 200
     seen = clock.now().timestamp()
     await client.get("/metrics")
-    assert sample(env, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 1
-    assert sample(env, "alert2voice_heartbeat_last_seen_timestamp_seconds", heartbeat="alertmanager-watchdog") == seen
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 1
+    assert harness.sample("alert2voice_heartbeat_last_seen_timestamp_seconds", heartbeat="alertmanager-watchdog") == seen
     clock.advance(6)
     await settle_app(client)
-    [request] = env["provider"].requests
+    [request] = harness.provider.requests
     assert request.dialed_number == BOB
     await client.get("/metrics")
-    assert sample(env, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
-    assert sample(env, "alert2voice_pages_total", route="heartbeat:alertmanager-watchdog", result="called") == 1
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
+    assert harness.sample("alert2voice_pages_total", route="heartbeat:alertmanager-watchdog", result="called") == 1
     pages = (await (await client.get("/api/v1/pages")).json())["pages"]
     [page] = [p for p in pages if p["heartbeat"] == "alertmanager-watchdog"]
     assert page["route"] == "heartbeat:alertmanager-watchdog" and page["state"] == "active"
@@ -447,21 +431,21 @@ async def test_the_whole_round_over_http_with_metrics_and_the_pages_api(client, 
     pages = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert [p["state"] for p in pages if p["heartbeat"]] == ["resolved"]
     await client.get("/metrics")
-    assert sample(env, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 1
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 1
 
 
-async def test_a_heartbeat_removed_by_a_reload_leaves_the_metrics(client, env, tmp_path):
+async def test_a_heartbeat_removed_by_a_reload_leaves_the_metrics(client, harness, tmp_path):
     assert (await client.post("/heartbeats/nightly-backup", headers=AUTH)).status == 200
     await client.get("/metrics")
-    assert sample(env, "alert2voice_heartbeat_up", heartbeat="nightly-backup") == 1
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="nightly-backup") == 1
     client.app[LIVE].apply(config_with(HEARTBEATS.split("  - name: nightly-backup")[0]))
     await client.get("/metrics")
-    assert sample(env, "alert2voice_heartbeat_up", heartbeat="nightly-backup") is None
-    assert sample(env, "alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="nightly-backup") is None
+    assert harness.sample("alert2voice_heartbeat_up", heartbeat="alertmanager-watchdog") == 0
     assert (await client.post("/heartbeats/nightly-backup", headers=AUTH)).status == 404
 
 
-async def test_post_heartbeat_answers_503_when_the_store_is_down(client, env):
-    env["store"].available = False
+async def test_post_heartbeat_answers_503_when_the_store_is_down(client, harness):
+    harness.store.available = False
     resp = await client.post("/heartbeats/alertmanager-watchdog", headers=AUTH)
     assert resp.status == 503

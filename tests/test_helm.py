@@ -35,6 +35,8 @@ from tests.test_deploy import (
     check_config_with_dummy_secrets,
 )
 
+pytestmark = pytest.mark.deploy
+
 # test_deploy's fixtures, shared: the validators of kubernetes-validate and of deploy/schemas.
 kubernetes_validate = test_deploy.kubernetes_validate
 crd_validators = test_deploy.crd_validators

@@ -9,26 +9,21 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 from alert2voice.alertmanager import PayloadError, parse_payload
+from alert2voice.config import Config
 from alert2voice.provider.fake import RecordingProvider
-from alert2voice.store.memory import MemoryStore
-from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, PROVIDER
-from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload
-
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
-CB_AUTH = {"Authorization": "Bearer cb-token-secret", "Content-Type": "application/json"}
+from tests.harness import JSON_AUTH as AUTH
+from tests.harness import JSON_CB_AUTH as CB_AUTH
+from tests.harness import config_changes
+from tests.support import CONFIG, PAYMENTS, alert, make_config, payload
 
 
 @pytest.fixture
-async def client(aiohttp_client):
-    config = make_config(**{"max_body_bytes: 64KiB": "max_body_bytes: 4MiB, read_timeout: 1s"})
-    app = create_app(config, provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
-                     registry=CollectorRegistry())
-    c = await aiohttp_client(app)
-    return c
+def config(request: pytest.FixtureRequest) -> Config:
+    """Room for the big bodies below, and a short read timeout."""
+    return make_config(**{"max_body_bytes: 64KiB": "max_body_bytes: 4MiB, read_timeout: 1s"}, **config_changes(request))
 
 
 async def test_ten_thousand_alerts_in_one_group(client):
@@ -56,10 +51,9 @@ async def test_deeply_nested_json_is_400(client):
     assert resp.status == 400
 
 
-async def test_slow_client_gets_408(aiohttp_client):
+async def test_slow_client_gets_408(harness):
     config = make_config(**{"max_body_bytes: 64KiB": "max_body_bytes: 64KiB, read_timeout: 100ms"})
-    client = await aiohttp_client(create_app(config, provider=RecordingProvider(), store=MemoryStore(),
-                                             clock=FakeClock(), registry=CollectorRegistry()))
+    client = await harness.start(config)
     stalled = asyncio.Event()  # never set: the client sends half a body and then nothing
 
     async def trickle():
@@ -170,10 +164,10 @@ class SignallingProvider(RecordingProvider):
         return await super().place_call(request)
 
 
-async def serving(aiohttp_client, config, provider):
+async def serving(harness, config, provider):
     """The app as it serves, its dispatcher running."""
-    app = create_app(config, provider=provider, store=MemoryStore(), clock=FakeClock(), registry=CollectorRegistry())
-    return await aiohttp_client(app)
+    harness.provider = provider
+    return await harness.start(config)
 
 
 async def healthy_throughout(client, done: asyncio.Event) -> int:
@@ -186,12 +180,12 @@ async def healthy_throughout(client, done: asyncio.Event) -> int:
     return answers
 
 
-async def test_hostile_annotation_does_not_freeze_the_event_loop(aiohttp_client):
+async def test_hostile_annotation_does_not_freeze_the_event_loop(harness):
     # 300,000 spaces and "://": minutes of work for the URL pattern the speakable filter once had.
     config = make_config(**{"max_body_bytes: 64KiB": "max_body_bytes: 4MiB"})
     provider = SignallingProvider()
     provider.gate = asyncio.Event()  # the call stays in flight while /-/healthy is asked
-    client = await serving(aiohttp_client, config, provider)
+    client = await serving(harness, config, provider)
     hostile = {**alert(PAYMENTS), "annotations": {"summary": "Disk full", "description": " " * 300_000 + "://"}}
     polling = asyncio.create_task(healthy_throughout(client, provider.arrived))
     resp = await asyncio.wait_for(client.post("/alerts", data=json.dumps(payload(hostile)), headers=AUTH), timeout=2)
@@ -204,14 +198,14 @@ async def test_hostile_annotation_does_not_freeze_the_event_loop(aiohttp_client)
     provider.gate.set()
 
 
-async def test_a_template_failing_on_a_real_alert_still_calls_over_http(aiohttp_client, tmp_path):
+async def test_a_template_failing_on_a_real_alert_still_calls_over_http(harness, tmp_path):
     # Passes check-config (the critical sample alert has an instance), fails on a critical alert without one.
     (tmp_path / "mine.txt.j2").write_text('{% if alerts[0].severity == "critical" %}{{ alerts[0].labels.instance }}'
                                           "{% endif %}")
     config = make_config(CONFIG + f"templates: {{directory: {tmp_path}}}\n",
                          **{"    send_resolved: true\n": "    send_resolved: true\n    template: mine.txt.j2\n"})
     provider = SignallingProvider()
-    client = await serving(aiohttp_client, config, provider)
+    client = await serving(harness, config, provider)
     metric = 'alert2voice_template_errors_total{route="payments"}'
     assert f"{metric} 0.0" in await (await client.get("/metrics")).text()
     labels = {key: value for key, value in PAYMENTS.items() if key != "instance"}

@@ -13,24 +13,18 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from alert2voice import interactive
-from alert2voice.config import AcknowledgementConfig, SilenceConfig
+from alert2voice.config import AcknowledgementConfig, Config, SilenceConfig
 from alert2voice.metrics import Metrics
 from alert2voice.provider import CallStatus
-from alert2voice.provider.fake import RecordingProvider
 from alert2voice.silences import Silencer
-from alert2voice.store.memory import MemoryStore
-from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, SILENCER
 from tests import e2e_support
-from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload, settle
+from tests.harness import AUTH, CB_AUTH, config_changes
+from tests.support import CONFIG, INTERACTIVE, PAYMENTS, alert, make_config, payload, settle
 
-AUTH = {"Authorization": "Bearer tok-one-secret"}
-CB_AUTH = {"Authorization": "Bearer cb-token-secret"}
 SSML = "{http://www.w3.org/2001/10/synthesis}"
-INTERACTIVE = {'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'}
 COLLECT = {"maxDigits": 1, "digitTimeout": 8, "terminationDigit": "#"}
 ALICE, BOB = "+14155550101", "+442071838750"
 # The default menu (acknowledgement.digit, escalate_digit, repeat_digit), as every firing call says it.
@@ -42,35 +36,17 @@ def interactive_config(text: str = CONFIG, **replace: str):
 
 
 @pytest.fixture
-def env():
-    return {"config": interactive_config(), "provider": RecordingProvider(), "store": MemoryStore(),
-            "clock": FakeClock(), "registry": CollectorRegistry()}
+def config(request: pytest.FixtureRequest) -> Config:
+    return interactive_config(**config_changes(request))
 
 
-async def start(aiohttp_client, env, config=None):
-    app = create_app(config or env["config"], provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"])
-    c = await aiohttp_client(app)
-    return c
-
-
-@pytest.fixture
-async def client(aiohttp_client, env):
-    return await start(aiohttp_client, env)
-
-
-def metric(env, name, **labels) -> float:
-    value = env["registry"].get_sample_value(name, labels)
-    return 0.0 if value is None else value
-
-
-async def page_and_call(client, env, *alerts) -> str:
+async def page_and_call(client, harness, *alerts) -> str:
     """Post a payments alert, let the dispatcher place the call; returns the sessionId of the 202."""
     resp = await client.post("/alerts", data=json.dumps(payload(*(alerts or (alert(PAYMENTS),)))),
                              headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 200
     await client.app[DISPATCHER].settled()
-    return env["provider"].accepted[-1].message_id
+    return harness.provider.accepted[-1].message_id
 
 
 async def send(client, name: str, session: str, **fields: Any) -> dict[str, Any]:
@@ -100,9 +76,9 @@ async def pages(client) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------ placing
 
 
-async def test_page_call_is_programmable_and_resolved_notice_is_a_message(client, env):
-    session = await page_and_call(client, env)
-    [placed] = env["provider"].placed
+async def test_page_call_is_programmable_and_resolved_notice_is_a_message(client, harness):
+    session = await page_and_call(client, harness)
+    [placed] = harness.provider.placed
     assert placed.mode == "interactive"
     body = placed.request.call_body()
     assert body["callbackUrl"] == "http://127.0.0.1:9095/callbacks/webex"
@@ -114,7 +90,7 @@ async def test_page_call_is_programmable_and_resolved_notice_is_a_message(client
                              headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 200
     await client.app[DISPATCHER].settled()
-    resolved = env["provider"].placed[1]
+    resolved = harness.provider.placed[1]
     assert resolved.mode == "message"
     assert "resolved" in spoken(resolved.request.audio.to_json()).lower()
 
@@ -122,10 +98,10 @@ async def test_page_call_is_programmable_and_resolved_notice_is_a_message(client
 # --------------------------------------------------------------------------------------- call events
 
 
-async def test_answered_plays_the_page_and_collects_the_configured_digit(aiohttp_client, env):
+async def test_answered_plays_the_page_and_collects_the_configured_digit(harness):
     config = interactive_config(CONFIG + 'acknowledgement: {digit: "7"}\n')
-    client = await start(aiohttp_client, env, config)
-    session = await page_and_call(client, env, alert(PAYMENTS, summary="CPU high on node1"))
+    client = await harness.start(config)
+    session = await page_and_call(client, harness, alert(PAYMENTS, summary="CPU high on node1"))
     action = await send(client, "ANSWERED", session, callerId="+15550001234", dialedNumber=ALICE)
     assert action["action"] == "PLAY"
     assert action["collectInput"] == COLLECT
@@ -136,33 +112,33 @@ async def test_answered_plays_the_page_and_collects_the_configured_digit(aiohttp
     text = spoken(audio)
     assert "CPU high on node1" in text
     assert text.endswith("Press 7 to acknowledge, 5 to pass to the next person, star to repeat.")
-    assert metric(env, "alert2voice_callbacks_total", event="answered", result="ok") == 1
+    assert harness.metric("alert2voice_callbacks_total", event="answered", result="ok") == 1
 
 
-async def test_route_recording_plays_before_the_speech(aiohttp_client, env):
+async def test_route_recording_plays_before_the_speech(harness):
     config = interactive_config(**{"    send_resolved: true\n": "    send_resolved: true\n"
                                    "    audio: {type: URL, location: https://example.com/incident.wav}\n"})
-    client = await start(aiohttp_client, env, config)
-    session = await page_and_call(client, env)
+    client = await harness.start(config)
+    session = await page_and_call(client, harness)
     action = await send(client, "ANSWERED", session)
     recording, speech = action["audio"]
     assert recording == {"type": "URL", "location": "https://example.com/incident.wav"}
     assert spoken(speech).endswith(MENU)
 
 
-async def test_user_template_without_prompt_gets_the_prompt_after_it(aiohttp_client, env, tmp_path: Path):
+async def test_user_template_without_prompt_gets_the_prompt_after_it(harness, tmp_path: Path):
     (tmp_path / "short.ssml.j2").write_text(
         '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="{{ language }}">'
         "{{ alerts[0].alertname }} on {{ route }}.</speak>\n")
     config = interactive_config(CONFIG + f"templates: {{directory: {tmp_path}, firing: short.ssml.j2}}\n")
-    client = await start(aiohttp_client, env, config)
-    session = await page_and_call(client, env)
+    client = await harness.start(config)
+    session = await page_and_call(client, harness)
     action = await send(client, "ANSWERED", session)
     assert [spoken(a) for a in action["audio"]] == ["HighCPU on payments.", MENU]
 
 
-async def test_digit_acknowledges_thanks_and_ends_the_escalation(client, env):
-    session = await page_and_call(client, env)
+async def test_digit_acknowledges_thanks_and_ends_the_escalation(client, harness):
+    session = await page_and_call(client, harness)
     await send(client, "ANSWERED", session)
     action = await send(client, "COLLECTED_DIGITS", session, **digits("1"))
     assert action["action"] == "PLAY"
@@ -171,15 +147,15 @@ async def test_digit_acknowledges_thanks_and_ends_the_escalation(client, env):
     assert spoken(audio) == "Acknowledged. Thank you."
     assert await send(client, "PLAYED", session, status="SUCCESS", playedDuration=1) == {"action": "HANGUP"}
     assert await send(client, "DROPPED", session, status="SUCCESS", droppedBy="APPLICATION") == {"action": "HANGUP"}
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 1
-    assert metric(env, "alert2voice_callbacks_total", event="collected_digits", result="ok") == 1
-    assert metric(env, "alert2voice_callbacks_total", event="played", result="stale") == 1
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="acknowledged") == 1
+    assert harness.metric("alert2voice_callbacks_total", event="collected_digits", result="ok") == 1
+    assert harness.metric("alert2voice_callbacks_total", event="played", result="stale") == 1
     [page] = await pages(client)
     assert page["state"] == "acknowledged"
     assert page["calls"][0]["state"] == "acknowledged"
-    env["clock"].advance(timedelta(hours=1))
+    harness.clock.advance(timedelta(hours=1))
     await client.app[DISPATCHER].settled()
-    assert len(env["provider"].placed) == 1
+    assert len(harness.provider.placed) == 1
 
 
 @pytest.mark.parametrize(("misses", "menu_only"), [
@@ -187,8 +163,8 @@ async def test_digit_acknowledges_thanks_and_ends_the_escalation(client, env):
     ([("COLLECTED_DIGITS", digits("")), ("COLLECTED_DIGITS", digits("9"))], False),  # no key: the message again
     ([("PLAYED", {"status": "SUCCESS", "playedDuration": 1})] * 2, False),  # the other way a digit timeout may show
 ])
-async def test_two_misses_hang_up_and_escalate(client, env, misses, menu_only):
-    session = await page_and_call(client, env)
+async def test_two_misses_hang_up_and_escalate(client, harness, misses, menu_only):
+    session = await page_and_call(client, harness)
     first = await send(client, "ANSWERED", session)
     (event1, fields1), (event2, fields2) = misses
     replay = await send(client, event1, session, **fields1)
@@ -196,16 +172,16 @@ async def test_two_misses_hang_up_and_escalate(client, env, misses, menu_only):
     assert replay["collectInput"] == COLLECT
     assert [spoken(a) for a in replay["audio"]] == ([MENU] if menu_only else [spoken(first["audio"][0])])
     assert await send(client, event2, session, **fields2) == {"action": "HANGUP"}
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="no_answer") == 1
     [page] = await pages(client)
     assert page["state"] == "active"
     assert page["calls"][0]["error"] == "answered but not acknowledged"
     d = client.app[DISPATCHER]
     await settle(d)
-    assert len(env["provider"].placed) == 1  # the step's 3m interval first
-    env["clock"].advance(timedelta(minutes=3))
+    assert len(harness.provider.placed) == 1  # the step's 3m interval first
+    harness.clock.advance(timedelta(minutes=3))
     await settle(d)
-    second = env["provider"].placed[1]
+    second = harness.provider.placed[1]
     assert second.mode == "interactive"
     assert second.request.dialed_number == ALICE
     assert second.request.correlation_id.endswith("-2")
@@ -223,8 +199,8 @@ def test_the_menu_says_the_configured_keys(keys, said):
     assert interactive.prompt_text(AcknowledgementConfig(**keys)) == said
 
 
-async def test_escalate_key_ends_the_call_and_calls_the_next_step_at_once(client, env):
-    session = await page_and_call(client, env)
+async def test_escalate_key_ends_the_call_and_calls_the_next_step_at_once(client, harness):
+    session = await page_and_call(client, harness)
     await send(client, "ANSWERED", session)
     action = await send(client, "COLLECTED_DIGITS", session, **digits("5"))
     assert action["action"] == "PLAY" and "collectInput" not in action
@@ -234,14 +210,14 @@ async def test_escalate_key_ends_the_call_and_calls_the_next_step_at_once(client
     assert page["state"] == "active"
     assert (page["calls"][0]["state"], page["calls"][0]["error"]) == ("cancelled", "escalated by alice")
     await client.app[DISPATCHER].settled()  # no clock advance: the next step (bob) is due now, not in 3m
-    _, second = env["provider"].placed
+    _, second = harness.provider.placed
     assert second.request.dialed_number == BOB and second.mode == "interactive"
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="cancelled") == 1
-    assert metric(env, "alert2voice_pages_acknowledged_total", via="phone") == 0
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="cancelled") == 1
+    assert harness.metric("alert2voice_pages_acknowledged_total", via="phone") == 0
 
 
-async def test_escalate_key_on_a_page_acknowledged_meanwhile_only_hangs_up(client, env):
-    session = await page_and_call(client, env)
+async def test_escalate_key_on_a_page_acknowledged_meanwhile_only_hangs_up(client, harness):
+    session = await page_and_call(client, harness)
     await send(client, "ANSWERED", session)
     [page] = await pages(client)
     resp = await client.post(f"/api/v1/pages/{page['key']}/ack", data=json.dumps({"by": "dana"}))
@@ -252,11 +228,11 @@ async def test_escalate_key_on_a_page_acknowledged_meanwhile_only_hangs_up(clien
     assert page["calls"][0]["state"] == "cancelled"
     assert page["calls"][0]["error"].startswith("escalated by alice: page ")
     await client.app[DISPATCHER].settled()
-    assert len(env["provider"].placed) == 1
+    assert len(harness.provider.placed) == 1
 
 
-async def test_repeat_key_plays_the_message_and_menu_again_then_the_digit_acknowledges(client, env):
-    session = await page_and_call(client, env)
+async def test_repeat_key_plays_the_message_and_menu_again_then_the_digit_acknowledges(client, harness):
+    session = await page_and_call(client, harness)
     first = await send(client, "ANSWERED", session)
     assert spoken(first["audio"][0]).endswith(MENU)
     for _ in range(3):  # a repeat is not a miss: it may be asked for more than once
@@ -266,11 +242,11 @@ async def test_repeat_key_plays_the_message_and_menu_again_then_the_digit_acknow
     assert [spoken(a) for a in thanks["audio"]] == ["Acknowledged. Thank you."]
     [page] = await pages(client)
     assert (page["state"], page["acknowledged"]["by"], page["acknowledged"]["via"]) == ("acknowledged", "alice", "phone")
-    assert metric(env, "alert2voice_pages_acknowledged_total", via="phone") == 1
+    assert harness.metric("alert2voice_pages_acknowledged_total", via="phone") == 1
 
 
-async def test_repeat_key_is_bounded(client, env):
-    session = await page_and_call(client, env)
+async def test_repeat_key_is_bounded(client, harness):
+    session = await page_and_call(client, harness)
     await send(client, "ANSWERED", session)
     for _ in range(4):  # five plays in all
         assert (await send(client, "COLLECTED_DIGITS", session, **digits("*")))["action"] == "PLAY"
@@ -279,8 +255,8 @@ async def test_repeat_key_is_bounded(client, env):
     assert await send(client, "COLLECTED_DIGITS", session, **digits("*")) == {"action": "HANGUP"}
 
 
-async def test_unknown_key_repeats_the_menu_once_then_counts_as_not_reached(client, env):
-    session = await page_and_call(client, env)
+async def test_unknown_key_repeats_the_menu_once_then_counts_as_not_reached(client, harness):
+    session = await page_and_call(client, harness)
     await send(client, "ANSWERED", session)
     menu = await send(client, "COLLECTED_DIGITS", session, **digits("9"))
     assert menu["collectInput"] == COLLECT
@@ -290,13 +266,13 @@ async def test_unknown_key_repeats_the_menu_once_then_counts_as_not_reached(clie
     assert page["state"] == "active"
     assert (page["calls"][0]["state"], page["calls"][0]["error"]) == ("no_answer", "answered but not acknowledged")
     await client.app[DISPATCHER].settled()
-    assert len(env["provider"].placed) == 1  # not reached: the step's interval first, as for no answer
+    assert len(harness.provider.placed) == 1  # not reached: the step's interval first, as for no answer
 
 
-async def test_keys_can_be_moved_or_turned_off(aiohttp_client, env):
+async def test_keys_can_be_moved_or_turned_off(harness):
     config = interactive_config(CONFIG + 'acknowledgement: {digit: "#", escalate_digit: null, repeat_digit: "0"}\n')
-    client = await start(aiohttp_client, env, config)
-    session = await page_and_call(client, env)
+    client = await harness.start(config)
+    session = await page_and_call(client, harness)
     first = await send(client, "ANSWERED", session)
     assert spoken(first["audio"][0]).endswith("Press pound to acknowledge, 0 to repeat.")
     assert first["collectInput"]["terminationDigit"] == "*"
@@ -308,64 +284,64 @@ async def test_keys_can_be_moved_or_turned_off(aiohttp_client, env):
     assert page["state"] == "acknowledged"
 
 
-async def test_voicemail_hangs_up_and_counts_as_not_reached(client, env):
-    session = await page_and_call(client, env)
+async def test_voicemail_hangs_up_and_counts_as_not_reached(client, harness):
+    session = await page_and_call(client, harness)
     await send(client, "ANSWERED", session)
-    action = await send(client, "VMDETECTED", session, correlationId=env["provider"].requests[0].correlation_id,
+    action = await send(client, "VMDETECTED", session, correlationId=harness.provider.requests[0].correlation_id,
                         transactionId="t-2")
     assert action == {"action": "HANGUP"}
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="voicemail") == 1
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="voicemail") == 1
     [page] = await pages(client)
     assert page["state"] == "active"
 
 
 @pytest.mark.parametrize(("code", "outcome"), [("2003", "busy"), ("1002", "busy"), ("2002", "no_answer")])
-async def test_dropped_unanswered(client, env, code, outcome):
-    session = await page_and_call(client, env)
+async def test_dropped_unanswered(client, harness, code, outcome):
+    session = await page_and_call(client, harness)
     action = await send(client, "DROPPED", session, status="FAILURE", droppedBy="CALLEE",
                         error={"code": code, "message": "..."})
     assert action == {"action": "HANGUP"}
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome=outcome) == 1
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome=outcome) == 1
     [page] = await pages(client)
     assert page["calls"][0]["error"] is None
 
 
-async def test_hung_up_during_the_prompt_is_not_reached(client, env):
-    session = await page_and_call(client, env)
+async def test_hung_up_during_the_prompt_is_not_reached(client, harness):
+    session = await page_and_call(client, harness)
     await send(client, "ANSWERED", session)
     await send(client, "DROPPED", session, status="SUCCESS", droppedBy="CALLEE",
                error={"code": "2008", "message": "Call Dropped by Network/End user"})
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="no_answer") == 1
     [page] = await pages(client)
     assert page["calls"][0]["error"] == "answered but not acknowledged"
 
 
-async def test_unknown_session_is_hung_up(client, env):
+async def test_unknown_session_is_hung_up(client, harness):
     assert await send(client, "ANSWERED", "no-such-session") == {"action": "HANGUP"}
-    assert metric(env, "alert2voice_callbacks_total", event="answered", result="unknown") == 1
+    assert harness.metric("alert2voice_callbacks_total", event="answered", result="unknown") == 1
 
 
-async def test_status_poll_of_an_answered_call_is_not_an_acknowledgement(client, env):
-    await page_and_call(client, env)
+async def test_status_poll_of_an_answered_call_is_not_an_acknowledgement(client, harness):
+    await page_and_call(client, harness)
     d = client.app[DISPATCHER]
-    env["provider"].set_status("msg-1", CallStatus("ANSWERED", None, "2026-11-26T15:00:05Z", {}))
-    env["clock"].advance(timedelta(minutes=2))
+    harness.provider.set_status("msg-1", CallStatus("ANSWERED", None, "2026-11-26T15:00:05Z", {}))
+    harness.clock.advance(timedelta(minutes=2))
     await settle(d)
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 0
-    env["provider"].set_status("msg-1", CallStatus("DROPPED", 40, "2026-11-26T15:00:05Z", {}))
-    env["clock"].advance(timedelta(minutes=1))
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="answered") == 0
+    harness.provider.set_status("msg-1", CallStatus("DROPPED", 40, "2026-11-26T15:00:05Z", {}))
+    harness.clock.advance(timedelta(minutes=1))
     await settle(d)
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="no_answer") == 1
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="answered") == 0
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="no_answer") == 1
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="answered") == 0
 
 
-async def test_events_hold_off_the_status_poll(client, env):
-    session = await page_and_call(client, env)
-    env["clock"].advance(timedelta(seconds=90))
+async def test_events_hold_off_the_status_poll(client, harness):
+    session = await page_and_call(client, harness)
+    harness.clock.advance(timedelta(seconds=90))
     await send(client, "ANSWERED", session)
-    env["clock"].advance(timedelta(seconds=60))  # 2m30s after placing: past the deadline, not past the events'
+    harness.clock.advance(timedelta(seconds=60))  # 2m30s after placing: past the deadline, not past the events'
     await client.app[DISPATCHER].settled()
-    assert env["provider"].status_queries == []
+    assert harness.provider.status_queries == []
 
 
 # ------------------------------------------------------------------------------------------ silences
@@ -395,10 +371,10 @@ def silencing_config(am) -> Any:
                                        " duration: 2h}}\n")
 
 
-async def test_acknowledgement_silences_exactly_the_pages_alerts(aiohttp_client, env, alertmanager):
-    client = await start(aiohttp_client, env, silencing_config(alertmanager))
+async def test_acknowledgement_silences_exactly_the_pages_alerts(harness, alertmanager):
+    client = await harness.start(silencing_config(alertmanager))
     node2 = {**PAYMENTS, "instance": "node2:9100", "replica": "b"}  # replica: a dedup.ignore_labels label
-    session = await page_and_call(client, env, alert(PAYMENTS), alert(node2))
+    session = await page_and_call(client, harness, alert(PAYMENTS), alert(node2))
     await send(client, "ANSWERED", session)
     action = await send(client, "COLLECTED_DIGITS", session, **digits("1"))
     assert spoken(action["audio"][0]) == "Acknowledged. Thank you."
@@ -413,14 +389,14 @@ async def test_acknowledgement_silences_exactly_the_pages_alerts(aiohttp_client,
     node2.pop("replica")
     assert sorted(alertmanager.received, key=json.dumps) == sorted(
         [{"matchers": eq(PAYMENTS), **common}, {"matchers": eq(node2), **common}], key=json.dumps)
-    assert metric(env, "alert2voice_silence_requests_total", result="created") == 2
-    assert metric(env, "alert2voice_silence_requests_total", result="failed") == 0
+    assert harness.metric("alert2voice_silence_requests_total", result="created") == 2
+    assert harness.metric("alert2voice_silence_requests_total", result="failed") == 0
 
 
-async def test_silence_failure_is_logged_and_not_retried_on_4xx(aiohttp_client, env, alertmanager, caplog):
+async def test_silence_failure_is_logged_and_not_retried_on_4xx(harness, alertmanager, caplog):
     alertmanager.state["status"] = 400
-    client = await start(aiohttp_client, env, silencing_config(alertmanager))
-    session = await page_and_call(client, env)
+    client = await harness.start(silencing_config(alertmanager))
+    session = await page_and_call(client, harness)
     await send(client, "ANSWERED", session)
     with caplog.at_level(logging.ERROR, logger="alert2voice.silences"):
         action = await send(client, "COLLECTED_DIGITS", session, **digits("1"))
@@ -430,16 +406,16 @@ async def test_silence_failure_is_logged_and_not_retried_on_4xx(aiohttp_client, 
     errors = [r for r in caplog.records if r.name == "alert2voice.silences" and r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["silence not created"]
     assert "HTTP 400: bad silence" in errors[0].error
-    assert metric(env, "alert2voice_silence_requests_total", result="failed") == 1
-    assert metric(env, "alert2voice_silence_requests_total", result="created") == 0
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 1
+    assert harness.metric("alert2voice_silence_requests_total", result="failed") == 1
+    assert harness.metric("alert2voice_silence_requests_total", result="created") == 0
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="acknowledged") == 1
 
 
-async def test_silence_requests_are_counted_once_each_after_retries(alertmanager, env):
+async def test_silence_requests_are_counted_once_each_after_retries(alertmanager, harness):
     """Against a failing Alertmanager (HTTP 500): three attempts, one `failed`; then one `created`."""
-    metrics = Metrics(env["registry"])
+    metrics = Metrics(harness.registry)
     # Pre-created: both series exist at 0 before any silence is asked for.
-    assert [env["registry"].get_sample_value("alert2voice_silence_requests_total", {"result": r})
+    assert [harness.registry.get_sample_value("alert2voice_silence_requests_total", {"result": r})
             for r in ("created", "failed")] == [0.0, 0.0]
     waits: list[float] = []
 
@@ -454,20 +430,20 @@ async def test_silence_requests_are_counted_once_each_after_retries(alertmanager
         silencer.create(silence, [body], "page-1")
         await silencer.idle()
         assert (len(alertmanager.received), waits) == (3, [2.0, 4.0])
-        assert metric(env, "alert2voice_silence_requests_total", result="failed") == 1
+        assert harness.metric("alert2voice_silence_requests_total", result="failed") == 1
         alertmanager.state["status"] = 200
         silencer.create(silence, [body], "page-2")
         await silencer.idle()
-    assert metric(env, "alert2voice_silence_requests_total", result="created") == 1
-    assert metric(env, "alert2voice_silence_requests_total", result="failed") == 1
+    assert harness.metric("alert2voice_silence_requests_total", result="created") == 1
+    assert harness.metric("alert2voice_silence_requests_total", result="failed") == 1
 
 
 STORM = {"per_number: [{calls: 3, per: 15m}]": "per_number: [{calls: 100, per: 15m}]\n  storm: {pages: 2, per: 10m}"}
 
 
-async def storm_summary(aiohttp_client, env, config) -> tuple[Any, str]:
+async def storm_summary(harness, config) -> tuple[Any, str]:
     """Five pages for alice at once: two calls, then one summary call for the other three; its sessionId."""
-    client = await start(aiohttp_client, env, config)
+    client = await harness.start(config)
     for i in range(5):
         labels = {**PAYMENTS, "alertname": f"Storm{i}", "instance": f"node{i}:9100"}
         resp = await client.post("/alerts", data=json.dumps(payload(alert(labels), group_key=f"g{i}")),
@@ -475,17 +451,16 @@ async def storm_summary(aiohttp_client, env, config) -> tuple[Any, str]:
         assert resp.status == 200
     d = client.app[DISPATCHER]
     await settle(d)
-    env["clock"].advance(timedelta(minutes=10))
+    harness.clock.advance(timedelta(minutes=10))
     await settle(d)
-    assert [p.mode for p in env["provider"].placed] == ["interactive"] * 3
-    return client, env["provider"].accepted[2].message_id
+    assert [p.mode for p in harness.provider.placed] == ["interactive"] * 3
+    return client, harness.provider.accepted[2].message_id
 
 
-async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_page(aiohttp_client, env,
-                                                                                      alertmanager):
+async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_page(harness, alertmanager):
     config = make_config(CONFIG + f"acknowledgement: {{silence: {{alertmanager_url: 'http://127.0.0.1:{alertmanager.port}',"
                                   " duration: 2h}}\n", **INTERACTIVE, **STORM)
-    client, session = await storm_summary(aiohttp_client, env, config)
+    client, session = await storm_summary(harness, config)
     text = spoken((await send(client, "ANSWERED", session))["audio"][0])
     for i in (2, 3, 4):
         assert f"Storm{i}" in text or f"Storm {i}" in text, text
@@ -493,13 +468,13 @@ async def test_storm_summary_acknowledged_once_acknowledges_and_silences_every_p
     await client.app[SILENCER].idle()
     states = sorted(p["state"] for p in await pages(client))
     assert states == ["acknowledged", "acknowledged", "acknowledged", "active", "active"]  # 2 calls still ringing
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="acknowledged") == 3
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="acknowledged") == 3
     names = sorted(next(m["value"] for m in s["matchers"] if m["name"] == "alertname") for s in alertmanager.received)
     assert names == ["Storm2", "Storm3", "Storm4"]
 
 
-async def test_escalate_key_on_a_storm_summary_passes_every_page_it_spoke_for_on(aiohttp_client, env):
-    client, session = await storm_summary(aiohttp_client, env, make_config(CONFIG, **INTERACTIVE, **STORM))
+async def test_escalate_key_on_a_storm_summary_passes_every_page_it_spoke_for_on(harness):
+    client, session = await storm_summary(harness, make_config(CONFIG, **INTERACTIVE, **STORM))
     await send(client, "ANSWERED", session)
     await send(client, "COLLECTED_DIGITS", session, **digits("5"))
     await settle(client.app[DISPATCHER])  # no clock advance: bob is due now for each of them
@@ -507,8 +482,8 @@ async def test_escalate_key_on_a_storm_summary_passes_every_page_it_spoke_for_on
     assert len(passed) == 3
     assert all(p["state"] == "active" and p["calls"][0]["state"] == "cancelled" for p in passed)
     assert all([c["contact"] for c in p["calls"]] == ["alice", "bob"] for p in passed)
-    assert metric(env, "alert2voice_calls_total", route="payments", outcome="cancelled") == 3
-    assert BOB in [p.request.dialed_number for p in env["provider"].placed]
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="cancelled") == 3
+    assert BOB in [p.request.dialed_number for p in harness.provider.placed]
 
 
 # ------------------------------------------------------------------------------------------ end to end

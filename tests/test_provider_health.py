@@ -14,16 +14,16 @@ from prometheus_client import CollectorRegistry
 from alert2voice.config_file import load_config
 from alert2voice.metrics import Metrics
 from alert2voice.provider import AuthFailed, NetworkError, RateLimited, Rejected, Unavailable
-from alert2voice.provider.fake import RecordingProvider
 from alert2voice.provider.health import PROBE_INTERVAL, PROBE_INTERVAL_AFTER_FAILURE, ProviderHealth, status_of
 from alert2voice.simulator import create_simulator_app
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import HEALTH
 from bench.procs import free_port
-from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload
+from tests.harness import CB_AUTH, receipt
+from tests.harness import JSON_AUTH as AUTH
+from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, payload
 
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 SIM_KEY = "the-right-service-key"
 
 
@@ -210,23 +210,16 @@ async def test_a_provider_answering_errors_is_error(aiohttp_client, aiohttp_serv
     await _says(client, f"{base} answers with an error (unavailable HTTP 503")
 
 
-async def test_a_test_calls_receipts_show_on_the_status_page(aiohttp_client):
+async def test_a_test_calls_receipts_show_on_the_status_page(client, harness):
     """`alert2voice test-call` places its call from another process; its receipts find no page, and are shown."""
-    registry = CollectorRegistry()
-    app = create_app(make_config(), provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
-                     registry=registry)
-    client = await aiohttp_client(app)
     assert "none received by this replica" in await (await client.get("/")).text()
     for status, code in (("OFFERED", "7407"), ("ANSWERED", "7519"), ("DROPPED", "7409")):
-        receipt = {"deliveryInfoNotification": {
-            "deliveryInfo": {"timeStamp": "2026-11-26T15:00:00.000Z", "Description": status, "code": code,
-                             "deliveryStatus": status, "destination": "+14155550101"},
-            "transid": "msg-x", "correlationid": "a2v-test-0123456789abcdef01234567"}}
-        resp = await client.post("/callbacks/webex", json=receipt, headers={"Authorization": "Bearer cb-token-secret"})
+        body = receipt(status, correlation="a2v-test-0123456789abcdef01234567", transid="msg-x", code=code)
+        resp = await client.post("/callbacks/webex", json=body, headers=CB_AUTH)
         assert resp.status == 200
     html = await (await client.get("/")).text()
     assert "<code>a2v-test-0123456789abcdef01234567</code>: offered, answered, dropped" in html
-    assert registry.get_sample_value("alert2voice_callbacks_total", {"event": "answered", "result": "test_call"}) == 1
+    assert harness.metric("alert2voice_callbacks_total", event="answered", result="test_call") == 1
 
 
 async def test_failing_calls_never_make_probes_more_frequent_than_after_a_failure():

@@ -9,17 +9,16 @@ from datetime import timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
+from alert2voice.config import Config
 from alert2voice.config_file import load_config
 from alert2voice.dispatch.stepping import ROUTE_GRACE
 from alert2voice.provider import Unavailable
-from alert2voice.provider.fake import RecordingProvider
 from alert2voice.simulator import create_simulator_app
 from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, LIVE, PROVIDER
+from tests.harness import JSON_AUTH as AUTH
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, payload, settle
-
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -30,33 +29,29 @@ def config_file(tmp_path):
 
 
 @pytest.fixture
-async def client(aiohttp_client, config_file):
-    registry = CollectorRegistry()
-    app = create_app(load_config(config_file), config_path=config_file, provider=RecordingProvider(),
-                     store=MemoryStore(), clock=FakeClock(), registry=registry)
-    c = await aiohttp_client(app)
-    c.registry = registry
-    return c
+def config(config_file) -> Config:
+    return load_config(config_file)
 
 
-def gauge(client, name):
-    return client.registry.get_sample_value(name)
+@pytest.fixture
+async def client(harness, config_file):
+    return await harness.start(config_path=config_file)
 
 
-async def test_invalid_reload_keeps_last_good_config(client, config_file):
-    assert gauge(client, "alert2voice_config_last_reload_successful") == 1
+async def test_invalid_reload_keeps_last_good_config(client, harness, config_file):
+    assert harness.sample("alert2voice_config_last_reload_successful") == 1
     config_file.write_text(CONFIG.replace("name: payments", "name: payments\n    bogus_key: 1"))
     resp = await client.post("/-/reload")
     assert resp.status == 400
     assert "routes.0.bogus_key" in (await resp.json())["error"]
-    assert gauge(client, "alert2voice_config_last_reload_successful") == 0
+    assert harness.sample("alert2voice_config_last_reload_successful") == 0
     assert [r.name for r in client.app[LIVE].config.routes] == ["payments", "catch-all"]
     resp = await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
     assert resp.status == 200
     config_file.write_text(CONFIG.replace("tok-two-secret", "tok-three-secret"))
     resp = await client.post("/-/reload")
     assert resp.status == 200
-    assert gauge(client, "alert2voice_config_last_reload_successful") == 1
+    assert harness.sample("alert2voice_config_last_reload_successful") == 1
     # The new token works at once; the removed one does not.
     three = {**AUTH, "Authorization": "Bearer tok-three-secret"}
     two = {**AUTH, "Authorization": "Bearer tok-two-secret"}
@@ -85,7 +80,7 @@ async def test_pending_page_survives_reload(client, config_file):
     assert len(provider.accepted) == 1
 
 
-async def test_route_removed_by_reload_stops_its_escalation(client, config_file):
+async def test_route_removed_by_reload_stops_its_escalation(client, harness, config_file):
     provider = client.app[PROVIDER]
     provider.fail_next(Unavailable(503), times=1)
     await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
@@ -105,8 +100,7 @@ async def test_route_removed_by_reload_stops_its_escalation(client, config_file)
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
     assert page["state"] == "cancelled"
     assert page["calls"][0]["state"] == "cancelled"
-    assert client.registry.get_sample_value("alert2voice_calls_total",
-                                            {"route": "payments", "outcome": "cancelled"}) == 1
+    assert harness.metric("alert2voice_calls_total", route="payments", outcome="cancelled") == 1
 
 
 async def test_a_reload_rotates_the_service_key_of_the_running_provider_client(aiohttp_client, aiohttp_server,
@@ -134,16 +128,16 @@ async def test_a_reload_rotates_the_service_key_of_the_running_provider_client(a
     assert app[DISPATCHER].provider_healthy
 
 
-async def test_the_config_hash_names_the_file_loaded_and_follows_reloads(client, config_file):
+async def test_the_config_hash_names_the_file_loaded_and_follows_reloads(client, harness, config_file):
     def file_hash() -> float:
         return float(int(hashlib.sha256(config_file.read_bytes()).hexdigest()[:12], 16))
 
-    assert gauge(client, "alert2voice_config_hash") == file_hash()
+    assert harness.sample("alert2voice_config_hash") == file_hash()
     before = file_hash()
     config_file.write_text(CONFIG.replace("interval: 3m", "interval: 4m"))
     assert (await client.post("/-/reload")).status == 200
-    assert gauge(client, "alert2voice_config_hash") == file_hash() != before
+    assert harness.sample("alert2voice_config_hash") == file_hash() != before
     loaded = file_hash()
     config_file.write_text(CONFIG + "bogus_section: 1\n")
     assert (await client.post("/-/reload")).status == 400
-    assert gauge(client, "alert2voice_config_hash") == loaded  # the config in force, not the file on disk
+    assert harness.sample("alert2voice_config_hash") == loaded  # the config in force, not the file on disk

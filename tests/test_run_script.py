@@ -15,6 +15,8 @@ import pytest
 
 from bench.procs import LOOPBACK, free_port
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

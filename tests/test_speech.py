@@ -11,18 +11,24 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
-from alert2voice import speech as speech_module
 from alert2voice.alertmanager import Alert, Payload, parse_payload
+from alert2voice.config import AcknowledgementConfig
+from alert2voice.interactive import prompt_text
 from alert2voice.speech import (
     ALLOWED_ELEMENTS,
+    FILTERS,
     Speech,
     SpeechContext,
+    Spoken,
     TemplateError,
     duration,
+    filters,
     instance,
     ip,
+    key,
     nourls,
     number,
+    render,
     sample_payload,
     since,
     span,
@@ -35,6 +41,7 @@ from tests.support import FIXTURES_DIR
 NOW = datetime(2026, 11, 26, 14, 35, 42, tzinfo=UTC)
 SSML = "{http://www.w3.org/2001/10/synthesis}"
 FIXTURES = FIXTURES_DIR / "alertmanager"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 FIXTURE_NAMES = sorted(path.name for path in FIXTURES.glob("*.json"))
 
 
@@ -276,7 +283,7 @@ def test_filters_return_plain_strings_so_label_text_stays_escaped(tmp_path: Path
     )
     document = Speech(tmp_path).render("f.ssml.j2", context(load("prometheus_firing_FlipTargetDown.json")))
     assert spoken(document) == "a<b & \"c\" 'd' > ü"
-    for spoken_filter in (words, number, instance, ip, nourls, speakable, duration):
+    for spoken_filter in (words, number, instance, ip, nourls, speakable, duration, key):
         assert type(spoken_filter(Markup("<b>1</b>"))) is str
     assert type(spoken_labels({"job": Markup("<b>1</b>")}, "job")) is str
 
@@ -548,7 +555,7 @@ def test_templates_cannot_reach_outside(tmp_path: Path, body: str) -> None:
 
 
 def test_the_sandbox_fast_paths_read_what_the_sandbox_would(tmp_path: Path) -> None:
-    # Alert attributes, labels.get and loop variables skip the sandbox's checks (speech._Sandbox): same answers.
+    # Alert attributes, labels.get and loop variables skip the sandbox's checks (sandbox.BoundedSandbox): same answers.
     write(tmp_path, "f.txt.j2", "{% for a in alerts %}{{ loop.index }}/{{ loop.length }} {{ a.alertname }} "
                                 "{{ a.labels.get('instance') }} {{ a.labels.get('nope', '-') }} {{ a.firing }}"
                                 "{% endfor %}")
@@ -563,12 +570,15 @@ def test_variables_are_documented_and_available(tmp_path: Path) -> None:
     names = [
         "alerts", "alerts_spoken", "more", "total", "alertnames", "severity", "started_at", "ended_at",
         "group_labels", "common_labels", "common_annotations", "route", "contact", "status", "now",
-        "external_url", "receiver", "language",
+        "external_url", "receiver", "language", "ack_digit", "menu",
     ]  # fmt: skip
     write(tmp_path, "v.txt.j2", " ".join(f"{{{{ {name} is defined }}}}" for name in names))
     assert Speech(tmp_path).render("v.txt.j2", context(load("firing_HighCPU.json"))) == " ".join(["True"] * len(names))
+    documented = (DOCS / "templates.md").read_text()
     for name in names:
-        assert f"``{name}``" in (speech_module.__doc__ or "")
+        assert f"`{name}`" in documented
+    for name in FILTERS:
+        assert f"| `{name}` |" in documented, f"the filter {name} is not in docs/templates.md's table"
 
 
 def test_alert_conveniences(tmp_path: Path) -> None:
@@ -805,7 +815,7 @@ def _normalise_reference(text: str) -> str:
 @given(st.lists(st.sampled_from(["a", "<s>", " ", "\n", "\t", "\r", "\x0b", "\x1c", "\x85", "\xa0", "\u2028", "ü"])).map("".join))
 def test_normalise_collapses_whitespace_line_by_line(text: str) -> None:
     # _normalise returns text it finds already normal as it is: the shortcut must agree with the full work.
-    assert speech_module._normalise(text) == _normalise_reference(text)
+    assert render._normalise(text) == _normalise_reference(text)
 
 
 # --- hostile text: every filter takes linear time ---------------------------------------------------
@@ -835,14 +845,14 @@ def test_filters_take_linear_time_on_hostile_text(unit: str, tail: str) -> None:
 
 def _drop_urls_as_before(text: str) -> str:
     # The quadratic pattern the URL filter used: the reference for what the linear one must do.
-    return re.sub(r"\s*https?://\S+", speech_module._drop_url, text, flags=re.IGNORECASE)
+    return re.sub(r"\s*https?://\S+", filters._drop_url, text, flags=re.IGNORECASE)
 
 
 @settings(max_examples=400, deadline=None, database=None)
 @given(st.lists(st.sampled_from([" ", "\t", "\n", "h", "H", "ttp", "s", "://", ":", "/", "x", ".", ")", "é"]),
                 max_size=30).map("".join))
 def test_url_pattern_removes_what_it_always_did(text: str) -> None:
-    assert speech_module._URL.sub(speech_module._drop_url, text) == _drop_urls_as_before(text)
+    assert filters._URL.sub(filters._drop_url, text) == _drop_urls_as_before(text)
 
 
 # --- runaway templates: bounded in work, time and size ------------------------------------------------
@@ -965,7 +975,17 @@ def test_a_template_that_renders_is_spoken_as_it_is(tmp_path: Path) -> None:
     write(tmp_path, "ok.ssml.j2", SPEAK + "<s>{{ alerts|length }} alerts. Press {{ ack_digit }}.</s></speak>")
     ctx = SpeechContext(bare_payload("A"), bare_payload("A").alerts, "r", "alice", NOW, ack_digit="1")
     said = Speech(tmp_path).speak("ok.ssml.j2", ctx)
-    assert said == speech_module.Spoken(SPEAK + "<s>1 alerts. Press 1.</s></speak>", "SSML", True)
+    assert said == Spoken(SPEAK + "<s>1 alerts. Press 1.</s></speak>", "SSML", True)
+
+
+@pytest.mark.parametrize(("digit", "said"), [("1", "1"), ("*", "star"), ("#", "pound")])
+def test_a_template_says_a_key_as_the_menu_does(tmp_path: Path, digit: str, said: str) -> None:
+    # One way to say a key: the `key` filter is what the menu (interactive.prompt_text) says too.
+    write(tmp_path, "ok.ssml.j2", SPEAK + "<s>Press {{ ack_digit|key }}.</s></speak>")
+    ctx = SpeechContext(bare_payload("A"), bare_payload("A").alerts, "r", "alice", NOW, ack_digit=digit)
+    assert Speech(tmp_path).render("ok.ssml.j2", ctx) == SPEAK + f"<s>Press {said}.</s></speak>"
+    menu = prompt_text(AcknowledgementConfig(digit=digit, escalate_digit=None, repeat_digit=None))
+    assert menu == f"Press {said} to acknowledge."
 
 
 def test_check_renders_an_alert_that_has_only_an_alertname(tmp_path: Path) -> None:
@@ -1028,4 +1048,4 @@ def test_a_template_that_says_the_menu_asks_for_the_keys_itself(tmp_path: Path) 
     write(tmp_path, "menu.ssml.j2", SPEAK + "<s>{{ alerts|length }} alerts. {{ menu }}</s></speak>")
     ctx = SpeechContext(bare_payload("A"), bare_payload("A").alerts, "r", "alice", NOW, ack_digit="1", menu=MENU)
     said = Speech(tmp_path).speak("menu.ssml.j2", ctx)
-    assert said == speech_module.Spoken(SPEAK + f"<s>1 alerts. {MENU}</s></speak>", "SSML", True)
+    assert said == Spoken(SPEAK + f"<s>1 alerts. {MENU}</s></speak>", "SSML", True)

@@ -17,23 +17,21 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
+from alert2voice.config import Config
 from alert2voice.config_file import secrets_of
 from alert2voice.logs import mask_number
 from alert2voice.pages import Call, CallState
 from alert2voice.preview import Previews
-from alert2voice.provider.fake import RecordingProvider
-from alert2voice.store.memory import MemoryStore
 from alert2voice.units import format_instant
-from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, LIVE, PREVIEWS
 from alert2voice.web.status import said_heading
 from tests.e2e_support import Stack, in_ci, one_page, running_stack
-from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
+from tests.harness import ADMIN_GUARDED, Harness, config_changes
+from tests.harness import JSON_AUTH as AUTH
+from tests.support import CONFIG, PAYMENTS, T0, alert, make_config, payload, settle
 from tests.test_app import callback, receipt
 
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 ROTATION = "rotations:\n  primary: {members: [bob, alice], shift: 1w, start: 2026-11-23T09:00:00}\nroutes:\n"
 HOSTILE = {**PAYMENTS, "instance": "<script>alert(1)</script>"}
 FULL_NUMBERS = ("+14155550101", "+442071838750")
@@ -44,11 +42,8 @@ def status_config(**replace: str):
 
 
 @pytest.fixture
-async def client(aiohttp_client):
-    config = status_config()
-    app = create_app(config, provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
-                     registry=CollectorRegistry())
-    return await aiohttp_client(app)
+def config(request: pytest.FixtureRequest) -> Config:
+    return status_config(**config_changes(request))
 
 
 async def paged(client) -> dict:
@@ -188,11 +183,9 @@ def test_said_heading(state: str, placed: bool, heading: str) -> None:
     assert said_heading(call) == heading
 
 
-async def test_an_unavailable_store_is_shown_as_such_not_as_no_pages(aiohttp_client):
-    store = MemoryStore()
-    app = create_app(make_config(CONFIG + HEARTBEATS), provider=RecordingProvider(), store=store, clock=FakeClock(),
-                     registry=CollectorRegistry())
-    client = await aiohttp_client(app)
+async def test_an_unavailable_store_is_shown_as_such_not_as_no_pages(harness):
+    store = harness.store
+    client = await harness.start(make_config(CONFIG + HEARTBEATS))
     store.available = False
     resp = await client.get("/")
     assert resp.status == 200
@@ -217,16 +210,13 @@ async def test_status_pages_are_admin_endpoints(aiohttp_client):
         return await handler(request.clone(remote=request.headers.get("X-Test-Peer", request.remote)))
 
     paths = ("/", "/pages/some-key", "/pages/some-key/calls/1.wav", "/api/v1/pages/some-key")
-    app = create_app(status_config(), provider=RecordingProvider(), store=MemoryStore(), clock=FakeClock(),
-                     registry=CollectorRegistry())
+    app = Harness(status_config(), aiohttp_client).app()
     app.middlewares.append(peer)
     far = await aiohttp_client(app)
     assert [(await far.get(p, headers={"X-Test-Peer": "10.0.0.7"})).status for p in paths] == [403] * 4
     assert (await far.get("/", headers={"X-Test-Peer": "::ffff:127.0.0.1"})).status == 200
-    guarded = status_config(**{"max_body_bytes: 64KiB}": "max_body_bytes: 64KiB, admin_auth: "
-                                                        "{bearer_tokens: [adm-token-secret]}}"})
-    admin = await aiohttp_client(create_app(guarded, provider=RecordingProvider(), store=MemoryStore(),
-                                            clock=FakeClock(), registry=CollectorRegistry()))
+    guarded = status_config(**ADMIN_GUARDED)
+    admin = await Harness(guarded, aiohttp_client).start()
     refused = [await admin.get(p) for p in paths]
     assert [r.status for r in refused] == [401] * 4 and all("WWW-Authenticate" in r.headers for r in refused)
     assert (await admin.get("/", headers={"Authorization": "Bearer adm-token-secret"})).status == 200
@@ -273,16 +263,14 @@ async def test_a_flood_of_foreign_hosts_logs_a_line_a_minute(client, caplog):
 async def test_allowed_hosts_add_names_and_public_url_host_is_always_one(aiohttp_client):
     config = status_config(**{"public_url: http://127.0.0.1:9095":
                               "public_url: https://Alert2Voice.example:8443, allowed_hosts: [a2v.internal]"})
-    c = await aiohttp_client(create_app(config, provider=RecordingProvider(), store=MemoryStore(),
-                                        clock=FakeClock(), registry=CollectorRegistry()))
+    c = await Harness(config, aiohttp_client).start()
     statuses = {h: (await c.get("/", headers={"Host": h})).status
                 for h in ("alert2voice.example", "alert2voice.example:8443", "a2v.internal", "localhost", "x.y")}
     assert statuses == {"alert2voice.example": 200, "alert2voice.example:8443": 200, "a2v.internal": 200,
                         "localhost": 421, "x.y": 421}
     anyone = status_config(**{"public_url: http://127.0.0.1:9095": "public_url: http://127.0.0.1:9095, "
                                                                   "allowed_hosts: ['*']"})
-    c = await aiohttp_client(create_app(anyone, provider=RecordingProvider(), store=MemoryStore(),
-                                        clock=FakeClock(), registry=CollectorRegistry()))
+    c = await Harness(anyone, aiohttp_client).start()
     assert (await c.get("/", headers={"Host": "x.y"})).status == 200
 
 
@@ -294,11 +282,9 @@ heartbeats:
 """
 
 
-async def test_heartbeats_up_missing_and_not_armed(aiohttp_client):
-    clock = FakeClock()
-    app = create_app(make_config(CONFIG + HEARTBEATS), provider=RecordingProvider(), store=MemoryStore(),
-                     clock=clock, registry=CollectorRegistry())
-    client = await aiohttp_client(app)
+async def test_heartbeats_up_missing_and_not_armed(harness):
+    clock = harness.clock
+    client = await harness.start(make_config(CONFIG + HEARTBEATS))
     for name in ("nightly-backup", "watchdog"):
         assert (await client.post(f"/heartbeats/{name}", headers=AUTH)).status == 200
     clock.advance(10)  # past nightly-backup's 6s, within the watchdog's minute

@@ -858,3 +858,71 @@ async def test_a_page_admitted_again_forgets_its_earlier_incarnations_call_ids(s
         assert await store.find_call(correlation_id=old) is None, old
     assert await store.find_call(message_id="m-1") is None
     assert await store.find_call(correlation_id="p-again-1") == "p"
+
+
+async def test_a_database_from_before_the_lean_rows_keeps_its_call_ids_and_claims(tmp_path):
+    # Schema 4: calls and claims were rowid tables beside an index of their key; migration 5 rebuilds them.
+    path = tmp_path / "a2v.db"
+    old = SQLiteStore(path)
+    await old.open()
+    assert await old.admit(make_page("p", due_at=T0, calls=[make_call(1, message_id="m-1")]), ["c"], WINDOW, T0)
+    await old.close()
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        DROP TABLE calls; CREATE TABLE calls (id TEXT PRIMARY KEY, page_key TEXT NOT NULL
+            REFERENCES pages (key) ON DELETE CASCADE);
+        CREATE INDEX calls_page ON calls (page_key);
+        INSERT INTO calls VALUES ('p-1', 'p'), ('m-1', 'p');
+        DROP TABLE claims; CREATE TABLE claims (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+        CREATE INDEX claims_expiry ON claims (expires_at);
+        CREATE INDEX pages_group ON pages (route, group_key);
+        PRAGMA user_version = 4;""")
+    conn.execute("INSERT INTO claims VALUES ('c', ?)", ((T0 + WINDOW).timestamp(),))
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.find_call(message_id="m-1") == "p"
+        assert await store.seen("q", ["c"], at(1))  # the claim still holds
+        assert not await store.admit(make_page("q"), ["c"], WINDOW, at(1))
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert {row[1] for row in conn.execute("PRAGMA index_list(pages)")} == {
+        "sqlite_autoindex_pages_1", "pages_due", "pages_updated"}
+    conn.close()
+
+
+async def test_a_page_write_rewrites_only_what_changed(tmp_path, monkeypatch):
+    # Counted in write-ahead log frames (one per b-tree page written), with no checkpoint meanwhile: a write that
+    # changes a page's times and state rewrites its row and the two indexes queries read (due, updated), not
+    # its call ids nor an index of its group.
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_IDLE", 3600.0)
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 3600.0)
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_AT", 1 << 40)
+    store = SQLiteStore(tmp_path / "a2v.db")
+    await store.open()
+    try:
+        for i in range(100):  # indexes deeper than one b-tree page
+            key = f"bg{i:03d}"
+            assert await store.admit(make_page(key, due_at=at(i), calls=[make_call(1, key=key)]), [key], WINDOW, T0)
+
+        def frames() -> int:
+            return (tmp_path / "a2v.db-wal").stat().st_size // (4096 + 24)
+
+        page = make_page("p", due_at=T0, calls=[make_call(1)])
+        before = frames()
+        assert await store.admit(page, ["c"], WINDOW, T0)
+        admitted = frames()
+        page.due_at, page.updated_at, page.calls[0].message_id = at(120), at(1), "m-1"
+        await store.put(page)  # the call accepted: one new id
+        accepted = frames()
+        page.updated_at = at(2)
+        await store.put(page)
+        # Before: 13, 10 and 5 (an index of groups, call ids and claims beside a rowid table each, every id rewritten).
+        written = (admitted - before, accepted - admitted, frames() - accepted)
+        assert written[0] <= 10 and written[1] <= 5 and written[2] <= 3, written
+    finally:
+        await store.close()

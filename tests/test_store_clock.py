@@ -19,11 +19,10 @@ from alert2voice.store.memory import MemoryStore
 from alert2voice.store.redis import RedisStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import CLOCK, DISPATCHER, HEARTBEATS
+from tests.harness import AUTH
 from tests.redis_support import opened, redis_server_in
 from tests.support import PAYMENTS, FakeClock, alert, make_config, payload
 from tests.test_store import keys, make_page
-
-AUTH = {"Authorization": "Bearer tok-one-secret"}
 
 
 class StoreTime:

@@ -25,11 +25,10 @@ from alert2voice.store.sqlite import SQLiteStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER
 from tests.e2e_support import eventually
+from tests.harness import JSON_AUTH as AUTH
 from tests.redis_support import RedisServer, fresh_prefix, opened, redis_server_in
 from tests.support import PAYMENTS, alert, make_config, payload
 from tests.test_store import T0, WINDOW, make_page
-
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 
 
 @pytest.fixture

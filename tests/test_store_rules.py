@@ -72,7 +72,7 @@ def test_a_lease_is_free_when_missing_ended_or_ones_own():
 
 def test_a_call_fits_when_every_tier_has_room_else_when_the_last_full_one_frees():
     per_number, everyone = Tier("number", 2, timedelta(seconds=60)), Tier("all", 3, timedelta(seconds=100))
-    mine, all_calls = [at(10), at(0)], [at(0), at(5), at(10)]  # unsorted: the rule sorts
+    mine, all_calls = [at(0), at(10)], [at(0), at(5), at(10)]
     assert rules.tier_fit([mine, all_calls], [per_number, everyone], at(20)) == at(100)
     assert rules.tier_fit([mine], [per_number], at(60)) is None  # the call at 0 left the window at 60
     assert rules.tier_fit([], [], at(0)) is None
@@ -87,3 +87,13 @@ def test_storm_batches_open_join_lead_and_end():
     assert rules.storm_lead(led, "a") is None and rules.storm_lead(batch, "x") is None
     assert rules.storm_join(led, "c", at(120)) == StormBatch(at(120), ["c"])  # a led batch is going out
     assert rules.storm_ends(led, "a") and not rules.storm_ends(led, "c") and not rules.storm_ends(None, "a")
+
+
+def test_a_counter_counts_in_order_and_keeps_a_day():
+    placed: list = [at(0), at(20)]
+    rules.count(placed, at(10))  # an earlier moment than the last (another replica's clock): in its place
+    assert placed == [at(0), at(10), at(20)]
+    rules.count(placed, at(0) + rules.RETAIN + timedelta(seconds=10))  # the calls at 0 and 10 leave
+    assert placed == [at(20), at(0) + rules.RETAIN + timedelta(seconds=10)]
+    assert rules.counted_within(placed, at(0) + rules.RETAIN, timedelta(hours=24)) == placed
+    assert rules.counted_within(placed, at(0) + rules.RETAIN, timedelta(hours=23)) == placed[1:]

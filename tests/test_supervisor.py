@@ -8,16 +8,13 @@ import logging
 from datetime import timedelta
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from alert2voice.provider.fake import RecordingProvider
 from alert2voice.store.memory import MemoryStore
 from alert2voice.supervisor import DOWN_AFTER, Supervisor
-from alert2voice.web import create_app
 from alert2voice.web.keys import SUPERVISOR
-from tests.support import PAYMENTS, SleepingClock, alert, make_config, payload
-
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
+from tests.harness import JSON_AUTH as AUTH
+from tests.support import PAYMENTS, SleepingClock, alert, payload
 
 
 class CrashingStore(MemoryStore):
@@ -43,17 +40,16 @@ async def until(condition, what: str, steps: int = 2000) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
-async def serve(aiohttp_client, store, clock, provider):
-    app = create_app(make_config(), provider=provider, store=store, clock=clock, registry=CollectorRegistry())
-    client = await aiohttp_client(app)
-    return client
+async def serve(harness, store, clock, provider):
+    harness.store, harness.clock, harness.provider = store, clock, provider
+    return await harness.start()
 
 
-async def test_a_crashing_loop_is_logged_restarted_and_places_the_call(aiohttp_client, caplog):
+async def test_a_crashing_loop_is_logged_restarted_and_places_the_call(harness, caplog):
     caplog.set_level(logging.ERROR, logger="alert2voice.supervisor")
     clock, provider = SleepingClock(), RecordingProvider()
     store = CrashingStore(crashes=2)
-    client = await serve(aiohttp_client, store, clock, provider)
+    client = await serve(harness, store, clock, provider)
     resp = await client.post("/alerts", data=json.dumps(payload(alert(PAYMENTS))), headers=AUTH)
     assert resp.status == 200
     await until(lambda: len(provider.requests) == 1, "the call placed after the restarts")
@@ -64,9 +60,9 @@ async def test_a_crashing_loop_is_logged_restarted_and_places_the_call(aiohttp_c
     assert (await client.get("/-/healthy")).status == 200
 
 
-async def test_a_loop_that_stays_down_fails_health_so_the_pod_is_restarted(aiohttp_client):
+async def test_a_loop_that_stays_down_fails_health_so_the_pod_is_restarted(harness):
     clock = SleepingClock()
-    client = await serve(aiohttp_client, CrashingStore(crashes=10**6), clock, RecordingProvider())
+    client = await serve(harness, CrashingStore(crashes=10**6), clock, RecordingProvider())
     await until(lambda: client.app[SUPERVISOR].crashes >= DOWN_AFTER, "the dispatcher down")
     resp = await client.get("/-/healthy")
     assert resp.status == 503

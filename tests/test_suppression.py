@@ -19,10 +19,10 @@ from alert2voice.config_file import ConfigError
 from alert2voice.metrics import Metrics
 from alert2voice.silences import Silencer
 from alert2voice.suppression import Suppression, Verdict, suppressed
-from alert2voice.web import create_app
 from alert2voice.web.keys import DISPATCHER, HEARTBEATS
+from tests.harness import receipt
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, make_config, payload, settle
-from tests.test_app import callback, env, metric, post, receipt  # noqa: F401 (fixtures)
+from tests.test_app import callback, post
 from tests.test_tls import pki  # noqa: F401 (fixture)
 
 ALICE, BOB = "+14155550101", "+442071838750"
@@ -72,52 +72,44 @@ def am_config(*urls: str, ttl: str = "5s"):
     return make_config(CONFIG + f"alertmanager: {{urls: [{', '.join(urls)}], timeout: 1s, cache_ttl: {ttl}}}\n")
 
 
-async def start(aiohttp_client, env, config):
-    env["config"] = config
-    app = create_app(config, provider=env["provider"], store=env["store"], clock=env["clock"],
-                     registry=env["registry"])
-    return await aiohttp_client(app)
-
-
-async def page_unanswered(client, env, *alerts) -> dict[str, Any]:
+async def page_unanswered(client, harness, *alerts) -> dict[str, Any]:
     """Post the alerts; alice's first call is not answered; returns the page as the API shows it."""
     await post(client, payload(*alerts))
     await settle(client.app[DISPATCHER])
-    await callback(client, receipt("REJECTED", correlation=env["provider"].requests[0].correlation_id, code="7401"))
+    await callback(client, receipt("REJECTED", correlation=harness.provider.requests[0].correlation_id, code="7401"))
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
     return page
 
 
-async def next_step(client, env) -> dict[str, Any]:
+async def next_step(client, harness) -> dict[str, Any]:
     """The interval passes: the page's next call is due (and placed, unless Alertmanager says otherwise)."""
-    env["clock"].advance(timedelta(minutes=3))
+    harness.clock.advance(timedelta(minutes=3))
     await settle(client.app[DISPATCHER])
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
     return page
 
 
-def dialed(env) -> list[str]:
-    return [r.dialed_number for r in env["provider"].requests]
+def dialed(harness) -> list[str]:
+    return [r.dialed_number for r in harness.provider.requests]
 
 
 def url(am) -> str:
     return f"http://127.0.0.1:{am.port}/"
 
 
-async def test_every_alert_silenced_ends_the_page_silenced_and_nobody_else_is_called(aiohttp_client, env,
-                                                                                      alertmanager):
+async def test_every_alert_silenced_ends_the_page_silenced_and_nobody_else_is_called(harness, alertmanager):
     alertmanager.state["alerts"] = [PAYMENTS, NODE2]
-    client = await start(aiohttp_client, env, am_config(url(alertmanager)))
-    page = await page_unanswered(client, env, alert(PAYMENTS), alert(NODE2))
-    assert page["state"] == "active" and metric(env, "alert2voice_alertmanager_checks_total", result="active") == 1
+    client = await harness.start(am_config(url(alertmanager)))
+    page = await page_unanswered(client, harness, alert(PAYMENTS), alert(NODE2))
+    assert page["state"] == "active" and harness.metric("alert2voice_alertmanager_checks_total", result="active") == 1
     alertmanager.state["silenced"] = [PAYMENTS, NODE2]  # someone silenced both in Alertmanager
-    page = await next_step(client, env)
+    page = await next_step(client, harness)
     assert (page["state"], page["due_at"]) == ("silenced", None)
     for _ in range(3):  # well past every interval of the chain
-        await next_step(client, env)
-    assert dialed(env) == [ALICE]
-    assert metric(env, "alert2voice_alertmanager_checks_total", result="silenced") == 1
-    assert metric(env, "alert2voice_pages_silenced_total", route="payments") == 1
+        await next_step(client, harness)
+    assert dialed(harness) == [ALICE]
+    assert harness.metric("alert2voice_alertmanager_checks_total", result="silenced") == 1
+    assert harness.metric("alert2voice_pages_silenced_total", route="payments") == 1
     # One request per alert, selecting exactly its labels.
     assert sorted(alertmanager.state["asked"][-2:]) == sorted(
         [[f'{k}="{v}"' for k, v in sorted(labels.items())] for labels in (PAYMENTS, NODE2)])
@@ -125,43 +117,42 @@ async def test_every_alert_silenced_ends_the_page_silenced_and_nobody_else_is_ca
     assert status.status == 200 and "silenced" in await status.text()
 
 
-async def test_a_queued_call_is_cancelled_when_the_alerts_are_silenced_before_it_is_placed(aiohttp_client, env,
-                                                                                          alertmanager):
+async def test_a_queued_call_is_cancelled_when_the_alerts_are_silenced_before_it_is_placed(harness, alertmanager):
     alertmanager.state["alerts"] = [PAYMENTS]
-    client = await start(aiohttp_client, env, am_config(url(alertmanager)))
+    client = await harness.start(am_config(url(alertmanager)))
     alertmanager.state["silenced"] = [PAYMENTS]  # between Alertmanager's notification and the first call
     await post(client, payload(alert(PAYMENTS)))
     await settle(client.app[DISPATCHER])
     [page] = (await (await client.get("/api/v1/pages")).json())["pages"]
-    assert page["state"] == "silenced" and dialed(env) == []
+    assert page["state"] == "silenced" and dialed(harness) == []
 
 
-async def test_one_of_two_silenced_the_call_goes_ahead(aiohttp_client, env, alertmanager):
+async def test_one_of_two_silenced_the_call_goes_ahead(harness, alertmanager):
     alertmanager.state["alerts"] = [PAYMENTS, NODE2]
-    client = await start(aiohttp_client, env, am_config(url(alertmanager)))
-    await page_unanswered(client, env, alert(PAYMENTS), alert(NODE2))
+    client = await harness.start(am_config(url(alertmanager)))
+    await page_unanswered(client, harness, alert(PAYMENTS), alert(NODE2))
     alertmanager.state["silenced"] = [NODE2]
-    page = await next_step(client, env)
-    assert page["state"] == "active" and dialed(env) == [ALICE, ALICE]
-    assert metric(env, "alert2voice_alertmanager_checks_total", result="partly") == 1
+    page = await next_step(client, harness)
+    assert page["state"] == "active" and dialed(harness) == [ALICE, ALICE]
+    assert harness.metric("alert2voice_alertmanager_checks_total", result="partly") == 1
     # The new attempt speaks of the alert still active only; the first one said both.
-    first, second = (r.audio.text for r in env["provider"].requests)
+    first, second = (r.audio.text for r in harness.provider.requests)
     assert "node2" in first and "node1" in first
     assert "node2" not in second and "node1" in second
 
 
-async def test_an_alert_alertmanager_does_not_hold_counts_as_active(aiohttp_client, env, alertmanager):
+async def test_an_alert_alertmanager_does_not_hold_counts_as_active(harness, alertmanager):
     alertmanager.state["alerts"] = [PAYMENTS]  # node2 is not (or no longer) in Alertmanager
     alertmanager.state["silenced"] = [PAYMENTS]
-    client = await start(aiohttp_client, env, am_config(url(alertmanager)))
+    client = await harness.start(am_config(url(alertmanager)))
     await post(client, payload(alert(PAYMENTS), alert(NODE2)))
     await settle(client.app[DISPATCHER])
-    assert dialed(env) == [ALICE]
-    assert metric(env, "alert2voice_alertmanager_checks_total", result="partly") == 1
+    assert dialed(harness) == [ALICE]
+    assert harness.metric("alert2voice_alertmanager_checks_total", result="partly") == 1
 
 
 @pytest.mark.parametrize(("status", "result"), [(None, "unreachable"), (500, "error")])
-async def test_alertmanager_down_or_erroring_the_call_goes_ahead(aiohttp_client, env, alertmanager, unused_tcp_port,
+async def test_alertmanager_down_or_erroring_the_call_goes_ahead(harness, alertmanager, unused_tcp_port,
                                                                  status, result):
     alertmanager.state["alerts"] = [PAYMENTS]
     alertmanager.state["silenced"] = [PAYMENTS]
@@ -169,53 +160,52 @@ async def test_alertmanager_down_or_erroring_the_call_goes_ahead(aiohttp_client,
         where = f"http://127.0.0.1:{unused_tcp_port}"  # nobody listens there
     else:
         alertmanager.state["status"], where = status, url(alertmanager)
-    client = await start(aiohttp_client, env, am_config(where))
+    client = await harness.start(am_config(where))
     await post(client, payload(alert(PAYMENTS)))
     await settle(client.app[DISPATCHER])
-    assert dialed(env) == [ALICE]
-    assert metric(env, "alert2voice_alertmanager_checks_total", result=result) == 1
+    assert dialed(harness) == [ALICE]
+    assert harness.metric("alert2voice_alertmanager_checks_total", result=result) == 1
 
 
-async def test_the_next_peer_is_asked_when_the_first_does_not_answer(aiohttp_client, env, alertmanager,
-                                                                     unused_tcp_port):
+async def test_the_next_peer_is_asked_when_the_first_does_not_answer(harness, alertmanager, unused_tcp_port):
     alertmanager.state["alerts"] = [PAYMENTS]
     alertmanager.state["silenced"] = [PAYMENTS]
-    client = await start(aiohttp_client, env, am_config(f"http://127.0.0.1:{unused_tcp_port}", url(alertmanager)))
+    client = await harness.start(am_config(f"http://127.0.0.1:{unused_tcp_port}", url(alertmanager)))
     await post(client, payload(alert(PAYMENTS)))
     await settle(client.app[DISPATCHER])
-    assert dialed(env) == [] and metric(env, "alert2voice_alertmanager_checks_total", result="silenced") == 1
+    assert dialed(harness) == [] and harness.metric("alert2voice_alertmanager_checks_total", result="silenced") == 1
 
 
-async def test_an_answer_is_shared_within_its_ttl(aiohttp_client, env, alertmanager):
+async def test_an_answer_is_shared_within_its_ttl(harness, alertmanager):
     alertmanager.state["alerts"] = [PAYMENTS]
-    client = await start(aiohttp_client, env, am_config(url(alertmanager), ttl="10m"))
-    await page_unanswered(client, env, alert(PAYMENTS))
+    client = await harness.start(am_config(url(alertmanager), ttl="10m"))
+    await page_unanswered(client, harness, alert(PAYMENTS))
     assert len(alertmanager.state["asked"]) == 1
     alertmanager.state["silenced"] = [PAYMENTS]  # not seen: the answer of 3 minutes ago still stands
-    page = await next_step(client, env)
-    assert len(alertmanager.state["asked"]) == 1 and dialed(env) == [ALICE, ALICE] and page["state"] == "active"
-    await callback(client, receipt("REJECTED", correlation=env["provider"].requests[1].correlation_id, code="7401"))
-    env["clock"].advance(timedelta(minutes=7))  # past the TTL: asked again
-    page = await next_step(client, env)
-    assert len(alertmanager.state["asked"]) == 2 and page["state"] == "silenced" and dialed(env) == [ALICE, ALICE]
+    page = await next_step(client, harness)
+    assert len(alertmanager.state["asked"]) == 1 and dialed(harness) == [ALICE, ALICE] and page["state"] == "active"
+    await callback(client, receipt("REJECTED", correlation=harness.provider.requests[1].correlation_id, code="7401"))
+    harness.clock.advance(timedelta(minutes=7))  # past the TTL: asked again
+    page = await next_step(client, harness)
+    assert len(alertmanager.state["asked"]) == 2 and page["state"] == "silenced" and dialed(harness) == [ALICE, ALICE]
 
 
 async def test_a_silence_that_expires_while_the_alert_fires_reopens_the_page_on_the_next_notification(
-        aiohttp_client, env, alertmanager):
+        harness, alertmanager):
     alertmanager.state["alerts"] = [PAYMENTS]
-    client = await start(aiohttp_client, env, make_config(
+    client = await harness.start(make_config(
         CONFIG.replace("store: {backend: memory}", "store: {backend: memory}\ndedup: {window: 30m}")
         + f"alertmanager: {{urls: ['{url(alertmanager)}']}}\n"))
-    await page_unanswered(client, env, alert(PAYMENTS))
+    await page_unanswered(client, harness, alert(PAYMENTS))
     alertmanager.state["silenced"] = [PAYMENTS]
-    assert (await next_step(client, env))["state"] == "silenced"
+    assert (await next_step(client, harness))["state"] == "silenced"
     alertmanager.state["silenced"] = []  # the silence expired; Alertmanager notifies again (repeat_interval)
-    env["clock"].advance(timedelta(minutes=30))
+    harness.clock.advance(timedelta(minutes=30))
     resp = await post(client, payload(alert(PAYMENTS)))
     assert resp.status == 200
     await settle(client.app[DISPATCHER])
     [again] = (await (await client.get("/api/v1/pages")).json())["pages"]  # the same key, admitted anew
-    assert again["state"] == "active" and dialed(env) == [ALICE, ALICE]
+    assert again["state"] == "active" and dialed(harness) == [ALICE, ALICE]
 
 
 def test_suppressed_reads_alertmanagers_answer():
@@ -279,20 +269,20 @@ async def test_checks_carry_alertmanagers_http_config_credentials_and_tls(aiohtt
         assert checked is not None and checked.verdict is Verdict.UNREACHABLE and len(seen) == 1
 
 
-async def test_a_heartbeats_page_is_not_asked_about(aiohttp_client, env, alertmanager):
+async def test_a_heartbeats_page_is_not_asked_about(harness, alertmanager):
     alertmanager.state["alerts"] = [{"alertname": "Watchdog"}]
     alertmanager.state["silenced"] = [{"alertname": "Watchdog"}]
-    client = await start(aiohttp_client, env, make_config(
+    client = await harness.start(make_config(
         CONFIG + f"alertmanager: {{urls: ['{url(alertmanager)}']}}\n"
         "heartbeats: [{name: wd, matchers: ['alertname=\"Watchdog\"'], timeout: 1m, escalation: [{call: bob}]}]\n"))
     await post(client, payload(alert({"alertname": "Watchdog"})))  # arms it
-    env["clock"].advance(timedelta(minutes=2))
-    await client.app[HEARTBEATS].check(env["clock"].now())
+    harness.clock.advance(timedelta(minutes=2))
+    await client.app[HEARTBEATS].check(harness.clock.now())
     await settle(client.app[DISPATCHER])
-    assert dialed(env) == [BOB] and alertmanager.state["asked"] == []
+    assert dialed(harness) == [BOB] and alertmanager.state["asked"] == []
 
 
-async def test_acknowledgement_silences_carry_the_credentials_only_to_alertmanager_urls(aiohttp_server, env):
+async def test_acknowledgement_silences_carry_the_credentials_only_to_alertmanager_urls(aiohttp_server, harness):
     seen: list[str | None] = []
 
     async def post_silence(request: web.Request) -> web.Response:

@@ -5,7 +5,6 @@ said and frozen (speaking), shared dependencies (context), page locks."""
 from .limits import RateLimiter, tiers
 from .locks import KeyedLocks
 from .loop import Dispatcher
-from .outcomes import outcome_of_status
 from .placing import Backoff
 
-__all__ = ["Backoff", "Dispatcher", "KeyedLocks", "RateLimiter", "outcome_of_status", "tiers"]
+__all__ = ["Backoff", "Dispatcher", "KeyedLocks", "RateLimiter", "tiers"]

@@ -9,6 +9,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
+from ..alertmanager import Alert
 from ..clock import Clock
 from ..config import Config
 from ..logs import Repeated
@@ -55,7 +56,7 @@ class Dispatcher:
         self.ctx = ctx = Context(config=config, store=store, provider=provider, speech=speech, metrics=metrics,
                                  clock=clock, health=health, rng=rng or random.Random(), suppression=suppression)
         self.store, self.metrics, self.clock = store, metrics, clock
-        self.sleep = getattr(clock, "sleep", asyncio.sleep)
+        self.sleep = clock.sleep
         limiter = RateLimiter(store.take_token, lambda: clock.now().timestamp(), sleep=self.sleep)
         self.speaker = Speaker(ctx)
         self.placer = Placer(ctx, limiter, self.speaker)
@@ -145,18 +146,19 @@ class Dispatcher:
         return self.ctx.lease(self.config)
 
     async def open(self, page: Page, claims: Sequence[str], now: datetime,
-                   wanted: Callable[[], Awaitable[bool]] | None = None) -> bool:
+                   wanted: Callable[[], Awaitable[bool]] | None = None, alerts: Sequence[Alert] | None = None) -> bool:
         """Admit a new page (store.admit) with its first attempt queued and frozen; False when it is a duplicate.
 
         The one way a page comes to be, for a webhook's group and a missing heartbeat alike. When a slot is free
         the page is admitted leased to this process and started at once, its slot taken before the store is
         asked (so no other start can take it meanwhile); otherwise it is admitted unleased and left to the loop
         of whichever replica comes first. `wanted`, asked once the page is stored, may still stop it starting.
+        `alerts`: the page's alerts as its webhook carried them, validated (spoken without validating them again).
         """
         cfg = self.config
         call = next_call(page, cfg, now)
         if call is not None:
-            self.speaker.freeze(page, call, cfg)
+            self.speaker.freeze(page, call, cfg, alerts=alerts)
         slot = call is not None and self.has_room() and page.key not in self.active
         # Started here, its first call is cleared by the admit itself: counted against the throttle, given a token.
         first = first_call(cfg, call) if slot and call is not None else None

@@ -11,27 +11,10 @@ from ..callbacks import Event
 from ..config import Config
 from ..interactive import Answer
 from ..pages import REACHED, UNSENT_CALL_STATES, Call, CallState, Page, PageEnded, PageState, escalate
-from ..provider import Accepted, ProviderError, normalize_status
+from ..provider import Accepted, ProviderError, statuses
 from .context import Context
 from .speaking import Speaker
 from .work import Effects
-
-_STATUS_OUTCOMES = {
-    "ANSWERED": CallState.ANSWERED,
-    "REJECTED": CallState.NO_ANSWER,
-    "MESSAGE_EXPIRED": CallState.FAILED,
-    "FAILED": CallState.FAILED,
-}
-
-
-def outcome_of_status(status: str | None, answered: bool) -> CallState | None:
-    """Map a GET /v1/voice/calls status to a final outcome; None while the call may still be going on."""
-    if status is None:
-        return None
-    s = normalize_status(status)
-    if s in ("DROPPED", "RELEASED", "DISCONNECTED", "TROMBONE_RELEASED"):
-        return CallState.ANSWERED if answered else CallState.NO_ANSWER
-    return _STATUS_OUTCOMES.get(s)
 
 
 class Outcomes:
@@ -146,11 +129,11 @@ class Outcomes:
                 status = await ctx.provider.call_status(call.message_id)
             except ProviderError as exc:
                 ctx.metrics.provider_errors.labels(exc.reason).inc()
-        outcome = outcome_of_status(status.status if status else None, bool(status and status.answered_time))
+        outcome = statuses.poll(status.status if status else None, bool(status and status.answered_time))
         if call.interactive and outcome in REACHED:
             # A programmable call is reached only by a keypress, which only a call event reports; still
-            # ANSWERED, it may be going on.
-            outcome = None if status is not None and status.status == "ANSWERED" else CallState.NO_ANSWER
+            # connected, it may be going on.
+            outcome = None if status is not None and status.status == statuses.CONNECTED else CallState.NO_ANSWER
             call.error = interactive.NOT_ACKNOWLEDGED
         if outcome is None and call.polls < 3:
             page.due_at = now + cfg.provider.callback.deadline / 2

@@ -20,15 +20,47 @@ from .context import Context
 _UNSPOKEN = TtsAudio(text="")
 
 
-def payload_of(page: Page, extra: Sequence[Page] = ()) -> Payload:
-    """The webhook group a page (and the pages folded with it) came from, for the templates."""
+def payload_of(page: Page, extra: Sequence[Page] = (), alerts: Sequence[Alert] | None = None) -> Payload:
+    """The webhook group a page (and the pages folded with it) came from, for the templates. `alerts`: the page's,
+    validated already (a new page's, as its webhook carried them), so not validated again from what it stores."""
     g = page.group
-    alerts = [a for p in (page, *extra) for a in p.alerts]
+    own = list(alerts) if alerts is not None else [Alert.model_validate(a) for a in page.alerts]
     return Payload(version="4", receiver=g.get("receiver", ""), status="firing",
-                   alerts=[Alert.model_validate(a) for a in alerts], groupLabels=g.get("groupLabels", {}),
+                   alerts=[*own, *(Alert.model_validate(a) for p in extra for a in p.alerts)],
+                   groupLabels=g.get("groupLabels", {}),
                    commonLabels=g.get("commonLabels", {}), commonAnnotations=g.get("commonAnnotations", {}),
                    externalURL=g.get("externalURL", ""), groupKey=page.group_key,
                    truncatedAlerts=g.get("truncatedAlerts", 0))
+
+
+def voice(cfg: Config, contact: str) -> SpeechConfig:
+    """The speech settings for the contact being called."""
+    settings = cfg.contacts.get(contact)
+    return cfg.speech.for_contact(settings.speech if settings else None)
+
+
+def tts(cfg: Config, contact: str, text: str, text_format: str = "SSML") -> TtsAudio:
+    """Text to speak, in the contact's language and voice."""
+    said = voice(cfg, contact)
+    return TtsAudio(text=text, language=said.language, voice=said.voice, gender=said.gender, text_format=text_format)
+
+
+def sentence(cfg: Config, contact: str, text: str) -> TtsAudio:
+    """One plain sentence (the menu, the thank-you, a test call) as an SSML document in the contact's voice."""
+    return tts(cfg, contact, ssml_document(text, voice(cfg, contact).language))
+
+
+def call_request(cfg: Config, call: Call, audio: Audio) -> CallRequest:
+    """The provider request of an attempt saying `audio`: the dispatcher's calls and `alert2voice test-call`."""
+    return CallRequest(
+        caller_id=cfg.provider.caller_id,
+        dialed_number=call.number,
+        audio=audio,
+        correlation_id=call.correlation_id,
+        callback_url=cfg.server.public_url + "/callbacks/webex",
+        callback_auth_id=cfg.provider.callback.auth_id,
+        idempotency_key=call.idempotency_key,
+    )
 
 
 class Speaker:
@@ -37,23 +69,10 @@ class Speaker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def voice(self, cfg: Config, call: Call) -> SpeechConfig:
-        """The speech settings for the contact being called."""
-        contact = cfg.contacts.get(call.contact)
-        return cfg.speech.for_contact(contact.speech if contact else None)
-
-    def tts(self, cfg: Config, call: Call, text: str, text_format: str = "SSML") -> TtsAudio:
-        """Text to speak, in the contact's language and voice."""
-        voice = self.voice(cfg, call)
-        return TtsAudio(text=text, language=voice.language, voice=voice.voice, gender=voice.gender,
-                        text_format=text_format)
-
-    def sentence(self, cfg: Config, call: Call, text: str) -> TtsAudio:
-        """One plain sentence (the menu, the thank-you) as an SSML document in the contact's voice."""
-        return self.tts(cfg, call, ssml_document(text, self.voice(cfg, call).language))
-
-    def audio_for(self, page: Page, call: Call, cfg: Config, now: datetime, extra: Sequence[Page] = ()) -> list[Audio]:
-        """What a call says: the recording, else the speech; interactive: both, the speech ending with the prompt."""
+    def audio_for(self, page: Page, call: Call, cfg: Config, now: datetime, extra: Sequence[Page] = (),
+                  alerts: Sequence[Alert] | None = None) -> list[Audio]:
+        """What a call says: the recording, else the speech; interactive: both, the speech ending with the prompt.
+        `alerts`: the page's alerts validated already (payload_of)."""
         # `extra` pages (a storm summary) add their alerts to what is said.
         route = route_of(cfg, page)
         recording: Audio | None = None
@@ -69,43 +88,36 @@ class Speaker:
         else:
             name = cfg.templates.resolved if status == "resolved" else cfg.templates.firing
         keys = interactive.speech_keys(cfg, call.interactive)
-        payload = payload_of(page, extra)
+        payload = payload_of(page, extra, alerts)
         # The page stores only the alerts it paged for (its firing ones), so they are what is spoken.
         spoken = speech.speak(name, SpeechContext(payload=payload, alerts=payload.alerts, route=page.route,
                                                   contact=call.contact, now=now, status=status,
-                                                  language=self.voice(cfg, call).language, **keys))
+                                                  language=voice(cfg, call.contact).language, **keys))
         if spoken.error is not None:
             # The call goes out all the same: a template's mistake must not keep anyone from being called.
             self.ctx.metrics.template_errors.labels(page.route).inc()
             self.ctx.log(page, call, f"template failed; {spoken.fallback} is spoken instead", logging.WARNING,
                          template=name, error=str(spoken.error))
-        audio = [self.tts(cfg, call, spoken.text, spoken.text_format)]
+        audio = [tts(cfg, call.contact, spoken.text, spoken.text_format)]
         if keys["menu"] is not None and not spoken.asks_ack:
             # A template that does not say the menu itself: it follows as a sentence of its own.
-            audio.append(self.sentence(cfg, call, keys["menu"]))
+            audio.append(sentence(cfg, call.contact, keys["menu"]))
         return [recording, *audio] if recording is not None else audio
 
-    def freeze(self, page: Page, call: Call, cfg: Config, extra: Sequence[Page] = ()) -> None:
+    def freeze(self, page: Page, call: Call, cfg: Config, extra: Sequence[Page] = (),
+               alerts: Sequence[Alert] | None = None) -> None:
         """Build the attempt's whole request once, as of its creation, and keep it on the call (SPEC §5).
 
         Every try sends these bytes: the speech is rendered at `call.created_at`, never at a retry's `now`, so a
         retry after a lost answer carries the same Idempotency-Key and the same body, and a reload or a template
-        change between tries changes nothing already frozen. `extra` pages (a storm summary) are spoken too.
+        change between tries changes nothing already frozen. `extra` pages (a storm summary) are spoken too;
+        `alerts`: the page's, validated already (payload_of).
         """
         # Resolved notices (and test calls) stay play-and-hang-up: there is nothing to acknowledge.
         call.interactive = cfg.provider.mode == "interactive" and call.kind == "page"
-        spoken = self.audio_for(page, call, cfg, call.created_at, extra)
+        spoken = self.audio_for(page, call, cfg, call.created_at, extra, alerts)
         # POST /v1/voice/calls carries no audio: interactive calls are spoken when answered (see reply()).
-        request = CallRequest(
-            caller_id=cfg.provider.caller_id,
-            dialed_number=call.number,
-            audio=_UNSPOKEN if call.interactive else spoken[0],
-            correlation_id=call.correlation_id,
-            callback_url=cfg.server.public_url + "/callbacks/webex",
-            callback_auth_id=cfg.provider.callback.auth_id,
-            idempotency_key=call.idempotency_key,
-        )
-        call.request = request.to_dict()
+        call.request = call_request(cfg, call, _UNSPOKEN if call.interactive else spoken[0]).to_dict()
         if call.interactive:
             call.request["say"] = [a.to_json() for a in spoken]
 
@@ -144,9 +156,9 @@ class Speaker:
                 extra = [p for k in call.storm if k != page.key and (p := await store.get(k)) is not None]
             return interactive.prompt_action(self.said(page, call, cfg, extra), cfg.acknowledgement)
         if step.reply == "menu":
-            menu = self.sentence(cfg, call, interactive.prompt_text(cfg.acknowledgement))
+            menu = sentence(cfg, call.contact, interactive.prompt_text(cfg.acknowledgement))
             return interactive.prompt_action([menu], cfg.acknowledgement)
         if step.reply in ("thanks", "passed"):
             said = interactive.THANKS if step.reply == "thanks" else interactive.PASSED_ON
-            return interactive.play_action([self.sentence(cfg, call, said)])
+            return interactive.play_action([sentence(cfg, call.contact, said)])
         return interactive.CONTINUE if step.reply == "continue" else interactive.HANGUP

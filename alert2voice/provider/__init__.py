@@ -18,9 +18,9 @@ from .base import (
     UrlAudio,
     classify_response,
     classify_status_response,
-    normalize_status,
     parse_retry_after,
 )
+from .statuses import normalize_status
 
 __all__ = [
     "Accepted",

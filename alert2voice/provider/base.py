@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..config import SpeechConfig
+from .statuses import normalize_status
+
 # Reference §3: which codes mean what. Codes win over the HTTP status, except that a 5xx is
 # always the server's problem whatever code it carries.
 AUTH_CODES = frozenset({"7001", "7002", "7127", "7007"})  # 7007 "service inactive": a tenant config error
@@ -21,14 +24,17 @@ UNAVAILABLE_STATUSES = frozenset({408})
 _MAX_DETAIL = 200
 
 
+_SPEECH = SpeechConfig.model_fields  # a TtsAudio says what the speech section says by default
+
+
 @dataclass(frozen=True)
 class TtsAudio:
     """Text spoken by the platform's Azure TTS."""
 
     text: str
-    language: str = "en-US"
-    voice: str = "AriaNeural"
-    gender: str = "FEMALE"
+    language: str = _SPEECH["language"].default
+    voice: str = _SPEECH["voice"].default
+    gender: str = _SPEECH["gender"].default
     style: str = "NEURAL"
     engine: str = "AZURE"
     text_format: str = "SSML"
@@ -323,11 +329,6 @@ def classify_status_response(
             raw=data,
         )
     raise error_for_response(status, body, headers, now=now, redact=redact)
-
-
-def normalize_status(value: str) -> str:
-    """A provider status or event name in one spelling, whatever its case: 'Message Expired' -> 'MESSAGE_EXPIRED'."""
-    return "_".join(value.strip().upper().split())
 
 
 def error_for_response(

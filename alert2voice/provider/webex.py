@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from .. import __version__
+from ..config import ProviderConfig
 from .base import (
     MAX_BODY_BYTES,
     Accepted,
@@ -63,6 +64,10 @@ def _fixed(base_url: str, service_key: str, timeout: float) -> Callable[[], Sett
     return lambda: fixed
 
 
+# The keyword form's timeout: provider.timeout's default.
+_TIMEOUT = ProviderConfig.model_fields["timeout"].default.total_seconds()
+
+
 class WebexProvider:
     """Places calls and reads call status through the Webex Connect Voice API v1."""
 
@@ -73,7 +78,7 @@ class WebexProvider:
         *,
         base_url: str = "",
         service_key: str = "",
-        timeout: float = 10.0,
+        timeout: float = _TIMEOUT,
         observe: Observe | None = None,
     ) -> None:
         """`settings` is read at every request, so a reload reaches the next one; the keywords fix them instead."""

@@ -87,8 +87,8 @@ class StoreClock(Clock):
         return self.process.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        """The process clock's sleep (a test's clock may have one that moves it), else asyncio's."""
-        await getattr(self.process, "sleep", asyncio.sleep)(seconds)
+        """The process clock's sleep (a test's clock may move itself on instead)."""
+        await self.process.sleep(seconds)
 
     def on_measured(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, when `now()` first becomes the store's time (see `measured`)."""

@@ -36,7 +36,7 @@ class LocalLimits:
         if at is not None:
             return at
         for counter in (number, _ALL):
-            self._placed[counter] = rules.retained([*self._placed[counter], now], now)
+            rules.count(self._placed[counter], now)
         return None
 
     async def unreserve_call(self, number: str, at: datetime) -> None:

@@ -58,6 +58,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from ..config import DedupConfig, StoreConfig
 from ..pages import Page
 from . import redis_scripts as lua
 from . import rules
@@ -180,8 +181,9 @@ class RedisStore:
     it the dedup window, the age purge() is called with.
     """
 
-    def __init__(self, url: str, *, key_prefix: str = "a2v:", socket_timeout: float = 1.0,
-                 retention: timedelta = timedelta(hours=4), instance: str | None = None) -> None:
+    def __init__(self, url: str, *, key_prefix: str = StoreConfig.model_fields["key_prefix"].default,
+                 socket_timeout: float = 1.0, retention: timedelta = DedupConfig.model_fields["window"].default,
+                 instance: str | None = None) -> None:
         check_url(url)
         self._url = url
         self._sentinel: SentinelTarget | None = None

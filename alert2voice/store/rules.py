@@ -11,6 +11,7 @@ columns); throttle counters are datetimes; the token bucket computes in floats (
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple, TypeVar
@@ -80,9 +81,9 @@ def recent_order(updated: datetime, key: str) -> tuple[datetime, str]:
 # ------------------------------------------------------------------------------------ throttle tiers
 
 
-def counted_within(placed: Iterable[datetime], now: datetime, per: timedelta) -> list[datetime]:
-    """The placements of a counter within the last `per` (after now - per, exclusive), oldest first."""
-    return sorted(t for t in placed if t > now - per)
+def counted_within(placed: Sequence[datetime], now: datetime, per: timedelta) -> list[datetime]:
+    """The placements of a counter (oldest first) within the last `per` (after now - per, exclusive)."""
+    return list(placed[bisect_right(placed, now - per):])
 
 
 def leaves_window(placed_at: datetime, tier: Tier) -> datetime:
@@ -90,22 +91,23 @@ def leaves_window(placed_at: datetime, tier: Tier) -> datetime:
     return placed_at + tier.per
 
 
-def tier_fit(counters: Sequence[Iterable[datetime]], tiers: Sequence[Tier], now: datetime) -> datetime | None:
-    """Given each tier's counter (its placement times: the number's, or every call's for scope "all"), None
-    when a call at `now` fits every tier; else the earliest instant it fits them all: for each full tier, when
-    the `calls`-th newest placement within its window leaves it."""
+def tier_fit(counters: Sequence[Sequence[datetime]], tiers: Sequence[Tier], now: datetime) -> datetime | None:
+    """Given each tier's counter (its placement times, oldest first: the number's, or every call's for scope
+    "all"), None when a call at `now` fits every tier; else the earliest instant it fits them all: for each full
+    tier, when the `calls`-th newest placement within its window leaves it."""
     at: datetime | None = None
     for placed, tier in zip(counters, tiers, strict=True):
-        recent = counted_within(placed, now, tier.per)
-        if len(recent) >= tier.calls:
-            ready = leaves_window(recent[-tier.calls], tier)
+        if len(placed) - bisect_right(placed, now - tier.per) >= tier.calls:
+            ready = leaves_window(placed[-tier.calls], tier)
             at = ready if at is None else max(at, ready)
     return at if at is not None and at > now else None
 
 
-def retained(placed: Iterable[datetime], now: datetime) -> list[datetime]:
-    """What a counter keeps after a call is counted at `now`: the placements after now - RETAIN, oldest first."""
-    return sorted(t for t in placed if t > now - RETAIN)
+def count(placed: list[datetime], now: datetime) -> None:
+    """Count a call at `now` in a counter (oldest first, changed in place), which keeps the placements after
+    now - RETAIN only."""
+    insort(placed, now)
+    del placed[:bisect_right(placed, now - RETAIN)]
 
 
 # ------------------------------------------------------------------------------------------ token bucket

@@ -70,6 +70,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # One row readiness writes (ping): a store that cannot write is not ready.
         "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)",
     ),
+    (
+        # A group's pages are read from the in-memory mirror (loaded by a scan at connect): an index nobody
+        # reads, rewritten at every page write, goes.
+        "DROP INDEX IF EXISTS pages_group",
+        # Call ids and claims are looked up by their key alone: stored in the order of that key (WITHOUT ROWID),
+        # one b-tree instead of a table and its key's index, each written at every new id or claim.
+        """CREATE TABLE calls_by_id (
+            id TEXT PRIMARY KEY,
+            page_key TEXT NOT NULL REFERENCES pages (key) ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+        "INSERT INTO calls_by_id (id, page_key) SELECT id, page_key FROM calls",
+        "DROP TABLE calls",
+        "ALTER TABLE calls_by_id RENAME TO calls",
+        "CREATE INDEX calls_page ON calls (page_key)",
+        "CREATE TABLE claims_by_key (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID",
+        "INSERT INTO claims_by_key (key, expires_at) SELECT key, expires_at FROM claims",
+        "DROP TABLE claims",
+        "ALTER TABLE claims_by_key RENAME TO claims",
+        "CREATE INDEX claims_expiry ON claims (expires_at)",
+    ),
 )
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before reporting unavailable
@@ -499,8 +519,8 @@ class SQLiteStore(LocalLimits):
             "INSERT INTO pages (key, route, group_key, state, due_at, lease_until, lease_owner, updated_at, data,"
             " version) SELECT ?1, ?2, ?3, ?4, ?5, ?9, ?10, ?6, ?7, 1"
             " WHERE ?8 IS NULL OR ?8 = 0 OR EXISTS (SELECT 1 FROM pages WHERE key = ?1)"
-            " ON CONFLICT (key) DO UPDATE SET"
-            " route = excluded.route, group_key = excluded.group_key, state = excluded.state,"
+            # Not route and group_key: a key is made of them, so they never change (and a column set is rewritten).
+            " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
             " due_at = excluded.due_at, lease_until = ?9, lease_owner = ?10, updated_at = excluded.updated_at,"
             " data = excluded.data, version = pages.version + 1 WHERE ?8 IS NULL OR pages.version = ?8"
             " RETURNING version, rowid",
@@ -513,8 +533,10 @@ class SQLiteStore(LocalLimits):
         version, rowid = row
         changes.append(lambda: setattr(page, "version", version))
         ids = [c.correlation_id for c in page.calls] + [c.message_id for c in page.calls if c.message_id]
+        # Written only where new or another page's: the ids a page had are left as they are.
         conn.executemany("INSERT INTO calls (id, page_key) VALUES (?, ?)"
-                         " ON CONFLICT (id) DO UPDATE SET page_key = excluded.page_key",
+                         " ON CONFLICT (id) DO UPDATE SET page_key = excluded.page_key"
+                         " WHERE calls.page_key IS NOT excluded.page_key",
                          [(i, page.key) for i in ids])
         changes.extend(self._mirror_page(page, rowid))
 

@@ -38,14 +38,17 @@ from .keys import (
     HEARTBEATS,
     LIVE,
     METRICS,
+    OUTCOMES,
     PREVIEWS,
     PROVIDER,
     REFUSALS,
     SHUTDOWN,
     SILENCER,
+    SPEAKER,
     STORE,
     SUPERVISOR,
     SUPPRESSION,
+    WORK,
 )
 
 
@@ -162,11 +165,17 @@ async def _probe_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _make_dispatcher(app: web.Application) -> Dispatcher:
+    """The dispatcher, and the services made of its rooms that the handlers use (OUTCOMES, SPEAKER, WORK, ADMISSION).
+
+    Made at startup, not in create_app(): the dispatcher needs the provider, which the HTTP context makes from
+    the app's one ClientSession; and the handlers' outcomes must share the dispatcher's page locks.
+    """
     live = app[LIVE]
     dispatcher = Dispatcher(config=lambda: live.config, store=app[STORE], provider=app[PROVIDER],
                             speech=lambda: live.speech, metrics=app[METRICS], clock=app[CLOCK], health=app[HEALTH],
                             suppression=app[SUPPRESSION])
     app[DISPATCHER] = dispatcher
+    app[OUTCOMES], app[SPEAKER], app[WORK] = dispatcher.outcomes, dispatcher.speaker, dispatcher.ctx.work
     app[ADMISSION] = Admission(live, app[STORE], app[METRICS], dispatcher)
     return dispatcher
 

@@ -14,8 +14,8 @@ from ..provider.health import TEST_CALL_PREFIX
 from ..silences import silences_for
 from ..store import StoreUnavailable
 from ..store.base import Conflict
-from .http import error, read_timeout
-from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, REFUSALS, SILENCER, STORE
+from .http import Refusal, error, read_timeout
+from .keys import CLOCK, HEALTH, LIVE, METRICS, OUTCOMES, REFUSALS, SILENCER, STORE
 
 log = logging.getLogger("alert2voice.callbacks")
 
@@ -23,21 +23,12 @@ log = logging.getLogger("alert2voice.callbacks")
 async def handle_callback(request: web.Request) -> web.Response:
     """POST /callbacks/webex: delivery receipts and call events from the provider."""
     app = request.app
-    cb = app[LIVE].config.provider.callback
-    # The credentials in the headers are checked before a byte of the body is read.
-    if not callbacks.verify_headers(cb, request.headers):
-        return _refused(request)
-    body = await _read(request)
-    if isinstance(body, web.Response):
-        return body
-    if not callbacks.verify_body(cb, request.headers, body):
-        return _refused(request)
     metrics = app[METRICS]
     try:
-        event = callbacks.parse(body)
-    except callbacks.CallbackError as exc:
-        metrics.callbacks.labels("unknown", "bad_request").inc()
-        return error(400, str(exc))
+        event = await _authenticated(request)
+    except Refusal as refusal:
+        metrics.callbacks.labels("unknown", refusal.result).inc()
+        return refusal.response()
     try:
         return await _apply(app, event)
     except (StoreUnavailable, Conflict) as exc:
@@ -46,6 +37,21 @@ async def handle_callback(request: web.Request) -> web.Response:
         metrics.callbacks.labels(event.event, "unavailable").inc()
         log.warning("store unavailable; callback answered 503", extra={"event": event.event, "error": str(exc)})
         return error(503, "store unavailable, retry later")
+
+
+async def _authenticated(request: web.Request) -> callbacks.Event:
+    """The callback, authenticated and parsed; raises the Refusal (401, 408, 413, 400) otherwise."""
+    cb = request.app[LIVE].config.provider.callback
+    # The credentials in the headers are checked before a byte of the body is read.
+    if not callbacks.verify_headers(cb, request.headers):
+        raise _refused(request)
+    body = await _read(request)
+    if not callbacks.verify_body(cb, request.headers, body):
+        raise _refused(request)
+    try:
+        return callbacks.parse(body)
+    except callbacks.CallbackError as exc:
+        raise Refusal(400, "bad_request", str(exc)) from None
 
 
 async def _apply(app: web.Application, event: callbacks.Event) -> web.Response:
@@ -57,9 +63,8 @@ async def _apply(app: web.Application, event: callbacks.Event) -> web.Response:
         return await _call_event(app, key, event)
     result = "unknown"
     if key is not None:
-        result = await app[DISPATCHER].outcomes.receipt(key, correlation=event.correlation_id,
-                                                         message_id=event.message_id, outcome=event.outcome,
-                                                         grace=event.grace)
+        result = await app[OUTCOMES].receipt(key, correlation=event.correlation_id, message_id=event.message_id,
+                                             outcome=event.outcome, grace=event.grace)
     elif (event.correlation_id or "").startswith(TEST_CALL_PREFIX):
         # `alert2voice test-call` placed it (no page): the status page shows how it went.
         said = event.outcome.value.replace("_", " ") if event.outcome else event.event
@@ -73,29 +78,27 @@ async def _apply(app: web.Application, event: callbacks.Event) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _refused(request: web.Request) -> web.Response:
-    request.app[METRICS].callbacks.labels("unknown", "unauthorized").inc()
+def _refused(request: web.Request) -> Refusal:
     # Anyone can send these as fast as they like: each is counted, the line comes once a minute with how many.
     request.app[REFUSALS](log, "callback refused: wrong or missing credentials", "unauthorized",
                           remote=request.remote)
-    return error(401, "missing or wrong callback credentials", **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
+    return Refusal(401, "unauthorized", "missing or wrong callback credentials",
+                   **{"WWW-Authenticate": 'Bearer realm="callbacks"'})
 
 
-async def _read(request: web.Request) -> bytes | web.Response:
-    """A callback's body: at most 64 KiB, within server.read_timeout; a Response is the error to send."""
+async def _read(request: web.Request) -> bytes:
+    """A callback's body: at most 64 KiB, within server.read_timeout; raises the Refusal (408, 413) otherwise."""
     # Separate from server.max_body_bytes (the app's client_max_size, sized for 5,000-alert webhooks).
-    config, metrics = request.app[LIVE].config, request.app[METRICS]
+    config = request.app[LIVE].config
     limit, body = MAX_BODY_BYTES, None
     if request.content_length is None or request.content_length <= limit:
         try:
             async with asyncio.timeout(config.server.read_timeout.total_seconds()):
                 body = await read_at_most(request.content, limit)
         except TimeoutError:
-            metrics.callbacks.labels("unknown", "timeout").inc()
-            return read_timeout(config)
+            raise read_timeout(config, "timeout") from None
     if body is None:
-        metrics.callbacks.labels("unknown", "too_large").inc()
-        return error(413, f"callback body over {limit} bytes")
+        raise Refusal(413, "too_large", f"callback body over {limit} bytes")
     return body
 
 
@@ -103,7 +106,7 @@ async def _call_event(app: web.Application, key: str | None, event: callbacks.Ev
     """A programmable call's event (interactive mode): the platform reads the next action from the body."""
     answer = Answer("unknown", HANGUP)
     if key is not None:
-        answer = await app[DISPATCHER].outcomes.call_event(key, event)
+        answer = await app[OUTCOMES].call_event(key, event)
     app[METRICS].callbacks.labels(event.event, answer.result).inc()
     if answer.result == "unknown":
         log.warning("call event for an unknown call", extra={"event": event.event, "session_id": event.message_id,

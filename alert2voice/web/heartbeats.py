@@ -7,9 +7,9 @@ import logging
 from aiohttp import web
 
 from ..store import StoreUnavailable
-from .http import error
+from .http import Refusal, error
 from .keys import CLOCK, HEARTBEATS, LIVE, SHUTDOWN
-from .webhook import credentials_refusal
+from .webhook import require_credentials
 
 log = logging.getLogger("alert2voice.webhook")
 
@@ -21,10 +21,11 @@ async def handle_heartbeat(request: web.Request) -> web.Response:
         return error(503, "shutting down")
     config = app[LIVE].config
     # Credentials first: without them, nobody learns which heartbeat names exist.
-    refusal = credentials_refusal(request, config)
-    if refusal is not None:
-        log.warning("heartbeat refused", extra={"status": 401, "remote": request.remote})
-        return refusal
+    try:
+        require_credentials(request, config)
+    except Refusal as refusal:
+        log.warning("heartbeat refused", extra={"status": refusal.status, "remote": request.remote})
+        return refusal.response()
     name = request.match_info["name"]
     try:
         resolved = await app[HEARTBEATS].refresh(name, app[CLOCK].now())

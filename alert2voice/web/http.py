@@ -33,39 +33,66 @@ def error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"status": "error", "error": message}, status=status, headers=headers or None)
 
 
-def unauthorized(auth: WebhookAuth) -> web.Response:
+class Refusal(Exception):
+    """A request refused before any work is done: its HTTP status, the result its handler counts, what was wrong.
+
+    Raised where the refusal is found (read_json, parse, require_credentials, a callback's checks) and caught
+    once by the handler, which counts `result` in its own metric and answers `response()` — gidgethub's
+    BadRequest is the model; no out-parameter, no `X | web.Response` to test at every step.
+    """
+
+    def __init__(self, status: int, result: str, message: str, **headers: str) -> None:
+        super().__init__(message)
+        self.status, self.result, self.message, self.headers = status, result, message, headers
+
+    def response(self) -> web.Response:
+        """The JSON error that answers it."""
+        return error(self.status, self.message, **self.headers)
+
+
+def refusals(handler: Handler) -> Handler:
+    """Answer a Refusal the handler raises with its JSON error: for handlers that count no refusals of their own."""
+
+    @functools.wraps(handler)
+    async def answering(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Refusal as refusal:
+            return refusal.response()
+
+    return answering
+
+
+def unauthorized(auth: WebhookAuth) -> Refusal:
     """401 with the WWW-Authenticate challenge of the credentials configured."""
-    return error(401, "missing or wrong credentials", **{"WWW-Authenticate": challenge(auth)})
+    return Refusal(401, "unauthorized", "missing or wrong credentials", **{"WWW-Authenticate": challenge(auth)})
 
 
-def read_timeout(config: Config) -> web.Response:
-    """408: the body did not arrive within server.read_timeout."""
-    return error(408, f"body not received within server.read_timeout ({format_duration(config.server.read_timeout)})")
+def read_timeout(config: Config, result: str) -> Refusal:
+    """408: the body did not arrive within server.read_timeout (counted as `result`)."""
+    return Refusal(408, result,
+                   f"body not received within server.read_timeout ({format_duration(config.server.read_timeout)})")
 
 
-async def read_json(request: web.Request, config: Config, result: list[str]) -> bytes | web.Response:
-    """Check type and size, read within server.read_timeout; a Response is the error to send (result says which)."""
+async def read_json(request: web.Request, config: Config) -> bytes:
+    """Check type and size, read within server.read_timeout; raises the Refusal (415, 413, 408) otherwise."""
     if request.content_type != "application/json":
-        result.append("unsupported_media_type")
-        return error(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
+        raise Refusal(415, "unsupported_media_type",
+                      f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
     limit = config.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        result.append("too_large")
-        return error(413, f"body of {request.content_length} bytes is over server.max_body_bytes ({limit})")
+        raise Refusal(413, "too_large",
+                      f"body of {request.content_length} bytes is over server.max_body_bytes ({limit})")
     try:
         if request.content.is_eof():
-            body = await request.read()  # all here already: nothing to time out
-        else:
-            async with asyncio.timeout(config.server.read_timeout.total_seconds()):
-                # aiohttp enforces client_max_size (set from max_body_bytes) while reading, chunked bodies too.
-                body = await request.read()
+            return await request.read()  # all here already: nothing to time out
+        async with asyncio.timeout(config.server.read_timeout.total_seconds()):
+            # aiohttp enforces client_max_size (set from max_body_bytes) while reading, chunked bodies too.
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        result.append("too_large")
-        return error(413, f"body is over server.max_body_bytes ({limit})")
+        raise Refusal(413, "too_large", f"body is over server.max_body_bytes ({limit})") from None
     except TimeoutError:
-        result.append("bad_request")
-        return read_timeout(config)
-    return body
+        raise read_timeout(config, "bad_request") from None
 
 
 def browser_page(handler: Handler) -> Handler:

@@ -8,6 +8,9 @@ from aiohttp import web
 
 from ..admission import Admission
 from ..dispatch import Dispatcher
+from ..dispatch.outcomes import Outcomes
+from ..dispatch.speaking import Speaker
+from ..dispatch.work import Work
 from ..heartbeats import Heartbeats
 from ..live import LiveConfig
 from ..logs import Refusals
@@ -40,6 +43,12 @@ REFUSALS: web.AppKey[Refusals] = web.AppKey("refusals", Refusals)
 SILENCER: web.AppKey[Silencer] = web.AppKey("silencer", Silencer)
 SUPPRESSION: web.AppKey[Suppression] = web.AppKey("suppression", Suppression)
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher", Dispatcher)
+# What the handlers use of the dispatcher's rooms, set beside it: the provider's receipts and call events applied
+# to their calls (POST /callbacks/webex), what a call said (the status page), and the one way a page changes
+# (a person's ack or escalate), under the same page locks as the dispatcher's.
+OUTCOMES: web.AppKey[Outcomes] = web.AppKey("outcomes", Outcomes)
+SPEAKER: web.AppKey[Speaker] = web.AppKey("speaker", Speaker)
+WORK: web.AppKey[Work] = web.AppKey("work", Work)
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 DISPATCHER_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("dispatcher_task")

@@ -21,7 +21,7 @@ from ..preview import render_calls
 from ..provider.health import TERSE
 from ..store import StoreUnavailable
 from ..upcoming import upcoming
-from .http import Handler, error, read_json, unauthorized
+from .http import Handler, Refusal, error, read_json, refusals, unauthorized
 from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, REFUSALS, SHUTDOWN, STORE, SUPERVISOR
 from .webhook import parse
 
@@ -65,7 +65,7 @@ def admin_refused(request: web.Request) -> web.Response | None:
                           "or server.public_url's")
     if auth is None:
         return error(403, "this endpoint answers loopback clients only; set server.admin_auth to allow others")
-    return unauthorized(auth)
+    return unauthorized(auth).response()
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -146,13 +146,11 @@ async def handle_reload(request: web.Request) -> web.Response:
 
 
 @admin
+@refusals
 async def handle_render(request: web.Request) -> web.Response:
     """POST /-/render: a webhook payload in, the calls it would cause now (with their SSML) out."""
-    live, result = request.app[LIVE], []
-    body = await read_json(request, live.config, result)
-    parsed = body if isinstance(body, web.Response) else parse(body, result)
-    if isinstance(parsed, web.Response):
-        return parsed
+    live = request.app[LIVE]
+    parsed = parse(await read_json(request, live.config))
     return web.json_response({"calls": render_calls(live.config, live.speech, parsed, request.app[CLOCK].now())})
 
 
@@ -178,21 +176,22 @@ def page_json(page: Page) -> dict[str, Any]:
     }
 
 
-async def stored_page(request: web.Request) -> Page | web.Response:
-    """The page named in the path ({key}), or the error response to send: 404 unknown, 503 store unavailable."""
+async def stored_page(request: web.Request) -> Page:
+    """The page named in the path ({key}); raises the Refusal: 404 unknown, 503 store unavailable."""
     try:
         page = await request.app[STORE].get(request.match_info["key"])
     except StoreUnavailable as exc:
-        return error(503, f"store unavailable: {exc}")
-    return page if page is not None else error(404, "no such page")
+        raise Refusal(503, "unavailable", f"store unavailable: {exc}") from None
+    if page is None:
+        raise Refusal(404, "unknown", "no such page")
+    return page
 
 
 @admin
+@refusals
 async def handle_page(request: web.Request) -> web.Response:
     """GET /api/v1/pages/{key}: one page as /api/v1/pages gives it, and its next call (who, when, why held)."""
     page = await stored_page(request)
-    if isinstance(page, web.Response):
-        return page
     nxt = upcoming(page, request.app[LIVE].config, request.app[CLOCK].now())
     return web.json_response({**page_json(page), "next_call": nxt.to_json() if nxt else None})
 

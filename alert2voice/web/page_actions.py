@@ -24,8 +24,8 @@ from ..dispatch.work import Effects
 from ..pages import Call, Page, PageEnded, acknowledge, escalate
 from ..silences import silences_for
 from ..store import StoreUnavailable
-from .http import browser_page, error
-from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SILENCER
+from .http import Refusal, browser_page, error
+from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SILENCER, WORK
 from .ops import admin, page_json
 
 log = logging.getLogger("alert2voice.pages")
@@ -48,30 +48,31 @@ class Ask:
 Act = Callable[[Page, datetime, Ask], list[Call] | None]
 
 
-class BadBody(Exception):
+def _bad(message: str) -> Refusal:
     """What is wrong with the request's body (400)."""
+    return Refusal(400, "bad_request", message)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     """The optional JSON body: {"by": "...", "comment": "...", "step": N}."""
     raw = await request.content.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        raise BadBody(f"body over {MAX_BODY} bytes")
+        raise _bad(f"body over {MAX_BODY} bytes")
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise BadBody(f"body is not JSON: {exc}") from None
+        raise _bad(f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise BadBody("body must be a JSON object such as {\"by\": \"dana\", \"comment\": \"on it\"}")
+        raise _bad("body must be a JSON object such as {\"by\": \"dana\", \"comment\": \"on it\"}")
     for name in ("by", "comment"):
         value = body.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
-            raise BadBody(f"{name} must be a string of at most {MAX_TEXT} characters")
+            raise _bad(f"{name} must be a string of at most {MAX_TEXT} characters")
     step = body.get("step")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 1):
-        raise BadBody("step must be the step number the page was at (1 for the first)")
+        raise _bad("step must be the step number the page was at (1 for the first)")
     return body
 
 
@@ -99,7 +100,7 @@ async def change(app: web.Application, key: str, name: str, act: Act, body: dict
         fx.save()
         return page, True
 
-    page, changed = await app[DISPATCHER].ctx.work.change(key, decide)
+    page, changed = await app[WORK].change(key, decide)
     if page is not None and changed:
         app[DISPATCHER].poke()  # an escalation is due now
         if page.acknowledged_at == now and page.acknowledged_via == via:
@@ -108,28 +109,25 @@ async def change(app: web.Application, key: str, name: str, act: Act, body: dict
     return page, changed
 
 
-async def _apply(request: web.Request, name: str, act: Act, body: dict[str, Any],
-                 via: str) -> tuple[Page, bool] | web.Response:
-    """change() on the page named in the path: the page and whether it changed, or the error to answer."""
+async def _apply(request: web.Request, name: str, act: Act, body: dict[str, Any], via: str) -> tuple[Page, bool]:
+    """change() on the page named in the path: the page and whether it changed; raises the Refusal (409, 503, 404)."""
     try:
         page, changed = await change(request.app, request.match_info["key"], name, act, body, via)
     except PageEnded as exc:
-        return error(409, str(exc))
+        raise Refusal(409, "ended", str(exc)) from None
     except StoreUnavailable as exc:
-        return error(503, f"store unavailable: {exc}")
-    return (page, changed) if page is not None else error(404, "no such page")
+        raise Refusal(503, "unavailable", f"store unavailable: {exc}") from None
+    if page is None:
+        raise Refusal(404, "unknown", "no such page")
+    return page, changed
 
 
 async def _act(request: web.Request, name: str, act: Act) -> web.Response:
     """The JSON API's answer to `act` on the page named in the path."""
     try:
-        body = await _body(request)
-    except BadBody as exc:
-        return error(400, str(exc))
-    done = await _apply(request, name, act, body, "api")
-    if isinstance(done, web.Response):
-        return done
-    page, changed = done
+        page, changed = await _apply(request, name, act, await _body(request), "api")
+    except Refusal as refusal:
+        return refusal.response()
     return web.json_response({"status": "ok", "changed": changed, "page": page_json(page)})
 
 
@@ -208,7 +206,8 @@ async def handle_form(request: web.Request) -> web.StreamResponse:
     step = form.get("step")
     body: dict[str, Any] = {"by": _who(request),
                             "step": int(step) if isinstance(step, str) and step.isdigit() and int(step) > 0 else None}
-    done = await _apply(request, name, act, body, "web")
-    if isinstance(done, web.Response):
-        return done
+    try:
+        await _apply(request, name, act, body, "web")
+    except Refusal as refusal:
+        return refusal.response()
     raise web.HTTPSeeOther(location=_back(form.get("back")))

@@ -17,8 +17,8 @@ from ..provider import TtsAudio
 from ..store import StoreUnavailable
 from ..units import format_duration, format_instant
 from ..upcoming import upcoming
-from .http import browser_page, error
-from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, PREVIEWS, STORE
+from .http import browser_page, error, refusals
+from .keys import CLOCK, DISPATCHER, HEALTH, LIVE, METRICS, PREVIEWS, SPEAKER, STORE
 from .ops import admin, readiness, stored_page
 
 # The status page lists this many pages, newest first (/api/v1/pages?limit= shows more).
@@ -117,7 +117,7 @@ def said_heading(call: Call) -> str:
 
 def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
     """What a call said, as its request was frozen: each part's format and text (or recording)."""
-    audio = app[DISPATCHER].speaker.said(page, call, app[LIVE].config)
+    audio = app[SPEAKER].said(page, call, app[LIVE].config)
     return [{"format": a.text_format, "text": a.text} if isinstance(a, TtsAudio)
             else {"format": "recording", "text": getattr(a, "location", None) or getattr(a, "media_id", "")}
             for a in audio]
@@ -125,11 +125,10 @@ def said(app: web.Application, page: Page, call: Call) -> list[dict[str, str]]:
 
 @browser_page
 @admin
+@refusals
 async def handle_page(request: web.Request) -> web.Response:
     """GET /pages/{key}: one page, its alerts, and what each of its calls said."""
     page = await stored_page(request)
-    if isinstance(page, web.Response):
-        return page
     app, now = request.app, request.app[CLOCK].now()
     calls = [(call, said_heading(call), said(app, page, call)) for call in page.calls]
     return _html("status_page.html.j2", now=now, replica=replica(app), page=page, calls=calls,
@@ -139,11 +138,10 @@ async def handle_page(request: web.Request) -> web.Response:
 
 @browser_page
 @admin
+@refusals
 async def handle_call_wav(request: web.Request) -> web.Response:
     """GET /pages/{key}/calls/{attempt}.wav: the call's speech, spoken locally by espeak-ng."""
     page = await stored_page(request)
-    if isinstance(page, web.Response):
-        return page
     call = next((c for c in page.calls if str(c.attempt) == request.match_info["attempt"]), None)
     if call is None:
         return error(404, "no such call")

@@ -15,53 +15,47 @@ from ..live import LiveConfig
 from ..routing import Plan, plan
 from ..store import StoreUnavailable
 from ..store.base import Conflict
-from .http import error, read_json, unauthorized
+from .http import Refusal, error, read_json, unauthorized
 from .keys import ADMISSION, CLOCK, HEARTBEATS, LIVE, METRICS, SHUTDOWN
 
 log = logging.getLogger("alert2voice.webhook")
 
 
-def parse(body: bytes, result: list[str]) -> Payload | web.Response:
-    """The version-4 payload, or a 400 naming what was wrong."""
+def parse(body: bytes) -> Payload:
+    """The version-4 payload; raises a 400 Refusal naming what was wrong."""
     try:
         return parse_payload(body)
     except PayloadError as exc:
-        result.append("bad_request")
-        return error(400, str(exc))
+        raise Refusal(400, "bad_request", str(exc)) from None
 
 
-def credentials_refusal(request: web.Request, config: Config) -> web.Response | None:
-    """The 401 for a client of /alerts or /heartbeats without credentials: webhook_auth's, or a verified certificate."""
+def require_credentials(request: web.Request, config: Config) -> None:
+    """Refuse (401) a client of /alerts or /heartbeats without credentials: webhook_auth's or a verified certificate."""
     tls = config.server.tls
     mutual = tls is not None and tls.mutual
     if mutual and peer_verified(request.transport):
-        return None
+        return
     auth = config.webhook_auth
     if auth is not None:
-        return None if authorized(auth, request.headers.get("Authorization", "")) else unauthorized(auth)
+        if not authorized(auth, request.headers.get("Authorization", "")):
+            raise unauthorized(auth)
+        return
     if mutual:
-        return error(401, "a verified client certificate is required (server.tls.client_ca_file is set,"
-                          " webhook_auth is not)", **{"WWW-Authenticate": 'Certificate realm="alert2voice"'})
-    return None
+        raise Refusal(401, "unauthorized", "a verified client certificate is required (server.tls.client_ca_file is"
+                      " set, webhook_auth is not)", **{"WWW-Authenticate": 'Certificate realm="alert2voice"'})
 
 
-async def _read_plan(request: web.Request, live: LiveConfig, result: list[str]) -> tuple[Payload, Plan] | web.Response:
-    """Authenticate, read, parse and plan; a resent body's plan comes from the cache without parsing or routing."""
+async def _read_plan(request: web.Request, live: LiveConfig) -> tuple[Payload, Plan]:
+    """Authenticate, read, parse and plan (or raise the Refusal); a resent body's plan comes from the cache without
+    parsing or routing."""
     config = live.config
-    refusal = credentials_refusal(request, config)
-    if refusal is not None:
-        result.append("unauthorized")
-        return refusal
-    body = await read_json(request, config, result)
-    if isinstance(body, web.Response):
-        return body
+    require_credentials(request, config)
+    body = await read_json(request, config)
     key = live.plans.key(body)
     known = live.plans.get(config, key)
     if known is not None:
         return known
-    payload = parse(body, result)
-    if isinstance(payload, web.Response):
-        return payload
+    payload = parse(body)
     the_plan = plan(config, payload)
     live.plans.put(config, key, payload, the_plan)
     return payload, the_plan
@@ -78,17 +72,16 @@ async def handle_alerts(request: web.Request) -> web.Response:
     """POST /alerts: the Alertmanager webhook; 200 only once every implied call is durably queued."""
     app = request.app
     metrics = app[METRICS]
-    result: list[str] = []
     if app[SHUTDOWN].is_set():
         metrics.webhook["unavailable"].inc()
         return error(503, "shutting down")
-    read = await _read_plan(request, app[LIVE], result)
-    if isinstance(read, web.Response):
-        metrics.webhook[result[0]].inc()
-        log.warning("webhook refused", extra={"status": read.status, "result": result[0],
+    try:
+        parsed, the_plan = await _read_plan(request, app[LIVE])
+    except Refusal as refusal:
+        metrics.webhook[refusal.result].inc()
+        log.warning("webhook refused", extra={"status": refusal.status, "result": refusal.result,
                                               "remote": request.remote})
-        return read
-    parsed, the_plan = read
+        return refusal.response()
     firing = sum(1 for a in parsed.alerts if a.firing)
     metrics.alerts_firing.inc(firing)
     metrics.alerts_resolved.inc(len(parsed.alerts) - firing)
