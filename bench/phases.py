@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 from bench import say
 from bench.memory import Memory, memory
-from bench.rig import NUMBER, Rig
+from bench.replicas import Replicas, replicas
+from bench.rig import NUMBER, REDIS, Rig
 from bench.startup import Startup, startup
 from bench.storm import Storms, storms
 from bench.throughput import Throughput, throughput
-from bench.ttc import TimeToCall, time_to_call
+from bench.ttc import TimesToCall, time_to_call
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class PhaseError:
     store: str = ""  # empty for a phase that is not run per store (throughput runs every store at once)
 
 
-Result = Throughput | TimeToCall | Storms | Memory | Startup | PhaseError
-EACH, FIRST, ALL = "each", "first", "all"
+Result = Throughput | TimesToCall | Storms | Memory | Replicas | Startup | PhaseError
+EACH, FIRST, ALL, REPLICAS = "each", "first", "all", "replicas"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class Phase:
     """One phase: its name, the figure numbers, its title (the error row's figure), its function and its stores.
 
     `stores`: EACH runs `run(rig, store)` once per store of the run, FIRST on the first store only, ALL runs
-    `run(rig)` once, which measures every store itself.
+    `run(rig)` once, which measures every store itself, REPLICAS `run(rig, "redis")` once with --replicas 2+ on
+    a run that measures Redis (never otherwise).
     """
 
     name: str    # as --only spells it
@@ -49,8 +51,9 @@ PHASES = (
     Phase("ttc", "4", "time to call", time_to_call),
     Phase("storms", "5", "storms", storms, FIRST),
     Phase("memory", "6", "memory", memory),
+    Phase("replicas", "7", "replicas: serve processes on one redis-server", replicas, REPLICAS),
 )
-STARTUP = Phase("startup", "7", "startup", startup)  # always measured, last: it counts every start before it
+STARTUP = Phase("startup", "8", "startup", startup)  # always measured, last: it counts every start before it
 NAMES = tuple(p.name for p in PHASES)
 
 
@@ -74,6 +77,8 @@ async def attempt(phase: Phase, rig: Rig, store: str = "") -> Result:
 
 def stores_of(phase: Phase, rig: Rig) -> tuple[str, ...]:
     """The stores the phase is run on, one attempt each; ("",) for a phase that measures them all at once."""
+    if phase.stores == REPLICAS:
+        return (REDIS,) if REDIS in rig.stores and rig.replicas > 1 else ()
     return {EACH: rig.stores, FIRST: rig.stores[:1]}.get(phase.stores, ("",))
 
 

@@ -81,8 +81,7 @@ class Proc:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_ticks(Path(f"/proc/{self.pid}/stat").read_text()) / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, lines: int = 80) -> str:
         """The last lines of the log, under a header naming the process and whether it still runs."""
@@ -92,6 +91,13 @@ class Proc:
             return "(no log)"
         status = "running" if self.alive else f"exited {self.popen.returncode if self.popen else '-'}"
         return f"===== {self.name} ({status}) {self.log_path} =====\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def cpu_ticks(stat: str) -> int:
+    """utime + stime (clock ticks) from the text of /proc/<pid>/stat. The command name, in parentheses, may
+    hold spaces and parentheses itself, so the fields are counted after its last ')'."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5); fields[0] is the state (3)
 
 
 def _status_kb(pid: int, key: str) -> float | None:

@@ -129,6 +129,8 @@ class Rig:
     callbacks: str = "off"
     profile_dir: Path | None = None
     stores: tuple[str, ...] = (SQLITE,)
+    replicas: int = 1           # serve processes on one redis-server in the replicas phase (2+ to run it)
+    count_fsyncs: bool = True   # count the store's fsyncs with perf where it can (bench/costs.py)
     procs: list[Proc] = field(default_factory=list)
     startups: dict[str, list[float]] = field(default_factory=dict)  # per store, every alert2voice: s to ready
     profiles: dict[str, Any] = field(default_factory=dict)
@@ -204,15 +206,17 @@ class Rig:
             raise
         return server
 
-    def start_service(self, name: str, overrides: dict[str, Any] | None = None, store: str = SQLITE) -> Service:
+    def start_service(self, name: str, overrides: dict[str, Any] | None = None, store: str = SQLITE,
+                      shared: RedisServer | None = None) -> Service:
         """Write the config (bench/config.yaml plus overrides, and the store), start `alert2voice serve`
-        (after its redis-server, for the Redis store), time it to ready. Its name ends in the store's."""
-        redis = self.start_redis(f"{name}-redis-server") if store == REDIS else None
+        (after its redis-server, for the Redis store; on `shared`, another service's, if given), time it to
+        ready. Its name ends in the store's."""
+        own = self.start_redis(f"{name}-redis-server") if store == REDIS and shared is None else None
         try:
-            return self._serve(f"{name}-{store}", overrides, store, redis)
+            return self._serve(f"{name}-{store}", overrides, store, shared or own)
         except BaseException:
-            if redis is not None:
-                self.stop(redis.proc)
+            if own is not None:
+                self.stop(own.proc)
             raise
 
     def _serve(self, name: str, overrides: dict[str, Any] | None, store: str, redis: RedisServer | None) -> Service:
@@ -239,11 +243,11 @@ class Rig:
         return Service(proc, url, db, startup, store, redis)
 
     @contextlib.asynccontextmanager
-    async def service(self, name: str, overrides: dict[str, Any] | None = None,
-                      store: str = SQLITE) -> AsyncIterator[Service]:
+    async def service(self, name: str, overrides: dict[str, Any] | None = None, store: str = SQLITE,
+                      shared: RedisServer | None = None) -> AsyncIterator[Service]:
         """An `alert2voice serve` for the block: its log's tail is printed if the block fails; always stopped
-        (and its redis-server after it)."""
-        svc = self.start_service(name, overrides, store)
+        (and its redis-server after it, unless that is `shared`: its owner stops it)."""
+        svc = self.start_service(name, overrides, store, shared)
         try:
             yield svc
         except Exception:
@@ -251,7 +255,7 @@ class Rig:
             raise
         finally:
             self.stop(svc.proc)
-            if svc.redis is not None:
+            if svc.redis is not None and svc.redis is not shared:
                 self.stop(svc.redis.proc)
 
     # --- HTTP helpers --------------------------------------------------------------------------------

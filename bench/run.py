@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run                  # full run on SQLite and Redis, about 6 minutes
     .venv/bin/python -m bench.run --quick          # smoke run, about 2 minutes
     .venv/bin/python -m bench.run --store sqlite   # one store only
+    .venv/bin/python -m bench.run --store redis --replicas 2   # also two serve processes on one redis-server
     .venv/bin/python bench/run.py --out /tmp/bench.json
 
 The phases (bench/phases.py) run on one rig (bench/rig.py) and return typed results; bench/report.py
@@ -29,8 +30,10 @@ if __package__ in (None, ""):  # run as `python bench/run.py`
 import aiohttp
 
 from bench import loadgen, phases, report, say
+from bench.costs import perf_usable
 from bench.machine import ensure_wrk, machine
 from bench.redis_server import MISSING, redis_server_path, redis_version
+from bench.replicas import Replicas
 from bench.rig import FULL, QUICK, REDIS, STORES, Plan, Rig
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -49,6 +52,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "redis-server of the bench's own, appendfsync always")
     parser.add_argument("--only", default=",".join(phases.NAMES),
                         help=f"comma-separated subset of {','.join(phases.NAMES)} (startup is always measured)")
+    parser.add_argument("--replicas", type=int, default=1, metavar="N",
+                        help="also measure N serve processes on one redis-server (the replicas phase; N >= 2 runs "
+                             "it, on the Redis store only)")
+    parser.add_argument("--no-perf", action="store_true",
+                        help="do not count the store's fsyncs with perf (fsyncs per page then read n/a)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, logs, databases)")
     parser.add_argument("--profile", action="store_true",
                         help="sample alert2voice with py-spy during the duplicate, new-page and time-to-call loads "
@@ -59,6 +67,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--only: unknown phase {', '.join(sorted(unknown))} (phases: {', '.join(phases.NAMES)})")
     args.stores = STORES if args.store == "both" else (args.store,)
+    if args.replicas < 1:
+        parser.error(f"--replicas: {args.replicas} is not a number of serve processes (1 or more)")
+    if args.replicas > 1 and REDIS not in args.stores:
+        parser.error("--replicas: replicas share a Redis store; SQLite is one process's (use --store redis or both)")
     if REDIS in args.stores and redis_server_path() is None:
         parser.error(MISSING)
     return args
@@ -83,6 +95,9 @@ def setup(args: argparse.Namespace, plan: Plan) -> tuple[dict[str, Any], str | N
     if redis:
         say(f"note: Redis {info['redis_server']} on loopback, a redis-server per alert2voice, appendfsync always")
     say("note: load generator, simulator and servers share this machine's cores: compare ratios, not absolutes")
+    if args.no_perf or not perf_usable():
+        say("note: fsyncs per page read n/a: " + ("--no-perf" if args.no_perf else
+            "perf cannot count the fsync tracepoints here (install linux-perf, run as root)"))
     if not wrk:
         say("note: the Python load generator saturates before the ceiling does, so the ceiling reads low and every "
             "ratio reads high; install wrk (make bench does) for figures to compare")
@@ -105,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     async def go() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             rig = Rig(plan=plan, workdir=workdir, wrk=wrk, session=session, callbacks=args.callbacks,
-                      profile_dir=args.out.parent if args.profile else None, stores=args.stores)
+                      profile_dir=args.out.parent if args.profile else None, stores=args.stores,
+                      replicas=args.replicas, count_fsyncs=not args.no_perf)
             rigs.append(rig)
             results.extend(await phases.run(rig, args.only))
 
@@ -141,9 +157,13 @@ def write(args: argparse.Namespace, plan: Plan, info: dict[str, Any], elapsed_s:
     say("")
     report.print_table(rows)
     doc = report.document(plan=plan, machine=info, callbacks=args.callbacks, stores=args.stores,
+                          replicas=args.replicas,
                           elapsed_s=elapsed_s, results=results, rows=rows, profiles=profiles)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    for result in results:
+        if isinstance(result, Replicas):
+            say(f"replicas: {result.can_show}")
     say("")
     missed, errors = doc["missed"], doc["errors"]
     if missed:

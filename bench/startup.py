@@ -1,4 +1,4 @@
-"""Phase 7, startup: process start -> first 200 on /-/ready, for every alert2voice of a store the run started."""
+"""Phase 8, startup: process start -> first 200 on /-/ready, for every alert2voice of a store the run started."""
 
 from __future__ import annotations
 

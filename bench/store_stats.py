@@ -146,16 +146,6 @@ async def used_memory(url: str) -> int:
         await client.aclose()
 
 
-async def command_calls(url: str) -> dict[str, int]:
-    """INFO commandstats: how many times Redis ran each command so far (a script's own commands count too)."""
-    client = _client(url)
-    try:
-        stats = await client.info("commandstats")
-    finally:
-        await client.aclose()
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-
-
 async def redis_stats(url: str, prefix: str = REDIS_KEY_PREFIX) -> RedisStats:
     """INFO memory, and every key classified in one script (the server holds nothing but this store)."""
     client = _client(url)
@@ -181,19 +171,6 @@ async def snapshot(svc: Service) -> StoreStats | RedisStats:
     if svc.redis is not None:
         return await redis_stats(svc.redis.url)
     return store_stats(svc.db)
-
-
-async def commands(svc: Service) -> dict[str, int]:
-    """The Redis commands run so far ({} for SQLite): what a load costs in round trips and scripts."""
-    return await command_calls(svc.redis.url) if svc.redis is not None else {}
-
-
-def per_request(before: dict[str, int], after: dict[str, int], requests: int) -> dict[str, float]:
-    """The commands run between two commands() per request of a load, INFO and CONFIG (ours) left out."""
-    if not requests:
-        return {}
-    grew = {name: n - before.get(name, 0) for name, n in after.items() if not name.startswith(("info", "config"))}
-    return {name: round(n / requests, 3) for name, n in sorted(grew.items()) if n}
 
 
 async def store_bytes(svc: Service) -> int:

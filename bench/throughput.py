@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from bench import loadgen, say
+from bench.costs import Cost, Meter, metered
 from bench.rig import NUMBER, Load, Rig, Samples, Service
-from bench.store_stats import commands, per_request
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class Duplicate:
     server_cpu_ms_per_request: float
     pages_duplicate: int
     pages_called: int
-    # Redis commands its service ran per request over the rounds, by command (a script's own commands too)
-    store_commands_per_request: dict[str, float] = field(default_factory=dict)
+    # per request over the rounds: serve CPU (the rounds' own), store round trips, commands, fsyncs (costs.py)
+    cost: Cost | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class NewPage(Load):
     ratio: float | None = None
     accepted_ratio: float | None = None
     ratio_to_relay_floor: float | None = None
+    cost: Cost | None = None  # per page: serve CPU, store round trips, commits, fsyncs (bench/costs.py)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ async def _rounds(rig: Rig, services: list[Service], fixed: str) -> tuple[list[C
     for svc in services:
         await rig.load(f"{svc.url}/alerts", template=fixed, mode="fixed", duration=p.warmup)
     before = [await rig.metrics(svc) for svc in services]
-    commands_before = [await commands(svc) for svc in services]
+    meters = [await Meter(rig, [svc], f"duplicate-{svc.store}", fsyncs=rig.count_fsyncs).start() for svc in services]
     ceiling_runs: list[CeilingRun] = []
     runs: list[list[DuplicateRun]] = [[] for _ in services]
     for round_ in range(p.rounds):
@@ -169,10 +170,18 @@ async def _rounds(rig: Rig, services: list[Service], fixed: str) -> tuple[list[C
         each = ", ".join(f"{svc.store} {r[-1].rps:,.0f} requests/s -> {r[-1].ratio or 0:.2f}"
                          for svc, r in zip(services, runs, strict=True))
         say(f"  round {round_ + 1}/{p.rounds}: ceiling {ceiling_runs[-1].rps:,.0f} requests/s, duplicate path {each}")
+    costs = [_rounds_cost(await meter.stop(), rs) for meter, rs in zip(meters, runs, strict=True)]
     after = [await rig.metrics(svc) for svc in services]
-    spent = [per_request(b, await commands(svc), sum(r.requests for r in rs))
-             for svc, b, rs in zip(services, commands_before, runs, strict=True)]
-    return ceiling_runs, [_duplicate(*each) for each in zip(runs, before, after, spent, strict=True)]
+    return ceiling_runs, [_duplicate(*each) for each in zip(runs, before, after, costs, strict=True)]
+
+
+def _rounds_cost(meter: Meter, runs: list[DuplicateRun]) -> Cost:
+    """The store's counts over the rounds per request; CPU only of the rounds' own loads (the service idles
+    while the ceiling and the other store are measured)."""
+    requests = sum(r.requests for r in runs)
+    cpu_ms = sum((r.server_cpu_ms_per_request or 0.0) * r.requests for r in runs)
+    cost = meter.cost(requests)
+    return replace(cost, cpu_ms=round(cpu_ms / requests, 4) if requests else None)
 
 
 async def _first_page(rig: Rig, svc: Service, fixed: str) -> None:
@@ -194,9 +203,9 @@ async def _duplicate_run(rig: Rig, svc: Service, fixed: str, ceiling: CeilingRun
                         ratio=_ratio(dup.rps, ceiling.rps))
 
 
-def _duplicate(runs: list[DuplicateRun], before: Samples, after: Samples, spent: dict[str, float]) -> Duplicate:
-    """A store's duplicate path: medians over its rounds, the pages its service counted meanwhile, and the Redis
-    commands it ran per request."""
+def _duplicate(runs: list[DuplicateRun], before: Samples, after: Samples, cost: Cost) -> Duplicate:
+    """A store's duplicate path: medians over its rounds, the pages its service counted meanwhile, and what a
+    request cost."""
     return Duplicate(
         rps=round(statistics.median(r.rps for r in runs), 1),
         ratio=statistics.median(r.ratio or 0.0 for r in runs),
@@ -205,7 +214,7 @@ def _duplicate(runs: list[DuplicateRun], before: Samples, after: Samples, spent:
         server_cpu_ms_per_request=statistics.median(r.server_cpu_ms_per_request or 0.0 for r in runs),
         pages_duplicate=int(after.delta(before, "alert2voice_pages_total", result="duplicate")),
         pages_called=int(after.delta(before, "alert2voice_pages_total", result="called")),
-        store_commands_per_request=spent,
+        cost=cost,
     )
 
 
@@ -225,22 +234,23 @@ async def _new_page(rig: Rig, svc: Service, template: str) -> NewPage:
     await rig.load(f"{svc.url}/alerts", template=template, mode="distinct", duration=p.warmup, prefix="w")
     await rig.wait_placed(svc, warm, route="bench", within=p.drain_timeout)
     await rig.reset_simulator(NUMBER)
-    before = await rig.metrics(svc)
-    cpu0, sim_cpu0 = svc.proc.cpu_s(), rig.sim.cpu_s()
-    load_start = time.time()
-    new = await rig.profiled(f"new_page-{svc.store}", svc.proc, p.duration, rig.profiled(
-        f"new_page_simulator-{svc.store}", rig.sim, p.duration, rig.load(
-            f"{svc.url}/alerts", template=template, mode="distinct", duration=p.duration, prefix="np")))
-    load_end = time.time()
-    drain = await rig.wait_placed(svc, before, route="bench", within=p.drain_timeout)
-    new_cpu = svc.proc.cpu_s() - cpu0
-    sim_cpu = rig.sim.cpu_s() - sim_cpu0
+    async with metered(rig, [svc], f"new_page-{svc.store}") as meter:
+        before = await rig.metrics(svc)
+        sim_cpu0 = rig.sim.cpu_s()
+        load_start = time.time()
+        new = await rig.profiled(f"new_page-{svc.store}", svc.proc, p.duration, rig.profiled(
+            f"new_page_simulator-{svc.store}", rig.sim, p.duration, rig.load(
+                f"{svc.url}/alerts", template=template, mode="distinct", duration=p.duration, prefix="np")))
+        load_end = time.time()
+        drain = await rig.wait_placed(svc, before, route="bench", within=p.drain_timeout)
+        sim_cpu = rig.sim.cpu_s() - sim_cpu0
     after = await rig.metrics(svc)
     calls = await rig.sim_calls()
     last = max((c["time"] for c in calls), default=load_end)
     span = max(last, load_end) - load_start
     sustained = len(calls) / span if span > 0 else 0.0
     accepted = int(after.delta(before, "alert2voice_webhooks_total", result="accepted"))
+    cost = meter.cost(accepted)
     say(f"  new-page path ({svc.store}): {new.rps:,.0f} webhooks/s answered; {len(calls):,} of {drain.called:,} calls "
         f"placed, the last {max(0.0, last - load_end):.2f} s after the load -> {sustained:,.0f}/s sustained")
     return NewPage(
@@ -251,9 +261,10 @@ async def _new_page(rig: Rig, svc: Service, template: str) -> NewPage:
         every_call_placed=len(calls) >= drain.called and drain.called > 0 and drain.drained,
         last_call_after_load_end_s=round(max(0.0, last - load_end), 3),
         sustained_rps=round(sustained, 1),
-        server_cpu_ms_per_webhook=_per(new_cpu * 1000, accepted),
+        server_cpu_ms_per_webhook=cost.cpu_ms,
         simulator_cpu_ms_per_call=_per(sim_cpu * 1000, len(calls)),
         provider_non_202=drain.provider_other,
+        cost=cost,
     )
 
 
