@@ -76,9 +76,9 @@ lock: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check alert2voice tests bench scripts
 
-# Debian's wrk drives the load of `make bench`, and its redis-server backs the Redis store measured beside
-# SQLite; installed only when missing.
-BENCH_PACKAGES := wrk:wrk redis-server:redis-server
+# Debian's wrk drives the load of `make bench`, its redis-server backs the Redis store measured beside SQLite, and
+# linux-perf counts the stores' fsyncs (bench/costs.py; n/a without it); installed only when missing.
+BENCH_PACKAGES := wrk:wrk redis-server:redis-server perf:linux-perf
 bench-deps:
 	@missing=""; for pair in $(BENCH_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
