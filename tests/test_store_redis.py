@@ -633,3 +633,16 @@ def until_async(check: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[
 
 async def not_seen(store: RedisStore, key: str, claims, now) -> bool:
     return not (await store.look("db", GROUP, key, list(claims), now))[1]
+
+
+async def test_the_scripts_are_loaded_at_open_so_no_first_use_is_refused(server):
+    client = server.client()
+    try:
+        client.script_flush()  # as a restarted Redis: its script cache empty
+        refused = client.info("commandstats").get("cmdstat_evalsha", {}).get("failed_calls", 0)
+        async with opened(server) as store:
+            assert await store.admit(make_page("p", due_at=T0), ["c"], WINDOW, T0)
+            assert await store.get("p") is not None
+        assert client.info("commandstats").get("cmdstat_evalsha", {}).get("failed_calls", 0) == refused
+    finally:
+        client.close()

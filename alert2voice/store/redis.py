@@ -332,9 +332,18 @@ class RedisStore:
         return [self.keys.epoch, uuid.uuid4().hex]
 
     async def _claim_epoch(self) -> None:
-        """Make the store's epoch if Redis has none (a new store, or one that lost its data): at open and at
-        every reconnection of the wake-up subscription; writes make it too."""
-        await self._call("open", lambda redis: redis.set(self.keys.epoch, uuid.uuid4().hex, nx=True))
+        """Make the store's epoch if Redis has none (a new store, or one that lost its data), and load the
+        scripts into its cache (else each one's first use is refused, NOSCRIPT, and sent again): at open and at
+        every reconnection of the wake-up subscription, in one round trip; writes make the epoch too."""
+
+        async def claim(redis: Redis) -> None:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.epoch, uuid.uuid4().hex, nx=True)
+                for script in self._scripts.values():
+                    pipe.script_load(script.script)
+                await pipe.execute()
+
+        await self._call("open", claim)
 
     def _save_args(self, page: Page, lease: Lease | None) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the save step that admit and put share (see redis_scripts._SAVE)."""
