@@ -84,8 +84,8 @@ class ServerTLS:
         self.current = context
         self.listener = context
         context.sni_callback = self._select
-        # The CA certificates (DER) of every context handshakes were verified with; weak: old ones go with their
-        # last connection.
+        # The CA certificates (DER to subject) of every context handshakes were verified with; weak: an old context
+        # goes with its last connection.
         self._cas: weakref.WeakKeyDictionary[ssl.SSLContext, dict[bytes, Any]] = weakref.WeakKeyDictionary()
         self._cas[context] = _ca_certs(context)
         # Subjects of CAs a reload removed, and when (wall clock, as OpenSSL stamps sessions) the last one did.
@@ -129,7 +129,7 @@ class ServerTLS:
             session = connection.session
             if session is not None and session.time > self._narrowed:
                 return None
-        elif self._cas.get(connection.context, cas).keys() <= cas.keys():
+        elif connection.context is self.current or self._cas.get(connection.context, cas).keys() <= cas.keys():
             return None
         issuer = cert["issuer"]
         if issuer not in self._removed and issuer in cas.values():
