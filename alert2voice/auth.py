@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
+import ssl
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -47,10 +48,13 @@ def authorized(auth: WebhookAuth, header: str) -> bool:
         password.encode(), basic.password.get_secret_value().encode())
 
 
-def peer_verified(transport: Any) -> bool:
-    """Whether a connection's client presented a certificate the listener verified against server.tls.client_ca_file."""
+def peer_certificate(transport: Any) -> ssl.SSLObject | None:
+    """The TLS side of a connection whose client presented a certificate its handshake verified against
+    server.tls.client_ca_file, else None. Whether it still counts is ServerTLS.refusal's to say."""
     # With CERT_OPTIONAL, a certificate that fails verification fails the handshake; one that is here passed it.
-    return bool(transport is not None and transport.get_extra_info("peercert"))
+    if transport is None or not transport.get_extra_info("peercert"):
+        return None
+    return transport.get_extra_info("ssl_object")
 
 
 def challenge(auth: WebhookAuth) -> str:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ssl
+import time
+import weakref
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 VERSIONS = {"TLS1.2": ssl.TLSVersion.TLSv1_2, "TLS1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -30,6 +34,11 @@ def build_context(cert_file: Path, key_file: Path, client_ca_file: Path | None, 
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = VERSIONS[min_version]
+    # No session tickets: a resumed session skips verification, so its certificate would outlive its expiry and
+    # its CA. TLS 1.3 then never resumes; TLS 1.2 can still resume from the listener's session-ID cache (the
+    # standard library cannot turn it off), which ServerTLS.refusal catches on every request.
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     _load_chain(context, cert_file, key_file)
     if client_ca_file is not None:
         try:
@@ -66,24 +75,74 @@ class ServerTLS:
     A context given to the listening socket cannot be replaced, and loading a new chain into it in place
     can leave a new certificate with the old key if the key fails. So every reload builds a fresh context
     and each handshake switches to it from the SNI callback (called with or without SNI from the client).
+
+    A handshake verifies a client certificate once; `refusal` checks it again at every request, against the
+    clock and the CA loaded now, for connections kept open across expiry or a reload, and resumed sessions.
     """
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self.current = context
         self.listener = context
         context.sni_callback = self._select
+        # The CA certificates (DER to subject) of every context handshakes were verified with; weak: an old context
+        # goes with its last connection.
+        self._cas: weakref.WeakKeyDictionary[ssl.SSLContext, dict[bytes, Any]] = weakref.WeakKeyDictionary()
+        self._cas[context] = _ca_certs(context)
+        # Subjects of CAs a reload removed, and when (wall clock, as OpenSSL stamps sessions) the last one did.
+        self._removed: set[Any] = set()
+        self._narrowed = 0.0
 
     def use(self, context: ssl.SSLContext) -> None:
         """New connections handshake with `context` (already built, so a bad file never gets here)."""
         # Version and verify mode are fixed when a connection starts, before the switch: follow them here.
         self.listener.minimum_version = context.minimum_version
         self.listener.verify_mode = context.verify_mode
+        cas = self._cas[context] = _ca_certs(context)
+        old = self._cas[self.current]
+        removed = old.keys() - cas.keys()
+        if removed:
+            self._removed |= {old[der] for der in removed}
+            self._narrowed = time.time()
         self.current = context
 
     def _select(self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
                 context: ssl.SSLContext) -> None:
         if self.current is not context:
             connection.context = self.current
+
+    def refusal(self, connection: ssl.SSLObject, now: datetime) -> str | None:
+        """Why the client certificate this connection verified no longer counts, or None if it still does.
+
+        Expired at `now`, or not issued by a CA loaded now. A connection verified by a context whose CAs are all
+        still loaded is trusted as its handshake was; a resumed session (TLS 1.2) was verified by some earlier
+        handshake, and is trusted if made after the last reload that removed a CA. Otherwise the certificate's
+        issuer must be a CA loaded now whose name no removed CA had (a rotated CA of the same name cannot be
+        told from the old one here: such connections are refused, and a new connection's handshake decides).
+        """
+        cert = connection.getpeercert()
+        if not cert:
+            return "no client certificate"
+        if ssl.cert_time_to_seconds(cert["notAfter"]) <= now.timestamp():
+            return "the client certificate has expired"
+        cas = self._cas[self.current]
+        if connection.session_reused:
+            session = connection.session
+            if session is not None and session.time > self._narrowed:
+                return None
+        elif connection.context is self.current or self._cas.get(connection.context, cas).keys() <= cas.keys():
+            return None
+        issuer = cert["issuer"]
+        if issuer not in self._removed and issuer in cas.values():
+            return None
+        return "the client certificate is not issued by a CA in server.tls.client_ca_file now"
+
+
+def _ca_certs(context: ssl.SSLContext) -> dict[bytes, Any]:
+    """The CA certificates client certificates are verified against in `context`: DER to subject (in the form
+    getpeercert() gives an issuer)."""
+    # Both calls list the context's store in the same order.
+    return dict(zip(context.get_ca_certs(binary_form=True), (c["subject"] for c in context.get_ca_certs()),
+                    strict=True))
 
 
 def client_context(ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None, *,

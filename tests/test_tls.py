@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +108,7 @@ class Served:
     port: int
     config_file: Path
     provider: RecordingProvider
+    clock: FakeClock
 
 
 @pytest.fixture
@@ -112,11 +117,11 @@ async def serve(aiohttp_server, pki: Pki):
     async def start(text: str) -> Served:
         config_file = pki.dir / "config.yaml"
         config_file.write_text(text, encoding="utf-8")
-        provider = RecordingProvider()
+        provider, clock = RecordingProvider(), FakeClock()
         app = create_app(load_config(config_file), config_path=config_file, provider=provider, store=MemoryStore(),
-                         clock=FakeClock(), registry=CollectorRegistry())
+                         clock=clock, registry=CollectorRegistry())
         server = await aiohttp_server(app, host="127.0.0.1", ssl=app[LIVE].ssl_context)
-        return Served(f"https://127.0.0.1:{server.port}", server.port, config_file, provider)
+        return Served(f"https://127.0.0.1:{server.port}", server.port, config_file, provider, clock)
 
     return start
 
@@ -143,6 +148,70 @@ async def served_serial(port: int, context: ssl.SSLContext) -> str:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+class Client:
+    """A blocking HTTPS client that can resume a TLS session (aiohttp cannot) and keep its connection open.
+
+    Its calls run in a thread (`call`) while the server runs on the test's loop.
+    """
+
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        self.port, self.context = port, context
+        self.session: ssl.SSLSession | None = None
+        self.conn: HTTPConnection | None = None
+
+    def connect(self) -> bool:
+        """A new connection, resuming the last session if there is one; whether the server resumed it."""
+        self.close()
+        raw = socket.create_connection(("127.0.0.1", self.port))
+        try:
+            sock = self.context.wrap_socket(raw, server_hostname="127.0.0.1", session=self.session)
+        except OSError:
+            raw.close()
+            raise
+        self.conn = HTTPConnection("127.0.0.1", self.port)
+        self.conn.sock = sock
+        return sock.session_reused
+
+    def post_alerts(self) -> tuple[int, str]:
+        """POST /alerts on the open connection (kept open unless the server closes it): status and error."""
+        assert self.conn is not None
+        sock = self.conn.sock  # gone from conn once a response says Connection: close
+        self.conn.request("POST", "/alerts", body=json.dumps(payload(alert(PAYMENTS))), headers=JSON)
+        resp = self.conn.getresponse()
+        self.session = sock.session  # TLS 1.3 tickets come after the handshake: read once data came
+        body = json.loads(resp.read())
+        if resp.will_close:
+            self.close()
+        return resp.status, body.get("error", "")
+
+    def close(self) -> None:
+        """Close the connection cleanly (close_notify both ways): a server drops a session ended otherwise."""
+        if self.conn is not None:
+            sock = self.conn.sock
+            with contextlib.suppress(OSError):
+                if isinstance(sock, ssl.SSLSocket):
+                    sock.setblocking(False)  # send close_notify, do not wait for the reply
+                    sock.unwrap()
+            self.conn.close()
+            self.conn = None
+
+    @staticmethod
+    async def call(fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+
+def tls12(context: ssl.SSLContext) -> ssl.SSLContext:
+    """`context` held to TLS 1.2, the version whose session-ID cache still resumes sessions."""
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+async def reload(served: Served, pki: Pki) -> None:
+    async with aiohttp.ClientSession() as http, \
+            http.post(f"{served.url}/-/reload", ssl=client_context(pki)) as resp:
+        assert resp.status == 200, await resp.text()
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -252,6 +321,93 @@ async def test_a_client_ca_added_by_reload_asks_new_connections_for_certificates
     async with http.post(f"{served.url}/-/reload", ssl=client_context(pki)) as resp:
         assert resp.status == 200, await resp.text()
     assert (await post_alerts(http, served, client_context(pki, "alertmanager")))[0] == 200
+
+
+# --------------------------------------------------------------------- certificates that no longer count
+
+
+async def test_tls13_sessions_are_never_resumed_so_every_connection_verifies_its_certificate(serve, pki):
+    served = await serve(tls_config())
+    client = Client(served.port, client_context(pki, "alertmanager"))
+    try:
+        resumed = []
+        for _ in range(3):
+            resumed.append(await client.call(client.connect))
+            assert await client.call(client.post_alerts) == (200, "")
+        assert resumed == [False, False, False]
+    finally:
+        client.close()
+
+
+async def test_an_expired_certificate_is_refused_on_a_resumed_session_and_an_open_connection(serve, pki):
+    served = await serve(tls_config())
+    resuming = Client(served.port, tls12(client_context(pki, "alertmanager")))
+    kept = Client(served.port, client_context(pki, "alertmanager"))
+    try:
+        assert await resuming.call(resuming.connect) is False
+        assert (await resuming.call(resuming.post_alerts))[0] == 200
+        assert await resuming.call(resuming.connect) is True  # TLS 1.2 still resumes: the check is per request
+        assert (await resuming.call(resuming.post_alerts))[0] == 200
+        await kept.call(kept.connect)
+        assert (await kept.call(kept.post_alerts))[0] == 200
+        # The certificates are a day long: two days on, the service's clock has it expired (OpenSSL's has not, so
+        # only the per-request check can refuse it, whether the session is resumed or not).
+        served.clock.t = datetime.now(UTC) + timedelta(days=2)
+        for _ in range(3):  # three chained resumptions after expiry
+            assert await resuming.call(resuming.connect) is True
+            assert await resuming.call(resuming.post_alerts) == (401, "the client certificate has expired: a verified"
+                                                                       " client certificate is required")
+        status, error = await kept.call(kept.post_alerts)
+        assert status == 401 and "expired" in error and kept.conn is None  # and the connection was closed
+    finally:
+        resuming.close()
+        kept.close()
+
+
+async def test_a_certificate_whose_ca_a_reload_removed_is_refused_on_a_resumed_session(serve, pki):
+    served = await serve(tls_config(webhook_auth=True))
+    resuming = Client(served.port, tls12(client_context(pki, "alertmanager")))
+    kept = Client(served.port, client_context(pki, "alertmanager"))
+    try:
+        await resuming.call(resuming.connect)
+        assert (await resuming.call(resuming.post_alerts))[0] == 200
+        await kept.call(kept.connect)
+        assert (await kept.call(kept.post_alerts))[0] == 200
+        shutil.copy(pki.dir / "stranger-ca.pem", pki.dir / "client-ca.pem")
+        await reload(served, pki)
+        for _ in range(3):
+            assert await resuming.call(resuming.connect) is True
+            status, error = await resuming.call(resuming.post_alerts)
+            assert status == 401 and "not issued by a CA in server.tls.client_ca_file now" in error, error
+        assert (await kept.call(kept.post_alerts))[0] == 401
+    finally:
+        resuming.close()
+        kept.close()
+
+
+async def test_a_reload_that_keeps_the_certificates_ca_keeps_its_sessions_and_connections(serve, pki):
+    both = (pki.dir / "client-ca.pem").read_text(encoding="utf-8") + (pki.dir / "stranger-ca.pem").read_text(
+        encoding="utf-8")
+    (pki.dir / "client-ca.pem").write_text(both, encoding="utf-8")
+    served = await serve(tls_config())
+    resuming = Client(served.port, tls12(client_context(pki, "alertmanager")))
+    kept = Client(served.port, client_context(pki, "alertmanager"))
+    stranger = Client(served.port, tls12(client_context(pki, "stranger")))
+    try:
+        for client in (resuming, kept, stranger):
+            await client.call(client.connect)
+            assert (await client.call(client.post_alerts))[0] == 200
+        (pki.dir / "client-ca.pem").write_text(both.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n",
+                                               encoding="utf-8")
+        await reload(served, pki)  # the stranger's CA is gone, Alertmanager's stays
+        assert await resuming.call(resuming.connect) is True
+        assert (await resuming.call(resuming.post_alerts))[0] == 200
+        assert (await kept.call(kept.post_alerts))[0] == 200
+        assert await stranger.call(stranger.connect) is True
+        assert (await stranger.call(stranger.post_alerts))[0] == 401
+    finally:
+        for client in (resuming, kept, stranger):
+            client.close()
 
 
 # ------------------------------------------------------------------------------------------ end to end

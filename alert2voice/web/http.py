@@ -46,8 +46,11 @@ class Refusal(Exception):
         self.status, self.result, self.message, self.headers = status, result, message, headers
 
     def response(self) -> web.Response:
-        """The JSON error that answers it."""
-        return error(self.status, self.message, **self.headers)
+        """The JSON error that answers it (closing the connection when it says `Connection: close`)."""
+        response = error(self.status, self.message, **self.headers)
+        if self.headers.get("Connection") == "close":
+            response.force_close()
+        return response
 
 
 def refusals(handler: Handler) -> Handler:

@@ -9,7 +9,7 @@ from datetime import datetime
 from aiohttp import web
 
 from ..alertmanager import Payload, PayloadError, parse_payload
-from ..auth import authorized, peer_verified
+from ..auth import authorized, peer_certificate
 from ..config import Config
 from ..live import LiveConfig
 from ..routing import Plan, plan
@@ -30,11 +30,23 @@ def parse(body: bytes) -> Payload:
 
 
 def require_credentials(request: web.Request, config: Config) -> None:
-    """Refuse (401) a client of /alerts or /heartbeats without credentials: webhook_auth's or a verified certificate."""
+    """Refuse (401) a client of /alerts or /heartbeats without credentials: webhook_auth's or a verified certificate.
+
+    A certificate is checked again at every request (expiry, CA loaded now); one that no longer counts is refused
+    even with webhook_auth's credentials, as a new connection bringing it is refused at the handshake.
+    """
     tls = config.server.tls
     mutual = tls is not None and tls.mutual
-    if mutual and peer_verified(request.transport):
-        return
+    connection = peer_certificate(request.transport) if mutual else None
+    server_tls = request.app[LIVE].tls
+    if connection is not None and server_tls is not None:
+        why = server_tls.refusal(connection, request.app[CLOCK].now())
+        if why is None:
+            return
+        log.warning("client certificate refused", extra={"reason": why, "remote": request.remote})
+        # Connection: close: the client's next request makes a new handshake, which verifies against the CA now.
+        raise Refusal(401, "unauthorized", f"{why}: a verified client certificate is required",
+                      **{"WWW-Authenticate": 'Certificate realm="alert2voice"', "Connection": "close"})
     auth = config.webhook_auth
     if auth is not None:
         if not authorized(auth, request.headers.get("Authorization", "")):
