@@ -42,7 +42,8 @@ class GuardedHandler(RequestHandler):
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard_server = manager
-        self._header_deadline: asyncio.TimerHandle | None = None
+        # When the first byte of a header came (loop time), while it is still being read; None otherwise.
+        self.header_since: float | None = None
         self._busy = False  # a request's header was read and its handler has not finished
 
     @property
@@ -55,19 +56,19 @@ class GuardedHandler(RequestHandler):
         self._guard_server.opened(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._cancel_deadline()
+        self.header_since = None
         self._guard_server.closed(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_deadline is None and self.idle:
-            self._header_deadline = self._loop.call_later(self._guard_server.limits.header_timeout,
-                                                          self._header_timed_out)
+        if self.header_since is None and self.idle:
+            self.header_since = self._loop.time()
+            self._guard_server.watch()
         self._guard_server.touched(self)
         super().data_received(data)
         if self._messages:  # a whole header parsed: the request is the handler's now
             self._busy = True
-            self._cancel_deadline()
+            self.header_since = None
 
     async def _handle_request(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -75,16 +76,15 @@ class GuardedHandler(RequestHandler):
         finally:
             self._busy = False
 
-    def _cancel_deadline(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
-
-    def _header_timed_out(self) -> None:
-        self._header_deadline = None
+    def header_timed_out(self, now: float) -> bool:
+        """Close the connection if its header has taken longer than server.header_timeout (GuardedServer.sweep)."""
+        if self.header_since is None or now - self.header_since < self._guard_server.limits.header_timeout:
+            return False
+        self.header_since = None
         if self.idle:
             log.debug("request header not received within server.header_timeout; connection closed")
             self.drop()
+        return True
 
     def drop(self) -> None:
         """Close now, without a response (what Go's ReadHeaderTimeout and a full server do)."""
@@ -103,6 +103,9 @@ class GuardedServer(web.Server):
         super().__init__(*args, keepalive_timeout=limits.idle_timeout, **kwargs)
         self.limits = limits
         self._open: OrderedDict[GuardedHandler, None] = OrderedDict()  # least recently active first
+        # One timer for every connection's header deadline, not one per request: it looks every quarter of
+        # header_timeout while a header is being read, so a slow header is cut off within 1.25 x header_timeout.
+        self._sweep: asyncio.TimerHandle | None = None
         self._full = Repeated(log, "server.max_connections reached; the connections idle the longest are closed",
                               every=60.0)
 
@@ -117,6 +120,21 @@ class GuardedServer(web.Server):
         self._full("a new connection refused: every other one is handling a request" if oldest is None
                    else "an idle connection closed", max_connections=self.limits.max_connections)
         (oldest or handler).drop()
+
+    def watch(self) -> None:
+        """A header is being read: make sure a sweep will look at it."""
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(self.limits.header_timeout / 4, self._swept)
+
+    def _swept(self) -> None:
+        self._sweep = None
+        now = self._loop.time()
+        reading = False
+        for handler in list(self._open):
+            if not handler.header_timed_out(now) and handler.header_since is not None:
+                reading = True
+        if reading:
+            self.watch()
 
     def touched(self, handler: GuardedHandler) -> None:
         if handler in self._open:
