@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from . import entropy
 from .config import Config, RouteConfig
 from .routing import PlannedPage, Target, correlation_id, resolve_step
 
@@ -150,7 +149,7 @@ class Page:
 
 def new_nonce() -> str:
     """Eight random hex digits: what makes one admission's correlationIds its own."""
-    return secrets.token_hex(4)
+    return entropy.token_hex(4)
 
 
 def new_page(planned: PlannedPage, group: dict[str, Any], now: datetime) -> Page:
@@ -176,7 +175,7 @@ def _queue_call(page: Page, target: Target, now: datetime, kind: str = "page") -
     call = Call(
         attempt=attempt,
         correlation_id=correlation_id(page.key, page.nonce, attempt, kind="r" if kind == "resolved" else ""),
-        idempotency_key=str(uuid.uuid4()),
+        idempotency_key=str(entropy.uuid4()),
         contact=target.contact or "",
         number=target.number or "",
         step=target.step,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from enum import Enum
 
+from .. import entropy
 from ..config import Config
 from ..pages import HELD_STORM, UNSENT_CALL_STATES, Call, CallState, Page, PageState
 from ..provider import Accepted, CallRequest
@@ -117,7 +117,7 @@ class Storms:
                 call.storm = [page.key, *(p.key for p in followers)]
                 # The summary is a request of its own (what it says changed): a new key, frozen, and written
                 # before it is sent, so that a replica taking the page over sends these very bytes.
-                call.idempotency_key = str(uuid.uuid4())
+                call.idempotency_key = str(entropy.uuid4())
                 self.speaker.freeze(page, call, cfg, extra=followers)
                 await ctx.store.put(page, lease=ctx.lease(cfg))
             if await self.send(page, call, cfg, now, self.speaker.request_of(page, call, cfg), fx):

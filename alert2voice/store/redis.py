@@ -30,6 +30,7 @@ from redis.exceptions import (
     RedisError,
 )
 
+from .. import entropy
 from ..config import DedupConfig, StoreConfig
 from ..pages import Page
 from . import redis_scripts as lua
@@ -286,7 +287,7 @@ class RedisStore:
     @staticmethod
     def _placement(now: datetime) -> list[Any]:
         """A placement counted at `now`: its member, and the counters' trim point and expiry."""
-        return [uuid.uuid4().hex, _ts(now - RETAIN), _ms(RETAIN)]
+        return [entropy.uuid4().hex, _ts(now - RETAIN), _ms(RETAIN)]
 
     @staticmethod
     def _bucket(rate: float, burst: float) -> list[Any]:
@@ -329,7 +330,7 @@ class RedisStore:
 
     def _epoch_args(self) -> list[str]:
         """The epoch's key and a fresh random candidate: a write that finds the epoch missing makes it anew."""
-        return [self.keys.epoch, uuid.uuid4().hex]
+        return [self.keys.epoch, entropy.uuid4().hex]
 
     async def _claim_epoch(self) -> None:
         """Make the store's epoch if Redis has none (a new store, or one that lost its data), and load the
