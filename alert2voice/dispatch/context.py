@@ -37,6 +37,10 @@ def lease_span(cfg: Config) -> timedelta:
     return cfg.provider.timeout * 2 + timedelta(seconds=5)
 
 
+def _nothing() -> None:
+    return None
+
+
 # What a lease must still cover beyond a provider request for hold() not to renew it: the page's write after it.
 LEASE_SLACK = timedelta(seconds=5)
 
@@ -99,6 +103,8 @@ class Context:
     @staticmethod
     def line(page: Page, call: Call, msg: str, level: int = logging.INFO, **fields) -> Callable[[], None]:
         """log(), as an effect to run once the change it reports is written: `fx(ctx.line(...))`."""
+        if not log.isEnabledFor(level):
+            return _nothing  # a debug line on the hot path costs nothing at info
         extra = {"page_key": page.key, "route": page.route, "correlation_id": call.correlation_id,
                  "contact": call.contact, "number": mask_number(call.number), "attempt": call.attempt, **fields}
         return lambda: log.log(level, msg, extra=extra)
