@@ -121,6 +121,11 @@ class Metrics:
         self.checkpoint_failures = ReadCounter(p + "store_checkpoint_failures_total",
                                                "SQLite write-ahead log checkpoints that failed (a full disk, an I/O "
                                                "error); the log grows until one succeeds.", r)
+        self.replication_timeouts = Counter(p + "store_replication_timeouts_total",
+                                            "Webhooks answered 503 because fewer Redis replicas than "
+                                            "store.replicas_ack acknowledged their writes within "
+                                            "store.replicas_ack_timeout.",
+                                            registry=r)
         self.escalations = Counter(p + "escalations_total", "Escalations past an unanswered call, by route.",
                                    ["route"], registry=r)
         self.template_errors = Counter(p + "template_errors_total",
