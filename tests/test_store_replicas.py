@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from alert2voice.config_file import ConfigError
 from alert2voice.provider.fake import RecordingProvider
-from alert2voice.store import NotReplicated
+from alert2voice.store import NotReplicated, open_store
 from alert2voice.store.redis import RedisStore
 from alert2voice.web import create_app
 from tests.e2e_support import LOOPBACK, eventually
@@ -30,6 +32,33 @@ WAIT = 1.0  # store.replicas_ack_timeout in these tests, seconds: the default, r
 def webhook(n: int) -> str:
     """A webhook of its own group and alert: one new page."""
     return json.dumps(payload(alert({**PAYMENTS, "instance": f"node{n}:9100"}), group_key=f'{{}}:{{n="{n}"}}'))
+
+
+REDIS = "backend: redis, url: 'redis://127.0.0.1:6379/0'"
+
+
+def store_config(section: str):
+    return make_config(**{"store: {backend: memory}": "store: {" + section + "}"})
+
+
+@pytest.mark.parametrize(("section", "error"), [
+    ("backend: memory, replicas_ack: 1", "store.replicas_ack is for backend redis; backend memory has no replicas"),
+    (REDIS + ", replicas_ack: -1", "store.replicas_ack: Input should be greater than or equal to 0"),
+    (REDIS + ", replicas_ack: 1, replicas_ack_timeout: 0s",
+     "store.replicas_ack_timeout: must be between 10ms and 10s: the webhook waits for it"),
+    (REDIS + ", replicas_ack: 1, replicas_ack_timeout: 1m",
+     "store.replicas_ack_timeout: must be between 10ms and 10s: the webhook waits for it"),
+])
+def test_replicas_ack_settings_are_checked_naming_the_key(section, error):
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        store_config(section)
+
+
+def test_the_store_gets_replicas_ack_from_the_config():
+    store = open_store(store_config(REDIS + ", replicas_ack: 2, replicas_ack_timeout: 500ms"))
+    assert (store.replicas_ack, store.replicas_ack_timeout) == (2, 0.5)
+    default = open_store(store_config(REDIS))
+    assert (default.replicas_ack, default.replicas_ack_timeout) == (0, 1.0)
 
 
 @pytest.fixture
