@@ -28,13 +28,15 @@ class Link:
 
     def __init__(self, target: int) -> None:
         self.target = target
+        self.lag = 0.0  # seconds what the master sends waits before it is delivered: a replica that far behind
         self.port = free_port()
         self._held = threading.Event()
         self._moved = threading.Condition()
         self._listener = socket.create_server((LOOPBACK, self.port))
         self._sockets: list[socket.socket] = []
         self._closed = False
-        threading.Thread(target=self._accept, name="link-accept", daemon=True).start()
+        self._threads = [threading.Thread(target=self._accept, name="link-accept", daemon=True)]
+        self._threads[0].start()
 
     def hold(self) -> None:
         """Keep what the master sends from now on: the replica falls behind (its acknowledgements still flow)."""
@@ -47,11 +49,16 @@ class Link:
             self._moved.notify_all()
 
     def close(self) -> None:
+        """Close every connection and end every thread of the link."""
         self._closed = True
         self.release()
         for sock in [self._listener, *self._sockets]:
             with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked on it (close alone does not)
+            with contextlib.suppress(OSError):
                 sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def _accept(self) -> None:
         while not self._closed:
@@ -67,37 +74,44 @@ class Link:
             master.settimeout(None)
             self._sockets += [replica, master]
             for source, sink, holdable in ((replica, master, False), (master, replica, True)):
-                pending: list[bytes] = []
-                threading.Thread(target=self._receive, args=(source, sink, pending), daemon=True).start()
-                threading.Thread(target=self._send, args=(source, sink, pending, holdable), daemon=True).start()
+                pending: list[tuple[float, bytes]] = []
+                for thread in (threading.Thread(target=self._receive, args=(source, sink, pending), daemon=True),
+                               threading.Thread(target=self._send, args=(source, sink, pending, holdable),
+                                                daemon=True)):
+                    self._threads.append(thread)
+                    thread.start()
 
-    def _receive(self, source: socket.socket, sink: socket.socket, pending: list[bytes]) -> None:
+    def _receive(self, source: socket.socket, sink: socket.socket, pending: list[tuple[float, bytes]]) -> None:
         """Read from one end into `pending`; at its close, what is pending dies with it (the master's buffers)."""
         try:
             while data := source.recv(CHUNK):
                 with self._moved:
-                    pending.append(data)
+                    pending.append((time.monotonic(), data))
                     self._moved.notify_all()
         except OSError:
             pass
         with self._moved:
             pending.clear()
-            pending.append(b"")  # the end
+            pending.append((0.0, b""))  # the end
             self._moved.notify_all()
 
-    def _send(self, source: socket.socket, sink: socket.socket, pending: list[bytes], holdable: bool) -> None:
-        """Write what `pending` holds to the other end, unless held; at the end, close both."""
+    def _send(self, source: socket.socket, sink: socket.socket, pending: list[tuple[float, bytes]],
+              holdable: bool) -> None:
+        """Write what `pending` holds to the other end once it is `lag` old, unless held; at the end, close both."""
         try:
             while True:
                 with self._moved:
                     self._moved.wait_for(lambda: pending and (not (holdable and self._held.is_set())
-                                                              or pending[-1] == b""))
-                    data = b"".join(pending)
-                    ended = pending[-1] == b""
-                    pending.clear()
-                if ended:
-                    return
-                sink.sendall(data)
+                                                              or pending[-1][1] == b""))
+                    if pending[-1][1] == b"":
+                        return
+                    lag = self.lag if holdable else 0.0
+                    due = [data for at, data in pending if at + lag <= time.monotonic()]
+                    del pending[:len(due)]
+                    if not due:  # the oldest is not old enough yet: look again when it is
+                        self._moved.wait(timeout=pending[0][0] + lag - time.monotonic())
+                        continue
+                sink.sendall(b"".join(due))
         except OSError:
             return
         finally:

@@ -195,3 +195,4 @@ async def test_a_failover_loses_pages_answered_200_without_replicas_ack(aiohttp_
     # What replicas_ack guards against: Redis replicates asynchronously, so a 200 can outrun the replica.
     found = await failover(aiohttp_client, tmp_path, replicas_ack=0)
     assert found == {"answered": 7, "refused": 0, "lost": 4}
+
