@@ -238,10 +238,23 @@ class StoreConfig(_Model):
     url: SecretStr | None = None
     url_file: Path | None = None
     key_prefix: str = Field(default="a2v:", min_length=1, max_length=64)
+    # Redis replicas that must have what a webhook's 200 promises (Redis WAIT) before it is sent, and how long
+    # /alerts waits for them before answering 503. 0: answered once the master has it (replication is async).
+    replicas_ack: int = Field(default=0, ge=0)
+    replicas_ack_timeout: Duration = timedelta(seconds=1)
+
+    @field_validator("replicas_ack_timeout")
+    @classmethod
+    def _replicas_ack_timeout(cls, v: timedelta) -> timedelta:
+        if not timedelta(milliseconds=10) <= v <= timedelta(seconds=10):
+            raise ValueError("must be between 10ms and 10s: the webhook waits for it")
+        return v
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> StoreConfig:
         _secret(self, "url", info, required=self.backend == "redis")
+        if self.replicas_ack and self.backend != "redis":
+            raise ValueError(f"store.replicas_ack is for backend redis; backend {self.backend} has no replicas")
         if self.url is not None:
             if self.backend != "redis":
                 raise ValueError(f"store.url is for backend redis; backend {self.backend} does not use it")

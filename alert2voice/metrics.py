@@ -127,6 +127,11 @@ class Metrics:
         self.store_commits = ReadCounter(p + "store_commits_total",
                                          "SQLite transactions committed, each one fsync, shared by the operations "
                                          "queued together (0 on Redis: its INFO persistence counts its own).", r)
+        self.replication_timeouts = Counter(p + "store_replication_timeouts_total",
+                                            "Webhooks answered 503 because fewer Redis replicas than "
+                                            "store.replicas_ack acknowledged their writes within "
+                                            "store.replicas_ack_timeout.",
+                                            registry=r)
         self.escalations = Counter(p + "escalations_total", "Escalations past an unanswered call, by route.",
                                    ["route"], registry=r)
         self.template_errors = Counter(p + "template_errors_total",

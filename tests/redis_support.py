@@ -110,13 +110,15 @@ def redis_server_in(directory: Path) -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def sentinel_for(server: RedisServer, directory: Path, service: str = "mymaster") -> Iterator[int]:
-    """A Redis Sentinel (redis-server --sentinel) watching `server` as `service`; yields its port."""
+def sentinel_for(server: RedisServer, directory: Path, service: str = "mymaster",
+                 settings: str = "") -> Iterator[int]:
+    """A Redis Sentinel (redis-server --sentinel) watching `server` as `service` (more config lines in
+    `settings`); yields its port."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = directory / "sentinel.conf"  # the sentinel rewrites its config file: one of its own
     conf.write_text(f"port {port}\nbind {LOOPBACK}\ndir {directory}\n"
-                    f"sentinel monitor {service} {LOOPBACK} {server.port} 1\n")
+                    f"sentinel monitor {service} {LOOPBACK} {server.port} 1\n{settings}")
     process = Process("redis-sentinel", [server.binary, str(conf), "--sentinel"], directory / "sentinel.log").start()
     client = redis.Redis(host=LOOPBACK, port=port, socket_timeout=2, decode_responses=True)
     try:

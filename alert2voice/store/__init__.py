@@ -1,8 +1,8 @@
 """Where pages, calls and dedup claims live: memory (tests), SQLite (one replica), Redis (several)."""
 
-from .base import Store, StoreLocked, StoreUnavailable
+from .base import NotReplicated, Store, StoreLocked, StoreUnavailable
 
-__all__ = ["Store", "StoreLocked", "StoreUnavailable", "open_store"]
+__all__ = ["NotReplicated", "Store", "StoreLocked", "StoreUnavailable", "open_store"]
 
 
 def open_store(config) -> Store:
@@ -17,7 +17,8 @@ def open_store(config) -> Store:
 
         # Finished pages and their claims stay as long as the dedup window: what a resend is checked against.
         return RedisStore(config.store.url.get_secret_value(), key_prefix=config.store.key_prefix,
-                          retention=config.dedup.window)
+                          retention=config.dedup.window, replicas_ack=config.store.replicas_ack,
+                          replicas_ack_timeout=config.store.replicas_ack_timeout.total_seconds())
     from .sqlite import SQLiteStore
 
     return SQLiteStore(config.store.path)

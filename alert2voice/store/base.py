@@ -34,6 +34,13 @@ class StoreLocked(StoreUnavailable):
     """Another process owns this store (the SQLite lock file is held): this one must not start."""
 
 
+class NotReplicated(StoreUnavailable):
+    """Fewer replicas than asked (store.replicas_ack) acknowledged the store's writes in time: answered 503.
+
+    Its message names counts and the timeout only, never a host or a secret: the 503's body says it.
+    """
+
+
 class Conflict(Exception):
     """A versioned write lost a race: the page changed since it was read. Re-read it and apply the change again."""
 
@@ -101,6 +108,10 @@ class Store(Protocol):
 
     async def memory_headroom(self) -> float | None:
         """Bytes the store may still grow by before it refuses writes; None when it sets no limit of its own."""
+
+    async def replicated(self) -> None:
+        """Return once the store's replicas (as many as it was asked for) have every write made before this
+        call, or raise NotReplicated; at once when none is asked for, and on a store that has no replicas."""
 
     async def time(self) -> datetime | None:
         """The store's own clock, the one every time replicas compare is read from (store/clock.py); None for

@@ -30,6 +30,9 @@ class LocalLimits:
         """None: no limit of the store's own (the process's memory, the disk: the node's to watch)."""
         return None
 
+    async def replicated(self) -> None:
+        """Nothing to wait for: the process's memory or its disk has no replicas."""
+
     async def reserve_call(self, number: str, now: datetime, tiers: Sequence[Tier]) -> datetime | None:
         counters = [self._placed[_ALL if tier.scope == "all" else number] for tier in tiers]
         at = rules.tier_fit(counters, tiers, now)

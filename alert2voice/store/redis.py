@@ -35,7 +35,7 @@ from ..config import DedupConfig, StoreConfig
 from ..pages import Page
 from . import redis_scripts as lua
 from . import rules
-from .base import Admitted, Conflict, FirstCall, Lease, OpenPage, StoreUnavailable, StormBatch, Tier
+from .base import Admitted, Conflict, FirstCall, Lease, NotReplicated, OpenPage, StoreUnavailable, StormBatch, Tier
 from .codec import dump_page, load_page
 from .redis_cache import EVERYTHING, LookCache
 from .redis_checks import RedisRefused, check_server
@@ -106,12 +106,13 @@ class RedisStore:
     Every call either answers within a few socket timeouts or raises StoreUnavailable: no retries inside
     the client (a retried script could count a call twice), and the next call after an outage simply
     connects again. `retention` is how long finished pages, their call ids and claims' index stay: give
-    it the dedup window, the age purge() is called with.
+    it the dedup window, the age purge() is called with. `replicas_ack` replicas must acknowledge what
+    replicated() covers within `replicas_ack_timeout` seconds (0: nothing waits).
     """
 
     def __init__(self, url: str, *, key_prefix: str = StoreConfig.model_fields["key_prefix"].default,
                  socket_timeout: float = 1.0, retention: timedelta = DedupConfig.model_fields["window"].default,
-                 instance: str | None = None) -> None:
+                 instance: str | None = None, replicas_ack: int = 0, replicas_ack_timeout: float = 1.0) -> None:
         check_url(url)
         self._url = url
         self._sentinel: SentinelTarget | None = None
@@ -124,6 +125,7 @@ class RedisStore:
         self.socket_timeout = socket_timeout
         self.deadline = 3 * socket_timeout  # a whole call: connect, handshake and reads
         self.retention = retention
+        self.replicas_ack, self.replicas_ack_timeout = replicas_ack, replicas_ack_timeout
         self.instance = instance or uuid.uuid4().hex[:12]
         self._redis: Redis | None = None
         self._sentinels: Sentinel | None = None
@@ -162,13 +164,14 @@ class RedisStore:
         refused = isinstance(exc, REFUSALS) or text.startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
         return (RedisRefused if refused else StoreUnavailable)(f"redis store: {op} failed: {text}")
 
-    async def _call(self, op: str, fn: Callable[[Redis], Awaitable[T]]) -> T:
+    async def _call(self, op: str, fn: Callable[[Redis], Awaitable[T]], longer: float = 0.0) -> T:
+        """Run `fn` on the client within the deadline (`longer` seconds more for a command that waits)."""
         redis = self._redis
         if redis is None:
             raise StoreUnavailable(f"redis store: {op} failed: store is not open")
         self.operations += 1
         try:
-            async with asyncio.timeout(self.deadline), self._slots:
+            async with asyncio.timeout(self.deadline + longer), self._slots:
                 return await fn(redis)
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             raise self._unavailable(op, exc) from None
@@ -240,6 +243,36 @@ class RedisStore:
         refuses an admit, so that /-/ready is false while /alerts would answer 503.
         """
         await self._call("ping", lambda redis: redis.set(self.keys.ready + self.instance, "1", px=READY_PROBE_MS))
+
+    async def replicated(self) -> None:
+        """Return once `replicas_ack` replicas have every write made before this call (Redis WAIT), or raise
+        NotReplicated after `replicas_ack_timeout`; with replicas_ack 0, at once and without a round trip."""
+        wanted, seconds = self.replicas_ack, self.replicas_ack_timeout
+        if not wanted:
+            return
+
+        async def wait(redis: Redis) -> int:
+            # WAIT counts the replicas that have its own connection's last replicated write, and a pooled
+            # connection may have written nothing (WAIT then answers at once, whatever the replicas lack). So
+            # a PUBLISH on the same connection first: it enters the replication stream (nothing is stored, no
+            # memory is checked), and a replica applies that stream in order, so one that has the PUBLISH has
+            # every write made before it, on any connection.
+            pool = redis.connection_pool
+            conn = await pool.get_connection()
+            try:
+                await conn.send_packed_command(conn.pack_commands([("PUBLISH", self.keys.ack, ""),
+                                                                   ("WAIT", wanted, _ms(timedelta(seconds=seconds)))]))
+                await conn.read_response()
+                return int(await conn.read_response(timeout=seconds + self.socket_timeout))
+            except BaseException:
+                await conn.disconnect()  # an answer may still be on its way: the next user must not read it
+                raise
+            finally:
+                await pool.release(conn)
+
+        acked = await self._call("replicated", wait, longer=seconds)
+        if acked < wanted:
+            raise NotReplicated(f"store: {acked} of {wanted} replicas acknowledged within {seconds:g}s")
 
     async def memory_headroom(self) -> float | None:
         """Bytes Redis may still grow by before it refuses writes (maxmemory - used_memory); None without a limit."""

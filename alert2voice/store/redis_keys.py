@@ -27,6 +27,7 @@ Key layout (prefix `a2v:` by default; times are Unix seconds):
     wake              the pub/sub channel of wake-ups ("due|<when>|<sender's instance id>": due work that can be
                       taken then; the bare instance id: look now) and of invalidations of remembered
                       duplicates ("look|<group key>" or "look|*"; redis_cache.py).
+    ack               a pub/sub channel nobody subscribes to: replicated() publishes to it before its WAIT.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Keys:
         self.tokens = prefix + "tokens"
         self.epoch = prefix + "epoch"
         self.wake = prefix + "wake"
+        self.ack = prefix + "ack"
         self.ready = prefix + "ready:"  # + instance: readiness's write probe, expiring
 
     def page(self, key: str) -> str:

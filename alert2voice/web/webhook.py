@@ -13,10 +13,10 @@ from ..auth import authorized, peer_certificate
 from ..config import Config
 from ..live import LiveConfig
 from ..routing import Plan, plan
-from ..store import StoreUnavailable
+from ..store import NotReplicated, StoreUnavailable
 from ..store.base import Conflict
 from .http import Refusal, error, read_json, unauthorized
-from .keys import ADMISSION, CLOCK, HEARTBEATS, LIVE, METRICS, SHUTDOWN
+from .keys import ADMISSION, CLOCK, HEARTBEATS, LIVE, METRICS, SHUTDOWN, STORE
 
 log = logging.getLogger("alert2voice.webhook")
 
@@ -101,9 +101,15 @@ async def handle_alerts(request: web.Request) -> web.Response:
     try:
         await _refresh(app, the_plan.beats, now)
         summary = await app[ADMISSION].accept(parsed, the_plan, now)
+        # Everything the 200 promises (pages admitted, resends answered "duplicate" from an admit not yet
+        # replicated, resolutions, heartbeats) on store.replicas_ack Redis replicas, which survive a failover.
+        await app[STORE].replicated()
     except (StoreUnavailable, Conflict) as exc:  # Conflict: a page kept changing under us (CAS_ATTEMPTS times)
         metrics.webhook["unavailable"].inc()
         log.error("store unavailable; answering 503 so Alertmanager retries", extra={"error": str(exc)})
+        if isinstance(exc, NotReplicated):  # stored on the master: the resend is a duplicate, called once
+            metrics.replication_timeouts.inc()
+            return error(503, f"store unavailable, retry later ({exc})")
         return error(503, "store unavailable, retry later")
     if the_plan.beats:
         summary["heartbeats"] = the_plan.beats
