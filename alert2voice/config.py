@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import re
 import ssl
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_valida
 
 from . import oncall
 from .auth import is_loopback
+from .config_references import HEARTBEAT_ROUTE_PREFIX, reference_problems
 from .config_secrets import (
     Authorization,
     BasicAuth,
@@ -372,7 +372,6 @@ class RouteConfig(_Model):
 # ----------------------------------------------------------------------------------------- heartbeats
 
 # A heartbeat's pages belong to the route of this name (route names allow ':', heartbeat names do not).
-HEARTBEAT_ROUTE_PREFIX = "heartbeat:"
 
 
 class HeartbeatConfig(_Model):
@@ -516,32 +515,8 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        problems: list[tuple[tuple[Any, ...], str]] = []
-        for name, rot in self.rotations.items():
-            for i, member in enumerate(rot.members):
-                if member not in self.contacts:
-                    problems.append((("rotations", name, "members", i), f"unknown contact {member!r}"))
-            for i, o in enumerate(rot.overrides):
-                if o.contact not in self.contacts:
-                    problems.append((("rotations", name, "overrides", i, "contact"),
-                                     f"unknown contact {o.contact!r}"))
-        for section, items in (("routes", self.routes), ("heartbeats", self.heartbeats)):
-            seen: set[str] = set()
-            for r, item in enumerate(items):
-                if item.name in seen:
-                    problems.append(((section, r, "name"), f"duplicate {section[:-1]} name {item.name!r}"))
-                seen.add(item.name)
-                if section == "routes" and item.name.startswith(HEARTBEAT_ROUTE_PREFIX):
-                    problems.append(((section, r, "name"), f"route names starting with {HEARTBEAT_ROUTE_PREFIX!r}"
-                                     " are the heartbeats' own"))
-                problems += _step_problems(self, (section, r), item.escalation)
-        silence = self.acknowledgement.silence
-        if silence is not None and silence.alertmanager_url is None:
-            if self.alertmanager is None:
-                problems.append((("acknowledgement", "silence", "alertmanager_url"),
-                                 "required when alertmanager.urls is not set"))
-            else:
-                object.__setattr__(silence, "alertmanager_url", self.alertmanager.urls[0])
+        """Names that must exist (contacts, rotations), names that must be unique, defaults filled from others."""
+        problems = reference_problems(self)
         if problems:
             raise ConfigReferenceError(problems)
         return self
@@ -584,25 +559,3 @@ class Config(_Model):
             out.append("no route calls anyone (routes is empty, or no route has an escalation): every alert is "
                        "answered 200 and nobody is called")
         return out
-
-
-_KeyProblem = tuple[tuple[Any, ...], str]  # a key path and what is wrong there
-
-
-def _step_problems(config: Config, at: tuple[Any, ...], steps: list[EscalationStep]) -> list[_KeyProblem]:
-    """Escalation steps naming a contact or rotation that does not exist."""
-    problems: list[_KeyProblem] = []
-    for s, step in enumerate(steps):
-        rot = step.rotation
-        if rot is not None and rot not in config.rotations:
-            problems.append(((*at, "escalation", s, "call"),
-                             f"unknown rotation {rot!r} (rotations: {_names(config.rotations)})"))
-        elif rot is None and step.call not in config.contacts:
-            problems.append(((*at, "escalation", s, "call"),
-                             f"unknown contact {step.call!r} (contacts: {_names(config.contacts)};"
-                             " write rotation:NAME for a rotation)"))
-    return problems
-
-
-def _names(d: Mapping[str, Any]) -> str:
-    return ", ".join(sorted(d)) or "none defined"
