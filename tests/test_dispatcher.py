@@ -24,7 +24,7 @@ from alert2voice.routing import plan
 from alert2voice.speech import Speech
 from alert2voice.store import StoreUnavailable
 from alert2voice.store.memory import MemoryStore
-from tests.support import CONFIG, PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
+from tests.support import CONFIG, INTERACTIVE, PAYMENTS, T0, FakeClock, alert, make_config, payload, settle
 
 
 def make_dispatcher(config, *, provider=None, clock=None, store=None):
@@ -410,7 +410,6 @@ CRITICAL_INSTANCE = ('<speak version="1.0" xmlns="http://www.w3.org/2001/10/synt
                      '{% if a.severity == "critical" %}<s>On {{ a.labels.instance }}.</s>{% endif %}'
                      "{% endfor %}</speak>")
 NO_INSTANCE = {key: value for key, value in PAYMENTS.items() if key != "instance"}
-INTERACTIVE = {'  caller_id: "+15550001234"\n': '  caller_id: "+15550001234"\n  mode: interactive\n'}
 
 
 def templated_config(tmp_path, **replace):

@@ -20,12 +20,12 @@ from alert2voice.store import NotReplicated, open_store
 from alert2voice.store.redis import RedisStore
 from alert2voice.web import create_app
 from tests.e2e_support import LOOPBACK, eventually
+from tests.harness import JSON_AUTH as AUTH
 from tests.redis_support import fresh_prefix
 from tests.replication_support import master_and_replica, master_of, replication, wait_until, watched
 from tests.support import PAYMENTS, alert, make_config, payload
 from tests.test_store import T0, WINDOW, make_page
 
-AUTH = {"Authorization": "Bearer tok-one-secret", "Content-Type": "application/json"}
 WAIT = 1.0  # store.replicas_ack_timeout in these tests, seconds: the default, room for a loaded machine
 
 

@@ -26,10 +26,10 @@ from alert2voice.store.memory import MemoryStore
 from alert2voice.web import create_app
 from alert2voice.web.keys import LIVE
 from tests.e2e_support import eventually, require_alertmanager, running_stack, skip_or_fail, start_alertmanager
+from tests.harness import JSON_AUTH
 from tests.support import CONFIG, PAYMENTS, FakeClock, alert, payload
 
 JSON = {"Content-Type": "application/json"}
-TOKEN = {"Authorization": "Bearer tok-one-secret", **JSON}
 HEARTBEAT = "heartbeats:\n  - {name: nightly-backup, timeout: 1h, escalation: [{call: bob}]}\n"
 
 
@@ -267,7 +267,7 @@ async def test_alerts_over_https_take_a_verified_client_certificate_and_refuse_a
 async def test_with_webhook_auth_too_a_client_brings_either_a_certificate_or_a_token(serve, pki, http):
     served = await serve(tls_config(mutual=True, webhook_auth=True))
     assert (await post_alerts(http, served, client_context(pki, "alertmanager")))[0] == 200
-    assert (await post_alerts(http, served, client_context(pki), TOKEN))[0] == 200
+    assert (await post_alerts(http, served, client_context(pki), JSON_AUTH))[0] == 200
     status, _, challenge = await post_alerts(http, served, client_context(pki))
     assert status == 401 and challenge == 'Bearer realm="alert2voice"'
 
@@ -276,7 +276,7 @@ async def test_without_client_ca_a_client_certificate_is_not_a_credential(serve,
     served = await serve(tls_config(mutual=False, webhook_auth=True))
     status, _, challenge = await post_alerts(http, served, client_context(pki, "alertmanager"))
     assert status == 401 and challenge == 'Bearer realm="alert2voice"'
-    assert (await post_alerts(http, served, client_context(pki), TOKEN))[0] == 200
+    assert (await post_alerts(http, served, client_context(pki), JSON_AUTH))[0] == 200
 
 
 # --------------------------------------------------------------------------------------------- reloads
