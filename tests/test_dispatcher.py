@@ -502,3 +502,38 @@ async def test_a_page_whose_store_operation_failed_is_taken_again_as_soon_as_the
     await settle(d)
     assert failures and len(provider.requests) == 1  # placed at once, the clock never moved
     assert any("store unavailable while processing a page" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_receipt_wakes_the_loop_only_when_the_page_is_due():
+    # A callback writes the page outside the loop: the loop looks when the page is due next, not at once
+    # (each look is a take_due and a next_due, two round trips on Redis), nor later than that.
+    config = make_config()
+    d, store, provider, clock = make_dispatcher(config)
+    looks = []
+    take_due = store.take_due
+
+    async def counted(*args, **kwargs):
+        looks.append(clock.now())
+        return await take_due(*args, **kwargs)
+
+    store.take_due = counted
+
+    async def receipt(outcome: CallState) -> None:
+        request = provider.requests[-1]
+        key = await store.find_call(correlation_id=request.correlation_id)
+        assert await d.outcomes.receipt(key, correlation=request.correlation_id,
+                                        message_id=provider.accepted[-1].message_id, outcome=outcome) == "ok"
+        for _ in range(20):  # the loop's task runs whatever a wake-up started
+            await asyncio.sleep(0)
+
+    await queue(d, store, config, alert(PAYMENTS))
+    await settle(d)
+    before = len(looks)
+    await receipt(CallState.NO_ANSWER)  # the next attempt in 3 minutes: nothing to look at now
+    assert len(looks) == before and len(provider.requests) == 1
+    clock.advance(timedelta(minutes=3))
+    await settle(d)
+    assert len(provider.requests) == 2
+    before = len(looks)
+    await receipt(CallState.FAILED)  # moves on at once: the loop looks now and calls the next step
+    assert len(looks) > before and len(provider.requests) == 3

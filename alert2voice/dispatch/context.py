@@ -68,6 +68,8 @@ class Context:
     # Until when this process holds the leases it took on the pages it works on now (admitted, taken, renewed,
     # kept by a write): what hold() need not renew. Dropped when the page's step ends.
     leases: dict[str, datetime] = field(default_factory=dict)
+    # Told when a change wrote a page with work due then: the dispatcher's poke(at) (Dispatcher sets it).
+    due: Callable[[datetime], None] = lambda at: None
 
     def lease(self, cfg: Config) -> Lease:
         """A lease for this process from now, as long as lease_span()."""
@@ -94,7 +96,7 @@ class Context:
     @property
     def work(self) -> Work:
         """The one way a page changes (see work.py)."""
-        return Work(self.store, self.locks)
+        return Work(self.store, self.locks, self.due)
 
     def log(self, page: Page, call: Call, msg: str, level: int = logging.INFO, **fields) -> None:
         """One log line about a call, with the page key, route, correlationId and masked number."""

@@ -60,10 +60,11 @@ class Dispatcher:
         limiter = RateLimiter(store.take_token, lambda: clock.now().timestamp(), sleep=self.sleep)
         self.speaker = Speaker(ctx)
         self.placer = Placer(ctx, limiter, self.speaker)
-        self.outcomes = Outcomes(ctx, self.speaker, self.poke)
+        self.outcomes = Outcomes(ctx, self.speaker)
         self.stepper = Stepper(ctx, self.placer, self.outcomes, self.speaker, stopping=lambda: self.stopping,
                                sleep=lambda seconds: self.sleep(seconds))
         self.owner = ctx.owner
+        ctx.due = self.poke  # a page changed here (a callback, a person, a resolution) is looked at when due
         store.on_wakeup(self.poke)  # another replica added or changed due work
         self.wakeup = asyncio.Event()
         # Set while the loop waits with nothing in flight and nothing due now (see settled()).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from .. import interactive
@@ -20,8 +19,8 @@ from .work import Effects
 class Outcomes:
     """Applies what the provider reports about a call to its page, under the page's lock."""
 
-    def __init__(self, ctx: Context, speaker: Speaker, poke: Callable[[], None]) -> None:
-        self.ctx, self.speaker, self.poke = ctx, speaker, poke
+    def __init__(self, ctx: Context, speaker: Speaker) -> None:
+        self.ctx, self.speaker = ctx, speaker
 
     async def receipt(self, key: str, *, correlation: str | None, message_id: str | None,
                       outcome: CallState | None, grace: timedelta | None = None) -> str:
@@ -171,7 +170,6 @@ class Outcomes:
             page = await self.ctx.work.change(other, lambda p, fx: self._end_shared(p, call, outcome, now, fx))
             if page is not None:
                 ended.append(page)
-        self.poke()
         return ended
 
     async def _end_shared(self, p: Page | None, call: Call, outcome: CallState, now: datetime,

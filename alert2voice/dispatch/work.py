@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 from ..pages import Page
@@ -56,10 +57,14 @@ Decide = Callable[[Page | None, Effects], Awaitable[T]]
 
 
 class Work:
-    """The one way a page changes (Work.change), and the lock a longer step takes on it (Work.step)."""
+    """The one way a page changes (Work.change), and the lock a longer step takes on it (Work.step).
 
-    def __init__(self, store: Store, locks: KeyedLocks) -> None:
-        self.store, self.locks = store, locks
+    `due(at)` is told when a change wrote a page that has work due at `at` (the dispatcher's loop looks then, if
+    it would not by then anyway; other replicas hear it from the store).
+    """
+
+    def __init__(self, store: Store, locks: KeyedLocks, due: Callable[[datetime], None] = lambda at: None) -> None:
+        self.store, self.locks, self.due = store, locks, due
 
     async def change(self, key: str, decide: Decide[T], *, held: bool = False) -> T:
         """Lock the page, read it, decide, write it if the decision saved it, retry on Conflict, run the effects.
@@ -86,6 +91,8 @@ class Work:
                     if attempt == CAS_ATTEMPTS:
                         raise
                     continue
+                if page.due_at is not None:
+                    self.due(page.due_at)
             await fx.run()
             return result
         raise AssertionError("unreachable")
