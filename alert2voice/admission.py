@@ -80,8 +80,6 @@ class Admission:
             log.warning("no route matched", extra={"labels_tried": labels, "routes": [r.name for r in config.routes],
                                                    "group_key": payload.groupKey})
             summary["unrouted"] = len(the_plan.unrouted)
-        if any(e["result"] == "resolved" for e in summary["pages"]):
-            self.dispatcher.poke()  # a resolved call may be queued (a new page started or poked in open())
         return summary
 
     async def _look(self, planned: PlannedPage, group_key: str, now: datetime, *, group: bool,

@@ -93,8 +93,6 @@ class Heartbeats:
                 resolved += 1
                 log.info("heartbeat back; its page resolved", extra={"heartbeat": name, "page_key": page.key,
                                                                       "route": route.name})
-        if resolved:
-            self.dispatcher.poke()  # a resolved call may be queued
         self.poke()  # re-armed: the next deadline may be earlier than the one the watcher waits for
         return resolved
 
@@ -170,7 +168,6 @@ class Heartbeats:
             await self.resolve(OpenPage(page.key, tuple(page.identities)), False, now)
             log.info("heartbeat came back as its page opened; resolved", extra={"heartbeat": hb.name,
                                                                                    "page_key": page.key})
-            dispatcher.poke()
             return
         result = "called" if page.calls else "quiet_hours" if page.state is PageState.ACTIVE else "no_contacts"
         log.warning("heartbeat missing; page opened", extra={

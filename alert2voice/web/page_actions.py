@@ -25,7 +25,7 @@ from ..pages import Call, Page, PageEnded, acknowledge, escalate
 from ..silences import silences_for
 from ..store import StoreUnavailable
 from .http import Refusal, browser_page, error
-from .keys import CLOCK, DISPATCHER, LIVE, METRICS, SILENCER, WORK
+from .keys import CLOCK, LIVE, METRICS, SILENCER, WORK
 from .ops import admin, page_json
 
 log = logging.getLogger("alert2voice.pages")
@@ -101,11 +101,10 @@ async def change(app: web.Application, key: str, name: str, act: Act, body: dict
         return page, True
 
     page, changed = await app[WORK].change(key, decide)
-    if page is not None and changed:
-        app[DISPATCHER].poke()  # an escalation is due now
-        if page.acknowledged_at == now and page.acknowledged_via == via:
-            metrics.pages_acknowledged.labels(via).inc()
-            _silence(app, page)
+    # (An escalation due now has woken the dispatcher's loop already: Work.change tells it when a page is due.)
+    if page is not None and changed and page.acknowledged_at == now and page.acknowledged_via == via:
+        metrics.pages_acknowledged.labels(via).inc()
+        _silence(app, page)
     return page, changed
 
 
