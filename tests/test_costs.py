@@ -25,6 +25,7 @@ import pytest
 from alert2voice.store.redis import SCRIPTS, flagged
 from tests.e2e_support import Stack, eventually, running_stack
 from tests.redis_support import RedisServer, redis_server_in
+from tests.support import PAYMENTS, alert, payload
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +40,8 @@ SCRIPT_NAMES = {hashlib.sha1(flagged(name, source).encode(), usedforsecurity=Fal
 def body(i: int) -> dict[str, Any]:
     """A webhook of a group never seen before: a new page, one call."""
     name = f"Cost{i}"
-    return {"version": "4", "groupKey": f'{{}}:{{alertname="{name}"}}', "status": "firing", "receiver": "voice",
-            "groupLabels": {"alertname": name}, "commonLabels": {}, "commonAnnotations": {},
-            "externalURL": "http://alertmanager.example", "truncatedAlerts": 0,
-            "alerts": [{"status": "firing", "labels": {"alertname": name, "team": "payments", "severity": "critical"},
-                        "annotations": {"summary": "a new page"}, "startsAt": "2026-12-08T00:00:00Z",
-                        "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": f"{i:016x}"}]}
+    return payload(alert({**PAYMENTS, "alertname": name}, summary="a new page"),
+                   group_key=f'{{}}:{{alertname="{name}"}}', groupLabels={"alertname": name})
 
 
 class Monitor:
