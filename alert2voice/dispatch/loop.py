@@ -195,11 +195,8 @@ class Dispatcher:
         self.active.add(key)
         task = asyncio.create_task(self._guarded(key, fresh, cleared), name=f"page-{key[:12]}")
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(self._tasks.discard)
         return task
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
 
     def _freed(self, due: datetime | None) -> None:
         """A page's task ended, leaving it due at `due`: the loop looks when it is due (if it would not by then),

@@ -203,7 +203,7 @@ class RedisStore:
         self._scripts = {op: redis.register_script(flagged(op, source)) for op, source in SCRIPTS.items()}
         try:
             await self._check_durability()
-            await self._claim_epoch()
+            await self._connected()
         except RedisRefused:
             await self.close()
             raise
@@ -365,14 +365,14 @@ class RedisStore:
         """The epoch's key and a fresh random candidate: a write that finds the epoch missing makes it anew."""
         return [self.keys.epoch, entropy.uuid4().hex]
 
-    async def _claim_epoch(self) -> None:
+    async def _connected(self) -> None:
         """Make the store's epoch if Redis has none (a new store, or one that lost its data), and load the
         scripts into its cache (else each one's first use is refused, NOSCRIPT, and sent again): at open and at
         every reconnection of the wake-up subscription, in one round trip; writes make the epoch too."""
 
         async def claim(redis: Redis) -> None:
             async with redis.pipeline(transaction=False) as pipe:
-                pipe.set(self.keys.epoch, uuid.uuid4().hex, nx=True)
+                pipe.set(*self._epoch_args(), nx=True)  # the epoch's key, a fresh candidate
                 for script in self._scripts.values():
                     pipe.script_load(script.script)
                 await pipe.execute()
@@ -545,7 +545,7 @@ class RedisStore:
                 await pubsub.subscribe(self.keys.wake)  # its confirmation, read by _pump, makes the cache live
                 try:
                     await self._check_durability()  # at every (re)connection: a restarted Redis may lack its AOF
-                    await self._claim_epoch()
+                    await self._connected()
                 except RedisRefused as exc:  # too old, or the credentials refused: waiting will not help
                     log.error("%s", exc)
                 except StoreUnavailable:
